@@ -1,0 +1,58 @@
+// splat_add: add values[b, n] over the square window around points[n] into sums[b],
+// and the (weighted) number of windows covering each pixel into counts.
+//
+// Both CPU and CUDA use the same two-step scheme per task: scatter +/-v at the four
+// corners of each window into a (H+1) x (W+1) float64 difference image, then take
+// its 2-D inclusive prefix sum and add it to the output. Task j < B produces sums[j];
+// task j >= B produces counts[j - B] (one counts map, or B when weights are per batch).
+#pragma once
+#include "common.h"
+
+namespace facesal {
+
+struct SplatParams {
+  const float* values;      // B x N
+  int B, N;
+  const float* points;      // N x 2, (x, y)
+  const float* weights;     // N or B x N, or nullptr (weight 1)
+  bool weights_per_batch;
+  int patch, H, W;
+  void* sums;               // B x H x W, accumulated into
+  void* counts;             // H x W (or B x H x W when weights_per_batch), accumulated into
+  bool out_double;          // outputs are float64 instead of float32
+};
+
+FS_HD int splat_num_tasks(const SplatParams& p) { return p.B + (p.weights_per_batch ? p.B : 1); }
+
+FS_HD float point_weight(const SplatParams& p, int b, int n) {
+  if (!p.weights) return 1.0f;
+  return p.weights[p.weights_per_batch ? int64_t(b) * p.N + n : n];
+}
+
+// Contribution of point n to task j.
+FS_HD double task_value(const SplatParams& p, int j, int n) {
+  if (j < p.B) return double(p.values[int64_t(j) * p.N + n]) * point_weight(p, j, n);
+  return point_weight(p, j - p.B, n);
+}
+
+FS_HD int64_t task_output_offset(const SplatParams& p, int j) {
+  return (j < p.B ? int64_t(j) : int64_t(j - p.B)) * p.H * p.W;
+}
+
+FS_HD void* task_output(const SplatParams& p, int j) { return j < p.B ? p.sums : p.counts; }
+
+// The four signed corner updates of one window in the (H+1) x (W+1) difference image.
+FS_HD void window_corners(const Window& w, int W1, int64_t idx[4], double sign[4]) {
+  idx[0] = int64_t(w.y0) * W1 + w.x0;            sign[0] = 1.0;
+  idx[1] = int64_t(w.y0) * W1 + w.x1 + 1;        sign[1] = -1.0;
+  idx[2] = int64_t(w.y1 + 1) * W1 + w.x0;        sign[2] = -1.0;
+  idx[3] = int64_t(w.y1 + 1) * W1 + w.x1 + 1;    sign[3] = 1.0;
+}
+
+void splat_add_cpu(const SplatParams& p);
+#ifdef FACESAL_WITH_CUDA
+// workspace: splat_num_tasks(p) * (H+1) * (W+1) float64 on the device.
+void splat_add_cuda(const SplatParams& p, double* workspace, void* stream);
+#endif
+
+}  // namespace facesal
