@@ -1,0 +1,290 @@
+"""dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1``) in PyTorch.
+
+The network is the ``anet_type`` of dlib's ``dnn_face_recognition_ex.cpp``: a
+29-conv ResNet on a 150x150 RGB chip, average pooling and a bias-free 128-d
+fully connected layer, trained with a metric loss (two faces match when the
+Euclidean distance of their descriptors is below 0.6). The weights (CC0) come
+from the ``face-recognition-models`` package; ``scripts/convert_dlib_weights.py``
+parses dlib's ``.dat`` file into ``weights/dlib_face_recognition_resnet.npz``,
+which is all this module needs: dlib is **not** required at run time.
+``DlibReference`` wraps dlib itself (optional dependency) as the black-box
+reference used by the tests and for landmarks.
+
+Faithfulness details of the port (all checked against dlib, max abs difference
+of descriptors <= 1e-4):
+
+- input: ``(pixel - mean_rgb) / 256`` with dlib's stored means
+  ``(122.782, 117.001, 104.298)`` (``input_rgb_image_sized``);
+- dlib's ``con_`` uses padding ``k//2`` for stride 1 and **0** for stride 2,
+  the pools likewise, so spatial sizes go 150 -> 72 -> 35 -> 17 -> 8 -> 3 -> 1;
+- ``add_prev`` adds tensors of different shapes by zero-padding both to the
+  larger channel count / height / width (aligned at index 0): the
+  channel-doubling shortcuts are zero-padded average pools, and in the 256-ch
+  down-sampling unit a 3x3 block output is added into a 4x4 pooled shortcut;
+- the batch norms were saved as per-channel ``affine_`` layers; they are
+  folded into the preceding convolutions at load time.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "CHIP_PADDING",
+    "CHIP_SIZE",
+    "DLIB_INPUT_STD",
+    "DLIB_MEAN_RGB",
+    "DLIB_TEMPLATE_5",
+    "DlibFaceResNet",
+    "DlibReference",
+    "WEIGHTS_PATH",
+    "chip_affine",
+    "extract_chip",
+    "load_dlib_resnet",
+    "normalize_chips",
+]
+
+WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "dlib_face_recognition_resnet.npz"
+
+#: Per-channel means subtracted by dlib's ``input_rgb_image_sized`` (float32 values stored in the model).
+DLIB_MEAN_RGB: tuple[float, float, float] = (122.78199768066406, 117.0009994506836, 104.2979965209961)
+#: dlib divides the centred pixel by 256. As ``occlude_batch`` arguments: ``scale=1.0, mean=DLIB_MEAN_RGB, std=DLIB_INPUT_STD``.
+DLIB_INPUT_STD: tuple[float, float, float] = (256.0, 256.0, 256.0)
+
+#: Side of the aligned chip the network takes.
+CHIP_SIZE = 150
+#: Padding dlib's ``compute_face_descriptor`` uses around the landmark template.
+CHIP_PADDING = 0.25
+#: dlib's 5-point template on the unit square (``get_face_chip_details``), in the order of dlib's
+#: 5-point predictor: subject's left eye outer, left eye inner, right eye outer, right eye inner
+#: corner, bottom of the nose (subject's left is image right).
+DLIB_TEMPLATE_5 = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ]
+)
+
+# (out_channels, down-sampling) of the 14 residual units, input side first.
+_UNITS: tuple[tuple[int, bool], ...] = (
+    ((32, False),) * 3
+    + ((64, True),) + ((64, False),) * 3
+    + ((128, True),) + ((128, False),) * 2
+    + ((256, True),) + ((256, False),) * 2
+    + ((256, True),)
+)
+# The layer sequence the converter must have found (checked at load time).
+_LAYER_TYPES: tuple[str, ...] = (
+    ("con", "affine", "relu", "max_pool")
+    + sum(
+        (
+            ("con", "affine", "relu", "con", "affine")
+            + (("avg_pool",) if down else ())
+            + ("add_prev", "relu")
+            for _, down in _UNITS
+        ),
+        (),
+    )
+    + ("avg_pool", "fc")
+)
+
+
+def _add_prev(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """dlib's ``add_prev``: sum of two NCHW tensors zero-padded to the larger C, H, W."""
+    if a.shape == b.shape:
+        return a + b
+    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
+
+    return pad(a) + pad(b)
+
+
+class _ResidualUnit(nn.Module):
+    """``relu(add_prev(block(x), x or avg_pool2x2(x)))`` with block = conv-relu-conv (affines folded)."""
+
+    def __init__(self, in_channels: int, out_channels: int, down: bool) -> None:
+        super().__init__()
+        stride, padding = (2, 0) if down else (1, 1)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, padding)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
+        self.down = down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (N, C_in, H, W) -> (N, C_out, H', W')``."""
+        y = self.conv2(F.relu(self.conv1(x)))
+        shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
+        return F.relu(_add_prev(y, shortcut))
+
+
+class DlibFaceResNet(nn.Module):
+    """dlib's face-recognition ResNet: aligned 150x150 RGB chips -> 128-d descriptors.
+
+    Input ``(N, 3, 150, 150)``: ``uint8`` RGB (normalised inside), or float
+    already in dlib's normalisation ``(pixel - DLIB_MEAN_RGB) / 256``.
+    Output ``(N, 128)`` float32, dlib's descriptor (not L2-normalised; two faces
+    match when the Euclidean distance is below 0.6).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 32, 7, 2, 0)
+        units = []
+        in_channels = 32
+        for out_channels, down in _UNITS:
+            units.append(_ResidualUnit(in_channels, out_channels, down))
+            in_channels = out_channels
+        self.units = nn.Sequential(*units)
+        self.fc = nn.Linear(256, 128, bias=False)
+        self.register_buffer("mean_rgb", torch.tensor(DLIB_MEAN_RGB).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (N, 3, 150, 150)`` uint8 or normalised float -> ``(N, 128)``."""
+        if x.dtype == torch.uint8:
+            x = normalize_chips(x, self.mean_rgb)
+        x = F.max_pool2d(F.relu(self.conv0(x)), 3, 2)
+        x = self.units(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def normalize_chips(chips: torch.Tensor, mean_rgb: torch.Tensor | None = None) -> torch.Tensor:
+    """``uint8 (N, 3, H, W)`` RGB -> float32 ``(pixel - DLIB_MEAN_RGB) / 256``."""
+    mean = mean_rgb if mean_rgb is not None else torch.tensor(DLIB_MEAN_RGB).view(1, 3, 1, 1)
+    return (chips.float() - mean.to(chips.device)) / 256.0
+
+
+def load_dlib_resnet(
+    path: str | Path = WEIGHTS_PATH, device: str | torch.device = "cpu"
+) -> DlibFaceResNet:
+    """Build ``DlibFaceResNet`` from the converted weights (``.npz``), in eval mode.
+
+    The per-channel affines (dlib's frozen batch norms) are folded into the
+    preceding convolutions: ``w' = w * gamma``, ``b' = b * gamma + beta``.
+    """
+    arrays = np.load(path)
+    found = tuple(str(t) for t in arrays["layer_types"])
+    if found != _LAYER_TYPES:
+        raise ValueError(f"{path}: layer sequence does not match dlib's anet_type")
+    model = DlibFaceResNet()
+    state: dict[str, torch.Tensor] = {}
+    # named_modules() yields the 29 convolutions input side first, dlib's file order.
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    for i, (name, conv) in enumerate(convs):
+        gamma = arrays[f"affine{i}.gamma"].astype(np.float64)
+        beta = arrays[f"affine{i}.beta"].astype(np.float64)
+        weight = arrays[f"con{i}.weight"].astype(np.float64) * gamma[:, None, None, None]
+        bias = arrays[f"con{i}.bias"].astype(np.float64) * gamma + beta
+        if tuple(arrays[f"con{i}.stride"]) != conv.stride or tuple(arrays[f"con{i}.padding"]) != conv.padding:
+            raise ValueError(f"{path}: stride/padding of con{i} differ from the architecture")
+        state[f"{name}.weight"] = torch.from_numpy(weight.astype(np.float32))
+        state[f"{name}.bias"] = torch.from_numpy(bias.astype(np.float32))
+    state["fc.weight"] = torch.from_numpy(arrays["fc.weight"])
+    state["mean_rgb"] = torch.from_numpy(arrays["mean_rgb"].astype(np.float32)).view(1, 3, 1, 1)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- alignment
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares similarity (Umeyama, no reflection) ``dst ~ s R src + t``; returns ``(sR (2,2), t (2,))``."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rot = u @ sign @ vt
+    scale = np.trace(np.diag(sig) @ sign) / s0.var(0).sum()
+    m = scale * rot
+    return m, mu_d - m @ mu_s
+
+
+def chip_affine(
+    landmarks: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING
+) -> np.ndarray:
+    """2x3 affine from image pixels to chip pixels, as dlib's ``get_face_chip_details`` + ``get_mapping_to_chip``.
+
+    ``landmarks (5, 2)`` are ``(x, y)`` image pixels in the order of dlib's
+    5-point predictor (see ``DLIB_TEMPLATE_5``). Returns ``A (2, 3)`` float64
+    with ``chip_xy = A[:, :2] @ image_xy + A[:, 2]`` (pixel centres at integer
+    coordinates), ready for ``cv2.warpAffine``.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    template = (padding + DLIB_TEMPLATE_5) / (2 * padding + 1) * size
+    m, t = _similarity(template, landmarks)  # chip template -> image
+    scale = math.hypot(m[0, 0], m[1, 0])
+    rot = m / scale
+    centre = m @ np.array([size / 2.0, size / 2.0]) + t
+    # dlib maps the rotated rectangle of side size*scale onto pixels 0 .. size-1.
+    k = (size - 1) / (size * scale)
+    lin = k * rot.T
+    return np.hstack([lin, ((size - 1) / 2.0 - lin @ centre)[:, None]])
+
+
+def extract_chip(image: np.ndarray, affine: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
+    """Warp ``image (H, W, 3) uint8`` into a ``(size, size, 3) uint8`` chip with ``affine`` (image -> chip).
+
+    Bilinear sampling, black outside the image. Like dlib, large reductions
+    first go down a 2x Gaussian pyramid (``cv2.pyrDown``) so bilinear sampling
+    does not alias; the chip pixels therefore differ from dlib's by a few grey
+    levels, not by geometry.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    image_px_per_chip_px = 1.0 / math.sqrt(abs(np.linalg.det(affine[:, :2])))
+    src = image
+    while image_px_per_chip_px > 2.0 and min(src.shape[:2]) > 1:
+        src = cv2.pyrDown(src)
+        image_px_per_chip_px /= 2.0
+        affine = affine @ np.diag([2.0, 2.0, 1.0])  # down-sampled x_d = x / 2
+    return cv2.warpAffine(
+        src, affine, (size, size), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+    )
+
+
+class DlibReference:
+    """dlib itself (optional dependency ``facesal_fast[dlib]``): detector, 5-point landmarks, chips, descriptors.
+
+    The black-box reference the port is checked against. Uses only the CC0
+    models of ``face-recognition-models`` (never the non-commercial 68-point predictor).
+    """
+
+    def __init__(self) -> None:
+        import dlib
+        import face_recognition_models as frm
+
+        self._dlib = dlib
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        self.net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+
+    def shapes(self, image: np.ndarray, upsample: int = 1) -> list:
+        """dlib ``full_object_detection`` (5 points) of every face found in ``image (H, W, 3) uint8 RGB``."""
+        return [self.predictor(image, box) for box in self.detector(image, upsample)]
+
+    def landmarks5(self, image: np.ndarray, upsample: int = 1) -> np.ndarray:
+        """``(F, 5, 2)`` float32 ``(x, y)`` landmarks of the F faces found, in dlib's 5-point order."""
+        pts = [[(p.x, p.y) for p in s.parts()] for s in self.shapes(image, upsample)]
+        return np.asarray(pts, dtype=np.float32).reshape(-1, 5, 2)
+
+    def chip(self, image: np.ndarray, shape: object) -> np.ndarray:
+        """dlib's own ``(150, 150, 3) uint8`` chip (``get_face_chip``, padding 0.25)."""
+        return self._dlib.get_face_chip(image, shape, CHIP_SIZE, CHIP_PADDING)
+
+    def descriptors(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """dlib's descriptors ``(N, 128)`` float32 of aligned ``(150, 150, 3) uint8`` chips."""
+        out = self.net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
+        return np.asarray([np.asarray(d) for d in out], dtype=np.float32).reshape(-1, 128)
