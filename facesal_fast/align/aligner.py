@@ -1,0 +1,293 @@
+"""Dense face alignment with MediaPipe Face Mesh (478 3D landmarks, weights bundled in the wheel).
+
+Pipeline per image: MediaPipe face detection (short- and full-range models, for the face box
+and for faces the mesh's own detector misses) -> Face Mesh landmarks -> the canonical mesh
+(468 vertices, 898 triangles) posed in the image -> the fixed dense canonical grid projected
+through it (barycentric mix of the image-projected vertices) -> visibility (back-facing
+triangles from the image winding, and a z-buffer of the posed mesh).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from pathlib import Path
+from typing import Sequence, Union
+
+import cv2
+import numpy as np
+
+from .canonical import N_MESH_VERTICES, canonical_geometry
+from .errors import ImageError, NoFaceError
+from .face import AlignedFace, MeshBinding, dense_grid
+from .image_io import as_rgb_uint8, load_image
+from .mesh import front_facing, signed_areas, visible_points
+
+ImageLike = Union[np.ndarray, str, os.PathLike]
+
+# Landmarks of eyes, nose and mouth (used to match meshes with detector boxes).
+CORE_LANDMARKS = (33, 133, 362, 263, 1, 4, 61, 291, 13, 14)
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / ua if ua > 0 else 0.0
+
+
+class Aligner:
+    """MediaPipe Face Mesh aligner producing :class:`AlignedFace` objects.
+
+    Args:
+        density: dense points per canonical pixel along each axis (grid stride ``1/density``);
+            1.0 gives one point per canonical pixel inside the face (N ~ 38k at 256x256).
+        canonical_size: canonical face size, int (square) or ``(H_F, W_F)``.
+        max_faces: most faces looked for per image.
+        min_face_size: faces whose box is smaller than this (pixels) are refused.
+        max_side: images are downscaled to this longest side for detection and landmarks
+            (landmarks are mapped back to full resolution; warps use the full image).
+        min_detection_confidence: detector threshold.
+        depth_tol: z-buffer tolerance as a fraction of ``face_scale``.
+        refine_landmarks: Face Mesh attention model (adds the 10 iris landmarks, 478 total).
+    """
+
+    def __init__(
+        self,
+        density: float = 1.0,
+        canonical_size: int | tuple[int, int] = 256,
+        max_faces: int = 10,
+        *,
+        min_face_size: int = 32,
+        max_side: int = 2048,
+        min_detection_confidence: float = 0.5,
+        depth_tol: float = 0.08,
+        refine_landmarks: bool = True,
+    ) -> None:
+        if density <= 0:
+            raise ValueError("density must be > 0")
+        self.density = float(density)
+        if isinstance(canonical_size, (int, np.integer)):
+            canonical_size = (int(canonical_size), int(canonical_size))
+        self.canonical_shape: tuple[int, int] = (int(canonical_size[0]), int(canonical_size[1]))
+        self.max_faces = int(max_faces)
+        self.min_face_size = int(min_face_size)
+        self.max_side = int(max_side)
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.depth_tol = float(depth_tol)
+        self.refine_landmarks = bool(refine_landmarks)
+        geo = canonical_geometry()
+        self.triangles = geo.triangles
+        self.canon_verts = geo.layout_pixels(self.canonical_shape)
+        self.canon_depth = geo.depth_pixels(self.canonical_shape)
+        ac = signed_areas(self.canon_verts, self.triangles)
+        self._canon_front = ac > 0 if (ac > 0).sum() >= (ac < 0).sum() else ac < 0
+        self.canonical_scale = geo.scale(self.canonical_shape)
+        c3 = np.concatenate([self.canon_verts, self.canon_depth[:, None]], axis=1).astype(np.float64)
+        self._canon_rms = float(np.sqrt(((c3 - c3.mean(axis=0)) ** 2).sum(axis=1).mean()))
+        self.grid = dense_grid(self.canon_verts, self.triangles, self.canonical_shape, 1.0 / self.density, self.canon_depth)
+        self.grid.points.setflags(write=False)
+        self._lock = threading.Lock()
+        self._mp = None
+
+    # ------------------------------------------------------------------ mediapipe
+    def _models(self):
+        if self._mp is None:
+            from mediapipe.python.solutions import face_detection, face_mesh
+
+            c = self.min_detection_confidence
+            self._mp = dict(
+                mesh=face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=self.refine_landmarks,
+                    min_detection_confidence=c,
+                ),
+                crop=face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=1, refine_landmarks=self.refine_landmarks,
+                    min_detection_confidence=c,
+                ),
+                det=[face_detection.FaceDetection(model_selection=m, min_detection_confidence=c) for m in (0, 1)],
+            )
+        return self._mp
+
+    def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Face boxes ``[((x0, y0, x1, y1), score), ...]`` in pixels of an ``(H, W, 3)`` RGB image
+        (union of MediaPipe's short- and full-range detectors, non-maximum suppressed)."""
+        h, w = image.shape[:2]
+        found = []
+        for det in self._models()["det"]:
+            for d in det.process(image).detections or []:
+                b = d.location_data.relative_bounding_box
+                box = (b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h)
+                found.append((box, float(d.score[0])))
+        found.sort(key=lambda t: -t[1])
+        keep: list = []
+        for box, s in found:
+            if all(_iou(box, k[0]) < 0.3 for k in keep):
+                keep.append((box, s))
+        return keep
+
+    def _landmarks(self, model, image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        res = model.process(image)
+        out = []
+        for lm in res.multi_face_landmarks or []:
+            a = np.array([(p.x * w, p.y * h, p.z * w) for p in lm.landmark], np.float32)
+            out.append(a)
+        return out
+
+    def _crop_landmarks(self, image: np.ndarray, box) -> np.ndarray | None:
+        """Face Mesh on a square crop (2x the box) around a detector box; landmarks in image px."""
+        x0, y0, x1, y1 = box
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        side = 2.0 * max(x1 - x0, y1 - y0)
+        ox, oy = int(round(cx - side / 2)), int(round(cy - side / 2))
+        n = int(round(side))
+        h, w = image.shape[:2]
+        crop = np.zeros((n, n, 3), np.uint8)
+        sx0, sy0, sx1, sy1 = max(ox, 0), max(oy, 0), min(ox + n, w), min(oy + n, h)
+        if sx1 <= sx0 or sy1 <= sy0:
+            return None
+        crop[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = image[sy0:sy1, sx0:sx1]
+        target = int(np.clip(n, 256, 768))
+        f = target / n
+        if f != 1.0:
+            crop = cv2.resize(crop, (target, target), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        lms = self._landmarks(self._models()["crop"], np.ascontiguousarray(crop))
+        if not lms:
+            return None
+        lm = lms[0]
+        lm[:, :2] = lm[:, :2] / f + np.array([ox, oy], np.float32)
+        lm[:, 2] = lm[:, 2] / f
+        return lm
+
+    # ------------------------------------------------------------------ public
+    def __call__(
+        self, image: ImageLike, *, all_faces: bool = False, source: str | None = None
+    ) -> AlignedFace | list[AlignedFace]:
+        """Align the face(s) of one image.
+
+        Args:
+            image: ``(H, W, 3) uint8`` RGB array (grayscale/RGBA/16-bit/float arrays are
+                converted) or a file path (read with :func:`load_image`).
+            all_faces: return every face found (a list, largest first) instead of the largest.
+            source: name used in messages (defaults to the file name for a path).
+        Raises:
+            NoFaceError: no face, or only faces smaller than ``min_face_size``.
+            ImageError: unreadable file or unusable array.
+        """
+        if isinstance(image, (str, os.PathLike)):
+            source = source or Path(image).name
+            image = load_image(image)
+        img = as_rgb_uint8(image, source)
+        with self._lock:
+            return self._align(img, all_faces, source)
+
+    def batch(
+        self, images: Sequence[ImageLike], *, all_faces: bool = False, on_error: str = "raise",
+        sources: Sequence[str | None] | None = None,
+    ) -> list:
+        """Align a sequence of images. Returns one entry per image: an :class:`AlignedFace`
+        (a list with ``all_faces``); with ``on_error="none"`` a failed image gives the exception
+        object instead of raising."""
+        if on_error not in ("raise", "none"):
+            raise ValueError("on_error must be 'raise' or 'none'")
+        out = []
+        for k, im in enumerate(images):
+            src = sources[k] if sources is not None else None
+            try:
+                out.append(self(im, all_faces=all_faces, source=src))
+            except (NoFaceError, ImageError) as e:
+                if on_error == "raise":
+                    raise
+                out.append(e)
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _align(self, img: np.ndarray, all_faces: bool, source) -> AlignedFace | list[AlignedFace]:
+        h, w = img.shape[:2]
+        if min(h, w) < self.min_face_size:
+            raise NoFaceError(source, f"image of {w}x{h} px is too small (a face needs >= {self.min_face_size} px)")
+        f = min(1.0, self.max_side / max(h, w))
+        work = img if f == 1.0 else cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        fx, fy = work.shape[1] / w, work.shape[0] / h
+        dets = [((b[0] / fx, b[1] / fy, b[2] / fx, b[3] / fy), s) for b, s in self.detect(work)]
+        meshes = self._landmarks(self._models()["mesh"], work)
+        for lm in meshes:
+            lm[:, 0] /= fx
+            lm[:, 1] /= fy
+            lm[:, 2] /= fx
+        faces: list[tuple[np.ndarray, tuple, float | None, str]] = []
+        used = set()
+        for lm in meshes:
+            core = lm[list(CORE_LANDMARKS), :2]
+            lb = (*lm[:N_MESH_VERTICES, :2].min(axis=0), *lm[:N_MESH_VERTICES, :2].max(axis=0))
+            best, best_iou = None, 0.0
+            for k, (b, s) in enumerate(dets):
+                if k in used:
+                    continue
+                inside = ((core[:, 0] >= b[0]) & (core[:, 0] <= b[2]) & (core[:, 1] >= b[1]) & (core[:, 1] <= b[3])).mean()
+                if inside >= 0.8 and _iou(b, lb) > best_iou:
+                    best, best_iou = k, _iou(b, lb)
+            if best is not None:
+                used.add(best)
+                faces.append((lm, tuple(float(v) for v in dets[best][0]), dets[best][1], "detector"))
+            else:
+                faces.append((lm, tuple(float(v) for v in lb), None, "landmarks"))
+        # detector boxes without a mesh: run Face Mesh on a crop around them
+        if all_faces or not faces:
+            for k, (b, s) in enumerate(dets):
+                if k in used or len(faces) >= self.max_faces:
+                    continue
+                if max(b[2] - b[0], b[3] - b[1]) < self.min_face_size:
+                    continue
+                lm = self._crop_landmarks(img, b)
+                if lm is None:
+                    continue
+                core = lm[list(CORE_LANDMARKS), :2].mean(axis=0)
+                if any(fb[0] <= core[0] <= fb[2] and fb[1] <= core[1] <= fb[3] for _, fb, _, _ in faces):
+                    continue
+                faces.append((lm, tuple(float(v) for v in b), s, "detector"))
+        if not faces:
+            raise NoFaceError(source, "no face found")
+        sizes = [max(fb[2] - fb[0], fb[3] - fb[1]) for _, fb, _, _ in faces]
+        big = [i for i in np.argsort(sizes)[::-1] if sizes[i] >= self.min_face_size]
+        if not big:
+            raise NoFaceError(
+                source, f"face too small: {max(sizes):.0f} px < min_face_size={self.min_face_size} px"
+            )
+        n = len(big)
+        if not all_faces:
+            i = big[0]
+            note = f"largest of {n} faces" if n > 1 else "single face"
+            return self._make_face(img, *faces[i], source=source, n_faces=n, index=0, note=note)
+        return [
+            self._make_face(img, *faces[i], source=source, n_faces=n, index=r, note=f"face {r + 1} of {n} (by size)")
+            for r, i in enumerate(big)
+        ]
+
+    def _make_face(self, img, lm, box, score, box_source, *, source, n_faces, index, note) -> AlignedFace:
+        v = lm[:N_MESH_VERTICES]
+        v3 = v.astype(np.float64)
+        rms = float(np.sqrt(((v3 - v3.mean(axis=0)) ** 2).sum(axis=1).mean()))
+        face_scale = self.canonical_scale * rms / self._canon_rms
+        tol = self.depth_tol * face_scale
+        front = front_facing(v[:, :2], self.canon_verts, self.triangles) & self._canon_front
+        pts, z, vis = visible_points(self.grid, self.triangles, v[:, :2], v[:, 2], front, img.shape[:2], tol)
+        mesh = MeshBinding(
+            triangles=self.triangles, canon_verts=self.canon_verts, canon_depth=self.canon_depth,
+            img_verts=np.ascontiguousarray(v[:, :2]), img_depth=np.ascontiguousarray(v[:, 2]), front=front,
+            depth_tol=tol,
+        )
+        return AlignedFace(
+            image=img, verts_image=pts, verts_canonical=self.grid.points, visible=vis,
+            canonical_shape=self.canonical_shape, face_box=box, face_scale=float(face_scale),
+            canonical_scale=float(self.canonical_scale), source=source, landmarks=lm, depth=z, score=score,
+            n_faces=n_faces, face_index=index, note=note, box_source=box_source, mesh=mesh,
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def default_aligner(density: float = 1.0, canonical_size: int = 256) -> Aligner:
+    """A cached :class:`Aligner` with default settings."""
+    return Aligner(density=density, canonical_size=canonical_size)

@@ -1,0 +1,278 @@
+"""``AlignedFace``: one face of one image with its dense correspondence to the canonical face."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .mesh import DenseGrid, densify, front_facing, signed_areas, visible_points
+
+#: ``from_arrays`` in "auto" mode treats up to this many points as sparse landmarks (meshed).
+SPARSE_MAX_POINTS = 2000
+
+
+@dataclass(frozen=True, eq=False)
+class MeshBinding:
+    """A triangle mesh fitted to one image (used by the dense grid and the warps).
+
+    ``triangles (T, 3)``; ``canon_verts (V, 2)`` canonical pixel positions; ``canon_depth (V,)``
+    or None; ``img_verts (V, 2)`` image pixel positions; ``img_depth (V,)`` or None (pixel
+    units, smaller = nearer the camera); ``front (T,)`` triangles front-facing in the image *and*
+    in the canonical layout; ``depth_tol`` z-buffer tolerance in pixels.
+    """
+
+    triangles: np.ndarray
+    canon_verts: np.ndarray
+    canon_depth: np.ndarray | None
+    img_verts: np.ndarray
+    img_depth: np.ndarray | None
+    front: np.ndarray
+    depth_tol: float
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_grid(key: tuple, canon_verts_bytes: bytes, tris_bytes: bytes, depth_bytes: bytes | None) -> DenseGrid:
+    shape, stride, nv, nt = key
+    cv = np.frombuffer(canon_verts_bytes, np.float32).reshape(nv, 2)
+    tr = np.frombuffer(tris_bytes, np.int32).reshape(nt, 3)
+    cd = None if depth_bytes is None else np.frombuffer(depth_bytes, np.float32)
+    return densify(cv, tr, shape, stride=stride, canon_depth=cd)
+
+
+def dense_grid(
+    canon_verts: np.ndarray, triangles: np.ndarray, shape: tuple[int, int], stride: float, canon_depth=None
+) -> DenseGrid:
+    """Cached :func:`~facesal_fast.align.mesh.densify` (the same arrays are returned for the same
+    mesh, shape and stride, so all faces share one canonical points array)."""
+    cv = np.ascontiguousarray(canon_verts, np.float32)[:, :2].copy()
+    tr = np.ascontiguousarray(triangles, np.int32)
+    cd = None if canon_depth is None else np.ascontiguousarray(canon_depth, np.float32).tobytes()
+    key = ((int(shape[0]), int(shape[1])), float(stride), len(cv), len(tr))
+    return _cached_grid(key, cv.tobytes(), tr.tobytes(), cd)
+
+
+@dataclass(eq=False)
+class AlignedFace:
+    """One face with a dense 1:1 correspondence ``M_I <-> M_F`` to the canonical face.
+
+    Attributes:
+        image: ``(H, W, 3) uint8`` RGB photo.
+        verts_image: ``(N, 2) float32`` image position ``M_I`` (x, y pixels) of each point.
+        verts_canonical: ``(N, 2) float32`` canonical position ``M_F`` (x, y pixels of the
+            ``canonical_shape`` face). For the default aligner this is one fixed grid shared
+            by all images (the same array object), so many faces can be splatted at once.
+        visible: ``(N,) bool``: the point is inside the image, on a front-facing triangle and
+            not hidden behind another part of the face (z-buffer). Occlusion and splatting
+            must use only visible points.
+        canonical_shape: ``(H_F, W_F)``.
+        face_box: ``(x0, y0, x1, y1)`` face detector box in image pixels (the landmark
+            bounding box where no detector box matched, see ``box_source``).
+        face_scale: size of the face in the image, in pixels: the outer-eye-corner distance
+            (landmarks 33-263) corrected for pose: ``canonical_scale`` times the RMS size ratio
+            of the 3D landmarks to the 3D canonical model (so it does not shrink with yaw).
+            For ``from_arrays`` faces: ``canonical_scale`` times the scale of a least-squares
+            similarity transform from canonical to image points (visible points).
+        canonical_scale: the same measure on the canonical face (outer-eye-corner distance in
+            canonical pixels; for ``from_arrays`` faces sqrt of the canonical hull area / 4
+            unless given). An image patch of ``p`` px maps to ``p * canonical_scale /
+            face_scale`` canonical px.
+        source: file name (or None) used in messages.
+        landmarks: ``(L, 3) float32`` raw landmarks (x, y, depth) in image pixels, or None.
+        depth: ``(N,) float32`` depth of each point (pixels, smaller = nearer), or None.
+        score: detector confidence, or None.
+        n_faces: number of faces found in the image; ``face_index`` this face's rank by size.
+        note: how this face was chosen (e.g. "largest of 3 faces").
+        mesh: the fitted :class:`MeshBinding`, or None for a plain point correspondence.
+    """
+
+    image: np.ndarray
+    verts_image: np.ndarray
+    verts_canonical: np.ndarray
+    visible: np.ndarray
+    canonical_shape: tuple[int, int]
+    face_box: tuple[float, float, float, float]
+    face_scale: float
+    canonical_scale: float
+    source: str | None = None
+    landmarks: np.ndarray | None = None
+    depth: np.ndarray | None = None
+    score: float | None = None
+    n_faces: int = 1
+    face_index: int = 0
+    note: str = ""
+    box_source: str = "detector"
+    mesh: MeshBinding | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"AlignedFace(source={self.source!r}, image={self.image.shape}, N={self.n_points}, "
+            f"visible={self.visible_fraction:.2f}, face_box={tuple(round(v, 1) for v in self.face_box)}, "
+            f"face_scale={self.face_scale:.1f}, canonical_shape={self.canonical_shape}, note={self.note!r})"
+        )
+
+    @property
+    def n_points(self) -> int:
+        """N, the number of dense correspondence points."""
+        return int(len(self.verts_canonical))
+
+    @property
+    def visible_fraction(self) -> float:
+        """Share of the N points that are visible."""
+        return float(self.visible.mean()) if len(self.visible) else 0.0
+
+    @property
+    def patch_scale(self) -> float:
+        """``canonical_scale / face_scale``: multiply an image patch size by this."""
+        return float(self.canonical_scale / self.face_scale)
+
+    def canonical_patch(self, patch: int) -> int:
+        """Canonical patch size for an image occlusion patch of ``patch`` pixels (>= 1)."""
+        return max(1, int(round(patch * self.patch_scale)))
+
+    def to_canonical(self, image: np.ndarray | None = None, **kw):
+        """See :func:`facesal_fast.align.warp.to_canonical` (default: this face's image)."""
+        from .warp import to_canonical
+
+        return to_canonical(self.image if image is None else image, self, **kw)
+
+    def to_image(self, canonical_map: np.ndarray, **kw):
+        """See :func:`facesal_fast.align.warp.to_image`."""
+        from .warp import to_image
+
+        return to_image(canonical_map, self, **kw)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        image: np.ndarray,
+        verts_image: np.ndarray,
+        verts_canonical: np.ndarray,
+        canonical_shape: tuple[int, int],
+        visible: np.ndarray | None = None,
+        *,
+        triangles: np.ndarray | None = None,
+        mode: str = "auto",
+        density: float = 1.0,
+        source: str | None = None,
+        face_box: tuple[float, float, float, float] | None = None,
+        face_scale: float | None = None,
+        canonical_scale: float | None = None,
+        depth_tol: float | None = None,
+    ) -> "AlignedFace":
+        """Wrap a correspondence computed elsewhere (PRNet, a 3DMM fit, 68 landmarks, ...).
+
+        Args:
+            image: ``(H, W, 3) uint8`` RGB (other layouts are converted).
+            verts_image: ``(N, 2|3)`` x, y in image pixels; an optional third column is depth
+                (pixel units, smaller = nearer the camera), used only for the z-buffer.
+            verts_canonical: ``(N, 2|3)`` x, y in canonical pixels (third column ignored).
+            canonical_shape: ``(H_F, W_F)``.
+            visible: ``(N,) bool`` or None (computed: inside the image, and for a mesh
+                front-facing + z-buffer).
+            triangles: ``(T, 3)`` vertex indices: the points are mesh vertices and the mesh is
+                densified on the canonical grid (``density`` points per canonical pixel along
+                each axis, i.e. ``stride = 1 / density``), like the default aligner.
+            mode: ``"mesh"`` (densify; triangles from Delaunay on the canonical points when not
+                given), ``"points"`` (use the N points as they are), ``"auto"`` (mesh when
+                triangles are given or N <= ``SPARSE_MAX_POINTS``, e.g. 68 landmarks).
+        """
+        from .image_io import as_rgb_uint8
+
+        img = as_rgb_uint8(image, source)
+        h, w = img.shape[:2]
+        vi = np.asarray(verts_image, np.float32)
+        vc = np.asarray(verts_canonical, np.float32)
+        if vi.ndim != 2 or vi.shape[1] not in (2, 3) or vc.ndim != 2 or vc.shape[1] not in (2, 3):
+            raise ValueError("verts_image and verts_canonical must be (N, 2) or (N, 3)")
+        if len(vi) != len(vc):
+            raise ValueError(f"verts_image has {len(vi)} points but verts_canonical has {len(vc)}")
+        if not (np.isfinite(vi[:, :2]).all() and np.isfinite(vc[:, :2]).all()):
+            raise ValueError("non-finite coordinates")
+        cshape = (int(canonical_shape[0]), int(canonical_shape[1]))
+        if mode == "auto":
+            mode = "mesh" if (triangles is not None or len(vi) <= SPARSE_MAX_POINTS) else "points"
+        if mode not in ("mesh", "points"):
+            raise ValueError(f"mode must be 'auto', 'mesh' or 'points', not {mode!r}")
+        zi = vi[:, 2].copy() if vi.shape[1] == 3 else None
+        if canonical_scale is None:
+            hull = _hull_area(vc[:, :2])
+            canonical_scale = float(np.sqrt(max(hull, 1.0)) / 2.0)
+        mesh = None
+        depth = None
+        if mode == "mesh":
+            if triangles is None:
+                from scipy.spatial import Delaunay
+
+                triangles = Delaunay(vc[:, :2].astype(np.float64)).simplices
+            tris = np.asarray(triangles, np.int32)
+            if tris.ndim != 2 or tris.shape[1] != 3 or tris.min() < 0 or tris.max() >= len(vi):
+                raise ValueError("triangles must be (T, 3) indices into the points")
+            grid = dense_grid(vc[:, :2], tris, cshape, 1.0 / density)
+            ac = signed_areas(vc, tris)
+            sign = 1.0 if (ac > 0).sum() >= (ac < 0).sum() else -1.0
+            front = front_facing(vi, vc, tris) & (ac * sign > 0)
+            if depth_tol is None:
+                depth_tol = 0.05 * float(np.sqrt(max(_hull_area(vi[:, :2]), 1.0)))
+            pts, z, vis = visible_points(grid, tris, vi[:, :2], zi, front, (h, w), depth_tol)
+            if visible is not None:
+                raise ValueError("visible= applies to mode='points'; a mesh's visibility is computed")
+            mesh = MeshBinding(tris, vc[:, :2].copy(), None, vi[:, :2].copy(), zi, front, float(depth_tol))
+            verts_i, verts_c, depth = pts, grid.points, (z if zi is not None else None)
+            landmarks = vi.copy()
+        else:
+            verts_i, verts_c = vi[:, :2].copy(), vc[:, :2].copy()
+            inside = (verts_i[:, 0] >= -0.5) & (verts_i[:, 0] < w - 0.5) & (verts_i[:, 1] >= -0.5) & (verts_i[:, 1] < h - 0.5)
+            vis = inside if visible is None else (np.asarray(visible, bool).reshape(-1) & inside)
+            if len(vis) != len(verts_i):
+                raise ValueError("visible must be (N,)")
+            depth = zi
+            landmarks = None
+        sel = vis if vis.sum() >= 3 else np.ones(len(vis), bool)
+        src_c = vc[:, :2] if mode == "mesh" else verts_c
+        src_i = vi[:, :2] if mode == "mesh" else verts_i
+        if mode == "mesh":
+            sel = np.ones(len(src_c), bool)
+        if face_scale is None:
+            face_scale = canonical_scale * _similarity_scale(src_c[sel], src_i[sel])
+        box_source = "given" if face_box is not None else "points"
+        if face_box is None:
+            bi = src_i[sel]
+            face_box = (float(bi[:, 0].min()), float(bi[:, 1].min()), float(bi[:, 0].max()), float(bi[:, 1].max()))
+        return cls(
+            image=img,
+            verts_image=np.ascontiguousarray(verts_i, np.float32),
+            verts_canonical=verts_c,
+            visible=np.ascontiguousarray(vis, bool),
+            canonical_shape=cshape,
+            face_box=tuple(float(v) for v in face_box),
+            face_scale=float(face_scale),
+            canonical_scale=float(canonical_scale),
+            source=source,
+            landmarks=landmarks,
+            depth=depth,
+            note="from_arrays (" + mode + ")",
+            box_source=box_source,
+            mesh=mesh,
+        )
+
+
+def _hull_area(p: np.ndarray) -> float:
+    import cv2
+
+    if len(p) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(np.asarray(p, np.float32))))
+
+
+def _similarity_scale(src: np.ndarray, dst: np.ndarray) -> float:
+    """Scale of the least-squares 2D similarity transform ``src -> dst`` (Umeyama, allows reflection)."""
+    s = np.asarray(src, np.float64)
+    d = np.asarray(dst, np.float64)
+    s = s - s.mean(axis=0)
+    d = d - d.mean(axis=0)
+    var = (s**2).sum()
+    if var <= 0:
+        return 1.0
+    sv = np.linalg.svd(d.T @ s, compute_uv=False)
+    return float(sv.sum() / var)

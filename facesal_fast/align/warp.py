@@ -1,0 +1,175 @@
+"""Warps between a photo and the canonical face, through an :class:`AlignedFace`.
+
+- :func:`to_canonical`: texture unwrap, image-space array -> ``(H_F, W_F, ...)`` canonical array.
+- :func:`to_image`: reproject any canonical map (e.g. a CMS) onto the photo.
+
+With a triangle mesh (default aligner, or ``from_arrays`` with triangles / sparse landmarks)
+the warps are piecewise affine per triangle, respecting visibility. For a plain point
+correspondence (``from_arrays(mode="points")``) they are nearest-pixel point splats.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .face import AlignedFace, dense_grid
+from .mesh import barycentric, clip_barycentric, rasterize_triangles, visible_points
+
+
+def _remap(src: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, interpolation: int) -> np.ndarray:
+    """cv2.remap for any number of channels / dtypes (constant 0 border)."""
+    a = src
+    if a.dtype not in (np.uint8, np.uint16, np.int16, np.float32):
+        a = a.astype(np.float32)
+    squeeze = a.ndim == 2
+    if squeeze:
+        a = a[:, :, None]
+    flat = a.reshape(a.shape[0], a.shape[1], -1)
+    outs = []
+    for c0 in range(0, flat.shape[2], 4):
+        chunk = np.ascontiguousarray(flat[:, :, c0 : c0 + 4])
+        r = cv2.remap(chunk, map_x, map_y, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if r.ndim == 2:
+            r = r[:, :, None]
+        outs.append(r)
+    out = np.concatenate(outs, axis=2).reshape(map_x.shape + a.shape[2:])
+    return out[:, :, 0] if squeeze else out
+
+
+def _check_image_like(arr: np.ndarray, face: AlignedFace) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.shape[:2] != face.image.shape[:2]:
+        raise ValueError(f"array of shape {a.shape} does not match the face's image {face.image.shape[:2]}")
+    return a
+
+
+def canonical_pixel_mapping(face: AlignedFace) -> tuple[np.ndarray, np.ndarray]:
+    """For every canonical pixel: image position ``(H_F, W_F, 2) float32`` and validity
+    ``(H_F, W_F) bool`` (covered by the face mesh and visible in the image). Mesh faces only."""
+    m = face.mesh
+    if m is None:
+        raise ValueError("canonical_pixel_mapping needs a triangle mesh")
+    hf, wf = face.canonical_shape
+    g = dense_grid(m.canon_verts, m.triangles, (hf, wf), 1.0, m.canon_depth)
+    pts, _, vis = visible_points(g, m.triangles, m.img_verts, m.img_depth, m.front, face.image.shape[:2], m.depth_tol)
+    pos = np.full((hf, wf, 2), -1e4, np.float32)
+    valid = np.zeros((hf, wf), bool)
+    ij = np.floor(g.points + 0.5).astype(np.int64)
+    pos[ij[:, 1], ij[:, 0]] = pts
+    valid[ij[:, 1], ij[:, 0]] = vis
+    pos[~valid] = -1e4
+    return pos, valid
+
+
+def to_canonical(
+    image: np.ndarray,
+    face: AlignedFace,
+    *,
+    return_mask: bool = False,
+    interpolation: int = cv2.INTER_LINEAR,
+):
+    """Unwrap an image-space array onto the canonical face.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` array aligned with ``face.image`` (the photo itself
+            for the texture, or any per-pixel map).
+        face: the :class:`AlignedFace`.
+        return_mask: also return the ``(H_F, W_F) bool`` mask of canonical pixels that are
+            visible in the image.
+    Returns:
+        ``(H_F, W_F[, C])`` array (uint8/uint16/int16/float32 kept, others -> float32), 0 where
+        the canonical pixel is not visible; and the mask if asked.
+    """
+    a = _check_image_like(image, face)
+    hf, wf = face.canonical_shape
+    if face.mesh is not None:
+        pos, valid = canonical_pixel_mapping(face)
+        out = _remap(a, pos[:, :, 0].copy(), pos[:, :, 1].copy(), interpolation)
+        out[~valid] = 0
+        return (out, valid) if return_mask else out
+    # point correspondence: bilinear sample at M_I, average at round(M_F)
+    vis = face.visible
+    pi = face.verts_image[vis]
+    pc = np.floor(face.verts_canonical[vis] + 0.5).astype(np.int64)
+    ok = (pc[:, 0] >= 0) & (pc[:, 0] < wf) & (pc[:, 1] >= 0) & (pc[:, 1] < hf)
+    pi, pc = pi[ok], pc[ok]
+    samp = _remap(a, pi[:, 0].reshape(-1, 1).copy(), pi[:, 1].reshape(-1, 1).copy(), interpolation)
+    samp = samp.reshape(len(pi), -1).astype(np.float64)
+    lin = pc[:, 1] * wf + pc[:, 0]
+    cnt = np.bincount(lin, minlength=hf * wf)
+    acc = np.stack([np.bincount(lin, samp[:, k], minlength=hf * wf) for k in range(samp.shape[1])], axis=1)
+    valid = cnt > 0
+    acc[valid] /= cnt[valid, None]
+    out = acc.reshape((hf, wf) + a.shape[2:])
+    if a.dtype == np.uint8:
+        out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    else:
+        out = out.astype(np.float32)
+    valid = valid.reshape(hf, wf)
+    return (out, valid) if return_mask else out
+
+
+def to_image(
+    canonical_map: np.ndarray,
+    face: AlignedFace,
+    *,
+    return_mask: bool = False,
+    interpolation: int = cv2.INTER_LINEAR,
+):
+    """Reproject a canonical map onto the photo.
+
+    Args:
+        canonical_map: ``(H_F, W_F)`` or ``(H_F, W_F, C)`` (e.g. a CIS/CMS map or a texture).
+        face: the :class:`AlignedFace`.
+        return_mask: also return the ``(H, W) bool`` mask of image pixels covered by the
+            visible face.
+    Returns:
+        ``(H, W[, C])`` array (uint8/uint16/int16/float32 kept, others -> float32), 0 outside
+        the visible face; and the mask if asked.
+    """
+    cm = np.asarray(canonical_map)
+    hf, wf = face.canonical_shape
+    if cm.shape[:2] != (hf, wf):
+        raise ValueError(f"canonical map of shape {cm.shape} does not match canonical_shape {face.canonical_shape}")
+    h, w = face.image.shape[:2]
+    m = face.mesh
+    if m is not None:
+        v = m.img_verts.astype(np.float64)
+        x0 = int(max(0, np.floor(v[:, 0].min()) - 1))
+        y0 = int(max(0, np.floor(v[:, 1].min()) - 1))
+        x1 = int(min(w, np.ceil(v[:, 0].max()) + 2))
+        y1 = int(min(h, np.ceil(v[:, 1].max()) + 2))
+        out_shape = (h, w) + cm.shape[2:]
+        dtype = cm.dtype if cm.dtype in (np.uint8, np.uint16, np.int16, np.float32) else np.float32
+        out = np.zeros(out_shape, dtype)
+        mask = np.zeros((h, w), bool)
+        if x1 <= x0 or y1 <= y0:
+            return (out, mask) if return_mask else out
+        ids = rasterize_triangles(v, m.triangles, (y1 - y0, x1 - x0), depth=m.img_depth, tri_mask=m.front, offset=(x0, y0))
+        yy, xx = np.nonzero(ids >= 0)
+        t = ids[yy, xx]
+        p = np.stack([xx + x0, yy + y0], axis=1).astype(np.float64)
+        c = m.triangles[t]
+        b = clip_barycentric(barycentric(p, v[c[:, 0]], v[c[:, 1]], v[c[:, 2]]))
+        q = np.einsum("nk,nkd->nd", b, m.canon_verts[c].astype(np.float64)).astype(np.float32)
+        vals = _remap(cm, q[:, 0].reshape(-1, 1).copy(), q[:, 1].reshape(-1, 1).copy(), interpolation)
+        out[yy + y0, xx + x0] = vals.reshape((len(q),) + cm.shape[2:])
+        mask[yy + y0, xx + x0] = True
+        return (out, mask) if return_mask else out
+    # point correspondence: value at M_F splatted to round(M_I), averaged
+    vis = face.visible
+    pc = face.verts_canonical[vis]
+    pi = np.floor(face.verts_image[vis] + 0.5).astype(np.int64)
+    ok = (pi[:, 0] >= 0) & (pi[:, 0] < w) & (pi[:, 1] >= 0) & (pi[:, 1] < h)
+    pc, pi = pc[ok], pi[ok]
+    samp = _remap(cm, pc[:, 0].reshape(-1, 1).copy(), pc[:, 1].reshape(-1, 1).copy(), interpolation)
+    samp = samp.reshape(len(pc), -1).astype(np.float64)
+    lin = pi[:, 1] * w + pi[:, 0]
+    cnt = np.bincount(lin, minlength=h * w)
+    acc = np.stack([np.bincount(lin, samp[:, k], minlength=h * w) for k in range(samp.shape[1])], axis=1)
+    valid = cnt > 0
+    acc[valid] /= cnt[valid, None]
+    out = acc.reshape((h, w) + cm.shape[2:])
+    out = np.clip(np.round(out), 0, 255).astype(np.uint8) if cm.dtype == np.uint8 else out.astype(np.float32)
+    mask = valid.reshape(h, w)
+    return (out, mask) if return_mask else out
