@@ -228,8 +228,9 @@ def chip_affine(
     scale = math.hypot(m[0, 0], m[1, 0])
     rot = m / scale
     centre = m @ np.array([size / 2.0, size / 2.0]) + t
-    # dlib maps the rotated rectangle of side size*scale onto pixels 0 .. size-1.
-    k = (size - 1) / (size * scale)
+    # dlib's chip rectangle is centred there with corners (size*scale - 1) image pixels apart
+    # (centered_drect), and its rotated corners go to chip pixels 0 and size-1.
+    k = (size - 1) / (size * scale - 1)
     lin = k * rot.T
     return np.hstack([lin, ((size - 1) / 2.0 - lin @ centre)[:, None]])
 
@@ -237,7 +238,7 @@ def chip_affine(
 def extract_chip(image: np.ndarray, affine: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
     """Warp ``image (H, W, 3) uint8`` into a ``(size, size, 3) uint8`` chip with ``affine`` (image -> chip).
 
-    Bilinear sampling, black outside the image. Like dlib, large reductions
+    Bilinear sampling truncated to uint8, black outside the image. Like dlib, large reductions
     first go down a 2x Gaussian pyramid (``cv2.pyrDown``) so bilinear sampling
     does not alias; the chip pixels therefore differ from dlib's by a few grey
     levels, not by geometry.
@@ -249,10 +250,11 @@ def extract_chip(image: np.ndarray, affine: np.ndarray, size: int = CHIP_SIZE) -
         src = cv2.pyrDown(src)
         image_px_per_chip_px /= 2.0
         affine = affine @ np.diag([2.0, 2.0, 1.0])  # down-sampled x_d = x / 2
-    return cv2.warpAffine(
-        src, affine, (size, size), flags=cv2.INTER_LINEAR,
+    chip = cv2.warpAffine(
+        src.astype(np.float32), affine, (size, size), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
     )
+    return np.clip(chip, 0, 255).astype(np.uint8)  # truncation, as dlib's assign_pixel
 
 
 class DlibReference:

@@ -1,0 +1,227 @@
+"""Inference backends: a model-ready batch (torch tensor) -> model outputs ``K x D``.
+
+Every backend declares the tensor it takes (``layout``: ``"nchw"`` -> ``K x C x H x W``,
+``"nhwc"`` -> ``K x H x W x C``; ``input_dtype``; ``device``) so that ``occlude_batch``
+writes exactly that, once, with no conversion in between. Outputs are float32 torch
+tensors on ``device``.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Backend", "TorchBackend", "OnnxBackend", "CallableBackend", "export_onnx"]
+
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class Backend(ABC):
+    """Runs one model on batches. Subclasses set ``name``, ``layout``, ``input_dtype``, ``device``."""
+
+    name: str
+    layout: str
+    input_dtype: torch.dtype
+    device: torch.device
+
+    @abstractmethod
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """``batch`` in ``layout`` / ``input_dtype`` on ``device`` -> ``K x D`` float32 outputs."""
+
+
+def _as_2d(out: torch.Tensor) -> torch.Tensor:
+    out = out.float()
+    return out.reshape(out.shape[0], -1)
+
+
+class TorchBackend(Backend):
+    """PyTorch inference: inference_mode, optional channels_last, autocast, CUDA graphs, compile.
+
+    Args:
+        module: ``N x C x H x W`` -> ``N x D`` (or ``N x ...``, flattened) module.
+        device: where to run (default: the module's device).
+        precision: ``"fp32"``, or ``"fp16"`` / ``"bf16"`` autocast (CUDA only).
+        channels_last: take ``nhwc`` batches and run the module in channels_last memory format.
+        cuda_graphs: capture one CUDA graph per batch shape and replay it (CUDA only).
+        compile: wrap the module in ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        cuda_graphs: bool = False,
+        compile: bool = False,
+    ):
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {list(_PRECISIONS)}, got {precision!r}")
+        first = next(module.parameters(), None)
+        self.device = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+        if self.device.type != "cuda" and (precision != "fp32" or cuda_graphs):
+            raise ValueError(f"precision={precision!r} and cuda_graphs need a CUDA device, got {self.device}")
+        module = module.eval().to(self.device)
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = torch.compile(module, dynamic=False) if compile else module
+        self.precision = precision
+        self.layout = "nhwc" if channels_last else "nchw"
+        self.input_dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        parts = ["torch", precision] + (["channels_last"] if channels_last else []) + (["cuda_graphs"] if cuda_graphs else []) + (["compile"] if compile else [])
+        self.name = "-".join(parts)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.permute(0, 3, 1, 2) if self.layout == "nhwc" else batch  # NHWC memory == channels_last
+        with torch.autocast(self.device.type, dtype=_PRECISIONS[self.precision], enabled=self.precision != "fp32"):
+            return _as_2d(self.module(x))
+
+    def _graph(self, batch: torch.Tensor) -> torch.Tensor:
+        key = tuple(batch.shape)
+        if key not in self._graphs:
+            static_in = batch.clone()
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up outside the graph (allocator, cuDNN autotune)
+                    self._forward(static_in)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._forward(static_in)
+            self._graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(batch)
+        graph.replay()
+        return static_out.clone()
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._graph(batch) if self.cuda_graphs else self._forward(batch)
+
+
+def _module_digest(module: nn.Module, input_shape: tuple[int, ...]) -> str:
+    h = hashlib.sha1(repr(input_shape).encode())
+    h.update(repr(module).encode())
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def export_onnx(module: nn.Module, input_shape: tuple[int, int, int], cache_dir: str | Path | None = None) -> Path:
+    """Export ``module`` (``N x C x H x W`` input) to ONNX with a dynamic batch axis, once.
+
+    The file is named by a digest of the module's structure, weights and input shape,
+    so a second call with the same model reuses it. Default cache directory:
+    ``<tempdir>/facesal_fast_onnx``.
+
+    Returns:
+        Path of the ``.onnx`` file (input ``"input"``, output ``"output"``).
+    """
+    module = module.eval()
+    device = next(module.parameters(), torch.empty(0)).device
+    cache = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "facesal_fast_onnx"
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"model-{_module_digest(module, input_shape)}.onnx"
+    if not path.exists():
+        tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (torch.zeros((2, *input_shape), device=device),), str(tmp), dynamo=False,
+                input_names=["input"], output_names=["output"], opset_version=17,
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            )
+        tmp.replace(path)  # atomic: concurrent exports never see a half-written file
+    return path
+
+
+class OnnxBackend(Backend):
+    """onnxruntime inference (CPU, or CUDA provider with device-memory I/O binding).
+
+    Args:
+        path: ONNX model with one input and one output, dynamic batch axis.
+        device: ``"cpu"`` or a CUDA device (needs ``onnxruntime-gpu``).
+        layout: the model input's layout, ``"nchw"`` or ``"nhwc"``.
+        threads: CPU intra-op threads (default: torch's thread count).
+    """
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", layout: str = "nchw", threads: int | None = None):
+        import onnxruntime as ort
+
+        if layout not in ("nchw", "nhwc"):
+            raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
+        self.device, self.layout, self.input_dtype = torch.device(device), layout, torch.float32
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0})]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"{path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.input_shape = inputs[0].shape
+        tail = outputs[0].shape[1:]
+        if self.device.type == "cuda" and not all(isinstance(d, int) for d in tail):
+            raise ValueError(f"{path}: CUDA I/O binding needs a static output shape after the batch axis, got {tail}")
+        self._output_tail = tuple(tail)
+        self.path = Path(path)
+        self.name = f"onnx-{self.device.type}"
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cuda":
+            out = self.session.run([self.output_name], {self.input_name: batch.contiguous().numpy()})[0]
+            return _as_2d(torch.from_numpy(out))
+        batch = batch.contiguous()
+        torch.cuda.current_stream(self.device).synchronize()  # the batch is written on torch's stream
+        binding = self.session.io_binding()
+        binding.bind_input(self.input_name, "cuda", self.device.index or 0, np.float32, list(batch.shape), batch.data_ptr())
+        out = torch.empty((batch.shape[0], *self._output_tail), dtype=torch.float32, device=self.device)
+        binding.bind_output(self.output_name, "cuda", self.device.index or 0, np.float32, list(out.shape), out.data_ptr())
+        self.session.run_with_iobinding(binding)
+        return _as_2d(out)
+
+
+class CallableBackend(Backend):
+    """A black-box model: any callable on batches (numpy or torch) returning ``K x D`` scores.
+
+    Args:
+        fn: ``batch -> outputs``; receives a float32 numpy array (``array="numpy"``) or
+            the torch tensor itself (``array="torch"``), in ``layout``.
+        layout: ``"nchw"`` or ``"nhwc"`` (what ``fn`` expects).
+        device: where batches are built (``"cpu"`` for numpy callables).
+    """
+
+    def __init__(self, fn: Callable, layout: str = "nchw", array: str = "numpy", device: str | torch.device = "cpu"):
+        if layout not in ("nchw", "nhwc"):
+            raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
+        if array not in ("numpy", "torch"):
+            raise ValueError(f"array must be 'numpy' or 'torch', got {array!r}")
+        self.device = torch.device(device)
+        if array == "numpy" and self.device.type != "cpu":
+            raise ValueError("a numpy callable runs on the CPU; use array='torch' for device tensors")
+        self.fn, self.layout, self.array, self.input_dtype = fn, layout, array, torch.float32
+        self.name = "callable"
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self.fn(batch.numpy() if self.array == "numpy" else batch)
+        out = torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out, device=self.device)
+        if out.ndim == 0 or out.shape[0] != batch.shape[0]:
+            raise ValueError(f"the model callable must return one row per image ({batch.shape[0]}), got shape {tuple(out.shape)}")
+        return _as_2d(out)

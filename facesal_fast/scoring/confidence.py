@@ -1,0 +1,72 @@
+"""Confidence functions phi (eq. 1 of the CSM paper): model outputs -> one score per image.
+
+A confidence is any callable ``outputs (K x D float32 torch tensor) -> scores (K,)``; it
+runs on the backend's device, right after the forward pass. Classification confidences
+are built here; identification (eq. 7) and verification (eq. 8) confidences live in
+:mod:`facesal_fast.scoring.embedding` and plug in through ``Scorer.with_confidence``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["Confidence", "class_confidence", "class_scores", "resolve_class"]
+
+Confidence = Callable[[torch.Tensor], torch.Tensor]
+
+_KINDS = ("softmax", "logit")
+_OUTPUTS = ("logits", "probabilities")
+
+
+def resolve_class(target: int | str, classes: Sequence[str] | None, num_outputs: int) -> int:
+    """Class index for ``target`` given by index or by name.
+
+    Raises:
+        ValueError: unknown name, names without a class list, or index out of range.
+    """
+    if isinstance(target, str):
+        if classes is None:
+            raise ValueError(f"target {target!r} given by name but this scorer has no class names")
+        if target not in classes:
+            raise ValueError(f"unknown class {target!r}; classes are {list(classes)}")
+        return list(classes).index(target)
+    if isinstance(target, bool) or not isinstance(target, int) and not hasattr(target, "__index__"):
+        raise ValueError(f"target must be a class index, a class name or None, got {target!r}")
+    index = int(target)
+    if not 0 <= index < num_outputs:
+        raise ValueError(f"target index {index} out of range for {num_outputs} outputs")
+    return index
+
+
+def class_confidence(target: int, kind: str = "softmax", outputs: str = "logits") -> Confidence:
+    """phi(I, c) for classification.
+
+    Args:
+        target: class index c.
+        kind: ``"softmax"`` (probability of c, the default) or ``"logit"`` (the raw score
+            of c; for models that output probabilities, its log-probability).
+        outputs: what the model returns, ``"logits"`` or ``"probabilities"``.
+
+    Returns:
+        ``fn(outputs K x D) -> K`` scores (float32).
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"confidence kind must be one of {_KINDS}, got {kind!r}")
+    if outputs not in _OUTPUTS:
+        raise ValueError(f"model outputs must be one of {_OUTPUTS}, got {outputs!r}")
+
+    def confidence(out: torch.Tensor) -> torch.Tensor:
+        if out.ndim != 2 or not 0 <= target < out.shape[1]:
+            raise ValueError(f"class confidence needs K x D outputs with D > {target}, got shape {tuple(out.shape)}")
+        return class_scores(out, kind, outputs)[:, target]
+
+    return confidence
+
+
+def class_scores(out: torch.Tensor, kind: str, outputs: str) -> torch.Tensor:
+    """``K x D`` confidences of every class (see :func:`class_confidence`), float32."""
+    out = out.float()
+    if kind == "softmax":
+        return torch.softmax(out, dim=1) if outputs == "logits" else out
+    return out if outputs == "logits" else torch.log(out)

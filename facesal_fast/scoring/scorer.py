@@ -1,0 +1,379 @@
+"""Scorer: one face model + its preprocessing + a confidence function, fast on occluded batches.
+
+A scorer separates geometry from photometry. :meth:`Scorer.prepare` crops/resizes an
+image into the model's input geometry once (returning the 2 x 3 image -> input affine);
+:meth:`Scorer.score_occluded` then draws the occlusion patches in that geometry and
+normalises in the same pass (``ops.occlude_batch`` with the scorer's mean/std/scale,
+layout and dtype), runs the backend batch by batch (producer overlapped with inference)
+and applies the confidence function on the device.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from facesal_fast import ops
+from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend, export_onnx
+from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
+from facesal_fast.scoring.confidence import Confidence, class_confidence, class_scores, resolve_class
+from facesal_fast.scoring.geometry import FaceBox, to_model_geometry
+from facesal_fast.scoring.selection import BACKENDS, ProbeResult, select_backend, torch_backend
+from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
+
+__all__ = ["Scorer", "Prediction"]
+
+Target = int | str | None
+_FAR = -1.0e6  # an occlusion centre this far off the image occludes nothing
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Model decision on one image: class ``index``, ``label`` (None without class names),
+    ``probabilities`` (D,) (softmax of logits, or the model's own probabilities) and raw
+    ``outputs`` (D,)."""
+
+    index: int
+    label: str | None
+    probabilities: np.ndarray
+    outputs: np.ndarray
+
+
+def _onnx_input_dims(path: str | Path) -> list[int | str]:
+    """Dimensions of an ONNX model's single input (ints, or names for symbolic axes)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: expected one input, got {len(inputs)}")
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
+
+
+def _size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if input_size is None:
+        return None
+    size = (int(input_size), int(input_size)) if np.ndim(input_size) == 0 else tuple(int(s) for s in input_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"input_size must be a positive int or (height, width), got {input_size!r}")
+    return size
+
+
+class Scorer:
+    """A face model ready for occlusion scoring. Build with :meth:`from_torch`,
+    :meth:`from_onnx`, :meth:`from_callable` or :func:`facesal_fast.models.load`.
+
+    Attributes:
+        backend: the inference backend (``backend.name`` says which).
+        input_size: model input ``(H, W)``, or None when the model takes images as they are.
+        channels: 1 (grey) or 3 (RGB) model input channels.
+        mean, std, scale: photometric normalisation ``(v * scale - mean) / std`` per channel.
+        crop: ``"face"`` (square crop around the face box) or ``"none"``.
+        crop_margin: fraction of the box side added on each side of a face crop.
+        classes: class names (index order) or None.
+        outputs: ``"logits"`` or ``"probabilities"`` (what the model returns).
+        kind: classification confidence ``"softmax"`` or ``"logit"``.
+        batch_size: fixed batch size, or None for :func:`auto_batch_size`.
+        probe: the ``backend="auto"`` probe table (empty when a backend was named).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        input_size: int | Sequence[int] | None,
+        channels: int = 3,
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 1.0,
+        scale: float = 1.0 / 255.0,
+        crop: str = "none",
+        crop_margin: float = 0.2,
+        classes: Sequence[str] | None = None,
+        outputs: str = "logits",
+        confidence: str = "softmax",
+        batch_size: int | None = None,
+        probe: Sequence[ProbeResult] = (),
+    ):
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if crop not in ("face", "none"):
+            raise ValueError(f"crop must be 'face' or 'none', got {crop!r}")
+        if crop == "face" and input_size is None:
+            raise ValueError("crop='face' needs an input_size to resize the crop to")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        class_confidence(0, confidence, outputs)  # validates kind and outputs
+        self.backend, self.input_size, self.channels = backend, _size(input_size), channels
+        self.mean, self.std, self.scale = mean, std, scale
+        self.crop, self.crop_margin = crop, crop_margin
+        self.classes = list(classes) if classes is not None else None
+        self.outputs, self.kind, self.batch_size = outputs, confidence, batch_size
+        self.probe = list(probe)
+        self._confidence: Confidence | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_torch(
+        cls,
+        module: nn.Module,
+        input_size: int | Sequence[int] | None = None,
+        *,
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 1.0,
+        scale: float = 1.0 / 255.0,
+        grayscale: bool = False,
+        crop: str = "none",
+        crop_margin: float = 0.2,
+        classes: Sequence[str] | None = None,
+        outputs: str = "logits",
+        confidence: str = "softmax",
+        backend: str = "auto",
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        batch_size: int | None = None,
+        channels_last: bool | None = None,
+        cuda_graphs: bool | None = None,
+        compile: bool = False,
+        cache_dir: str | Path | None = None,
+    ) -> "Scorer":
+        """Scorer for a PyTorch module taking ``N x C x H x W`` normalised float input.
+
+        ``backend``: ``"auto"`` (timed probe over torch eager / channels_last / CUDA graphs,
+        onnxruntime and TensorRT where available; needs ``input_size``), ``"torch"``,
+        ``"onnx"`` (exported once into ``cache_dir``) or ``"tensorrt"`` (CUDA).
+        ``precision``: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        first = next(module.parameters(), None)
+        dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+        size = _size(input_size)
+        channels = 1 if grayscale else 3
+        shape = (channels, *size) if size else None
+        if backend != "torch" and shape is None:
+            raise ValueError(f"backend={backend!r} needs a fixed input_size (the export / probe shape)")
+        bs = batch_size or (auto_batch_size(shape, dev) if shape else None)
+        probe: list[ProbeResult] = []
+        if backend == "torch":
+            chosen: Backend = torch_backend(module, dev, precision, channels_last, cuda_graphs, compile)
+        elif backend == "onnx":
+            chosen = OnnxBackend(export_onnx(module, shape, cache_dir), dev)
+        elif backend == "tensorrt":
+            chosen = TensorRTBackend(export_onnx(module, shape, cache_dir), shape, bs, dev, fp16=precision != "fp32")
+        else:
+            chosen, probe = select_backend(module, shape, dev, precision, bs, cache_dir, compile)
+        return cls(
+            chosen, input_size=size, channels=channels, mean=mean, std=std, scale=scale, crop=crop,
+            crop_margin=crop_margin, classes=classes, outputs=outputs, confidence=confidence,
+            batch_size=batch_size, probe=probe,
+        )
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | Path,
+        *,
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 1.0,
+        scale: float = 1.0 / 255.0,
+        crop: str = "none",
+        crop_margin: float = 0.2,
+        classes: Sequence[str] | None = None,
+        outputs: str = "logits",
+        confidence: str = "softmax",
+        backend: str = "onnx",
+        device: str | torch.device = "cpu",
+        batch_size: int | None = None,
+    ) -> "Scorer":
+        """Scorer for an ONNX model (code not needed). Input size, channels and layout
+        (NCHW or NHWC) are read from the model's input shape, which must be static
+        except for the batch axis. ``backend``: ``"onnx"`` or ``"tensorrt"`` (NCHW, CUDA)."""
+        if backend not in ("onnx", "tensorrt"):
+            raise ValueError(f"an ONNX model runs with backend 'onnx' or 'tensorrt', got {backend!r}")
+        dims = _onnx_input_dims(path)
+        if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+            raise ValueError(f"{path}: expected a static N x C x H x W or N x H x W x C input, got {dims}")
+        if dims[1] in (1, 3):
+            layout, channels, size = "nchw", dims[1], (dims[2], dims[3])
+        elif dims[3] in (1, 3):
+            layout, channels, size = "nhwc", dims[3], (dims[1], dims[2])
+        else:
+            raise ValueError(f"{path}: cannot find a 1- or 3-channel axis in input shape {dims}")
+        dev = torch.device(device)
+        if backend == "tensorrt":
+            if layout != "nchw":
+                raise ValueError("the TensorRT backend takes NCHW models")
+            chosen: Backend = TensorRTBackend(path, (channels, *size), batch_size or auto_batch_size((channels, *size), dev), dev)
+        else:
+            chosen = OnnxBackend(path, dev, layout)
+        return cls(
+            chosen, input_size=size, channels=channels, mean=mean, std=std, scale=scale, crop=crop,
+            crop_margin=crop_margin, classes=classes, outputs=outputs, confidence=confidence, batch_size=batch_size,
+        )
+
+    @classmethod
+    def from_callable(
+        cls,
+        fn: Callable,
+        input_size: int | Sequence[int] | None,
+        *,
+        channels: int = 3,
+        layout: str = "nchw",
+        array: str = "numpy",
+        device: str | torch.device = "cpu",
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 1.0,
+        scale: float = 1.0 / 255.0,
+        crop: str = "none",
+        crop_margin: float = 0.2,
+        classes: Sequence[str] | None = None,
+        outputs: str = "logits",
+        confidence: str = "softmax",
+        batch_size: int | None = None,
+    ) -> "Scorer":
+        """Scorer for a black box: ``fn(batch) -> K x D`` on normalised float32 batches
+        (numpy, or torch tensors with ``array="torch"``) in ``layout``."""
+        return cls(
+            CallableBackend(fn, layout, array, device), input_size=input_size, channels=channels, mean=mean,
+            std=std, scale=scale, crop=crop, crop_margin=crop_margin, classes=classes, outputs=outputs,
+            confidence=confidence, batch_size=batch_size,
+        )
+
+    def with_confidence(self, fn: Confidence) -> "Scorer":
+        """A scorer sharing this backend whose confidence is ``fn(outputs K x D) -> K``.
+
+        The function owns its target (e.g. a gallery identity or a reference embedding),
+        so such a scorer takes ``target=None`` only.
+        """
+        if not callable(fn):
+            raise ValueError(f"confidence must be callable outputs -> scores, got {type(fn).__name__}")
+        other = copy.copy(self)
+        other._confidence = fn
+        return other
+
+    # ------------------------------------------------------------------ geometry
+
+    def prepare(self, image: np.ndarray, face_box: FaceBox | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``image`` (H x W x 3 uint8 RGB) -> ``(input image h x w x C uint8, affine 2 x 3)``.
+
+        With ``crop="face"`` the square crop around ``face_box`` (``(x0, y0, x1, y1)`` or an
+        object with ``.face_box``, e.g. an ``AlignedFace``) is resized to ``input_size``;
+        with ``crop="none"`` the whole image is (``face_box`` is ignored). The affine maps
+        image pixel coordinates to input pixel coordinates (identity when nothing changes).
+        """
+        if self.crop == "face" and face_box is None:
+            raise ValueError("this scorer crops the face: pass face_box=(x0, y0, x1, y1) or an AlignedFace")
+        image = np.asarray(image)
+        if self.channels == 3 and (image.ndim != 3 or image.shape[2] != 3):
+            raise ValueError(f"this scorer takes RGB images (H x W x 3), got shape {image.shape}")
+        box = face_box if self.crop == "face" else None
+        return to_model_geometry(image, self.input_size, self.channels == 1, box, self.crop_margin)
+
+    # ------------------------------------------------------------------ scoring
+
+    def _device_image(self, input_image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        img = torch.as_tensor(input_image)
+        if img.ndim == 2:
+            img = img.unsqueeze(-1)
+        if img.ndim != 3 or img.shape[2] != self.channels:
+            raise ValueError(f"input image must be H x W x {self.channels}, got shape {tuple(img.shape)}")
+        if self.input_size is not None and tuple(img.shape[:2]) != self.input_size:
+            raise ValueError(f"input image must be {self.input_size} (use prepare()), got {tuple(img.shape[:2])}")
+        return img.to(self.backend.device)
+
+    def _occlude(self, img: torch.Tensor, centers: torch.Tensor, patch: int, fill) -> torch.Tensor:
+        return ops.occlude_batch(
+            img, centers, patch, fill, self.mean, self.std, scale=self.scale,
+            layout=self.backend.layout, dtype="float16" if self.backend.input_dtype == torch.float16 else "float32",
+        )
+
+    def _base_outputs(self, img: torch.Tensor) -> torch.Tensor:
+        far = torch.full((1, 2), _FAR, dtype=torch.float32, device=img.device)
+        return self.backend(self._occlude(img, far, 1, "black"))
+
+    def _confidence_for(self, base_outputs: torch.Tensor, target: Target) -> Confidence:
+        """The confidence to apply, given the unoccluded image's outputs (1 x D)."""
+        if self._confidence is not None:
+            if target is not None:
+                raise ValueError("this scorer's confidence function binds its own target; pass target=None")
+            return self._confidence
+        index = int(base_outputs[0].argmax()) if target is None else resolve_class(target, self.classes, base_outputs.shape[1])
+        return class_confidence(index, self.kind, self.outputs)
+
+    def forward(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Raw model outputs ``K x D`` (float32, backend device) of a model-ready batch in
+        the backend's layout (``scorer.backend.layout``)."""
+        x = torch.as_tensor(batch).to(self.backend.device, self.backend.input_dtype)
+        return self.backend(x)
+
+    def score(self, batch: np.ndarray | torch.Tensor, target: Target = None) -> np.ndarray:
+        """Confidences ``(K,)`` of a model-ready batch; ``target=None``: each row's predicted class."""
+        outputs = self.forward(batch)
+        if self._confidence is not None:
+            if target is not None:
+                raise ValueError("this scorer's confidence function binds its own target; pass target=None")
+            return self._confidence(outputs).float().cpu().numpy()
+        if target is None:
+            predicted = outputs.argmax(1, keepdim=True)
+            return class_scores(outputs, self.kind, self.outputs).gather(1, predicted)[:, 0].cpu().numpy()
+        index = resolve_class(target, self.classes, outputs.shape[1])
+        return class_confidence(index, self.kind, self.outputs)(outputs).cpu().numpy()
+
+    def base_score(self, input_image: np.ndarray | torch.Tensor, target: Target = None) -> float:
+        """phi(I, c) of the unoccluded input image (normalised by the same kernel as the
+        occluded ones, so ``base - occluded`` is exactly zero for an empty patch)."""
+        outputs = self._base_outputs(self._device_image(input_image))
+        return float(self._confidence_for(outputs, target)(outputs)[0])
+
+    def score_occluded(
+        self,
+        input_image: np.ndarray | torch.Tensor,
+        centers: np.ndarray | torch.Tensor,
+        patch: int,
+        fill="black",
+        target: Target = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """phi(I with a ``patch`` x ``patch`` window at each centre, c) -> ``(K,)`` float32.
+
+        Args:
+            input_image: ``h x w x C`` uint8 in model geometry (from :meth:`prepare`).
+            centers: ``K x 2`` ``(x, y)`` in input pixels (map image points with the affine).
+            patch: window side in input pixels; fill: as ``ops.occlude_batch``.
+            target: class index or name; None = the class predicted on the unoccluded
+                image (classification), or the confidence function's own target.
+            batch_size: images per forward pass (default: the scorer's, else automatic).
+        """
+        img = self._device_image(input_image)
+        pts = torch.as_tensor(np.asarray(centers, dtype=np.float32) if not isinstance(centers, torch.Tensor) else centers)
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
+        pts = pts.to(img.device, torch.float32)
+        confidence = self._confidence_for(self._base_outputs(img), target)
+        shape = (self.channels, int(img.shape[0]), int(img.shape[1]))
+        size = batch_size or self.batch_size or auto_batch_size(shape, self.backend.device, len(pts))
+        return run_pipelined(
+            lambda lo, hi: self._occlude(img, pts[lo:hi], patch, fill),
+            lambda batch: confidence(self.backend(batch)),
+            len(pts), size, self.backend.device,
+        )
+
+    def predict(self, image: np.ndarray, face_box: FaceBox | None = None) -> Prediction:
+        """Prepare ``image`` and classify it."""
+        input_image, _ = self.prepare(image, face_box)
+        outputs = self._base_outputs(self._device_image(input_image))[0].float()
+        probs = torch.softmax(outputs, 0) if self.outputs == "logits" else outputs
+        index = int(outputs.argmax())
+        label = self.classes[index] if self.classes is not None and index < len(self.classes) else None
+        return Prediction(index, label, probs.cpu().numpy(), outputs.cpu().numpy())
+
+    def __repr__(self) -> str:
+        return (f"Scorer(backend={self.backend.name!r}, input_size={self.input_size}, channels={self.channels}, "
+                f"crop={self.crop!r}, classes={self.classes}, confidence={'custom' if self._confidence else self.kind!r})")

@@ -1,0 +1,123 @@
+"""Backend construction by name, and ``backend="auto"``: a short timed probe at start-up.
+
+The probe builds every candidate that can run here, checks that it agrees with torch
+eager on a random batch, times it, and keeps the fastest correct one. Its findings are
+returned as :class:`ProbeResult` rows (kept on the scorer as ``scorer.probe``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from facesal_fast.scoring.backends import Backend, OnnxBackend, TorchBackend, export_onnx
+from facesal_fast.scoring.tensorrt_backend import TensorRTBackend, tensorrt_available
+
+__all__ = ["BACKENDS", "ProbeResult", "torch_backend", "select_backend"]
+
+BACKENDS = ("auto", "torch", "onnx", "tensorrt")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probed candidate: name, ms per image (None if it failed), max |diff| vs torch eager, note."""
+
+    name: str
+    ms_per_image: float | None
+    max_abs_diff: float | None
+    note: str = ""
+
+
+def _onnx_cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _time(backend: Backend, batch: torch.Tensor, min_seconds: float = 0.2, max_runs: int = 5) -> float:
+    """Best seconds per call over a few runs (after one warm-up)."""
+    sync = torch.cuda.synchronize if backend.device.type == "cuda" else (lambda: None)
+    backend(batch)
+    sync()
+    best, spent, runs = float("inf"), 0.0, 0
+    while runs < 2 or (spent < min_seconds and runs < max_runs):
+        start = time.perf_counter()
+        backend(batch)
+        sync()
+        elapsed = time.perf_counter() - start
+        best, spent, runs = min(best, elapsed), spent + elapsed, runs + 1
+    return best
+
+
+def torch_backend(module: nn.Module, device: torch.device, precision: str, channels_last: bool | None, cuda_graphs: bool | None, compile: bool) -> TorchBackend:
+    """TorchBackend with the defaults: channels_last and CUDA graphs on CUDA, plain NCHW on CPU."""
+    on_cuda = device.type == "cuda"
+    return TorchBackend(
+        module, device, precision,
+        channels_last=on_cuda if channels_last is None else channels_last,
+        cuda_graphs=on_cuda if cuda_graphs is None else cuda_graphs,
+        compile=compile,
+    )
+
+
+def _candidates(module, input_shape, device, precision, batch_size, cache_dir, compile) -> list[tuple[str, Callable[[], Backend]]]:
+    onnx_path = lambda: export_onnx(module, input_shape, cache_dir)  # noqa: E731
+    found: list[tuple[str, Callable[[], Backend]]] = [
+        ("torch", lambda: TorchBackend(module, device, precision, compile=compile)),
+        ("torch-channels_last", lambda: TorchBackend(module, device, precision, channels_last=True, compile=compile)),
+    ]
+    if device.type == "cuda":
+        found.append(("torch-cuda_graphs", lambda: TorchBackend(module, device, precision, channels_last=True, cuda_graphs=True, compile=compile)))
+        if _onnx_cuda_available() and precision == "fp32":
+            found.append(("onnx-cuda", lambda: OnnxBackend(onnx_path(), device)))
+        if tensorrt_available()[0]:
+            found.append(("tensorrt", lambda: TensorRTBackend(onnx_path(), input_shape, batch_size, device, fp16=precision != "fp32")))
+    elif precision == "fp32":
+        found.append(("onnx-cpu", lambda: OnnxBackend(onnx_path(), "cpu")))
+    return found
+
+
+def select_backend(
+    module: nn.Module,
+    input_shape: tuple[int, int, int],
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+    cache_dir: str | Path | None = None,
+    compile: bool = False,
+) -> tuple[Backend, list[ProbeResult]]:
+    """The fastest backend for ``module`` that agrees with torch eager, and the probe table.
+
+    Agreement: max |diff| of outputs <= 1e-3 + 1e-3 * max |reference| (fp32), or 5e-2
+    relative for fp16/bf16 runs.
+    """
+    probe_batch = min(batch_size, 32 if device.type == "cpu" else batch_size)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((probe_batch, *input_shape), generator=generator).to(device)
+    reference = TorchBackend(module, device, "fp32")(x)
+    tol = (1e-3 if precision == "fp32" else 5e-2) * (1.0 + float(reference.abs().max()))
+    results: list[ProbeResult] = []
+    best: tuple[float, Backend] | None = None
+    for name, build in _candidates(module, input_shape, device, precision, batch_size, cache_dir, compile):
+        try:
+            backend = build()
+            batch = x.permute(0, 2, 3, 1).contiguous() if backend.layout == "nhwc" else x
+            batch = batch.to(backend.input_dtype)
+            diff = float((backend(batch) - reference).abs().max())
+            if diff > tol:
+                results.append(ProbeResult(backend.name, None, diff, f"disagrees with torch eager (tol {tol:.2g})"))
+                continue
+            seconds = _time(backend, batch)
+        except Exception as err:  # a candidate that cannot run here is skipped, with its reason
+            results.append(ProbeResult(name, None, None, f"{type(err).__name__}: {err}"))
+            continue
+        results.append(ProbeResult(backend.name, 1e3 * seconds / probe_batch, diff))
+        if best is None or seconds < best[0]:
+            best = (seconds, backend)
+    if best is None:
+        raise ValueError(f"no backend could run this model: {results}")
+    return best[1], results
