@@ -75,8 +75,9 @@ def to_canonical_map(image_map: np.ndarray, face: Any) -> np.ndarray:
     Returns:
         ``canonical_shape`` float32 map.
     """
-    try:
-        from facesal_fast.align import to_canonical
-    except ImportError as err:  # the aligner is an optional, separately built layer
-        raise RuntimeError("facesal_fast.align.to_canonical is not available; cannot build canonical maps") from err
+    from facesal_fast.align import to_canonical
+
+    image_map = np.asarray(image_map)
+    if image_map.ndim != 2:
+        raise ValueError(f"image_map must be an H x W map, got shape {image_map.shape}")
     return np.asarray(to_canonical(np.asarray(image_map, dtype=np.float32), face), dtype=np.float32)
