@@ -1,7 +1,38 @@
-"""facesal_fast: fast canonical saliency maps and saliency audits for deep face models."""
+"""facesal_fast: fast canonical saliency maps and saliency audits for deep face models.
+
+    import facesal_fast as fs
+    scorer = fs.models.load("gender")
+    result = fs.cis("photo.jpg", scorer)          # one image: result.canonical, .overlay()
+    model = fs.cms(["a.jpg", "b.jpg"], scorer)     # many images, streamed
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from facesal_fast import ops
 from facesal_fast.ops import has_cuda
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "has_cuda", "ops"]
+_LAZY = {
+    "cis": "facesal_fast.saliency",
+    "cms": "facesal_fast.saliency",
+    "CISResult": "facesal_fast.saliency",
+    "CMSResult": "facesal_fast.saliency",
+    "Audit": "facesal_fast.audit.runner",
+    "align": "facesal_fast.align",
+    "models": "facesal_fast.models",
+    "scoring": "facesal_fast.scoring",
+    "methods": "facesal_fast.methods",
+}
+
+__all__ = ["__version__", "has_cuda", "ops", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the heavier layers (alignment, models, saliency) on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'facesal_fast' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return module if module.__name__.endswith(name) else getattr(module, name)

@@ -1,0 +1,262 @@
+"""Canonical Image Saliency (CIS): Algorithm 1 of John et al., with the native ops.
+
+For one image I with dense correspondence ``M_I <-> M_F`` and target class c:
+
+* ``S_n = phi(I, c) - phi(I with a patch at M_I[n], c)`` for every (strided) visible point,
+  the patch drawn in the scorer's input geometry (points mapped by its crop/resize affine);
+* ``P* = splat of S_n at M_F[n]`` with the canonical patch size, ``N = splat of 1``;
+* ``CIS = P* / N`` (0 where N = 0).
+
+Identical occlusion windows (points whose centre pixel coincides) are scored once. The
+``grid`` mode scores centres on a grid of step g and reads each point's S by bilinear
+interpolation; the ``exact`` mode scores every distinct window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facesal_fast import ops
+from facesal_fast.align import AlignedFace, default_aligner, region_shares, to_image
+from facesal_fast.saliency.overlay import heat_overlay
+from facesal_fast.scoring.confidence import resolve_class
+
+__all__ = ["CISResult", "cis", "default_patch", "occlusion_drops"]
+
+MODES = ("exact", "grid")
+
+
+def default_patch(input_shape: tuple[int, int]) -> int:
+    """The paper's 15 px patch at a 224 px input, scaled to the model input (>= 1)."""
+    return max(1, int(round(15 * min(input_shape) / 224)))
+
+
+def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``N x 2`` points mapped by a ``2 x 3`` affine, float32."""
+    return (points.astype(np.float64) @ affine[:, :2].T + affine[:, 2]).astype(np.float32)
+
+
+def _unique_windows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct occlusion windows: (centre pixels U x 2 float32, index of each point's window)."""
+    pixels = np.floor(points.astype(np.float64) + 0.5).astype(np.int64)
+    unique, inverse = np.unique(pixels, axis=0, return_inverse=True)
+    return unique.astype(np.float32), inverse.reshape(-1)
+
+
+def _grid_centers(points: np.ndarray, shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid axes (xs, ys) of step ``step`` over the points' bounding box (inside the
+    ``H x W`` image), and their G x 2 centres."""
+    H, W = shape
+    lo = np.clip(np.floor(points.min(0) + 0.5), 0, [W - 1, H - 1]).astype(int)
+    hi = np.clip(np.floor(points.max(0) + 0.5), 0, [W - 1, H - 1]).astype(int)
+    xs = np.unique(np.append(np.arange(lo[0], hi[0] + 1, step), hi[0])).astype(np.float32)
+    ys = np.unique(np.append(np.arange(lo[1], hi[1] + 1, step), hi[1])).astype(np.float32)
+    gx, gy = np.meshgrid(xs, ys)
+    return xs, ys, np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def _bilinear(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Values of ``grid`` (len(ys) x len(xs)) sampled at ``points`` (N x 2), clamped."""
+    px = np.clip(points[:, 0], xs[0], xs[-1])
+    py = np.clip(points[:, 1], ys[0], ys[-1])
+    i = np.clip(np.searchsorted(xs, px, side="right") - 1, 0, len(xs) - 2) if len(xs) > 1 else np.zeros(len(px), int)
+    j = np.clip(np.searchsorted(ys, py, side="right") - 1, 0, len(ys) - 2) if len(ys) > 1 else np.zeros(len(py), int)
+    i1, j1 = np.minimum(i + 1, len(xs) - 1), np.minimum(j + 1, len(ys) - 1)
+    tx = np.where(i1 > i, (px - xs[i]) / np.maximum(xs[i1] - xs[i], 1e-9), 0.0)
+    ty = np.where(j1 > j, (py - ys[j]) / np.maximum(ys[j1] - ys[j], 1e-9), 0.0)
+    top = grid[j, i] * (1 - tx) + grid[j, i1] * tx
+    bottom = grid[j1, i] * (1 - tx) + grid[j1, i1] * tx
+    return (top * (1 - ty) + bottom * ty).astype(np.float32)
+
+
+def occlusion_drops(
+    scorer: Any,
+    input_image: np.ndarray,
+    points: np.ndarray,
+    target: int | None,
+    base_score: float,
+    *,
+    patch: int,
+    fill: Any = "black",
+    mode: str = "exact",
+    grid_step: int = 2,
+) -> tuple[np.ndarray, int]:
+    """Score drops ``S (N,)`` at ``points`` (input pixels) and the number of forward passes."""
+    if len(points) == 0:
+        raise ValueError("no visible correspondence point to occlude (all self-occluded or removed by the stride)")
+    if mode == "exact":
+        centers, inverse = _unique_windows(points)
+        scores = scorer.score_occluded(input_image, centers, patch, fill=fill, target=target)
+        return (base_score - np.asarray(scores, np.float64)).astype(np.float32)[inverse], len(centers)
+    if mode == "grid":
+        if not isinstance(grid_step, (int, np.integer)) or grid_step < 1:
+            raise ValueError(f"grid_step must be a positive integer, got {grid_step!r}")
+        xs, ys, centers = _grid_centers(points, input_image.shape[:2], int(grid_step))
+        scores = np.asarray(scorer.score_occluded(input_image, centers, patch, fill=fill, target=target), np.float64)
+        drops = (base_score - scores).reshape(len(ys), len(xs))
+        window_centres = np.floor(points + 0.5)  # where exact mode would occlude
+        return _bilinear(drops, xs, ys, window_centres), len(centers)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+@dataclass
+class CISResult:
+    """One image's canonical saliency.
+
+    Attributes:
+        canonical: ``H_F x W_F`` float32 CIS map P = P* / N (0 where no point splats).
+        counts: ``H_F x W_F`` float32 density N.
+        occlusion: ``H_in x W_in`` float32 image-space occlusion map S in the scorer's
+            input geometry (S splatted with the input patch, density-normalised).
+        drops: ``(M,)`` float32 score drop S of every used point.
+        used: ``(N,)`` bool, the points used (visible and kept by the stride).
+        face: the :class:`~facesal_fast.align.AlignedFace`.
+        input_image: the model-geometry image that was occluded.
+        affine: ``2 x 3`` image pixels -> input pixels.
+        target, target_name, base_score: the class explained and phi(I, c).
+        patch, canonical_patch: window sizes in input and canonical pixels.
+        forward_passes: occluded images scored.
+    """
+
+    canonical: np.ndarray
+    counts: np.ndarray
+    occlusion: np.ndarray
+    drops: np.ndarray
+    used: np.ndarray
+    face: AlignedFace
+    input_image: np.ndarray
+    affine: np.ndarray
+    target: int | None
+    target_name: str | None
+    base_score: float
+    patch: int
+    canonical_patch: int
+    forward_passes: int
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def region_shares(self) -> dict[str, float]:
+        """Share of positive saliency mass per canonical face region."""
+        return region_shares(self.canonical)
+
+    def overlay(self, alpha: float = 0.5) -> np.ndarray:
+        """``H_F x W_F x 3`` uint8: the CIS as a heat map over the canonical mean face."""
+        from facesal_fast.align import canonical_face
+
+        return heat_overlay(canonical_face(self.canonical.shape), self.canonical, alpha)
+
+    def reprojected(self, alpha: float = 0.5) -> np.ndarray:
+        """``H x W x 3`` uint8: the CIS warped back onto the photo as a heat map."""
+        return heat_overlay(self.face.image, to_image(self.canonical, self.face), alpha)
+
+
+def _resolve_face(image: Any, face: AlignedFace | None, aligner: Any) -> AlignedFace:
+    if face is not None:
+        return face
+    return (aligner or default_aligner())(image)
+
+
+def _binds_target(scorer: Any) -> bool:
+    """True for scorers whose confidence carries its own target (identification, verification)."""
+    return getattr(scorer, "_confidence", None) is not None
+
+
+def _resolve_target(scorer: Any, face: AlignedFace, target: int | str | None) -> tuple[int | None, int | None]:
+    """(class index explained, target to pass to the scorer); ``None`` for bound-target scorers."""
+    if _binds_target(scorer):
+        if target not in (None, "predicted"):
+            raise ValueError("this scorer's confidence binds its own target; pass target=None")
+        return None, None
+    prediction = scorer.predict(face.image, face.face_box)
+    if target in (None, "predicted"):
+        return prediction.index, prediction.index
+    index = resolve_class(target, scorer.classes, len(prediction.outputs))
+    return index, index
+
+
+def _class_name(scorer: Any, index: int | None) -> str | None:
+    classes = getattr(scorer, "classes", None)
+    return classes[index] if classes is not None and index is not None and index < len(classes) else None
+
+
+def _canonical_patch(patch: int, face: AlignedFace, affine: np.ndarray) -> int:
+    """``patch x canonical face size / face size in input pixels`` (>= 1)."""
+    input_scale = float(face.face_scale) * float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
+    return max(1, int(round(patch * float(face.canonical_scale) / input_scale)))
+
+
+def cis(
+    image: Any,
+    scorer: Any,
+    target: int | str | None = None,
+    *,
+    patch: int | None = None,
+    canonical_patch: int | None = None,
+    stride: int = 1,
+    fill: Any = "black",
+    mode: str = "exact",
+    grid_step: int = 2,
+    aligner: Any = None,
+    face: AlignedFace | None = None,
+) -> CISResult:
+    """Canonical Image Saliency of one image (Algorithm 1).
+
+    Args:
+        image: ``H x W x 3`` uint8 RGB photo, or a path (read with ``align.load_image``).
+        scorer: a :class:`~facesal_fast.scoring.Scorer`.
+        target: class index or name; ``None`` or ``"predicted"`` explains the predicted class.
+        patch: occlusion window in the scorer's input pixels (default: 15 px at 224 px,
+            scaled to the input size, see :func:`default_patch`).
+        canonical_patch: splat window on the canonical face (default: ``patch`` scaled by
+            canonical face size / face size in the input).
+        stride: keep every ``stride``-th correspondence point (the paper's vertex stride).
+        fill: occlusion fill, as :func:`facesal_fast.ops.occlude_batch`.
+        mode: ``"exact"`` (every distinct window) or ``"grid"`` (grid of step ``grid_step``,
+            bilinear interpolation).
+        aligner: aligner to use when ``face`` is not given (default aligner otherwise).
+        face: a precomputed :class:`AlignedFace` (e.g. ``AlignedFace.from_arrays``).
+
+    Returns:
+        :class:`CISResult`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    face = _resolve_face(image, face, aligner)
+    input_image, affine = scorer.prepare(face.image, face.face_box)
+    patch = default_patch(input_image.shape[:2]) if patch is None else patch
+    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
+        raise ValueError(f"patch must be a positive integer, got {patch!r}")
+    target_index, score_target = _resolve_target(scorer, face, target)
+    base = float(scorer.base_score(input_image, score_target))
+    used = np.asarray(face.visible, bool).copy()
+    used[np.arange(len(used)) % stride != 0] = False
+    points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
+    drops, passes = occlusion_drops(
+        scorer, input_image, points_in, score_target, base, patch=patch, fill=fill, mode=mode, grid_step=grid_step
+    )
+    c_patch = _canonical_patch(patch, face, affine) if canonical_patch is None else int(canonical_patch)
+    canonical_points = np.ascontiguousarray(np.asarray(face.verts_canonical, np.float32)[used, :2])
+    sums, counts = ops.splat_add(drops[None], canonical_points, c_patch, face.canonical_shape)
+    occ_sums, occ_counts = ops.splat_add(drops[None], points_in, patch, input_image.shape[:2])
+    return CISResult(
+        canonical=ops.normalize_by_counts(sums, counts)[0],
+        counts=counts,
+        occlusion=ops.normalize_by_counts(occ_sums, occ_counts)[0],
+        drops=drops,
+        used=used,
+        face=face,
+        input_image=input_image,
+        affine=affine,
+        target=target_index,
+        target_name=_class_name(scorer, target_index),
+        base_score=base,
+        patch=int(patch),
+        canonical_patch=c_patch,
+        forward_passes=passes,
+        settings=dict(patch=int(patch), canonical_patch=c_patch, stride=int(stride), fill=str(fill), mode=mode,
+                      grid_step=int(grid_step)),
+    )
