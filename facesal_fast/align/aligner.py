@@ -234,36 +234,46 @@ class Aligner:
                 faces.append((lm, tuple(float(v) for v in dets[best][0]), dets[best][1], "detector"))
             else:
                 faces.append((lm, tuple(float(v) for v in lb), None, "landmarks"))
-        # detector boxes without a mesh: run Face Mesh on a crop around them
-        if all_faces or not faces:
-            for k, (b, s) in enumerate(dets):
-                if k in used or len(faces) >= self.max_faces:
-                    continue
-                if max(b[2] - b[0], b[3] - b[1]) < self.min_face_size:
-                    continue
-                lm = self._crop_landmarks(img, b)
+        # detector boxes without a mesh: candidates, meshed on a crop around them when needed
+        pending = [
+            (None, tuple(float(v) for v in b), s, "detector")
+            for k, (b, s) in enumerate(dets)
+            if k not in used and max(b[2] - b[0], b[3] - b[1]) >= self.min_face_size
+        ]
+        cands = (faces + pending)[: self.max_faces]
+        if not cands:
+            raise NoFaceError(source, "no face found")
+
+        def size(c) -> float:
+            return max(c[1][2] - c[1][0], c[1][3] - c[1][1])
+
+        cands.sort(key=lambda c: -size(c))
+        big = [c for c in cands if size(c) >= self.min_face_size]
+        if not big:
+            raise NoFaceError(source, f"face too small: {size(cands[0]):.0f} px < min_face_size={self.min_face_size} px")
+        done: list = []
+        for c in big:
+            if c[0] is None:
+                lm = self._crop_landmarks(img, c[1])
                 if lm is None:
                     continue
                 core = lm[list(CORE_LANDMARKS), :2].mean(axis=0)
-                if any(fb[0] <= core[0] <= fb[2] and fb[1] <= core[1] <= fb[3] for _, fb, _, _ in faces):
-                    continue
-                faces.append((lm, tuple(float(v) for v in b), s, "detector"))
-        if not faces:
-            raise NoFaceError(source, "no face found")
-        sizes = [max(fb[2] - fb[0], fb[3] - fb[1]) for _, fb, _, _ in faces]
-        big = [i for i in np.argsort(sizes)[::-1] if sizes[i] >= self.min_face_size]
-        if not big:
-            raise NoFaceError(
-                source, f"face too small: {max(sizes):.0f} px < min_face_size={self.min_face_size} px"
-            )
-        n = len(big)
+                if any(d[1][0] <= core[0] <= d[1][2] and d[1][1] <= core[1] <= d[1][3] for d in done):
+                    continue  # the crop found a face we already have
+                c = (lm, *c[1:])
+            done.append(c)
+            if not all_faces:
+                break
+        if not done:
+            raise NoFaceError(source, "no face found (detector boxes gave no landmarks)")
         if not all_faces:
-            i = big[0]
+            n = len(big)
             note = f"largest of {n} faces" if n > 1 else "single face"
-            return self._make_face(img, *faces[i], source=source, n_faces=n, index=0, note=note)
+            return self._make_face(img, *done[0], source=source, n_faces=n, index=0, note=note)
+        n = len(done)
         return [
-            self._make_face(img, *faces[i], source=source, n_faces=n, index=r, note=f"face {r + 1} of {n} (by size)")
-            for r, i in enumerate(big)
+            self._make_face(img, *c, source=source, n_faces=n, index=r, note=f"face {r + 1} of {n} (by size)")
+            for r, c in enumerate(done)
         ]
 
     def _make_face(self, img, lm, box, score, box_source, *, source, n_faces, index, note) -> AlignedFace:

@@ -159,6 +159,7 @@ class AlignedFace:
         face_scale: float | None = None,
         canonical_scale: float | None = None,
         depth_tol: float | None = None,
+        canonical_depth: np.ndarray | None = None,
     ) -> "AlignedFace":
         """Wrap a correspondence computed elsewhere (PRNet, a 3DMM fit, 68 landmarks, ...).
 
@@ -208,7 +209,7 @@ class AlignedFace:
             tris = np.asarray(triangles, np.int32)
             if tris.ndim != 2 or tris.shape[1] != 3 or tris.min() < 0 or tris.max() >= len(vi):
                 raise ValueError("triangles must be (T, 3) indices into the points")
-            grid = dense_grid(vc[:, :2], tris, cshape, 1.0 / density)
+            grid = dense_grid(vc[:, :2], tris, cshape, 1.0 / density, canonical_depth)
             ac = signed_areas(vc, tris)
             sign = 1.0 if (ac > 0).sum() >= (ac < 0).sum() else -1.0
             front = front_facing(vi, vc, tris) & (ac * sign > 0)
@@ -217,7 +218,8 @@ class AlignedFace:
             pts, z, vis = visible_points(grid, tris, vi[:, :2], zi, front, (h, w), depth_tol)
             if visible is not None:
                 raise ValueError("visible= applies to mode='points'; a mesh's visibility is computed")
-            mesh = MeshBinding(tris, vc[:, :2].copy(), None, vi[:, :2].copy(), zi, front, float(depth_tol))
+            cd = None if canonical_depth is None else np.asarray(canonical_depth, np.float32)
+            mesh = MeshBinding(tris, vc[:, :2].copy(), cd, vi[:, :2].copy(), zi, front, float(depth_tol))
             verts_i, verts_c, depth = pts, grid.points, (z if zi is not None else None)
             landmarks = vi.copy()
         else:
@@ -262,7 +264,8 @@ def _hull_area(p: np.ndarray) -> float:
 
     if len(p) < 3:
         return 0.0
-    return float(cv2.contourArea(cv2.convexHull(np.asarray(p, np.float32))))
+    q = np.ascontiguousarray(np.asarray(p, np.float32)[:, :2]).reshape(-1, 1, 2)
+    return float(cv2.contourArea(cv2.convexHull(q)))
 
 
 def _similarity_scale(src: np.ndarray, dst: np.ndarray) -> float:

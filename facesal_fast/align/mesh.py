@@ -137,10 +137,36 @@ def densify(
     pix = np.clip(np.floor(pts + 0.5).astype(np.int64), 0, [w - 1, h - 1])
     t = ids[pix[:, 1], pix[:, 0]]
     keep = t >= 0
-    pts, t = pts[keep], t[keep]
+    pts, t, pix = pts[keep], t[keep], pix[keep]
+    t = _containing_triangle(pts, t, pix, ids, cv, tris)
     c = tris[t]
     bary = clip_barycentric(barycentric(pts, cv[c[:, 0]], cv[c[:, 1]], cv[c[:, 2]]))
     return DenseGrid(points=pts.astype(np.float32), tri=t.astype(np.int32), bary=bary.astype(np.float32))
+
+
+def _containing_triangle(pts, t, pix, ids, cv, tris, eps: float = 1e-6) -> np.ndarray:
+    """Rasterisation assigns edge pixels to either neighbour; re-pick, among the triangle ids of
+    the 3x3 pixel neighbourhood, one that really contains the point (kept where none does)."""
+    h, w = ids.shape
+    c = tris[t]
+    inside = barycentric(pts, cv[c[:, 0]], cv[c[:, 1]], cv[c[:, 2]]).min(axis=1) >= -eps
+    bad = np.flatnonzero(~inside)
+    t = t.copy()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if len(bad) == 0:
+                return t
+            q = pix[bad] + np.array([dx, dy])
+            ok = (q[:, 0] >= 0) & (q[:, 0] < w) & (q[:, 1] >= 0) & (q[:, 1] < h)
+            cand = np.full(len(bad), -1, np.int64)
+            cand[ok] = ids[q[ok, 1], q[ok, 0]]
+            has = cand >= 0
+            cc = tris[np.where(has, cand, 0)]
+            b = barycentric(pts[bad], cv[cc[:, 0]], cv[cc[:, 1]], cv[cc[:, 2]]).min(axis=1)
+            hit = has & (b >= -eps)
+            t[bad[hit]] = cand[hit]
+            bad = bad[~hit]
+    return t
 
 
 def front_facing(img_verts: np.ndarray, canon_verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ face, as in a frontal photo). Regions are built from Face Mesh landmark contours
 canonical layout and are disjoint, except ``mouth``, which contains ``upper_lip``,
 ``lower_lip`` and the opening between them. Priority where they would overlap: eyes,
 eyebrows, nose, lips/mouth, jaw (a band along the lower face contour), chin, cheeks,
-forehead. Face pixels in none of them form ``other``.
+forehead (above the eye line, temples included). Face pixels in none of them form ``other``
+(empty for the shipped layout).
 """
 from __future__ import annotations
 
@@ -91,18 +92,14 @@ def _region_masks(shape: tuple[int, int]) -> dict[str, np.ndarray]:
     x_l, x_r = float(L[61, 0]), float(L[291, 0])
     out["chin"] = face & (yy > lip_bottom + 0.01 * s) & (xx >= x_l) & (xx <= x_r) & ~taken
     taken |= out["chin"]
-    # cheeks: below the eyes, lateral to the nose/mouth midline, above the chin
-    eye_bottom = float(max(L[LEFT_EYE][:, 1].max(), L[RIGHT_EYE][:, 1].max())) + r_eye
+    # cheeks: below the eye line (eye corners), lateral halves, whatever is left
     cx = float(L[[1, 4, 6, 168]][:, 0].mean())
-    band = face & (yy >= eye_bottom) & ~taken
+    band = face & (yy >= eye_y) & ~taken
     out["left_cheek"] = band & (xx > cx)
-    out["right_cheek"] = band & (xx < cx)
+    out["right_cheek"] = band & (xx <= cx)
     taken |= out["left_cheek"] | out["right_cheek"]
-    # forehead: above the eyebrows' upper edge
-    brow = np.concatenate([L[LEFT_EYEBROW], L[RIGHT_EYEBROW]])
-    order = np.argsort(brow[:, 0])
-    top = np.interp(xx[0], brow[order, 0], brow[order, 1])  # (W,) brow line, flat at the ends
-    out["forehead"] = face & (yy < top[None, :] - 0.005 * s) & ~taken
+    # forehead: everything above the eye line that is not eyes / eyebrows / nose
+    out["forehead"] = face & (yy < eye_y) & ~taken
     for m in out.values():
         m.setflags(write=False)
     return {k: out[k] for k in REGION_NAMES}
@@ -123,7 +120,8 @@ def region_shares(canonical_map: np.ndarray, *, mode: str = "positive", include_
     Returns:
         ``{region: share}`` in :data:`REGION_NAMES` order (then ``"other"``); shares are
         ``mass(region) / mass(whole canonical face)``; all 0 when the face's mass is 0.
-        The disjoint regions plus ``other`` sum to 1 (``mouth`` overlaps the lips).
+        Regions are disjoint except ``mouth`` (= lips + opening), so all shares except
+        ``mouth``, plus ``mouth - upper_lip - lower_lip``, sum to 1 in "positive"/"abs" mode.
     """
     m = np.asarray(canonical_map, np.float64)
     if m.ndim == 3:

@@ -36,6 +36,19 @@ def _remap(src: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, interpolation:
     return out[:, :, 0] if squeeze else out
 
 
+def _sample(src: np.ndarray, x: np.ndarray, y: np.ndarray, interpolation: int) -> np.ndarray:
+    """Values of ``src`` at points ``x, y (M,)`` -> ``(M, ...)`` (cv2.remap, maps laid out 2D
+    because remap needs both map sides < 32767)."""
+    m = len(x)
+    cols = 1024
+    rows = max(1, -(-m // cols))
+    mx = np.full(rows * cols, -1e4, np.float32)
+    my = np.full(rows * cols, -1e4, np.float32)
+    mx[:m], my[:m] = x, y
+    out = _remap(src, mx.reshape(rows, cols), my.reshape(rows, cols), interpolation)
+    return out.reshape((rows * cols,) + out.shape[2:])[:m]
+
+
 def _check_image_like(arr: np.ndarray, face: AlignedFace) -> np.ndarray:
     a = np.asarray(arr)
     if a.shape[:2] != face.image.shape[:2]:
@@ -93,7 +106,7 @@ def to_canonical(
     pc = np.floor(face.verts_canonical[vis] + 0.5).astype(np.int64)
     ok = (pc[:, 0] >= 0) & (pc[:, 0] < wf) & (pc[:, 1] >= 0) & (pc[:, 1] < hf)
     pi, pc = pi[ok], pc[ok]
-    samp = _remap(a, pi[:, 0].reshape(-1, 1).copy(), pi[:, 1].reshape(-1, 1).copy(), interpolation)
+    samp = _sample(a, pi[:, 0], pi[:, 1], interpolation)
     samp = samp.reshape(len(pi), -1).astype(np.float64)
     lin = pc[:, 1] * wf + pc[:, 0]
     cnt = np.bincount(lin, minlength=hf * wf)
@@ -152,7 +165,7 @@ def to_image(
         c = m.triangles[t]
         b = clip_barycentric(barycentric(p, v[c[:, 0]], v[c[:, 1]], v[c[:, 2]]))
         q = np.einsum("nk,nkd->nd", b, m.canon_verts[c].astype(np.float64)).astype(np.float32)
-        vals = _remap(cm, q[:, 0].reshape(-1, 1).copy(), q[:, 1].reshape(-1, 1).copy(), interpolation)
+        vals = _sample(cm, q[:, 0], q[:, 1], interpolation)
         out[yy + y0, xx + x0] = vals.reshape((len(q),) + cm.shape[2:])
         mask[yy + y0, xx + x0] = True
         return (out, mask) if return_mask else out
@@ -162,7 +175,7 @@ def to_image(
     pi = np.floor(face.verts_image[vis] + 0.5).astype(np.int64)
     ok = (pi[:, 0] >= 0) & (pi[:, 0] < w) & (pi[:, 1] >= 0) & (pi[:, 1] < h)
     pc, pi = pc[ok], pi[ok]
-    samp = _remap(cm, pc[:, 0].reshape(-1, 1).copy(), pc[:, 1].reshape(-1, 1).copy(), interpolation)
+    samp = _sample(cm, pc[:, 0], pc[:, 1], interpolation)
     samp = samp.reshape(len(pc), -1).astype(np.float64)
     lin = pi[:, 1] * w + pi[:, 0]
     cnt = np.bincount(lin, minlength=h * w)
