@@ -19,7 +19,7 @@ import torch
 from facesal_fast import ops
 from facesal_fast.methods._common import check_logits, check_target, eval_mode
 
-__all__ = ["grid_centers", "skin_colour", "drops_to_map", "occlusion", "occlusion_with_scorer"]
+__all__ = ["grid_centers", "skin_colour", "drops_to_map", "occlusion", "occlusion_with_scorer", "to_photo"]
 
 _FAR = -1.0e6  # a window centred here occludes nothing
 
@@ -147,9 +147,14 @@ def occlusion_with_scorer(
     centers = grid_centers(input_image.shape[:2], stride)
     base = scorer.base_score(input_image, target)
     drops = base - np.asarray(scorer.score_occluded(input_image, centers, patch, fill, target), np.float32)
-    input_map = drops_to_map(drops, centers, patch, input_image.shape[:2])
-    H, W = np.asarray(image).shape[:2]
+    return to_photo(drops_to_map(drops, centers, patch, input_image.shape[:2]), affine, np.asarray(image).shape[:2])
+
+
+def to_photo(input_map: np.ndarray, affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Warp a model-input ``h x w`` map onto the photo (``shape`` ``(H, W)``) through the
+    inverse of the scorer's image -> input ``affine`` (2 x 3); 0 outside the crop."""
+    H, W = (int(s) for s in shape)
     return cv2.warpAffine(
-        input_map, np.asarray(affine, np.float64), (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+        np.asarray(input_map, np.float32), np.asarray(affine, np.float64), (W, H),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
     ).astype(np.float32)
