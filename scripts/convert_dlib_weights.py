@@ -137,13 +137,12 @@ def _parse_details(r: _Reader) -> dict:
     if name == "add_prev_":
         return {"type": "add_prev"}
     if name in ("max_pool_2", "avg_pool_2"):
-        nr, nc, sy, sx, py, px = (r.int() for _ in range(6))
-        return {
-            "type": name[:-2],
-            "kernel": (nr, nc),
-            "stride": (sy, sx),
-            "padding": (py, px),
-        }
+        geometry = tuple(r.int() for _ in range(6))  # nr, nc, stride_y, stride_x, pad_y, pad_x
+        # The architecture's pools: max 3x3/2, avg 2x2/2 (shortcuts), avg over everything (nr = nc = 0).
+        allowed = {"max_pool_2": [(3, 3, 2, 2, 0, 0)], "avg_pool_2": [(2, 2, 2, 2, 0, 0), (0, 0, 1, 1, 0, 0)]}
+        if geometry not in allowed[name]:
+            raise ValueError(f"unexpected {name} geometry {geometry}")
+        return {"type": name[:-2]}
     if name == "fc_2":
         num_outputs = r.int()
         num_inputs = r.int()
@@ -223,11 +222,6 @@ def to_arrays(meta: dict, layers: list[dict]) -> dict[str, np.ndarray]:
             out[f"affine{n_con - 1}.beta"] = layer["beta"]
         elif layer["type"] == "fc":
             out["fc.weight"] = layer["weight"]
-        elif layer["type"] in ("max_pool", "avg_pool"):
-            if layer["type"] == "max_pool":
-                out["max_pool.kernel_stride_padding"] = np.asarray(
-                    layer["kernel"] + layer["stride"] + layer["padding"]
-                )
     return out
 
 
