@@ -1,0 +1,151 @@
+"""Run store, resumable audits, bad input, the CLI and the HTML report."""
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facesal_fast.audit.runner import Audit, cms_from_store
+from facesal_fast.audit.store import RunStore, SettingsMismatchError
+from facesal_fast.cli import main
+
+FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
+
+
+@pytest.fixture(scope="module")
+def gender():
+    from facesal_fast import models
+
+    return models.load("gender", backend="onnx")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("img1.jpg", "img5.jpg", "img20.jpg", "img3.jpg"):
+        shutil.copy(FACES / name, folder / name)
+    return folder
+
+
+def _bad_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    shutil.copy(FACES / "img1.jpg", folder / "good.jpg")
+    (folder / "corrupt.jpg").write_bytes(os.urandom(2000))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not an image")
+    cv2.imwrite(str(folder / "blank.png"), np.full((200, 200, 3), 180, np.uint8))
+    photo = cv2.imread(str(FACES / "img5.jpg"))
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(photo, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(folder / "tiny.png"), cv2.resize(photo, (12, 12)))
+    return folder
+
+
+def test_bad_input_is_recorded_and_the_audit_goes_on(tmp_path, gender):
+    audit = Audit(gender, tmp_path / "run")
+    items = {item.key: item for item in audit.feed(_bad_folder(tmp_path), progress=False)}
+    assert {k for k, v in items.items() if v.status == "done"} == {"good.jpg", "gray.png", "rgba.png"}
+    for name in ("corrupt.jpg", "empty.jpg", "notes.jpg", "blank.png", "tiny.png"):
+        assert items[name].status == "failed" and name in items[name].error, items[name]
+    assert "no face" in items["blank.png"].error.lower()
+    assert len(audit.store.rows("failed")) == 5 and audit.summary == {"done": 3, "failed": 5, "skipped": 0}
+
+
+def test_nan_scores_fail_with_a_clear_message(tmp_path):
+    from facesal_fast.scoring import Scorer
+
+    scorer = Scorer.from_callable(lambda x: np.full((len(x), 2), np.nan, np.float32), 32, crop="face")
+    (item,) = Audit(scorer).feed([FACES / "img1.jpg"], progress=False)
+    assert item.status == "failed" and "NaN" in item.error and "img1.jpg" in item.error
+
+
+def test_resume_skips_done_images_and_refuses_other_settings(tmp_path, gender, photos):
+    run = tmp_path / "run"
+    first = Audit(gender, run, settings={"model": "gender"}).run([photos / "img1.jpg"], progress=False)
+    assert first == {"done": 1, "failed": 0, "skipped": 0}
+    second = Audit(gender, run, settings={"model": "gender"}).run(photos, progress=False)
+    assert second["skipped"] == 0  # keys differ: a path list vs a folder's relative names
+    third = Audit(gender, run, settings={"model": "gender"}).run(photos, progress=False)
+    assert third == {"done": 0, "failed": 0, "skipped": 4}
+    with pytest.raises(SettingsMismatchError, match="patch"):
+        Audit(gender, run, settings={"model": "gender"}, patch=9)
+
+
+def test_store_writes_atomically(tmp_path):
+    store = RunStore(tmp_path / "run", {"a": 1})
+    store.save_done("x", "x.jpg", {"canonical": np.ones((4, 4), np.float32)}, group="g", target=0,
+                    target_name="t", base_score=0.5, seconds=0.1)
+    assert not list((tmp_path / "run" / "results").glob("*.tmp"))
+    np.testing.assert_array_equal(store.load("x")["canonical"], 1.0)
+    assert [r.key for r in store.rows("done")] == ["x"]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "facesal_fast.cli", *args]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, photos):
+    common = ["--model", "gender", "--backend", "onnx", "--groups", "predicted"]
+    whole = tmp_path / "whole"
+    subprocess.run(_cli("audit", str(photos), "--out", str(whole), *common), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli("audit", str(photos), "--out", str(killed), *common),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        index = killed / "index.sqlite"
+        if index.exists():
+            with sqlite3.connect(index) as db:
+                done = db.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0]
+            if done >= 1:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(killed / "index.sqlite") as db:
+        done_before = db.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0]
+    assert 1 <= done_before < 4, "the run was not interrupted mid-way"
+    resumed = subprocess.run(_cli("audit", str(photos), "--out", str(killed), *common), check=True, capture_output=True, text=True)
+    assert f"{done_before} skipped" in resumed.stdout
+    a, b = cms_from_store(RunStore(whole)), cms_from_store(RunStore(killed))
+    np.testing.assert_array_equal(a.cms, b.cms)
+    assert a.groups.keys() == b.groups.keys()
+
+
+def test_cli_exit_codes_and_messages(tmp_path, capsys):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "broken.jpg").write_bytes(b"xx")
+    assert main(["audit", str(empty), "--out", str(tmp_path / "r1"), "--backend", "onnx"]) == 1
+    assert "broken.jpg" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
+    with pytest.raises(SystemExit, match="unknown model"):
+        main(["audit", str(empty), "--out", str(tmp_path / "r3"), "--model", "age"])
+
+
+def test_report_renders_in_headless_chromium(tmp_path, photos):
+    run = tmp_path / "run"
+    assert main(["audit", str(photos), "--out", str(run), "--backend", "onnx", "--groups", "predicted"]) == 0
+    assert main(["report", str(run)]) == 0
+    page = run / "report.html"
+    html = page.read_text()
+    assert html.count("<img") >= 8 and "Region shares" in html and "Convergence" in html
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium); the HTML itself was checked")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    n_images = dom.stdout.count("<img")
+    assert f'data-figures-loaded="{n_images}/{n_images}"' in dom.stdout, dom.stdout[-500:]
+    assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr.upper().replace("CONSOLE_", "")
