@@ -1,0 +1,313 @@
+"""Classic saliency methods against reference implementations, and their properties."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from captum.attr import GuidedBackprop
+from pytorch_grad_cam import ScoreCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from zennit.attribution import Gradient
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import LayerMapComposite
+from zennit.rules import AlphaBeta, Epsilon, Norm, Pass
+from zennit.types import Activation, AvgPool, Convolution, Linear
+
+from facesal_fast import ops
+from facesal_fast.methods import (
+    METHODS, RelevanceNotConservedError, check_conservation, explain, gradcam, gradcam_plus_plus, guided_backprop,
+    guided_gradient, lrp, lrp_relevance, occlusion, saliency_difference, scorecam, skin_colour,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def small_net(seed: int = 0, classes: int = 4) -> nn.Sequential:
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, classes),
+    )
+    bn = net[1]
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+class FunctionalNet(nn.Module):
+    """The same weights as ``small_net`` with functional and in-place ReLUs."""
+
+    def __init__(self, net: nn.Sequential):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        n = self.net
+        x = F.relu(n[1](n[0](x)), inplace=True)
+        x = n[4](n[3](x)).relu_()
+        return n[8](n[7](n[6](torch.relu(x))))
+
+
+@pytest.fixture(scope="module")
+def x64():
+    return torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def image64():
+    return (np.random.default_rng(2).random((64, 64, 3)) * 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- guided backprop
+
+
+def test_guided_gradient_matches_captum(x64):
+    net = small_net()
+    ours = guided_gradient(net, x64, 2)
+    ref = GuidedBackprop(net).attribute(x64.clone().requires_grad_(True), target=2)
+    assert ours.abs().max() > 0
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_guided_gradient_catches_functional_and_inplace_relus(x64):
+    net = small_net()
+    ref = guided_gradient(net, x64, 1)
+    functional = guided_gradient(FunctionalNet(net), x64, 1)
+    torch.testing.assert_close(functional, ref, rtol=1e-5, atol=1e-7)
+    # the plain gradient differs, so the guided rule really ran at the functional ReLUs
+    x = x64.clone().requires_grad_(True)
+    FunctionalNet(net)(x)[0, 1].backward()
+    assert not torch.allclose(x.grad, ref)
+
+
+def test_guided_backprop_of_positive_weights_is_non_negative(x64):
+    net = small_net()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_()
+    grad = guided_gradient(net, x64, 0)
+    assert grad.abs().max() > 0 and bool((grad >= 0).all())
+
+
+def test_guided_backprop_map_and_saliency_difference(x64):
+    net = small_net()
+    gy, gz = guided_gradient(net, x64, 1).clamp(min=0), guided_gradient(net, x64, 3).clamp(min=0)
+    gb = guided_backprop(net, x64, 1)
+    assert gb.shape == (64, 64) and gb.dtype == np.float32
+    np.testing.assert_allclose(gb, gy[0].amax(0).numpy())
+    diff = saliency_difference(net, x64, 1, 3)
+    np.testing.assert_allclose(diff, (gy - gz).clamp(min=0)[0].amax(0).numpy())
+    assert (diff >= 0).all() and diff.max() > 0
+    assert saliency_difference(net, x64, 1, 1).max() == 0
+
+
+def test_guided_backprop_restores_training_mode_and_checks_arguments(x64):
+    net = small_net().train()
+    guided_backprop(net, x64, 0)
+    assert net.training
+    with pytest.raises(ValueError, match="1 x C x H x W"):
+        guided_backprop(net, x64[0], 0)
+    with pytest.raises(ValueError, match="out of range"):
+        guided_backprop(net, x64, 9)
+
+
+# ----------------------------------------------------------------------------- LRP
+
+
+def zennit_reference(net, x, target, rule):
+    layer_rule = Epsilon(epsilon=1e-6, zero_params="bias") if rule == "epsilon" else AlphaBeta(2.0, 1.0, zero_params="bias")
+    composite = LayerMapComposite(
+        layer_map=[(Activation, Pass()), (AvgPool, Norm()), (Convolution, layer_rule), (Linear, layer_rule)],
+        canonizers=[SequentialMergeBatchNorm()],
+    )
+    with Gradient(model=net, composite=composite) as attributor:
+        out, relevance = attributor(x, lambda o: o * F.one_hot(torch.tensor([target]), o.shape[1]))
+    return relevance[0].numpy()
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "alpha-beta"])
+def test_lrp_matches_zennit_and_conserves_relevance(x64, rule):
+    net = small_net()
+    result = lrp_relevance(net, x64, 2, rule)
+    np.testing.assert_allclose(result.relevance, zennit_reference(net, x64, 2, rule), rtol=1e-4, atol=1e-7)
+    logit = float(net(x64)[0, 2])
+    assert result.output_total == pytest.approx(logit, rel=1e-6)
+    assert result.input_total == pytest.approx(logit, rel=1e-3)
+    assert [layer.name for layer in result.layers] == ["8", "4", "0"]
+    assert check_conservation(result, rtol=1e-3) < 1e-3
+    np.testing.assert_allclose(lrp(net, x64, 2, rule), result.relevance.sum(0), rtol=1e-6)
+
+
+def numpy_lrp(W1, W2, x, target, rule):
+    """Textbook LRP (the paper's equations) for Linear-ReLU-Linear without biases."""
+    a = np.maximum(W1 @ x, 0)
+    out = W2 @ a
+    R = np.zeros_like(out)
+    R[target] = out[target]
+
+    def back(W, inp, R):
+        z = W * inp[None, :]  # z_ij as [j, i]
+        if rule == "epsilon":
+            s = z.sum(1)
+            return (z / (s + 1e-6 * np.where(s >= 0, 1, -1))[:, None] * R[:, None]).sum(0)
+        zp, zn = np.clip(z, 0, None), np.clip(z, None, 0)
+        pos, neg = zp / (zp.sum(1) + 1e-6)[:, None], zn / (zn.sum(1) - 1e-6)[:, None]  # zennit's stabiliser
+        return ((2 * pos - 1 * neg) * R[:, None]).sum(0)
+
+    return back(W1, x, back(W2, a, R))
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "alpha-beta"])
+def test_lrp_matches_the_paper_equations(rule):
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 10, bias=False), nn.ReLU(), nn.Linear(10, 3, bias=False)).double()
+    x = torch.randn(1, 3, 2, 2, dtype=torch.float64)
+    ours = lrp_relevance(net, x, 1, rule).relevance.reshape(-1)
+    ref = numpy_lrp(net[1].weight.detach().numpy(), net[3].weight.detach().numpy(), x.numpy().reshape(-1), 1, rule)
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_lrp_conservation_check_catches_a_leak(x64):
+    net = small_net()
+    result = lrp_relevance(net, x64, 0, "epsilon")
+    leaky = type(result)(result.relevance, result.output_total, result.input_total * 1.5, result.layers)
+    with pytest.raises(RelevanceNotConservedError, match="whole model"):
+        check_conservation(leaky, rtol=1e-2)
+
+
+def test_lrp_resnet_conserves_relevance_through_residual_sums():
+    torch.manual_seed(4)
+    net = torchvision.models.resnet18(num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    result = lrp_relevance(net, x, 1, "epsilon")
+    assert len(result.layers) == 21
+    assert check_conservation(result, rtol=1e-2) < 1e-2
+
+
+# ----------------------------------------------------------------------------- CAMs
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(5)
+    return torchvision.models.resnet18(num_classes=3).eval()
+
+
+def reference_gradcam(net, layer, x, target, plus_plus=False):
+    """GradCAM / GradCAM++ written out from their papers (no pytorch-grad-cam)."""
+    store = {}
+    handle = layer.register_forward_hook(lambda m, i, o: store.update(a=o))
+    x = x.clone().requires_grad_(True)
+    out = net(x)
+    handle.remove()
+    (grad,) = torch.autograd.grad(out[0, target], store["a"])
+    A, g = store["a"][0].detach().double(), grad[0].double()
+    if plus_plus:
+        g2, g3 = g**2, g**3
+        alpha = g2 / (2 * g2 + A.sum((1, 2), keepdim=True) * g3 + 1e-6)  # pytorch-grad-cam's guard
+        alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+        weights = (alpha * torch.relu(g)).sum((1, 2))
+    else:
+        weights = g.mean((1, 2))
+    cam = torch.relu((weights[:, None, None] * A).sum(0))
+    cam = cam - cam.min()
+    cam = cam / (cam.max() + 1e-7)
+    return F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+@pytest.mark.parametrize("plus_plus", [False, True])
+def test_gradcam_matches_the_equations(resnet, x64, plus_plus):
+    method = gradcam_plus_plus if plus_plus else gradcam
+    ours = method(resnet, x64, 1, resnet.layer4[-1])
+    ref = reference_gradcam(resnet, resnet.layer4[-1], x64, 1, plus_plus)
+    assert ours.shape == (64, 64) and ours.max() == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_scorecam_matches_pytorch_grad_cam(x64):
+    net = small_net()
+    ours = scorecam(net, x64, 2, batch_size=3)  # default layer: the last Conv2d, net[4]
+    with ScoreCAM(model=net, target_layers=[net[4]]) as cam:
+        ref = cam(input_tensor=x64, targets=[ClassifierOutputTarget(2)])[0]
+    assert 0.5 < ours.max() <= 1.0
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_cam_layer_errors(resnet, x64):
+    with pytest.raises(ValueError, match="no submodule"):
+        gradcam(resnet, x64, 0, "layer9")
+    with pytest.raises(ValueError, match="no Conv2d"):
+        gradcam(nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 2)), x64, 0)
+
+
+# ----------------------------------------------------------------------------- occlusion
+
+
+def test_occlusion_matches_the_per_patch_loop(image64):
+    net = small_net()
+    patch, stride, mean, std = 8, 8, 0.5, 0.25
+    s = occlusion(net, image64, 3, patch=patch, stride=stride, mean=mean, std=std, confidence="logit")
+    ref_sum, ref_count = np.zeros((64, 64)), np.zeros((64, 64))
+    with torch.no_grad():
+        base = net(torch.from_numpy((image64 / 255.0 - mean) / std).permute(2, 0, 1)[None].float())[0, 3]
+        for cy in range(stride // 2, 64, stride):
+            for cx in range(stride // 2, 64, stride):
+                occluded = image64.copy()
+                occluded[max(0, cy - 3) : cy + 5, max(0, cx - 3) : cx + 5] = 0
+                t = torch.from_numpy((occluded / 255.0 - mean) / std).permute(2, 0, 1)[None].float()
+                drop = float(base - net(t)[0, 3])
+                ref_sum[max(0, cy - 3) : cy + 5, max(0, cx - 3) : cx + 5] += drop
+                ref_count[max(0, cy - 3) : cy + 5, max(0, cx - 3) : cx + 5] += 1
+    np.testing.assert_allclose(s, ref_sum / np.maximum(ref_count, 1), atol=1e-5)
+    assert np.abs(s).max() > 0
+
+
+def test_occlusion_uses_one_batched_occlude_call(image64, monkeypatch):
+    calls = []
+    real = ops.occlude_batch
+    monkeypatch.setattr(ops, "occlude_batch", lambda img, centers, *a, **k: calls.append(len(centers)) or real(img, centers, *a, **k))
+    occlusion(small_net(), image64, 0, patch=8, stride=4)
+    assert sorted(calls) == [1, 256]  # the unoccluded input, then all 16 x 16 centres at once
+
+
+def test_skin_colour_finds_skin_not_background():
+    image = np.zeros((60, 60, 3), np.uint8)
+    image[:] = (20, 60, 200)  # blue background
+    image[10:50, 15:45] = (205, 150, 125)  # a skin-toned face
+    np.testing.assert_allclose(skin_colour(image, (15, 10, 45, 50)), (205, 150, 125))
+    np.testing.assert_allclose(skin_colour(image), (205, 150, 125))
+
+
+# ----------------------------------------------------------------------------- explain
+
+
+def test_explain_runs_every_method_and_canonicalises(image64):
+    from facesal_fast.align import AlignedFace
+
+    net = small_net(classes=3)
+    ys, xs = np.mgrid[0:64:4, 0:64:4]
+    pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
+    face = AlignedFace.from_arrays(image64, pts, pts, (64, 64), mode="points", face_box=(0, 0, 63, 63))
+    for name in METHODS:
+        result = explain(name, net, image64, 1, face, other=2, mean=0.5, std=0.25, stride=8)
+        assert result.image_map.shape == (64, 64) and np.isfinite(result.image_map).all()
+        assert result.canonical_map.shape == (64, 64)
+        np.testing.assert_allclose(result.canonical_map[ys, xs], result.image_map[ys, xs], atol=1e-5)
+    with pytest.raises(ValueError, match="unknown method"):
+        explain("gradient", net, image64, 0)
+    with pytest.raises(ValueError, match="other="):
+        explain("saliency-difference", net, image64, 0)
+
+
+def test_explain_with_a_scorer_matches_the_module(image64):
+    from facesal_fast.scoring import Scorer
+
+    net = small_net(classes=3)
+    scorer = Scorer.from_torch(net, 64, mean=0.5, std=0.25, backend="torch")
+    for name in ("guided-backprop", "lrp-epsilon", "occlusion"):
+        a = explain(name, net, image64, 1, mean=0.5, std=0.25, stride=8)
+        b = explain(name, scorer, image64, 1, stride=8)
+        np.testing.assert_allclose(a.image_map, b.image_map, atol=1e-6)
+        assert b.canonical_map is None
