@@ -7,6 +7,7 @@ tensors on ``device``.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import tempfile
 import warnings
@@ -69,8 +70,8 @@ class TorchBackend(Backend):
         if self.device.type != "cuda" and (precision != "fp32" or cuda_graphs):
             raise ValueError(f"precision={precision!r} and cuda_graphs need a CUDA device, got {self.device}")
         module = module.eval().to(self.device)
-        if channels_last:
-            module = module.to(memory_format=torch.channels_last)
+        if channels_last:  # a copy: Module.to converts in place and the caller may share the module
+            module = copy.deepcopy(module).to(memory_format=torch.channels_last)
         self.module = torch.compile(module, dynamic=False) if compile else module
         self.precision = precision
         self.layout = "nhwc" if channels_last else "nchw"
