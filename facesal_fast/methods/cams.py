@@ -1,7 +1,7 @@
 """Class activation maps: GradCAM, GradCAM++ (pytorch-grad-cam) and ScoreCAM (batched).
 
 All three return ``H x W`` float32 maps in ``[0, 1]`` at the input resolution, scaled as
-pytorch-grad-cam does (ReLU, minus the minimum, divided by the maximum, bilinear resize).
+pytorch-grad-cam does (ReLU; min-max scaling; bilinear resize; min-max scaling again).
 """
 from __future__ import annotations
 
@@ -129,6 +129,10 @@ def scorecam(
                 scores.append(torch.as_tensor(scorer(batch)).reshape(-1).float().to(x.device))
     weights = torch.softmax(torch.cat(scores), dim=0)
     cam = torch.relu((weights[:, None, None] * acts.float()).sum(0)).cpu().numpy()
+    return _scale(cv2.resize(_scale(cam).astype(np.float32), (int(W), int(H))))
+
+
+def _scale(cam: np.ndarray) -> np.ndarray:
+    """Minus the minimum, over the maximum (pytorch-grad-cam's ``scale_cam_image``)."""
     cam = cam - cam.min()
-    cam = cam / (1e-7 + cam.max())
-    return cv2.resize(cam.astype(np.float32), (int(W), int(H)))
+    return (cam / (1e-7 + cam.max())).astype(np.float32)
