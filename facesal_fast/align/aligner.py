@@ -110,13 +110,16 @@ class Aligner:
             )
         return self._mp
 
-    def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
-        """Face boxes ``[((x0, y0, x1, y1), score), ...]`` in pixels of an ``(H, W, 3)`` RGB image
-        (union of MediaPipe's short- and full-range detectors, non-maximum suppressed)."""
+    def detect(
+        self, image: np.ndarray, models: Sequence[int] = (1, 0)
+    ) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Face boxes ``[((x0, y0, x1, y1), score), ...]`` in pixels of an ``(H, W, 3)`` RGB image:
+        the union of MediaPipe's full-range (1) and short-range (0) detectors (``models``),
+        non-maximum suppressed, best score first."""
         h, w = image.shape[:2]
         found = []
-        for det in self._models()["det"]:
-            for d in det.process(image).detections or []:
+        for m in models:
+            for d in self._models()["det"][m].process(image).detections or []:
                 b = d.location_data.relative_bounding_box
                 box = (b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h)
                 found.append((box, float(d.score[0])))
@@ -126,6 +129,28 @@ class Aligner:
             if all(_iou(box, k[0]) < 0.3 for k in keep):
                 keep.append((box, s))
         return keep
+
+    @staticmethod
+    def _match(meshes: list[np.ndarray], dets: list) -> tuple[list, set]:
+        """Pair each mesh with the detector box holding its eyes/nose/mouth (best IoU)."""
+        faces: list[tuple[np.ndarray, tuple, float | None, str]] = []
+        used: set = set()
+        for lm in meshes:
+            core = lm[list(CORE_LANDMARKS), :2]
+            lb = (*lm[:N_MESH_VERTICES, :2].min(axis=0), *lm[:N_MESH_VERTICES, :2].max(axis=0))
+            best, best_iou = None, 0.0
+            for k, (b, s) in enumerate(dets):
+                if k in used:
+                    continue
+                inside = ((core[:, 0] >= b[0]) & (core[:, 0] <= b[2]) & (core[:, 1] >= b[1]) & (core[:, 1] <= b[3])).mean()
+                if inside >= 0.8 and _iou(b, lb) > best_iou:
+                    best, best_iou = k, _iou(b, lb)
+            if best is not None:
+                used.add(best)
+                faces.append((lm, tuple(float(v) for v in dets[best][0]), dets[best][1], "detector"))
+            else:
+                faces.append((lm, tuple(float(v) for v in lb), None, "landmarks"))
+        return faces, used
 
     def _landmarks(self, model, image: np.ndarray) -> list[np.ndarray]:
         h, w = image.shape[:2]
@@ -211,29 +236,22 @@ class Aligner:
         f = min(1.0, self.max_side / max(h, w))
         work = img if f == 1.0 else cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
         fx, fy = work.shape[1] / w, work.shape[0] / h
-        dets = [((b[0] / fx, b[1] / fy, b[2] / fx, b[3] / fy), s) for b, s in self.detect(work)]
+
+        def detect(models):
+            return [((b[0] / fx, b[1] / fy, b[2] / fx, b[3] / fy), s) for b, s in self.detect(work, models)]
+
+        # full-range detector first; the short-range one too for all_faces or unmatched meshes
+        both = all_faces
+        dets = detect((1, 0) if both else (1,))
         meshes = self._landmarks(self._models()["mesh"], work)
         for lm in meshes:
             lm[:, 0] /= fx
             lm[:, 1] /= fy
             lm[:, 2] /= fx
-        faces: list[tuple[np.ndarray, tuple, float | None, str]] = []
-        used = set()
-        for lm in meshes:
-            core = lm[list(CORE_LANDMARKS), :2]
-            lb = (*lm[:N_MESH_VERTICES, :2].min(axis=0), *lm[:N_MESH_VERTICES, :2].max(axis=0))
-            best, best_iou = None, 0.0
-            for k, (b, s) in enumerate(dets):
-                if k in used:
-                    continue
-                inside = ((core[:, 0] >= b[0]) & (core[:, 0] <= b[2]) & (core[:, 1] >= b[1]) & (core[:, 1] <= b[3])).mean()
-                if inside >= 0.8 and _iou(b, lb) > best_iou:
-                    best, best_iou = k, _iou(b, lb)
-            if best is not None:
-                used.add(best)
-                faces.append((lm, tuple(float(v) for v in dets[best][0]), dets[best][1], "detector"))
-            else:
-                faces.append((lm, tuple(float(v) for v in lb), None, "landmarks"))
+        faces, used = self._match(meshes, dets)
+        if not both and (not dets or any(f[3] != "detector" for f in faces)):
+            dets = detect((1, 0))
+            faces, used = self._match(meshes, dets)
         # detector boxes without a mesh: candidates, meshed on a crop around them when needed
         pending = [
             (None, tuple(float(v) for v in b), s, "detector")
@@ -245,7 +263,13 @@ class Aligner:
             raise NoFaceError(source, "no face found")
 
         def size(c) -> float:
-            return max(c[1][2] - c[1][0], c[1][3] - c[1][1])
+            """Face size in px: the detector box side, or for a meshed face 3x the RMS radius of
+            its 3D landmarks (the same scale as MediaPipe's boxes, independent of the detector
+            that supplied the box, and of the head's yaw)."""
+            if c[0] is None:
+                return max(c[1][2] - c[1][0], c[1][3] - c[1][1])
+            v = c[0][:N_MESH_VERTICES].astype(np.float64)
+            return 3.0 * float(np.sqrt(((v - v.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
         cands.sort(key=lambda c: -size(c))
         big = [c for c in cands if size(c) >= self.min_face_size]

@@ -90,21 +90,26 @@ class DenseGrid:
     """A fixed dense sampling of a mesh in canonical space.
 
     ``points (N, 2)`` float32 canonical pixel positions; ``tri (N,)`` int32 triangle id of each
-    point; ``bary (N, 3)`` float32 barycentric coordinates in that triangle (in ``[0, 1]``).
+    point; ``bary (N, 3)`` float32 barycentric coordinates in that triangle (in ``[0, 1]``);
+    ``corners (N, 3)`` int32 the triangle's vertex indices.
     """
 
     points: np.ndarray
     tri: np.ndarray
     bary: np.ndarray
+    corners: np.ndarray
 
     def __len__(self) -> int:
         return len(self.points)
 
-    def mix(self, verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-        """The same barycentric mix of other per-vertex values ``verts (V, D)`` -> ``(N, D)``."""
+    def mix(self, verts: np.ndarray) -> np.ndarray:
+        """The same barycentric mix of per-vertex values ``verts (V, D)`` -> ``(N, D)`` float32."""
         v = np.asarray(verts, np.float32)
-        corner = np.asarray(triangles)[self.tri]  # (N, 3)
-        return np.einsum("nk,nkd->nd", self.bary, v[corner]).astype(np.float32)
+        c, b = self.corners, self.bary
+        out = v[c[:, 0]] * b[:, 0:1]
+        out += v[c[:, 1]] * b[:, 1:2]
+        out += v[c[:, 2]] * b[:, 2:3]
+        return out
 
 
 def densify(
@@ -141,7 +146,10 @@ def densify(
     t = _containing_triangle(pts, t, pix, ids, cv, tris)
     c = tris[t]
     bary = clip_barycentric(barycentric(pts, cv[c[:, 0]], cv[c[:, 1]], cv[c[:, 2]]))
-    return DenseGrid(points=pts.astype(np.float32), tri=t.astype(np.int32), bary=bary.astype(np.float32))
+    return DenseGrid(
+        points=pts.astype(np.float32), tri=t.astype(np.int32), bary=bary.astype(np.float32),
+        corners=np.ascontiguousarray(c, np.int32),
+    )
 
 
 def _containing_triangle(pts, t, pix, ids, cv, tris, eps: float = 1e-6) -> np.ndarray:
@@ -199,31 +207,35 @@ def visible_points(
     The z-buffer is rasterised over the face's bounding box at most ``zbuffer_size`` px across.
     """
     tris = np.asarray(triangles, np.int32)
-    pts = grid.mix(np.asarray(img_verts, np.float32)[:, :2], tris)
     h, w = image_shape
-    vis = front[grid.tri].copy()
+    iv = np.asarray(img_verts, np.float32)[:, :2]
+    if img_depth is None:
+        pts = grid.mix(iv)
+        z = np.zeros(len(pts), np.float32)
+    else:
+        zv = np.asarray(img_depth, np.float32)
+        pz = grid.mix(np.concatenate([iv, zv[:, None]], axis=1))
+        pts, z = np.ascontiguousarray(pz[:, :2]), np.ascontiguousarray(pz[:, 2])
+    vis = front[grid.tri]
     vis &= (pts[:, 0] >= -0.5) & (pts[:, 0] < w - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] < h - 0.5)
     if img_depth is None:
-        return pts, np.zeros(len(pts), np.float32), vis
-    zv = np.asarray(img_depth, np.float32)
-    z = grid.mix(zv[:, None], tris)[:, 0]
-    v2 = np.asarray(img_verts, np.float64)[:, :2]
+        return pts, z, vis
+    v2 = iv.astype(np.float64)
     lo = np.maximum(np.floor(v2.min(axis=0)) - 2, [-1, -1])
     hi = np.minimum(np.ceil(v2.max(axis=0)) + 2, [w, h])
     ext = float(max(hi - lo))
     scale = min(1.0, zbuffer_size / max(ext, 1.0))
     bh, bw = (int(np.ceil((hi[1] - lo[1]) * scale)) + 1, int(np.ceil((hi[0] - lo[0]) * scale)) + 1)
     ids = rasterize_triangles(v2, tris, (bh, bw), depth=zv, tri_mask=front, offset=tuple(lo), scale=scale)
-    cell = np.floor((pts - lo) * scale + 0.5).astype(np.int64)
-    cell = np.clip(cell, 0, [bw - 1, bh - 1])
+    cell = np.floor((pts - lo.astype(np.float32)) * np.float32(scale) + np.float32(0.5)).astype(np.int64)
+    np.clip(cell[:, 0], 0, bw - 1, out=cell[:, 0])
+    np.clip(cell[:, 1], 0, bh - 1, out=cell[:, 1])
     occ = ids[cell[:, 1], cell[:, 0]]
-    has = occ >= 0
-    if has.any():
-        c = tris[occ[has]]
-        b = barycentric(pts[has], v2[c[:, 0]], v2[c[:, 1]], v2[c[:, 2]])
-        b = clip_barycentric(b)  # depth of the occluding triangle, clamped to it
-        zb = (b * zv[c]).sum(axis=1)
-        behind = np.zeros(len(pts), bool)
-        behind[has] = z[has] > zb + depth_tol
-        vis &= ~behind
+    # only points whose buffer pixel belongs to another triangle need a depth comparison
+    chk = np.flatnonzero(vis & (occ >= 0) & (occ != grid.tri))
+    if len(chk):
+        c = tris[occ[chk]]
+        b = clip_barycentric(barycentric(pts[chk], v2[c[:, 0]], v2[c[:, 1]], v2[c[:, 2]]))
+        zb = (b * zv[c]).sum(axis=1)  # depth of the occluding triangle, clamped to it
+        vis[chk[z[chk] > zb + depth_tol]] = False
     return pts, z, vis

@@ -64,7 +64,10 @@ def canonical_pixel_mapping(face: AlignedFace) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("canonical_pixel_mapping needs a triangle mesh")
     hf, wf = face.canonical_shape
     g = dense_grid(m.canon_verts, m.triangles, (hf, wf), 1.0, m.canon_depth)
-    pts, _, vis = visible_points(g, m.triangles, m.img_verts, m.img_depth, m.front, face.image.shape[:2], m.depth_tol)
+    if g.points is face.verts_canonical:  # density 1: the face's own points are the pixel grid
+        pts, vis = face.verts_image, face.visible
+    else:
+        pts, _, vis = visible_points(g, m.triangles, m.img_verts, m.img_depth, m.front, face.image.shape[:2], m.depth_tol)
     pos = np.full((hf, wf, 2), -1e4, np.float32)
     valid = np.zeros((hf, wf), bool)
     ij = np.floor(g.points + 0.5).astype(np.int64)
@@ -128,6 +131,7 @@ def to_image(
     *,
     return_mask: bool = False,
     interpolation: int = cv2.INTER_LINEAR,
+    max_map_side: int = 768,
 ):
     """Reproject a canonical map onto the photo.
 
@@ -136,6 +140,8 @@ def to_image(
         face: the :class:`AlignedFace`.
         return_mask: also return the ``(H, W) bool`` mask of image pixels covered by the
             visible face.
+        max_map_side: the pixel -> canonical coordinate map is rasterised at most this many
+            pixels across the face and upsampled linearly (exact for faces up to that size).
     Returns:
         ``(H, W[, C])`` array (uint8/uint16/int16/float32 kept, others -> float32), 0 outside
         the visible face; and the mask if asked.
@@ -158,16 +164,39 @@ def to_image(
         mask = np.zeros((h, w), bool)
         if x1 <= x0 or y1 <= y0:
             return (out, mask) if return_mask else out
-        ids = rasterize_triangles(v, m.triangles, (y1 - y0, x1 - x0), depth=m.img_depth, tri_mask=m.front, offset=(x0, y0))
+        # canonical coordinates of every image pixel, rasterised at <= max_map_side px across the
+        # face (piecewise affine, so a linear upsampling of the coordinate maps is near exact)
+        bw, bh = x1 - x0, y1 - y0
+        sc = min(1.0, max_map_side / max(bw, bh))
+        rw, rh = max(2, int(np.ceil(bw * sc))), max(2, int(np.ceil(bh * sc)))
+        sx, sy = (rw - 1) / max(bw - 1, 1), (rh - 1) / max(bh - 1, 1)  # corner-aligned grid
+        vs = (v - [x0, y0]) * [sx, sy]
+        ids = rasterize_triangles(vs, m.triangles, (rh, rw), depth=m.img_depth, tri_mask=m.front)
         yy, xx = np.nonzero(ids >= 0)
         t = ids[yy, xx]
-        p = np.stack([xx + x0, yy + y0], axis=1).astype(np.float64)
+        p = np.stack([xx, yy], axis=1).astype(np.float64)
         c = m.triangles[t]
-        b = clip_barycentric(barycentric(p, v[c[:, 0]], v[c[:, 1]], v[c[:, 2]]))
+        b = clip_barycentric(barycentric(p, vs[c[:, 0]], vs[c[:, 1]], vs[c[:, 2]]))
         q = np.einsum("nk,nkd->nd", b, m.canon_verts[c].astype(np.float64)).astype(np.float32)
-        vals = _sample(cm, q[:, 0], q[:, 1], interpolation)
-        out[yy + y0, xx + x0] = vals.reshape((len(q),) + cm.shape[2:])
-        mask[yy + y0, xx + x0] = True
+        qmap = np.full((rh, rw, 2), -1e4, np.float32)
+        qmap[yy, xx] = q
+        inside = (ids >= 0).astype(np.uint8)
+        if (rw, rh) != (bw, bh):
+            # fill outside pixels with their nearest inside value before interpolating
+            valid = inside.astype(bool)
+            _, lab = cv2.distanceTransformWithLabels(1 - inside, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
+            iy, ix = np.nonzero(valid)
+            lut = np.zeros(lab.max() + 1, np.int64)
+            lut[lab[iy, ix]] = np.arange(len(iy))
+            src = lut[lab]
+            qmap = qmap[iy[src], ix[src]]
+            qmap = cv2.resize(qmap, (bw, bh), interpolation=cv2.INTER_LINEAR)
+            inside = cv2.resize(inside, (bw, bh), interpolation=cv2.INTER_NEAREST)
+        sub = _remap(cm, np.ascontiguousarray(qmap[:, :, 0]), np.ascontiguousarray(qmap[:, :, 1]), interpolation)
+        msk = inside.astype(bool)
+        sub[~msk] = 0
+        out[y0:y1, x0:x1] = sub
+        mask[y0:y1, x0:x1] = msk
         return (out, mask) if return_mask else out
     # point correspondence: value at M_F splatted to round(M_I), averaged
     vis = face.visible
