@@ -10,6 +10,7 @@ and applies the confidence function on the device.
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -298,13 +299,17 @@ class Scorer:
         far = torch.full((1, 2), _FAR, dtype=torch.float32, device=img.device)
         return self.backend(self._occlude(img, far, 1, "black"))
 
-    def _confidence_for(self, base_outputs: torch.Tensor, target: Target) -> Confidence:
-        """The confidence to apply, given the unoccluded image's outputs (1 x D)."""
+    def _confidence_for(self, img: torch.Tensor, target: Target, base_outputs: torch.Tensor | None = None) -> Confidence:
+        """The confidence to apply; the unoccluded image is run only to find a predicted class."""
         if self._confidence is not None:
             if target is not None:
                 raise ValueError("this scorer's confidence function binds its own target; pass target=None")
             return self._confidence
-        index = int(base_outputs[0].argmax()) if target is None else resolve_class(target, self.classes, base_outputs.shape[1])
+        if target is None:
+            outputs = self._base_outputs(img) if base_outputs is None else base_outputs
+            index = int(outputs[0].argmax())
+        else:  # without class names the index is range-checked against the outputs later
+            index = resolve_class(target, self.classes, len(self.classes) if self.classes is not None else sys.maxsize)
         return class_confidence(index, self.kind, self.outputs)
 
     def forward(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -327,10 +332,12 @@ class Scorer:
         return class_confidence(index, self.kind, self.outputs)(outputs).cpu().numpy()
 
     def base_score(self, input_image: np.ndarray | torch.Tensor, target: Target = None) -> float:
-        """phi(I, c) of the unoccluded input image (normalised by the same kernel as the
-        occluded ones, so ``base - occluded`` is exactly zero for an empty patch)."""
-        outputs = self._base_outputs(self._device_image(input_image))
-        return float(self._confidence_for(outputs, target)(outputs)[0])
+        """phi(I, c) of the unoccluded input image, normalised by the same kernel as the
+        occluded ones (an empty patch scores the same, up to the backend's batch-size
+        dependent rounding; bit-exact on the CPU torch backend, tested)."""
+        img = self._device_image(input_image)
+        outputs = self._base_outputs(img)
+        return float(self._confidence_for(img, target, outputs)(outputs)[0])
 
     def score_occluded(
         self,
@@ -356,7 +363,7 @@ class Scorer:
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
         pts = pts.to(img.device, torch.float32)
-        confidence = self._confidence_for(self._base_outputs(img), target)
+        confidence = self._confidence_for(img, target)
         shape = (self.channels, int(img.shape[0]), int(img.shape[1]))
         size = batch_size or self.batch_size or auto_batch_size(shape, self.backend.device, len(pts))
         return run_pipelined(
