@@ -105,6 +105,11 @@ def test_dense_grid_is_shared_and_dense(aligned, aligner):
     assert (vc == np.round(vc)).all()  # density 1: one point per canonical pixel centre
     assert len(np.unique(vc[:, 1] * 256 + vc[:, 0])) == n
     assert len(Aligner(density=0.5).grid) == pytest.approx(n / 4, rel=0.05)
+    assert default_aligner() is aligner
+    # CIS patch mapping: image patch p -> p * canonical_scale / face_scale canonical px
+    f = aligned["img1.jpg"][0]
+    assert f.canonical_patch(31) == round(31 * f.canonical_scale / f.face_scale)
+    assert f.canonical_scale == pytest.approx(np.linalg.norm(f.mesh.canon_verts[33] - f.mesh.canon_verts[263]))
 
 
 def test_visible_points_map_inside_image(aligned):
@@ -208,7 +213,7 @@ def test_round_trip_reproduces_face(small_face):
     inner = cv2.erode(imask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     assert inner.sum() > 0.5 * (f.face_scale**2)
     err = np.abs(back[inner].astype(np.float32) - f.image[inner].astype(np.float32)).mean()
-    assert err < 6.0, err
+    assert err < 4.0, err
     # and it is not trivially small: a shifted texture does much worse
     shifted = np.roll(tex, 6, axis=1)
     err2 = np.abs(to_image(shifted, f)[inner].astype(np.float32) - f.image[inner].astype(np.float32)).mean()
@@ -228,7 +233,7 @@ def test_flipped_photo_gives_mirrored_texture(aligner, small_face):
     both = mu & mt[:, ::-1]
     mirrored = np.abs(u[both].astype(np.float32) - t[:, ::-1][both].astype(np.float32)).mean()
     same = np.abs(u[mu & mt].astype(np.float32) - t[mu & mt].astype(np.float32)).mean()
-    assert mirrored < 10 and mirrored < 0.6 * same, (mirrored, same)
+    assert mirrored < 8 and mirrored < 0.3 * same, (mirrored, same)
     regions = region_masks(256)
     le, re = regions["left_eye"], regions["right_eye"]
     assert (le[:, ::-1] == re).mean() > 0.99  # region masks are mirror images
@@ -309,8 +314,11 @@ def test_no_face_names_the_file(aligner, tmp_path):
         aligner(p)
     with pytest.raises(NoFaceError):
         aligner(np.full((40, 40, 3), 128, np.uint8))
-    out = aligner.batch([np.full((64, 64, 3), 0, np.uint8), FACES / "img5.jpg"], on_error="none")
-    assert isinstance(out[0], NoFaceError) and isinstance(out[1], AlignedFace)
+    out = aligner.batch([np.full((64, 64, 3), 0, np.uint8), FACES / "img5.jpg"], on_error="none", sources=["black", None])
+    assert isinstance(out[0], NoFaceError) and "black" in str(out[0])
+    assert isinstance(out[1], AlignedFace) and out[1].source == "img5.jpg"
+    with pytest.raises(NoFaceError, match="black"):
+        aligner.batch([np.zeros((64, 64, 3), np.uint8)], sources=["black"])
 
 
 def test_tiny_and_huge_images(aligner):
