@@ -169,6 +169,9 @@ def test_scorer_rejects_bad_inputs():
         scorer.score_occluded(_image(10, 10), np.zeros((1, 2), np.float32), 3)
     with pytest.raises(ValueError, match="K x 2"):
         scorer.score_occluded(_image(), np.zeros((3,), np.float32), 3)
+    assert Scorer.from_torch(_net(), None).backend.name == "torch-fp32"  # any size: nothing to probe
+    with pytest.raises(ValueError, match="needs a fixed input_size"):
+        Scorer.from_torch(_net(), None, backend="onnx")
     with pytest.raises(ValueError, match="backend must be one of"):
         Scorer.from_torch(_net(), 20, backend="tvm")
     with pytest.raises(ValueError, match="need a CUDA device"):
@@ -279,3 +282,15 @@ def test_tensorrt_backend_agrees_with_torch(tmp_path):
     want = _scorer(net).score_occluded(image, centers, 5, target=1)
     scorer = _scorer(_net(), backend="tensorrt", device="cuda", batch_size=64, cache_dir=tmp_path)
     np.testing.assert_allclose(scorer.score_occluded(image, centers, 5, target=1), want, atol=1e-3)
+
+
+def test_scorer_without_input_size_takes_images_as_they_are():
+    net = _net()
+    scorer = Scorer.from_torch(net, None, mean=MEAN, std=STD)
+    for h, w in ((20, 24), (13, 31)):
+        image = _image(h, w)
+        prepared, affine = scorer.prepare(image, face_box=(1, 1, 5, 5))  # crop="none": box ignored
+        np.testing.assert_array_equal(prepared, image)
+        centers = np.array([[2, 2], [w - 3, h - 3]], np.float32)
+        np.testing.assert_allclose(scorer.score_occluded(prepared, centers, 5, target=3),
+                                   _reference_scores(net, image, centers, 5, 0.0, 3), atol=1e-6)

@@ -147,7 +147,8 @@ class Scorer:
         """Scorer for a PyTorch module taking ``N x C x H x W`` normalised float input.
 
         ``backend``: ``"auto"`` (timed probe over torch eager / channels_last / CUDA graphs,
-        onnxruntime and TensorRT where available; needs ``input_size``), ``"torch"``,
+        onnxruntime and TensorRT where available; plain ``"torch"`` when ``input_size`` is
+        None, as images then keep their own size), ``"torch"``,
         ``"onnx"`` (exported once into ``cache_dir``) or ``"tensorrt"`` (CUDA).
         ``precision``: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA.
         """
@@ -158,8 +159,10 @@ class Scorer:
         size = _size(input_size)
         channels = 1 if grayscale else 3
         shape = (channels, *size) if size else None
+        if backend == "auto" and shape is None:
+            backend = "torch"  # nothing to probe or export without a fixed input shape
         if backend != "torch" and shape is None:
-            raise ValueError(f"backend={backend!r} needs a fixed input_size (the export / probe shape)")
+            raise ValueError(f"backend={backend!r} needs a fixed input_size (the export shape)")
         bs = batch_size or (auto_batch_size(shape, dev) if shape else None)
         probe: list[ProbeResult] = []
         if backend == "torch":
