@@ -213,7 +213,7 @@ def check_conservation(result: LRPResult, rtol: float = 1e-2) -> float:
         worst = max(worst, change)
         if change > rtol:
             raise RelevanceNotConservedError(
-                f"relevance is not conserved across {name}: {r_out:.6g} in, {r_in:.6g} out "
+                f"relevance is not conserved across {name}: {r_out:.6g} reaches its output, {r_in:.6g} leaves its input "
                 f"(relative change {change:.3g} > tolerance {rtol})"
             )
     return worst
