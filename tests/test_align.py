@@ -106,6 +106,11 @@ def test_dense_grid_is_shared_and_dense(aligned, aligner):
     assert len(np.unique(vc[:, 1] * 256 + vc[:, 0])) == n
     assert len(Aligner(density=0.5).grid) == pytest.approx(n / 4, rel=0.05)
     assert default_aligner() is aligner
+    a128 = Aligner(canonical_size=128)
+    assert len(a128.grid) == pytest.approx(n / 4, rel=0.05)
+    g = a128(aligned["img1.jpg"][0].image)
+    assert g.canonical_shape == (128, 128) and g.to_canonical().shape == (128, 128, 3)
+    assert g.canonical_scale == pytest.approx(aligned["img1.jpg"][0].canonical_scale / 2, rel=0.02)
     # CIS patch mapping: image patch p -> p * canonical_scale / face_scale canonical px
     f = aligned["img1.jpg"][0]
     assert f.canonical_patch(31) == round(31 * f.canonical_scale / f.face_scale)
@@ -285,6 +290,13 @@ def test_canonical_face_and_regions():
     assert 0.4 < m.mean() < 0.8
     assert (img[~m] == 0).all() and img[m].mean() > 60
     assert canonical_face(128).shape == (128, 128, 3)
+    # configurable size: the same layout scaled; non-square keeps the aspect ratio (centred)
+    small = cv2.resize(img, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32)
+    both = canonical_mask(128) & cv2.erode(canonical_mask(128).astype(np.uint8), np.ones((3, 3))).astype(bool)
+    assert np.abs(canonical_face(128)[both] - small[both]).mean() < 6
+    wide = canonical_face((128, 192))
+    assert wide.shape == (128, 192, 3) and (wide[:, :32] == 0).all() and (wide[:, -32:] == 0).all()
+    assert np.abs(wide[:, 32:160][both].astype(np.float32) - small[both]).mean() < 6
     regions = region_masks(256)
     assert tuple(regions) == REGION_NAMES
     for name, r in regions.items():

@@ -20,7 +20,7 @@ import numpy as np
 from .canonical import N_MESH_VERTICES, canonical_geometry
 from .errors import ImageError, NoFaceError
 from .face import AlignedFace, MeshBinding, dense_grid
-from .image_io import as_rgb_uint8, load_image
+from .image_io import MAX_PIXELS, as_rgb_uint8, load_image
 from .mesh import front_facing, signed_areas, visible_points
 
 ImageLike = Union[np.ndarray, str, os.PathLike]
@@ -231,6 +231,8 @@ class Aligner:
     # ------------------------------------------------------------------ internals
     def _align(self, img: np.ndarray, all_faces: bool, source) -> AlignedFace | list[AlignedFace]:
         h, w = img.shape[:2]
+        if h * w > MAX_PIXELS:
+            raise ImageError(source, f"image of {w}x{h} px exceeds the {MAX_PIXELS} pixel limit")
         if min(h, w) < self.min_face_size:
             raise NoFaceError(source, f"image of {w}x{h} px is too small (a face needs >= {self.min_face_size} px)")
         f = min(1.0, self.max_side / max(h, w))

@@ -35,9 +35,12 @@ class CanonicalGeometry:
 
     def layout_pixels(self, shape: tuple[int, int]) -> np.ndarray:
         """Canonical vertex positions ``(468, 2)`` float32 (x, y) in pixels of an ``(H, W)`` face
-        image (pixel centres at integers: the unit square maps onto ``[-0.5, W-0.5]``)."""
+        image (pixel centres at integers: the unit square maps onto ``[-0.5, S-0.5]``, S =
+        min(H, W), centred; a non-square canonical image keeps the face's aspect ratio)."""
         h, w = shape
-        return (self.layout * np.array([w, h], np.float32) - 0.5).astype(np.float32)
+        s = min(h, w)
+        off = np.array([(w - s) / 2.0, (h - s) / 2.0], np.float64)
+        return (self.layout.astype(np.float64) * s + off - 0.5).astype(np.float32)
 
     def depth_pixels(self, shape: tuple[int, int]) -> np.ndarray:
         """Depth ``(468,)`` of each vertex in canonical pixel units (smaller = nearer the viewer)."""
@@ -95,8 +98,16 @@ def _canonical_face(size: tuple[int, int]) -> np.ndarray:
 
     tex = _texture()
     h, w = size
-    interp = cv2.INTER_AREA if h < tex.shape[0] else cv2.INTER_CUBIC
-    out = cv2.resize(tex, (w, h), interpolation=interp)
+    s = min(h, w)
+    interp = cv2.INTER_AREA if s < tex.shape[0] else cv2.INTER_CUBIC
+    sq = cv2.resize(tex, (s, s), interpolation=interp)
+    out = np.zeros((h, w, 3), np.uint8)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    if (h - s) % 2 or (w - s) % 2:  # half-pixel offset: resample onto the exact layout
+        m = np.float32([[1, 0, (w - s) / 2.0], [0, 1, (h - s) / 2.0]])
+        out = cv2.warpAffine(sq, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    else:
+        out[y0 : y0 + s, x0 : x0 + s] = sq
     out[~canonical_mask((h, w))] = 0
     out.setflags(write=False)
     return out
