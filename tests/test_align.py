@@ -318,6 +318,17 @@ def test_canonical_face_and_regions():
 
 
 # ----------------------------------------------------------------------------- bad input
+def test_pickle_for_workers(aligned, aligner):
+    import pickle
+
+    f = aligned["img5.jpg"][0]
+    g = pickle.loads(pickle.dumps(f))
+    np.testing.assert_array_equal(g.verts_image, f.verts_image)
+    np.testing.assert_array_equal(g.to_canonical(), f.to_canonical())
+    a2 = pickle.loads(pickle.dumps(aligner))
+    np.testing.assert_allclose(a2(f.image).landmarks, f.landmarks, atol=1e-3)
+
+
 def test_no_face_names_the_file(aligner, tmp_path):
     p = tmp_path / "wall.png"
     rng = np.random.default_rng(0)

@@ -91,6 +91,17 @@ class Aligner:
         self._lock = threading.Lock()
         self._mp = None
 
+    def __getstate__(self) -> dict:
+        """Picklable (e.g. for Ray workers): the MediaPipe graphs are rebuilt on first use."""
+        d = self.__dict__.copy()
+        d["_mp"] = None
+        d.pop("_lock", None)
+        return d
+
+    def __setstate__(self, d: dict) -> None:
+        self.__dict__.update(d)
+        self._lock = threading.Lock()
+
     # ------------------------------------------------------------------ mediapipe
     def _models(self):
         if self._mp is None:
