@@ -41,12 +41,19 @@ FS_HD int64_t task_output_offset(const SplatParams& p, int j) {
 
 FS_HD void* task_output(const SplatParams& p, int j) { return j < p.B ? p.sums : p.counts; }
 
-// The four signed corner updates of one window in the (H+1) x (W+1) difference image.
-FS_HD void window_corners(const Window& w, int W1, int64_t idx[4], double sign[4]) {
-  idx[0] = int64_t(w.y0) * W1 + w.x0;            sign[0] = 1.0;
-  idx[1] = int64_t(w.y0) * W1 + w.x1 + 1;        sign[1] = -1.0;
-  idx[2] = int64_t(w.y1 + 1) * W1 + w.x0;        sign[2] = -1.0;
-  idx[3] = int64_t(w.y1 + 1) * W1 + w.x1 + 1;    sign[3] = 1.0;
+// The four updates (index, signed amount) that point n adds to task j's (H+1) x (W+1)
+// difference image; false when the point adds nothing (zero value or window off the image).
+FS_HD bool point_corner_updates(const SplatParams& p, int j, int n, int64_t idx[4], double delta[4]) {
+  const double v = task_value(p, j, n);
+  if (v == 0.0) return false;
+  const Window w = window_at(p.points[2 * n], p.points[2 * n + 1], p.patch, p.H, p.W);
+  if (w.empty()) return false;
+  const int W1 = p.W + 1;
+  idx[0] = int64_t(w.y0) * W1 + w.x0;            delta[0] = v;
+  idx[1] = int64_t(w.y0) * W1 + w.x1 + 1;        delta[1] = -v;
+  idx[2] = int64_t(w.y1 + 1) * W1 + w.x0;        delta[2] = -v;
+  idx[3] = int64_t(w.y1 + 1) * W1 + w.x1 + 1;    delta[3] = v;
+  return true;
 }
 
 void splat_add_cpu(const SplatParams& p);

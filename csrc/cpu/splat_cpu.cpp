@@ -12,16 +12,11 @@ template <typename T>
 void run_task(const SplatParams& p, int j, std::vector<double>& diff) {
   const int W1 = p.W + 1;
   std::fill(diff.begin(), diff.end(), 0.0);
-  for (int n = 0; n < p.N; ++n) {
-    const double v = task_value(p, j, n);
-    if (v == 0.0) continue;
-    const Window w = window_at(p.points[2 * n], p.points[2 * n + 1], p.patch, p.H, p.W);
-    if (w.empty()) continue;
-    int64_t idx[4];
-    double sign[4];
-    window_corners(w, W1, idx, sign);
-    for (int q = 0; q < 4; ++q) diff[idx[q]] += sign[q] * v;
-  }
+  int64_t idx[4];
+  double delta[4];
+  for (int n = 0; n < p.N; ++n)
+    if (point_corner_updates(p, j, n, idx, delta))
+      for (int q = 0; q < 4; ++q) diff[idx[q]] += delta[q];
   for (int y = 0; y < p.H; ++y)  // row prefix sums
     for (int x = 1; x < p.W; ++x) diff[int64_t(y) * W1 + x] += diff[int64_t(y) * W1 + x - 1];
   T* out = static_cast<T*>(task_output(p, j)) + task_output_offset(p, j);

@@ -16,16 +16,11 @@ __global__ void splat_kernel(SplatParams p, double* workspace) {
   for (int64_t i = threadIdx.x; i < plane; i += blockDim.x) diff[i] = 0.0;
   __syncthreads();
 
-  for (int n = threadIdx.x; n < p.N; n += blockDim.x) {
-    const double v = task_value(p, j, n);
-    if (v == 0.0) continue;
-    const Window w = window_at(p.points[2 * n], p.points[2 * n + 1], p.patch, p.H, p.W);
-    if (w.empty()) continue;
-    int64_t idx[4];
-    double sign[4];
-    window_corners(w, W1, idx, sign);
-    for (int q = 0; q < 4; ++q) atomicAdd(diff + idx[q], sign[q] * v);
-  }
+  int64_t idx[4];
+  double delta[4];
+  for (int n = threadIdx.x; n < p.N; n += blockDim.x)
+    if (point_corner_updates(p, j, n, idx, delta))
+      for (int q = 0; q < 4; ++q) atomicAdd(diff + idx[q], delta[q]);
   __syncthreads();
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
