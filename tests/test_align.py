@@ -105,6 +105,7 @@ def test_dense_grid_is_shared_and_dense(aligned, aligner):
     assert (vc == np.round(vc)).all()  # density 1: one point per canonical pixel centre
     assert len(np.unique(vc[:, 1] * 256 + vc[:, 0])) == n
     assert len(Aligner(density=0.5).grid) == pytest.approx(n / 4, rel=0.05)
+    assert len(Aligner(stride=2).grid) == len(Aligner(density=0.5).grid)
     assert default_aligner() is aligner
     a128 = Aligner(canonical_size=128)
     assert len(a128.grid) == pytest.approx(n / 4, rel=0.05)

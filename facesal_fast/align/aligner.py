@@ -9,6 +9,7 @@ triangles from the image winding, and a z-buffer of the posed mesh).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ from .face import AlignedFace, MeshBinding, dense_grid
 from .image_io import MAX_PIXELS, as_rgb_uint8, load_image
 from .mesh import front_facing, signed_areas, visible_points
 
+_log = logging.getLogger(__name__)
 ImageLike = Union[np.ndarray, str, os.PathLike]
 
 # Landmarks of eyes, nose and mouth (used to match meshes with detector boxes).
@@ -51,6 +53,7 @@ class Aligner:
         min_detection_confidence: detector threshold.
         depth_tol: z-buffer tolerance as a fraction of ``face_scale``.
         refine_landmarks: Face Mesh attention model (adds the 10 iris landmarks, 478 total).
+        stride: alternative to ``density``: canonical grid spacing in pixels (``1 / density``).
     """
 
     def __init__(
@@ -64,10 +67,16 @@ class Aligner:
         min_detection_confidence: float = 0.5,
         depth_tol: float = 0.08,
         refine_landmarks: bool = True,
+        stride: float | None = None,
     ) -> None:
+        if stride is not None:
+            if stride <= 0:
+                raise ValueError("stride must be > 0")
+            density = 1.0 / float(stride)
         if density <= 0:
             raise ValueError("density must be > 0")
         self.density = float(density)
+        self.stride = 1.0 / self.density
         if isinstance(canonical_size, (int, np.integer)):
             canonical_size = (int(canonical_size), int(canonical_size))
         self.canonical_shape: tuple[int, int] = (int(canonical_size[0]), int(canonical_size[1]))
@@ -306,6 +315,8 @@ class Aligner:
         if not all_faces:
             n = len(big)
             note = f"largest of {n} faces" if n > 1 else "single face"
+            if n > 1:
+                _log.info("%s: %d faces found, using the largest", source or "<array>", n)
             return self._make_face(img, *done[0], source=source, n_faces=n, index=0, note=note)
         n = len(done)
         return [
