@@ -279,6 +279,10 @@ def test_from_arrays_dense_points_and_sparse_landmarks(aligned):
     assert s.mesh is not None and s.n_points > 10_000
     assert s.visible.mean() > 0.9
     assert s.face_scale == pytest.approx(f.face_scale * s.canonical_scale / f.canonical_scale, rel=0.15)
+    hide = np.ones(68, bool)
+    hide[:10] = False
+    s2 = AlignedFace.from_arrays(f.image, f.landmarks[idx], f.mesh.canon_verts[idx], (256, 256), visible=hide)
+    assert 0.3 < s2.visible.mean() < s.visible.mean() - 0.02
     with pytest.raises(ValueError):
         AlignedFace.from_arrays(f.image, f.verts_image[:10], f.verts_canonical[:11], (256, 256))
 

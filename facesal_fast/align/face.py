@@ -169,8 +169,9 @@ class AlignedFace:
                 (pixel units, smaller = nearer the camera), used only for the z-buffer.
             verts_canonical: ``(N, 2|3)`` x, y in canonical pixels (third column ignored).
             canonical_shape: ``(H_F, W_F)``.
-            visible: ``(N,) bool`` or None (computed: inside the image, and for a mesh
-                front-facing + z-buffer).
+            visible: ``(N,) bool`` or None. Points mode: which points to use (and-ed with
+                "inside the image"). Mesh mode: per-vertex flags; triangles touching a hidden
+                vertex are dropped, then front-facing + z-buffer visibility is computed.
             triangles: ``(T, 3)`` vertex indices: the points are mesh vertices and the mesh is
                 densified on the canonical grid (``density`` points per canonical pixel along
                 each axis, i.e. ``stride = 1 / density``), like the default aligner.
@@ -215,9 +216,12 @@ class AlignedFace:
             front = front_facing(vi, vc, tris) & (ac * sign > 0)
             if depth_tol is None:
                 depth_tol = 0.05 * float(np.sqrt(max(_hull_area(vi[:, :2]), 1.0)))
+            if visible is not None:  # per-vertex flags: drop triangles touching a hidden vertex
+                vv = np.asarray(visible, bool).reshape(-1)
+                if len(vv) != len(vi):
+                    raise ValueError(f"visible must be ({len(vi)},), got {np.shape(visible)}")
+                front &= vv[tris].all(axis=1)
             pts, z, vis = visible_points(grid, tris, vi[:, :2], zi, front, (h, w), depth_tol)
-            if visible is not None:
-                raise ValueError("visible= applies to mode='points'; a mesh's visibility is computed")
             cd = None if canonical_depth is None else np.asarray(canonical_depth, np.float32)
             mesh = MeshBinding(tris, vc[:, :2].copy(), cd, vi[:, :2].copy(), zi, front, float(depth_tol))
             verts_i, verts_c, depth = pts, grid.points, (z if zi is not None else None)
