@@ -47,17 +47,31 @@ def _bad_folder(tmp_path: Path) -> Path:
     cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
     cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(photo, cv2.COLOR_BGR2BGRA))
     cv2.imwrite(str(folder / "tiny.png"), cv2.resize(photo, (12, 12)))
+    cv2.imwrite(str(folder / "deep16.png"), photo.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "huge.jpg"), cv2.resize(photo, None, fx=9, fy=9))  # 4608 px tall
     return folder
 
 
 def test_bad_input_is_recorded_and_the_audit_goes_on(tmp_path, gender):
     audit = Audit(gender, tmp_path / "run")
     items = {item.key: item for item in audit.feed(_bad_folder(tmp_path), progress=False)}
-    assert {k for k, v in items.items() if v.status == "done"} == {"good.jpg", "gray.png", "rgba.png"}
+    assert {k for k, v in items.items() if v.status == "done"} == {"good.jpg", "gray.png", "rgba.png", "deep16.png", "huge.jpg"}
     for name in ("corrupt.jpg", "empty.jpg", "notes.jpg", "blank.png", "tiny.png"):
         assert items[name].status == "failed" and name in items[name].error, items[name]
     assert "no face" in items["blank.png"].error.lower()
-    assert len(audit.store.rows("failed")) == 5 and audit.summary == {"done": 3, "failed": 5, "skipped": 0}
+    assert len(audit.store.rows("failed")) == 5 and audit.summary == {"done": 5, "failed": 5, "skipped": 0}
+
+
+def test_audit_takes_a_torch_dataloader(gender):
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    photos = [cv2.cvtColor(cv2.resize(cv2.imread(str(FACES / n)), (256, 256)), cv2.COLOR_BGR2RGB) for n in ("img1.jpg", "img20.jpg")]
+    tensors = torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2).float() / 255  # B x 3 x H x W in [0, 1]
+    loader = DataLoader(TensorDataset(tensors, torch.tensor([0, 1])), batch_size=2)
+    items = list(Audit(gender).feed(loader, progress=False))
+    assert [i.key for i in items] == ["batch00000-0000", "batch00000-0001"]
+    assert all(i.status == "done" and i.result.canonical.shape == (256, 256) for i in items)
 
 
 def test_nan_scores_fail_with_a_clear_message(tmp_path):
