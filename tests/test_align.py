@@ -1,7 +1,6 @@
 """Tests of facesal_fast.align on the real photos in /work/shared/faces/deepface-unit."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import cv2
