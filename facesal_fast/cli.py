@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import sys
 import time
@@ -79,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--model", default="gender", help="bundled model: gender, expression-fer, expression-kdef")
     audit.add_argument("--target", default="predicted", help="class index or name, or 'predicted'")
     audit.add_argument("--groups", help="CSV with columns image,group, or 'predicted' to group by predicted class")
+    audit.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="shard over Ray workers: a local Ray (no ADDRESS) or a cluster (auto, ray://head:10001)")
     _add_cis_options(audit)
     report = sub.add_parser("report", help="write the run's self-contained HTML report")
     report.add_argument("run", help="run directory")
@@ -112,9 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             summary = run_audit(_demo_photos(), args.out, groups="predicted", backend=args.backend, device=args.device)
         else:
-            summary = run_audit(args.photos, args.out, model=args.model, target=args.target, groups=args.groups,
-                                patch=args.patch, stride=args.stride, mode=args.mode, grid_step=args.grid_step,
-                                fill=args.fill, device=args.device, backend=args.backend)
+            audit = run_audit
+            if args.ray is not None:
+                from facesal_fast.distributed import run_audit_ray
+
+                audit = functools.partial(run_audit_ray, address=None if args.ray == "local" else args.ray)
+            summary = audit(args.photos, args.out, model=args.model, target=args.target, groups=args.groups,
+                            patch=args.patch, stride=args.stride, mode=args.mode, grid_step=args.grid_step,
+                            fill=args.fill, device=args.device, backend=args.backend)
     except (SettingsMismatchError, FileNotFoundError, ValueError) as err:
         print(f"facesal: {err}", file=sys.stderr)
         return 2

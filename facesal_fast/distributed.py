@@ -1,0 +1,321 @@
+"""Dataset-scale audits on Ray: shard the images across actors, reduce their partial sums.
+
+Each Ray actor builds the scorer and the aligner once and explains one image per task: it
+writes the image's result file into the shared run directory (atomically, as
+:class:`~facesal_fast.audit.store.RunStore` does) and returns the index row, which the
+driver alone commits to the SQLite index. Every actor also keeps float64 partial sums and
+counts per group of the maps it computed; the driver reduces them (in worker order) and
+checks the reduction against the CMS rebuilt from the run store in key order, which is
+the returned CMS and equals a single-process run exactly.
+
+Fault tolerance: actors are restarted and their in-flight tasks retried (``retries``);
+an image is finished once its index row is committed, so finished images are never
+recomputed, by a retry or by a re-run of the same command. The partial sums of a killed
+actor are lost with it; the driver re-reads those images (and images finished by an
+earlier run) from the store.
+
+Backpressure: image paths are streamed and at most ``in_flight`` tasks per actor are
+outstanding; no process holds more than one image's maps plus its partial sums.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from facesal_fast.audit.runner import Audit, Groups, _group_of, _inputs, _versions, cms_from_store
+from facesal_fast.audit.store import RunStore, StoredImage
+from facesal_fast.saliency.cms import CMSResult
+
+__all__ = ["PartialSums", "RayAuditResult", "cms_ray", "run_audit_ray"]
+
+ScorerSpec = str | Callable[[], Any]
+
+
+@dataclass
+class PartialSums:
+    """float64 sums and counts of CIS maps, overall and per group, and the keys they cover."""
+
+    keys: list[str] = field(default_factory=list)
+    total: np.ndarray | None = None
+    count: int = 0
+    groups: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+
+    def add(self, key: str, canonical: np.ndarray, group: str | None) -> None:
+        """Add one image's canonical map (to its group, when given)."""
+        cmap = np.asarray(canonical, np.float64)
+        self.keys.append(key)
+        self.total = cmap.copy() if self.total is None else self.total + cmap
+        self.count += 1
+        if group is not None:
+            old, n = self.groups.get(str(group), (0.0, 0))
+            self.groups[str(group)] = (old + cmap, n + 1)
+
+    def merge(self, other: PartialSums) -> None:
+        """Add another partial (the reduction step)."""
+        if other.total is None:
+            return
+        self.keys.extend(other.keys)
+        self.total = other.total.copy() if self.total is None else self.total + other.total
+        self.count += other.count
+        for group, (total, n) in other.groups.items():
+            old, m = self.groups.get(group, (0.0, 0))
+            self.groups[group] = (old + total, m + n)
+
+
+@dataclass
+class RayAuditResult:
+    """What :func:`cms_ray` returns.
+
+    Attributes:
+        summary: ``{"done", "failed", "skipped"}`` counts of this run (skipped: done before).
+        cms: the CMS rebuilt from the run store in key order, ``None`` when no image is done.
+        reduced: the reduction of the workers' partial sums (plus ``recovered``).
+        recovered: keys whose partial sums were not returned by a worker (finished by an
+            earlier run, or by an actor that was killed afterwards), re-read from the store.
+        workers: number of actors.
+    """
+
+    summary: dict[str, int]
+    cms: CMSResult | None
+    reduced: PartialSums
+    recovered: list[str]
+    workers: int
+
+
+class _ShardStore(RunStore):
+    """A worker's view of the run directory: writes result files, hands index rows back.
+
+    It inherits :meth:`RunStore.save_done` / :meth:`RunStore.save_failed` (same file names,
+    same atomic write) but never opens the SQLite index: the row lands in ``last_row``.
+    """
+
+    def __init__(self, path: str | Path) -> None:  # noqa: D107 - no index, no run.json check
+        self.path = Path(path)
+        self.results_dir = self.path / "results"
+        self.last_row: StoredImage | None = None
+
+    def _upsert(self, key: str, source: str, status: str, group: str | None, target: int | None,
+                target_name: str | None, base_score: float | None, seconds: float | None, error: str | None) -> None:
+        self.last_row = StoredImage(key, source, status, group, target, target_name, base_score, seconds, error)
+
+
+class _Worker:
+    """Ray actor body: one scorer and aligner, one image per :meth:`explain` call."""
+
+    def __init__(self, out: str, scorer: ScorerSpec, backend: str, device: str, target: int | str | None,
+                 groups: Groups, cis_options: dict[str, Any]) -> None:
+        self.audit = Audit(_make_scorer(scorer, backend, device), None, target=target, **cis_options)
+        self.store = _ShardStore(out)
+        self.audit.store = self.store
+        self.groups = groups
+        self.partial = PartialSums()
+
+    def pid(self) -> int:
+        """This actor's process id."""
+        return os.getpid()
+
+    def explain(self, index: int, key: str, source: str, path: str) -> tuple[StoredImage, int]:
+        """Explain one image, write its result file; returns its index row and this PID."""
+        from facesal_fast.align import load_image
+
+        start = time.perf_counter()
+        try:
+            result = self.audit._explain(key, source, lambda: load_image(path))
+        except Exception as err:  # noqa: BLE001 - every failure is recorded, the audit goes on
+            message = f"{source}: {err}" if source not in str(err) else str(err)
+            self.store.save_failed(key, source, message, _group_of(self.groups, index, key, None))
+            return self.store.last_row, os.getpid()
+        group = _group_of(self.groups, index, key, result)
+        self.audit._record(key, source, group, result, time.perf_counter() - start)
+        self.partial.add(key, result.canonical, group)
+        return self.store.last_row, os.getpid()
+
+    def partials(self) -> PartialSums:
+        """The float64 partial sums of every image this actor (since its last restart) computed."""
+        return self.partial
+
+
+def _make_scorer(scorer: ScorerSpec, backend: str, device: str) -> Any:
+    if callable(scorer):
+        return scorer()
+    from facesal_fast import models
+
+    return models.load(scorer, backend=backend, device=device)
+
+
+def _paths(inputs: str | Path | Iterable[str | Path]) -> Iterator[tuple[str, str]]:
+    """(key, source) per image, with the keys a single-process :class:`Audit` gives them."""
+    if isinstance(inputs, (str, Path)):
+        for key, source, _ in _inputs(inputs):
+            yield key, source
+        return
+    for item in inputs:
+        if not isinstance(item, (str, Path)):
+            raise TypeError(f"cms_ray takes a folder or image paths (workers read the files); got {type(item).__name__}")
+        yield str(item), str(item)
+
+
+def _commit(store: RunStore, row: StoredImage) -> None:
+    """The driver's write of one index row (the image's commit point)."""
+    store._upsert(*dataclasses.astuple(row))
+
+
+def _check_reduction(reduced: PartialSums, cms: CMSResult) -> None:
+    """The reduced partial sums must give the store's CMS (up to float64 summation order)."""
+    problems = []
+    if reduced.count != cms.count or reduced.total is None:
+        problems.append(f"{reduced.count} maps reduced, {cms.count} in the store")
+    elif not np.allclose(reduced.total / reduced.count, cms.cms, rtol=1e-5, atol=1e-8):
+        problems.append("the overall CMS differs")
+    for group, (cmap, n) in cms.groups.items():
+        total, m = reduced.groups.get(group, (None, 0))
+        if m != n or not np.allclose(total / m, cmap, rtol=1e-5, atol=1e-8):
+            problems.append(f"group {group!r} differs ({m} vs {n} maps)")
+    if problems or set(reduced.groups) != set(cms.groups):
+        raise RuntimeError(f"the workers' partial sums disagree with the run store: {'; '.join(problems) or 'groups differ'}")
+
+
+def cms_ray(inputs: str | Path | Iterable[str | Path], out: str | Path, scorer: ScorerSpec = "gender", *,
+            backend: str = "auto", device: str = "cpu", target: int | str | None = None, groups: Groups = None,
+            settings: dict[str, Any] | None = None, address: str | None = None, num_cpus: int = 2,
+            workers: int | None = None, in_flight: int = 2, retries: int = 3,
+            on_item: Callable[[StoredImage, int], None] | None = None, progress: bool = True,
+            cms_options: dict[str, Any] | None = None, **cis_options: Any) -> RayAuditResult:
+    """Audit ``inputs`` on Ray actors into the run directory ``out``; returns the CMS.
+
+    The run directory is the one a single-process :class:`~facesal_fast.Audit` with the
+    same arguments writes (same settings, keys and files), so either can resume the other,
+    and the CMS equals the single-process one exactly. On a cluster ``out`` and the photos
+    must be on a filesystem every node mounts at the same path.
+
+    Args:
+        inputs: a folder (keys are paths relative to it) or image paths.
+        out: run directory.
+        scorer: a bundled model name (loaded in each actor with ``backend``/``device``)
+            or a picklable zero-argument callable returning a scorer.
+        backend, device: for a bundled model; ``device="cuda"`` gives each actor one GPU.
+        target, groups, settings: as for :class:`~facesal_fast.Audit` / ``Audit.feed``.
+        address: Ray cluster address (``"auto"``, ``"ray://head:10001"``); ``None`` starts a
+            local Ray with ``num_cpus`` CPUs. An already initialised Ray is used as it is.
+        num_cpus: CPUs of the local Ray (ignored with ``address``).
+        workers: number of actors (default: one per GPU with ``device="cuda"``, else one
+            per CPU of the cluster).
+        in_flight: outstanding tasks per actor (backpressure).
+        retries: actor restarts and task retries after a worker dies.
+        on_item: called on the driver after each image's index row is committed, with the
+            row and the PID of the worker process that computed it.
+        progress: show a progress bar.
+        cms_options: passed to :class:`~facesal_fast.saliency.cms.CMSAccumulator`.
+        **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
+    """
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        return _run(ray, inputs, out, scorer, backend, device, target, groups, settings, workers, in_flight,
+                    retries, on_item, progress, cms_options or {}, cis_options)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(ray: Any, inputs: str | Path | Iterable[str | Path], out: str | Path, scorer: ScorerSpec, backend: str,
+         device: str, target: int | str | None, groups: Groups, settings: dict[str, Any] | None,
+         workers: int | None, in_flight: int, retries: int, on_item: Callable[[StoredImage, int], None] | None,
+         progress: bool, cms_options: dict[str, Any], cis_options: dict[str, Any]) -> RayAuditResult:
+    run_settings = {"target": target, **{k: str(v) for k, v in cis_options.items()}, **(settings or {})}
+    store = RunStore(out, run_settings, _versions())
+    gpu = device.startswith("cuda")
+    resources = ray.cluster_resources()
+    n_workers = workers or max(1, int(resources.get("GPU" if gpu else "CPU", 1)))
+    actor = ray.remote(_Worker).options(num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1,
+                                        max_restarts=retries, max_task_retries=retries)
+    actors = [actor.remote(str(Path(out).resolve()), scorer, backend, device, target, groups, cis_options)
+              for _ in range(n_workers)]
+    summary = {"done": 0, "failed": 0, "skipped": 0}
+    items = list(_paths(inputs)) if isinstance(inputs, (str, Path)) else _paths(inputs)
+    bar = tqdm(total=len(items) if isinstance(items, list) else None, disable=not progress, unit="img",
+               desc=f"audit ({n_workers} Ray workers)", dynamic_ncols=True)
+    pending: dict[Any, int] = {}
+    load = [0] * n_workers
+
+    def collect() -> None:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            load[pending.pop(ref)] -= 1
+            row, pid = ray.get(ref)
+            _commit(store, row)
+            summary[row.status] += 1
+            bar.update()
+            if on_item is not None:
+                on_item(row, pid)
+
+    try:
+        for index, (key, source) in enumerate(items):
+            if store.status(key) == "done":
+                summary["skipped"] += 1
+                bar.update()
+                continue
+            while len(pending) >= in_flight * n_workers:
+                collect()
+            w = load.index(min(load))
+            pending[actors[w].explain.remote(index, key, source, str(Path(source).resolve()))] = w
+            load[w] += 1
+        while pending:
+            collect()
+        partials = ray.get([a.partials.remote() for a in actors])
+    finally:
+        bar.close()
+        for a in actors:
+            ray.kill(a)
+    reduced = PartialSums()
+    for partial in partials:
+        reduced.merge(partial)
+    covered = set(reduced.keys)
+    recovered = PartialSums()
+    for row in store.rows("done"):
+        if row.key not in covered:
+            recovered.add(row.key, store.load(row.key)["canonical"], row.group)
+    reduced.merge(recovered)
+    cms = cms_from_store(store, **cms_options) if store.rows("done") else None
+    if cms is not None:
+        _check_reduction(reduced, cms)
+    store.close()
+    return RayAuditResult(summary, cms, reduced, recovered.keys, n_workers)
+
+
+def run_audit_ray(photos: str | Path, out: str | Path, *, address: str | None = None, model: str = "gender",
+                  target: str = "predicted", groups: str | None = None, patch: int | None = None, stride: int = 1,
+                  mode: str = "exact", grid_step: int = 2, fill: str = "black", device: str = "cpu",
+                  backend: str = "auto", progress: bool = True) -> dict[str, int]:
+    """``facesal audit --ray [ADDRESS]``: :func:`facesal_fast.cli.run_audit` on Ray (same run directory)."""
+    from facesal_fast import models
+    from facesal_fast.cli import _model_hash, _read_groups, _target
+
+    if model not in models.MODELS:
+        raise SystemExit(f"facesal: unknown model {model!r}; bundled models: {', '.join(models.MODELS)}")
+    settings = {"model": model, "model_sha256": _model_hash(model), "backend": backend, "groups": groups}
+    cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
+    start = time.perf_counter()
+    result = cms_ray(photos, out, model, backend=backend, device=device, target=_target(target),
+                     groups=_read_groups(groups), settings=settings, address=address, progress=progress, **cis_options)
+    seconds = time.perf_counter() - start
+    summary = result.summary
+    rate = summary["done"] / seconds if seconds > 0 else 0.0
+    print(f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
+          f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {result.workers} Ray workers); results in {out}")
+    store = RunStore(out)
+    for row in store.rows("failed"):
+        print(f"  failed: {row.error}", file=sys.stderr)
+    store.close()
+    return summary
