@@ -278,9 +278,9 @@ class Aligner:
         pending = [
             (None, tuple(float(v) for v in b), s, "detector")
             for k, (b, s) in enumerate(dets)
-            if k not in used and max(b[2] - b[0], b[3] - b[1]) >= self.min_face_size
+            if k not in used
         ]
-        cands = (faces + pending)[: self.max_faces]
+        cands = faces + pending
         if not cands:
             raise NoFaceError(source, "no face found")
 
@@ -294,7 +294,7 @@ class Aligner:
             return 3.0 * float(np.sqrt(((v - v.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
         cands.sort(key=lambda c: -size(c))
-        big = [c for c in cands if size(c) >= self.min_face_size]
+        big = [c for c in cands if size(c) >= self.min_face_size][: self.max_faces]
         if not big:
             raise NoFaceError(source, f"face too small: {size(cands[0]):.0f} px < min_face_size={self.min_face_size} px")
         done: list = []
