@@ -116,7 +116,7 @@ def _canonical_face(size: tuple[int, int]) -> np.ndarray:
 def _shape(size) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)):
         return int(size), int(size)
-    h, w = size
+    h, w = tuple(size)[:2]  # also accepts an array .shape
     return int(h), int(w)
 
 

@@ -39,7 +39,7 @@ FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
 def _shape(size) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)):
         return int(size), int(size)
-    return int(size[0]), int(size[1])
+    return int(size[0]), int(size[1])  # (H, W) or an array .shape
 
 
 def _poly(mask_shape, pts: np.ndarray, hull: bool = False) -> np.ndarray:
