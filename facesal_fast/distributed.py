@@ -118,10 +118,6 @@ class _Worker:
         self.groups = groups
         self.partial = PartialSums()
 
-    def pid(self) -> int:
-        """This actor's process id."""
-        return os.getpid()
-
     def explain(self, index: int, key: str, source: str, path: str) -> tuple[StoredImage, int]:
         """Explain one image, write its result file; returns its index row and this PID."""
         from facesal_fast.align import load_image
