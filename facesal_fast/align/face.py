@@ -74,9 +74,9 @@ class AlignedFace:
             For ``from_arrays`` faces: ``canonical_scale`` times the scale of a least-squares
             similarity transform from canonical to image points (visible points).
         canonical_scale: the same measure on the canonical face (outer-eye-corner distance in
-            canonical pixels; for ``from_arrays`` faces sqrt of the canonical hull area / 4
-            unless given). An image patch of ``p`` px maps to ``p * canonical_scale /
-            face_scale`` canonical px.
+            canonical pixels; for ``from_arrays`` faces, unless given, half the square root of the
+            canonical points' convex-hull area, close to the inter-ocular distance). An image
+            patch of ``p`` px maps to ``p * canonical_scale / face_scale`` canonical px.
         source: file name (or None) used in messages.
         landmarks: ``(L, 3) float32`` raw landmarks (x, y, depth) in image pixels, or None.
         depth: ``(N,) float32`` depth of each point (pixels, smaller = nearer), or None.
