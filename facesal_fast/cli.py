@@ -1,4 +1,4 @@
-"""The ``facesal`` command: ``audit``, ``report`` and ``demo``."""
+"""The ``facesal`` command: ``audit``, ``report``, ``demo`` and ``evaluate``."""
 from __future__ import annotations
 
 import argparse
@@ -90,6 +90,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     demo.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
     demo.add_argument("--device", default="cpu")
+    evaluate = sub.add_parser("evaluate", help="faithfulness metrics, ablations, CMS stability and sanity check")
+    evaluate.add_argument("photos", help="folder of face photos")
+    evaluate.add_argument("--out", required=True, help="run directory; results go to OUT/evaluate/")
+    evaluate.add_argument("--model", default="gender", help="bundled model: gender, expression-fer, expression-kdef")
+    evaluate.add_argument("--methods", default="cms,cis,gradcam,gradcampp,scorecam,gb,lrp",
+                          help="comma-separated: cms, cis, occlusion, gradcam, gradcampp, scorecam, gb, lrp")
+    evaluate.add_argument("--patch", type=int, default=15, help="CIS patch in the papers' 224 px geometry (scaled to the input)")
+    evaluate.add_argument("--mode", default="grid", choices=["exact", "grid"])
+    evaluate.add_argument("--grid-step", type=int, default=2)
+    evaluate.add_argument("--stride", type=int, default=1)
+    evaluate.add_argument("--fill", default="black", help="black, mean or blur")
+    evaluate.add_argument("--budget", type=float, default=0.2, help="equal heatmap mass s, as a fraction of the input pixels")
+    evaluate.add_argument("--steps", type=int, default=16, help="deletion / insertion steps")
+    evaluate.add_argument("--ablation-images", type=int, default=8, help="images used by the ablations (0: none)")
+    evaluate.add_argument("--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)")
+    evaluate.add_argument("--max-images", type=int, default=None)
+    evaluate.add_argument("--backend", default="onnx", choices=["auto", "torch", "onnx", "tensorrt"])
     return parser
 
 
@@ -105,6 +122,10 @@ def _add_cis_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "evaluate":
+        from facesal_fast.evaluate import run_cli
+
+        return run_cli(args)
     from facesal_fast.audit.store import SettingsMismatchError
     from facesal_fast.report.html import write_report
 

@@ -1,0 +1,93 @@
+"""facesal evaluate: scoring in the model geometry, the randomisation check on a real model,
+and the command end to end on two bundled photos."""
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesal_fast import models
+from facesal_fast.evaluate import _classic_map, _tensor, scaled_patch, score_images, to_input
+from facesal_fast.metrics import cascading_randomization
+
+DEMO = Path(str(resources.files("facesal_fast").joinpath("data/demo_faces")))
+
+
+@pytest.fixture(scope="module")
+def gender():
+    return models.load("gender", backend="onnx"), models.load_module("gender").eval()
+
+
+@pytest.fixture(scope="module")
+def item(gender):
+    from facesal_fast.align import default_aligner, load_image
+    from facesal_fast.evaluate import _prepare
+
+    items, failed = _prepare([DEMO / "img1.jpg"], gender[0], default_aligner(), lambda msg: None)
+    assert not failed
+    return items[0]
+
+
+def test_scaled_patch_sizes():
+    assert [scaled_patch(p, 64) for p in (5, 9, 15, 25)] == [1, 3, 4, 7]
+    assert scaled_patch(15, 224) == 15
+
+
+def test_score_images_matches_the_scorer(gender, item):
+    scorer = gender[0]
+    m = score_images(scorer, item.input_image[None].astype(np.float32), item.target)[0]
+    assert m == pytest.approx(item.base, abs=1e-5)
+    assert item.base > 0.5  # the predicted class
+    # darkening the whole crop changes the confidence
+    assert score_images(scorer, np.zeros_like(item.input_image, np.float32)[None], item.target)[0] != pytest.approx(m)
+
+
+def test_to_input_carries_the_photo_map_through_the_crop(item):
+    h, w = item.face.image.shape[:2]
+    photo = np.zeros((h, w), np.float32)
+    x0, y0, x1, y1 = (int(v) for v in item.face.face_box)
+    photo[y0:y1, x0:x1] = 1.0
+    m = to_input(photo, item.affine, item.input_image.shape[:2])
+    assert m.shape == item.input_image.shape[:2]
+    assert m[32, 32] == pytest.approx(1.0) and m[0, 0] == pytest.approx(0.0)  # box inside the 0.2-margin crop
+
+
+def test_randomisation_decorrelates_on_the_real_gender_model(gender, item):
+    scorer, module = gender
+    x = _tensor(item, scorer)
+    explainers = {m: (lambda model, i, m=m: _classic_map(m, model, x, item.target, None)) for m in ("gb", "gradcam")}
+    rows, _ = cascading_randomization(module, explainers, 1, seed=0)
+    last = max(r["step"] for r in rows)
+    assert last == 15  # every weighted layer of mini-XCEPTION, output first
+    for m in explainers:
+        final = next(r for r in rows if r["method"] == m and r["step"] == last)
+        assert final["spearman"] < 0.5 and final["ssim"] < 0.5, (m, final)
+    gb = [r["spearman"] for r in rows if r["method"] == "gb"]
+    assert gb[-1] < gb[1] < 1.0  # gets further from the trained map as more layers are randomised
+
+
+def test_evaluate_command_end_to_end(tmp_path):
+    from facesal_fast.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("img1.jpg", "img2.jpg"):
+        (photos / name).write_bytes((DEMO / name).read_bytes())
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "run"
+    rc = main(["evaluate", str(photos), "--model", "gender", "--methods", "cms,cis,gradcam,gb", "--out", str(out),
+               "--steps", "4", "--ablation-images", "0", "--sanity-images", "0"])
+    assert rc == 0
+    ev = out / "evaluate"
+    for name in ("faithfulness.csv", "faithfulness.md", "deletion_insertion.csv", "cms_convergence.csv",
+                 "cms_split_half.csv", "examples.png", "deletion.png", "evaluate.html", "summary.json"):
+        assert (ev / name).is_file(), name
+    summary = json.loads((ev / "summary.json").read_text())
+    assert summary["images"] == 2 and [f["image"] for f in summary["failed"]] == ["broken.jpg"]
+    wins = [r["win"] for r in summary["faithfulness"]]
+    assert sum(wins) == pytest.approx(100.0) and len(wins) == 4
+    page = (ev / "evaluate.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4 and "Average Drop" in page
+    assert not [p for p in out.iterdir() if p.name.startswith(".evaluate")]  # no temporary folder left
+    assert main(["evaluate", str(photos), "--out", str(out), "--methods", "nope"]) == 2
