@@ -180,6 +180,7 @@ class KerasGraphNet(nn.Module):
             self.layer_names.append(layer.name)
             self.layer_inputs.append(layer.inputs)
         self.output_name = self.layer_names[-1]
+        self._last_use = {name: step for step, inputs in enumerate(self.layer_inputs) for name in inputs}
         self.num_outputs = shapes[self.output_name][0]
         self.eval()
 
@@ -195,8 +196,18 @@ class KerasGraphNet(nn.Module):
         return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``N x C x H x W`` -> ``N x D`` logits (or probabilities with ``softmax=True``)."""
-        return self.layer_outputs(x)[self.output_name]
+        """``N x C x H x W`` -> ``N x D`` logits (or probabilities with ``softmax=True``).
+
+        Unlike :meth:`layer_outputs`, frees each activation after its last use.
+        """
+        live: dict[str, torch.Tensor] = {}
+        for step, (name, inputs) in enumerate(zip(self.layer_names, self.layer_inputs)):
+            args = [live[i] for i in inputs] if inputs else [x]
+            live[name] = self.blocks[name](*args)
+            for i in inputs:
+                if self._last_use[i] == step:
+                    del live[i]
+        return live[self.output_name]
 
 
 def from_keras_h5(path: str | Path, softmax: bool = False) -> KerasGraphNet:
