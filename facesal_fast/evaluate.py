@@ -41,7 +41,7 @@ from facesal_fast.metrics import (
     insertion_curve, split_half, win_percent,
 )
 
-__all__ = ["EvalConfig", "METHOD_NAMES", "evaluate", "run_cli", "scaled_patch", "score_images", "to_input"]
+__all__ = ["EvalConfig", "METHOD_NAMES", "evaluate", "run_cli", "scaled_patch", "score_images", "similarity_transform", "to_input"]
 
 METHOD_NAMES = {
     "cms": "CMS (model map reprojected)",
@@ -212,6 +212,25 @@ def _keypoints_input(item: _Item) -> tuple[np.ndarray, np.ndarray]:
     can = np.stack([m.canon_verts[list(ix)].mean(0) for ix in KEYPOINTS]).astype(np.float64)
     img_in = img @ item.affine[:, :2].T + item.affine[:, 2]
     return img_in.astype(np.float32), can.astype(np.float32)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection) taking
+    ``src`` (N x 2) onto ``dst`` (Umeyama 1991, as used for 5-point face alignment); 2 x 3."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    cov = b.T @ a / len(src)
+    U, S, Vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        d[-1] = -1
+    R = U @ np.diag(d) @ Vt
+    scale = float((S * d).sum() / a.var(0).sum())
+    A = np.zeros((2, 3))
+    A[:, :2] = scale * R
+    A[:, 2] = md - scale * R @ ms
+    return A
 
 
 def _image_occlusion(items: list[_Item], scorer: Any, patch: int, step: int, fill: str) -> list[np.ndarray]:
@@ -562,11 +581,7 @@ def _ablations(items, scorer, cfg, cis_opts, default_results, s, side):
     none_map = np.mean(np.stack(occ), 0)
     h, w = items[0].input_image.shape[:2]
     can_shape = default_results[0].canonical.shape
-    sims = []
-    for it in items:
-        src, dst = _keypoints_input(it)
-        A, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
-        sims.append(A)
+    sims = [similarity_transform(*_keypoints_input(it)) for it in items]
     kp_canon = [cv2.warpAffine(o.astype(np.float32), A, (can_shape[1], can_shape[0]), flags=cv2.INTER_LINEAR) for o, A in zip(occ, sims)]
     kp_map = np.mean(np.stack(kp_canon), 0)
     dense = cache[json.dumps(default_key, sort_keys=True, default=str)][1]

@@ -91,3 +91,20 @@ def test_evaluate_command_end_to_end(tmp_path):
     assert page.count("data:image/png;base64,") >= 4 and "Average Drop" in page
     assert not [p for p in out.iterdir() if p.name.startswith(".evaluate")]  # no temporary folder left
     assert main(["evaluate", str(photos), "--out", str(out), "--methods", "nope"]) == 2
+
+
+def test_five_point_similarity_alignment(item):
+    from facesal_fast.evaluate import _keypoints_input, similarity_transform
+
+    rng = np.random.default_rng(0)
+    src = rng.random((5, 2)) * 50
+    th, k = 0.3, 1.7
+    R = k * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    A = similarity_transform(src, src @ R.T + [3.0, -4.0])
+    np.testing.assert_allclose(A, np.c_[R, [3.0, -4.0]], atol=1e-9)
+    # a real (smiling) face: the 5 points land near their canonical places; a similarity cannot
+    # follow the expression (wide mouth: ~16 canonical px off), which is what dense alignment adds
+    src, dst = _keypoints_input(item)
+    A = similarity_transform(src, dst)
+    err = np.linalg.norm(src @ A[:, :2].T + A[:, 2] - dst, axis=1)
+    assert err.mean() < 0.05 * 256 and err.max() < 0.08 * 256
