@@ -51,7 +51,7 @@ METHOD_NAMES = {
     "gradcampp": "GradCAM++",
     "scorecam": "ScoreCAM",
     "gb": "Guided Backprop",
-    "lrp": "LRP-epsilon",
+    "lrp": "LRP-epsilon (positive relevance)",
 }
 ALIASES = {"gradcam++": "gradcampp", "guided-backprop": "gb", "lrp-epsilon": "lrp"}
 PAPER_PATCHES = (5, 9, 15, 25)
@@ -172,7 +172,9 @@ def _classic_map(name: str, module: torch.nn.Module, x: torch.Tensor, target: in
     if name == "gb":
         return guided_backprop(module, x, target)
     if name == "lrp":
-        return lrp(module, x, target, "epsilon", rtol=None)
+        # positive relevance (evidence for the target); the signed map's min-max would put
+        # "no relevance" at mid-grey and darken the whole crop evenly
+        return np.maximum(lrp(module, x, target, "epsilon", rtol=None), 0.0)
     raise ValueError(f"unknown method {name!r}")
 
 
