@@ -107,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)")
     evaluate.add_argument("--max-images", type=int, default=None)
     evaluate.add_argument("--backend", default="onnx", choices=["auto", "torch", "onnx", "tensorrt"])
+    bench = sub.add_parser("bench", help="occlusion benchmark suite vs captum and the published CSM loop (source checkout)")
+    from facesal_fast.bench import add_bench_arguments
+
+    add_bench_arguments(bench)
     return parser
 
 
@@ -126,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from facesal_fast.evaluate import run_cli
 
         return run_cli(args)
+    if args.command == "bench":
+        from facesal_fast.bench import run_bench
+
+        return run_bench(args)
     from facesal_fast.audit.store import SettingsMismatchError
     from facesal_fast.report.html import write_report
 

@@ -1,0 +1,394 @@
+"""Occlusion benchmark suite: facesal_fast against captum and the published CSM algorithm.
+
+Same model, same image, same patch and stride in one run; every exact method's map is
+checked equal (float tolerance) to its peer's before anything is timed.
+
+Image-space occlusion (patch p, stride s, black fill, softmax of the predicted class):
+  * ``captum``      captum.attr.Occlusion, best ``perturbations_per_eval`` of a sweep
+  * ``full``        facesal_fast ``Scorer.score_occluded`` + ``splat_add`` (exact)
+  * ``incremental`` the same through ``IncrementalScorer`` (exact, Krypton-style)
+  * ``inc-tau``     incremental with projective-field threshold tau (approximate)
+  * ``adaptive``    coarse grid (step 2s) + refine the top fraction (approximate)
+  * ``adaptive+inc-tau`` both approximations
+Canonical saliency on a real photo (bundled models only; ~2200 mesh vertices, the
+paper's PRNet vertex count, via the vertex stride):
+  * ``csm-loop``  the published CSM algorithm: per vertex one occluded copy, one forward
+    pass at batch 1, no de-duplication, then the splat loop (numpy)
+  * ``cis-exact`` (torch eager, onnxruntime, incremental), ``cis-grid``, ``cis-adaptive``
+End to end: ``facesal audit`` on bundled photos in a subprocess (images/s, peak RSS),
+against bare forward throughput of the same backend at the same batch size.
+
+    python benchmarks/occlusion.py --quick            # a few minutes on a quiet machine
+    python benchmarks/occlusion.py --json out.json    # full sizes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from facesal_fast import models, ops
+from facesal_fast.scoring import Scorer
+from facesal_fast.speed import IncrementalScorer
+from facesal_fast.speed.adaptive import adaptive_drops
+
+FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+FAR = -1.0e6
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
+    """(best wall seconds over ``repeat`` runs, last result)."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def ssim(a: np.ndarray, b: np.ndarray, window: int = 7) -> float:
+    """Mean structural similarity of two maps (uniform ``window``, constants from Wang et
+    al. 2004 with the data range of ``b``)."""
+    from scipy.ndimage import uniform_filter
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    rng = float(b.max() - b.min()) or 1.0
+    c1, c2 = (0.01 * rng) ** 2, (0.03 * rng) ** 2
+    mu_a, mu_b = uniform_filter(a, window), uniform_filter(b, window)
+    var_a = uniform_filter(a * a, window) - mu_a ** 2
+    var_b = uniform_filter(b * b, window) - mu_b ** 2
+    cov = uniform_filter(a * b, window) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
+def window_centres(shape: tuple[int, int], patch: int, stride: int) -> np.ndarray:
+    """K x 2 ``(x, y)`` centres of captum's windows: top-left corners ``0, s, .., ceil((H - p) / s) * s``
+    (the last one clipped at the border, as captum does); the project's window rule puts
+    the centre ``(p - 1) // 2`` after the top-left."""
+    H, W = shape
+    ys = np.arange(-(-(H - patch) // stride) + 1) * stride + (patch - 1) // 2
+    xs = np.arange(-(-(W - patch) // stride) + 1) * stride + (patch - 1) // 2
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+
+
+def occlusion_map(drops: np.ndarray, centres: np.ndarray, patch: int, shape: tuple[int, int]) -> np.ndarray:
+    """``H x W`` mean drop of the windows covering each pixel (captum's normalisation)."""
+    sums, counts = ops.splat_add(np.asarray(drops, np.float32)[None], centres, patch, shape)
+    return ops.normalize_by_counts(sums, counts)[0]
+
+
+@dataclass
+class Case:
+    """One model on one image: the scorer (torch eager), its module, the input image."""
+
+    name: str
+    scorer: Scorer
+    module: torch.nn.Module
+    input_image: np.ndarray  # h x w x C uint8, model geometry
+    patch: int
+    target: int = 0
+    rows: list[dict] = field(default_factory=list)
+
+    def normalised(self) -> torch.Tensor:
+        """1 x C x H x W model input of the unoccluded image."""
+        return torch.as_tensor(ops.occlude_batch(self.input_image, [[FAR, FAR]], 1, "black", self.scorer.mean,
+                                                 self.scorer.std))
+
+    def fill_value(self) -> torch.Tensor:
+        """Normalised black, 1 x C x 1 x 1 (captum's baseline)."""
+        mean = torch.as_tensor(np.broadcast_to(np.asarray(self.scorer.mean, np.float32), (self.scorer.channels,)).copy())
+        std = torch.as_tensor(np.broadcast_to(np.asarray(self.scorer.std, np.float32), (self.scorer.channels,)).copy())
+        return (-mean / std).view(1, -1, 1, 1)
+
+    def add(self, section: str, method: str, seconds: float, passes: int, **extra: Any) -> None:
+        self.rows.append(dict(model=self.name, section=section, method=method, seconds=seconds, passes=passes, **extra))
+
+
+def bundled_case(name: str, photo: Path) -> tuple[Case, Any]:
+    """Case for a bundled model on ``photo`` (face crop, 64 x 64 grey) and the aligned face."""
+    from facesal_fast.align import default_aligner, load_image
+    from facesal_fast.saliency.cis import default_patch
+
+    face = default_aligner()(load_image(photo), source=photo.name)
+    scorer = models.load(name, backend="torch")
+    input_image, _ = scorer.prepare(face.image, face.face_box)
+    target = scorer.predict(face.image, face.face_box).index
+    return Case(name, scorer, scorer.backend.module, input_image, default_patch(input_image.shape[:2]), target), face
+
+
+def resnet_case(photo: Path, size: int = 224) -> Case:
+    """torchvision ResNet-50 (random weights: no download at run time) on ``photo``'s face crop."""
+    import torchvision
+    from facesal_fast.align import load_image
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50(weights=None).eval()
+    scorer = Scorer.from_torch(net, size, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend="torch")
+    image = load_image(photo)
+    input_image, _ = scorer.prepare(image)
+    target = scorer.predict(image).index
+    return Case("resnet50", scorer, net, input_image, 15, target)
+
+
+# ---------------------------------------------------------------------------- image space
+
+def captum_map(case: Case, stride: int, per_eval: int) -> np.ndarray:
+    """captum Occlusion attribution (H x W) for the case's target, softmax confidence."""
+    from captum.attr import Occlusion
+
+    module = case.module
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(module(x), dim=1)
+
+    x = case.normalised()
+    c = x.shape[1]
+    with torch.inference_mode():
+        attr = Occlusion(forward).attribute(
+            x, sliding_window_shapes=(c, case.patch, case.patch), strides=(c, stride, stride),
+            baselines=case.fill_value().expand_as(x).contiguous(), target=case.target, perturbations_per_eval=per_eval)
+    return torch.nan_to_num(attr[0, 0]).numpy()
+
+
+def scored_map(scorer: Any, case: Case, centres: np.ndarray) -> np.ndarray:
+    base = scorer.base_score(case.input_image, case.target)
+    drops = base - np.asarray(scorer.score_occluded(case.input_image, centres, case.patch, target=case.target), np.float64)
+    return occlusion_map(drops, centres, case.patch, case.input_image.shape[:2])
+
+
+def adaptive_map(scorer: Any, case: Case, centres: np.ndarray, stride: int, refine: float) -> tuple[np.ndarray, int]:
+    base = scorer.base_score(case.input_image, case.target)
+    result = adaptive_drops(scorer, case.input_image, centres, case.target, base, patch=case.patch,
+                            coarse_step=2 * stride, refine=refine)
+    return occlusion_map(result.drops, centres, case.patch, case.input_image.shape[:2]), result.forward_passes
+
+
+def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: float, refine: float,
+                      full_fraction: float, atol: float = 1e-5) -> None:
+    """Time every image-space method; assert the exact ones equal captum's map."""
+    centres = window_centres(case.input_image.shape[:2], case.patch, stride)
+    k = len(centres)
+    best = None
+    for n in per_eval:
+        seconds, ref = timed(lambda: captum_map(case, stride, n))
+        case.add("image", f"captum (ppe={n})", seconds, k)
+        best = seconds if best is None else min(best, seconds)
+    incremental = IncrementalScorer(case.scorer, full_fraction=full_fraction)
+    approximate = IncrementalScorer(case.scorer, tau=tau, full_fraction=full_fraction)
+    seconds, full = timed(lambda: scored_map(case.scorer, case, centres))
+    np.testing.assert_allclose(full, ref, atol=atol, err_msg=f"{case.name}: facesal occlusion != captum")
+    case.add("image", "full (facesal exact)", seconds, k, baseline=best)
+    seconds, inc = timed(lambda: scored_map(incremental, case, centres))
+    np.testing.assert_allclose(inc, ref, atol=atol, err_msg=f"{case.name}: incremental != captum")
+    case.add("image", "incremental (exact)", seconds, k, baseline=best)
+    seconds, approx = timed(lambda: scored_map(approximate, case, centres))
+    case.add("image", f"inc-tau={tau}", seconds, k, baseline=best, ssim=ssim(approx, full))
+    seconds, (ada, passes) = timed(lambda: adaptive_map(case.scorer, case, centres, stride, refine))
+    case.add("image", f"adaptive (refine={refine})", seconds, passes, baseline=best, ssim=ssim(ada, full))
+    seconds, (both, passes) = timed(lambda: adaptive_map(approximate, case, centres, stride, refine))
+    case.add("image", f"adaptive+inc-tau={tau}", seconds, passes, baseline=best, ssim=ssim(both, full))
+
+
+# ---------------------------------------------------------------------------- canonical saliency
+
+def csm_loop(case: Case, face: Any, used: np.ndarray, points_in: np.ndarray, canonical_patch: int) -> np.ndarray:
+    """The published CSM algorithm: for every used vertex, occlude a copy of the image,
+    run the model at batch 1, take the drop, and splat it into the canonical map; no
+    de-duplication of identical windows. Returns the ``H_F x W_F`` map."""
+    image = case.input_image.astype(np.float32)
+    mean = np.broadcast_to(np.asarray(case.scorer.mean, np.float32), (image.shape[2],))
+    std = np.broadcast_to(np.asarray(case.scorer.std, np.float32), (image.shape[2],))
+    module = case.module
+
+    def confidence(img: np.ndarray) -> float:
+        x = torch.from_numpy(((img * case.scorer.scale - mean) / std).transpose(2, 0, 1)[None].copy())
+        with torch.inference_mode():
+            return float(torch.softmax(module(x), 1)[0, case.target])
+
+    base = confidence(image)
+    H, W = image.shape[:2]
+    Hf, Wf = face.canonical_shape
+    sums, counts = np.zeros((Hf, Wf)), np.zeros((Hf, Wf))
+    canonical = np.asarray(face.verts_canonical, np.float32)[used, :2]
+    for (x, y), (u, v) in zip(points_in, canonical):
+        cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+        occluded = image.copy()
+        occluded[max(cy - (case.patch - 1) // 2, 0): max(cy + case.patch // 2 + 1, 0),
+                 max(cx - (case.patch - 1) // 2, 0): max(cx + case.patch // 2 + 1, 0)] = 0.0
+        drop = base - confidence(occluded)
+        cu, cv = int(np.floor(u + 0.5)), int(np.floor(v + 0.5))
+        r0, r1 = max(cv - (canonical_patch - 1) // 2, 0), min(cv + canonical_patch // 2 + 1, Hf)
+        c0, c1 = max(cu - (canonical_patch - 1) // 2, 0), min(cu + canonical_patch // 2 + 1, Wf)
+        if r0 < r1 and c0 < c1:
+            sums[r0:r1, c0:c1] += drop
+            counts[r0:r1, c0:c1] += 1
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0).astype(np.float32)
+
+
+def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fraction: float) -> None:
+    """CIS methods on one aligned photo; asserts CSM loop == CIS exact (all backends)."""
+    from facesal_fast.saliency import cis
+    from facesal_fast.saliency.cis import apply_affine
+
+    visible = int(np.asarray(face.visible).sum())
+    stride = max(1, visible // vertices)
+    run = dict(target=case.target, patch=case.patch, stride=stride, face=face)
+    seconds, exact = timed(lambda: cis(face.image, case.scorer, **run))
+    used = exact.used
+    points_in = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[used, :2])
+    n = int(used.sum())
+    loop_seconds, loop = timed(lambda: csm_loop(case, face, used, points_in, exact.canonical_patch))
+    np.testing.assert_allclose(exact.canonical, loop, atol=1e-5, err_msg=f"{case.name}: CIS exact != CSM loop")
+    case.add("canonical", "csm-loop (published, batch 1)", loop_seconds, n)
+    case.add("canonical", "cis-exact (torch)", seconds, exact.forward_passes, baseline=loop_seconds)
+    onnx = models.load(case.name, backend="onnx")
+    seconds, result = timed(lambda: cis(face.image, onnx, **run))
+    np.testing.assert_allclose(result.canonical, exact.canonical, atol=1e-5)
+    case.add("canonical", "cis-exact (onnxruntime)", seconds, result.forward_passes, baseline=loop_seconds)
+    incremental = IncrementalScorer(case.scorer, full_fraction=full_fraction)
+    seconds, result = timed(lambda: cis(face.image, incremental, **run))
+    np.testing.assert_allclose(result.canonical, exact.canonical, atol=1e-5)
+    case.add("canonical", "cis-exact (incremental)", seconds, result.forward_passes, baseline=loop_seconds)
+    seconds, result = timed(lambda: cis(face.image, onnx, mode="grid", grid_step=2, **run))
+    case.add("canonical", "cis-grid step 2 (onnxruntime)", seconds, result.forward_passes, baseline=loop_seconds,
+             ssim=ssim(result.canonical, exact.canonical))
+
+    def adaptive_cis() -> tuple[np.ndarray, int]:
+        base = onnx.base_score(exact.input_image, case.target)
+        res = adaptive_drops(onnx, exact.input_image, points_in, case.target, base, patch=case.patch,
+                             coarse_step=4, refine=refine)
+        sums, counts = ops.splat_add(res.drops[None], np.ascontiguousarray(np.asarray(face.verts_canonical, np.float32)[used, :2]),
+                                     exact.canonical_patch, face.canonical_shape)
+        return ops.normalize_by_counts(sums, counts)[0], res.forward_passes
+
+    seconds, (ada, passes) = timed(adaptive_cis)
+    case.add("canonical", f"cis-adaptive step 4 refine {refine} (onnxruntime)", seconds, passes, baseline=loop_seconds,
+             ssim=ssim(ada, exact.canonical))
+
+
+# ---------------------------------------------------------------------------- end to end
+
+def bench_audit(model: str, photos: int, backend: str) -> dict:
+    """``facesal audit`` on the first ``photos`` bundled photos in a subprocess: images/s,
+    peak RSS (MiB), and the backend's bare forward throughput at the same batch size."""
+    from facesal_fast.scoring import auto_batch_size
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        for path in sorted(FACES.glob("img*.jpg"))[:photos]:
+            shutil.copy(path, folder / path.name)
+        code = ("import resource, sys, time; from facesal_fast.cli import run_audit; t = time.perf_counter(); "
+                f"s = run_audit({str(folder)!r}, {str(Path(tmp) / 'run')!r}, model={model!r}, backend={backend!r}, progress=False); "
+                "print('RESULT', s['done'], time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    done, seconds, rss = out.split("RESULT")[1].split()
+    scorer = models.load(model, backend=backend)
+    bs = auto_batch_size((scorer.channels, *scorer.input_size), scorer.backend.device)
+    batch = torch.as_tensor(np.random.default_rng(0).standard_normal((bs, scorer.channels, *scorer.input_size), np.float32))
+    scorer.forward(batch)
+    forward_seconds, _ = timed(lambda: scorer.forward(batch), repeat=5)
+    return dict(model=model, backend=scorer.backend.name, photos=int(done), seconds=float(seconds),
+                images_per_s=int(done) / float(seconds), peak_rss_mib=int(rss) / 1024, batch_size=bs,
+                bare_forward_images_per_s=bs / forward_seconds)
+
+
+# ---------------------------------------------------------------------------- tiny case (tests)
+
+def tiny_equality_case() -> None:
+    """The suite's equality assertions on a tiny random conv net (seconds; used by tests)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    scorer = Scorer.from_torch(net, 24, mean=0.5, std=0.25, backend="torch", batch_size=32)
+    image = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    case = Case("tiny", scorer, net, image, patch=5, target=1)
+    bench_image_space(case, stride=2, per_eval=(16,), tau=0.6, refine=0.3, full_fraction=0.5)
+
+
+# ---------------------------------------------------------------------------- report
+
+def machine() -> dict:
+    import captum
+    import onnxruntime
+
+    return dict(python=platform.python_version(), platform=platform.platform(), processor=platform.processor(),
+                cpus=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                captum=captum.__version__, onnxruntime=onnxruntime.__version__, numpy=np.__version__,
+                load_average=os.getloadavg())
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | section | method | passes | seconds | ms/pass | speed-up | SSIM vs exact |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = f"{r['baseline'] / r['seconds']:.1f}x" if r.get("baseline") else ""
+        s = f"{r['ssim']:.3f}" if "ssim" in r else ""
+        lines.append(f"| {r['model']} | {r['section']} | {r['method']} | {r['passes']} | {r['seconds']:.2f} | "
+                     f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {ratio} | {s} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the suite (options: :func:`facesal_fast.bench.add_bench_arguments`)."""
+    quick = args.quick
+    info = machine()
+    print("machine:", json.dumps(info))
+    rows: list[dict] = []
+    photo = FACES / args.photo
+    for name in args.models.split(","):
+        if name == "resnet50":
+            case = resnet_case(photo)
+            bench_image_space(case, stride=28 if quick else 8, per_eval=(16,) if quick else (1, 16, 64),
+                              tau=args.tau, refine=args.refine, full_fraction=args.full_fraction, atol=1e-4)
+        else:
+            case, face = bundled_case(name, photo)
+            bench_image_space(case, stride=2 if quick else 1, per_eval=(64, 256) if quick else (1, 16, 64, 256),
+                              tau=args.tau, refine=args.refine, full_fraction=args.full_fraction)
+            bench_canonical(case, face, vertices=2194, refine=args.refine, full_fraction=args.full_fraction)
+        rows += case.rows
+        print(table(case.rows), flush=True)
+    audit = bench_audit("gender", args.audit_photos or (4 if quick else 24), "auto")
+    print("end to end:", json.dumps(audit))
+    print("\n" + table(rows))
+    print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+          f"load average {os.getloadavg()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(machine=info, rows=rows, audit=audit), indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from facesal_fast.bench import add_bench_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_bench_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""``facesal bench``: run the occlusion benchmark suite (``benchmarks/occlusion.py``).
+
+The suite lives in the source checkout (it compares against captum and the published
+CSM algorithm, which the package does not depend on); this runner finds it next to the
+package and calls its ``run``. Its options are defined here, once, for both entry points.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+__all__ = ["SUITE", "add_bench_arguments", "run_bench"]
+
+SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "occlusion.py"
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The suite's command-line options."""
+    parser.add_argument("--quick", action="store_true", help="smaller sweeps and strides (a few minutes on a quiet machine)")
+    parser.add_argument("--models", default="gender,expression-fer,expression-kdef,resnet50",
+                        help="comma-separated bundled models and/or resnet50")
+    parser.add_argument("--photo", default="img1.jpg", help="bundled photo used for every model")
+    parser.add_argument("--tau", type=float, default=0.5, help="projective-field threshold of the approximate mode")
+    parser.add_argument("--refine", type=float, default=0.2, help="fraction of windows refined by the adaptive mode")
+    parser.add_argument("--full-fraction", type=float, default=0.3, help="IncrementalModel full_fraction")
+    parser.add_argument("--audit-photos", type=int, default=None, help="photos for the end-to-end audit (default 4 quick, 24)")
+    parser.add_argument("--json", help="write all measurements to this JSON file")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the suite with parsed options (see :func:`add_bench_arguments`); its exit code."""
+    if not SUITE.is_file():
+        raise FileNotFoundError(f"{SUITE}: the benchmark suite ships with the source checkout, not the installed package")
+    spec = importlib.util.spec_from_file_location("facesal_occlusion_benchmark", SUITE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.run(args))

@@ -1,0 +1,382 @@
+"""Incremental inference for occlusion (Krypton, Nakandala et al., SIGMOD 2019).
+
+An occluded copy of an image differs from the unoccluded image only inside the patch.
+Through a convolutional network that difference spreads to a box in each layer's output,
+its *projective field*. :class:`IncrementalModel` runs a batch of K occluded copies by
+computing, in every local layer, only that box (read from the cached unoccluded
+activations with the copy's changed values pasted in), and falls back to ordinary full
+inference from the first layer where the box is no longer small or the operation is not
+local (global pooling, flatten, linear, anything unknown). The result equals full
+inference up to float summation order.
+
+Supported local operations (traced with ``torch.fx``): ``Conv2d`` (zero padding, any
+groups, stride; dilation 1), ``MaxPool2d`` (no ceil mode, dilation 1), constant
+``F.pad``, eval ``BatchNorm2d``, ReLU (module, ``torch.relu``, ``F.relu``), ``Identity``,
+``Dropout`` (eval), and ``+`` of two feature maps (residual blocks). That covers
+mini-XCEPTION (depthwise-separable blocks), VGG and ResNet.
+
+Approximate mode (Krypton's projective-field threshold ``tau``): each layer's box is
+capped at ``ceil(tau x side)`` around the centre of the change, so changes that spread
+further are dropped (the cached value is used there).
+
+:class:`IncrementalScorer` wraps a torch-backed :class:`~facesal_fast.scoring.Scorer`
+with the same ``score_occluded`` interface, so ``cis(image, IncrementalScorer(scorer))``
+works unchanged.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from facesal_fast.scoring.backends import TorchBackend
+from facesal_fast.scoring.batching import auto_batch_size
+
+__all__ = ["IncrementalModel", "IncrementalScorer", "patch_boxes"]
+
+_UNARY_MODULES = (nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Dropout)
+_UNARY_FUNCTIONS = {torch.relu: torch.relu, F.relu: F.relu}
+_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+
+
+@dataclass
+class _Changed:
+    """A batch of K feature maps equal to ``cached`` (1 x C x H x W) except in one box each:
+    ``values`` (K x C x h x w) at top-left ``start`` (K x 2 int64 numpy, (row, column))."""
+
+    cached: torch.Tensor
+    values: torch.Tensor
+    start: np.ndarray
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.values.shape[2]), int(self.values.shape[3])
+
+
+def patch_boxes(centers: np.ndarray, patch: int, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """Fixed-size boxes (inside an ``H x W`` image) covering each occlusion window.
+
+    Windows follow the project rule (centre pixel ``floor(x + 0.5)``, columns
+    ``cx - (p-1)//2 .. cx + p//2``, clipped). Returns top-left ``(row, col)`` K x 2 int64 and
+    the box size ``(min(p, H), min(p, W))``; a clipped window lies inside its box.
+    """
+    H, W = shape
+    h, w = min(patch, H), min(patch, W)
+    c = np.floor(np.asarray(centers, np.float64) + 0.5).astype(np.int64)
+    top = np.clip(c[:, 1] - (patch - 1) // 2, 0, H - h)
+    left = np.clip(c[:, 0] - (patch - 1) // 2, 0, W - w)
+    return np.stack([top, left], axis=1), (h, w)
+
+
+def _index(start: np.ndarray, size: int, offset: int, device: torch.device) -> torch.Tensor:
+    """K x size int64 tensor ``start[:, None] + arange(size) + offset``."""
+    return torch.from_numpy(start[:, None] + np.arange(size)[None] + offset).to(device)
+
+
+def _windows(maps: torch.Tensor, start: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Window ``k`` (top-left ``start[k]``, inside the maps) of map ``k``, or of the single
+    map when ``maps`` is 1 x C x H x W: K x C x h x w (a new tensor).
+
+    On the CPU this is numpy fancy indexing of a sliding-window view (one block copy per
+    window, about 10x faster than torch's element-wise index kernel).
+    """
+    h, w = size
+    if maps.device.type == "cpu":
+        view = np.lib.stride_tricks.sliding_window_view(maps.numpy(), (h, w), axis=(2, 3))  # N x C x nH x nW x h x w
+        if maps.shape[0] == 1:
+            return torch.from_numpy(view[0].transpose(1, 2, 0, 3, 4)[start[:, 0], start[:, 1]])
+        return torch.from_numpy(view[np.arange(len(start)), :, start[:, 0], start[:, 1]])
+    dev = maps.device
+    rows, cols = _index(start[:, 0], h, 0, dev), _index(start[:, 1], w, 0, dev)
+    n = torch.zeros(len(start), dtype=torch.long, device=dev) if maps.shape[0] == 1 else torch.arange(len(start), device=dev)
+    return maps[n[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+def _read(cached: torch.Tensor, changed: _Changed | None, start: np.ndarray, size: tuple[int, int],
+          pad_value: float = 0.0) -> torch.Tensor:
+    """Windows of a batch of feature maps: K x C x h x w at top-left ``start`` (K x 2).
+
+    The maps are ``cached`` (1 x C x H x W) with ``changed``'s boxes pasted in (or ``cached``
+    alone); positions outside the map read ``pad_value``.
+    """
+    H, W = cached.shape[2:]
+    h, w = size
+    pad = max(0, -int(start.min()), int((start[:, 0] + h).max()) - H, int((start[:, 1] + w).max()) - W)
+    padded = F.pad(cached, (pad,) * 4, value=pad_value) if pad else cached
+    out = _windows(padded, start + pad, size)
+    if changed is None:
+        return out
+    vh, vw = changed.size
+    rel = start - changed.start  # window origin in box coordinates
+    margin = max(0, -int(rel.min()), int((rel[:, 0] + h).max()) - vh, int((rel[:, 1] + w).max()) - vw)
+    vals = _windows(F.pad(changed.values, (margin,) * 4) if margin else changed.values, rel + margin, size)
+    rows = torch.from_numpy(rel[:, :1] + np.arange(h)[None]).to(cached.device)  # K x h, box rows
+    cols = torch.from_numpy(rel[:, 1:] + np.arange(w)[None]).to(cached.device)
+    inside = ((rows >= 0) & (rows < vh))[:, None, :, None] & ((cols >= 0) & (cols < vw))[:, None, None, :]
+    return torch.where(inside, vals, out)
+
+
+def _materialize(changed: _Changed) -> torch.Tensor:
+    """The full K x C x H x W batch of a :class:`_Changed`."""
+    k = len(changed.start)
+    full = changed.cached.expand(k, *changed.cached.shape[1:]).clone()
+    h, w = changed.size
+    if full.device.type == "cpu":
+        view = np.lib.stride_tricks.sliding_window_view(full.numpy(), (h, w), axis=(2, 3), writeable=True)
+        view[np.arange(k), :, changed.start[:, 0], changed.start[:, 1]] = changed.values.numpy()
+        return full
+    dev = full.device
+    rows, cols = _index(changed.start[:, 0], h, 0, dev), _index(changed.start[:, 1], w, 0, dev)
+    full[torch.arange(k, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]] = changed.values.permute(0, 2, 3, 1)
+    return full
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _out_range(lo: np.ndarray, hi: np.ndarray, kernel: int, stride: int, pad: int, out_len: int,
+               tau: float | None) -> tuple[np.ndarray, int]:
+    """Output positions (of a window op) whose input window meets rows ``lo..hi`` (K each):
+    fixed-size ranges ``start .. start + n - 1`` inside ``0 .. out_len - 1``; with ``tau``,
+    ``n`` is capped at ``ceil(tau * out_len)`` around the centre of the change."""
+    first = np.clip(-((kernel - 1 - pad - lo) // stride), 0, out_len - 1)  # ceil((lo + pad - k + 1) / s)
+    last = np.clip((hi + pad) // stride, 0, out_len - 1)
+    n = min(int((last - first).max()) + 1, out_len)
+    if tau is not None and n > math.ceil(tau * out_len):
+        n = max(1, math.ceil(tau * out_len))
+        centre = (first + last + 1) // 2
+        return np.clip(centre - n // 2, 0, out_len - n), n
+    return np.minimum(first, out_len - n), n
+
+
+class IncrementalModel:
+    """A traced torch module that scores batches of locally changed inputs incrementally.
+
+    Args:
+        module: ``N x C x H x W`` -> outputs; eval mode is used, in-place ops are avoided
+            (the module is copied, not modified).
+        tau: ``None`` for exact incremental inference, else Krypton's projective-field
+            threshold in ``(0, 1]`` (approximate).
+        full_fraction: a local layer is computed on its box only while the input window
+            it reads is at most this fraction of its input map; from the first larger one on,
+            that branch runs in full.
+
+    Attributes:
+        graph: the ``torch.fx`` graph module.
+    """
+
+    def __init__(self, module: nn.Module, *, tau: float | None = None, full_fraction: float = 0.5):
+        if tau is not None and not 0 < tau <= 1:
+            raise ValueError(f"tau must be in (0, 1] or None, got {tau!r}")
+        if not 0 < full_fraction <= 1:
+            raise ValueError(f"full_fraction must be in (0, 1], got {full_fraction!r}")
+        module = copy.deepcopy(module).eval()
+        for m in module.modules():
+            if hasattr(m, "inplace"):
+                m.inplace = False
+        self.graph = fx.symbolic_trace(module)
+        self.tau, self.full_fraction = tau, full_fraction
+        self._nodes = list(self.graph.graph.nodes)
+        last_use: dict[fx.Node, int] = {}
+        for i, node in enumerate(self._nodes):
+            for arg in node.all_input_nodes:
+                last_use[arg] = i
+        self._free_after: list[list[fx.Node]] = [[] for _ in self._nodes]
+        for node, i in last_use.items():
+            self._free_after[i].append(node)
+
+    # ------------------------------------------------------------------ plain inference
+
+    def _call(self, node: fx.Node, args: tuple, kwargs: dict) -> Any:
+        if node.op == "call_module":
+            return self.graph.get_submodule(node.target)(*args, **kwargs)
+        if node.op == "call_function":
+            target = operator.add if node.target is operator.iadd else node.target
+            return target(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        if node.op == "get_attr":
+            return getattr(self.graph, node.target)
+        raise ValueError(f"unsupported fx node {node.op}")
+
+    @torch.inference_mode()
+    def cache(self, x: torch.Tensor) -> dict[fx.Node, Any]:
+        """Every node's value for the unoccluded input ``x`` (1 x C x H x W)."""
+        values: dict[fx.Node, Any] = {}
+        for node in self._nodes:
+            if node.op == "placeholder":
+                values[node] = x
+            elif node.op == "output":
+                values[node] = fx.node.map_arg(node.args[0], lambda n: values[n])
+            else:
+                args = fx.node.map_arg(node.args, lambda n: values[n])
+                kwargs = fx.node.map_arg(node.kwargs, lambda n: values[n])
+                values[node] = self._call(node, args, kwargs)
+        return values
+
+    # ------------------------------------------------------------------ incremental ops
+
+    def _window_op(self, node: fx.Node, x: _Changed, cached_out: torch.Tensor) -> _Changed | None:
+        """Conv2d / MaxPool2d on the box only; None when not supported or the box is large."""
+        module = self.graph.get_submodule(node.target)
+        if isinstance(module, nn.Conv2d):
+            if module.padding_mode != "zeros" or isinstance(module.padding, str) or _pair(module.dilation) != (1, 1):
+                return None
+            kernel, stride, pad, pad_value = _pair(module.kernel_size), _pair(module.stride), _pair(module.padding), 0.0
+
+            def apply(crop: torch.Tensor) -> torch.Tensor:
+                return F.conv2d(crop, module.weight, module.bias, stride, 0, 1, module.groups)
+        elif isinstance(module, nn.MaxPool2d):
+            if module.ceil_mode or _pair(module.dilation) != (1, 1):
+                return None
+            kernel, stride, pad = _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(module.padding)
+            pad_value = float("-inf")
+
+            def apply(crop: torch.Tensor) -> torch.Tensor:
+                return F.max_pool2d(crop, kernel, stride, 0)
+        else:
+            return None
+        (h, w), (H, W) = x.size, x.cached.shape[2:]
+        Ho, Wo = cached_out.shape[2:]
+        top, oh = _out_range(x.start[:, 0], x.start[:, 0] + h - 1, kernel[0], stride[0], pad[0], Ho, self.tau)
+        left, ow = _out_range(x.start[:, 1], x.start[:, 1] + w - 1, kernel[1], stride[1], pad[1], Wo, self.tau)
+        ih, iw = (oh - 1) * stride[0] + kernel[0], (ow - 1) * stride[1] + kernel[1]
+        if ih * iw > self.full_fraction * H * W:
+            return None
+        read_start = np.stack([top * stride[0] - pad[0], left * stride[1] - pad[1]], axis=1)
+        crop = _read(x.cached, x, read_start, (ih, iw), pad_value)
+        return _Changed(cached_out, apply(crop), np.stack([top, left], axis=1))
+
+    def _pad_op(self, node: fx.Node, x: _Changed, cached_out: torch.Tensor) -> _Changed | None:
+        pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+        mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+        if mode != "constant" or len(pads) != 4:
+            return None
+        return _Changed(cached_out, x.values, x.start + np.array([pads[2], pads[0]]))
+
+    @staticmethod
+    def _add_op(a: _Changed, b: _Changed, cached_out: torch.Tensor) -> _Changed:
+        """Sum of two changed maps, on the union of their boxes."""
+        lo = np.minimum(a.start, b.start)
+        hi = np.maximum(a.start + np.array(a.size), b.start + np.array(b.size))
+        limit = np.array(cached_out.shape[2:])
+        size = tuple(int(v) for v in np.minimum((hi - lo).max(0), limit))
+        start = np.minimum(lo, limit - np.array(size))
+        return _Changed(cached_out, _read(a.cached, a, start, size) + _read(b.cached, b, start, size), start)
+
+    def _incremental(self, node: fx.Node, args: tuple, cached_out: Any) -> _Changed | None:
+        """The node's output as a :class:`_Changed`, or None when it must run in full."""
+        changed = [a for a in args if isinstance(a, _Changed)]
+        if not changed or not isinstance(cached_out, torch.Tensor) or cached_out.ndim != 4:
+            return None
+        if node.op == "call_module":
+            module = self.graph.get_submodule(node.target)
+            if isinstance(module, _UNARY_MODULES) and len(args) == 1:
+                return _Changed(cached_out, module(args[0].values), args[0].start)
+            return self._window_op(node, args[0], cached_out) if len(args) == 1 else None
+        if node.op == "call_function":
+            if node.target in _UNARY_FUNCTIONS and len(args) == 1 and not node.kwargs:
+                return _Changed(cached_out, _UNARY_FUNCTIONS[node.target](args[0].values), args[0].start)
+            if node.target is F.pad and args[0] is changed[0]:
+                return self._pad_op(node, args[0], cached_out)
+            if node.target in _ADD_FUNCTIONS and len(args) == 2 and all(isinstance(a, _Changed) for a in args):
+                return self._add_op(args[0], args[1], cached_out)
+        return None
+
+    @torch.inference_mode()
+    def run(self, cache: dict[fx.Node, Any], values: torch.Tensor, start: np.ndarray) -> Any:
+        """Outputs of K inputs equal to the cached input except in one box each.
+
+        Args:
+            cache: :meth:`cache` of the unoccluded input (1 x C x H x W).
+            values: K x C x h x w, each copy's input inside its box.
+            start: K x 2 int64 top-left ``(row, col)`` of each box.
+
+        Returns:
+            The module's output for the K inputs (e.g. K x D logits).
+        """
+        env: dict[fx.Node, Any] = {}
+        result: Any = None
+        for i, node in enumerate(self._nodes):
+            if node.op == "placeholder":
+                env[node] = _Changed(cache[node], values, np.asarray(start, np.int64))
+            elif node.op == "get_attr":
+                env[node] = cache[node]
+            elif node.op == "output":
+                result = fx.node.map_arg(node.args[0], lambda n: _full(env[n]))
+            else:
+                args = fx.node.map_arg(node.args, lambda n: env[n])
+                out = self._incremental(node, args, cache[node]) if not node.kwargs or node.target is F.pad else None
+                if out is None:
+                    full_args = tuple(_full(a) if isinstance(a, _Changed) else a for a in args)
+                    kwargs = fx.node.map_arg(node.kwargs, lambda n: _full(env[n]))
+                    out = self._call(node, full_args, kwargs)
+                env[node] = out
+            for done in self._free_after[i]:
+                env.pop(done, None)
+        return result
+
+
+def _full(v: Any) -> Any:
+    return _materialize(v) if isinstance(v, _Changed) else v
+
+
+class IncrementalScorer:
+    """A :class:`~facesal_fast.scoring.Scorer` whose occluded batches run incrementally.
+
+    Same interface for ``cis`` (``prepare``, ``predict``, ``base_score``,
+    ``score_occluded``; other attributes come from the wrapped scorer), same scores up to
+    float error (exact mode). Needs a torch backend in fp32 NCHW (``backend="torch"``).
+
+    Args:
+        scorer: the scorer to speed up.
+        tau, full_fraction: see :class:`IncrementalModel`.
+    """
+
+    def __init__(self, scorer: Any, *, tau: float | None = None, full_fraction: float = 0.5):
+        backend = scorer.backend
+        if not isinstance(backend, TorchBackend) or backend.layout != "nchw" or backend.precision != "fp32":
+            raise ValueError(f"incremental inference needs a torch fp32 NCHW backend (backend='torch'), got {backend.name!r}")
+        module = getattr(backend.module, "_orig_mod", backend.module)
+        self.scorer = scorer
+        self.model = IncrementalModel(module, tau=tau, full_fraction=full_fraction)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["scorer"], name)
+
+    def score_occluded(self, input_image: np.ndarray | torch.Tensor, centers: np.ndarray | torch.Tensor, patch: int,
+                       fill: Any = "black", target: int | str | None = None, batch_size: int | None = None) -> np.ndarray:
+        """phi(I with a ``patch`` window at each of the K ``centers`` (K x 2 ``(x, y)``), c) -> (K,) float32.
+
+        As :meth:`Scorer.score_occluded`; the occluded copies are built by the same kernel and
+        only their patch boxes are fed to the incremental model.
+        """
+        s = self.scorer
+        img = s._device_image(input_image)
+        pts = torch.as_tensor(np.asarray(centers.cpu() if isinstance(centers, torch.Tensor) else centers, np.float32))
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
+        base_input = s._occlude(img, torch.full((1, 2), -1.0e6, device=img.device), 1, "black")
+        cache = self.model.cache(base_input)
+        base_out = cache[self.model._nodes[-1]]
+        confidence: Callable = s._confidence_for(img, target, base_outputs=base_out)
+        shape = (s.channels, int(img.shape[0]), int(img.shape[1]))
+        size = batch_size or s.batch_size or auto_batch_size(shape, s.backend.device, len(pts))
+        starts, (h, w) = patch_boxes(pts.numpy(), int(patch), shape[1:])
+        scores = []
+        for lo in range(0, len(pts), size):
+            hi = min(lo + size, len(pts))
+            batch = s._occlude(img, pts[lo:hi].to(img.device), patch, fill)
+            values = _windows(batch, starts[lo:hi], (h, w))
+            out = self.model.run(cache, values, starts[lo:hi])
+            scores.append(confidence(out.float().reshape(out.shape[0], -1)).float().cpu())
+        return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)

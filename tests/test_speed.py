@@ -1,0 +1,198 @@
+"""Incremental inference equals full inference; adaptive refinement; the benchmark's equality checks."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facesal_fast.scoring import Scorer
+from facesal_fast.speed import IncrementalModel, IncrementalScorer, patch_boxes
+from facesal_fast.speed.adaptive import adaptive_drops
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _randomise_bn(net: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c), nn.Conv2d(c, 2 * c, 1), nn.BatchNorm2d(2 * c),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1))
+        self.skip = nn.Conv2d(c, 2 * c, 1, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        out += self.skip(x)
+        return out
+
+
+def small_nets() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    vgg = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 8 * 8, 5))
+    separable = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2, padding=2), nn.BatchNorm2d(8), nn.ReLU(), _Residual(8),
+                              _Residual(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
+    return {"vgg": _randomise_bn(vgg), "separable-residual": _randomise_bn(separable)}
+
+
+# Centres at the corners, borders, centre and off the image (occludes nothing).
+CENTRES = np.array([[0, 0], [31, 31], [0, 31], [31, 0], [15.6, 16.2], [30, 14], [2, 20], [-40, -40], [8, 9]], np.float32)
+
+
+def _full_and_incremental(net: nn.Module, x: torch.Tensor, centres: np.ndarray, patch: int, **options) -> tuple:
+    """Outputs of full inference on the occluded copies and of the incremental model."""
+    fill = torch.randn(x.shape[1], patch, patch)
+    starts, (h, w) = patch_boxes(centres, patch, x.shape[2:])
+    batch = x.repeat(len(centres), 1, 1, 1)
+    for k, (t, l) in enumerate(starts):
+        batch[k, :, t:t + h, l:l + w] = fill[:, :h, :w] if (centres[k] >= 0).all() else batch[k, :, t:t + h, l:l + w]
+    values = torch.stack([batch[k, :, t:t + h, l:l + w] for k, (t, l) in enumerate(starts)])
+    model = IncrementalModel(net, **options)
+    with torch.inference_mode():
+        full = net(batch)
+    return full, model.run(model.cache(x), values, starts)
+
+
+@pytest.mark.parametrize("name", ["vgg", "separable-residual"])
+@pytest.mark.parametrize("patch", [1, 4, 7])
+def test_incremental_equals_full_on_random_nets(name, patch):
+    net = small_nets()[name]
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(patch))
+    full, incremental = _full_and_incremental(net, x, CENTRES, patch)
+    torch.testing.assert_close(incremental, full, atol=1e-4, rtol=1e-4)
+
+
+def test_incremental_really_skips_work():
+    """The first layers run on boxes, not on whole maps (small patch, large map)."""
+    net = small_nets()["vgg"]
+    model = IncrementalModel(net)
+    x = torch.randn(1, 3, 32, 32)
+    calls: list[tuple[int, ...]] = []
+    model.graph.get_submodule("0").register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape)))
+    starts, size = patch_boxes(CENTRES[:3], 3, (32, 32))
+    model.run(model.cache(x), torch.randn(3, 3, *size), starts)
+    assert (3, 8, 32, 32) not in calls  # the first conv never ran on full maps for the batch
+
+
+def test_incremental_equals_full_on_bundled_gender_model():
+    from facesal_fast import models
+
+    scorer = models.load("gender", backend="torch")
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 1), dtype=np.uint8)
+    centres = np.concatenate([CENTRES * 2, [[63, 63], [0, 63], [63, 0], [32, 32]]]).astype(np.float32)
+    for patch in (4, 9):
+        expected = scorer.score_occluded(image, centres, patch, fill="mean", target=1)
+        got = IncrementalScorer(scorer).score_occluded(image, centres, patch, fill="mean", target=1)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_approximate_mode_is_close_and_validated():
+    net = small_nets()["vgg"]
+    x = torch.randn(1, 3, 32, 32)
+    full, approx = _full_and_incremental(net, x, CENTRES, 4, tau=0.6)
+    assert torch.allclose(approx, full, atol=0.5)
+    with pytest.raises(ValueError, match="tau"):
+        IncrementalModel(net, tau=0.0)
+    with pytest.raises(ValueError, match="full_fraction"):
+        IncrementalModel(net, full_fraction=2.0)
+
+
+def test_unsupported_layers_fall_back_to_full_inference():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.Upsample(scale_factor=2),
+                        nn.Conv2d(4, 4, 3, dilation=2), nn.Flatten(), nn.LazyLinear(3))
+    net(torch.zeros(1, 3, 16, 16))
+    x = torch.randn(1, 3, 16, 16)
+    full, incremental = _full_and_incremental(net.eval(), x, CENTRES / 2, 3)
+    torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
+
+
+def test_incremental_scorer_needs_a_torch_backend():
+    scorer = Scorer.from_callable(lambda b: b.reshape(len(b), -1)[:, :2], 8)
+    with pytest.raises(ValueError, match="torch"):
+        IncrementalScorer(scorer)
+
+
+# ---------------------------------------------------------------------------- adaptive
+
+class _Counting:
+    """Wraps a scorer and records the centres it scores."""
+
+    def __init__(self, scorer):
+        self.scorer, self.centres = scorer, []
+
+    def score_occluded(self, image, centres, patch, fill="black", target=None):
+        self.centres.append(np.asarray(centres))
+        return self.scorer.score_occluded(image, centres, patch, fill=fill, target=target)
+
+
+@pytest.fixture(scope="module")
+def real_face_and_scorer():
+    from facesal_fast import models
+    from facesal_fast.align import default_aligner, load_image
+
+    face = default_aligner()(load_image(ROOT / "facesal_fast" / "data" / "demo_faces" / "img1.jpg"))
+    return face, models.load("gender", backend="onnx")
+
+
+def test_adaptive_equals_exact_where_it_refines_and_is_bounded_on_a_real_photo(real_face_and_scorer):
+    from facesal_fast.saliency.cis import apply_affine, occlusion_drops
+
+    face, scorer = real_face_and_scorer
+    input_image, affine = scorer.prepare(face.image, face.face_box)
+    points = apply_affine(affine, np.asarray(face.verts_image, np.float32)[np.asarray(face.visible, bool)][::7, :2])
+    base = scorer.base_score(input_image, 1)
+    exact, exact_passes = occlusion_drops(scorer, input_image, points, 1, base, patch=4)
+    counting = _Counting(scorer)
+    result = adaptive_drops(counting, input_image, points, 1, base, patch=4, coarse_step=4, refine=0.2)
+    assert result.drops.shape == exact.shape and result.exact.any() and not result.exact.all()
+    np.testing.assert_allclose(result.drops[result.exact], exact[result.exact], atol=1e-6)
+    assert result.forward_passes == sum(len(c) for c in counting.centres) < exact_passes
+    # Error bound on this photo: the approximate points err by far less than the drop range.
+    error = np.abs(result.drops - exact)
+    assert error.max() <= 0.5 * np.ptp(exact)
+    assert np.corrcoef(result.drops, exact)[0, 1] > 0.9
+    # Refining everything is exact; refining more never increases the error.
+    everything = adaptive_drops(scorer, input_image, points, 1, base, patch=4, coarse_step=4, refine=1.0)
+    np.testing.assert_allclose(everything.drops, exact, atol=1e-6)
+    more = adaptive_drops(scorer, input_image, points, 1, base, patch=4, coarse_step=4, refine=0.5)
+    assert np.abs(more.drops - exact).mean() <= error.mean() + 1e-9
+
+
+def test_adaptive_rejects_bad_arguments():
+    scorer = Scorer.from_callable(lambda b: b.reshape(len(b), -1)[:, :2], 8)
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="refine"):
+        adaptive_drops(scorer, image, np.zeros((2, 2), np.float32), 0, 0.0, patch=2, refine=1.5)
+    with pytest.raises(ValueError, match="coarse_step"):
+        adaptive_drops(scorer, image, np.zeros((2, 2), np.float32), 0, 0.0, patch=2, coarse_step=0)
+    with pytest.raises(ValueError, match="no point"):
+        adaptive_drops(scorer, image, np.zeros((0, 2), np.float32), 0, 0.0, patch=2)
+
+
+# ---------------------------------------------------------------------------- benchmark
+
+def test_benchmark_equality_assertions_on_a_tiny_case():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import occlusion
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    occlusion.tiny_equality_case()
+    centres = occlusion.window_centres((10, 12), 4, 3)
+    assert len(centres) == 3 * 4 and centres[:, 0].max() == 9 + 1
+    a = np.random.default_rng(0).random((16, 16))
+    assert occlusion.ssim(a, a) == pytest.approx(1.0)
