@@ -358,7 +358,7 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
             default aligner (tests).
     """
     from facesal_fast import models
-    from facesal_fast.align import default_aligner, region_shares
+    from facesal_fast.align import default_aligner
     from facesal_fast.audit.runner import list_images
 
     cfg = config or EvalConfig()
@@ -430,6 +430,13 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
         faith_rows = [{"method": m, "average_drop": r["average_drop"], "increase": r["increase"], "win": r["win"],
                        "images": int(r["n"])} for m, r in table.rows.items()]
         md_faith = _write_table(tmp, "faithfulness", faith_rows, 1)
+        paper4 = [m for m in ("cms", "gradcam", "gradcampp", "scorecam") if m in methods]
+        if len(paper4) == 4:  # the papers' comparison: Win % among these four only
+            t4 = faithfulness_table([it.base for it in items], {m: explained[m] for m in paper4})
+            rows4 = [{"method": m, "average_drop": r["average_drop"], "increase": r["increase"], "win": r["win"],
+                      "images": int(r["n"])} for m, r in t4.rows.items()]
+            md_faith += "\n" + _write_table(tmp, "faithfulness_paper4", rows4, 1)
+            summary["faithfulness_paper4"] = rows4
         per_image = [{"image": it.key, "target": it.label, "M(I)": it.base, **{f"M(E) {m}": float(explained[m][i]) for m in methods}}
                      for i, it in enumerate(items)]
         _write_table(tmp, "faithfulness_per_image", per_image, 4)
@@ -473,12 +480,12 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
 
         face_img = canonical_face(cms.shape)
         figures["cms.png"] = _grid_figure([[heat_overlay(face_img, cms, 0.6)]], [cfg.model], ["CMS"], f"CMS, {len(items)} images")
-        shares = region_shares(cms)
-        share_rows = [{"region": k, "share": float(v)} for k, v in sorted(shares.items(), key=lambda kv: -kv[1])]
+        np.save(tmp / "cms.npy", cms)
+        share_rows = _region_rows(cms)
         md_regions = _write_table(tmp, "cms_regions", share_rows, 3)
         sections.append(("Faithfulness: Average Drop / % Increase / Win", md_faith, ["examples.png"]))
         sections.append(("Deletion and insertion (AUC)", md_di, ["deletion.png", "insertion.png"]))
-        sections.append(("CMS and its regions (share of positive mass)", md_regions, ["cms.png"]))
+        sections.append(("CMS and its regions (share of positive mass, share of area, density = ratio)", md_regions, ["cms.png"]))
         summary.update(faithfulness=faith_rows, deletion_insertion=di_rows, cms_regions=share_rows)
 
         # ---- CMS stability
@@ -539,6 +546,22 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _region_rows(cms: np.ndarray) -> list[dict]:
+    """Per face region: share of the positive CMS mass, share of the face area, and their
+    ratio (density; 1 = no more salient than an average face pixel), densest first."""
+    from facesal_fast.align import region_masks, region_shares
+
+    shares = region_shares(cms)
+    masks = {k: v for k, v in region_masks(cms.shape).items() if k in shares}
+    total = float(sum(m.sum() for m in masks.values())) or 1.0
+    rows = []
+    for k, share in shares.items():
+        area = float(masks[k].sum()) / total if k in masks else 0.0
+        rows.append({"region": k, "share": float(share), "area": area,
+                     "density": float(share / area) if area > 0 else float("nan")})
+    return sorted(rows, key=lambda r: -(r["density"] if np.isfinite(r["density"]) else -1))
 
 
 def _ablations(items, scorer, cfg, cis_opts, default_results, s, side):
@@ -640,7 +663,10 @@ def _sanity(items, scorer, module, cfg, cis_opts, methods):
     explainers["cis"] = cis_fn
     for m in ("gradcam", "gb", "lrp"):  # always checked, whatever --methods says
         explainers[m] = (lambda model, i, m=m: _classic_map(m, model, xs[i], items[i].target, None))
-    rows, maps = cascading_randomization(module, explainers, len(items), seed=cfg.seed)
+    from facesal_fast.align import canonical_mask
+
+    face_mask = canonical_mask(items[0].face.canonical_shape)
+    rows, maps = cascading_randomization(module, explainers, len(items), seed=cfg.seed, masks={"cis": face_mask})
     agg = []
     steps = sorted({r["step"] for r in rows})
     for m in explainers:

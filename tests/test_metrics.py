@@ -93,6 +93,10 @@ def test_spearman_and_ssim_hand_values():
     assert ssim(img, img) == pytest.approx(1.0)
     assert ssim(img, rng.random((20, 20))) < 0.2
     assert ssim(img, 1 - img) < 0
+    mask = np.zeros((20, 20), bool)
+    mask[:, :10] = True
+    assert ssim(img, img * mask, mask=mask) == pytest.approx(ssim_map(img, img * mask)[mask].mean())
+    assert spearman(a, b, mask=np.array([[True, True], [True, False]])) == pytest.approx(1.0)
 
 
 def test_ssim_matches_explicit_gaussian_window():

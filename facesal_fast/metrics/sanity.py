@@ -57,6 +57,7 @@ def cascading_randomization(
     layers: Sequence[tuple[str, list[str]]] | None = None,
     seed: int = 0,
     keep_maps: int = 1,
+    masks: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
     """Run the cascade.
 
@@ -65,6 +66,8 @@ def cascading_randomization(
         explainers: method -> ``fn(model, i) -> H x W map`` for input ``i`` in ``range(n_inputs)``.
         layers: the cascade order (default :func:`randomizable_layers`).
         keep_maps: how many inputs' maps to return per method and step (for figures).
+        masks: method -> ``H x W`` bool: compare only these pixels (e.g. the canonical face,
+            so that the empty background both maps share does not count as agreement).
     Returns:
         ``(rows, maps)``: one row per (method, step, input) with ``method``, ``step``
         (0 = trained), ``layer`` (last layer randomised, ``"none"`` at step 0), ``input``,
@@ -83,14 +86,15 @@ def cascading_randomization(
     for step, (layer, modules) in enumerate(layers, start=1):
         randomize_layer(current, modules, generator)
         for m, fn in explainers.items():
+            mask = None if masks is None else masks.get(m)
             step_maps = []
             for i in range(n_inputs):
                 new = np.asarray(fn(current, i), np.float64)
                 step_maps.append(new)
                 rows.append({
                     "method": m, "step": step, "layer": layer, "input": i,
-                    "spearman": spearman(originals[m][i], new),
-                    "ssim": ssim(minmax(originals[m][i]), minmax(new)),
+                    "spearman": spearman(originals[m][i], new, mask=mask),
+                    "ssim": ssim(minmax(originals[m][i]), minmax(new), mask=mask),
                 })
             maps[m].append(np.stack(step_maps[:keep_maps]))
     return rows, maps

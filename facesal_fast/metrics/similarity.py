@@ -53,10 +53,13 @@ def ssim_map(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, sigma: fl
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
-def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, sigma: float = 1.5, truncate: float = 3.5) -> float:
+def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, sigma: float = 1.5, truncate: float = 3.5,
+         mask: np.ndarray | None = None) -> float:
     """Mean SSIM over the pixels whose whole window is inside the image (all pixels for
-    images smaller than the window)."""
+    images smaller than the window), or over ``mask`` pixels when given."""
     m = ssim_map(a, b, data_range=data_range, sigma=sigma, truncate=truncate)
+    if mask is not None:
+        return float(m[np.asarray(mask, bool)].mean())
     pad = int(truncate * sigma + 0.5)
     if min(m.shape) > 2 * pad:
         m = m[pad:-pad, pad:-pad]
