@@ -119,7 +119,9 @@ class Case:
         return (-mean / std).view(1, -1, 1, 1)
 
     def add(self, section: str, method: str, seconds: float, passes: int, **extra: Any) -> None:
-        self.rows.append(dict(model=self.name, section=section, method=method, seconds=seconds, passes=passes, **extra))
+        row = dict(model=self.name, section=section, method=method, seconds=seconds, passes=passes, **extra)
+        self.rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
 
 
 def bundled_case(name: str, photo: Path) -> tuple[Case, Any]:
@@ -209,10 +211,11 @@ def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: f
 
 # ---------------------------------------------------------------------------- canonical saliency
 
-def csm_loop(case: Case, face: Any, used: np.ndarray, points_in: np.ndarray, canonical_patch: int) -> np.ndarray:
+def csm_loop(case: Case, face: Any, used: np.ndarray, points_in: np.ndarray,
+             canonical_patch: int) -> tuple[np.ndarray, np.ndarray]:
     """The published CSM algorithm: for every used vertex, occlude a copy of the image,
     run the model at batch 1, take the drop, and splat it into the canonical map; no
-    de-duplication of identical windows. Returns the ``H_F x W_F`` map."""
+    de-duplication of identical windows. Returns the ``H_F x W_F`` map and the (N,) drops."""
     image = case.input_image.astype(np.float32)
     mean = np.broadcast_to(np.asarray(case.scorer.mean, np.float32), (image.shape[2],))
     std = np.broadcast_to(np.asarray(case.scorer.std, np.float32), (image.shape[2],))
@@ -228,23 +231,30 @@ def csm_loop(case: Case, face: Any, used: np.ndarray, points_in: np.ndarray, can
     Hf, Wf = face.canonical_shape
     sums, counts = np.zeros((Hf, Wf)), np.zeros((Hf, Wf))
     canonical = np.asarray(face.verts_canonical, np.float32)[used, :2]
+    drops = []
     for (x, y), (u, v) in zip(points_in, canonical):
         cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
         occluded = image.copy()
         occluded[max(cy - (case.patch - 1) // 2, 0): max(cy + case.patch // 2 + 1, 0),
                  max(cx - (case.patch - 1) // 2, 0): max(cx + case.patch // 2 + 1, 0)] = 0.0
         drop = base - confidence(occluded)
+        drops.append(drop)
         cu, cv = int(np.floor(u + 0.5)), int(np.floor(v + 0.5))
         r0, r1 = max(cv - (canonical_patch - 1) // 2, 0), min(cv + canonical_patch // 2 + 1, Hf)
         c0, c1 = max(cu - (canonical_patch - 1) // 2, 0), min(cu + canonical_patch // 2 + 1, Wf)
         if r0 < r1 and c0 < c1:
             sums[r0:r1, c0:c1] += drop
             counts[r0:r1, c0:c1] += 1
-    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0).astype(np.float32)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0).astype(np.float32), np.array(drops, np.float32)
 
 
-def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fraction: float) -> None:
-    """CIS methods on one aligned photo; asserts CSM loop == CIS exact (all backends)."""
+def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fraction: float,
+                    csm_vertices: int | None = None) -> None:
+    """CIS methods on one aligned photo; asserts CSM loop == CIS exact (all backends).
+
+    ``csm_vertices``: run the (slow) CSM loop on the first that many vertices only, check
+    their drops, and extrapolate its time to all vertices (None: the whole loop, maps checked).
+    """
     from facesal_fast.saliency import cis
     from facesal_fast.saliency.cis import apply_affine
 
@@ -255,9 +265,17 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
     used = exact.used
     points_in = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[used, :2])
     n = int(used.sum())
-    loop_seconds, loop = timed(lambda: csm_loop(case, face, used, points_in, exact.canonical_patch))
-    np.testing.assert_allclose(exact.canonical, loop, atol=1e-5, err_msg=f"{case.name}: CIS exact != CSM loop")
-    case.add("canonical", "csm-loop (published, batch 1)", loop_seconds, n)
+    if csm_vertices is None or csm_vertices >= n:
+        loop_seconds, (loop, _) = timed(lambda: csm_loop(case, face, used, points_in, exact.canonical_patch))
+        np.testing.assert_allclose(exact.canonical, loop, atol=1e-5, err_msg=f"{case.name}: CIS exact != CSM loop")
+        case.add("canonical", "csm-loop (published, batch 1)", loop_seconds, n)
+    else:
+        subset = used & (np.cumsum(used) <= csm_vertices)
+        seconds_subset, (_, drops) = timed(lambda: csm_loop(case, face, subset, points_in[:csm_vertices],
+                                                            exact.canonical_patch))
+        np.testing.assert_allclose(drops, exact.drops[:csm_vertices], atol=1e-5, err_msg=f"{case.name}: CIS != CSM loop")
+        loop_seconds = seconds_subset * n / csm_vertices
+        case.add("canonical", f"csm-loop (published, batch 1; timed on {csm_vertices}, extrapolated)", loop_seconds, n)
     case.add("canonical", "cis-exact (torch)", seconds, exact.forward_passes, baseline=loop_seconds)
     onnx = models.load(case.name, backend="onnx")
     seconds, result = timed(lambda: cis(face.image, onnx, **run))
@@ -287,8 +305,9 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
 # ---------------------------------------------------------------------------- end to end
 
 def bench_audit(model: str, photos: int, backend: str) -> dict:
-    """``facesal audit`` on the first ``photos`` bundled photos in a subprocess: images/s,
-    peak RSS (MiB), and the backend's bare forward throughput at the same batch size."""
+    """``facesal audit`` on the first ``photos`` bundled photos in a subprocess: photos/s,
+    peak RSS (MiB), occluded images scored per second (alignment, I/O and splatting
+    included), and its ratio to the backend's bare forward throughput at the same batch size."""
     from facesal_fast.scoring import auto_batch_size
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -296,11 +315,15 @@ def bench_audit(model: str, photos: int, backend: str) -> dict:
         folder.mkdir()
         for path in sorted(FACES.glob("img*.jpg"))[:photos]:
             shutil.copy(path, folder / path.name)
-        code = ("import resource, sys, time; from facesal_fast.cli import run_audit; t = time.perf_counter(); "
-                f"s = run_audit({str(folder)!r}, {str(Path(tmp) / 'run')!r}, model={model!r}, backend={backend!r}, progress=False); "
-                "print('RESULT', s['done'], time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        # Counts the occluded images scored (instrumentation only: wraps score_occluded).
+        code = ("import resource, time; from facesal_fast.cli import run_audit; from facesal_fast.scoring import Scorer\n"
+                "n = [0]; original = Scorer.score_occluded\n"
+                "def counted(self, image, centers, *a, **k):\n    n[0] += len(centers); return original(self, image, centers, *a, **k)\n"
+                "Scorer.score_occluded = counted; t = time.perf_counter()\n"
+                f"s = run_audit({str(folder)!r}, {str(Path(tmp) / 'run')!r}, model={model!r}, backend={backend!r}, progress=False)\n"
+                "print('RESULT', s['done'], time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, n[0])")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    done, seconds, rss = out.split("RESULT")[1].split()
+    done, seconds, rss, passes = out.split("RESULT")[1].split()
     scorer = models.load(model, backend=backend)
     bs = auto_batch_size((scorer.channels, *scorer.input_size), scorer.backend.device)
     batch = torch.as_tensor(np.random.default_rng(0).standard_normal((bs, scorer.channels, *scorer.input_size), np.float32))
@@ -308,7 +331,8 @@ def bench_audit(model: str, photos: int, backend: str) -> dict:
     forward_seconds, _ = timed(lambda: scorer.forward(batch), repeat=5)
     return dict(model=model, backend=scorer.backend.name, photos=int(done), seconds=float(seconds),
                 images_per_s=int(done) / float(seconds), peak_rss_mib=int(rss) / 1024, batch_size=bs,
-                bare_forward_images_per_s=bs / forward_seconds)
+                occluded_images_per_s=int(passes) / float(seconds), bare_forward_images_per_s=bs / forward_seconds,
+                ratio=int(passes) / float(seconds) / (bs / forward_seconds))
 
 
 # ---------------------------------------------------------------------------- tiny case (tests)
@@ -363,13 +387,14 @@ def run(args: argparse.Namespace) -> int:
     for name in args.models.split(","):
         if name == "resnet50":
             case = resnet_case(photo)
-            bench_image_space(case, stride=28 if quick else 8, per_eval=(16,) if quick else (1, 16, 64),
+            bench_image_space(case, stride=14 if quick else 8, per_eval=(16,) if quick else (1, 16, 64),
                               tau=args.tau, refine=args.refine, full_fraction=args.full_fraction, atol=1e-4)
         else:
             case, face = bundled_case(name, photo)
             bench_image_space(case, stride=2 if quick else 1, per_eval=(64, 256) if quick else (1, 16, 64, 256),
                               tau=args.tau, refine=args.refine, full_fraction=args.full_fraction)
-            bench_canonical(case, face, vertices=2194, refine=args.refine, full_fraction=args.full_fraction)
+            bench_canonical(case, face, vertices=2194, refine=args.refine, full_fraction=args.full_fraction,
+                            csm_vertices=300 if quick else None)
         rows += case.rows
         print(table(case.rows), flush=True)
     audit = bench_audit("gender", args.audit_photos or (4 if quick else 24), "auto")

@@ -107,8 +107,10 @@ def _read(cached: torch.Tensor, changed: _Changed | None, start: np.ndarray, siz
     The maps are ``cached`` (1 x C x H x W) with ``changed``'s boxes pasted in (or ``cached``
     alone); positions outside the map read ``pad_value``.
     """
-    H, W = cached.shape[2:]
     h, w = size
+    if changed is not None and changed.size == (h, w) and np.array_equal(changed.start, start):
+        return changed.values  # the window is the changed box itself
+    H, W = cached.shape[2:]
     pad = max(0, -int(start.min()), int((start[:, 0] + h).max()) - H, int((start[:, 1] + w).max()) - W)
     padded = F.pad(cached, (pad,) * 4, value=pad_value) if pad else cached
     out = _windows(padded, start + pad, size)

@@ -1,0 +1,57 @@
+"""pytest-benchmark twins of ``occlusion.py`` (small sizes): image-space occlusion of the
+bundled gender model by captum, facesal_fast and incremental inference, and CIS exact /
+grid on a real photo. Each exact method is checked equal to its peer before it is timed.
+
+    pytest benchmarks/bench_occlusion.py --benchmark-only
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import occlusion
+from facesal_fast.saliency import cis
+from facesal_fast.saliency.cis import apply_affine
+from facesal_fast.speed import IncrementalScorer
+
+STRIDE = 4
+
+
+@pytest.fixture(scope="module")
+def case_and_face():
+    return occlusion.bundled_case("gender", occlusion.FACES / "img1.jpg")
+
+
+@pytest.fixture(scope="module")
+def centres(case_and_face):
+    case, _ = case_and_face
+    return occlusion.window_centres(case.input_image.shape[:2], case.patch, STRIDE)
+
+
+@pytest.fixture(scope="module")
+def captum_reference(case_and_face):
+    return occlusion.captum_map(case_and_face[0], STRIDE, 64)
+
+
+def test_captum_occlusion(benchmark, case_and_face, captum_reference):
+    benchmark(occlusion.captum_map, case_and_face[0], STRIDE, 64)
+
+
+@pytest.mark.parametrize("method", ["full", "incremental"])
+def test_facesal_occlusion(benchmark, case_and_face, centres, captum_reference, method):
+    case, _ = case_and_face
+    scorer = case.scorer if method == "full" else IncrementalScorer(case.scorer)
+    np.testing.assert_allclose(occlusion.scored_map(scorer, case, centres), captum_reference, atol=1e-5)
+    benchmark(occlusion.scored_map, scorer, case, centres)
+
+
+@pytest.mark.parametrize("mode", ["exact", "grid"])
+def test_cis(benchmark, case_and_face, mode):
+    case, face = case_and_face
+    run = dict(target=case.target, patch=case.patch, stride=17, face=face, mode=mode)
+    if mode == "exact":
+        exact = cis(face.image, case.scorer, **run)
+        points = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[exact.used, :2])
+        loop, _ = occlusion.csm_loop(case, face, exact.used, points, exact.canonical_patch)
+        np.testing.assert_allclose(exact.canonical, loop, atol=1e-5)
+    benchmark(cis, face.image, case.scorer, **run)
