@@ -15,27 +15,43 @@
 
 All confidences follow the Scorer's convention ``outputs (K, D) torch tensor
 -> scores (K,)`` (see :mod:`facesal_fast.scoring.confidence`).
+
+End to end (docs/identity.md): :func:`identification_scorer` / :func:`verification_scorer`
+bind eq. 7 / eq. 8 to an embedding :class:`~facesal_fast.scoring.Scorer` (e.g.
+``facesal_fast.models.load("dlib-resnet")``) for ``facesal_fast.cis``;
+:func:`verification_cis` occludes the same facial region in both images of a pair.
 """
 
 from __future__ import annotations
 
-from typing import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesal_fast import ops
 from facesal_fast.ops import occlude_batch
+from facesal_fast.saliency.cis import CISResult, apply_affine, default_patch
+from facesal_fast.scoring.batching import auto_batch_size
 from facesal_fast.scoring.confidence import Confidence
+from facesal_fast.scoring.scorer import Scorer
 
 __all__ = [
+    "VerificationCISResult",
     "calibrate_tau",
     "cosine_similarity",
     "embed_chips",
+    "embed_faces",
     "identification_confidence",
+    "identification_scorer",
+    "verification_cis",
     "verification_confidence",
     "verification_pair_scores",
+    "verification_scorer",
     "verification_score",
 ]
 
@@ -126,7 +142,7 @@ def embed_chips(model: nn.Module, batch: torch.Tensor, batch_size: int = 64) -> 
 
 
 def verification_pair_scores(
-    model: nn.Module,
+    model: nn.Module | Scorer,
     chip1: np.ndarray,
     chip2: np.ndarray,
     centers: np.ndarray,
@@ -139,6 +155,7 @@ def verification_pair_scores(
     std: Sequence[float] = (1.0, 1.0, 1.0),
     scale: float = 1.0 / 255.0,
     batch_size: int = 64,
+    centers2: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Eq. 8 for a pair with the same region occluded in both images, one score per centre.
 
@@ -156,6 +173,12 @@ def verification_pair_scores(
             :class:`~facesal_fast.models.dlib_resnet.DlibFaceResNet` pass
             ``scale=1.0, mean=DLIB_MEAN_RGB, std=DLIB_INPUT_STD``.
         batch_size: occluded copies per forward pass.
+        centers2: ``(K, 2)`` centres in ``chip2`` when they differ from ``centers`` (row k
+            = the same facial point as ``centers[k]``, e.g. a dense correspondence
+            point mapped into each chip); default ``centers``.
+
+    A :class:`~facesal_fast.scoring.Scorer` may stand for ``model``: its backend, device,
+    normalisation (``mean``/``std``/``scale`` are then ignored) and layout are used.
 
     Returns:
         ``(K,)`` float32 ``c * (cos(Q1_k, Q2_k) - tau)``. The unoccluded score is
@@ -164,20 +187,35 @@ def verification_pair_scores(
     if chip1.shape != chip2.shape:
         raise ValueError(f"chips differ in shape: {chip1.shape} vs {chip2.shape}")
     centers = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
-    device = next(model.parameters()).device
+    centers2 = centers if centers2 is None else np.asarray(centers2, dtype=np.float32).reshape(-1, 2)
+    if len(centers2) != len(centers):
+        raise ValueError(f"centers and centers2 differ in length: {len(centers)} vs {len(centers2)}")
+    if isinstance(model, Scorer):
+        device = model.backend.device
+
+        def occlude(chip: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+            return model._occlude(chip, pts, patch, fill)
+
+        def embed(batch: torch.Tensor) -> torch.Tensor:
+            return model.backend(batch)
+    else:
+        device = next(model.parameters()).device
+
+        def occlude(chip: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+            return occlude_batch(chip, pts, patch, fill, mean, std, scale=scale, layout="nchw", dtype="float32")
+
+        def embed(batch: torch.Tensor) -> torch.Tensor:
+            return model(batch)
+
+    chips = [torch.from_numpy(np.ascontiguousarray(chip)).to(device) for chip in (chip1, chip2)]
     scores = []
     for lo in range(0, len(centers), batch_size):
-        part = centers[lo : lo + batch_size]
-        both = [
-            occlude_batch(
-                torch.from_numpy(np.ascontiguousarray(chip)).to(device), torch.from_numpy(part).to(device),
-                patch, fill, mean, std, scale=scale, layout="nchw", dtype="float32",
-            )
-            for chip in (chip1, chip2)
-        ]
+        parts = (centers[lo : lo + batch_size], centers2[lo : lo + batch_size])
+        both = [occlude(chip, torch.from_numpy(part).to(device)) for chip, part in zip(chips, parts)]
         with torch.no_grad():
-            q = model(torch.cat(both))
-        scores.append(verification_score(q[: len(part)], q[len(part) :], c, tau))
+            q = embed(torch.cat(both))
+        k = len(parts[0])
+        scores.append(verification_score(q[:k], q[k:], c, tau))
     return torch.cat(scores) if scores else torch.zeros(0, device=device)
 
 
@@ -220,3 +258,229 @@ def calibrate_tau(
     else:
         tau = 0.5 * (cos_sorted[best - 1] + cos_sorted[best])
     return float(tau), float(correct[best] / len(pairs))
+
+
+# ----------------------------------------------------------------------------- end to end (Scorer, CIS)
+
+
+def _default_scorer(scorer: Scorer | None) -> Scorer:
+    if scorer is not None:
+        return scorer
+    from facesal_fast.models import load  # the registry imports scoring
+
+    return load("dlib-resnet", backend="torch")
+
+
+def _is_embeddings(items: Any) -> bool:
+    """True for ``(G, D)`` float arrays/tensors or a sequence of ``(D,)`` float vectors."""
+    if isinstance(items, torch.Tensor):
+        return items.is_floating_point()
+    if isinstance(items, np.ndarray):
+        return items.dtype.kind == "f" and items.ndim in (1, 2)
+    if isinstance(items, (list, tuple)) and items:
+        first = items[0]
+        return (isinstance(first, torch.Tensor) and first.ndim == 1) or (
+            isinstance(first, np.ndarray) and first.ndim == 1 and first.dtype.kind == "f"
+        )
+    return False
+
+
+def _embed_one(scorer: Scorer, item: Any) -> np.ndarray:
+    from facesal_fast.align import load_image
+
+    if hasattr(item, "image") and hasattr(item, "face_box"):  # AlignedFace: its own landmarks
+        return scorer.embed(item.image, item)
+    image = load_image(item) if isinstance(item, (str, Path)) else np.asarray(item)
+    return scorer.embed(image)
+
+
+def embed_faces(scorer: Scorer, items: Any) -> np.ndarray:
+    """``(G, D)`` float32 embeddings of photos (``H x W x 3`` uint8 arrays, paths or
+    ``AlignedFace`` objects); each is prepared by ``scorer`` (a chip scorer aligns photos
+    with the default aligner) and run unoccluded. Embeddings given as ``(G, D)`` / ``(D,)``
+    float arrays are returned as they are."""
+    if _is_embeddings(items):
+        arr = np.stack([np.asarray(torch.as_tensor(v).float().cpu()) for v in items]) if isinstance(
+            items, (list, tuple)) else np.asarray(torch.as_tensor(items).float().cpu())
+        return arr.reshape(-1, arr.shape[-1]).astype(np.float32)
+    if isinstance(items, np.ndarray) and items.ndim == 3 or hasattr(items, "face_box") or isinstance(items, (str, Path)):
+        items = [items]  # one photo
+    return np.stack([_embed_one(scorer, item) for item in items]).astype(np.float32)
+
+
+def identification_scorer(
+    gallery: Any,
+    labels: Sequence[Hashable] | np.ndarray,
+    identity: Hashable,
+    scorer: Scorer | None = None,
+) -> Scorer:
+    """An embedding scorer whose confidence is eq. 7 for ``identity``, for ``facesal_fast.cis``.
+
+    Args:
+        gallery: ``(G, D)`` gallery embeddings, or G photos (arrays, paths, ``AlignedFace``)
+            embedded with ``scorer``. Leave the query photo out.
+        labels: ``(G,)`` identity of each gallery entry.
+        identity: the query's true identity.
+        scorer: the embedding scorer (default ``facesal_fast.models.load("dlib-resnet",
+            backend="torch")``).
+
+    Returns:
+        ``scorer.with_confidence(identification_confidence(...))``: ``cis(photo, it,
+        face=...)`` gives the CIS of eq. 7 (``target`` must stay None).
+    """
+    scorer = _default_scorer(scorer)
+    embeddings = embed_faces(scorer, gallery)
+    return scorer.with_confidence(identification_confidence(embeddings, labels, identity))
+
+
+def verification_scorer(other: Any, c: int, tau: float, scorer: Scorer | None = None) -> Scorer:
+    """An embedding scorer whose confidence is eq. 8 (sign fixed) against ``other`` left intact.
+
+    ``other``: the other image of the pair (array, path, ``AlignedFace``) or its ``(D,)``
+    embedding. ``cis(image1, it, face=...)`` then occludes image 1 only; to occlude the
+    same region in both images use :func:`verification_cis`.
+    """
+    scorer = _default_scorer(scorer)
+    embedding = embed_faces(scorer, other)
+    if len(embedding) != 1:
+        raise ValueError(f"need one other image or embedding, got {len(embedding)}")
+    return scorer.with_confidence(verification_confidence(embedding[0], c, tau))
+
+
+@dataclass
+class VerificationCISResult(CISResult):
+    """:class:`~facesal_fast.saliency.CISResult` of a verification pair (eq. 8), with the
+    same facial region occluded in both images. The inherited fields describe image 1
+    (``face``, ``input_image`` = chip 1, ``affine``, ``occlusion`` on chip 1); ``canonical``
+    is the pair's map; ``base_score`` is ``c * (cos - tau)`` of the intact pair.
+
+    Attributes:
+        face2, input_image2, affine2, occlusion2: the same for image 2.
+        c, tau: the pair label (+1 genuine, -1 impostor) and the cosine threshold.
+        cosine: cosine of the intact pair's embeddings.
+    """
+
+    face2: Any = None
+    input_image2: np.ndarray | None = None
+    affine2: np.ndarray | None = None
+    occlusion2: np.ndarray | None = None
+    c: int = 1
+    tau: float = 0.0
+    cosine: float = float("nan")
+
+
+def _face_of(image: Any, face: Any, aligner: Any) -> Any:
+    if face is not None:
+        return face
+    from facesal_fast.align import default_aligner
+
+    return (aligner or default_aligner())(image)
+
+
+def _canonical_patch(patch: int, face: Any, affine: np.ndarray) -> float:
+    input_scale = float(face.face_scale) * float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
+    return patch * float(face.canonical_scale) / input_scale
+
+
+def verification_cis(
+    image1: Any,
+    image2: Any,
+    scorer: Scorer | None,
+    c: int,
+    tau: float,
+    *,
+    face1: Any = None,
+    face2: Any = None,
+    patch: int | None = None,
+    canonical_patch: int | None = None,
+    stride: int = 1,
+    fill: Any = "black",
+    aligner: Any = None,
+    batch_size: int | None = None,
+) -> VerificationCISResult:
+    """Canonical saliency of a verification pair (eq. 8): the same facial region occluded in both.
+
+    The dense correspondence points are shared by all faces (point n is the same facial
+    location in both photos), so point n is mapped into chip 1 through image 1's
+    position and chip 2 through image 2's; both copies are occluded there, scored by
+    ``c * (cos(Q1, Q2) - tau)`` (:func:`verification_pair_scores`), and the drop
+    ``S(pair) - S(occluded pair)`` is splatted at the point's canonical position, then
+    divided by the counts (Algorithm 1). Points visible in both faces are used.
+
+    Args:
+        image1, image2: ``H x W x 3`` uint8 RGB photos or paths (ignored where the face is given).
+        scorer: an embedding scorer with ``crop="chip"`` (None: ``load("dlib-resnet")``).
+        c: +1 genuine pair, -1 impostor pair. tau: cosine threshold (:func:`calibrate_tau`).
+        face1, face2: precomputed :class:`~facesal_fast.align.AlignedFace` objects.
+        patch: occlusion window in chip pixels (default :func:`default_patch` of the chip).
+        canonical_patch: splat window (default: ``patch`` scaled to the canonical face,
+            mean of the two faces).
+        stride: keep every ``stride``-th point. fill: as ``ops.occlude_batch``.
+        batch_size: occluded pairs per forward pass (default: automatic).
+    """
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    if c not in (1, -1):
+        raise ValueError(f"c must be +1 (genuine pair) or -1 (impostor pair), got {c!r}")
+    scorer = _default_scorer(scorer)
+    if scorer.crop != "chip":
+        raise ValueError(f"verification_cis needs a scorer with crop='chip' (aligned chips), got crop={scorer.crop!r}")
+    face1, face2 = _face_of(image1, face1, aligner), _face_of(image2, face2, aligner)
+    canon1, canon2 = np.asarray(face1.verts_canonical, np.float32), np.asarray(face2.verts_canonical, np.float32)
+    if canon1.shape != canon2.shape or not np.allclose(canon1, canon2, atol=1e-3):
+        raise ValueError("the two faces do not share their canonical points (align both with the same aligner)")
+    chip1, affine1 = scorer.prepare(face1.image, face1)
+    chip2, affine2 = scorer.prepare(face2.image, face2)
+    patch = default_patch(chip1.shape[:2]) if patch is None else patch
+    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
+        raise ValueError(f"patch must be a positive integer, got {patch!r}")
+    used = np.asarray(face1.visible, bool) & np.asarray(face2.visible, bool)
+    used[np.arange(len(used)) % stride != 0] = False
+    if not used.any():
+        raise ValueError("no correspondence point is visible in both faces")
+    p1 = apply_affine(affine1, np.asarray(face1.verts_image, np.float32)[used, :2])
+    p2 = apply_affine(affine2, np.asarray(face2.verts_image, np.float32)[used, :2])
+    # Identical window pairs are scored once (same rule as cis: the window's centre pixel).
+    windows = np.floor(np.concatenate([p1, p2], 1).astype(np.float64) + 0.5).astype(np.int64)
+    unique, inverse = np.unique(windows, axis=0, return_inverse=True)
+    unique = unique.astype(np.float32)
+    size = batch_size or scorer.batch_size or auto_batch_size((scorer.channels, *chip1.shape[:2]),
+                                                              scorer.backend.device, len(unique))
+    pair = dict(c=c, tau=tau, fill=fill, batch_size=size)
+    far = np.full((1, 2), -1.0e6, np.float32)  # occludes nothing: the intact pair, same kernel
+    base = float(verification_pair_scores(scorer, chip1, chip2, far, patch, **pair)[0])
+    scores = verification_pair_scores(scorer, chip1, chip2, unique[:, :2], patch, centers2=unique[:, 2:], **pair)
+    drops = (base - scores.double().cpu().numpy()).astype(np.float32)[inverse.reshape(-1)]
+    if canonical_patch is None:
+        c_patch = max(1, int(round(0.5 * (_canonical_patch(patch, face1, affine1) + _canonical_patch(patch, face2, affine2)))))
+    else:
+        c_patch = int(canonical_patch)
+    canonical_points = np.ascontiguousarray(canon1[used, :2])
+    sums, counts = ops.splat_add(drops[None], canonical_points, c_patch, face1.canonical_shape)
+    occ1 = ops.splat_add(drops[None], np.ascontiguousarray(p1), patch, chip1.shape[:2])
+    occ2 = ops.splat_add(drops[None], np.ascontiguousarray(p2), patch, chip2.shape[:2])
+    return VerificationCISResult(
+        canonical=ops.normalize_by_counts(sums, counts)[0],
+        counts=counts,
+        occlusion=ops.normalize_by_counts(*occ1)[0],
+        drops=drops,
+        used=used,
+        face=face1,
+        input_image=chip1,
+        affine=affine1,
+        target=None,
+        target_name="genuine" if c == 1 else "impostor",
+        base_score=base,
+        patch=int(patch),
+        canonical_patch=c_patch,
+        forward_passes=2 * (len(unique) + 1),
+        settings=dict(patch=int(patch), canonical_patch=c_patch, stride=int(stride), fill=str(fill), mode="exact",
+                      task="verification", c=int(c), tau=float(tau)),
+        face2=face2,
+        input_image2=chip2,
+        affine2=affine2,
+        occlusion2=ops.normalize_by_counts(*occ2)[0],
+        c=int(c),
+        tau=float(tau),
+        cosine=base / c + tau,
+    )

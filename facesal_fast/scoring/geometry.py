@@ -12,7 +12,10 @@ from typing import Sequence, Union
 import cv2
 import numpy as np
 
-__all__ = ["FaceBox", "box_tuple", "square_crop_box", "crop_affine", "to_model_geometry"]
+__all__ = [
+    "DLIB5_FROM_IBUG68", "DLIB5_FROM_MEDIAPIPE", "FaceBox", "box_tuple", "chip_geometry", "crop_affine",
+    "five_points", "square_crop_box", "to_model_geometry",
+]
 
 FaceBox = Union[Sequence[float], object]  # (x0, y0, x1, y1) or anything with .face_box
 
@@ -97,3 +100,61 @@ def to_model_geometry(
         region = cv2.resize(region, (out_w, out_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         region = region.reshape(out_h, out_w, -1)
     return np.ascontiguousarray(region), crop_affine(x0, y0, cw, ch, out_w, out_h)
+
+
+# ----------------------------------------------------------------------------- landmark chips
+
+#: dlib's 5 points (order of its 5-point predictor: subject's left eye outer, left eye inner,
+#: right eye outer, right eye inner corner, bottom of the nose) as MediaPipe Face Mesh indices;
+#: a tuple of several indices means their mean. Chosen numerically against dlib's 5-point
+#: predictor on the 25 bundled demo photos (docs/identity.md): the inner corners are the
+#: midpoints of the upper/lower eyelid points next to the caruncle (MediaPipe's 133/362 sit
+#: on the caruncle, 0.027 inter-ocular distances from dlib's points), the nose is 2
+#: (subnasale). Mean residual 0.014 inter-ocular distances; chips 1.2 px RMS apart.
+DLIB5_FROM_MEDIAPIPE: tuple[tuple[int, ...], ...] = ((263,), (382, 398), (33,), (155, 173), (2,))
+#: The same 5 points in the iBUG 300-W 68-point markup (0-based).
+DLIB5_FROM_IBUG68: tuple[tuple[int, ...], ...] = ((45,), (42,), (36,), (39,), (33,))
+
+
+def five_points(face_or_points: object) -> np.ndarray:
+    """dlib's 5 points ``(5, 2)`` float64 ``(x, y)`` image pixels of a face.
+
+    Accepts an object with ``.landmarks`` (an ``AlignedFace``) or a landmark array:
+    ``(5, 2|3)`` (dlib order, used as is), ``(478|468, 2|3)`` MediaPipe Face Mesh
+    (mapped with :data:`DLIB5_FROM_MEDIAPIPE`) or ``(68, 2|3)`` iBUG 68 points.
+    """
+    points = getattr(face_or_points, "landmarks", face_or_points)
+    if points is None:
+        raise ValueError("this face has no landmarks; pass its 5 dlib points (5, 2) instead")
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] not in (2, 3):
+        raise ValueError(f"landmarks must be L x 2 or L x 3, got shape {points.shape}")
+    table = {5: tuple((i,) for i in range(5)), 478: DLIB5_FROM_MEDIAPIPE, 468: DLIB5_FROM_MEDIAPIPE,
+             68: DLIB5_FROM_IBUG68}.get(len(points))
+    if table is None:
+        raise ValueError(f"cannot find dlib's 5 points in {len(points)} landmarks (need 5, 68, 468 or 478)")
+    out = np.stack([points[list(idx), :2].mean(0) for idx in table])
+    if not np.isfinite(out).all():
+        raise ValueError("the 5 face points are not finite")
+    return out
+
+
+def chip_geometry(
+    image: np.ndarray, points5: np.ndarray, size: int = 150, padding: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """dlib-style aligned chip: ``(size x size x C uint8, affine 2 x 3 image -> chip)``.
+
+    The similarity transform of dlib's ``get_face_chip_details(shape, size, padding)``
+    from the 5 points (dlib order), sampled like ``dlib.get_face_chip`` (see
+    :func:`facesal_fast.models.dlib_resnet.chip_affine` / ``extract_chip``).
+    """
+    from facesal_fast.models.dlib_resnet import chip_affine, extract_chip  # models import scoring
+
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be H x W x C uint8, got {image.shape} {image.dtype}")
+    affine = chip_affine(np.asarray(points5, np.float64).reshape(5, 2), size, padding)
+    chip = extract_chip(image, affine, size).reshape(size, size, image.shape[2])
+    return np.ascontiguousarray(chip), affine

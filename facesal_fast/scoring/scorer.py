@@ -10,11 +10,14 @@ and applies the confidence function on the device.
 from __future__ import annotations
 
 import copy
+import hashlib
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -23,7 +26,7 @@ from facesal_fast import ops
 from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend, export_onnx
 from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
 from facesal_fast.scoring.confidence import Confidence, class_confidence, class_scores, resolve_class
-from facesal_fast.scoring.geometry import FaceBox, to_model_geometry
+from facesal_fast.scoring.geometry import FaceBox, box_tuple, chip_geometry, five_points, to_model_geometry
 from facesal_fast.scoring.selection import BACKENDS, ProbeResult, select_backend, torch_backend
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
 
@@ -31,6 +34,9 @@ __all__ = ["Scorer", "Prediction"]
 
 Target = int | str | None
 _FAR = -1.0e6  # an occlusion centre this far off the image occludes nothing
+CROPS = ("face", "none", "chip")
+_CHIP_POINTS_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (image key, box) -> 5 points
+_CHIP_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,14 @@ def _onnx_input_dims(path: str | Path) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
 
 
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
 def _size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if input_size is None:
         return None
@@ -75,10 +89,14 @@ class Scorer:
         input_size: model input ``(H, W)``, or None when the model takes images as they are.
         channels: 1 (grey) or 3 (RGB) model input channels.
         mean, std, scale: photometric normalisation ``(v * scale - mean) / std`` per channel.
-        crop: ``"face"`` (square crop around the face box) or ``"none"``.
+        crop: ``"face"`` (square crop around the face box), ``"chip"`` (dlib-style chip
+            aligned by a similarity transform of 5 landmarks, see :meth:`prepare`) or ``"none"``.
         crop_margin: fraction of the box side added on each side of a face crop.
+        chip_padding: padding around the 5-point template of a ``"chip"`` crop (dlib: 0.25).
         classes: class names (index order) or None.
-        outputs: ``"logits"`` or ``"probabilities"`` (what the model returns).
+        outputs: ``"logits"`` or ``"probabilities"`` (what the model returns), or
+            ``"embedding"`` (a descriptor: score it through :meth:`with_confidence`, e.g.
+            :func:`facesal_fast.scoring.embedding.identification_scorer`).
         kind: classification confidence ``"softmax"`` or ``"logit"``.
         batch_size: fixed batch size, or None for :func:`auto_batch_size`.
         probe: the ``backend="auto"`` probe table (empty when a backend was named).
@@ -100,19 +118,25 @@ class Scorer:
         confidence: str = "softmax",
         batch_size: int | None = None,
         probe: Sequence[ProbeResult] = (),
+        chip_padding: float = 0.25,
     ):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if crop not in ("face", "none"):
-            raise ValueError(f"crop must be 'face' or 'none', got {crop!r}")
-        if crop == "face" and input_size is None:
-            raise ValueError("crop='face' needs an input_size to resize the crop to")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if crop in ("face", "chip") and input_size is None:
+            raise ValueError(f"crop={crop!r} needs an input_size to resize the crop to")
+        if crop == "chip" and len(set(_size(input_size))) != 1:
+            raise ValueError(f"crop='chip' makes square chips; input_size must be square, got {input_size!r}")
+        if not chip_padding >= 0:
+            raise ValueError(f"chip_padding must be >= 0, got {chip_padding!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        class_confidence(0, confidence, outputs)  # validates kind and outputs
+        if outputs != "embedding":
+            class_confidence(0, confidence, outputs)  # validates kind and outputs
         self.backend, self.input_size, self.channels = backend, _size(input_size), channels
         self.mean, self.std, self.scale = mean, std, scale
-        self.crop, self.crop_margin = crop, crop_margin
+        self.crop, self.crop_margin, self.chip_padding = crop, crop_margin, float(chip_padding)
         self.classes = list(classes) if classes is not None else None
         self.outputs, self.kind, self.batch_size = outputs, confidence, batch_size
         self.probe = list(probe)
@@ -143,6 +167,7 @@ class Scorer:
         cuda_graphs: bool | None = None,
         compile: bool = False,
         cache_dir: str | Path | None = None,
+        chip_padding: float = 0.25,
     ) -> "Scorer":
         """Scorer for a PyTorch module taking ``N x C x H x W`` normalised float input.
 
@@ -176,7 +201,7 @@ class Scorer:
         return cls(
             chosen, input_size=size, channels=channels, mean=mean, std=std, scale=scale, crop=crop,
             crop_margin=crop_margin, classes=classes, outputs=outputs, confidence=confidence,
-            batch_size=batch_size, probe=probe,
+            batch_size=batch_size, probe=probe, chip_padding=chip_padding,
         )
 
     @classmethod
@@ -271,14 +296,66 @@ class Scorer:
         object with ``.face_box``, e.g. an ``AlignedFace``) is resized to ``input_size``;
         with ``crop="none"`` the whole image is (``face_box`` is ignored). The affine maps
         image pixel coordinates to input pixel coordinates (identity when nothing changes).
+
+        With ``crop="chip"`` the input is dlib's aligned chip (side ``input_size``, padding
+        ``chip_padding``): the similarity transform of 5 face points (eye corners, nose
+        bottom; :func:`~facesal_fast.scoring.geometry.five_points`) to dlib's template.
+        ``face_box`` is then best an ``AlignedFace`` (its landmarks are used), or the
+        points themselves (``(5, 2)`` in dlib order, 478 MediaPipe or 68 iBUG landmarks).
+        Given only a box (as ``cis`` passes ``face.face_box``) or None, the default
+        MediaPipe aligner is run on ``image`` and the face overlapping the box most (None:
+        the aligner's choice) gives the points; they are cached per (image, box), so
+        repeated calls on one photo align it once.
         """
         if self.crop == "face" and face_box is None:
             raise ValueError("this scorer crops the face: pass face_box=(x0, y0, x1, y1) or an AlignedFace")
         image = np.asarray(image)
         if self.channels == 3 and (image.ndim != 3 or image.shape[2] != 3):
             raise ValueError(f"this scorer takes RGB images (H x W x 3), got shape {image.shape}")
+        if self.crop == "chip":
+            points = self._chip_points(image, face_box)
+            if self.channels == 1 and image.ndim == 3 and image.shape[2] == 3:
+                image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+            return chip_geometry(image, points, self.input_size[0], self.chip_padding)
         box = face_box if self.crop == "face" else None
         return to_model_geometry(image, self.input_size, self.channels == 1, box, self.crop_margin)
+
+    @staticmethod
+    def _chip_points(image: np.ndarray, face: object) -> np.ndarray:
+        """dlib's 5 points for a chip crop (see :meth:`prepare`)."""
+        if face is not None and getattr(face, "landmarks", None) is not None:
+            return five_points(face)
+        if face is not None and not hasattr(face, "face_box"):
+            arr = np.asarray(face, dtype=np.float64)
+            if arr.ndim == 2:
+                return five_points(arr)
+        box = None if face is None else box_tuple(face)
+        digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest()
+        key = (image.shape, digest, box)
+        if key in _CHIP_POINTS_CACHE:
+            _CHIP_POINTS_CACHE.move_to_end(key)
+            return _CHIP_POINTS_CACHE[key]
+        from facesal_fast.align import default_aligner  # scoring sits below alignment: only here
+
+        aligner = default_aligner()
+        if box is None:
+            chosen = aligner(image)
+        else:
+            faces = aligner(image, all_faces=True)
+            faces = faces if isinstance(faces, list) else [faces]
+            overlaps = [_iou(box, box_tuple(f)) for f in faces]
+            best = int(np.argmax(overlaps))
+            if overlaps[best] < 0.3:
+                raise ValueError(
+                    f"no aligned face overlaps the box {box} (best IoU {overlaps[best]:.2f}); "
+                    "pass the AlignedFace or its 5 points to prepare()"
+                )
+            chosen = faces[best]
+        points = five_points(chosen)
+        _CHIP_POINTS_CACHE[key] = points
+        while len(_CHIP_POINTS_CACHE) > _CHIP_CACHE_SIZE:
+            _CHIP_POINTS_CACHE.popitem(last=False)
+        return points
 
     # ------------------------------------------------------------------ scoring
 
@@ -308,12 +385,26 @@ class Scorer:
             if target is not None:
                 raise ValueError("this scorer's confidence function binds its own target; pass target=None")
             return self._confidence
+        self._check_classifier()
         if target is None:
             outputs = self._base_outputs(img) if base_outputs is None else base_outputs
             index = int(outputs[0].argmax())
         else:  # without class names the index is range-checked against the outputs later
             index = resolve_class(target, self.classes, len(self.classes) if self.classes is not None else sys.maxsize)
         return class_confidence(index, self.kind, self.outputs)
+
+    def _check_classifier(self) -> None:
+        if self.outputs == "embedding":
+            raise ValueError(
+                "this scorer outputs embeddings, not classes: bind a confidence first, e.g. "
+                "facesal_fast.scoring.embedding.identification_scorer / verification_scorer, or with_confidence(fn)"
+            )
+
+    def embed(self, image: np.ndarray, face_box: FaceBox | None = None) -> np.ndarray:
+        """Raw outputs ``(D,)`` float32 of the prepared, unoccluded image (e.g. a face
+        descriptor); normalised by the same kernel as occluded copies."""
+        input_image, _ = self.prepare(image, face_box)
+        return self._base_outputs(self._device_image(input_image))[0].float().cpu().numpy()
 
     def forward(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Raw model outputs ``K x D`` (float32, backend device) of a model-ready batch in
@@ -328,6 +419,7 @@ class Scorer:
             if target is not None:
                 raise ValueError("this scorer's confidence function binds its own target; pass target=None")
             return self._confidence(outputs).float().cpu().numpy()
+        self._check_classifier()
         if target is None:
             predicted = outputs.argmax(1, keepdim=True)
             return class_scores(outputs, self.kind, self.outputs).gather(1, predicted)[:, 0].cpu().numpy()
@@ -377,6 +469,7 @@ class Scorer:
 
     def predict(self, image: np.ndarray, face_box: FaceBox | None = None) -> Prediction:
         """Prepare ``image`` and classify it."""
+        self._check_classifier()
         input_image, _ = self.prepare(image, face_box)
         outputs = self._base_outputs(self._device_image(input_image))[0].float()
         probs = torch.softmax(outputs, 0) if self.outputs == "logits" else outputs
@@ -386,4 +479,4 @@ class Scorer:
 
     def __repr__(self) -> str:
         return (f"Scorer(backend={self.backend.name!r}, input_size={self.input_size}, channels={self.channels}, "
-                f"crop={self.crop!r}, classes={self.classes}, confidence={'custom' if self._confidence else self.kind!r})")
+                f"crop={self.crop!r}, outputs={self.outputs!r}, classes={self.classes}, confidence={'custom' if self._confidence else self.kind!r})")
