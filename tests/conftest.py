@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -10,3 +12,10 @@ requires_cuda = pytest.mark.skipif(not has_cuda(), reason=CUDA_REASON)
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=requires_cuda)])
 def device(request) -> torch.device:
     return torch.device(request.param)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_outside_the_source_tree(tmp_path_factory):
+    """Subprocesses and Ray workers must import the installed package (with its compiled
+    ``_C``), not the source checkout that ``pytest`` was started from."""
+    os.chdir(tmp_path_factory.mktemp("cwd"))
