@@ -8,7 +8,7 @@ from facesal_fast.methods.annotations import (
 )
 from facesal_fast.methods.masks import relative_saliency
 
-FACES = "/work/shared/faces/deepface-unit"
+from photos import FACES, requires_shared
 
 
 def write(tmp_path, text):
@@ -69,6 +69,7 @@ def test_canonical_maps_through_the_aligner():
     np.testing.assert_allclose(person_canonical_heatmaps(boxes, faces)["p"], canonical, atol=1e-6)
 
 
+@requires_shared
 def test_shipped_annotations_describe_real_photos():
     import cv2
 

@@ -23,14 +23,14 @@ from facesal_fast.models.dlib_resnet import (
     normalize_chips,
 )
 
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces" / "deepface-unit"
+from photos import FACES, photo
 HAVE_DLIB = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
 needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="dlib reference not installed: pip install 'facesal_fast[dlib]'")
 needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"face photos not found at {FACES}")
 
 
 def _rgb(name: str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(FACES / name)), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.imread(str(photo(name))), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from facesal_fast.models.dlib_resnet import (
 )
 from facesal_fast.scoring.embedding import calibrate_tau, verification_pair_scores, verification_score
 
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces" / "deepface-unit"
+from photos import FACES
 HAVE_DLIB = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
 pytestmark = [
     pytest.mark.skipif(not HAVE_DLIB, reason="landmarks need dlib: pip install 'facesal_fast[dlib]'"),

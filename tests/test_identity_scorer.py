@@ -31,7 +31,7 @@ from facesal_fast.scoring.embedding import (
 from facesal_fast.scoring.geometry import DLIB5_FROM_MEDIAPIPE, five_points
 
 DEMO = Path(fs.__file__).resolve().parent / "data" / "demo_faces"
-SHARED = Path("/work/shared/faces/deepface-unit")
+from photos import FACES as SHARED
 STRIDE, PATCH = 500, 20  # ~70 points of ~36k, 20 px windows on the 150 px chip
 
 

@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras", reason="keras is not installed (pip install
 
 from facesal_fast.models import MODELS, load_module, weights_path  # noqa: E402
 
-FACES = "/work/shared/faces/deepface-unit"
+from photos import FACES
 PHOTOS = ["img1.jpg", "img5.jpg", "img12.jpg", "couple.jpg"]
 
 
