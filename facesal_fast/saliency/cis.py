@@ -226,7 +226,7 @@ def cis(
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
     face = _resolve_face(image, face, aligner)
-    input_image, affine = scorer.prepare(face.image, face.face_box)
+    input_image, affine = scorer.prepare(face.image, face)
     patch = default_patch(input_image.shape[:2]) if patch is None else patch
     if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
         raise ValueError(f"patch must be a positive integer, got {patch!r}")
