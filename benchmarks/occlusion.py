@@ -42,7 +42,7 @@ import torch
 
 from facesal_fast import models, ops
 from facesal_fast.scoring import Scorer
-from facesal_fast.speed import IncrementalScorer
+from facesal_fast.speed import IncrementalModel, IncrementalScorer, patch_boxes
 from facesal_fast.speed.adaptive import adaptive_drops
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
@@ -150,6 +150,34 @@ def resnet_case(photo: Path, size: int = 224) -> Case:
     return Case("resnet50", scorer, net, input_image, 15, target)
 
 
+def conv_mac_ratio(model: IncrementalModel, x: torch.Tensor, centres: np.ndarray, patch: int) -> float:
+    """Convolution multiply-adds of full inference / of incremental inference on the
+    occluded copies of ``x`` (1 x C x H x W) at ``centres``: the machine-independent speed-up."""
+    import torch.nn.functional as F
+
+    from facesal_fast.speed import incremental
+
+    original, macs = F.conv2d, [0]
+
+    def counting(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        out = original(inp, weight, bias, stride, padding, dilation, groups)
+        macs[0] += out.numel() * weight[0].numel()
+        return out
+
+    starts, size = patch_boxes(centres, patch, x.shape[2:])
+    values = torch.zeros(len(centres), x.shape[1], *size)
+    torch.nn.functional.conv2d = incremental.F.conv2d = counting
+    try:
+        cache = model.cache(x)
+        with torch.inference_mode():
+            model.graph(x.expand(len(centres), *x.shape[1:]).contiguous())
+        full, macs[0] = macs[0], 0
+        model.run(cache, values, starts)
+    finally:
+        torch.nn.functional.conv2d = incremental.F.conv2d = original
+    return full / macs[0]
+
+
 # ---------------------------------------------------------------------------- image space
 
 def captum_map(case: Case, stride: int, per_eval: int) -> np.ndarray:
@@ -200,9 +228,12 @@ def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: f
     case.add("image", "full (facesal exact)", seconds, k, baseline=best)
     seconds, inc = timed(lambda: scored_map(incremental, case, centres))
     np.testing.assert_allclose(inc, ref, atol=atol, err_msg=f"{case.name}: incremental != captum")
-    case.add("image", "incremental (exact)", seconds, k, baseline=best)
+    x = case.normalised()
+    case.add("image", "incremental (exact)", seconds, k, baseline=best,
+             mac_ratio=conv_mac_ratio(incremental.model, x, centres, case.patch))
     seconds, approx = timed(lambda: scored_map(approximate, case, centres))
-    case.add("image", f"inc-tau={tau}", seconds, k, baseline=best, ssim=ssim(approx, full))
+    case.add("image", f"inc-tau={tau}", seconds, k, baseline=best, ssim=ssim(approx, full),
+             mac_ratio=conv_mac_ratio(approximate.model, x, centres, case.patch))
     seconds, (ada, passes) = timed(lambda: adaptive_map(case.scorer, case, centres, stride, refine))
     case.add("image", f"adaptive (refine={refine})", seconds, passes, baseline=best, ssim=ssim(ada, full))
     seconds, (both, passes) = timed(lambda: adaptive_map(approximate, case, centres, stride, refine))
@@ -367,13 +398,14 @@ def machine() -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | section | method | passes | seconds | ms/pass | speed-up | SSIM vs exact |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | section | method | passes | seconds | ms/pass | speed-up | SSIM vs exact | conv MACs full/inc |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['baseline'] / r['seconds']:.1f}x" if r.get("baseline") else ""
         s = f"{r['ssim']:.3f}" if "ssim" in r else ""
+        macs = f"{r['mac_ratio']:.2f}" if "mac_ratio" in r else ""
         lines.append(f"| {r['model']} | {r['section']} | {r['method']} | {r['passes']} | {r['seconds']:.2f} | "
-                     f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {ratio} | {s} |")
+                     f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {ratio} | {s} | {macs} |")
     return "\n".join(lines)
 
 

@@ -353,6 +353,8 @@ class IncrementalScorer:
         self.model = IncrementalModel(module, tau=tau, full_fraction=full_fraction)
 
     def __getattr__(self, name: str) -> Any:
+        if "scorer" not in self.__dict__:  # during copy / unpickling
+            raise AttributeError(name)
         return getattr(self.__dict__["scorer"], name)
 
     def score_occluded(self, input_image: np.ndarray | torch.Tensor, centers: np.ndarray | torch.Tensor, patch: int,
@@ -369,8 +371,8 @@ class IncrementalScorer:
             raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
         base_input = s._occlude(img, torch.full((1, 2), -1.0e6, device=img.device), 1, "black")
         cache = self.model.cache(base_input)
-        base_out = cache[self.model._nodes[-1]]
-        confidence: Callable = s._confidence_for(img, target, base_outputs=base_out)
+        base_out = cache[self.model._nodes[-1]].float()
+        confidence: Callable = s._confidence_for(img, target, base_outputs=base_out.reshape(1, -1))
         shape = (s.channels, int(img.shape[0]), int(img.shape[1]))
         size = batch_size or s.batch_size or auto_batch_size(shape, s.backend.device, len(pts))
         starts, (h, w) = patch_boxes(pts.numpy(), int(patch), shape[1:])
