@@ -196,3 +196,12 @@ def test_benchmark_equality_assertions_on_a_tiny_case():
     assert len(centres) == 3 * 4 and centres[:, 0].max() == 9 + 1
     a = np.random.default_rng(0).random((16, 16))
     assert occlusion.ssim(a, a) == pytest.approx(1.0)
+
+
+def test_facesal_bench_command_reaches_the_suite():
+    from facesal_fast import bench
+    from facesal_fast.cli import _parser
+
+    args = _parser().parse_args(["bench", "--quick", "--models", "gender", "--json", "out.json"])
+    assert (args.command, args.quick, args.models, args.json) == ("bench", True, "gender", "out.json")
+    assert bench.SUITE.is_file()
