@@ -347,7 +347,8 @@ def bench_audit(model: str, photos: int, backend: str) -> dict:
         for path in sorted(FACES.glob("img*.jpg"))[:photos]:
             shutil.copy(path, folder / path.name)
         # Counts the occluded images scored (instrumentation only: wraps score_occluded).
-        code = ("import resource, time; from facesal_fast.cli import run_audit; from facesal_fast.scoring import Scorer\n"
+        code = (f"import resource, time, torch; torch.set_num_threads({torch.get_num_threads()})\n"
+                "from facesal_fast.cli import run_audit; from facesal_fast.scoring import Scorer\n"
                 "n = [0]; original = Scorer.score_occluded\n"
                 "def counted(self, image, centers, *a, **k):\n    n[0] += len(centers); return original(self, image, centers, *a, **k)\n"
                 "Scorer.score_occluded = counted; t = time.perf_counter()\n"
@@ -412,6 +413,8 @@ def table(rows: list[dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the suite (options: :func:`facesal_fast.bench.add_bench_arguments`)."""
     quick = args.quick
+    if args.threads:
+        torch.set_num_threads(args.threads)
     info = machine()
     print("machine:", json.dumps(info))
     rows: list[dict] = []
