@@ -23,7 +23,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photo", default="img1.jpg", help="bundled photo used for every model")
     parser.add_argument("--tau", type=float, default=0.5, help="projective-field threshold of the approximate mode")
     parser.add_argument("--refine", type=float, default=0.2, help="fraction of windows refined by the adaptive mode")
-    parser.add_argument("--full-fraction", type=float, default=0.3, help="IncrementalModel full_fraction")
+    parser.add_argument("--full-fraction", type=float, default=1.0, help="IncrementalModel full_fraction")
     parser.add_argument("--audit-photos", type=int, default=None, help="photos for the end-to-end audit (default 4 quick, 24)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch (and onnxruntime) CPU threads; 1 avoids OpenMP stalls on a loaded machine")

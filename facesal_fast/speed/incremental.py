@@ -176,7 +176,7 @@ class IncrementalModel:
         graph: the ``torch.fx`` graph module.
     """
 
-    def __init__(self, module: nn.Module, *, tau: float | None = None, full_fraction: float = 0.5):
+    def __init__(self, module: nn.Module, *, tau: float | None = None, full_fraction: float = 1.0):
         if tau is not None and not 0 < tau <= 1:
             raise ValueError(f"tau must be in (0, 1] or None, got {tau!r}")
         if not 0 < full_fraction <= 1:
@@ -344,7 +344,7 @@ class IncrementalScorer:
         tau, full_fraction: see :class:`IncrementalModel`.
     """
 
-    def __init__(self, scorer: Any, *, tau: float | None = None, full_fraction: float = 0.5):
+    def __init__(self, scorer: Any, *, tau: float | None = None, full_fraction: float = 1.0):
         backend = scorer.backend
         if not isinstance(backend, TorchBackend) or backend.layout != "nchw" or backend.precision != "fp32":
             raise ValueError(f"incremental inference needs a torch fp32 NCHW backend (backend='torch'), got {backend.name!r}")
