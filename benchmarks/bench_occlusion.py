@@ -48,7 +48,7 @@ def test_facesal_occlusion(benchmark, case_and_face, centres, captum_reference, 
 @pytest.mark.parametrize("mode", ["exact", "grid"])
 def test_cis(benchmark, case_and_face, mode):
     case, face = case_and_face
-    run = dict(target=case.target, patch=case.patch, stride=17, face=face, mode=mode)
+    run = dict(target=case.target, patch=case.patch, stride=100, face=face, mode=mode)
     if mode == "exact":
         exact = cis(face.image, case.scorer, **run)
         points = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[exact.used, :2])
