@@ -346,14 +346,17 @@ def bench_audit(model: str, photos: int, backend: str) -> dict:
         folder.mkdir()
         for path in sorted(FACES.glob("img*.jpg"))[:photos]:
             shutil.copy(path, folder / path.name)
-        # Counts the occluded images scored (instrumentation only: wraps score_occluded).
+        # Counts the occluded images scored (instrumentation only: wraps score_occluded). Peak RSS
+        # from VmHWM: ru_maxrss survives fork + exec on Linux and would report the parent's.
         code = (f"import resource, time, torch; torch.set_num_threads({torch.get_num_threads()})\n"
                 "from facesal_fast.cli import run_audit; from facesal_fast.scoring import Scorer\n"
                 "n = [0]; original = Scorer.score_occluded\n"
                 "def counted(self, image, centers, *a, **k):\n    n[0] += len(centers); return original(self, image, centers, *a, **k)\n"
                 "Scorer.score_occluded = counted; t = time.perf_counter()\n"
                 f"s = run_audit({str(folder)!r}, {str(Path(tmp) / 'run')!r}, model={model!r}, backend={backend!r}, progress=False)\n"
-                "print('RESULT', s['done'], time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, n[0])")
+                "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+                "rss = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+                "print('RESULT', s['done'], time.perf_counter() - t, rss, n[0])")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     done, seconds, rss, passes = out.split("RESULT")[1].split()
     scorer = models.load(model, backend=backend)
