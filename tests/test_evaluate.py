@@ -108,3 +108,28 @@ def test_five_point_similarity_alignment(item):
     A = similarity_transform(src, dst)
     err = np.linalg.norm(src @ A[:, :2].T + A[:, 2] - dst, axis=1)
     assert err.mean() < 0.05 * 256 and err.max() < 0.08 * 256
+
+
+def test_ablation_section(tmp_path):
+    import csv
+
+    from facesal_fast.evaluate import EvalConfig, evaluate
+
+    photos = [DEMO / "img1.jpg", DEMO / "img2.jpg"]
+    cfg = EvalConfig(methods=("cms", "cis"), steps=2, ablation_images=2, sanity_images=0)
+    summary = evaluate(photos, tmp_path, cfg, log=lambda msg: None)
+    ev = tmp_path / "evaluate"
+    rows = list(csv.DictReader((ev / "ablations.csv").open()))
+    families = {}
+    for r in rows:
+        families.setdefault(r["family"], []).append(r)
+    assert {k: len(v) for k, v in families.items()} == {"patch": 4, "stride": 4, "fill": 3, "alignment": 3}
+    for fam in families.values():
+        assert sum(float(r["cms_win_in_family"]) for r in fam) == pytest.approx(100.0)
+    default = [r for r in rows if "(default)" in r["setting"]]
+    assert len(default) == 2 and all(float(r["delta_cms_avg_drop"]) == 0.0 for r in default)
+    assert any("1 px" in r["setting"] for r in families["patch"])  # 5 px at 224 -> 1 px at 64
+    for name in ("ablation_patch.png", "ablation_stride.png", "ablation_fill.png", "ablation_alignment.png"):
+        assert (ev / name).is_file()
+    assert not (ev / "sanity.csv").exists()  # --sanity-images 0 switches the check off
+    assert summary["images"] == 2
