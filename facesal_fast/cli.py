@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_cis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch", type=int, default=None, help="occlusion window in model-input pixels (default: 15 px at 224 px, scaled)")
     parser.add_argument("--stride", type=int, default=1, help="keep every STRIDE-th correspondence point")
-    parser.add_argument("--mode", default="exact", choices=["exact", "grid"])
+    parser.add_argument("--mode", default="exact", choices=["exact", "grid", "adaptive"])
     parser.add_argument("--grid-step", type=int, default=2, help="grid step in pixels for --mode grid")
     parser.add_argument("--fill", default="black", help="black, mean or blur")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

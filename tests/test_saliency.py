@@ -132,3 +132,12 @@ def test_cms_rejects_bad_maps():
         acc.add(np.full((4, 4), np.nan))
     with pytest.raises(ValueError, match="no CIS map"):
         acc.result()
+
+
+def test_adaptive_mode_refines_towards_exact():
+    face, scorer = synthetic_face(np.random.default_rng(3)), tiny_scorer()
+    exact = cis(face.image, scorer, target=2, patch=4, face=face)
+    full = cis(face.image, scorer, target=2, patch=4, face=face, mode="adaptive", grid_step=3, refine=1.0)
+    np.testing.assert_allclose(full.canonical, exact.canonical, rtol=1e-5, atol=1e-7)
+    cheap = cis(face.image, scorer, target=2, patch=4, face=face, mode="adaptive", grid_step=6, refine=0.2)
+    assert cheap.forward_passes < exact.forward_passes and cheap.settings["refine"] == 0.2

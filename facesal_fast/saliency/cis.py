@@ -25,7 +25,7 @@ from facesal_fast.scoring.confidence import resolve_class
 
 __all__ = ["CISResult", "cis", "default_patch", "occlusion_drops"]
 
-MODES = ("exact", "grid")
+MODES = ("exact", "grid", "adaptive")
 
 
 def default_patch(input_shape: tuple[int, int]) -> int:
@@ -82,6 +82,7 @@ def occlusion_drops(
     fill: Any = "black",
     mode: str = "exact",
     grid_step: int = 2,
+    refine: float = 0.2,
 ) -> tuple[np.ndarray, int]:
     """Score drops ``S (N,)`` at ``points`` (input pixels) and the number of forward passes."""
     if len(points) == 0:
@@ -98,6 +99,12 @@ def occlusion_drops(
         drops = (base_score - scores).reshape(len(ys), len(xs))
         window_centres = np.floor(points + 0.5)  # where exact mode would occlude
         return _bilinear(drops, xs, ys, window_centres), len(centers)
+    if mode == "adaptive":
+        from facesal_fast.speed.adaptive import adaptive_drops
+
+        result = adaptive_drops(scorer, input_image, points, target, base_score, patch=patch, fill=fill,
+                                coarse_step=grid_step, refine=refine)
+        return result.drops, result.forward_passes
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
@@ -198,6 +205,7 @@ def cis(
     fill: Any = "black",
     mode: str = "exact",
     grid_step: int = 2,
+    refine: float = 0.2,
     aligner: Any = None,
     face: AlignedFace | None = None,
 ) -> CISResult:
@@ -214,7 +222,9 @@ def cis(
         stride: keep every ``stride``-th correspondence point (the paper's vertex stride).
         fill: occlusion fill, as :func:`facesal_fast.ops.occlude_batch`.
         mode: ``"exact"`` (every distinct window) or ``"grid"`` (grid of step ``grid_step``,
-            bilinear interpolation).
+            bilinear interpolation), or ``"adaptive"`` (that grid first, then the ``refine``
+            fraction of windows with the largest coarse drops scored exactly; Krypton's drill-down).
+        refine: fraction of windows refined exactly in ``"adaptive"`` mode.
         aligner: aligner to use when ``face`` is not given (default aligner otherwise).
         face: a precomputed :class:`AlignedFace` (e.g. ``AlignedFace.from_arrays``).
 
@@ -236,7 +246,8 @@ def cis(
     used[np.arange(len(used)) % stride != 0] = False
     points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
     drops, passes = occlusion_drops(
-        scorer, input_image, points_in, score_target, base, patch=patch, fill=fill, mode=mode, grid_step=grid_step
+        scorer, input_image, points_in, score_target, base, patch=patch, fill=fill, mode=mode, grid_step=grid_step,
+        refine=refine,
     )
     c_patch = _canonical_patch(patch, face, affine) if canonical_patch is None else int(canonical_patch)
     canonical_points = np.ascontiguousarray(np.asarray(face.verts_canonical, np.float32)[used, :2])
@@ -258,5 +269,5 @@ def cis(
         canonical_patch=c_patch,
         forward_passes=passes,
         settings=dict(patch=int(patch), canonical_patch=c_patch, stride=int(stride), fill=str(fill), mode=mode,
-                      grid_step=int(grid_step)),
+                      grid_step=int(grid_step), refine=float(refine)),
     )
