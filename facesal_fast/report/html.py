@@ -141,6 +141,14 @@ def _gallery(store: RunStore, count: int) -> str:
     return "".join(parts)
 
 
+def _evaluation_link(run: Path) -> str:
+    """A link to ``facesal evaluate``'s page when the run has one."""
+    if not (run / "evaluate" / "evaluate.html").is_file():
+        return ""
+    return ('<h2>Faithfulness</h2><p>Metrics, ablations and sanity checks: '
+            '<a href="evaluate/evaluate.html">evaluate/evaluate.html</a> (from <code>facesal evaluate</code>).</p>')
+
+
 def write_report(run: str | Path, out: str | Path | None = None, gallery: int = 6) -> Path:
     """Write ``run/report.html`` (or ``out``) for a finished or partial run; returns its path."""
     store = RunStore(run)
@@ -163,6 +171,7 @@ def write_report(run: str | Path, out: str | Path | None = None, gallery: int = 
         _figure(_region_chart(result), "share of positive saliency per region", 600),
         "<h2>Convergence</h2>",
         _figure(_convergence_chart(result), "distance of the running CMS to the final CMS", 600),
+        _evaluation_link(Path(run)),
         "<h2>Per-image saliency (most and least confident)</h2>",
         _gallery(store, gallery),
         "<h2>Failures</h2>",
