@@ -153,6 +153,10 @@ def test_report_renders_in_headless_chromium(tmp_path, photos):
     page = run / "report.html"
     html = page.read_text()
     assert html.count("<img") >= 8 and "Region shares" in html and "Convergence" in html
+    assert "evaluate.html" not in html
+    (run / "evaluate").mkdir()
+    (run / "evaluate" / "evaluate.html").write_text("<html></html>")
+    assert main(["report", str(run)]) == 0 and 'href="evaluate/evaluate.html"' in page.read_text()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (apt-get install chromium); the HTML itself was checked")
