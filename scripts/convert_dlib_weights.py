@@ -37,7 +37,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import struct
 import sys
 from pathlib import Path
 

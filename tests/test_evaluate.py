@@ -21,7 +21,7 @@ def gender():
 
 @pytest.fixture(scope="module")
 def item(gender):
-    from facesal_fast.align import default_aligner, load_image
+    from facesal_fast.align import default_aligner
     from facesal_fast.evaluate import _prepare
 
     items, failed = _prepare([DEMO / "img1.jpg"], gender[0], default_aligner(), lambda msg: None)

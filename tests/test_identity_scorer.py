@@ -105,7 +105,7 @@ def test_chip_prepare_matches_landmark_affine(scorer, faces):
 
 
 def test_chip_close_to_dlib_chip():
-    dlib = pytest.importorskip("dlib")  # noqa: F841
+    pytest.importorskip("dlib")
     from facesal_fast.models.dlib_resnet import DlibReference
 
     ref, aligner = DlibReference(), default_aligner()

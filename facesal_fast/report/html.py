@@ -6,7 +6,6 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np

@@ -165,6 +165,14 @@ def _resolve_face(image: Any, face: AlignedFace | None, aligner: Any) -> Aligned
     return (aligner or default_aligner())(image)
 
 
+def splat_drops(drops: np.ndarray, points: np.ndarray, patch: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Score drops ``(M,)`` splatted at ``M x 2`` points with windows of ``patch`` and
+    density-normalised: ``(map H x W float32, counts H x W)``. With canonical points and the
+    canonical patch this is the CIS; with input points and the input patch, the map S."""
+    sums, counts = ops.splat_add(drops[None], np.ascontiguousarray(points), patch, shape)
+    return ops.normalize_by_counts(sums, counts)[0], counts
+
+
 def _binds_target(scorer: Any) -> bool:
     """True for scorers whose confidence carries its own target (identification, verification)."""
     return getattr(scorer, "_confidence", None) is not None
@@ -250,13 +258,12 @@ def cis(
         refine=refine,
     )
     c_patch = _canonical_patch(patch, face, affine) if canonical_patch is None else int(canonical_patch)
-    canonical_points = np.ascontiguousarray(np.asarray(face.verts_canonical, np.float32)[used, :2])
-    sums, counts = ops.splat_add(drops[None], canonical_points, c_patch, face.canonical_shape)
-    occ_sums, occ_counts = ops.splat_add(drops[None], points_in, patch, input_image.shape[:2])
+    canonical_points = np.asarray(face.verts_canonical, np.float32)[used, :2]
+    canonical, counts = splat_drops(drops, canonical_points, c_patch, face.canonical_shape)
     return CISResult(
-        canonical=ops.normalize_by_counts(sums, counts)[0],
+        canonical=canonical,
         counts=counts,
-        occlusion=ops.normalize_by_counts(occ_sums, occ_counts)[0],
+        occlusion=splat_drops(drops, points_in, patch, input_image.shape[:2])[0],
         drops=drops,
         used=used,
         face=face,

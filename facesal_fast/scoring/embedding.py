@@ -33,9 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesal_fast import ops
 from facesal_fast.ops import occlude_batch
-from facesal_fast.saliency.cis import CISResult, apply_affine, default_patch
+from facesal_fast.saliency.cis import CISResult, apply_affine, default_patch, splat_drops
 from facesal_fast.scoring.batching import auto_batch_size
 from facesal_fast.scoring.confidence import Confidence
 from facesal_fast.scoring.scorer import Scorer
@@ -455,14 +454,12 @@ def verification_cis(
         c_patch = max(1, int(round(0.5 * (_canonical_patch(patch, face1, affine1) + _canonical_patch(patch, face2, affine2)))))
     else:
         c_patch = int(canonical_patch)
-    canonical_points = np.ascontiguousarray(canon1[used, :2])
-    sums, counts = ops.splat_add(drops[None], canonical_points, c_patch, face1.canonical_shape)
-    occ1 = ops.splat_add(drops[None], np.ascontiguousarray(p1), patch, chip1.shape[:2])
-    occ2 = ops.splat_add(drops[None], np.ascontiguousarray(p2), patch, chip2.shape[:2])
+    canonical_points = canon1[used, :2]
+    canonical, counts = splat_drops(drops, canonical_points, c_patch, face1.canonical_shape)
     return VerificationCISResult(
-        canonical=ops.normalize_by_counts(sums, counts)[0],
+        canonical=canonical,
         counts=counts,
-        occlusion=ops.normalize_by_counts(*occ1)[0],
+        occlusion=splat_drops(drops, p1, patch, chip1.shape[:2])[0],
         drops=drops,
         used=used,
         face=face1,
@@ -479,7 +476,7 @@ def verification_cis(
         face2=face2,
         input_image2=chip2,
         affine2=affine2,
-        occlusion2=ops.normalize_by_counts(*occ2)[0],
+        occlusion2=splat_drops(drops, p2, patch, chip2.shape[:2])[0],
         c=int(c),
         tau=float(tau),
         cosine=base / c + tau,
