@@ -10,9 +10,21 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-__all__ = ["SUITE", "add_bench_arguments", "run_bench"]
+__all__ = ["add_bench_arguments", "find_suite", "run_bench"]
 
-SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "occlusion.py"
+SUITE_PATH = Path("benchmarks") / "occlusion.py"
+
+
+def find_suite() -> Path:
+    """``benchmarks/occlusion.py`` of the source checkout: beside the package (editable
+    install) or in the current directory or one of its parents."""
+    here = Path.cwd().resolve()
+    for root in (Path(__file__).resolve().parents[1], here, *here.parents):
+        if (root / SUITE_PATH).is_file():
+            return root / SUITE_PATH
+    raise FileNotFoundError(
+        f"{SUITE_PATH} not found: the benchmark suite ships with the source checkout; run facesal bench inside it"
+    )
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +44,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the suite with parsed options (see :func:`add_bench_arguments`); its exit code."""
-    if not SUITE.is_file():
-        raise FileNotFoundError(f"{SUITE}: the benchmark suite ships with the source checkout, not the installed package")
-    spec = importlib.util.spec_from_file_location("facesal_occlusion_benchmark", SUITE)
+    spec = importlib.util.spec_from_file_location("facesal_occlusion_benchmark", find_suite())
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return int(module.run(args))

@@ -133,7 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from facesal_fast.bench import run_bench
 
-        return run_bench(args)
+        try:
+            return run_bench(args)
+        except FileNotFoundError as err:
+            print(f"facesal: {err}", file=sys.stderr)
+            return 2
     from facesal_fast.audit.store import SettingsMismatchError
     from facesal_fast.report.html import write_report
 
