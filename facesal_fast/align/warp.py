@@ -77,6 +77,28 @@ def canonical_pixel_mapping(face: AlignedFace) -> tuple[np.ndarray, np.ndarray]:
     return pos, valid
 
 
+def _point_warp(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, dst_shape: tuple[int, int],
+                interpolation: int) -> tuple[np.ndarray, np.ndarray]:
+    """Warp through bare point correspondences: sample ``src`` at ``src_points`` (N x 2) and
+    average the samples landing on each pixel ``round(dst_points)`` of a ``dst_shape`` image.
+
+    Returns ``(warped dst_shape + channels, uint8 like src or float32; covered dst_shape bool)``.
+    """
+    h, w = dst_shape
+    dst = np.floor(dst_points + 0.5).astype(np.int64)
+    ok = (dst[:, 0] >= 0) & (dst[:, 0] < w) & (dst[:, 1] >= 0) & (dst[:, 1] < h)
+    src_points, dst = src_points[ok], dst[ok]
+    samples = _sample(src, src_points[:, 0], src_points[:, 1], interpolation).reshape(len(dst), -1).astype(np.float64)
+    flat = dst[:, 1] * w + dst[:, 0]
+    count = np.bincount(flat, minlength=h * w)
+    acc = np.stack([np.bincount(flat, samples[:, k], minlength=h * w) for k in range(samples.shape[1])], axis=1)
+    covered = count > 0
+    acc[covered] /= count[covered, None]
+    out = acc.reshape((h, w) + src.shape[2:])
+    out = np.clip(np.round(out), 0, 255).astype(np.uint8) if src.dtype == np.uint8 else out.astype(np.float32)
+    return out, covered.reshape(h, w)
+
+
 def to_canonical(
     image: np.ndarray,
     face: AlignedFace,
@@ -105,23 +127,7 @@ def to_canonical(
         return (out, valid) if return_mask else out
     # point correspondence: bilinear sample at M_I, average at round(M_F)
     vis = face.visible
-    pi = face.verts_image[vis]
-    pc = np.floor(face.verts_canonical[vis] + 0.5).astype(np.int64)
-    ok = (pc[:, 0] >= 0) & (pc[:, 0] < wf) & (pc[:, 1] >= 0) & (pc[:, 1] < hf)
-    pi, pc = pi[ok], pc[ok]
-    samp = _sample(a, pi[:, 0], pi[:, 1], interpolation)
-    samp = samp.reshape(len(pi), -1).astype(np.float64)
-    lin = pc[:, 1] * wf + pc[:, 0]
-    cnt = np.bincount(lin, minlength=hf * wf)
-    acc = np.stack([np.bincount(lin, samp[:, k], minlength=hf * wf) for k in range(samp.shape[1])], axis=1)
-    valid = cnt > 0
-    acc[valid] /= cnt[valid, None]
-    out = acc.reshape((hf, wf) + a.shape[2:])
-    if a.dtype == np.uint8:
-        out = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    else:
-        out = out.astype(np.float32)
-    valid = valid.reshape(hf, wf)
+    out, valid = _point_warp(a, face.verts_image[vis], face.verts_canonical[vis], (hf, wf), interpolation)
     return (out, valid) if return_mask else out
 
 
@@ -200,18 +206,5 @@ def to_image(
         return (out, mask) if return_mask else out
     # point correspondence: value at M_F splatted to round(M_I), averaged
     vis = face.visible
-    pc = face.verts_canonical[vis]
-    pi = np.floor(face.verts_image[vis] + 0.5).astype(np.int64)
-    ok = (pi[:, 0] >= 0) & (pi[:, 0] < w) & (pi[:, 1] >= 0) & (pi[:, 1] < h)
-    pc, pi = pc[ok], pi[ok]
-    samp = _sample(cm, pc[:, 0], pc[:, 1], interpolation)
-    samp = samp.reshape(len(pc), -1).astype(np.float64)
-    lin = pi[:, 1] * w + pi[:, 0]
-    cnt = np.bincount(lin, minlength=h * w)
-    acc = np.stack([np.bincount(lin, samp[:, k], minlength=h * w) for k in range(samp.shape[1])], axis=1)
-    valid = cnt > 0
-    acc[valid] /= cnt[valid, None]
-    out = acc.reshape((h, w) + cm.shape[2:])
-    out = np.clip(np.round(out), 0, 255).astype(np.uint8) if cm.dtype == np.uint8 else out.astype(np.float32)
-    mask = valid.reshape(h, w)
+    out, mask = _point_warp(cm, face.verts_canonical[vis], face.verts_image[vis], (h, w), interpolation)
     return (out, mask) if return_mask else out

@@ -34,18 +34,15 @@ class _GuidedReLU(torch.autograd.Function):
         return grad.clamp(min=0) * (out > 0)
 
 
-class _GuidedReLUInplace(torch.autograd.Function):
+class _GuidedReLUInplace(_GuidedReLU):
+    """The in-place twin (``relu_``, ``ReLU(inplace=True)``); same guided backward."""
+
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         x.clamp_(min=0)
         ctx.mark_dirty(x)
         ctx.save_for_backward(x)
         return x
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (out,) = ctx.saved_tensors
-        return grad.clamp(min=0) * (out > 0)
 
 
 _OUT_OF_PLACE = {torch.relu, torch.Tensor.relu}
