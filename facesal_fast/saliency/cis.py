@@ -33,13 +33,24 @@ def default_patch(input_shape: tuple[int, int]) -> int:
     return max(1, int(round(15 * min(input_shape) / 224)))
 
 
+def resolve_patch(patch: int | None, input_shape: tuple[int, int]) -> int:
+    """``patch``, checked, or :func:`default_patch` for ``None``."""
+    patch = default_patch(input_shape) if patch is None else patch
+    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
+        raise ValueError(f"patch must be a positive integer, got {patch!r}")
+    return int(patch)
+
+
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``N x 2`` points mapped by a ``2 x 3`` affine, float32."""
     return (points.astype(np.float64) @ affine[:, :2].T + affine[:, 2]).astype(np.float32)
 
 
-def _unique_windows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct occlusion windows: (centre pixels U x 2 float32, index of each point's window)."""
+def unique_windows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct occlusion windows: (centre pixels U x 2k float32, index (N,) of each row's windows).
+
+    ``points`` may hold several (x, y) pairs per row (N x 2k, e.g. one per image of a pair):
+    rows are then distinct when any of their windows differs."""
     pixels = np.floor(points.astype(np.float64) + 0.5).astype(np.int64)
     unique, inverse = np.unique(pixels, axis=0, return_inverse=True)
     return unique.astype(np.float32), inverse.reshape(-1)
@@ -88,7 +99,7 @@ def occlusion_drops(
     if len(points) == 0:
         raise ValueError("no visible correspondence point to occlude (all self-occluded or removed by the stride)")
     if mode == "exact":
-        centers, inverse = _unique_windows(points)
+        centers, inverse = unique_windows(points)
         scores = scorer.score_occluded(input_image, centers, patch, fill=fill, target=target)
         return (base_score - np.asarray(scores, np.float64)).astype(np.float32)[inverse], len(centers)
     if mode == "grid":
@@ -245,9 +256,7 @@ def cis(
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
     face = _resolve_face(image, face, aligner)
     input_image, affine = scorer.prepare(face.image, face)
-    patch = default_patch(input_image.shape[:2]) if patch is None else patch
-    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
-        raise ValueError(f"patch must be a positive integer, got {patch!r}")
+    patch = resolve_patch(patch, input_image.shape[:2])
     target_index, score_target = _resolve_target(scorer, face, target)
     base = float(scorer.base_score(input_image, score_target))
     used = np.asarray(face.visible, bool).copy()

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesal_fast.ops import occlude_batch
-from facesal_fast.saliency.cis import CISResult, apply_affine, default_patch, splat_drops
+from facesal_fast.saliency.cis import CISResult, apply_affine, resolve_patch, splat_drops, unique_windows
 from facesal_fast.scoring.batching import auto_batch_size
 from facesal_fast.scoring.confidence import Confidence
 from facesal_fast.scoring.scorer import Scorer
@@ -430,9 +430,7 @@ def verification_cis(
         raise ValueError("the two faces do not share their canonical points (align both with the same aligner)")
     chip1, affine1 = scorer.prepare(face1.image, face1)
     chip2, affine2 = scorer.prepare(face2.image, face2)
-    patch = default_patch(chip1.shape[:2]) if patch is None else patch
-    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
-        raise ValueError(f"patch must be a positive integer, got {patch!r}")
+    patch = resolve_patch(patch, chip1.shape[:2])
     used = np.asarray(face1.visible, bool) & np.asarray(face2.visible, bool)
     used[np.arange(len(used)) % stride != 0] = False
     if not used.any():
@@ -440,16 +438,14 @@ def verification_cis(
     p1 = apply_affine(affine1, np.asarray(face1.verts_image, np.float32)[used, :2])
     p2 = apply_affine(affine2, np.asarray(face2.verts_image, np.float32)[used, :2])
     # Identical window pairs are scored once (same rule as cis: the window's centre pixel).
-    windows = np.floor(np.concatenate([p1, p2], 1).astype(np.float64) + 0.5).astype(np.int64)
-    unique, inverse = np.unique(windows, axis=0, return_inverse=True)
-    unique = unique.astype(np.float32)
+    unique, inverse = unique_windows(np.concatenate([p1, p2], 1))
     size = batch_size or scorer.batch_size or auto_batch_size((scorer.channels, *chip1.shape[:2]),
                                                               scorer.backend.device, len(unique))
     pair = dict(c=c, tau=tau, fill=fill, batch_size=size)
     far = np.full((1, 2), -1.0e6, np.float32)  # occludes nothing: the intact pair, same kernel
     base = float(verification_pair_scores(scorer, chip1, chip2, far, patch, **pair)[0])
     scores = verification_pair_scores(scorer, chip1, chip2, unique[:, :2], patch, centers2=unique[:, 2:], **pair)
-    drops = (base - scores.double().cpu().numpy()).astype(np.float32)[inverse.reshape(-1)]
+    drops = (base - scores.double().cpu().numpy()).astype(np.float32)[inverse]
     if canonical_patch is None:
         c_patch = max(1, int(round(0.5 * (_canonical_patch(patch, face1, affine1) + _canonical_patch(patch, face2, affine2)))))
     else:

@@ -62,7 +62,7 @@ def adaptive_drops(
     Returns:
         :class:`AdaptiveDrops`.
     """
-    from facesal_fast.saliency.cis import _bilinear, _grid_centers, _unique_windows
+    from facesal_fast.saliency.cis import _bilinear, _grid_centers, unique_windows
 
     if len(points) == 0:
         raise ValueError("no point to occlude")
@@ -71,7 +71,7 @@ def adaptive_drops(
     step = max(2, int(patch)) if coarse_step is None else coarse_step
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"coarse_step must be a positive integer, got {coarse_step!r}")
-    centers, inverse = _unique_windows(points)
+    centers, inverse = unique_windows(points)
     xs, ys, grid_centers = _grid_centers(points, input_image.shape[:2], int(step))
     grid_scores = np.asarray(scorer.score_occluded(input_image, grid_centers, patch, fill=fill, target=target), np.float64)
     grid = (base_score - grid_scores).reshape(len(ys), len(xs))
