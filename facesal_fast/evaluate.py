@@ -143,7 +143,7 @@ def _prepare(photos: Sequence[Path], scorer: Any, aligner: Any, log: Callable[[s
             failed.append((path.name, f"{type(err).__name__}: {err}"))
             continue
         input_image, affine = scorer.prepare(face.image, face.face_box)
-        pred = scorer.predict(face.image, face.face_box)
+        pred = scorer.predict_input(input_image)
         base = float(scorer.base_score(input_image, pred.index))
         items.append(_Item(path.name, face, input_image, affine, pred.index, pred.label or str(pred.index), base))
     log(f"  {len(items)} faces aligned, {len(failed)} failed")

@@ -189,13 +189,13 @@ def _binds_target(scorer: Any) -> bool:
     return getattr(scorer, "_confidence", None) is not None
 
 
-def _resolve_target(scorer: Any, face: AlignedFace, target: int | str | None) -> tuple[int | None, int | None]:
+def _resolve_target(scorer: Any, input_image: np.ndarray, target: int | str | None) -> tuple[int | None, int | None]:
     """(class index explained, target to pass to the scorer); ``None`` for bound-target scorers."""
     if _binds_target(scorer):
         if target not in (None, "predicted"):
             raise ValueError("this scorer's confidence binds its own target; pass target=None")
         return None, None
-    prediction = scorer.predict(face.image, face.face_box)
+    prediction = scorer.predict_input(input_image)
     if target in (None, "predicted"):
         return prediction.index, prediction.index
     index = resolve_class(target, scorer.classes, len(prediction.outputs))
@@ -257,7 +257,7 @@ def cis(
     face = _resolve_face(image, face, aligner)
     input_image, affine = scorer.prepare(face.image, face)
     patch = resolve_patch(patch, input_image.shape[:2])
-    target_index, score_target = _resolve_target(scorer, face, target)
+    target_index, score_target = _resolve_target(scorer, input_image, target)
     base = float(scorer.base_score(input_image, score_target))
     used = np.asarray(face.visible, bool).copy()
     used[np.arange(len(used)) % stride != 0] = False

@@ -469,8 +469,11 @@ class Scorer:
 
     def predict(self, image: np.ndarray, face_box: FaceBox | None = None) -> Prediction:
         """Prepare ``image`` and classify it."""
+        return self.predict_input(self.prepare(image, face_box)[0])
+
+    def predict_input(self, input_image: np.ndarray | torch.Tensor) -> Prediction:
+        """Classify an image already in model geometry (from :meth:`prepare`)."""
         self._check_classifier()
-        input_image, _ = self.prepare(image, face_box)
         outputs = self._base_outputs(self._device_image(input_image))[0].float()
         probs = torch.softmax(outputs, 0) if self.outputs == "logits" else outputs
         index = int(outputs.argmax())
