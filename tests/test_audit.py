@@ -107,6 +107,21 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "facesal_fast.cli", *args]
 
 
+def test_result_files_are_plain_npz_with_exact_arrays(tmp_path):
+    from facesal_fast.audit.store import npz_bytes
+
+    rng = np.random.default_rng(0)
+    arrays = dict(canonical=rng.standard_normal((33, 17)).astype(np.float32), drops=np.zeros(0, np.float32),
+                  affine=rng.standard_normal((2, 3)), counts=np.arange(12, dtype=np.float32).reshape(3, 4))
+    path = tmp_path / "x.npz"
+    path.write_bytes(npz_bytes(arrays))
+    with np.load(path) as loaded:
+        assert sorted(loaded.files) == sorted(arrays)
+        for name, array in arrays.items():
+            assert loaded[name].dtype == array.dtype
+            np.testing.assert_array_equal(loaded[name], array)
+
+
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, photos):
     common = ["--model", "gender", "--backend", "onnx", "--groups", "predicted"]
     whole = tmp_path / "whole"

@@ -141,3 +141,21 @@ def test_adaptive_mode_refines_towards_exact():
     np.testing.assert_allclose(full.canonical, exact.canonical, rtol=1e-5, atol=1e-7)
     cheap = cis(face.image, scorer, target=2, patch=4, face=face, mode="adaptive", grid_step=6, refine=0.2)
     assert cheap.forward_passes < exact.forward_passes and cheap.settings["refine"] == 0.2
+
+
+@pytest.mark.parametrize("columns, spread", [(2, 64.0), (4, 64.0), (2, 1.0), (2, 3.0e9)])
+def test_unique_windows_matches_numpy_unique_rows(columns, spread):
+    """Integer-key dedup == ``np.unique(axis=0)``: same rows, same (lexicographic) order, same
+    inverse; ``spread`` 3e9 takes the overflow fallback, 1.0 puts every point in one window."""
+    from facesal_fast.saliency.cis import unique_windows
+
+    points = (np.random.default_rng(columns).random((5000, columns)) * spread - 3.0).astype(np.float32)
+    points[::7] = points[1::7][: len(points[::7])]  # plenty of repeats
+    centres, inverse = unique_windows(points)
+    expected, expected_inverse = np.unique(np.floor(points.astype(np.float64) + 0.5).astype(np.int64), axis=0,
+                                           return_inverse=True)
+    np.testing.assert_array_equal(centres, expected.astype(np.float32))
+    np.testing.assert_array_equal(inverse, expected_inverse.reshape(-1))
+    np.testing.assert_array_equal(centres[inverse], np.floor(points.astype(np.float64) + 0.5).astype(np.float32))
+    empty, empty_inverse = unique_windows(np.zeros((0, columns), np.float32))
+    assert empty.shape == (0, columns) and empty_inverse.shape == (0,)

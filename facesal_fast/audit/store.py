@@ -13,10 +13,12 @@ same command skips finished images and redoes the rest.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sqlite3
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,6 +46,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def npz_bytes(arrays: dict[str, np.ndarray], level: int = 1) -> bytes:
+    """``arrays`` as a deflated ``.npz`` file (readable by ``np.load``). Deflate level 1 is
+    about 5x faster than ``np.savez_compressed``'s default level for these float maps, at
+    nearly the same size."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=level) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 @dataclass
@@ -131,11 +145,7 @@ class RunStore:
     def save_done(self, key: str, source: str, arrays: dict[str, np.ndarray], *, group: str | None,
                   target: int, target_name: str | None, base_score: float, seconds: float) -> None:
         """Write the image's arrays atomically, then mark it done."""
-        import io
-
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        atomic_write_bytes(self.result_path(key), buffer.getvalue())
+        atomic_write_bytes(self.result_path(key), npz_bytes(arrays))
         self._upsert(key, source, "done", group, target, target_name, base_score, seconds, None)
 
     def save_failed(self, key: str, source: str, error: str, group: str | None = None) -> None:

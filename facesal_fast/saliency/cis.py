@@ -52,8 +52,15 @@ def unique_windows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``points`` may hold several (x, y) pairs per row (N x 2k, e.g. one per image of a pair):
     rows are then distinct when any of their windows differs."""
     pixels = np.floor(points.astype(np.float64) + 0.5).astype(np.int64)
-    unique, inverse = np.unique(pixels, axis=0, return_inverse=True)
-    return unique.astype(np.float32), inverse.reshape(-1)
+    if len(pixels) == 0:
+        return np.zeros((0, pixels.shape[1]), np.float32), np.zeros(0, np.int64)
+    lo, extent = pixels.min(0), pixels.max(0) - pixels.min(0) + 1
+    if np.sum(np.log2(extent.astype(np.float64))) >= 62:  # mixed-radix key would overflow int64
+        unique, inverse = np.unique(pixels, axis=0, return_inverse=True)
+        return unique.astype(np.float32), inverse.reshape(-1)
+    radix = np.cumprod(np.append(extent[1:], 1)[::-1])[::-1]  # row-major: lexicographic order kept
+    keys, first, inverse = np.unique((pixels - lo) @ radix, return_index=True, return_inverse=True)
+    return pixels[first].astype(np.float32), inverse.reshape(-1)
 
 
 def _grid_centers(points: np.ndarray, shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
