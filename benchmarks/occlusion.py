@@ -24,6 +24,7 @@ against bare forward throughput of the same backend at the same batch size.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -105,12 +106,14 @@ class Case:
     input_image: np.ndarray  # h x w x C uint8, model geometry
     patch: int
     target: int = 0
+    onnx: Scorer | None = None  # the same model on onnxruntime, when it exports
+    confidence: Callable | None = None  # outputs -> (K,) scores; None: softmax of ``target``
     rows: list[dict] = field(default_factory=list)
 
     def normalised(self) -> torch.Tensor:
         """1 x C x H x W model input of the unoccluded image."""
         return torch.as_tensor(ops.occlude_batch(self.input_image, [[FAR, FAR]], 1, "black", self.scorer.mean,
-                                                 self.scorer.std))
+                                                 self.scorer.std, scale=self.scorer.scale))
 
     def fill_value(self) -> torch.Tensor:
         """Normalised black, 1 x C x 1 x 1 (captum's baseline)."""
@@ -133,7 +136,22 @@ def bundled_case(name: str, photo: Path) -> tuple[Case, Any]:
     scorer = models.load(name, backend="torch")
     input_image, _ = scorer.prepare(face.image, face.face_box)
     target = scorer.predict(face.image, face.face_box).index
-    return Case(name, scorer, scorer.backend.module, input_image, default_patch(input_image.shape[:2]), target), face
+    return Case(name, scorer, scorer.backend.module, input_image, default_patch(input_image.shape[:2]), target,
+                models.load(name, backend="onnx")), face
+
+
+def dlib_case(photo: Path) -> Case:
+    """dlib's face ResNet (real weights, 150 px chip) on ``photo``: the confidence is eq. 8
+    against the photo's own unoccluded descriptor (c = +1, the calibrated tau), so a
+    window's drop says how far occluding it moves the identity descriptor."""
+    from facesal_fast.align import default_aligner, load_image
+    from facesal_fast.scoring.embedding import verification_scorer
+
+    face = default_aligner()(load_image(photo), source=photo.name)
+    base = models.load("dlib-resnet", backend="torch")
+    scorer = verification_scorer(face, 1, 0.921, scorer=base)  # tau calibrated in docs/identity.md
+    input_image, _ = scorer.prepare(face.image, face)
+    return Case("dlib-resnet", scorer, base.backend.module, input_image, 10, None, confidence=scorer._confidence)
 
 
 def resnet_case(photo: Path, size: int = 224) -> Case:
@@ -165,14 +183,13 @@ def conv_mac_ratio(model: IncrementalModel, x: torch.Tensor, centres: np.ndarray
         return out
 
     starts, size = patch_boxes(centres, patch, x.shape[2:])
-    values = torch.zeros(len(centres), x.shape[1], *size)
     torch.nn.functional.conv2d = incremental.F.conv2d = counting
     try:
         cache = model.cache(x)
-        with torch.inference_mode():
-            model.graph(x.expand(len(centres), *x.shape[1:]).contiguous())
-        full, macs[0] = macs[0], 0
-        model.run(cache, values, starts)
+        full, macs[0] = macs[0] * len(centres), 0  # caching ran one full inference
+        for lo in range(0, len(centres), 256):
+            hi = min(lo + 256, len(centres))
+            model.run(cache, torch.zeros(hi - lo, x.shape[1], *size), starts[lo:hi])
     finally:
         torch.nn.functional.conv2d = incremental.F.conv2d = original
     return full / macs[0]
@@ -187,7 +204,7 @@ def captum_map(case: Case, stride: int, per_eval: int) -> np.ndarray:
     module = case.module
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(module(x), dim=1)
+        return case.confidence(module(x)) if case.confidence else torch.softmax(module(x), dim=1)
 
     x = case.normalised()
     c = x.shape[1]
@@ -204,18 +221,21 @@ def scored_map(scorer: Any, case: Case, centres: np.ndarray) -> np.ndarray:
     return occlusion_map(drops, centres, case.patch, case.input_image.shape[:2])
 
 
-def adaptive_map(scorer: Any, case: Case, centres: np.ndarray, stride: int, refine: float) -> tuple[np.ndarray, int]:
+def adaptive_map(scorer: Any, case: Case, centres: np.ndarray, step: int, refine: float) -> tuple[np.ndarray, int]:
+    """Occlusion map from a coarse grid of ``step`` px, the ``refine`` fraction of windows
+    re-scored exactly (Krypton's drill-down; ``refine=0`` is grid + interpolation)."""
     base = scorer.base_score(case.input_image, case.target)
     result = adaptive_drops(scorer, case.input_image, centres, case.target, base, patch=case.patch,
-                            coarse_step=2 * stride, refine=refine)
+                            coarse_step=step, refine=refine)
     return occlusion_map(result.drops, centres, case.patch, case.input_image.shape[:2]), result.forward_passes
 
 
 def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: float, refine: float,
-                      full_fraction: float, atol: float = 1e-5) -> None:
-    """Time every image-space method; assert the exact ones equal captum's map."""
+                      full_fraction: float, atol: float = 1e-5, coarse_step: int | None = None) -> None:
+    """Time every image-space method; assert the exact ones equal captum's map. Speed-ups
+    are given against captum's best and against full re-inference (facesal, torch eager)."""
     centres = window_centres(case.input_image.shape[:2], case.patch, stride)
-    k = len(centres)
+    k, step = len(centres), coarse_step or 2 * stride
     best = None
     for n in per_eval:
         seconds, ref = timed(lambda: captum_map(case, stride, n))
@@ -223,21 +243,26 @@ def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: f
         best = seconds if best is None else min(best, seconds)
     incremental = IncrementalScorer(case.scorer, full_fraction=full_fraction)
     approximate = IncrementalScorer(case.scorer, tau=tau, full_fraction=full_fraction)
-    seconds, full = timed(lambda: scored_map(case.scorer, case, centres))
+    full_seconds, full = timed(lambda: scored_map(case.scorer, case, centres))
     np.testing.assert_allclose(full, ref, atol=atol, err_msg=f"{case.name}: facesal occlusion != captum")
-    case.add("image", "full (facesal exact)", seconds, k, baseline=best)
+    add = functools.partial(case.add, "image", baseline=best, full=full_seconds)
+    add("full re-inference (facesal exact, torch eager)", full_seconds, k)
+    if case.onnx is not None:
+        seconds, fast = timed(lambda: scored_map(case.onnx, case, centres))
+        np.testing.assert_allclose(fast, ref, atol=atol, err_msg=f"{case.name}: onnxruntime occlusion != captum")
+        add("full re-inference (facesal exact, onnxruntime)", seconds, k)
     seconds, inc = timed(lambda: scored_map(incremental, case, centres))
     np.testing.assert_allclose(inc, ref, atol=atol, err_msg=f"{case.name}: incremental != captum")
     x = case.normalised()
-    case.add("image", "incremental (exact)", seconds, k, baseline=best,
-             mac_ratio=conv_mac_ratio(incremental.model, x, centres, case.patch))
+    add("incremental (exact)", seconds, k, mac_ratio=conv_mac_ratio(incremental.model, x, centres, case.patch))
     seconds, approx = timed(lambda: scored_map(approximate, case, centres))
-    case.add("image", f"inc-tau={tau}", seconds, k, baseline=best, ssim=ssim(approx, full),
-             mac_ratio=conv_mac_ratio(approximate.model, x, centres, case.patch))
-    seconds, (ada, passes) = timed(lambda: adaptive_map(case.scorer, case, centres, stride, refine))
-    case.add("image", f"adaptive (refine={refine})", seconds, passes, baseline=best, ssim=ssim(ada, full))
-    seconds, (both, passes) = timed(lambda: adaptive_map(approximate, case, centres, stride, refine))
-    case.add("image", f"adaptive+inc-tau={tau}", seconds, passes, baseline=best, ssim=ssim(both, full))
+    add(f"inc-tau={tau}", seconds, k, ssim=ssim(approx, full),
+        mac_ratio=conv_mac_ratio(approximate.model, x, centres, case.patch))
+    for label, scorer, fraction in [(f"grid step {step} + incremental", incremental, 0.0),
+                                    (f"adaptive step {step} refine {refine} + incremental", incremental, refine),
+                                    (f"adaptive step {step} refine {refine} + inc-tau={tau}", approximate, refine)]:
+        seconds, (approx, passes) = timed(lambda: adaptive_map(scorer, case, centres, step, fraction))
+        add(label, seconds, passes, ssim=ssim(approx, full))
 
 
 # ---------------------------------------------------------------------------- canonical saliency
@@ -308,7 +333,7 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
         loop_seconds = seconds_subset * n / csm_vertices
         case.add("canonical", f"csm-loop (published, batch 1; timed on {csm_vertices}, extrapolated)", loop_seconds, n)
     case.add("canonical", "cis-exact (torch)", seconds, exact.forward_passes, baseline=loop_seconds)
-    onnx = models.load(case.name, backend="onnx")
+    onnx = case.onnx
     seconds, result = timed(lambda: cis(face.image, onnx, **run))
     np.testing.assert_allclose(result.canonical, exact.canonical, atol=1e-5)
     case.add("canonical", "cis-exact (onnxruntime)", seconds, result.forward_passes, baseline=loop_seconds)
@@ -335,39 +360,59 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
 
 # ---------------------------------------------------------------------------- end to end
 
-def bench_audit(model: str, photos: int, backend: str) -> dict:
-    """``facesal audit`` on the first ``photos`` bundled photos in a subprocess: photos/s,
-    peak RSS (MiB), occluded images scored per second (alignment, I/O and splatting
-    included), and its ratio to the backend's bare forward throughput at the same batch size."""
-    from facesal_fast.scoring import auto_batch_size
+_AUDIT_CODE = """
+import json, resource, sys, time, torch
+from pathlib import Path
+from facesal_fast import models
+from facesal_fast.audit.runner import Audit
+from facesal_fast.scoring import Scorer, auto_batch_size
+folder, out, model, backend, threads = sys.argv[1:6]
+torch.set_num_threads(int(threads))
+t0 = time.perf_counter()
+scorer = models.load(model, backend=backend)
+audit = Audit(scorer, out, settings={"model": model})
+photos = sorted(Path(folder).iterdir())
+audit.run(photos[:1], progress=False)  # start-up: imports, MediaPipe graph, first batch
+startup = time.perf_counter() - t0
+n = [0]; original = Scorer.score_occluded  # counts occluded images (instrumentation only)
+def counted(self, image, centers, *a, **k):
+    n[0] += len(centers); return original(self, image, centers, *a, **k)
+Scorer.score_occluded = counted
+def bare():
+    bs = auto_batch_size((scorer.channels, *scorer.input_size), scorer.backend.device)
+    batch = torch.randn(bs, scorer.channels, *scorer.input_size); scorer.forward(batch); best = 1e9
+    for _ in range(5):
+        t = time.perf_counter(); scorer.forward(batch); best = min(best, time.perf_counter() - t)
+    return bs, bs / best
+bs, before = bare()
+t = time.perf_counter(); summary = audit.run(photos[1:], progress=False); seconds = time.perf_counter() - t
+bs, after = bare()
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")]  # ru_maxrss would report the parent's
+rss = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("RESULT", json.dumps(dict(backend=scorer.backend.name, photos=len(photos) - 1, done=summary["done"] - 1,
+      seconds=seconds, startup_seconds=startup, passes=n[0], batch_size=bs, bare=max(before, after), rss_kib=rss)))
+"""
 
+
+def bench_audit(model: str, photos: int, backend: str) -> dict:
+    """``Audit`` (the engine of ``facesal audit``) over ``photos`` bundled photos in a fresh
+    process, with a run store: steady-state photos/s and occluded images/s (alignment,
+    occlusion, inference, splatting and result files included; start-up, i.e. imports and
+    the first photo, reported apart), peak RSS, and the ratio to the backend's bare forward
+    throughput at the same batch size (best of a measurement before and after the run)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         folder.mkdir()
-        for path in sorted(FACES.glob("img*.jpg"))[:photos]:
+        for path in sorted(FACES.glob("img*.jpg"))[: photos + 1]:
             shutil.copy(path, folder / path.name)
-        # Counts the occluded images scored (instrumentation only: wraps score_occluded). Peak RSS
-        # from VmHWM: ru_maxrss survives fork + exec on Linux and would report the parent's.
-        code = (f"import resource, time, torch; torch.set_num_threads({torch.get_num_threads()})\n"
-                "from facesal_fast.cli import run_audit; from facesal_fast.scoring import Scorer\n"
-                "n = [0]; original = Scorer.score_occluded\n"
-                "def counted(self, image, centers, *a, **k):\n    n[0] += len(centers); return original(self, image, centers, *a, **k)\n"
-                "Scorer.score_occluded = counted; t = time.perf_counter()\n"
-                f"s = run_audit({str(folder)!r}, {str(Path(tmp) / 'run')!r}, model={model!r}, backend={backend!r}, progress=False)\n"
-                "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
-                "rss = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-                "print('RESULT', s['done'], time.perf_counter() - t, rss, n[0])")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    done, seconds, rss, passes = out.split("RESULT")[1].split()
-    scorer = models.load(model, backend=backend)
-    bs = auto_batch_size((scorer.channels, *scorer.input_size), scorer.backend.device)
-    batch = torch.as_tensor(np.random.default_rng(0).standard_normal((bs, scorer.channels, *scorer.input_size), np.float32))
-    scorer.forward(batch)
-    forward_seconds, _ = timed(lambda: scorer.forward(batch), repeat=5)
-    return dict(model=model, backend=scorer.backend.name, photos=int(done), seconds=float(seconds),
-                images_per_s=int(done) / float(seconds), peak_rss_mib=int(rss) / 1024, batch_size=bs,
-                occluded_images_per_s=int(passes) / float(seconds), bare_forward_images_per_s=bs / forward_seconds,
-                ratio=int(passes) / float(seconds) / (bs / forward_seconds))
+        out = subprocess.run([sys.executable, "-c", _AUDIT_CODE, str(folder), str(Path(tmp) / "run"), model, backend,
+                              str(torch.get_num_threads())], capture_output=True, text=True, check=True).stdout
+    r = json.loads(out.split("RESULT", 1)[1])
+    occluded = r["passes"] / r["seconds"]
+    return dict(model=model, backend=r["backend"], photos=r["done"], seconds=r["seconds"],
+                startup_seconds=r["startup_seconds"], images_per_s=r["done"] / r["seconds"],
+                peak_rss_mib=r["rss_kib"] / 1024, batch_size=r["batch_size"], occluded_images_per_s=occluded,
+                bare_forward_images_per_s=r["bare"], ratio=occluded / r["bare"])
 
 
 # ---------------------------------------------------------------------------- tiny case (tests)
@@ -402,14 +447,17 @@ def machine() -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | section | method | passes | seconds | ms/pass | speed-up | SSIM vs exact | conv MACs full/inc |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    """Markdown table; "vs peer" is captum's best (image) or the CSM loop (canonical), "vs
+    full" full re-inference through facesal (torch eager, same windows)."""
+    lines = ["| model | section | method | passes | seconds | ms/pass | vs peer | vs full | SSIM vs exact | conv MACs full/inc |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['baseline'] / r['seconds']:.1f}x" if r.get("baseline") else ""
+        vs_full = f"{r['full'] / r['seconds']:.1f}x" if r.get("full") else ""
         s = f"{r['ssim']:.3f}" if "ssim" in r else ""
         macs = f"{r['mac_ratio']:.2f}" if "mac_ratio" in r else ""
         lines.append(f"| {r['model']} | {r['section']} | {r['method']} | {r['passes']} | {r['seconds']:.2f} | "
-                     f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {ratio} | {s} | {macs} |")
+                     f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {ratio} | {vs_full} | {s} | {macs} |")
     return "\n".join(lines)
 
 
@@ -427,6 +475,10 @@ def run(args: argparse.Namespace) -> int:
             case = resnet_case(photo)
             bench_image_space(case, stride=14 if quick else 8, per_eval=(16,) if quick else (1, 16, 64),
                               tau=args.tau, refine=args.refine, full_fraction=args.full_fraction, atol=1e-4)
+        elif name == "dlib-resnet":
+            case = dlib_case(photo)
+            bench_image_space(case, stride=2, per_eval=(64,) if quick else (16, 64, 256), tau=args.tau,
+                              refine=0.02, full_fraction=args.full_fraction, atol=1e-4, coarse_step=10)
         else:
             case, face = bundled_case(name, photo)
             bench_image_space(case, stride=2 if quick else 1, per_eval=(64, 256) if quick else (1, 16, 64, 256),
@@ -435,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
                             csm_vertices=300 if quick else None)
         rows += case.rows
         print(table(case.rows), flush=True)
-    audit = bench_audit("gender", args.audit_photos or (4 if quick else 24), "auto")
+    audit = bench_audit("gender", args.audit_photos or (12 if quick else 24), "auto")
     print("end to end:", json.dumps(audit))
     print("\n" + table(rows))
     print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "

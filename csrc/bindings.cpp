@@ -97,9 +97,10 @@ PYBIND11_MODULE(_C, m) {
       "occlude_cpu",
       [](uintptr_t image, bool image_u8, int H, int W, int C, uintptr_t centers, int K, int patch,
          uintptr_t fill_image, std::array<float, 3> fill_const, float scale, std::array<float, 3> mean,
-         std::array<float, 3> std, bool nhwc, bool half_out, uintptr_t out) {
+         std::array<float, 3> std, bool nhwc, bool half_out, uintptr_t out, int threads) {
         facesal::occlude_batch_cpu(occlude_params(image, image_u8, H, W, C, centers, K, patch, fill_image,
-                                                  fill_const, scale, mean, std, nhwc, half_out, out));
+                                                  fill_const, scale, mean, std, nhwc, half_out, out),
+                                   threads);
       },
       py::call_guard<py::gil_scoped_release>());
   m.def(

@@ -61,7 +61,8 @@ FS_HD Window center_window(const OccludeParams& p, int k) {
   return window_at(p.centers[2 * k], p.centers[2 * k + 1], p.patch, p.H, p.W);
 }
 
-void occlude_batch_cpu(const OccludeParams& p);
+// threads <= 0: OpenMP's default team size.
+void occlude_batch_cpu(const OccludeParams& p, int threads);
 #ifdef FACESAL_WITH_CUDA
 void occlude_batch_cuda(const OccludeParams& p, void* stream);
 #endif

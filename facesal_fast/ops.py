@@ -82,6 +82,15 @@ def _per_channel(v: float | Sequence[float] | Array, C: int, name: str) -> list[
     return [float(a) for a in arr] + [0.0] * (3 - C)
 
 
+def _check_threads(threads: int | None) -> int:
+    """``threads`` as the kernels take it (0 = OpenMP's default)."""
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return int(threads)
+
+
 def _check_patch(patch: int) -> int:
     if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
         raise ValueError(f"patch must be a positive integer, got {patch!r}")
@@ -174,6 +183,7 @@ def occlude_batch(
     layout: str = "nchw",
     dtype: str | np.dtype | torch.dtype = "float32",
     blur_sigma: float = 5.0,
+    threads: int | None = None,
 ) -> Array:
     """K model-ready copies of ``image``, each with one square window replaced by ``fill``.
 
@@ -189,6 +199,8 @@ def occlude_batch(
         scale: pixel scale applied before normalisation (1/255 for 0..255 images).
         layout: ``"nchw"`` -> ``K x C x H x W``; ``"nhwc"`` -> ``K x H x W x C``.
         dtype: float32 or float16 output.
+        threads: CPU threads (default OpenMP's); 1 when the copies are made while inference
+            runs on the other cores (the scorer's producer thread).
 
     Returns:
         The batch, of the same kind (numpy / torch) and device as ``image``.
@@ -223,7 +235,7 @@ def occlude_batch(
             with torch.cuda.device(img.device):
                 _C.occlude_cuda(*args, _stream(img.device))
         else:
-            _C.occlude_cpu(*args)
+            _C.occlude_cpu(*args, _check_threads(threads))
     return _restore(out, as_numpy)
 
 

@@ -113,6 +113,8 @@ def test_torch_in_torch_out():
         (dict(mean=[0.1, 0.2]), "mean: expected"),
         (dict(layout="chw"), "layout"),
         (dict(dtype="int8"), "dtype must be"),
+        (dict(threads=0), "threads must be a positive integer"),
+        (dict(threads=1.5), "threads must be a positive integer"),
     ],
 )
 def test_bad_input_raises_clear_value_error(kwargs, match):
@@ -120,6 +122,15 @@ def test_bad_input_raises_clear_value_error(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ops.occlude_batch(**args)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_count_does_not_change_the_batch(threads):
+    img = random_image(19, 23, 3)
+    centers = np.concatenate([edge_centers(19, 23), RNG.random((40, 2), dtype=np.float32) * [23, 19]])
+    expected = occlude_batch_ref(img, centers, 5, 0.0, 0.5, 0.25)
+    np.testing.assert_allclose(ops.occlude_batch(img, centers, 5, mean=0.5, std=0.25, threads=threads), expected,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_reference_window_rule():

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from facesal_fast.scoring import Scorer
@@ -38,6 +39,25 @@ class _Residual(nn.Module):
         return out
 
 
+class _PoolsAndPads(nn.Module):
+    """Functional max / average pools, average-pool modules (with zero padding counted) and
+    dlib-style ``add_prev``: a channel- and bottom/right-padded shortcut."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 10, 3, stride=2)
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 3, stride=2, padding=1)  # 32 -> 16
+        y = self.conv2(x)  # 16 -> 7
+        shortcut = F.avg_pool2d(self.pool(x), 2, 2)  # 16 -> 8
+        y = F.pad(y, (0, 1, 0, 1))
+        shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, 4))
+        return self.head(F.relu(y + shortcut).mean(dim=(2, 3)))
+
+
 def small_nets() -> dict[str, nn.Module]:
     torch.manual_seed(0)
     vgg = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
@@ -45,7 +65,7 @@ def small_nets() -> dict[str, nn.Module]:
                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 8 * 8, 5))
     separable = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2, padding=2), nn.BatchNorm2d(8), nn.ReLU(), _Residual(8),
                               _Residual(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
-    return {"vgg": _randomise_bn(vgg), "separable-residual": _randomise_bn(separable)}
+    return {"vgg": _randomise_bn(vgg), "separable-residual": _randomise_bn(separable), "pools-and-pads": _PoolsAndPads().eval()}
 
 
 # Centres at the corners, borders, centre and off the image (occludes nothing).
@@ -66,7 +86,7 @@ def _full_and_incremental(net: nn.Module, x: torch.Tensor, centres: np.ndarray, 
     return full, model.run(model.cache(x), values, starts)
 
 
-@pytest.mark.parametrize("name", ["vgg", "separable-residual"])
+@pytest.mark.parametrize("name", ["vgg", "separable-residual", "pools-and-pads"])
 @pytest.mark.parametrize("patch", [1, 4, 7])
 def test_incremental_equals_full_on_random_nets(name, patch):
     net = small_nets()[name]
@@ -97,6 +117,30 @@ def test_incremental_equals_full_on_bundled_gender_model():
         expected = scorer.score_occluded(image, centres, patch, fill="mean", target=1)
         got = IncrementalScorer(scorer).score_occluded(image, centres, patch, fill="mean", target=1)
         np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_pools_and_pads_run_on_boxes():
+    """Functional pools and constant pads stay incremental: the second conv never sees a whole batch."""
+    net = small_nets()["pools-and-pads"]
+    model = IncrementalModel(net)
+    calls: list[tuple[int, ...]] = []
+    model.graph.get_submodule("conv2").register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape)))
+    starts, size = patch_boxes(CENTRES[:3], 3, (32, 32))
+    model.run(model.cache(torch.randn(1, 3, 32, 32)), torch.randn(3, 3, *size), starts)
+    assert calls == [(1, 10, 7, 7)]  # the cache's full pass; the batch went through boxes only
+
+
+def test_incremental_equals_full_on_dlib_resnet():
+    """dlib's face ResNet (zero-padded residual adds) through its ``traceable()`` twin."""
+    from facesal_fast.models.dlib_resnet import load_dlib_resnet
+
+    net = load_dlib_resnet()
+    x = torch.randn(1, 3, 150, 150, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(net.traceable()(x), net(x), atol=0, rtol=0)
+    centres = np.array([[0, 0], [149, 149], [75, 70], [149, 3], [40.5, 120.2]], np.float32)
+    full, incremental = _full_and_incremental(net, x, centres, 10)
+    torch.testing.assert_close(incremental, full, atol=1e-4, rtol=1e-4)
 
 
 def test_approximate_mode_is_close_and_validated():

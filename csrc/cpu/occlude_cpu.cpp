@@ -23,12 +23,12 @@ std::vector<T> normalized_plane(const OccludeParams& p, F value) {
 }
 
 template <typename T>
-void occlude_typed(const OccludeParams& p) {
+void occlude_typed(const OccludeParams& p, int threads) {
   const auto base = normalized_plane<T>(p, [&](int c, int y, int x) { return image_value(p, c, y, x); });
   const auto fill = normalized_plane<T>(p, [&](int c, int y, int x) { return fill_value(p, c, y, x); });
   const int64_t n = image_elems(p);
   T* out = static_cast<T*>(p.out);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : omp_get_max_threads())
   for (int k = 0; k < p.K; ++k) {
     T* dst = out + int64_t(k) * n;
     std::memcpy(dst, base.data(), n * sizeof(T));
@@ -45,9 +45,9 @@ void occlude_typed(const OccludeParams& p) {
 
 }  // namespace
 
-void occlude_batch_cpu(const OccludeParams& p) {
-  if (p.half_out) occlude_typed<uint16_t>(p);
-  else occlude_typed<float>(p);
+void occlude_batch_cpu(const OccludeParams& p, int threads) {
+  if (p.half_out) occlude_typed<uint16_t>(p, threads);
+  else occlude_typed<float>(p, threads);
 }
 
 }  // namespace facesal

@@ -158,6 +158,62 @@ class DlibFaceResNet(nn.Module):
         x = self.units(x)
         return self.fc(x.mean(dim=(2, 3)))
 
+    def traceable(self, size: int = CHIP_SIZE) -> nn.Module:
+        """The same network for normalised float ``(N, 3, size, size)`` input with
+        ``add_prev``'s zero padding fixed for that size: no Python branch on tensors, so
+        ``torch.fx`` can trace it (used by :class:`facesal_fast.speed.IncrementalModel`).
+        Shares this model's parameters."""
+        return _TraceableDlibResNet(self, size)
+
+
+def _pad_to(shape: torch.Size, target: tuple[int, int, int]) -> tuple[int, ...]:
+    """``F.pad`` amounts taking an NCHW ``shape`` to ``target`` (C, H, W), zeros after the
+    data as ``add_prev`` pads; ``()`` when nothing is padded."""
+    c, h, w = (target[i] - shape[i + 1] for i in range(3))
+    return (0, w, 0, h, 0, c) if c else (0, w, 0, h) if h or w else ()
+
+
+class _StaticResidualUnit(nn.Module):
+    """A :class:`_ResidualUnit` whose ``add_prev`` padding is fixed for one input shape."""
+
+    def __init__(self, unit: _ResidualUnit, in_shape: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.conv1, self.conv2, self.down = unit.conv1, unit.conv2, unit.down
+        with torch.no_grad():
+            x = torch.zeros(in_shape)
+            y, shortcut = self.conv2(self.conv1(x)), F.avg_pool2d(x, 2, 2) if self.down else x
+        target = tuple(max(y.shape[i], shortcut.shape[i]) for i in (1, 2, 3))
+        self.pad_y, self.pad_shortcut = _pad_to(y.shape, target), _pad_to(shortcut.shape, target)
+        self.out_shape = (1, *target)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(F.relu(self.conv1(x)))
+        shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
+        if self.pad_y:
+            y = F.pad(y, self.pad_y)
+        if self.pad_shortcut:
+            shortcut = F.pad(shortcut, self.pad_shortcut)
+        return F.relu(y + shortcut)
+
+
+class _TraceableDlibResNet(nn.Module):
+    """:meth:`DlibFaceResNet.traceable`: normalised float ``(N, 3, size, size)`` -> ``(N, 128)``."""
+
+    def __init__(self, model: DlibFaceResNet, size: int) -> None:
+        super().__init__()
+        self.conv0, self.fc = model.conv0, model.fc
+        with torch.no_grad():
+            shape = tuple(F.max_pool2d(self.conv0(torch.zeros(1, 3, size, size)), 3, 2).shape)
+        units = []
+        for unit in model.units:
+            units.append(_StaticResidualUnit(unit, shape))
+            shape = units[-1].out_shape
+        self.units = nn.Sequential(*units)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv0(x)), 3, 2)
+        return self.fc(self.units(x).mean(dim=(2, 3)))
+
 
 def normalize_chips(chips: torch.Tensor, mean_rgb: torch.Tensor | None = None) -> torch.Tensor:
     """``uint8 (N, 3, H, W)`` RGB -> float32 ``(pixel - DLIB_MEAN_RGB) / 256``."""

@@ -370,9 +370,12 @@ class Scorer:
         return img.to(self.backend.device)
 
     def _occlude(self, img: torch.Tensor, centers: torch.Tensor, patch: int, fill) -> torch.Tensor:
+        # One CPU thread: batches are made while the model runs on the other cores, and a
+        # second OpenMP team spinning beside the backend's threads slowed both down.
         return ops.occlude_batch(
             img, centers, patch, fill, self.mean, self.std, scale=self.scale,
             layout=self.backend.layout, dtype="float16" if self.backend.input_dtype == torch.float16 else "float32",
+            threads=None if img.is_cuda else 1,
         )
 
     def _base_outputs(self, img: torch.Tensor) -> torch.Tensor:

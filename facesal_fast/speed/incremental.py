@@ -10,10 +10,13 @@ local (global pooling, flatten, linear, anything unknown). The result equals ful
 inference up to float summation order.
 
 Supported local operations (traced with ``torch.fx``): ``Conv2d`` (zero padding, any
-groups, stride; dilation 1), ``MaxPool2d`` (no ceil mode, dilation 1), constant
-``F.pad``, eval ``BatchNorm2d``, ReLU (module, ``torch.relu``, ``F.relu``), ``Identity``,
+groups, stride; dilation 1), max and average pooling (modules or ``F.max_pool2d`` /
+``F.avg_pool2d``; no ceil mode, dilation 1), constant ``F.pad`` (spatial, and of the
+channels), eval ``BatchNorm2d``, ReLU (module, ``torch.relu``, ``F.relu``), ``Identity``,
 ``Dropout`` (eval), and ``+`` of two feature maps (residual blocks). That covers
-mini-XCEPTION (depthwise-separable blocks), VGG and ResNet.
+mini-XCEPTION (depthwise-separable blocks), VGG, ResNet and dlib's face ResNet. A model
+whose ``forward`` has Python control flow on tensors (which ``torch.fx`` cannot trace) may
+offer a ``traceable()`` method returning an equivalent traceable module; it is used instead.
 
 Approximate mode (Krypton's projective-field threshold ``tau``): each layer's box is
 capped at ``ceil(tau x side)`` around the centre of the change, so changes that spread
@@ -145,6 +148,78 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+@dataclass
+class _Window:
+    """A sliding-window op (conv or pool): geometry, the value read outside the map, and the
+    op itself applied to an already padded crop (padding 0)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    pad_value: float
+    apply: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _pool_window(kind: str, kernel_size: Any, stride: Any, padding: Any, dilation: Any = 1, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: Any = None) -> _Window | None:
+    """Max / average pooling as a :class:`_Window`; None for the unsupported variants (ceil
+    mode, dilation, average pooling that excludes the padding or overrides the divisor)."""
+    kernel, pad = _pair(kernel_size), _pair(padding)
+    step = _pair(stride) if stride is not None and stride != [] else kernel
+    if ceil_mode or _pair(dilation) != (1, 1):
+        return None
+    if kind == "max":
+        return _Window(kernel, step, pad, float("-inf"), lambda crop: F.max_pool2d(crop, kernel, step, 0))
+    if divisor_override is not None or (not count_include_pad and pad != (0, 0)):
+        return None
+    return _Window(kernel, step, pad, 0.0, lambda crop: F.avg_pool2d(crop, kernel, step, 0))
+
+
+def _module_window(module: nn.Module) -> _Window | None:
+    """``Conv2d`` (zero padding, dilation 1), ``MaxPool2d`` or ``AvgPool2d`` as a :class:`_Window`."""
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros" or isinstance(module.padding, str) or _pair(module.dilation) != (1, 1):
+            return None
+        stride = _pair(module.stride)
+        return _Window(_pair(module.kernel_size), stride, _pair(module.padding), 0.0,
+                       lambda crop: F.conv2d(crop, module.weight, module.bias, stride, 0, 1, module.groups))
+    if isinstance(module, nn.MaxPool2d):
+        return _pool_window("max", module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
+    if isinstance(module, nn.AvgPool2d):
+        return _pool_window("avg", module.kernel_size, module.stride, module.padding, 1, module.ceil_mode,
+                            module.count_include_pad, module.divisor_override)
+    return None
+
+
+_POOL_SIGNATURES = {
+    F.max_pool2d: ("max", ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+                   dict(stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)),
+    F.avg_pool2d: ("avg", ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+                   dict(stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None)),
+}
+
+
+def _bind(names: tuple[str, ...], args: tuple, kwargs: dict, defaults: dict) -> dict | None:
+    """Positional and keyword arguments of a call by parameter name, defaults filled in;
+    None when they do not fit ``names`` (the call then runs in full)."""
+    bound = {**defaults, **dict(zip(names, args)), **kwargs}
+    if len(args) > len(names) or set(bound) != set(names):
+        return None
+    return bound
+
+
+def _function_window(target: Any, args: tuple, kwargs: dict) -> _Window | None:
+    """``F.max_pool2d`` / ``F.avg_pool2d`` calls as a :class:`_Window`, else None."""
+    if target not in _POOL_SIGNATURES:
+        return None
+    kind, names, defaults = _POOL_SIGNATURES[target]
+    p = _bind(names, args, kwargs, defaults)
+    if p is None or p.pop("return_indices", False):
+        return None
+    p.pop("input")
+    return _pool_window(kind, **p)
+
+
 def _out_range(lo: np.ndarray, hi: np.ndarray, kernel: int, stride: int, pad: int, out_len: int,
                tau: float | None) -> tuple[np.ndarray, int]:
     """Output positions (of a window op) whose input window meets rows ``lo..hi`` (K each):
@@ -181,7 +256,7 @@ class IncrementalModel:
             raise ValueError(f"tau must be in (0, 1] or None, got {tau!r}")
         if not 0 < full_fraction <= 1:
             raise ValueError(f"full_fraction must be in (0, 1], got {full_fraction!r}")
-        module = copy.deepcopy(module).eval()
+        module = copy.deepcopy(module.traceable() if callable(getattr(module, "traceable", None)) else module).eval()
         for m in module.modules():
             if hasattr(m, "inplace"):
                 m.inplace = False
@@ -227,43 +302,31 @@ class IncrementalModel:
 
     # ------------------------------------------------------------------ incremental ops
 
-    def _window_op(self, node: fx.Node, x: _Changed, cached_out: torch.Tensor) -> _Changed | None:
-        """Conv2d / MaxPool2d on the box only; None when not supported or the box is large."""
-        module = self.graph.get_submodule(node.target)
-        if isinstance(module, nn.Conv2d):
-            if module.padding_mode != "zeros" or isinstance(module.padding, str) or _pair(module.dilation) != (1, 1):
-                return None
-            kernel, stride, pad, pad_value = _pair(module.kernel_size), _pair(module.stride), _pair(module.padding), 0.0
-
-            def apply(crop: torch.Tensor) -> torch.Tensor:
-                return F.conv2d(crop, module.weight, module.bias, stride, 0, 1, module.groups)
-        elif isinstance(module, nn.MaxPool2d):
-            if module.ceil_mode or _pair(module.dilation) != (1, 1):
-                return None
-            kernel, stride, pad = _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(module.padding)
-            pad_value = float("-inf")
-
-            def apply(crop: torch.Tensor) -> torch.Tensor:
-                return F.max_pool2d(crop, kernel, stride, 0)
-        else:
-            return None
+    def _window_op(self, window: _Window, x: _Changed, cached_out: torch.Tensor) -> _Changed | None:
+        """A window op (conv / pool) on the box only; None when the box is too large."""
         (h, w), (H, W) = x.size, x.cached.shape[2:]
         Ho, Wo = cached_out.shape[2:]
+        kernel, stride, pad = window.kernel, window.stride, window.pad
         top, oh = _out_range(x.start[:, 0], x.start[:, 0] + h - 1, kernel[0], stride[0], pad[0], Ho, self.tau)
         left, ow = _out_range(x.start[:, 1], x.start[:, 1] + w - 1, kernel[1], stride[1], pad[1], Wo, self.tau)
         ih, iw = (oh - 1) * stride[0] + kernel[0], (ow - 1) * stride[1] + kernel[1]
         if ih * iw > self.full_fraction * H * W:
             return None
         read_start = np.stack([top * stride[0] - pad[0], left * stride[1] - pad[1]], axis=1)
-        crop = _read(x.cached, x, read_start, (ih, iw), pad_value)
-        return _Changed(cached_out, apply(crop), np.stack([top, left], axis=1))
+        crop = _read(x.cached, x, read_start, (ih, iw), window.pad_value)
+        return _Changed(cached_out, window.apply(crop), np.stack([top, left], axis=1))
 
-    def _pad_op(self, node: fx.Node, x: _Changed, cached_out: torch.Tensor) -> _Changed | None:
-        pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
-        mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
-        if mode != "constant" or len(pads) != 4:
+    def _pad_op(self, args: tuple, kwargs: dict, cached_out: torch.Tensor) -> _Changed | None:
+        """Constant ``F.pad`` of the last two (and optionally the channel) dimensions."""
+        p = _bind(("input", "pad", "mode", "value"), args, kwargs, dict(mode="constant", value=None))
+        if p is None:
             return None
-        return _Changed(cached_out, x.values, x.start + np.array([pads[2], pads[0]]))
+        pads, value = tuple(int(v) for v in p["pad"]), 0.0 if p["value"] is None else float(p["value"])
+        if p["mode"] != "constant" or len(pads) not in (4, 6) or min(pads) < 0:
+            return None
+        x = p["input"]
+        values = F.pad(x.values, (0, 0, 0, 0, *pads[4:]), value=value) if len(pads) == 6 else x.values
+        return _Changed(cached_out, values, x.start + np.array([pads[2], pads[0]]))
 
     @staticmethod
     def _add_op(a: _Changed, b: _Changed, cached_out: torch.Tensor) -> _Changed:
@@ -275,24 +338,30 @@ class IncrementalModel:
         start = np.minimum(lo, limit - np.array(size))
         return _Changed(cached_out, _read(a.cached, a, start, size) + _read(b.cached, b, start, size), start)
 
-    def _incremental(self, node: fx.Node, args: tuple, cached_out: Any) -> _Changed | None:
+    def _incremental(self, node: fx.Node, args: tuple, kwargs: dict, cached_out: Any) -> _Changed | None:
         """The node's output as a :class:`_Changed`, or None when it must run in full."""
-        changed = [a for a in args if isinstance(a, _Changed)]
-        if not changed or not isinstance(cached_out, torch.Tensor) or cached_out.ndim != 4:
+        changed = [a for a in (*args, *kwargs.values()) if isinstance(a, _Changed)]
+        if len(changed) != 1 and not (len(changed) == 2 and node.target in _ADD_FUNCTIONS):
             return None
+        if not isinstance(args[0] if args else None, _Changed) or not isinstance(cached_out, torch.Tensor) or cached_out.ndim != 4:
+            return None
+        x = args[0]
         if node.op == "call_module":
             module = self.graph.get_submodule(node.target)
-            if isinstance(module, _UNARY_MODULES) and len(args) == 1:
-                return _Changed(cached_out, module(args[0].values), args[0].start)
-            return self._window_op(node, args[0], cached_out) if len(args) == 1 else None
-        if node.op == "call_function":
-            if node.target in _UNARY_FUNCTIONS and len(args) == 1 and not node.kwargs:
-                return _Changed(cached_out, _UNARY_FUNCTIONS[node.target](args[0].values), args[0].start)
-            if node.target is F.pad and args[0] is changed[0]:
-                return self._pad_op(node, args[0], cached_out)
-            if node.target in _ADD_FUNCTIONS and len(args) == 2 and all(isinstance(a, _Changed) for a in args):
-                return self._add_op(args[0], args[1], cached_out)
-        return None
+            if isinstance(module, _UNARY_MODULES) and len(args) == 1 and not kwargs:
+                return _Changed(cached_out, module(x.values), x.start)
+            window = _module_window(module) if len(args) == 1 and not kwargs else None
+            return None if window is None else self._window_op(window, x, cached_out)
+        if node.op != "call_function":
+            return None
+        if node.target in _UNARY_FUNCTIONS and len(args) == 1 and not kwargs.get("inplace", False):
+            return _Changed(cached_out, _UNARY_FUNCTIONS[node.target](x.values), x.start)
+        if node.target is F.pad:
+            return self._pad_op(args, kwargs, cached_out)
+        if node.target in _ADD_FUNCTIONS and len(args) == 2 and len(changed) == 2 and not kwargs:
+            return self._add_op(args[0], args[1], cached_out)
+        window = _function_window(node.target, args, kwargs)
+        return None if window is None else self._window_op(window, x, cached_out)
 
     @torch.inference_mode()
     def run(self, cache: dict[fx.Node, Any], values: torch.Tensor, start: np.ndarray) -> Any:
@@ -317,11 +386,10 @@ class IncrementalModel:
                 result = fx.node.map_arg(node.args[0], lambda n: _full(env[n]))
             else:
                 args = fx.node.map_arg(node.args, lambda n: env[n])
-                out = self._incremental(node, args, cache[node]) if not node.kwargs or node.target is F.pad else None
+                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+                out = self._incremental(node, args, kwargs, cache[node])
                 if out is None:
-                    full_args = tuple(_full(a) if isinstance(a, _Changed) else a for a in args)
-                    kwargs = fx.node.map_arg(node.kwargs, lambda n: _full(env[n]))
-                    out = self._call(node, full_args, kwargs)
+                    out = self._call(node, tuple(_full(a) for a in args), {k: _full(v) for k, v in kwargs.items()})
                 env[node] = out
             for done in self._free_after[i]:
                 env.pop(done, None)
@@ -374,7 +442,8 @@ class IncrementalScorer:
         base_out = cache[self.model._nodes[-1]].float()
         confidence: Callable = s._confidence_for(img, target, base_outputs=base_out.reshape(1, -1))
         shape = (s.channels, int(img.shape[0]), int(img.shape[1]))
-        size = batch_size or s.batch_size or auto_batch_size(shape, s.backend.device, len(pts))
+        # Boxes are much smaller than whole maps: batches of >= 128 amortise the per-layer work.
+        size = batch_size or s.batch_size or max(auto_batch_size(shape, s.backend.device, len(pts)), min(128, len(pts)))
         starts, (h, w) = patch_boxes(pts.numpy(), int(patch), shape[1:])
         scores = []
         for lo in range(0, len(pts), size):
