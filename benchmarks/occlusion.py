@@ -154,18 +154,19 @@ def dlib_case(photo: Path) -> Case:
     return Case("dlib-resnet", scorer, base.backend.module, input_image, 10, None, confidence=scorer._confidence)
 
 
-def resnet_case(photo: Path, size: int = 224) -> Case:
-    """torchvision ResNet-50 (random weights: no download at run time) on ``photo``'s face crop."""
+def torchvision_case(name: str, photo: Path, size: int = 224) -> Case:
+    """A torchvision classifier (``resnet50``, ``vgg16``; random weights: no download at run
+    time) on ``photo``'s face crop, patch 15."""
     import torchvision
     from facesal_fast.align import load_image
 
     torch.manual_seed(0)
-    net = torchvision.models.resnet50(weights=None).eval()
+    net = getattr(torchvision.models, name)(weights=None).eval()
     scorer = Scorer.from_torch(net, size, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend="torch")
     image = load_image(photo)
     input_image, _ = scorer.prepare(image)
     target = scorer.predict(image).index
-    return Case("resnet50", scorer, net, input_image, 15, target)
+    return Case(name, scorer, net, input_image, 15, target)
 
 
 def conv_mac_ratio(model: IncrementalModel, x: torch.Tensor, centres: np.ndarray, patch: int) -> float:
@@ -231,7 +232,8 @@ def adaptive_map(scorer: Any, case: Case, centres: np.ndarray, step: int, refine
 
 
 def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: float, refine: float,
-                      full_fraction: float, atol: float = 1e-5, coarse_step: int | None = None) -> None:
+                      full_fraction: float, atol: float = 1e-5, coarse_step: int | None = None,
+                      exact_only: bool = False) -> None:
     """Time every image-space method; assert the exact ones equal captum's map. Speed-ups
     are given against captum's best and against full re-inference (facesal, torch eager)."""
     centres = window_centres(case.input_image.shape[:2], case.patch, stride)
@@ -245,7 +247,7 @@ def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: f
     approximate = IncrementalScorer(case.scorer, tau=tau, full_fraction=full_fraction)
     full_seconds, full = timed(lambda: scored_map(case.scorer, case, centres))
     np.testing.assert_allclose(full, ref, atol=atol, err_msg=f"{case.name}: facesal occlusion != captum")
-    add = functools.partial(case.add, "image", baseline=best, full=full_seconds)
+    add = functools.partial(case.add, "image", captum=best, full=full_seconds)
     add("full re-inference (facesal exact, torch eager)", full_seconds, k)
     if case.onnx is not None:
         seconds, fast = timed(lambda: scored_map(case.onnx, case, centres))
@@ -255,6 +257,8 @@ def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: f
     np.testing.assert_allclose(inc, ref, atol=atol, err_msg=f"{case.name}: incremental != captum")
     x = case.normalised()
     add("incremental (exact)", seconds, k, mac_ratio=conv_mac_ratio(incremental.model, x, centres, case.patch))
+    if exact_only:
+        return
     seconds, approx = timed(lambda: scored_map(approximate, case, centres))
     add(f"inc-tau={tau}", seconds, k, ssim=ssim(approx, full),
         mac_ratio=conv_mac_ratio(approximate.model, x, centres, case.patch))
@@ -304,6 +308,17 @@ def csm_loop(case: Case, face: Any, used: np.ndarray, points_in: np.ndarray,
     return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0).astype(np.float32), np.array(drops, np.float32)
 
 
+def captum_stride_one(case: Case, per_eval: int = 64) -> float:
+    """Seconds of captum Occlusion at stride 1 (the only captum setting that scores a window
+    centred on every pixel, as CIS needs); its map is checked against facesal's before."""
+    centres = window_centres(case.input_image.shape[:2], case.patch, 1)
+    seconds, ref = timed(lambda: captum_map(case, 1, per_eval))
+    np.testing.assert_allclose(scored_map(case.onnx or case.scorer, case, centres), ref, atol=1e-5,
+                               err_msg=f"{case.name}: facesal stride-1 occlusion != captum")
+    case.add("canonical", f"captum Occlusion stride 1 (ppe={per_eval})", seconds, len(centres))
+    return seconds
+
+
 def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fraction: float,
                     csm_vertices: int | None = None) -> None:
     """CIS methods on one aligned photo; asserts CSM loop == CIS exact (all backends).
@@ -332,18 +347,19 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
         np.testing.assert_allclose(drops, exact.drops[:csm_vertices], atol=1e-5, err_msg=f"{case.name}: CIS != CSM loop")
         loop_seconds = seconds_subset * n / csm_vertices
         case.add("canonical", f"csm-loop (published, batch 1; timed on {csm_vertices}, extrapolated)", loop_seconds, n)
-    case.add("canonical", "cis-exact (torch)", seconds, exact.forward_passes, baseline=loop_seconds)
+    captum_seconds = captum_stride_one(case)
+    add = functools.partial(case.add, "canonical", csm=loop_seconds, captum=captum_seconds)
+    add("cis-exact (torch)", seconds, exact.forward_passes)
     onnx = case.onnx
     seconds, result = timed(lambda: cis(face.image, onnx, **run))
     np.testing.assert_allclose(result.canonical, exact.canonical, atol=1e-5)
-    case.add("canonical", "cis-exact (onnxruntime)", seconds, result.forward_passes, baseline=loop_seconds)
+    add("cis-exact (onnxruntime)", seconds, result.forward_passes)
     incremental = IncrementalScorer(case.scorer, full_fraction=full_fraction)
     seconds, result = timed(lambda: cis(face.image, incremental, **run))
     np.testing.assert_allclose(result.canonical, exact.canonical, atol=1e-5)
-    case.add("canonical", "cis-exact (incremental)", seconds, result.forward_passes, baseline=loop_seconds)
+    add("cis-exact (incremental)", seconds, result.forward_passes)
     seconds, result = timed(lambda: cis(face.image, onnx, mode="grid", grid_step=2, **run))
-    case.add("canonical", "cis-grid step 2 (onnxruntime)", seconds, result.forward_passes, baseline=loop_seconds,
-             ssim=ssim(result.canonical, exact.canonical))
+    add("cis-grid step 2 (onnxruntime)", seconds, result.forward_passes, ssim=ssim(result.canonical, exact.canonical))
 
     def adaptive_cis() -> tuple[np.ndarray, int]:
         base = onnx.base_score(exact.input_image, case.target)
@@ -354,8 +370,7 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
         return ops.normalize_by_counts(sums, counts)[0], res.forward_passes
 
     seconds, (ada, passes) = timed(adaptive_cis)
-    case.add("canonical", f"cis-adaptive step 4 refine {refine} (onnxruntime)", seconds, passes, baseline=loop_seconds,
-             ssim=ssim(ada, exact.canonical))
+    add(f"cis-adaptive step 4 refine {refine} (onnxruntime)", seconds, passes, ssim=ssim(ada, exact.canonical))
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -374,23 +389,30 @@ audit = Audit(scorer, out, settings={"model": model})
 photos = sorted(Path(folder).iterdir())
 audit.run(photos[:1], progress=False)  # start-up: imports, MediaPipe graph, first batch
 startup = time.perf_counter() - t0
-n = [0]; original = Scorer.score_occluded  # counts occluded images (instrumentation only)
+sizes = []; original = Scorer.score_occluded  # the occluded images of each call (instrumentation only)
 def counted(self, image, centers, *a, **k):
-    n[0] += len(centers); return original(self, image, centers, *a, **k)
+    sizes.append(len(centers)); return original(self, image, centers, *a, **k)
 Scorer.score_occluded = counted
-def bare():
-    bs = auto_batch_size((scorer.channels, *scorer.input_size), scorer.backend.device)
-    batch = torch.randn(bs, scorer.channels, *scorer.input_size); scorer.forward(batch); best = 1e9
-    for _ in range(5):
-        t = time.perf_counter(); scorer.forward(batch); best = min(best, time.perf_counter() - t)
-    return bs, bs / best
-bs, before = bare()
-t = time.perf_counter(); summary = audit.run(photos[1:], progress=False); seconds = time.perf_counter() - t
-bs, after = bare()
+bs = auto_batch_size((scorer.channels, *scorer.input_size), scorer.backend.device, None, scorer.backend.cpu_max_batch)
+batch = torch.randn(bs, scorer.channels, *scorer.input_size)
+def bare(sizes):  # seconds of the same images in the same batches through the model alone
+    t = time.perf_counter()
+    for size in sizes:
+        for lo in range(0, size, bs):
+            scorer.forward(batch[:min(bs, size - lo)])
+    return time.perf_counter() - t
+# Interleaved, photo by photo, so that the machine's drifting speed hits both alike.
+seconds = bare_seconds = 0.0; done = 0; t = time.perf_counter()
+for item in audit.feed(photos[1:], progress=False):
+    seconds += time.perf_counter() - t
+    done += item.status == "done"
+    bare_seconds += bare(sizes[-1:] if item.status == "done" else [])
+    t = time.perf_counter()
+n = [sum(sizes)]
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")]  # ru_maxrss would report the parent's
 rss = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("RESULT", json.dumps(dict(backend=scorer.backend.name, photos=len(photos) - 1, done=summary["done"] - 1,
-      seconds=seconds, startup_seconds=startup, passes=n[0], batch_size=bs, bare=max(before, after), rss_kib=rss)))
+print("RESULT", json.dumps(dict(backend=scorer.backend.name, photos=len(photos) - 1, done=done, seconds=seconds,
+      startup_seconds=startup, passes=n[0], batch_size=bs, bare=n[0] / bare_seconds, rss_kib=rss)))
 """
 
 
@@ -399,7 +421,9 @@ def bench_audit(model: str, photos: int, backend: str) -> dict:
     process, with a run store: steady-state photos/s and occluded images/s (alignment,
     occlusion, inference, splatting and result files included; start-up, i.e. imports and
     the first photo, reported apart), peak RSS, and the ratio to the backend's bare forward
-    throughput at the same batch size (best of a measurement before and after the run)."""
+    throughput at the same batch size: the same images in the same batches through the
+    model alone, run after each photo (interleaved, so that drifts of the machine's speed
+    hit both sides alike)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         folder.mkdir()
@@ -447,17 +471,18 @@ def machine() -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table; "vs peer" is captum's best (image) or the CSM loop (canonical), "vs
-    full" full re-inference through facesal (torch eager, same windows)."""
-    lines = ["| model | section | method | passes | seconds | ms/pass | vs peer | vs full | SSIM vs exact | conv MACs full/inc |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """Markdown table of rows; each "vs" column is a peer's seconds over the row's, measured in
+    the same run: captum's best ``perturbations_per_eval`` (image section: same windows; canonical
+    section: stride 1, a window at every pixel as CIS needs), the published CSM loop, and full
+    re-inference through facesal (torch eager, same windows)."""
+    lines = ["| model | section | method | passes | seconds | ms/pass | vs captum | vs CSM loop | vs full re-inference "
+             "| SSIM vs exact | conv MACs full/inc |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        ratio = f"{r['baseline'] / r['seconds']:.1f}x" if r.get("baseline") else ""
-        vs_full = f"{r['full'] / r['seconds']:.1f}x" if r.get("full") else ""
+        ratios = [f"{r[k] / r['seconds']:.1f}x" if r.get(k) else "" for k in ("captum", "csm", "full")]
         s = f"{r['ssim']:.3f}" if "ssim" in r else ""
         macs = f"{r['mac_ratio']:.2f}" if "mac_ratio" in r else ""
         lines.append(f"| {r['model']} | {r['section']} | {r['method']} | {r['passes']} | {r['seconds']:.2f} | "
-                     f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {ratio} | {vs_full} | {s} | {macs} |")
+                     f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {' | '.join(ratios)} | {s} | {macs} |")
     return "\n".join(lines)
 
 
@@ -472,9 +497,13 @@ def run(args: argparse.Namespace) -> int:
     photo = FACES / args.photo
     for name in args.models.split(","):
         if name == "resnet50":
-            case = resnet_case(photo)
+            case = torchvision_case(name, photo)
             bench_image_space(case, stride=14 if quick else 8, per_eval=(16,) if quick else (1, 16, 64),
                               tau=args.tau, refine=args.refine, full_fraction=args.full_fraction, atol=1e-4)
+        elif name == "vgg16":  # Krypton's model for its best exact figure; exact modes only (random weights)
+            case = torchvision_case(name, photo)
+            bench_image_space(case, stride=28 if quick else 14, per_eval=(16,), tau=args.tau, refine=args.refine,
+                              full_fraction=args.full_fraction, atol=1e-4, exact_only=True)
         elif name == "dlib-resnet":
             case = dlib_case(photo)
             bench_image_space(case, stride=2, per_eval=(64,) if quick else (16, 64, 256), tau=args.tau,

@@ -31,7 +31,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The suite's command-line options."""
     parser.add_argument("--quick", action="store_true", help="smaller sweeps and strides (a few minutes on a quiet machine)")
     parser.add_argument("--models", default="gender,expression-fer,expression-kdef,dlib-resnet,resnet50",
-                        help="comma-separated bundled models (dlib-resnet: image space only) and/or resnet50 (random weights)")
+                        help="comma-separated bundled models (dlib-resnet: image space only), resnet50 and/or vgg16 "
+                             "(torchvision, random weights; vgg16: exact modes only)")
     parser.add_argument("--photo", default="img1.jpg", help="bundled photo used for every model")
     parser.add_argument("--tau", type=float, default=0.5, help="projective-field threshold of the approximate mode")
     parser.add_argument("--refine", type=float, default=0.2, help="fraction of windows refined by the adaptive mode")

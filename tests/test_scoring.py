@@ -251,6 +251,8 @@ def test_pipeline_keeps_order_and_batch_sizes():
     assert auto_batch_size((1, 64, 64), torch.device("cpu")) == 256
     assert auto_batch_size((3, 224, 224), torch.device("cpu")) == 8
     assert auto_batch_size((3, 224, 224), torch.device("cpu"), total=5) == 5
+    assert auto_batch_size((1, 64, 64), torch.device("cpu"), cpu_max=64) == 64
+    assert auto_batch_size((1, 64, 64), torch.device("cuda"), cpu_max=64) == 1024
 
 
 # ----------------------------------------------------------------------------- accelerators

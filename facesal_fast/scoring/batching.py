@@ -18,9 +18,11 @@ _CPU_ELEMENTS, _CPU_MAX = 1 << 21, 256      # ~8 MiB of float32 input per CPU ba
 _CUDA_ELEMENTS, _CUDA_MAX = 1 << 26, 1024   # ~256 MiB per GPU batch
 
 
-def auto_batch_size(input_shape: tuple[int, int, int], device: torch.device, total: int | None = None) -> int:
-    """Power-of-two batch size for ``C x H x W`` inputs on ``device``, capped by ``total``."""
-    elements, cap = (_CUDA_ELEMENTS, _CUDA_MAX) if device.type == "cuda" else (_CPU_ELEMENTS, _CPU_MAX)
+def auto_batch_size(input_shape: tuple[int, int, int], device: torch.device, total: int | None = None,
+                    cpu_max: int = _CPU_MAX) -> int:
+    """Power-of-two batch size for ``C x H x W`` inputs on ``device``, capped by ``total``
+    (and on the CPU by ``cpu_max``, see ``Backend.cpu_max_batch``)."""
+    elements, cap = (_CUDA_ELEMENTS, _CUDA_MAX) if device.type == "cuda" else (_CPU_ELEMENTS, cpu_max)
     per_image = max(1, int(np.prod(input_shape)))
     size = 1 << max(0, int(np.floor(np.log2(max(1, elements // per_image)))))
     size = min(size, cap)

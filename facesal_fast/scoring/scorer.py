@@ -463,7 +463,8 @@ class Scorer:
         pts = pts.to(img.device, torch.float32)
         confidence = self._confidence_for(img, target)
         shape = (self.channels, int(img.shape[0]), int(img.shape[1]))
-        size = batch_size or self.batch_size or auto_batch_size(shape, self.backend.device, len(pts))
+        size = batch_size or self.batch_size or auto_batch_size(shape, self.backend.device, len(pts),
+                                                                self.backend.cpu_max_batch)
         return run_pipelined(
             lambda lo, hi: self._occlude(img, pts[lo:hi], patch, fill),
             lambda batch: confidence(self.backend(batch)),
