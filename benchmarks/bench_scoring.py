@@ -59,7 +59,7 @@ def measure(name: str, backend: str, device: str, seconds: float, rounds: int, c
     scorer = build(name, backend, device)
     h, w = scorer.input_size
     dev = scorer.backend.device
-    bs = auto_batch_size((scorer.channels, h, w), dev)
+    bs = auto_batch_size((scorer.channels, h, w), dev, None, scorer.backend.cpu_max_batch)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (h, w, scorer.channels), dtype=np.uint8)
     centers = rng.uniform(0, w - 1, (2 * bs, 2)).astype(np.float32)

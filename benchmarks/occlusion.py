@@ -502,15 +502,15 @@ def run(args: argparse.Namespace) -> int:
                               tau=args.tau, refine=args.refine, full_fraction=args.full_fraction, atol=1e-4)
         elif name == "vgg16":  # Krypton's model for its best exact figure; exact modes only (random weights)
             case = torchvision_case(name, photo)
-            bench_image_space(case, stride=28 if quick else 14, per_eval=(16,), tau=args.tau, refine=args.refine,
+            bench_image_space(case, stride=14, per_eval=(16,), tau=args.tau, refine=args.refine,
                               full_fraction=args.full_fraction, atol=1e-4, exact_only=True)
         elif name == "dlib-resnet":
             case = dlib_case(photo)
             bench_image_space(case, stride=2, per_eval=(64,) if quick else (16, 64, 256), tau=args.tau,
-                              refine=0.02, full_fraction=args.full_fraction, atol=1e-4, coarse_step=10)
+                              refine=0.02, full_fraction=args.full_fraction, atol=1e-4, coarse_step=12)
         else:
             case, face = bundled_case(name, photo)
-            bench_image_space(case, stride=2 if quick else 1, per_eval=(64, 256) if quick else (1, 16, 64, 256),
+            bench_image_space(case, stride=2 if quick else 1, per_eval=(16, 64, 256) if quick else (1, 16, 64, 256),
                               tau=args.tau, refine=args.refine, full_fraction=args.full_fraction)
             bench_canonical(case, face, vertices=2194, refine=args.refine, full_fraction=args.full_fraction,
                             csm_vertices=300 if quick else None)

@@ -250,3 +250,17 @@ def test_facesal_bench_command_reaches_the_suite(monkeypatch):
     assert (args.command, args.quick, args.models, args.json) == ("bench", True, "gender", "out.json")
     monkeypatch.chdir(Path(__file__).resolve().parents[1] / "facesal_fast")  # inside the checkout
     assert bench.find_suite().samefile(Path(__file__).resolve().parents[1] / "benchmarks" / "occlusion.py")
+
+
+def test_grid_cis_through_the_incremental_scorer_equals_plain_grid_cis(real_face_and_scorer):
+    """The recommended approximate mode (grid + exact incremental inference) only changes speed."""
+    from facesal_fast import models
+    from facesal_fast.saliency import cis
+
+    face, _ = real_face_and_scorer
+    scorer = models.load("gender", backend="torch")
+    plain = cis(face.image, scorer, face=face, mode="grid", grid_step=3)
+    fast = cis(face.image, IncrementalScorer(scorer), face=face, mode="grid", grid_step=3)
+    assert fast.forward_passes == plain.forward_passes
+    np.testing.assert_allclose(fast.drops, plain.drops, atol=1e-5)
+    np.testing.assert_allclose(fast.canonical, plain.canonical, atol=1e-5)

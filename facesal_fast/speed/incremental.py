@@ -442,8 +442,9 @@ class IncrementalScorer:
         base_out = cache[self.model._nodes[-1]].float()
         confidence: Callable = s._confidence_for(img, target, base_outputs=base_out.reshape(1, -1))
         shape = (s.channels, int(img.shape[0]), int(img.shape[1]))
-        # Boxes are much smaller than whole maps: batches of >= 128 amortise the per-layer work.
-        size = batch_size or s.batch_size or max(auto_batch_size(shape, s.backend.device, len(pts)), min(128, len(pts)))
+        # Boxes are smaller than whole maps: 4x the full-inference batch (at most 256) amortises
+        # the per-layer bookkeeping (best measured: 32 for ResNet-50 at 224 px, 64-128 at 150 px).
+        size = batch_size or s.batch_size or min(4 * auto_batch_size(shape, s.backend.device), 256, max(1, len(pts)))
         starts, (h, w) = patch_boxes(pts.numpy(), int(patch), shape[1:])
         scores = []
         for lo in range(0, len(pts), size):
