@@ -37,10 +37,10 @@ def test_captum_occlusion(benchmark, case_and_face, captum_reference):
     benchmark(occlusion.captum_map, case_and_face[0], STRIDE, 64)
 
 
-@pytest.mark.parametrize("method", ["full", "incremental"])
+@pytest.mark.parametrize("method", ["full", "onnxruntime", "incremental"])
 def test_facesal_occlusion(benchmark, case_and_face, centres, captum_reference, method):
     case, _ = case_and_face
-    scorer = case.scorer if method == "full" else IncrementalScorer(case.scorer)
+    scorer = {"full": case.scorer, "onnxruntime": case.onnx, "incremental": IncrementalScorer(case.scorer)}[method]
     np.testing.assert_allclose(occlusion.scored_map(scorer, case, centres), captum_reference, atol=1e-5)
     benchmark(occlusion.scored_map, scorer, case, centres)
 
