@@ -151,7 +151,7 @@ def dlib_case(photo: Path) -> Case:
     base = models.load("dlib-resnet", backend="torch")
     scorer = verification_scorer(face, 1, 0.921, scorer=base)  # tau calibrated in docs/identity.md
     input_image, _ = scorer.prepare(face.image, face)
-    return Case("dlib-resnet", scorer, base.backend.module, input_image, 10, None, confidence=scorer._confidence)
+    return Case("dlib-resnet", scorer, base.backend.module, input_image, 10, None, confidence=scorer.bound_confidence)
 
 
 def torchvision_case(name: str, photo: Path, size: int = 224) -> Case:

@@ -19,7 +19,6 @@ outstanding; no process holds more than one image's maps plus its partial sums.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -124,13 +123,13 @@ class _Worker:
 
         start = time.perf_counter()
         try:
-            result = self.audit._explain(key, source, lambda: load_image(path))
+            result = self.audit.explain(key, source, lambda: load_image(path))
         except Exception as err:  # noqa: BLE001 - every failure is recorded, the audit goes on
             message = f"{source}: {err}" if source not in str(err) else str(err)
             self.store.save_failed(key, source, message, _group_of(self.groups, index, key, None))
             return self.store.last_row, os.getpid()
         group = _group_of(self.groups, index, key, result)
-        self.audit._record(key, source, group, result, time.perf_counter() - start)
+        self.audit.record(key, source, group, result, time.perf_counter() - start)
         self.partial.add(key, result.canonical, group)
         return self.store.last_row, os.getpid()
 
@@ -161,7 +160,7 @@ def _paths(inputs: str | Path | Iterable[str | Path]) -> Iterator[tuple[str, str
 
 def _commit(store: RunStore, row: StoredImage) -> None:
     """The driver's write of one index row (the image's commit point)."""
-    store._upsert(*dataclasses.astuple(row))
+    store.put(row)
 
 
 def _check_reduction(reduced: PartialSums, cms: CMSResult) -> None:

@@ -67,7 +67,7 @@ def test_registry_entry_loads_without_dlib(monkeypatch, scorer):
     x = torch.from_numpy(chip).permute(2, 0, 1)[None]
     with torch.no_grad():
         expected = load_dlib_resnet()(x)[0].numpy()
-    out = fresh._base_outputs(fresh._device_image(chip))[0].numpy()
+    out = fresh._base_outputs(fresh.input_tensor(chip))[0].numpy()
     np.testing.assert_allclose(out, expected, atol=1e-4)
 
 

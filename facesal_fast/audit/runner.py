@@ -118,12 +118,16 @@ class Audit:
         self._memory: CMSAccumulator | None = None
         self.summary = {"done": 0, "failed": 0, "skipped": 0}
 
-    def _explain(self, key: str, source: str, load: Callable[[], np.ndarray]) -> CISResult:
+    def explain(self, key: str, source: str, load: Callable[[], np.ndarray]) -> CISResult:
+        """Load one input, align it and compute its CIS with the audit's settings (raises on
+        bad input; :meth:`feed` records failures instead). For workers that shard an audit."""
         image = load()
         face = self.aligner(image, source=source)
         return _finite_result(cis(image, self.scorer, self.target, face=face, **self.cis_options))
 
-    def _record(self, key: str, source: str, group: str | None, result: CISResult, seconds: float) -> None:
+    def record(self, key: str, source: str, group: str | None, result: CISResult, seconds: float) -> None:
+        """Keep one finished result: into the run store (arrays written atomically, then the
+        index row), or into the in-memory CMS when the audit has no run directory."""
         if self.store is None:
             if self._memory is None:
                 self._memory = CMSAccumulator(result.canonical.shape)
@@ -150,7 +154,7 @@ class Audit:
                 continue
             start = time.perf_counter()
             try:
-                result = self._explain(key, source, load)
+                result = self.explain(key, source, load)
             except Exception as err:  # noqa: BLE001 - every failure is recorded, the audit goes on
                 message = f"{source}: {err}" if source not in str(err) else str(err)
                 if self.store is not None:
@@ -159,7 +163,7 @@ class Audit:
                 yield AuditItem(key, source, "failed", error=message)
                 continue
             group = _group_of(groups, index, key, result)
-            self._record(key, source, group, result, time.perf_counter() - start)
+            self.record(key, source, group, result, time.perf_counter() - start)
             self.summary["done"] += 1
             bar.set_postfix(failed=self.summary["failed"], refresh=False)
             yield AuditItem(key, source, "done", group, result)

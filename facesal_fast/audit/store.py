@@ -19,7 +19,7 @@ import os
 import sqlite3
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -147,6 +147,11 @@ class RunStore:
         """Write the image's arrays atomically, then mark it done."""
         atomic_write_bytes(self.result_path(key), npz_bytes(arrays))
         self._upsert(key, source, "done", group, target, target_name, base_score, seconds, None)
+
+    def put(self, row: StoredImage) -> None:
+        """Write an index row as it is (e.g. one a worker reported); the caller has already
+        written its result file."""
+        self._upsert(*astuple(row))
 
     def save_failed(self, key: str, source: str, error: str, group: str | None = None) -> None:
         self._upsert(key, source, "failed", group, None, None, None, None, error)

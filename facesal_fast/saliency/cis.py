@@ -193,7 +193,7 @@ def splat_drops(drops: np.ndarray, points: np.ndarray, patch: int, shape: tuple[
 
 def _binds_target(scorer: Any) -> bool:
     """True for scorers whose confidence carries its own target (identification, verification)."""
-    return getattr(scorer, "_confidence", None) is not None
+    return getattr(scorer, "bound_confidence", None) is not None
 
 
 def _resolve_target(scorer: Any, input_image: np.ndarray, target: int | str | None) -> tuple[int | None, int | None]:

@@ -193,7 +193,7 @@ def verification_pair_scores(
         device = model.backend.device
 
         def occlude(chip: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-            return model._occlude(chip, pts, patch, fill)
+            return model.occluded_batch(chip, pts, patch, fill)
 
         def embed(batch: torch.Tensor) -> torch.Tensor:
             return model.backend(batch)

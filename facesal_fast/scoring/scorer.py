@@ -15,7 +15,7 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -275,6 +275,12 @@ class Scorer:
             confidence=confidence, batch_size=batch_size,
         )
 
+    @property
+    def bound_confidence(self) -> Confidence | None:
+        """The confidence function set by :meth:`with_confidence` (it binds its own target),
+        or None for class confidences chosen by ``target``."""
+        return self._confidence
+
     def with_confidence(self, fn: Confidence) -> "Scorer":
         """A scorer sharing this backend whose confidence is ``fn(outputs K x D) -> K``.
 
@@ -359,7 +365,9 @@ class Scorer:
 
     # ------------------------------------------------------------------ scoring
 
-    def _device_image(self, input_image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def input_tensor(self, input_image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``input_image`` (``h x w x C`` in model geometry, from :meth:`prepare`) as a tensor on
+        the backend's device, shape-checked; what :meth:`occluded_batch` takes."""
         img = torch.as_tensor(input_image)
         if img.ndim == 2:
             img = img.unsqueeze(-1)
@@ -369,7 +377,9 @@ class Scorer:
             raise ValueError(f"input image must be {self.input_size} (use prepare()), got {tuple(img.shape[:2])}")
         return img.to(self.backend.device)
 
-    def _occlude(self, img: torch.Tensor, centers: torch.Tensor, patch: int, fill) -> torch.Tensor:
+    def occluded_batch(self, img: torch.Tensor, centers: torch.Tensor, patch: int, fill: Any = "black") -> torch.Tensor:
+        """Model-ready batch (backend layout and dtype, normalised) of ``img`` (from
+        :meth:`input_tensor`) with a ``patch`` window at each of the ``K x 2`` ``centers``."""
         # One CPU thread: batches are made while the model runs on the other cores, and a
         # second OpenMP team spinning beside the backend's threads slowed both down.
         return ops.occlude_batch(
@@ -380,10 +390,13 @@ class Scorer:
 
     def _base_outputs(self, img: torch.Tensor) -> torch.Tensor:
         far = torch.full((1, 2), _FAR, dtype=torch.float32, device=img.device)
-        return self.backend(self._occlude(img, far, 1, "black"))
+        return self.backend(self.occluded_batch(img, far, 1, "black"))
 
-    def _confidence_for(self, img: torch.Tensor, target: Target, base_outputs: torch.Tensor | None = None) -> Confidence:
-        """The confidence to apply; the unoccluded image is run only to find a predicted class."""
+    def confidence_for(self, img: torch.Tensor, target: Target, base_outputs: torch.Tensor | None = None) -> Confidence:
+        """The confidence function ``outputs K x D -> (K,)`` for ``target`` on ``img`` (from
+        :meth:`input_tensor`): the scorer's own when it binds one, else the class confidence;
+        the unoccluded image is run (unless ``base_outputs`` are given) only to find a
+        predicted class for ``target=None``."""
         if self._confidence is not None:
             if target is not None:
                 raise ValueError("this scorer's confidence function binds its own target; pass target=None")
@@ -407,7 +420,7 @@ class Scorer:
         """Raw outputs ``(D,)`` float32 of the prepared, unoccluded image (e.g. a face
         descriptor); normalised by the same kernel as occluded copies."""
         input_image, _ = self.prepare(image, face_box)
-        return self._base_outputs(self._device_image(input_image))[0].float().cpu().numpy()
+        return self._base_outputs(self.input_tensor(input_image))[0].float().cpu().numpy()
 
     def forward(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Raw model outputs ``K x D`` (float32, backend device) of a model-ready batch in
@@ -433,9 +446,9 @@ class Scorer:
         """phi(I, c) of the unoccluded input image, normalised by the same kernel as the
         occluded ones (an empty patch scores the same, up to the backend's batch-size
         dependent rounding; bit-exact on the CPU torch backend, tested)."""
-        img = self._device_image(input_image)
+        img = self.input_tensor(input_image)
         outputs = self._base_outputs(img)
-        return float(self._confidence_for(img, target, outputs)(outputs)[0])
+        return float(self.confidence_for(img, target, outputs)(outputs)[0])
 
     def score_occluded(
         self,
@@ -456,17 +469,17 @@ class Scorer:
                 image (classification), or the confidence function's own target.
             batch_size: images per forward pass (default: the scorer's, else automatic).
         """
-        img = self._device_image(input_image)
+        img = self.input_tensor(input_image)
         pts = torch.as_tensor(np.asarray(centers, dtype=np.float32) if not isinstance(centers, torch.Tensor) else centers)
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
         pts = pts.to(img.device, torch.float32)
-        confidence = self._confidence_for(img, target)
+        confidence = self.confidence_for(img, target)
         shape = (self.channels, int(img.shape[0]), int(img.shape[1]))
         size = batch_size or self.batch_size or auto_batch_size(shape, self.backend.device, len(pts),
                                                                 self.backend.cpu_max_batch)
         return run_pipelined(
-            lambda lo, hi: self._occlude(img, pts[lo:hi], patch, fill),
+            lambda lo, hi: self.occluded_batch(img, pts[lo:hi], patch, fill),
             lambda batch: confidence(self.backend(batch)),
             len(pts), size, self.backend.device,
         )
@@ -478,7 +491,7 @@ class Scorer:
     def predict_input(self, input_image: np.ndarray | torch.Tensor) -> Prediction:
         """Classify an image already in model geometry (from :meth:`prepare`)."""
         self._check_classifier()
-        outputs = self._base_outputs(self._device_image(input_image))[0].float()
+        outputs = self._base_outputs(self.input_tensor(input_image))[0].float()
         probs = torch.softmax(outputs, 0) if self.outputs == "logits" else outputs
         index = int(outputs.argmax())
         label = self.classes[index] if self.classes is not None and index < len(self.classes) else None

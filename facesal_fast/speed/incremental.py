@@ -433,14 +433,14 @@ class IncrementalScorer:
         only their patch boxes are fed to the incremental model.
         """
         s = self.scorer
-        img = s._device_image(input_image)
+        img = s.input_tensor(input_image)
         pts = torch.as_tensor(np.asarray(centers.cpu() if isinstance(centers, torch.Tensor) else centers, np.float32))
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
-        base_input = s._occlude(img, torch.full((1, 2), -1.0e6, device=img.device), 1, "black")
+        base_input = s.occluded_batch(img, torch.full((1, 2), -1.0e6, device=img.device), 1, "black")
         cache = self.model.cache(base_input)
         base_out = cache[self.model._nodes[-1]].float()
-        confidence: Callable = s._confidence_for(img, target, base_outputs=base_out.reshape(1, -1))
+        confidence: Callable = s.confidence_for(img, target, base_outputs=base_out.reshape(1, -1))
         shape = (s.channels, int(img.shape[0]), int(img.shape[1]))
         # Boxes are smaller than whole maps: 4x the full-inference batch (at most 256) amortises
         # the per-layer bookkeeping (best measured: 32 for ResNet-50 at 224 px, 64-128 at 150 px).
@@ -449,7 +449,7 @@ class IncrementalScorer:
         scores = []
         for lo in range(0, len(pts), size):
             hi = min(lo + size, len(pts))
-            batch = s._occlude(img, pts[lo:hi].to(img.device), patch, fill)
+            batch = s.occluded_batch(img, pts[lo:hi].to(img.device), patch, fill)
             values = _windows(batch, starts[lo:hi], (h, w))
             out = self.model.run(cache, values, starts[lo:hi])
             scores.append(confidence(out.float().reshape(out.shape[0], -1)).float().cpu())
