@@ -141,6 +141,8 @@ def test_incremental_equals_full_on_dlib_resnet():
     centres = np.array([[0, 0], [149, 149], [75, 70], [149, 3], [40.5, 120.2]], np.float32)
     full, incremental = _full_and_incremental(net, x, centres, 10)
     torch.testing.assert_close(incremental, full, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="traceable"):  # the twin's padding is fixed for 150 px
+        IncrementalModel(net).cache(torch.randn(1, 3, 160, 160))
 
 
 def test_approximate_mode_is_close_and_validated():
@@ -264,3 +266,19 @@ def test_grid_cis_through_the_incremental_scorer_equals_plain_grid_cis(real_face
     assert fast.forward_passes == plain.forward_passes
     np.testing.assert_allclose(fast.drops, plain.drops, atol=1e-5)
     np.testing.assert_allclose(fast.canonical, plain.canonical, atol=1e-5)
+
+
+def test_a_twin_that_disagrees_with_its_model_is_refused():
+    class Twinned(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean(dim=(2, 3))
+
+        def traceable(self):
+            return nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten())  # another network
+
+    with pytest.raises(ValueError, match="disagrees"):
+        IncrementalModel(Twinned()).cache(torch.randn(1, 3, 8, 8))

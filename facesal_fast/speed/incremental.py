@@ -256,7 +256,9 @@ class IncrementalModel:
             raise ValueError(f"tau must be in (0, 1] or None, got {tau!r}")
         if not 0 < full_fraction <= 1:
             raise ValueError(f"full_fraction must be in (0, 1], got {full_fraction!r}")
-        module = copy.deepcopy(module.traceable() if callable(getattr(module, "traceable", None)) else module).eval()
+        twin = callable(getattr(module, "traceable", None))
+        self._checked_against = copy.deepcopy(module).eval() if twin else None
+        module = copy.deepcopy(module.traceable() if twin else module).eval()
         for m in module.modules():
             if hasattr(m, "inplace"):
                 m.inplace = False
@@ -287,18 +289,35 @@ class IncrementalModel:
 
     @torch.inference_mode()
     def cache(self, x: torch.Tensor) -> dict[fx.Node, Any]:
-        """Every node's value for the unoccluded input ``x`` (1 x C x H x W)."""
+        """Every node's value for the unoccluded input ``x`` (1 x C x H x W).
+
+        With a ``traceable()`` twin, its output is first checked against the module's own on
+        ``x`` (a twin may hold only for one input size): ``ValueError`` if they differ.
+        """
         values: dict[fx.Node, Any] = {}
-        for node in self._nodes:
-            if node.op == "placeholder":
-                values[node] = x
-            elif node.op == "output":
-                values[node] = fx.node.map_arg(node.args[0], lambda n: values[n])
-            else:
-                args = fx.node.map_arg(node.args, lambda n: values[n])
-                kwargs = fx.node.map_arg(node.kwargs, lambda n: values[n])
-                values[node] = self._call(node, args, kwargs)
+        try:
+            for node in self._nodes:
+                if node.op == "placeholder":
+                    values[node] = x
+                elif node.op == "output":
+                    values[node] = fx.node.map_arg(node.args[0], lambda n: values[n])
+                else:
+                    args = fx.node.map_arg(node.args, lambda n: values[n])
+                    kwargs = fx.node.map_arg(node.kwargs, lambda n: values[n])
+                    values[node] = self._call(node, args, kwargs)
+        except RuntimeError as err:  # e.g. a size that only the twin's fixed padding rejects
+            if self._checked_against is None:
+                raise
+            raise ValueError(f"the model's traceable() twin does not accept input {tuple(x.shape)}: {err}") from err
+        if self._checked_against is not None:
+            self._check_twin(x, values[self._nodes[-1]])
         return values
+
+    def _check_twin(self, x: torch.Tensor, twin_out: Any) -> None:
+        expected = self._checked_against(x)
+        if twin_out.shape != expected.shape or not torch.allclose(twin_out, expected, rtol=1e-4, atol=1e-5):
+            raise ValueError(f"the model's traceable() twin disagrees with the model on input {tuple(x.shape)} "
+                             "(a twin may hold for one input size only)")
 
     # ------------------------------------------------------------------ incremental ops
 
