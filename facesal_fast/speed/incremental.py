@@ -169,10 +169,19 @@ def _pool_window(kind: str, kernel_size: Any, stride: Any, padding: Any, dilatio
     if ceil_mode or _pair(dilation) != (1, 1):
         return None
     if kind == "max":
-        return _Window(kernel, step, pad, float("-inf"), lambda crop: F.max_pool2d(crop, kernel, step, 0))
+        return _Window(kernel, step, pad, float("-inf"), lambda crop: _max_pool(crop, kernel, step))
     if divisor_override is not None or (not count_include_pad and pad != (0, 0)):
         return None
     return _Window(kernel, step, pad, 0.0, lambda crop: F.avg_pool2d(crop, kernel, step, 0))
+
+
+def _max_pool(crop: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+    """``F.max_pool2d`` without padding; on the CPU through channels-last memory, 5-10x faster
+    there for these many small crops (measured: 256 x 16 x 13 x 13, 5.8 ms NCHW, 0.5 ms with
+    both conversions). Same values."""
+    if crop.device.type != "cpu":
+        return F.max_pool2d(crop, kernel, stride, 0)
+    return F.max_pool2d(crop.contiguous(memory_format=torch.channels_last), kernel, stride, 0).contiguous()
 
 
 def _module_window(module: nn.Module) -> _Window | None:
