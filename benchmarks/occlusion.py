@@ -48,7 +48,6 @@ from facesal_fast.speed.adaptive import adaptive_drops
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-FAR = -1.0e6
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -112,8 +111,7 @@ class Case:
 
     def normalised(self) -> torch.Tensor:
         """1 x C x H x W model input of the unoccluded image."""
-        return torch.as_tensor(ops.occlude_batch(self.input_image, [[FAR, FAR]], 1, "black", self.scorer.mean,
-                                                 self.scorer.std, scale=self.scorer.scale))
+        return torch.as_tensor(ops.unoccluded(self.input_image, self.scorer.mean, self.scorer.std, scale=self.scorer.scale))
 
     def fill_value(self) -> torch.Tensor:
         """Normalised black, 1 x C x 1 x 1 (captum's baseline)."""

@@ -22,9 +22,14 @@ from facesal_fast import _C
 Array = Union[np.ndarray, torch.Tensor]
 Fill = Union[str, float, Sequence[float], Array]
 
+#: An occlusion centre this far off any image: its window is empty, the copy is the image.
+FAR_CENTER = -1.0e6
+
 __all__ = [
+    "FAR_CENTER",
     "has_cuda",
     "occlude_batch",
+    "unoccluded",
     "splat_add",
     "splat_add_grouped",
     "normalize_by_counts",
@@ -82,19 +87,19 @@ def _per_channel(v: float | Sequence[float] | Array, C: int, name: str) -> list[
     return [float(a) for a in arr] + [0.0] * (3 - C)
 
 
+def _positive_int(value: int, name: str, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{hint}, got {value!r}")
+    return int(value)
+
+
 def _check_threads(threads: int | None) -> int:
     """``threads`` as the kernels take it (0 = OpenMP's default)."""
-    if threads is None:
-        return 0
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    return int(threads)
+    return 0 if threads is None else _positive_int(threads, "threads", " or None")
 
 
 def _check_patch(patch: int) -> int:
-    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
-        raise ValueError(f"patch must be a positive integer, got {patch!r}")
-    return int(patch)
+    return _positive_int(patch, "patch")
 
 
 def _check_cuda_build(t: torch.Tensor) -> None:
@@ -237,6 +242,22 @@ def occlude_batch(
         else:
             _C.occlude_cpu(*args, _check_threads(threads))
     return _restore(out, as_numpy)
+
+
+def unoccluded(
+    image: Array,
+    mean: float | Sequence[float] = 0.0,
+    std: float | Sequence[float] = 1.0,
+    *,
+    scale: float = 1.0 / 255.0,
+    layout: str = "nchw",
+    dtype: str | np.dtype | torch.dtype = "float32",
+) -> Array:
+    """``image`` itself as a model-ready batch of one (``1 x C x H x W``, or ``1 x H x W x C``),
+    normalised by the same kernel as :func:`occlude_batch`'s copies, so that the unoccluded
+    score and the occluded ones differ only by the window. Arguments as :func:`occlude_batch`."""
+    centers = np.full((1, 2), FAR_CENTER, np.float32)
+    return occlude_batch(image, centers, 1, "black", mean, std, scale=scale, layout=layout, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- splat

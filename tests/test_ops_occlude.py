@@ -133,6 +133,18 @@ def test_thread_count_does_not_change_the_batch(threads):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_unoccluded_is_the_normalised_image(layout):
+    img = random_image(9, 14, 3)
+    expected = (img.astype(np.float64) / 255 - [0.1, 0.2, 0.3]) / 0.5
+    expected = expected.transpose(2, 0, 1)[None] if layout == "nchw" else expected[None]
+    got = ops.unoccluded(img, [0.1, 0.2, 0.3], 0.5, layout=layout)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ops.unoccluded(torch.from_numpy(img), [0.1, 0.2, 0.3], 0.5, layout=layout),
+                               torch.from_numpy(got))
+
+
 def test_reference_window_rule():
     assert window(0, 0, 1, 5, 5) == (0, 0, 0, 0)
     assert window(2, 2, 2, 5, 5) == (2, 3, 2, 3)  # even patch extends right/down

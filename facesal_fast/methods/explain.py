@@ -17,7 +17,6 @@ METHODS = (
     "guided-backprop", "saliency-difference", "lrp-epsilon", "lrp-alpha-beta", "gradcam", "gradcam++",
     "scorecam", "occlusion", "occlusion-skin",
 )
-_FAR = -1.0e6
 
 
 @dataclass(frozen=True)
@@ -32,8 +31,7 @@ class MethodResult:
 
 def _model_input(image: np.ndarray, mean: Any, std: Any, scale: float) -> torch.Tensor:
     """``1 x C x H x W`` normalised input, built by the occlusion kernel with nothing occluded."""
-    far = np.full((1, 2), _FAR, np.float32)
-    return torch.from_numpy(ops.occlude_batch(image, far, 1, "black", mean, std, scale=scale))
+    return torch.from_numpy(ops.unoccluded(image, mean, std, scale=scale))
 
 
 def explain(

@@ -21,7 +21,6 @@ from facesal_fast.methods._common import check_logits, check_target, eval_mode
 
 __all__ = ["grid_centers", "skin_colour", "drops_to_map", "occlusion", "occlusion_with_scorer", "to_photo"]
 
-_FAR = -1.0e6  # a window centred here occludes nothing
 
 
 def grid_centers(shape: Sequence[int], stride: int) -> np.ndarray:
@@ -113,7 +112,7 @@ def occlusion(
     centers = grid_centers(img.shape[:2], stride)
     norm = dict(mean=mean, std=std, scale=scale)
     batch = torch.from_numpy(ops.occlude_batch(img, centers, patch, fill, **norm))  # K x C x H x W
-    base_input = torch.from_numpy(ops.occlude_batch(img, np.full((1, 2), _FAR, np.float32), 1, "black", **norm))
+    base_input = torch.from_numpy(ops.unoccluded(img, **norm))
     with eval_mode(model), torch.no_grad():
         t = check_target(target, check_logits(model(base_input)).shape[1])
         base = _confidence(model(base_input), t, confidence)[0]

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesal_fast.ops import occlude_batch
+from facesal_fast.ops import FAR_CENTER, occlude_batch
 from facesal_fast.saliency.cis import CISResult, apply_affine, resolve_patch, splat_drops, unique_windows
 from facesal_fast.scoring.batching import auto_batch_size
 from facesal_fast.scoring.confidence import Confidence
@@ -442,7 +442,7 @@ def verification_cis(
     size = batch_size or scorer.batch_size or auto_batch_size((scorer.channels, *chip1.shape[:2]),
                                                               scorer.backend.device, len(unique))
     pair = dict(c=c, tau=tau, fill=fill, batch_size=size)
-    far = np.full((1, 2), -1.0e6, np.float32)  # occludes nothing: the intact pair, same kernel
+    far = np.full((1, 2), FAR_CENTER, np.float32)  # occludes nothing: the intact pair, same kernel
     base = float(verification_pair_scores(scorer, chip1, chip2, far, patch, **pair)[0])
     scores = verification_pair_scores(scorer, chip1, chip2, unique[:, :2], patch, centers2=unique[:, 2:], **pair)
     drops = (base - scores.double().cpu().numpy()).astype(np.float32)[inverse]

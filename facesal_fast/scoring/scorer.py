@@ -33,7 +33,6 @@ from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
 __all__ = ["Scorer", "Prediction"]
 
 Target = int | str | None
-_FAR = -1.0e6  # an occlusion centre this far off the image occludes nothing
 CROPS = ("face", "none", "chip")
 _CHIP_POINTS_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (image key, box) -> 5 points
 _CHIP_CACHE_SIZE = 64
@@ -388,9 +387,13 @@ class Scorer:
             threads=None if img.is_cuda else 1,
         )
 
+    def unoccluded_batch(self, img: torch.Tensor) -> torch.Tensor:
+        """:meth:`occluded_batch` of ``img`` with nothing occluded: the batch of one whose score
+        is phi(I, c), made by the same kernel as the occluded copies."""
+        return self.occluded_batch(img, torch.full((1, 2), ops.FAR_CENTER, device=img.device), 1)
+
     def _base_outputs(self, img: torch.Tensor) -> torch.Tensor:
-        far = torch.full((1, 2), _FAR, dtype=torch.float32, device=img.device)
-        return self.backend(self.occluded_batch(img, far, 1, "black"))
+        return self.backend(self.unoccluded_batch(img))
 
     def confidence_for(self, img: torch.Tensor, target: Target, base_outputs: torch.Tensor | None = None) -> Confidence:
         """The confidence function ``outputs K x D -> (K,)`` for ``target`` on ``img`` (from

@@ -465,8 +465,7 @@ class IncrementalScorer:
         pts = torch.as_tensor(np.asarray(centers.cpu() if isinstance(centers, torch.Tensor) else centers, np.float32))
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
-        base_input = s.occluded_batch(img, torch.full((1, 2), -1.0e6, device=img.device), 1, "black")
-        cache = self.model.cache(base_input)
+        cache = self.model.cache(s.unoccluded_batch(img))
         base_out = cache[self.model._nodes[-1]].float()
         confidence: Callable = s.confidence_for(img, target, base_outputs=base_out.reshape(1, -1))
         shape = (s.channels, int(img.shape[0]), int(img.shape[1]))
