@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from facesal_fast import _C
+from facesal_fast._validate import positive_int
 
 Array = Union[np.ndarray, torch.Tensor]
 Fill = Union[str, float, Sequence[float], Array]
@@ -87,19 +88,13 @@ def _per_channel(v: float | Sequence[float] | Array, C: int, name: str) -> list[
     return [float(a) for a in arr] + [0.0] * (3 - C)
 
 
-def _positive_int(value: int, name: str, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{hint}, got {value!r}")
-    return int(value)
-
-
 def _check_threads(threads: int | None) -> int:
     """``threads`` as the kernels take it (0 = OpenMP's default)."""
-    return 0 if threads is None else _positive_int(threads, "threads", " or None")
+    return 0 if threads is None else positive_int(threads, "threads", " or None")
 
 
 def _check_patch(patch: int) -> int:
-    return _positive_int(patch, "patch")
+    return positive_int(patch, "patch")
 
 
 def _check_cuda_build(t: torch.Tensor) -> None:

@@ -104,6 +104,11 @@ def test_bad_arguments(gender, real_faces):
         cis(face.image, gender, face=face, mode="fast")
     with pytest.raises(ValueError, match="stride must be a positive integer"):
         cis(face.image, gender, face=face, stride=0)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="grid_step must be a positive integer"):
+            cis(face.image, gender, face=face, mode="grid", grid_step=bad)
+    with pytest.raises(ValueError, match="patch must be a positive integer"):
+        cis(face.image, gender, face=face, patch=-2)
 
 
 def test_cms_accumulator_streams_the_mean_and_groups():

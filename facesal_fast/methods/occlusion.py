@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from facesal_fast import ops
+from facesal_fast._validate import positive_int
 from facesal_fast.methods._common import check_logits, check_target, eval_mode
 
 __all__ = ["grid_centers", "skin_colour", "drops_to_map", "occlusion", "occlusion_with_scorer", "to_photo"]
@@ -25,8 +26,7 @@ __all__ = ["grid_centers", "skin_colour", "drops_to_map", "occlusion", "occlusio
 
 def grid_centers(shape: Sequence[int], stride: int) -> np.ndarray:
     """``K x 2`` float32 ``(x, y)`` centres at ``stride // 2, stride // 2 + stride, ...`` per axis."""
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    positive_int(stride, "stride")
     H, W = (int(s) for s in shape)
     ys, xs = np.meshgrid(np.arange(stride // 2, H, stride), np.arange(stride // 2, W, stride), indexing="ij")
     return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)

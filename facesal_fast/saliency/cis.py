@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from facesal_fast import ops
+from facesal_fast._validate import positive_int
 from facesal_fast.align import AlignedFace, default_aligner, region_shares, to_image
 from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.confidence import resolve_class
@@ -35,10 +36,7 @@ def default_patch(input_shape: tuple[int, int]) -> int:
 
 def resolve_patch(patch: int | None, input_shape: tuple[int, int]) -> int:
     """``patch``, checked, or :func:`default_patch` for ``None``."""
-    patch = default_patch(input_shape) if patch is None else patch
-    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
-        raise ValueError(f"patch must be a positive integer, got {patch!r}")
-    return int(patch)
+    return positive_int(default_patch(input_shape) if patch is None else patch, "patch")
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -110,9 +108,7 @@ def occlusion_drops(
         scores = scorer.score_occluded(input_image, centers, patch, fill=fill, target=target)
         return (base_score - np.asarray(scores, np.float64)).astype(np.float32)[inverse], len(centers)
     if mode == "grid":
-        if not isinstance(grid_step, (int, np.integer)) or grid_step < 1:
-            raise ValueError(f"grid_step must be a positive integer, got {grid_step!r}")
-        xs, ys, centers = _grid_centers(points, input_image.shape[:2], int(grid_step))
+        xs, ys, centers = _grid_centers(points, input_image.shape[:2], positive_int(grid_step, "grid_step"))
         scores = np.asarray(scorer.score_occluded(input_image, centers, patch, fill=fill, target=target), np.float64)
         drops = (base_score - scores).reshape(len(ys), len(xs))
         window_centres = np.floor(points + 0.5)  # where exact mode would occlude
@@ -259,8 +255,7 @@ def cis(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    positive_int(stride, "stride")
     face = _resolve_face(image, face, aligner)
     input_image, affine = scorer.prepare(face.image, face)
     patch = resolve_patch(patch, input_image.shape[:2])

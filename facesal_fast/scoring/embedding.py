@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesal_fast._validate import positive_int
 from facesal_fast.ops import FAR_CENTER, occlude_batch
 from facesal_fast.saliency.cis import CISResult, apply_affine, resolve_patch, splat_drops, unique_windows
 from facesal_fast.scoring.batching import auto_batch_size
@@ -417,8 +418,7 @@ def verification_cis(
         stride: keep every ``stride``-th point. fill: as ``ops.occlude_batch``.
         batch_size: occluded pairs per forward pass (default: automatic).
     """
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    positive_int(stride, "stride")
     if c not in (1, -1):
         raise ValueError(f"c must be +1 (genuine pair) or -1 (impostor pair), got {c!r}")
     scorer = _default_scorer(scorer)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from facesal_fast._validate import positive_int
+
 __all__ = ["AdaptiveDrops", "adaptive_drops"]
 
 
@@ -68,11 +70,9 @@ def adaptive_drops(
         raise ValueError("no point to occlude")
     if not 0.0 <= refine <= 1.0:
         raise ValueError(f"refine must be in [0, 1], got {refine!r}")
-    step = max(2, int(patch)) if coarse_step is None else coarse_step
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"coarse_step must be a positive integer, got {coarse_step!r}")
+    step = positive_int(max(2, int(patch)) if coarse_step is None else coarse_step, "coarse_step")
     centers, inverse = unique_windows(points)
-    xs, ys, grid_centers = _grid_centers(points, input_image.shape[:2], int(step))
+    xs, ys, grid_centers = _grid_centers(points, input_image.shape[:2], step)
     grid_scores = np.asarray(scorer.score_occluded(input_image, grid_centers, patch, fill=fill, target=target), np.float64)
     grid = (base_score - grid_scores).reshape(len(ys), len(xs))
     estimate = _bilinear(grid, xs, ys, centers).astype(np.float64)
