@@ -57,7 +57,7 @@ def unique_windows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         unique, inverse = np.unique(pixels, axis=0, return_inverse=True)
         return unique.astype(np.float32), inverse.reshape(-1)
     radix = np.cumprod(np.append(extent[1:], 1)[::-1])[::-1]  # row-major: lexicographic order kept
-    keys, first, inverse = np.unique((pixels - lo) @ radix, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique((pixels - lo) @ radix, return_index=True, return_inverse=True)
     return pixels[first].astype(np.float32), inverse.reshape(-1)
 
 
