@@ -208,25 +208,34 @@ class Aligner:
 
     # ------------------------------------------------------------------ public
     def __call__(
-        self, image: ImageLike, *, all_faces: bool = False, source: str | None = None
+        self, image: ImageLike, *, all_faces: bool = False, source: str | None = None, face_index: int | None = None
     ) -> AlignedFace | list[AlignedFace]:
         """Align the face(s) of one image.
 
         Args:
             image: ``(H, W, 3) uint8`` RGB array (grayscale/RGBA/16-bit/float arrays are
-                converted) or a file path (read with :func:`load_image`).
+                converted by :func:`as_rgb_uint8`'s value-range rule) or a file path (read
+                with :func:`load_image`).
             all_faces: return every face found (a list, largest first) instead of the largest.
             source: name used in messages (defaults to the file name for a path).
+            face_index: return the ``face_index``-th face by size (0: the largest) instead
+                of the largest; on a photo with several faces and no ``face_index`` the
+                face used is logged at WARNING with its box.
         Raises:
             NoFaceError: no face, or only faces smaller than ``min_face_size``.
             ImageError: unreadable file or unusable array.
+            ValueError: ``face_index`` out of range for the faces found.
         """
         if isinstance(image, (str, os.PathLike)):
             source = source or Path(image).name
             image = load_image(image)
         img = as_rgb_uint8(image, source)
+        if face_index is None:
+            with self._lock:
+                return self._align(img, all_faces, source)
         with self._lock:
-            return self._align(img, all_faces, source)
+            faces = self._align(img, True, source)
+        return _face_at(faces, face_index, source)
 
     def batch(
         self, images: Sequence[ImageLike], *, all_faces: bool = False, on_error: str = "raise",
@@ -316,7 +325,9 @@ class Aligner:
             n = len(big)
             note = f"largest of {n} faces" if n > 1 else "single face"
             if n > 1:
-                _log.info("%s: %d faces found, using the largest", source or "<array>", n)
+                box = tuple(round(float(v)) for v in done[0][1])
+                _log.warning("%s: %d faces found, explaining the largest, box (x0, y0, x1, y1) = %s "
+                             "(face_index= or faces='all' to choose)", source or "<array>", n, box)
             return self._make_face(img, *done[0], source=source, n_faces=n, index=0, note=note)
         n = len(done)
         return [
@@ -343,6 +354,15 @@ class Aligner:
             canonical_scale=float(self.canonical_scale), source=source, landmarks=lm, depth=z, score=score,
             n_faces=n_faces, face_index=index, note=note, box_source=box_source, mesh=mesh,
         )
+
+
+def _face_at(faces: list[AlignedFace], face_index: int, source: str | None) -> AlignedFace:
+    """``faces[face_index]`` (faces largest first), range-checked."""
+    if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)):
+        raise ValueError(f"face_index must be an integer, got {face_index!r}")
+    if not 0 <= face_index < len(faces):
+        raise ValueError(f"{source or '<array>'}: face_index={face_index} but {len(faces)} face(s) were found")
+    return faces[int(face_index)]
 
 
 @functools.lru_cache(maxsize=4)

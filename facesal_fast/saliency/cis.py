@@ -17,21 +17,40 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from facesal_fast import ops
 from facesal_fast._validate import positive_int
 from facesal_fast.align import AlignedFace, default_aligner, region_shares, to_image
+from facesal_fast.inputs import ImagesInput, ScorerLike, as_numpy, per_photo
 from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.confidence import resolve_class
 
-__all__ = ["CISResult", "cis", "default_patch", "occlusion_drops"]
+__all__ = ["CISResult", "cis", "default_patch", "occlusion_drops", "odd_patch"]
 
 MODES = ("exact", "grid", "adaptive")
+#: CISResult fields returned as tensors on the input's device when the image is a tensor.
+TENSOR_FIELDS = ("canonical", "counts", "occlusion", "drops")
+
+
+def odd_patch(paper_patch: float, input_side: int) -> int:
+    """A patch of the papers' 224 px geometry scaled to ``input_side`` px, made odd.
+
+    The nearest odd size to ``paper_patch * input_side / 224``: ``2 floor(v / 2) + 1``, an
+    exact tie (``v`` an even integer) going to the larger odd size. An odd window is
+    centred on its point's pixel (Algorithm 1 of John et al.); 15 px at 224 px is 5 px at
+    64 px (4.29 -> 5), 9 -> 3, 5 -> 1, 25 -> 7.
+    """
+    v = float(paper_patch) * float(input_side) / 224.0
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"paper_patch and input_side must be > 0, got {paper_patch!r} and {input_side!r}")
+    return 2 * int(np.floor(v / 2.0)) + 1
 
 
 def default_patch(input_shape: tuple[int, int]) -> int:
-    """The paper's 15 px patch at a 224 px input, scaled to the model input (>= 1)."""
-    return max(1, int(round(15 * min(input_shape) / 224)))
+    """The paper's 15 px patch at a 224 px input, scaled to the model input and made odd
+    (:func:`odd_patch`: 5 px at 64 px, 15 at 224)."""
+    return odd_patch(15, min(input_shape))
 
 
 def resolve_patch(patch: int | None, input_shape: tuple[int, int]) -> int:
@@ -160,17 +179,26 @@ class CISResult:
     @property
     def region_shares(self) -> dict[str, float]:
         """Share of positive saliency mass per canonical face region."""
-        return region_shares(self.canonical)
+        return region_shares(as_numpy(self.canonical))
 
     def overlay(self, alpha: float = 0.5) -> np.ndarray:
         """``H_F x W_F x 3`` uint8: the CIS as a heat map over the canonical mean face."""
         from facesal_fast.align import canonical_face
 
-        return heat_overlay(canonical_face(self.canonical.shape), self.canonical, alpha)
+        canonical = as_numpy(self.canonical)
+        return heat_overlay(canonical_face(canonical.shape), canonical, alpha)
 
     def reprojected(self, alpha: float = 0.5) -> np.ndarray:
         """``H x W x 3`` uint8: the CIS warped back onto the photo as a heat map."""
-        return heat_overlay(self.face.image, to_image(self.canonical, self.face), alpha)
+        return heat_overlay(self.face.image, to_image(as_numpy(self.canonical), self.face), alpha)
+
+    def __repr__(self) -> str:
+        """Shapes and key figures, not arrays."""
+        where = f" tensor on {self.canonical.device}" if isinstance(self.canonical, torch.Tensor) else ""
+        return (f"{type(self).__name__}(target={self.target!r} ({self.target_name}), base_score={self.base_score:.4g}, "
+                f"canonical={tuple(self.canonical.shape)}{where}, points={len(self.drops)}, patch={self.patch}, "
+                f"canonical_patch={self.canonical_patch}, forward_passes={self.forward_passes}, "
+                f"source={getattr(self.face, 'source', None)!r})")
 
 
 def _resolve_face(image: Any, face: AlignedFace | None, aligner: Any) -> AlignedFace:
@@ -216,9 +244,10 @@ def _canonical_patch(patch: int, face: AlignedFace, affine: np.ndarray) -> int:
     return max(1, int(round(patch * float(face.canonical_scale) / input_scale)))
 
 
+@per_photo("image", TENSOR_FIELDS, choose_face=True)
 def cis(
-    image: Any,
-    scorer: Any,
+    image: ImagesInput,
+    scorer: ScorerLike,
     target: int | str | None = None,
     *,
     patch: int | None = None,
@@ -231,10 +260,15 @@ def cis(
     aligner: Any = None,
     face: AlignedFace | None = None,
 ) -> CISResult:
-    """Canonical Image Saliency of one image (Algorithm 1).
+    """Canonical Image Saliency of one image (Algorithm 1), or of each image of a batch.
 
     Args:
-        image: ``H x W x 3`` uint8 RGB photo, or a path (read with ``align.load_image``).
+        image: a path (read with ``align.load_image``), an ``H x W x 3`` uint8 RGB array
+            (other dtypes by :func:`~facesal_fast.align.as_rgb_uint8`'s value-range rule), a
+            channels-first torch tensor ``3 x H x W`` (uint8 0..255 or float 0..1), or a
+            batch: a list/tuple of those, an ``N x 3 x H x W`` tensor or ``N x H x W x 3``
+            array. A tensor's results hold ``canonical``, ``counts``, ``occlusion`` and
+            ``drops`` as tensors on its device.
         scorer: a :class:`~facesal_fast.scoring.Scorer`.
         target: class index or name; ``None`` or ``"predicted"`` explains the predicted class.
         patch: occlusion window in the scorer's input pixels (default: 15 px at 224 px,
@@ -249,9 +283,12 @@ def cis(
         refine: fraction of windows refined exactly in ``"adaptive"`` mode.
         aligner: aligner to use when ``face`` is not given (default aligner otherwise).
         face: a precomputed :class:`AlignedFace` (e.g. ``AlignedFace.from_arrays``).
+        face_index: explain the ``face_index``-th largest face of the photo (default: the
+            largest, logged at WARNING with its box when there are several).
+        faces: ``"all"`` explains every face: a list of results per photo.
 
     Returns:
-        :class:`CISResult`.
+        :class:`CISResult`; a list of them for a batch (one per photo) or ``faces="all"``.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -27,7 +27,7 @@ from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend,
 from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
 from facesal_fast.scoring.confidence import Confidence, class_confidence, class_scores, resolve_class
 from facesal_fast.scoring.geometry import FaceBox, box_tuple, chip_geometry, five_points, to_model_geometry
-from facesal_fast.scoring.selection import BACKENDS, ProbeResult, select_backend, torch_backend
+from facesal_fast.scoring.selection import BACKENDS, ProbeResult, ProbingBackend, select_backend, torch_backend
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
 
 __all__ = ["Scorer", "Prediction"]
@@ -70,6 +70,34 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     return w * h / union if union > 0 else 0.0
 
 
+def check_normalisation(mean: Any, std: Any, scale: float, channels: int, half: bool = False) -> None:
+    """Refuse a normalisation ``(v * scale - mean) / std`` whose batches would not be finite.
+
+    The occlusion kernel computes it in float32 (``1 / std`` first), so pixel values 0 and
+    255 (the extremes of every fill too) must normalise to finite float32 values, and to
+    float16's range (65504) when ``half`` batches are written.
+
+    Raises:
+        ValueError: naming ``mean``, ``std`` or ``scale``.
+    """
+    mean_c, std_c = ops._per_channel(mean, channels, "mean")[:channels], ops._per_channel(std, channels, "std")[:channels]
+    if not all(s > 0 for s in std_c):
+        raise ValueError(f"std must be positive, got {std_c}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be positive and finite, got {scale!r}")
+    limit = 65504.0 if half else float(np.finfo(np.float32).max)
+    with np.errstate(all="ignore"):
+        inv_std = np.float32(1.0) / np.asarray(std_c, np.float32)
+        pixels = np.array([[0.0], [255.0]], np.float32) * np.float32(scale)
+        values = (pixels - np.asarray(mean_c, np.float32)) * inv_std
+    if not (np.all(np.isfinite(pixels)) and np.all(np.isfinite(values)) and np.abs(values).max() <= limit):
+        raise ValueError(
+            f"normalisation (v * scale - mean) / std with scale={scale!r}, mean={mean!r}, std={std!r} gives "
+            f"non-finite{' float16' if half else ' float32'} model inputs (pixels 0 and 255 -> {values.ravel().tolist()}); "
+            "check std and scale (e.g. std=0.229, scale=1/255)"
+        )
+
+
 def _size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if input_size is None:
         return None
@@ -99,6 +127,8 @@ class Scorer:
         kind: classification confidence ``"softmax"`` or ``"logit"``.
         batch_size: fixed batch size, or None for :func:`auto_batch_size`.
         probe: the ``backend="auto"`` probe table (empty when a backend was named).
+        module: the torch module the scorer was built from (``from_torch``), or None; used
+            by incremental inference whatever the backend.
     """
 
     def __init__(
@@ -118,6 +148,7 @@ class Scorer:
         batch_size: int | None = None,
         probe: Sequence[ProbeResult] = (),
         chip_padding: float = 0.25,
+        module: nn.Module | None = None,
     ):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -133,12 +164,14 @@ class Scorer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if outputs != "embedding":
             class_confidence(0, confidence, outputs)  # validates kind and outputs
+        check_normalisation(mean, std, scale, channels, backend.input_dtype == torch.float16)
         self.backend, self.input_size, self.channels = backend, _size(input_size), channels
         self.mean, self.std, self.scale = mean, std, scale
         self.crop, self.crop_margin, self.chip_padding = crop, crop_margin, float(chip_padding)
         self.classes = list(classes) if classes is not None else None
         self.outputs, self.kind, self.batch_size = outputs, confidence, batch_size
         self.probe = list(probe)
+        self.module = module
         self._confidence: Confidence | None = None
 
     # ------------------------------------------------------------------ construction
@@ -171,8 +204,9 @@ class Scorer:
         """Scorer for a PyTorch module taking ``N x C x H x W`` normalised float input.
 
         ``backend``: ``"auto"`` (timed probe over torch eager / channels_last / CUDA graphs,
-        onnxruntime and TensorRT where available; plain ``"torch"`` when ``input_size`` is
-        None, as images then keep their own size), ``"torch"``,
+        onnxruntime and TensorRT where available; when ``input_size`` is None, torch eager
+        until the work on one input shape pays for a probe of that shape, see
+        :class:`~facesal_fast.scoring.selection.ProbingBackend`), ``"torch"``,
         ``"onnx"`` (exported once into ``cache_dir``) or ``"tensorrt"`` (CUDA).
         ``precision``: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA.
         """
@@ -183,14 +217,14 @@ class Scorer:
         size = _size(input_size)
         channels = 1 if grayscale else 3
         shape = (channels, *size) if size else None
-        if backend == "auto" and shape is None:
-            backend = "torch"  # nothing to probe or export without a fixed input shape
-        if backend != "torch" and shape is None:
+        if backend not in ("torch", "auto") and shape is None:
             raise ValueError(f"backend={backend!r} needs a fixed input_size (the export shape)")
         bs = batch_size or (auto_batch_size(shape, dev) if shape else None)
         probe: list[ProbeResult] = []
-        if backend == "torch":
-            chosen: Backend = torch_backend(module, dev, precision, channels_last, cuda_graphs, compile)
+        if backend == "auto" and shape is None:  # images keep their own size: probed per shape, when it pays
+            chosen: Backend = ProbingBackend(module, dev, precision, compile, cache_dir)
+        elif backend == "torch":
+            chosen = torch_backend(module, dev, precision, channels_last, cuda_graphs, compile)
         elif backend == "onnx":
             chosen = OnnxBackend(export_onnx(module, shape, cache_dir), dev)
         elif backend == "tensorrt":
@@ -200,7 +234,7 @@ class Scorer:
         return cls(
             chosen, input_size=size, channels=channels, mean=mean, std=std, scale=scale, crop=crop,
             crop_margin=crop_margin, classes=classes, outputs=outputs, confidence=confidence,
-            batch_size=batch_size, probe=probe, chip_padding=chip_padding,
+            batch_size=batch_size, probe=probe, chip_padding=chip_padding, module=module,
         )
 
     @classmethod
@@ -393,7 +427,29 @@ class Scorer:
         return self.occluded_batch(img, torch.full((1, 2), ops.FAR_CENTER, device=img.device), 1)
 
     def _base_outputs(self, img: torch.Tensor) -> torch.Tensor:
-        return self.backend(self.unoccluded_batch(img))
+        return self.check_outputs(self.backend(self.unoccluded_batch(img)))
+
+    def check_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``outputs`` (``K x D``, from the backend) if a classifier's confidence can use them.
+
+        Raises ``ValueError`` naming the expected shape when ``D`` differs from the number
+        of class names, or when ``D`` is 1 under a softmax of logits (the probability of
+        the only class is always 1: every occlusion drop would be 0, an all-zero map). A
+        model returning ``(K,)`` arrives here as ``K x 1``."""
+        if self._confidence is not None or self.outputs == "embedding":
+            return outputs
+        k, d = int(outputs.shape[0]), int(outputs.shape[1])
+        if self.classes is not None and d != len(self.classes):
+            raise ValueError(
+                f"the model returned outputs of shape {(k, d)} (a 1-D (K,) output reads as (K, 1)); expected "
+                f"({k}, {len(self.classes)}): one score per class of classes={self.classes}"
+            )
+        if d == 1 and self.kind == "softmax" and self.outputs == "logits":
+            raise ValueError(
+                f"the model returned one score per image (shape {(k, d)}); a softmax over one logit is always 1. "
+                f"Return ({k}, D) scores with D >= 2 classes, or use confidence='logit' for a single score"
+            )
+        return outputs
 
     def confidence_for(self, img: torch.Tensor, target: Target, base_outputs: torch.Tensor | None = None) -> Confidence:
         """The confidence function ``outputs K x D -> (K,)`` for ``target`` on ``img`` (from
@@ -429,7 +485,7 @@ class Scorer:
         """Raw model outputs ``K x D`` (float32, backend device) of a model-ready batch in
         the backend's layout (``scorer.backend.layout``)."""
         x = torch.as_tensor(batch).to(self.backend.device, self.backend.input_dtype)
-        return self.backend(x)
+        return self.check_outputs(self.backend(x))
 
     def score(self, batch: np.ndarray | torch.Tensor, target: Target = None) -> np.ndarray:
         """Confidences ``(K,)`` of a model-ready batch; ``target=None``: each row's predicted class."""

@@ -1,0 +1,175 @@
+"""What the public API takes as images and scorers, and one call per photo for batches.
+
+An image is a path, an ``H x W x 3`` uint8 RGB array (grey, RGBA, 16-bit and float
+arrays in ``[0, 1]`` are converted by :func:`facesal_fast.align.as_rgb_uint8`), or a
+channels-first torch tensor ``C x H x W`` (uint8 0..255 or float 0..1, what torchvision's
+``ToTensor`` gives). Batches are lists or tuples of those, an ``N x C x H x W`` tensor or
+an ``N x H x W x 3`` array. :func:`per_photo` turns a function of one photo into one that
+takes any of these: a batch gives a list of results (one per photo), and a photo given as
+a tensor gives its maps back as tensors on that tensor's device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
+
+import numpy as np
+import torch
+
+from facesal_fast.align.errors import ImageError, NoFaceError
+from facesal_fast.align.image_io import _is_tensor, tensor_images
+
+__all__ = ["ImageInput", "ImagesInput", "ScorerLike", "Photo", "photos", "per_photo", "as_numpy"]
+
+#: One image: a file path, an ``H x W x 3`` array, or a ``C x H x W`` torch tensor.
+ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+#: One image, or a batch: a list/tuple of images, ``N x C x H x W`` tensor, ``N x H x W x 3`` array.
+ImagesInput = Union[ImageInput, Sequence[ImageInput]]
+
+
+@runtime_checkable
+class ScorerLike(Protocol):
+    """What ``cis``/``cms``/``Audit`` need of a scorer (:class:`facesal_fast.scoring.Scorer`
+    implements it): model geometry, one prediction and occluded-batch confidences."""
+
+    classes: list[str] | None
+
+    def prepare(self, image: np.ndarray, face_box: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``H x W x 3`` uint8 photo -> (``h x w x C`` model-geometry image, ``2 x 3`` affine)."""
+
+    def predict_input(self, input_image: np.ndarray) -> Any:
+        """The model's decision on a model-geometry image (``.index``, ``.outputs``)."""
+
+    def base_score(self, input_image: np.ndarray, target: Any = None) -> float:
+        """phi(I, c) of the unoccluded model-geometry image."""
+
+    def score_occluded(self, input_image: np.ndarray, centers: np.ndarray, patch: int, fill: Any = "black",
+                       target: Any = None, batch_size: int | None = None) -> np.ndarray:
+        """phi of ``K`` occluded copies (``K x 2`` centres) -> ``(K,)``."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One photo of a call: ``image`` (a path, or an ``H x W x 3`` array), its ``source``
+    name for messages (None: the path or ``<array>``), and the ``device`` its results go
+    to as tensors (None: numpy results)."""
+
+    image: Any
+    source: str | None
+    device: torch.device | None
+
+
+def _one(image: Any, source: str | None) -> list[Photo]:
+    """The photo(s) in one element of a batch (a 4-D tensor or array is itself a batch)."""
+    if isinstance(image, (str, os.PathLike)):
+        return [Photo(image, None, None)]
+    if _is_tensor(image):
+        arrays = tensor_images(image, source)
+        names = [source] if image.ndim == 3 else [f"{source or 'batch'}[{k}]" for k in range(len(arrays))]
+        return [Photo(a, n, image.device) for a, n in zip(arrays, names)]
+    if isinstance(image, np.ndarray):
+        if image.ndim == 4:
+            return [Photo(a, f"{source or 'batch'}[{k}]", None) for k, a in enumerate(image)]
+        return [Photo(image, source, None)]
+    raise ValueError(
+        f"image{'' if source is None else ' ' + source} must be a path, an H x W x 3 array or a C x H x W "
+        f"torch tensor (or a list/batch of them), got {type(image).__name__}"
+    )
+
+
+def photos(images: ImagesInput) -> tuple[list[Photo], bool]:
+    """``(photos, many)``: the photos in ``images`` and whether it was a batch (a list,
+    tuple, ``N x C x H x W`` tensor or ``N x H x W x 3`` array) rather than one photo."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("image: got an empty list of images")
+        return [p for k, im in enumerate(images) for p in _one(im, f"images[{k}]" if not isinstance(im, (str, os.PathLike)) else None)], True
+    many = (_is_tensor(images) and images.ndim == 4) or (isinstance(images, np.ndarray) and images.ndim == 4)
+    return _one(images, None), bool(many)
+
+
+def as_numpy(x: Any) -> Any:
+    """``x`` as a numpy array when it is a tensor (any device), else unchanged."""
+    return x.detach().cpu().numpy() if _is_tensor(x) else x
+
+
+def _to_device(result: Any, fields: Sequence[str], device: torch.device | None) -> Any:
+    """``result`` (a dataclass) with its array ``fields`` as tensors on ``device``."""
+    if device is None:
+        return result
+    tensors = {f: torch.as_tensor(getattr(result, f)).to(device) for f in fields if getattr(result, f) is not None}
+    return dataclasses.replace(result, **tensors)
+
+
+def _renamed(error: Exception, source: str | None) -> Exception:
+    """An image/face error re-made to name the batch element (errors on arrays say ``<array>``)."""
+    if source is None or getattr(error, "path", getattr(error, "source", "x")) is not None:
+        return error
+    return type(error)(source, error.reason)
+
+
+def per_photo(param: str, tensor_fields: Sequence[str], choose_face: bool = False) -> Callable:
+    """Decorator: ``fn(..., param=one photo, ...)`` -> a function that also takes tensors and batches.
+
+    A path or a 2-/3-D numpy array goes to ``fn`` unchanged. A tensor is converted to
+    ``H x W x 3`` uint8 (:func:`~facesal_fast.align.image_io.tensor_images`) and the result's
+    ``tensor_fields`` come back as tensors on its device. A batch gives a list, one result
+    per photo. With ``choose_face``, ``face_index=k`` explains the k-th largest face and
+    ``faces="all"`` every face (a list per photo) of photos aligned by ``fn``'s ``aligner``.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, face_index: int | None = None, faces: str | None = None, **kwargs: Any) -> Any:
+            if not choose_face and (face_index is not None or faces is not None):
+                raise TypeError(f"{fn.__name__}() takes no face_index or faces argument")
+            bound = signature.bind(*args, **kwargs)
+            items, many = photos(bound.arguments[param])
+            if not many and items[0].device is None and face_index is None and faces is None:
+                return fn(*args, **kwargs)  # one path or array: unchanged
+            if many and bound.arguments.get("face") is not None:
+                raise ValueError("face= is one photo's AlignedFace: it cannot go with a batch of images")
+            out = [_call(fn, bound, param, photo, tensor_fields, face_index, faces) for photo in items]
+            return out if many else out[0]
+
+        return wrapper
+
+    return decorate
+
+
+def _call(fn: Callable, bound: inspect.BoundArguments, param: str, photo: Photo, fields: Sequence[str],
+          face_index: int | None, faces: str | None) -> Any:
+    """``fn`` on one photo (every chosen face of it with ``faces="all"``), results moved to its device."""
+    arguments = dict(bound.arguments, **{param: photo.image})
+    try:
+        chosen = _chosen_faces(photo, arguments, face_index, faces)
+        if chosen is None:
+            return _to_device(fn(**arguments), fields, photo.device)
+        results = [_to_device(fn(**dict(arguments, face=face)), fields, photo.device) for face in chosen]
+    except (ImageError, NoFaceError) as e:
+        raise _renamed(e, photo.source) from e
+    return results if faces == "all" else results[0]
+
+
+def _chosen_faces(photo: Photo, arguments: dict, face_index: int | None, faces: str | None) -> list | None:
+    """The aligned faces asked for by ``face_index`` / ``faces="all"`` (None: ``fn`` aligns)."""
+    if faces not in (None, "all"):
+        raise ValueError(f"faces must be 'all' or None, got {faces!r}")
+    if face_index is None and faces is None:
+        return None
+    if face_index is not None and faces is not None:
+        raise ValueError("pass face_index= or faces='all', not both")
+    if arguments.get("face") is not None:
+        raise ValueError("face= already chooses the face: drop face_index= / faces=")
+    from facesal_fast.align import default_aligner
+
+    aligner = arguments.get("aligner") or default_aligner()
+    if faces == "all":
+        return list(aligner(photo.image, all_faces=True, source=photo.source))
+    return [aligner(photo.image, face_index=face_index, source=photo.source)]

@@ -1,0 +1,109 @@
+"""Inputs of the public API: value ranges of array images, torch tensors and batches in,
+tensors out, face choice, scorer output and normalisation checks, reprs."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import facesal_fast as fs
+from facesal_fast.align import ImageError, NoFaceError, as_rgb_uint8, default_aligner, load_image
+from facesal_fast.inputs import ScorerLike, photos
+from facesal_fast.scoring import Scorer
+from photos import BUNDLED
+
+PHOTO = BUNDLED / "img1.jpg"
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return load_image(PHOTO)
+
+
+@pytest.fixture(scope="module")
+def face(image):
+    return default_aligner()(image)
+
+
+def _tiny_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    return Scorer.from_torch(_tiny_net(), 32, backend="torch", crop="face", classes=["a", "b"])
+
+
+FAST = dict(stride=16)  # a few hundred windows on a 32 px input: each cis call takes well under a second
+
+
+# ----------------------------------------------------------------------------- value ranges (issue 16, item 5)
+
+
+def test_float_image_in_0_255_is_refused_not_made_white(image):
+    with pytest.raises(ImageError, match=r"\[0, 1\].*image / 255"):
+        as_rgb_uint8(image.astype(np.float64), "photo.png")
+    with pytest.raises(ValueError, match="photo.png"):
+        default_aligner()(image.astype(np.float64), source="photo.png")
+    np.testing.assert_array_equal(as_rgb_uint8(image.astype(np.float64) / 255), image)
+    with pytest.raises(ImageError, match=r"\[0, 1\]"):
+        as_rgb_uint8(np.full((4, 4, 3), -0.5))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.int16, np.uint32])
+def test_integer_images_hold_8_bit_values(image, dtype):
+    np.testing.assert_array_equal(as_rgb_uint8(image.astype(dtype)), image)  # was black (divided by 2**31 - 1)
+    wide = image.astype(dtype)
+    wide[0, 0, 0] = 300
+    with pytest.raises(ImageError, match=r"0\.\.255.*\[0, 300\]"):
+        as_rgb_uint8(wide, "wide.png")
+
+
+def test_signed_integer_image_below_zero_is_refused(image):
+    neg = image.astype(np.int32) - 1
+    with pytest.raises(ImageError, match=r"\[-1, "):
+        as_rgb_uint8(neg)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_refused_naming_the_image(image, bad):
+    img = image.astype(np.float32) / 255
+    img[10, 10, 1] = bad
+    with pytest.raises(ImageError, match=r"holiday\.png.*1 NaN or Inf"):
+        as_rgb_uint8(img, "holiday.png")
+    with pytest.raises(ImageError, match=r"images\[1\].*NaN or Inf"):
+        fs.cis([image, img], Scorer.from_callable(lambda b: np.zeros((len(b), 2)), 32, crop="face"))
+
+
+def test_black_box_returning_one_score_per_image_is_refused(image, face):
+    one_column = Scorer.from_callable(lambda b: b.mean(axis=(1, 2, 3)), 32, crop="face")  # (K,) from a 2-class model
+    with pytest.raises(ValueError, match=r"one score per image.*\(1, 1\).*D >= 2"):
+        fs.cis(image, one_column, face=face, **FAST)
+    named = Scorer.from_callable(lambda b: b.mean(axis=(1, 2, 3)), 32, crop="face", classes=["woman", "man"])
+    with pytest.raises(ValueError, match=r"expected \(1, 2\)"):
+        fs.cis(image, named, face=face, **FAST)
+    three = Scorer.from_callable(lambda b: b.reshape(len(b), -1)[:, :3], 32, crop="face", classes=["woman", "man"])
+    with pytest.raises(ValueError, match=r"shape \(4, 3\).*expected \(4, 2\)"):
+        three.score(np.zeros((4, 3, 32, 32), np.float32))
+    logit = Scorer.from_callable(lambda b: b.mean(axis=(1, 2, 3)), 32, crop="face", confidence="logit")
+    result = fs.cis(image, logit, face=face, **FAST)  # one logit is a legitimate score
+    assert np.abs(result.drops).max() > 0
+
+
+@pytest.mark.parametrize("bad", [dict(std=1e-300), dict(scale=1e300), dict(std=(0.5, 1e-40, 0.5)), dict(mean=1e39)])
+def test_normalisation_giving_non_finite_batches_is_refused_at_construction(bad):
+    with pytest.raises(ValueError, match="non-finite|NaN or Inf"):
+        Scorer.from_callable(lambda b: np.zeros((len(b), 2)), 32, **bad)
+    with pytest.raises(ValueError, match="non-finite|NaN or Inf"):
+        Scorer.from_torch(_tiny_net(), 32, backend="torch", **bad)
+
+
+def test_float16_batches_must_fit_float16():
+    from facesal_fast.scoring.scorer import check_normalisation
+
+    check_normalisation(0.0, 1e-3, 1 / 255, 3)  # 1000 fits float32
+    check_normalisation(0.0, 1e-3, 1 / 255, 3, half=True)
+    with pytest.raises(ValueError, match="float16"):
+        check_normalisation(0.0, 1e-5, 1 / 255, 3, half=True)  # 100000 overflows float16
