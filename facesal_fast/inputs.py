@@ -112,7 +112,7 @@ def _renamed(error: Exception, source: str | None) -> Exception:
     return type(error)(source, error.reason)
 
 
-def per_photo(param: str, tensor_fields: Sequence[str], choose_face: bool = False) -> Callable:
+def per_photo(param: str, tensor_fields: Sequence[str], choose_face: bool = False, read_paths: bool = False) -> Callable:
     """Decorator: ``fn(..., param=one photo, ...)`` -> a function that also takes tensors and batches.
 
     A path or a 2-/3-D numpy array goes to ``fn`` unchanged. A tensor is converted to
@@ -120,6 +120,7 @@ def per_photo(param: str, tensor_fields: Sequence[str], choose_face: bool = Fals
     ``tensor_fields`` come back as tensors on its device. A batch gives a list, one result
     per photo. With ``choose_face``, ``face_index=k`` explains the k-th largest face and
     ``faces="all"`` every face (a list per photo) of photos aligned by ``fn``'s ``aligner``.
+    With ``read_paths``, paths are read (:func:`~facesal_fast.align.load_image`) before ``fn``.
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -131,16 +132,28 @@ def per_photo(param: str, tensor_fields: Sequence[str], choose_face: bool = Fals
                 raise TypeError(f"{fn.__name__}() takes no face_index or faces argument")
             bound = signature.bind(*args, **kwargs)
             items, many = photos(bound.arguments[param])
-            if not many and items[0].device is None and face_index is None and faces is None:
+            plain = not (read_paths and isinstance(items[0].image, (str, os.PathLike)))
+            if plain and not many and items[0].device is None and face_index is None and faces is None:
                 return fn(*args, **kwargs)  # one path or array: unchanged
             if many and bound.arguments.get("face") is not None:
                 raise ValueError("face= is one photo's AlignedFace: it cannot go with a batch of images")
+            if read_paths:
+                items = [_read(photo) for photo in items]
             out = [_call(fn, bound, param, photo, tensor_fields, face_index, faces) for photo in items]
             return out if many else out[0]
 
         return wrapper
 
     return decorate
+
+
+def _read(photo: Photo) -> Photo:
+    """``photo`` with a path read into an ``H x W x 3`` uint8 array."""
+    if not isinstance(photo.image, (str, os.PathLike)):
+        return photo
+    from facesal_fast.align.image_io import load_image
+
+    return dataclasses.replace(photo, image=load_image(photo.image), source=os.fspath(photo.image))
 
 
 def _call(fn: Callable, bound: inspect.BoundArguments, param: str, photo: Photo, fields: Sequence[str],

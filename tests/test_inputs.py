@@ -107,3 +107,86 @@ def test_float16_batches_must_fit_float16():
     check_normalisation(0.0, 1e-3, 1 / 255, 3, half=True)
     with pytest.raises(ValueError, match="float16"):
         check_normalisation(0.0, 1e-5, 1 / 255, 3, half=True)  # 100000 overflows float16
+
+
+# ----------------------------------------------------------------------------- tensors and batches (issue 18)
+
+
+def _chw(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(image.copy()).permute(2, 0, 1).to(device)
+
+
+def test_cis_takes_tensors_and_gives_tensor_maps_on_their_device(image, face, scorer, device):
+    want = fs.cis(image, scorer, face=face, **FAST)
+    assert isinstance(want.canonical, np.ndarray)  # numpy in, numpy out: unchanged
+    for tensor in (_chw(image, device), _chw(image, device).float() / 255):
+        got = fs.cis(tensor, scorer, face=face, **FAST)
+        for name in ("canonical", "counts", "occlusion", "drops"):
+            value = getattr(got, name)
+            assert isinstance(value, torch.Tensor) and value.device == tensor.device, name
+            np.testing.assert_array_equal(value.cpu().numpy(), getattr(want, name))
+        assert got.region_shares == want.region_shares and got.overlay().shape == want.overlay().shape
+        assert "tensor on" in repr(got)
+
+
+def test_cis_on_a_batch_gives_one_result_per_photo(image, scorer):
+    want = fs.cis(image, scorer, **FAST)
+    batch = torch.stack([_chw(image, torch.device("cpu"))] * 2).float() / 255
+    results = fs.cis(batch, scorer, **FAST)
+    assert isinstance(results, list) and len(results) == 2
+    for got in results:
+        np.testing.assert_array_equal(got.canonical.numpy(), want.canonical)
+    mixed = fs.cis([PHOTO, image, image.astype(np.float32) / 255], scorer, **FAST)
+    assert [type(r.canonical) for r in mixed] == [np.ndarray] * 3
+    for got in mixed:
+        np.testing.assert_array_equal(got.canonical, want.canonical)
+    assert len(fs.cis(np.stack([image, image]), scorer, **FAST)) == 2  # N x H x W x 3 array
+    with pytest.raises(ValueError, match="batch"):
+        fs.cis([image, image], scorer, face=default_aligner()(image), **FAST)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.zeros(2, 3, 4, 5, 6), "C x H x W"), (torch.zeros(4, 20, 20), "C = 1 or 3"),
+    (torch.full((3, 20, 20), 255.0), r"\[0, 1\]"), ([], "empty list"), (3.5, "path, an H x W x 3 array"),
+])
+def test_bad_tensor_or_batch_is_a_clear_value_error(scorer, bad, match):
+    with pytest.raises(ValueError, match=match):
+        fs.cis(bad, scorer)
+
+
+def test_methods_take_tensors_and_batches(image, scorer):
+    net = scorer.backend.module
+    small = image[::8, ::8][:32, :32]
+    want = fs.methods.explain("gradcam", net, small, 1)
+    tensor = _chw(small, torch.device("cpu")).float() / 255
+    got = fs.methods.explain("gradcam", net, tensor, 1)
+    assert isinstance(got.image_map, torch.Tensor) and got.canonical_map is None
+    np.testing.assert_allclose(got.image_map.numpy(), want.image_map, atol=1e-6)
+    batch = fs.methods.explain("gradcam", net, torch.stack([tensor, tensor]), 1)
+    assert len(batch) == 2 and "tensor on cpu" in repr(batch[0])
+    assert repr(want).startswith("MethodResult('gradcam', image_map=(32, 32)")
+
+
+def test_face_choice_on_a_group_photo(scorer, caplog):
+    couple = BUNDLED / "couple.jpg"
+    faces = default_aligner()(couple, all_faces=True)
+    with caplog.at_level(logging.WARNING, logger="facesal_fast.align.aligner"):
+        largest = fs.cis(couple, scorer, **FAST)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "couple.jpg" in r.getMessage()]
+    box = tuple(round(v) for v in largest.face.face_box)
+    assert warned and str(box) in warned[0].getMessage() and "face_index" in warned[0].getMessage()
+    centre = lambda b: np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])  # noqa: E731
+    assert np.linalg.norm(centre(box) - centre(faces[0].face_box)) < 0.25 * (box[2] - box[0])  # the largest face
+    second = fs.cis(couple, scorer, face_index=1, **FAST)
+    assert second.face.face_box == faces[1].face_box != largest.face.face_box
+    every = fs.cis(couple, scorer, faces="all", **FAST)
+    assert [r.face.face_box for r in every] == [f.face_box for f in faces]
+    with pytest.raises(ValueError, match="face_index=5 but 2 face"):
+        fs.cis(couple, scorer, face_index=5)
+    with pytest.raises(ValueError, match="faces must be 'all'"):
+        fs.cis(couple, scorer, faces="some")
+
+
+def test_scorer_satisfies_the_scorer_protocol(scorer):
+    assert isinstance(scorer, ScorerLike)
+    assert photos([PHOTO])[1] and not photos(PHOTO)[1]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from facesal_fast import ops
+from facesal_fast.inputs import ImagesInput, per_photo
 from facesal_fast.methods import cams, guided_backprop, lrp, occlusion
 from facesal_fast.methods._common import to_canonical_map
 
@@ -28,16 +29,23 @@ class MethodResult:
     image_map: np.ndarray
     canonical_map: np.ndarray | None
 
+    def __repr__(self) -> str:
+        """Shapes, not arrays."""
+        shape = lambda a: None if a is None else tuple(a.shape)  # noqa: E731
+        where = f" tensor on {self.image_map.device}" if isinstance(self.image_map, torch.Tensor) else ""
+        return f"MethodResult({self.method!r}, image_map={shape(self.image_map)}{where}, canonical_map={shape(self.canonical_map)})"
+
 
 def _model_input(image: np.ndarray, mean: Any, std: Any, scale: float) -> torch.Tensor:
     """``1 x C x H x W`` normalised input, built by the occlusion kernel with nothing occluded."""
     return torch.from_numpy(ops.unoccluded(image, mean, std, scale=scale))
 
 
+@per_photo("image", ("image_map", "canonical_map"), read_paths=True)
 def explain(
     name: str,
     scorer_or_model: Any,
-    image: np.ndarray,
+    image: ImagesInput,
     target: int,
     face: Any = None,
     *,
@@ -57,7 +65,10 @@ def explain(
             ``mean``/``std``/``scale`` and, for gradient methods, its ``.module`` are used;
             the map is computed in model-input pixels and warped back onto the photo) or a
             torch module taking ``image`` as it is (normalised with ``mean``/``std``/``scale``).
-        image: ``H x W x 3`` uint8 RGB photo (``H x W x C`` model-ready image for a module).
+        image: ``H x W x 3`` uint8 RGB photo (``H x W x C`` model-ready image for a module),
+            a path, a channels-first ``3 x H x W`` torch tensor (uint8, or float in 0..1),
+            or a batch of them (list, ``N x 3 x H x W``): one result per photo, maps as
+            tensors on the input tensor's device (see :mod:`facesal_fast.inputs`).
         target: class index explained; ``other``: the second class of
             ``"saliency-difference"``.
         face: an ``AlignedFace`` of ``image`` for the canonical map (None: no canonical map).
