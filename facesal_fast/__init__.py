@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from facesal_fast import ops
-from facesal_fast.ops import has_cuda
-
 __version__ = "0.1.0"
 
+#: Imported on first use, so that ``import facesal_fast`` (and ``facesal --help``) does not load torch.
 _LAZY = {
+    "ops": "facesal_fast.ops",
+    "has_cuda": "facesal_fast.ops",
     "cis": "facesal_fast.saliency",
     "cms": "facesal_fast.saliency",
     "CISResult": "facesal_fast.saliency",
@@ -27,7 +27,7 @@ _LAZY = {
     "methods": "facesal_fast.methods",
 }
 
-__all__ = ["__version__", "has_cuda", "ops", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

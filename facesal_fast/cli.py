@@ -1,19 +1,45 @@
-"""The ``facesal`` command: ``audit``, ``report``, ``demo`` and ``evaluate``."""
+"""The ``facesal`` command: ``audit``, ``report``, ``demo``, ``evaluate`` and ``bench``.
+
+Exit codes (the same for every command):
+
+* ``0``: done (an audit where at least one image succeeded, failures listed);
+* ``1``: the command ran but no image succeeded;
+* ``2``: a usage error or a problem with a file or folder (bad option, unknown model or
+  class, bad groups CSV, run folder in use or started with other settings, disk full,
+  missing optional package): one line ``facesal: ...`` naming the option or file, no
+  traceback (``--debug`` shows it). Every argument is checked before any work is done.
+
+Library code raises ``ValueError`` / ``FileNotFoundError`` / ``OSError``; :func:`main`
+turns them into that line. ``--help`` does not import torch.
+"""
 from __future__ import annotations
 
 import argparse
-import csv
+import errno
 import functools
 import hashlib
+import re
 import sys
 import time
+import traceback
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-__all__ = ["main"]
+from facesal_fast import __version__
 
+__all__ = ["EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "AuditPlan", "main", "plan_audit", "run_audit"]
+
+EXIT_OK, EXIT_NOTHING_SUCCEEDED, EXIT_USAGE = 0, 1, 2
 DEMO_DIR = "data/demo_faces"
+#: The bundled classifiers (``facesal_fast.models.MODELS``), named here so ``--help`` needs no torch.
+MODEL_NAMES = ("gender", "expression-fer", "expression-kdef")
+#: Optional package (import name) -> the extra that installs it.
+EXTRAS = {"captum": "methods", "zennit": "methods", "pytorch_grad_cam": "methods", "ray": "ray",
+          "tensorrt": "tensorrt", "dlib": "dlib"}
 
 
 def _model_hash(name: str) -> str:
@@ -22,48 +48,142 @@ def _model_hash(name: str) -> str:
     return hashlib.sha256(weights_path(name).read_bytes()).hexdigest()[:16]
 
 
-def _read_groups(value: str | None) -> str | dict[str, str] | None:
-    """``None``, ``"predicted"`` or {image: group} from a CSV with columns image, group."""
-    if value in (None, "predicted"):
-        return value
-    path = Path(value)
-    if not path.is_file():
-        raise SystemExit(f"facesal: --groups {value}: no such file (expected a CSV with columns image,group, or 'predicted')")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"image", "group"} <= set(rows[0]):
-        raise SystemExit(f"facesal: {value}: the groups CSV needs the columns image,group")
-    return {row["image"]: row["group"] for row in rows}
+def _check_model(model: str) -> None:
+    from facesal_fast import models
+
+    if model not in models.MODELS:
+        raise ValueError(f"--model {model!r}: unknown model; bundled models: {', '.join(models.MODELS)}")
 
 
-def _target(value: str) -> int | str | None:
+def _check_device(device: str) -> None:
+    """``cpu``, or ``cuda``/``cuda:N`` on a machine that has that GPU."""
+    if device == "cpu":
+        return
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ValueError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise ValueError(f"--device {device}: no such CUDA GPU here ({count} visible); use --device cpu")
+
+
+def _target(value: str, model: str | None = None) -> int | str | None:
+    """``predicted`` -> ``None``, a number -> class index, else a class name; checked against
+    the bundled ``model``'s classes when given."""
     if value == "predicted":
         return None
-    return int(value) if value.lstrip("-").isdigit() else value
+    target = int(value) if value.lstrip("-").isdigit() else value
+    if model is not None:
+        from facesal_fast.models import MODELS
+        from facesal_fast.scoring.confidence import resolve_class
+
+        classes = MODELS[model].classes
+        try:
+            resolve_class(target, classes, len(classes))
+        except ValueError as err:
+            raise ValueError(f"--target {value!r}: {err} (or 'predicted')") from err
+    return target
+
+
+def _read_groups(value: str | None, keys: Sequence[str] = ()) -> tuple[str | dict[str, str] | None, str | None]:
+    """(groups for the audit, what the run's identity records): ``None``, ``"predicted"``
+    or ``{image: group}`` from a CSV checked against the photos' ``keys``."""
+    from facesal_fast.audit.groups import groups_digest, match_groups, read_groups_csv
+
+    if value in (None, "predicted"):
+        return value, value
+    groups = read_groups_csv(value)
+    message = match_groups(groups, keys, where=f"--groups {value}")
+    if message:
+        warnings.warn(message, stacklevel=2)
+    return groups, f"csv sha256:{groups_digest(groups)}"
+
+
+@dataclass
+class AuditPlan:
+    """An audit's checked arguments (nothing written yet): what :func:`run_audit` and
+    ``facesal audit --ray`` run.
+
+    Attributes:
+        photos: the photo folder.
+        out: the run folder.
+        model, device, backend: as given.
+        target: class index or name, ``None`` for the predicted class.
+        groups: ``None``, ``"predicted"`` or ``{image: group}``.
+        settings: the run's identity beyond the CIS options: model and weights hash,
+            resolved photo folder, groups (``csv sha256:...`` for a CSV), backend.
+        cis_options: patch, stride, mode, grid_step, fill.
+    """
+
+    photos: Path
+    out: Path
+    model: str
+    device: str
+    backend: str
+    target: int | str | None
+    groups: str | Mapping[str, str] | None
+    settings: dict[str, Any]
+    cis_options: dict[str, Any]
+
+
+def plan_audit(photos: str | Path, out: str | Path, *, model: str = "gender", target: str = "predicted",
+               groups: str | None = None, patch: int | None = None, stride: int = 1, mode: str = "exact",
+               grid_step: int = 2, fill: str = "black", device: str = "cpu", backend: str = "auto") -> AuditPlan:
+    """Check every argument of an audit before any work: model, device, photo folder, run
+    folder, target against the model's classes, groups CSV against the photos.
+
+    Raises:
+        ValueError / FileNotFoundError: naming the option or file.
+    """
+    from facesal_fast.audit.runner import _inputs
+
+    _check_model(model)
+    _check_device(device)
+    photos, out = Path(photos), Path(out)
+    if not photos.is_dir():
+        raise FileNotFoundError(f"{photos}: no such photo folder")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run folder")
+    keys = [key for key, _, _ in _inputs(photos, exclude=out)]
+    if not keys:
+        raise ValueError(f"{photos}: no photo files in this folder")
+    groups_value, groups_setting = _read_groups(groups, keys)
+    settings = {"model": model, "model_sha256": _model_hash(model), "photos": str(photos.resolve()),
+                "groups": groups_setting, "backend": backend}
+    cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
+    return AuditPlan(photos, out, model, device, backend, _target(target, model), groups_value, settings, cis_options)
+
+
+def _print_summary(summary: dict[str, int], seconds: float, how: str, out: str | Path) -> None:
+    rate = summary["done"] / seconds if seconds > 0 else 0.0
+    print(f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
+          f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {how}); results in {out}")
 
 
 def run_audit(photos: str | Path, out: str | Path, *, model: str = "gender", target: str = "predicted",
               groups: str | None = None, patch: int | None = None, stride: int = 1, mode: str = "exact",
               grid_step: int = 2, fill: str = "black", device: str = "cpu", backend: str = "auto",
               progress: bool = True) -> dict[str, int]:
-    """Audit every photo in a folder with a bundled model; returns the summary counts."""
+    """Audit every photo in a folder with a bundled model; returns the summary counts.
+    Every argument is checked (:func:`plan_audit`) before the model is loaded or
+    ``run.json`` written."""
+    plan = plan_audit(photos, out, model=model, target=target, groups=groups, patch=patch, stride=stride, mode=mode,
+                      grid_step=grid_step, fill=fill, device=device, backend=backend)
     from facesal_fast import models
     from facesal_fast.audit.runner import Audit
 
-    if model not in models.MODELS:
-        raise SystemExit(f"facesal: unknown model {model!r}; bundled models: {', '.join(models.MODELS)}")
-    scorer = models.load(model, backend=backend, device=device)
-    settings = {"model": model, "model_sha256": _model_hash(model), "backend": backend, "groups": groups}
-    cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
-    audit = Audit(scorer, out, target=_target(target), settings=settings, **cis_options)
-    start = time.perf_counter()
-    summary = audit.run(photos, groups=_read_groups(groups), progress=progress)
-    seconds = time.perf_counter() - start
-    rate = summary["done"] / seconds if seconds > 0 else 0.0
-    print(f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
-          f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, backend {scorer.backend.name}); results in {out}")
-    for row in audit.store.rows("failed"):
-        print(f"  failed: {row.error}", file=sys.stderr)
+    scorer = models.load(plan.model, backend=plan.backend, device=plan.device)
+    audit = Audit(scorer, plan.out, target=plan.target, settings=plan.settings, **plan.cis_options)
+    try:
+        start = time.perf_counter()
+        summary = audit.run(plan.photos, groups=plan.groups, progress=progress)
+        _print_summary(summary, time.perf_counter() - start, f"backend {scorer.backend.name}", out)
+        for row in audit.store.rows("failed"):
+            print(f"  failed: {row.error}", file=sys.stderr)
+    finally:
+        audit.store.close()
     return summary
 
 
@@ -71,100 +191,195 @@ def _demo_photos() -> Path:
     return Path(str(resources.files("facesal_fast").joinpath(DEMO_DIR)))
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option; the examples epilog kept as written."""
+
+
+def _examples(*lines: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facesal", description="Canonical saliency audits of face models.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    audit = sub.add_parser("audit", help="explain every photo of a folder and store the results")
+    parser = argparse.ArgumentParser(
+        prog="facesal", description="Canonical saliency audits of face models.", formatter_class=_Formatter,
+        epilog="exit codes: 0 done, 1 no image succeeded, 2 usage error or file problem (one-line message)\n\n"
+               + _examples("facesal demo", "facesal audit photos/ --out runs/mine --groups groups.csv",
+                           "facesal report runs/mine"))
+    parser.add_argument("--version", action="version", version=f"facesal_fast {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line messages")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, *examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common], formatter_class=_Formatter,
+                              epilog=_examples(*examples))
+
+    audit = command("audit", "explain every photo of a folder and store the results",
+                    "facesal audit photos/ --out runs/gender --model gender --groups groups.csv")
     audit.add_argument("photos", help="folder of face photos")
-    audit.add_argument("--out", required=True, help="run directory (re-running resumes it)")
-    audit.add_argument("--model", default="gender", help="bundled model: gender, expression-fer, expression-kdef")
+    audit.add_argument("--out", required=True, help="run folder (re-running the same command resumes it)")
+    audit.add_argument("--model", default="gender", help=f"bundled model: {', '.join(MODEL_NAMES)}")
     audit.add_argument("--target", default="predicted", help="class index or name, or 'predicted'")
-    audit.add_argument("--groups", help="CSV with columns image,group, or 'predicted' to group by predicted class")
+    audit.add_argument("--groups", help="CSV with the columns image,group, or 'predicted' to group by predicted class")
     audit.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                        help="shard over Ray workers: a local Ray (no ADDRESS) or a cluster (auto, ray://head:10001)")
     _add_cis_options(audit)
-    report = sub.add_parser("report", help="write the run's self-contained HTML report")
-    report.add_argument("run", help="run directory")
-    report.add_argument("--out", help="HTML path (default RUN/report.html)")
-    demo = sub.add_parser("demo", help="audit the bundled photos with the bundled gender model, then report")
-    demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    report = command("report", "write the run's self-contained HTML report", "facesal report runs/gender")
+    report.add_argument("run", help="run folder")
+    report.add_argument("--out", help="HTML path (default: RUN/report.html)")
+    demo = command("demo", "audit the bundled photos with the bundled gender model, then report",
+                   "facesal demo --out runs/demo")
+    demo.add_argument("--out", default="runs/demo", help="run folder")
     demo.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
-    demo.add_argument("--device", default="cpu")
-    evaluate = sub.add_parser("evaluate", help="faithfulness metrics, ablations, CMS stability and sanity check")
-    evaluate.add_argument("photos", help="folder of face photos")
-    evaluate.add_argument("--out", required=True, help="run directory; results go to OUT/evaluate/")
-    evaluate.add_argument("--model", default="gender", help="bundled model: gender, expression-fer, expression-kdef")
-    evaluate.add_argument("--methods", default="cms,cis,gradcam,gradcampp,scorecam,gb,lrp",
-                          help="comma-separated: cms, cis, occlusion, gradcam, gradcampp, scorecam, gb, lrp")
-    evaluate.add_argument("--patch", type=int, default=15, help="CIS patch in the papers' 224 px geometry (scaled to the input)")
-    evaluate.add_argument("--mode", default="grid", choices=["exact", "grid"])
-    evaluate.add_argument("--grid-step", type=int, default=2)
-    evaluate.add_argument("--stride", type=int, default=1)
-    evaluate.add_argument("--fill", default="black", help="black, mean or blur")
-    evaluate.add_argument("--budget", type=float, default=0.2, help="equal heatmap mass s, as a fraction of the input pixels")
-    evaluate.add_argument("--steps", type=int, default=16, help="deletion / insertion steps")
-    evaluate.add_argument("--ablation-images", type=int, default=8, help="images used by the ablations (0: none)")
-    evaluate.add_argument("--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)")
-    evaluate.add_argument("--max-images", type=int, default=None)
-    evaluate.add_argument("--backend", default="onnx", choices=["auto", "torch", "onnx", "tensorrt"])
-    bench = sub.add_parser("bench", help="occlusion benchmark suite vs captum and the published CSM loop (source checkout)")
+    demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    _add_evaluate(command("evaluate", "faithfulness metrics, ablations, CMS stability and sanity check",
+                          "facesal evaluate photos/ --out runs/gender --methods cms,gradcam --max-images 8"))
+    bench = command("bench", "occlusion benchmark suite vs captum and the published CSM loop (source checkout)",
+                    "facesal bench --quick")
     from facesal_fast.bench import add_bench_arguments
 
     add_bench_arguments(bench)
     return parser
 
 
+def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument("photos", help="folder of face photos")
+    evaluate.add_argument("--out", required=True, help="run folder; results go to OUT/evaluate/")
+    evaluate.add_argument("--model", default="gender", help=f"bundled model: {', '.join(MODEL_NAMES)}")
+    evaluate.add_argument("--methods", default="cms,cis,gradcam,gradcampp,scorecam,gb,lrp",
+                          help="comma-separated: cms, cis, occlusion, gradcam, gradcampp, scorecam, gb, lrp")
+    evaluate.add_argument("--patch", type=_positive_int, default=15, help="CIS patch in the papers' 224 px geometry (scaled to the input)")
+    evaluate.add_argument("--mode", default="grid", choices=["exact", "grid"])
+    evaluate.add_argument("--grid-step", type=_positive_int, default=2)
+    evaluate.add_argument("--stride", type=_positive_int, default=1)
+    evaluate.add_argument("--fill", default="black", choices=["black", "mean", "blur"])
+    evaluate.add_argument("--budget", type=float, default=0.2, help="equal heatmap mass s, as a fraction of the input pixels")
+    evaluate.add_argument("--steps", type=_positive_int, default=16, help="deletion / insertion steps")
+    evaluate.add_argument("--ablation-images", type=int, default=8, help="images used by the ablations (0: none)")
+    evaluate.add_argument("--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)")
+    evaluate.add_argument("--max-images", type=_positive_int, default=None)
+    evaluate.add_argument("--backend", default="onnx", choices=["auto", "torch", "onnx", "tensorrt"])
+    evaluate.add_argument("--gb-output", dest="gb_output", default="probability", choices=["probability", "logit"],
+                          help="Guided Backprop from P(y) (Sun et al.) or the logit")
+    evaluate.add_argument("--ties", default="random", choices=["random", "row-major"],
+                          help="deletion/insertion order of equal saliency values (random: RISE, seeded)")
+    evaluate.add_argument("--tie-draws", dest="tie_draws", type=_positive_int, default=3,
+                          help="random tie orders averaged per curve")
+    evaluate.add_argument("--deletion-fill", dest="deletion_fill", default="grey", choices=["grey", "black"],
+                          help="deleted pixels: grey = the value that normalises to 0 (RISE), or black")
+    evaluate.add_argument("--insertion-blur", dest="insertion_blur", default="rise", choices=["rise", "wide"],
+                          help="insertion start: rise = 11x11 sigma 5 kernel, wide = sigma side/8")
+
+
 def _add_cis_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--patch", type=int, default=None, help="occlusion window in model-input pixels (default: 15 px at 224 px, scaled)")
-    parser.add_argument("--stride", type=int, default=1, help="keep every STRIDE-th correspondence point")
+    parser.add_argument("--patch", type=_positive_int, default=None,
+                        help="occlusion window in model-input pixels (None: 15 px at 224 px, scaled)")
+    parser.add_argument("--stride", type=_positive_int, default=1, help="keep every STRIDE-th correspondence point")
     parser.add_argument("--mode", default="exact", choices=["exact", "grid", "adaptive"])
-    parser.add_argument("--grid-step", type=int, default=2, help="grid step in pixels for --mode grid")
-    parser.add_argument("--fill", default="black", help="black, mean or blur")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--grid-step", type=_positive_int, default=2, help="grid step in pixels for --mode grid/adaptive")
+    parser.add_argument("--fill", default="black", choices=["black", "mean", "blur"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _os_message(err: OSError) -> str:
+    """One line for a file-system error, with what to do for the common ones."""
+    where = f"{err.filename}: " if err.filename else ""
+    hint = {errno.ENOSPC: "; free some space and re-run the same command (finished images are kept)",
+            errno.EACCES: "; check the permissions or choose another path",
+            errno.EROFS: "; choose a writable path"}.get(err.errno, "")
+    return f"{where}{err.strerror or err}{hint}"
+
+
+def error_message(err: BaseException) -> str | None:
+    """The one-line message for a user's mistake or an environment problem; ``None`` for a bug
+    (whose traceback is shown)."""
+    if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRAS:
+        name = err.name.split(".")[0]
+        return f"this needs the optional package {name!r}: pip install \"facesal_fast[{EXTRAS[name]}]\""
+    if isinstance(err, (ValueError, FileNotFoundError)):
+        return str(err)
+    if isinstance(err, OSError):
+        return _os_message(err)
+    return None
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Warnings printed once each as ``facesal: warning: ...`` (no file and line)."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        if str(message) not in seen:
+            seen.add(str(message))
+            print(f"facesal: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
+
+
+def _run_command(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
+        _check_model(args.model)
+        if not Path(args.photos).is_dir():
+            raise FileNotFoundError(f"{args.photos}: no such photo folder")
         from facesal_fast.evaluate import run_cli
 
         return run_cli(args)
     if args.command == "bench":
         from facesal_fast.bench import run_bench
 
-        try:
-            return run_bench(args)
-        except FileNotFoundError as err:
-            print(f"facesal: {err}", file=sys.stderr)
-            return 2
-    from facesal_fast.audit.store import SettingsMismatchError
+        return run_bench(args)
     from facesal_fast.report.html import write_report
 
-    try:
-        if args.command == "report":
-            print(f"facesal report: {write_report(args.run, args.out)}")
-            return 0
-        if args.command == "demo":
-            summary = run_audit(_demo_photos(), args.out, groups="predicted", backend=args.backend, device=args.device)
-        else:
-            audit = run_audit
-            if args.ray is not None:
-                from facesal_fast.distributed import run_audit_ray
+    if args.command == "report":
+        print(f"facesal report: {write_report(args.run, args.out)}")
+        return EXIT_OK
+    if args.command == "demo":
+        summary = run_audit(_demo_photos(), args.out, groups="predicted", backend=args.backend, device=args.device)
+    else:
+        audit = run_audit
+        if args.ray is not None:
+            from facesal_fast.distributed import run_audit_ray
 
-                audit = functools.partial(run_audit_ray, address=None if args.ray == "local" else args.ray)
-            summary = audit(args.photos, args.out, model=args.model, target=args.target, groups=args.groups,
-                            patch=args.patch, stride=args.stride, mode=args.mode, grid_step=args.grid_step,
-                            fill=args.fill, device=args.device, backend=args.backend)
-    except (SettingsMismatchError, FileNotFoundError, ValueError) as err:
-        print(f"facesal: {err}", file=sys.stderr)
-        return 2
+            audit = functools.partial(run_audit_ray, address=None if args.ray == "local" else args.ray)
+        summary = audit(args.photos, args.out, model=args.model, target=args.target, groups=args.groups,
+                        patch=args.patch, stride=args.stride, mode=args.mode, grid_step=args.grid_step,
+                        fill=args.fill, device=args.device, backend=args.backend)
     if summary["done"] + summary["skipped"] == 0:
         print("facesal: no image succeeded", file=sys.stderr)
-        return 1
+        return EXIT_NOTHING_SUCCEEDED
     if args.command == "demo":
         print(f"facesal report: {write_report(args.out)}")
-    return 0
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``facesal`` command; returns the exit code (0 done, 1 nothing succeeded, 2 usage error)."""
+    args = _parser().parse_args(argv)
+    try:
+        with _warnings_as_lines():
+            return _run_command(args)
+    except KeyboardInterrupt:
+        print("facesal: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - user mistakes become one line, bugs keep their traceback
+        message = error_message(err)
+        if message is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"facesal: {message}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

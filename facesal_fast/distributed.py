@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from facesal_fast.audit.runner import Audit, Groups, _group_of, _inputs, _versions, cms_from_store
+from facesal_fast.audit.runner import Audit, Groups, _group_of, _inputs, _versions, cms_from_store, run_settings
 from facesal_fast.audit.store import RunStore, StoredImage
 from facesal_fast.saliency.cms import CMSResult
 
@@ -146,10 +146,10 @@ def _make_scorer(scorer: ScorerSpec, backend: str, device: str) -> Any:
     return models.load(scorer, backend=backend, device=device)
 
 
-def _paths(inputs: str | Path | Iterable[str | Path]) -> Iterator[tuple[str, str]]:
+def _paths(inputs: str | Path | Iterable[str | Path], out: str | Path) -> Iterator[tuple[str, str]]:
     """(key, source) per image, with the keys a single-process :class:`Audit` gives them."""
     if isinstance(inputs, (str, Path)):
-        for key, source, _ in _inputs(inputs):
+        for key, source, _ in _inputs(inputs, exclude=out):
             yield key, source
         return
     for item in inputs:
@@ -228,8 +228,7 @@ def _run(ray: Any, inputs: str | Path | Iterable[str | Path], out: str | Path, s
          device: str, target: int | str | None, groups: Groups, settings: dict[str, Any] | None,
          workers: int | None, in_flight: int, retries: int, on_item: Callable[[StoredImage, int], None] | None,
          progress: bool, cms_options: dict[str, Any], cis_options: dict[str, Any]) -> RayAuditResult:
-    run_settings = {"target": target, **{k: str(v) for k, v in cis_options.items()}, **(settings or {})}
-    store = RunStore(out, run_settings, _versions())
+    store = RunStore(out, run_settings(target, cis_options, settings), _versions())
     gpu = device.startswith("cuda")
     resources = ray.cluster_resources()
     n_workers = workers or max(1, int(resources.get("GPU" if gpu else "CPU", 1)))
@@ -238,7 +237,7 @@ def _run(ray: Any, inputs: str | Path | Iterable[str | Path], out: str | Path, s
     actors = [actor.remote(str(Path(out).resolve()), scorer, backend, device, target, groups, cis_options)
               for _ in range(n_workers)]
     summary = {"done": 0, "failed": 0, "skipped": 0}
-    items = list(_paths(inputs)) if isinstance(inputs, (str, Path)) else _paths(inputs)
+    items = list(_paths(inputs, out)) if isinstance(inputs, (str, Path)) else _paths(inputs, out)
     bar = tqdm(total=len(items) if isinstance(items, list) else None, disable=not progress, unit="img",
                desc=f"audit ({n_workers} Ray workers)", dynamic_ncols=True)
     pending: dict[Any, int] = {}
@@ -293,22 +292,17 @@ def run_audit_ray(photos: str | Path, out: str | Path, *, address: str | None = 
                   target: str = "predicted", groups: str | None = None, patch: int | None = None, stride: int = 1,
                   mode: str = "exact", grid_step: int = 2, fill: str = "black", device: str = "cpu",
                   backend: str = "auto", progress: bool = True) -> dict[str, int]:
-    """``facesal audit --ray [ADDRESS]``: :func:`facesal_fast.cli.run_audit` on Ray (same run directory)."""
-    from facesal_fast import models
-    from facesal_fast.cli import _model_hash, _read_groups, _target
+    """``facesal audit --ray [ADDRESS]``: :func:`facesal_fast.cli.run_audit` on Ray (same run directory,
+    same checks before any work)."""
+    from facesal_fast.cli import _print_summary, plan_audit
 
-    if model not in models.MODELS:
-        raise SystemExit(f"facesal: unknown model {model!r}; bundled models: {', '.join(models.MODELS)}")
-    settings = {"model": model, "model_sha256": _model_hash(model), "backend": backend, "groups": groups}
-    cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
+    plan = plan_audit(photos, out, model=model, target=target, groups=groups, patch=patch, stride=stride, mode=mode,
+                      grid_step=grid_step, fill=fill, device=device, backend=backend)
     start = time.perf_counter()
-    result = cms_ray(photos, out, model, backend=backend, device=device, target=_target(target),
-                     groups=_read_groups(groups), settings=settings, address=address, progress=progress, **cis_options)
-    seconds = time.perf_counter() - start
+    result = cms_ray(plan.photos, plan.out, plan.model, backend=plan.backend, device=plan.device, target=plan.target,
+                     groups=plan.groups, settings=plan.settings, address=address, progress=progress, **plan.cis_options)
     summary = result.summary
-    rate = summary["done"] / seconds if seconds > 0 else 0.0
-    print(f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
-          f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {result.workers} Ray workers); results in {out}")
+    _print_summary(summary, time.perf_counter() - start, f"{result.workers} Ray workers", out)
     store = RunStore(out)
     for row in store.rows("failed"):
         print(f"  failed: {row.error}", file=sys.stderr)

@@ -7,8 +7,12 @@ resumed run gives exactly the result of an uninterrupted one.
 """
 from __future__ import annotations
 
+import importlib
 import math
+import os
+import platform
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +21,15 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from facesal_fast._validate import positive_int
 from facesal_fast.align import load_image
+from facesal_fast.align.errors import ImageError
+from facesal_fast.audit.groups import group_for, match_groups
 from facesal_fast.audit.store import RunStore
-from facesal_fast.saliency.cis import CISResult, cis
+from facesal_fast.saliency.cis import MODES, CISResult, cis, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
 
-__all__ = ["Audit", "AuditItem", "IMAGE_SUFFIXES", "list_images"]
+__all__ = ["Audit", "AuditItem", "IMAGE_SUFFIXES", "check_cis_options", "list_images"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 Groups = None | str | Sequence[str] | Mapping[str, str]
@@ -40,13 +47,26 @@ class AuditItem:
     error: str | None = None
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Every file under ``folder`` (recursively, sorted) except hidden ones and CSV/JSON/text sidecars."""
+def list_images(folder: str | Path, exclude: str | Path | None = None) -> list[Path]:
+    """Every file under ``folder`` (recursively, sorted) except hidden ones, CSV/JSON/text
+    sidecars and anything under ``exclude`` (a run folder inside the photo folder). Broken
+    symbolic links are listed, so that the audit records them as failed instead of
+    skipping them without a word."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a directory")
     skip = {".csv", ".json", ".txt", ".md"}
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in skip)
+    skipped = Path(exclude).resolve() if exclude is not None else None
+    return sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink() and not p.exists())
+                  and not p.name.startswith(".") and p.suffix.lower() not in skip
+                  and (skipped is None or skipped not in p.resolve().parents))
+
+
+def _load_file(path: Path) -> np.ndarray:
+    """:func:`load_image`, with a broken symbolic link said as such."""
+    if path.is_symlink() and not path.exists():
+        raise ImageError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)")
+    return load_image(path)
 
 
 def _image_from_tensor(t: Any) -> np.ndarray:
@@ -59,16 +79,16 @@ def _image_from_tensor(t: Any) -> np.ndarray:
     return a
 
 
-def _inputs(inputs: Any) -> Iterator[tuple[str, str, Callable[[], np.ndarray]]]:
-    """(key, source, loader) for each image of a folder, paths, arrays or a DataLoader."""
+def _inputs(inputs: Any, exclude: str | Path | None = None) -> Iterator[tuple[str, str, Callable[[], np.ndarray]]]:
+    """(key, source, loader) for each image of a folder (without ``exclude``), paths, arrays or a DataLoader."""
     if isinstance(inputs, (str, Path)):
         root = Path(inputs)
-        for path in list_images(root):
-            yield str(path.relative_to(root)), str(path), (lambda p=path: load_image(p))
+        for path in list_images(root, exclude):
+            yield str(path.relative_to(root)), str(path), (lambda p=path: _load_file(p))
         return
     for i, item in enumerate(inputs):
         if isinstance(item, (str, Path)):
-            yield str(item), str(item), (lambda p=item: load_image(p))
+            yield str(item), str(item), (lambda p=Path(item): _load_file(p))
         elif isinstance(item, np.ndarray) or (hasattr(item, "shape") and len(item.shape) == 3):
             yield f"array-{i:06d}", f"array #{i}", (lambda a=item: _image_from_tensor(a))
         else:  # a DataLoader batch: a B x C x H x W tensor or (images, labels)
@@ -77,16 +97,19 @@ def _inputs(inputs: Any) -> Iterator[tuple[str, str, Callable[[], np.ndarray]]]:
                 yield f"batch{i:05d}-{j:04d}", f"batch {i} image {j}", (lambda a=batch[j]: _image_from_tensor(a))
 
 
+def _check_groups(groups: Groups) -> None:
+    if isinstance(groups, str) and groups != "predicted":
+        raise ValueError(f"groups must be 'predicted', a sequence or a mapping, got {groups!r}")
+
+
 def _group_of(groups: Groups, index: int, key: str, result: CISResult | None) -> str | None:
     if groups is None:
         return None
     if isinstance(groups, str):
-        if groups != "predicted":
-            raise ValueError(f"groups must be 'predicted', a sequence or a mapping, got {groups!r}")
+        _check_groups(groups)
         return None if result is None else (result.target_name or str(result.target))
     if isinstance(groups, Mapping):
-        name = Path(key).name
-        return groups.get(key, groups.get(name))
+        return group_for(groups, key)
     return str(groups[index])
 
 
@@ -94,6 +117,45 @@ def _finite_result(result: CISResult) -> CISResult:
     if not (math.isfinite(result.base_score) and np.isfinite(result.drops).all()):
         raise ValueError("the model returned NaN or infinite scores")
     return result
+
+
+_CIS_OPTIONS = ("patch", "canonical_patch", "stride", "fill", "mode", "grid_step", "refine")
+
+
+def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The CIS options of an audit checked before any image is read, with ``patch``
+    resolved to the window actually used (model-input pixels).
+
+    Raises:
+        ValueError: naming the option (unknown name, mode, non-positive stride/grid_step/patch,
+            a patch larger than the model input, an unknown fill name).
+    """
+    unknown = sorted(set(options) - set(_CIS_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown CIS option(s) {unknown}; known: {list(_CIS_OPTIONS)}")
+    checked = dict(options)
+    if checked.get("mode", "exact") not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {checked['mode']!r}")
+    for name in ("stride", "grid_step"):
+        if name in checked:
+            positive_int(checked[name], name)
+    fill = checked.get("fill", "black")
+    if isinstance(fill, str) and fill not in ("black", "mean", "blur"):
+        raise ValueError(f"fill must be 'black', 'mean', 'blur', a colour or an image, got {fill!r}")
+    size = getattr(scorer, "input_size", None)
+    if size is not None:
+        patch = resolve_patch(checked.get("patch"), size)
+        if patch > max(size):
+            raise ValueError(f"patch {patch} is larger than the model input {size[0]} x {size[1]} px")
+        checked["patch"] = patch
+    return checked
+
+
+def run_settings(target: int | str | None, cis_options: Mapping[str, Any], settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a run's identity compares on resume: the target, the CIS options as requested
+    (``patch=None`` stays ``None``: a Ray driver without the model writes the same) and the
+    caller's settings (model, its hash, photo folder, groups' digest, ...)."""
+    return {"target": target, **dict(cis_options), **dict(settings or {})}
 
 
 class Audit:
@@ -112,10 +174,12 @@ class Audit:
                  aligner: Any = None, settings: dict[str, Any] | None = None, **cis_options: Any) -> None:
         from facesal_fast.align import default_aligner
 
-        self.scorer, self.target, self.cis_options = scorer, target, cis_options
+        self.scorer, self.target = scorer, target
+        self.cis_options = check_cis_options(scorer, cis_options)
+        _check_target(scorer, target)
         self.aligner = aligner or default_aligner()
-        run_settings = {"target": target, **{k: str(v) for k, v in cis_options.items()}, **(settings or {})}
-        self.store = None if out is None else RunStore(out, run_settings, _versions())
+        resolved = {"backend": getattr(getattr(scorer, "backend", None), "name", None), "patch": self.cis_options.get("patch")}
+        self.store = None if out is None else RunStore(out, run_settings(target, cis_options, settings), _versions(), resolved)
         self._memory: CMSAccumulator | None = None
         self.summary = {"done": 0, "failed": 0, "skipped": 0}
 
@@ -167,8 +231,14 @@ class Audit:
         naming the input and the audit carries on. The next input is loaded and aligned in a
         background thread while this one is scored (measured: +3 % throughput on 2 cores).
         """
-        items = list(_inputs(inputs)) if isinstance(inputs, (str, Path)) else _inputs(inputs)
+        _check_groups(groups)
+        exclude = None if self.store is None else self.store.path
+        items = list(_inputs(inputs, exclude)) if isinstance(inputs, (str, Path)) else _inputs(inputs)
         total = len(items) if isinstance(items, list) else None
+        if isinstance(items, list) and isinstance(groups, Mapping):
+            message = match_groups(groups, [key for key, _, _ in items])
+            if message:
+                warnings.warn(message, stacklevel=2)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesal-align") as pool:
             bar = tqdm(self._aligned_ahead(items, pool), total=total, disable=not progress, unit="img", desc="audit",
                        dynamic_ncols=True)
@@ -224,12 +294,27 @@ def cms_from_store(store: RunStore, **options: Any) -> CMSResult:
     return accumulator.result()
 
 
+def _check_target(scorer: Any, target: int | str | None) -> None:
+    """A class target must name one of the scorer's classes (checked before any image)."""
+    classes = getattr(scorer, "classes", None)
+    if target in (None, "predicted") or classes is None:
+        return
+    from facesal_fast.scoring.confidence import resolve_class
+
+    resolve_class(target, classes, len(classes))
+
+
+_VERSIONED = ("torch", "numpy", "mediapipe", "onnxruntime", "cv2", "PIL")
+
+
 def _versions() -> dict[str, str]:
-    import platform
-
-    import torch
-
+    """Versions of the packages that decide a run's numbers (recorded in ``run.json``)."""
     import facesal_fast
 
-    return {"facesal_fast": facesal_fast.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    versions = {"facesal_fast": facesal_fast.__version__, "python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = str(importlib.import_module(name).__version__)
+        except Exception:  # noqa: BLE001 - an optional package: missing or broken is recorded as such
+            versions[name] = "not installed"
+    return versions
