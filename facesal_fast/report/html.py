@@ -134,6 +134,9 @@ def _gallery(store: RunStore, count: int) -> str:
         x0, y0, x1, y1 = (int(v) for v in arrays["face_box"])
         crop = photo[max(y0, 0) : max(y1, 1), max(x0, 0) : max(x1, 1)]
         overlay = heat_overlay(canonical_face(arrays["canonical"].shape), arrays["canonical"])
+        if crop.size == 0:  # the photo was replaced by a smaller one after the audit: its face box is gone
+            parts.append(_figure(overlay, caption + " (photo changed since the audit)", 160))
+            continue
         side = 160
         pair = np.concatenate([cv2.resize(crop, (side, side)), cv2.resize(overlay, (side, side))], axis=1)
         parts.append(_figure(pair, caption, 2 * side))
