@@ -116,7 +116,7 @@ def test_cms_accumulator_streams_the_mean_and_groups():
     maps = rng.random((12, 16, 16)).astype(np.float32)
     groups = ["a"] * 6 + ["b"] * 6
     maps[6:, :8] += 1.0  # group b relies more on the top half
-    acc = CMSAccumulator((16, 16), bootstrap_size=8, bootstrap=200)
+    acc = CMSAccumulator((16, 16), bootstrap_size=8, bootstrap=200, permutations=500, min_group=6)
     for m, g in zip(maps, groups):
         acc.add(m, g)
     result = acc.result()
@@ -127,6 +127,21 @@ def test_cms_accumulator_streams_the_mean_and_groups():
     assert diff.significant[:4].all() and diff.high[:4].max() < 0  # b > a on top, CI excludes 0
     assert not diff.significant[4:].all()
     assert result.convergence[-1] == (12, 0.0) and result.convergence[0][1] > 0
+    assert diff.p_adjusted[:4].max() < 0.05 and diff.n_a == diff.n_b == 6 and diff.too_few == []
+
+
+def test_cms_checks_group_lengths_before_work_and_warns_about_failures(gender, tmp_path):
+    from facesal_fast import cms
+
+    photo, broken = FACES / "img1.jpg", tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="groups has 1 names but images has 2 items"):
+        cms([photo, broken], gender, groups=["a"], progress=False, mode="grid", grid_step=4, stride=8)
+    with pytest.warns(UserWarning, match=r"1 of 2 images failed.*broken\.jpg"):
+        result = cms([photo, broken], gender, groups=["a", "b"], progress=False, mode="grid", grid_step=4, stride=8)
+    assert result.count == 1 and list(result.groups) == ["a"]
+    with pytest.raises(ValueError, match="groups has 1 names but images had 2 items"):
+        cms(iter([photo, broken]), gender, groups=["a"], progress=False, mode="grid", grid_step=4, stride=8)
 
 
 def test_cms_rejects_bad_maps():

@@ -2,12 +2,15 @@
 
 ``CMS = (1/|D|) sum_i CIS_i`` (eq. 6). Maps are added one at a time into float64 sums, so
 memory does not grow with the number of images, except for what the group statistics
-need: a low-resolution copy of each map (``bootstrap_size``, default 32 x 32) and its
-region-share vector, from which bootstrap confidence intervals of group differences are
-drawn per pixel and per region.
+need: a low-resolution copy of each grouped map (``bootstrap_size``, default 32 x 32) and
+its region-share vector. From those, every pair of groups gets permutation tests (region
+and pixel level, family-wise adjusted), bootstrap confidence intervals and effect sizes
+(:mod:`facesal_fast.saliency.stats`), and every group a split-half reliability.
 """
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Iterable
@@ -16,35 +19,17 @@ import cv2
 import numpy as np
 
 from facesal_fast.align import region_masks
+from facesal_fast.saliency.stats import (GroupDifference, Reliability, check_test_options, group_difference,
+                                         share_intervals, split_half_reliability)
 
 __all__ = ["CMSAccumulator", "CMSResult", "GroupDifference", "convergence_checkpoints"]
 
 
 def convergence_checkpoints(limit: int = 10**7) -> list[int]:
-    """Image counts at which the running CMS is snapshotted: 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, ..."""
-    marks = {m * 10**e for e in range(8) for m in (1, 1.5, 2, 3, 5, 7)}
-    return sorted(int(m) for m in marks if 1 <= m <= limit)
-
-
-@dataclass
-class GroupDifference:
-    """``CMS[a] - CMS[b]`` with bootstrap confidence intervals.
-
-    Attributes:
-        a, b: group names.
-        difference: ``H_F x W_F`` float32 full-resolution difference map.
-        low, high: ``h x w`` float32 per-pixel CI bounds at the bootstrap resolution.
-        significant: ``h x w`` bool, CI excludes 0.
-        regions: region -> (difference of shares, CI low, CI high).
-    """
-
-    a: str
-    b: str
-    difference: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    significant: np.ndarray
-    regions: dict[str, tuple[float, float, float]]
+    """Image counts at which the running CMS is snapshotted, strictly increasing:
+    1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, ..."""
+    marks = {int(m * 10**e) for e in range(8) for m in (1, 1.5, 2, 3, 5, 7)}
+    return sorted(m for m in marks if 1 <= m <= limit)
 
 
 @dataclass
@@ -56,16 +41,40 @@ class CMSResult:
         count: number of images.
         groups: group name -> (CMS ``H_F x W_F``, image count).
         differences: every pair of groups, see :class:`GroupDifference`.
-        region_shares: ``"all"`` and each group -> region -> share of positive mass.
-        convergence: ``[(n, relative L2 distance of the running CMS to the final)]``.
+        overall_shares: region -> share of positive mass of the overall CMS.
+        group_shares: group -> region -> share of positive mass of the group's CMS (a group
+            may be called anything, ``"all"`` included: it never replaces ``overall_shares``).
+        convergence: ``[(n, relative L2 distance of the running CMS to the final)]`` at every
+            checkpoint of :func:`convergence_checkpoints` below ``count``, then ``(count, 0)``.
+        share_intervals: group -> region -> (mean per-image share, CI low, CI high).
+        reliability: group -> :class:`~facesal_fast.saliency.stats.Reliability` (split-half).
+        min_group, confidence: the thresholds the statistics used.
     """
 
     cms: np.ndarray
     count: int
     groups: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
     differences: list[GroupDifference] = field(default_factory=list)
-    region_shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    overall_shares: dict[str, float] = field(default_factory=dict)
+    group_shares: dict[str, dict[str, float]] = field(default_factory=dict)
     convergence: list[tuple[int, float]] = field(default_factory=list)
+    share_intervals: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
+    reliability: dict[str, Reliability] = field(default_factory=dict)
+    min_group: int = 10
+    confidence: float = 0.95
+
+    @property
+    def region_shares(self) -> dict[str, dict[str, float]]:
+        """Backward-compatible view: ``"all"`` -> :attr:`overall_shares`, then each group's
+        shares by name. A group literally named ``"all"`` is left out of this view (read
+        :attr:`group_shares`), so it can never stand in for the whole model."""
+        return {"all": dict(self.overall_shares), **{g: s for g, s in self.group_shares.items() if g != "all"}}
+
+    @property
+    def small_groups(self) -> list[str]:
+        """Messages for every group below ``min_group`` (no significance is claimed for them)."""
+        return [f"too few images in group {g} (n={n} < {self.min_group})" for g, (_, n) in self.groups.items()
+                if n < self.min_group]
 
 
 def _shares(masks: dict[str, np.ndarray], canonical_map: np.ndarray) -> np.ndarray:
@@ -75,21 +84,35 @@ def _shares(masks: dict[str, np.ndarray], canonical_map: np.ndarray) -> np.ndarr
     return np.array([float(positive[m].sum()) / total if total > 0 else 0.0 for m in masks.values()])
 
 
+def small_map(canonical_map: np.ndarray, size: int) -> np.ndarray:
+    """``size x size`` float32 area-average of a canonical map (the resolution of the pixel tests)."""
+    return cv2.resize(np.asarray(canonical_map, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+
+
 class CMSAccumulator:
     """Streaming CMS: ``add(cis_map, group)`` one map at a time, then ``result()``.
 
     Args:
         shape: canonical ``(H_F, W_F)``.
-        bootstrap_size: side of the low-resolution copies kept for bootstrap CIs.
-        bootstrap: number of bootstrap resamples.
-        confidence: two-sided CI level.
-        seed: bootstrap RNG seed (results are reproducible).
+        bootstrap_size: side of the low-resolution copies kept for the pixel tests and CIs.
+        bootstrap: number of bootstrap resamples (confidence intervals).
+        confidence: CI level; a test is significant when its adjusted p < ``1 - confidence``.
+        seed: RNG seed of the bootstrap and the permutations (results are reproducible).
+        permutations: random relabellings per permutation test.
+        min_group: groups with fewer images are never declared significantly different.
+        correction: ``"fwer"`` (max-T family-wise, default) or ``"fdr"`` (Benjamini-Hochberg)
+            for the pixel and region tests.
+        reliability_target: split-half reliability the "images needed" estimate aims at.
     """
 
     def __init__(self, shape: tuple[int, int], *, bootstrap_size: int = 32, bootstrap: int = 1000,
-                 confidence: float = 0.95, seed: int = 0) -> None:
+                 confidence: float = 0.95, seed: int = 0, permutations: int = 2000, min_group: int = 10,
+                 correction: str = "fwer", reliability_target: float = 0.9) -> None:
+        check_test_options(permutations, confidence, min_group, correction)
         self.shape = (int(shape[0]), int(shape[1]))
         self.bootstrap_size, self.bootstrap, self.confidence, self.seed = bootstrap_size, bootstrap, confidence, seed
+        self.permutations, self.min_group, self.correction = permutations, min_group, correction
+        self.reliability_target = reliability_target
         self.masks = region_masks(self.shape)
         self._sums: dict[str, np.ndarray] = {}
         self._counts: dict[str, int] = {}
@@ -121,31 +144,18 @@ class CMSAccumulator:
             self._small[group], self._region[group] = [], []
         self._sums[group] += cis_map
         self._counts[group] += 1
-        size = (self.bootstrap_size, self.bootstrap_size)
-        self._small[group].append(cv2.resize(cis_map.astype(np.float32), size, interpolation=cv2.INTER_AREA))
+        self._small[group].append(small_map(cis_map, self.bootstrap_size))
         self._region[group].append(_shares(self.masks, cis_map))
 
-    def _bootstrap_mean_difference(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator):
-        """Bootstrap distribution of mean(a) - mean(b) over rows (images); a, b: n x D."""
-        wa = rng.multinomial(len(a), np.full(len(a), 1 / len(a)), size=self.bootstrap) / len(a)
-        wb = rng.multinomial(len(b), np.full(len(b), 1 / len(b)), size=self.bootstrap) / len(b)
-        return wa @ a - wb @ b
-
     def _difference(self, a: str, b: str, rng: np.random.Generator) -> GroupDifference:
-        alpha = (1 - self.confidence) / 2
-        small_a, small_b = (np.stack(self._small[g]).reshape(self._counts[g], -1) for g in (a, b))
-        boot = self._bootstrap_mean_difference(small_a, small_b, rng)
-        low, high = (np.quantile(boot, q, axis=0).reshape(self.bootstrap_size, self.bootstrap_size) for q in (alpha, 1 - alpha))
-        reg_a, reg_b = np.stack(self._region[a]), np.stack(self._region[b])
-        reg_boot = self._bootstrap_mean_difference(reg_a, reg_b, rng)
-        reg_diff = reg_a.mean(0) - reg_b.mean(0)
-        reg_low, reg_high = np.quantile(reg_boot, alpha, axis=0), np.quantile(reg_boot, 1 - alpha, axis=0)
-        regions = {name: (float(d), float(lo), float(hi)) for name, d, lo, hi in zip(self.masks, reg_diff, reg_low, reg_high)}
-        diff = (self._sums[a] / self._counts[a] - self._sums[b] / self._counts[b]).astype(np.float32)
-        return GroupDifference(a, b, diff, low.astype(np.float32), high.astype(np.float32), (low > 0) | (high < 0), regions)
+        diff = self._sums[a] / self._counts[a] - self._sums[b] / self._counts[b]
+        return group_difference(
+            a, b, diff, (np.stack(self._small[a]), np.stack(self._small[b])), (np.stack(self._region[a]), np.stack(self._region[b])),
+            list(self.masks), permutations=self.permutations, bootstrap=self.bootstrap, confidence=self.confidence,
+            min_group=self.min_group, correction=self.correction, rng=rng)
 
     def result(self) -> CMSResult:
-        """The CMS, per-group CMS, pairwise group differences, region shares and convergence."""
+        """The CMS, per-group CMS, pairwise group tests, region shares, reliability and convergence."""
         if self._count == 0:
             raise ValueError("no CIS map was added: every image failed or the input was empty")
         cms = (self._total / self._count).astype(np.float32)
@@ -153,13 +163,50 @@ class CMSAccumulator:
         rng = np.random.default_rng(self.seed)
         differences = [self._difference(a, b, rng) for a, b in combinations(groups, 2)]
         names = list(self.masks)
-        shares = {"all": dict(zip(names, _shares(self.masks, cms).tolist()))}
-        shares.update({g: dict(zip(names, _shares(self.masks, m).tolist())) for g, (m, _) in groups.items()})
+        intervals = {g: share_intervals(np.stack(self._region[g]), names, resamples=self.bootstrap, confidence=self.confidence,
+                                        rng=rng) for g in groups}
+        reliability = {g: split_half_reliability(np.stack(self._small[g]), target=self.reliability_target, seed=self.seed)
+                       for g in groups}
         norm = float(np.linalg.norm(cms)) or 1.0
         convergence = [(n, float(np.linalg.norm(snap - cms)) / norm) for n, snap in self._snapshots]
         if not convergence or convergence[-1][0] != self._count:
             convergence.append((self._count, 0.0))
-        return CMSResult(cms, self._count, groups, differences, shares, convergence)
+        return CMSResult(cms, self._count, groups, differences, dict(zip(names, _shares(self.masks, cms).tolist())),
+                         {g: dict(zip(names, _shares(self.masks, m).tolist())) for g, (m, _) in groups.items()},
+                         convergence, intervals, reliability, self.min_group, self.confidence)
+
+
+def _known_length(items: Any) -> int | None:
+    try:
+        return len(items)
+    except TypeError:
+        return None
+
+
+class _GroupList(Sequence):
+    """A list of group names that says which argument is short instead of raising ``IndexError``."""
+
+    def __init__(self, names: Sequence[Any]) -> None:
+        self.names = list(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, int) and index >= len(self.names):
+            raise ValueError(f"groups has {len(self.names)} names but images has more items: give one group per image")
+        return self.names[index]
+
+
+def _checked_groups(images: Any, groups: Any) -> Any:
+    """``groups`` ready for :meth:`Audit.feed`: a length mismatch is a ``ValueError`` before any work."""
+    if groups is None or isinstance(groups, (str, Mapping)):
+        return groups
+    names = _GroupList(groups)
+    count = _known_length(images)
+    if count is not None and not hasattr(images, "batch_size") and count != len(names):
+        raise ValueError(f"groups has {len(names)} names but images has {count} items: give one group per image")
+    return names
 
 
 def cms(
@@ -182,11 +229,25 @@ def cms(
         **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
 
     Returns:
-        :class:`CMSResult`. Images that fail (unreadable, no face) are skipped with a warning.
+        :class:`CMSResult`. Images that fail (unreadable, no face) are skipped with one
+        warning that names each failed image and its error.
+
+    Raises:
+        ValueError: ``groups`` does not give one name per image (checked before any work
+            when both lengths are known), or no image succeeded.
     """
     from facesal_fast.audit.runner import Audit
 
+    groups = _checked_groups(images, groups)
     audit = Audit(scorer, target=target, **cis_options)
-    for _ in audit.feed(images, groups=groups, progress=progress):
-        pass
+    seen, failed = 0, []
+    for item in audit.feed(images, groups=groups, progress=progress):
+        seen += 1
+        if item.status == "failed":
+            failed.append(item.error or item.source)
+    if isinstance(groups, _GroupList) and seen != len(groups):
+        raise ValueError(f"groups has {len(groups)} names but images had {seen} items: give one group per image")
+    if failed:
+        warnings.warn(f"{len(failed)} of {seen} images failed and were left out of the CMS: " + "; ".join(failed),
+                      stacklevel=2)
     return audit.cms()
