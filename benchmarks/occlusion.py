@@ -43,8 +43,9 @@ import torch
 
 from facesal_fast import models, ops
 from facesal_fast.scoring import Scorer
-from facesal_fast.speed import IncrementalModel, IncrementalScorer, patch_boxes
+from facesal_fast.speed import IncrementalScorer
 from facesal_fast.speed.adaptive import adaptive_drops
+from facesal_fast.speed.auto import mac_ratio
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -167,33 +168,6 @@ def torchvision_case(name: str, photo: Path, size: int = 224) -> Case:
     return Case(name, scorer, net, input_image, 15, target)
 
 
-def conv_mac_ratio(model: IncrementalModel, x: torch.Tensor, centres: np.ndarray, patch: int) -> float:
-    """Convolution multiply-adds of full inference / of incremental inference on the
-    occluded copies of ``x`` (1 x C x H x W) at ``centres``: the machine-independent speed-up."""
-    import torch.nn.functional as F
-
-    from facesal_fast.speed import incremental
-
-    original, macs = F.conv2d, [0]
-
-    def counting(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        out = original(inp, weight, bias, stride, padding, dilation, groups)
-        macs[0] += out.numel() * weight[0].numel()
-        return out
-
-    starts, size = patch_boxes(centres, patch, x.shape[2:])
-    torch.nn.functional.conv2d = incremental.F.conv2d = counting
-    try:
-        cache = model.cache(x)
-        full, macs[0] = macs[0] * len(centres), 0  # caching ran one full inference
-        for lo in range(0, len(centres), 256):
-            hi = min(lo + 256, len(centres))
-            model.run(cache, torch.zeros(hi - lo, x.shape[1], *size), starts[lo:hi])
-    finally:
-        torch.nn.functional.conv2d = incremental.F.conv2d = original
-    return full / macs[0]
-
-
 # ---------------------------------------------------------------------------- image space
 
 def captum_map(case: Case, stride: int, per_eval: int) -> np.ndarray:
@@ -254,12 +228,12 @@ def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: f
     seconds, inc = timed(lambda: scored_map(incremental, case, centres))
     np.testing.assert_allclose(inc, ref, atol=atol, err_msg=f"{case.name}: incremental != captum")
     x = case.normalised()
-    add("incremental (exact)", seconds, k, mac_ratio=conv_mac_ratio(incremental.model, x, centres, case.patch))
+    add("incremental (exact)", seconds, k, mac_ratio=mac_ratio(incremental.model, x, case.patch, centres))
     if exact_only:
         return
     seconds, approx = timed(lambda: scored_map(approximate, case, centres))
     add(f"inc-tau={tau}", seconds, k, ssim=ssim(approx, full),
-        mac_ratio=conv_mac_ratio(approximate.model, x, centres, case.patch))
+        mac_ratio=mac_ratio(approximate.model, x, case.patch, centres))
     for label, scorer, fraction in [(f"grid step {step} + incremental", incremental, 0.0),
                                     (f"adaptive step {step} refine {refine} + incremental", incremental, refine),
                                     (f"adaptive step {step} refine {refine} + inc-tau={tau}", approximate, refine)]:
@@ -474,7 +448,7 @@ def table(rows: list[dict]) -> str:
     section: stride 1, a window at every pixel as CIS needs), the published CSM loop, and full
     re-inference through facesal (torch eager, same windows)."""
     lines = ["| model | section | method | passes | seconds | ms/pass | vs captum | vs CSM loop | vs full re-inference "
-             "| SSIM vs exact | conv MACs full/inc |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| SSIM vs exact | MACs full/inc |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratios = [f"{r[k] / r['seconds']:.1f}x" if r.get(k) else "" for k in ("captum", "csm", "full")]
         s = f"{r['ssim']:.3f}" if "ssim" in r else ""

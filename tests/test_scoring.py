@@ -169,7 +169,7 @@ def test_scorer_rejects_bad_inputs():
         scorer.score_occluded(_image(10, 10), np.zeros((1, 2), np.float32), 3)
     with pytest.raises(ValueError, match="K x 2"):
         scorer.score_occluded(_image(), np.zeros((3,), np.float32), 3)
-    assert Scorer.from_torch(_net(), None).backend.name == "torch-fp32"  # any size: nothing to probe
+    assert Scorer.from_torch(_net(), None).backend.name == "auto(torch-fp32)"  # any size: probed per shape, later
     with pytest.raises(ValueError, match="needs a fixed input_size"):
         Scorer.from_torch(_net(), None, backend="onnx")
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -25,6 +25,7 @@ from facesal_fast.align import AlignedFace, default_aligner, region_shares, to_i
 from facesal_fast.inputs import ImagesInput, ScorerLike, as_numpy, per_photo
 from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.confidence import resolve_class
+from facesal_fast.speed.auto import choose_incremental, resolve_quality
 
 __all__ = ["CISResult", "cis", "default_patch", "occlusion_drops", "odd_patch"]
 
@@ -257,6 +258,8 @@ def cis(
     mode: str = "exact",
     grid_step: int = 2,
     refine: float = 0.2,
+    quality: str | None = None,
+    incremental: bool | str = "auto",
     aligner: Any = None,
     face: AlignedFace | None = None,
 ) -> CISResult:
@@ -281,6 +284,12 @@ def cis(
             bilinear interpolation), or ``"adaptive"`` (that grid first, then the ``refine``
             fraction of windows with the largest coarse drops scored exactly; Krypton's drill-down).
         refine: fraction of windows refined exactly in ``"adaptive"`` mode.
+        quality: a preset instead of ``mode``/``grid_step``/``refine``: ``"exact"``,
+            ``"high"`` (adaptive, SSIM >= 0.95 against exact on the benchmark models) or
+            ``"fast"`` (grid, SSIM >= 0.90); see :func:`facesal_fast.speed.auto.resolve_quality`.
+        incremental: ``"auto"``: incremental inference where the model traces and its
+            multiply-add count says it pays (same maps up to float error), else the scorer as
+            it is; ``True`` to insist, ``False`` to opt out (see :mod:`facesal_fast.speed.auto`).
         aligner: aligner to use when ``face`` is not given (default aligner otherwise).
         face: a precomputed :class:`AlignedFace` (e.g. ``AlignedFace.from_arrays``).
         face_index: explain the ``face_index``-th largest face of the photo (default: the
@@ -296,13 +305,18 @@ def cis(
     face = _resolve_face(image, face, aligner)
     input_image, affine = scorer.prepare(face.image, face)
     patch = resolve_patch(patch, input_image.shape[:2])
+    if quality is not None:
+        if mode != "exact":
+            raise ValueError(f"pass either quality ({quality!r}) or mode ({mode!r}), not both")
+        mode, grid_step, refine = resolve_quality(quality, patch).values()
+    choice = choose_incremental(scorer, input_image, patch, incremental)
     target_index, score_target = _resolve_target(scorer, input_image, target)
     base = float(scorer.base_score(input_image, score_target))
     used = np.asarray(face.visible, bool).copy()
     used[np.arange(len(used)) % stride != 0] = False
     points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
     drops, passes = occlusion_drops(
-        scorer, input_image, points_in, score_target, base, patch=patch, fill=fill, mode=mode, grid_step=grid_step,
+        choice.scorer, input_image, points_in, score_target, base, patch=patch, fill=fill, mode=mode, grid_step=grid_step,
         refine=refine,
     )
     c_patch = _canonical_patch(patch, face, affine) if canonical_patch is None else int(canonical_patch)
@@ -324,5 +338,6 @@ def cis(
         canonical_patch=c_patch,
         forward_passes=passes,
         settings=dict(patch=int(patch), canonical_patch=c_patch, stride=int(stride), fill=str(fill), mode=mode,
-                      grid_step=int(grid_step), refine=float(refine)),
+                      grid_step=int(grid_step), refine=float(refine), quality=quality,
+                      incremental=choice.incremental, incremental_reason=choice.reason, forward_passes=passes),
     )

@@ -6,6 +6,7 @@ returned as :class:`ProbeResult` rows (kept on the scorer as ``scorer.probe``).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from torch import nn
 from facesal_fast.scoring.backends import Backend, OnnxBackend, TorchBackend, export_onnx
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend, tensorrt_available
 
-__all__ = ["BACKENDS", "ProbeResult", "torch_backend", "select_backend"]
+__all__ = ["BACKENDS", "ProbeResult", "ProbingBackend", "torch_backend", "select_backend"]
+
+log = logging.getLogger("facesal_fast.scoring")
 
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 
@@ -89,11 +92,12 @@ def select_backend(
     batch_size: int,
     cache_dir: str | Path | None = None,
     compile: bool = False,
+    layouts: tuple[str, ...] = ("nchw", "nhwc"),
 ) -> tuple[Backend, list[ProbeResult]]:
     """The fastest backend for ``module`` that agrees with torch eager, and the probe table.
 
     Agreement: max |diff| of outputs <= 1e-3 + 1e-3 * max |reference| (fp32), or 5e-2
-    relative for fp16/bf16 runs.
+    relative for fp16/bf16 runs. ``layouts``: the batch layouts a candidate may take.
     """
     probe_batch = min(batch_size, 32 if device.type == "cpu" else batch_size)
     generator = torch.Generator().manual_seed(0)
@@ -105,6 +109,9 @@ def select_backend(
     for name, build in _candidates(module, input_shape, device, precision, batch_size, cache_dir, compile):
         try:
             backend = build()
+            if backend.layout not in layouts:
+                results.append(ProbeResult(backend.name, None, None, f"takes {backend.layout} batches"))
+                continue
             batch = x.permute(0, 2, 3, 1).contiguous() if backend.layout == "nhwc" else x
             batch = batch.to(backend.input_dtype)
             diff = float((backend(batch) - reference).abs().max())
@@ -121,3 +128,61 @@ def select_backend(
     if best is None:
         raise ValueError(f"no backend could run this model: {results}")
     return best[1], results
+
+
+class ProbingBackend(Backend):
+    """``backend="auto"`` for a model without a fixed input size: torch eager, and for each
+    input shape a probe (:func:`select_backend`, NCHW candidates) once the eager time spent
+    on that shape reaches ``probe_after`` seconds, about what a probe costs (so the probe is
+    skipped for tiny work, and never costs more than the work it could speed up); from then
+    on that shape runs on the probe's choice. Probes are cached per shape.
+
+    Args:
+        module: ``N x C x H x W`` -> outputs.
+        device, precision, compile, cache_dir: as :meth:`Scorer.from_torch`.
+        probe_after: eager seconds on one shape before it is probed.
+
+    Attributes:
+        probes: input shape ``(C, H, W)`` -> the probe table.
+    """
+
+    layout, input_dtype = "nchw", torch.float32
+    cpu_max_batch = TorchBackend.cpu_max_batch
+
+    def __init__(self, module: nn.Module, device: torch.device, precision: str = "fp32", compile: bool = False,
+                 cache_dir: str | Path | None = None, probe_after: float = 5.0):
+        self.eager = TorchBackend(module, device, precision, compile=compile)
+        self.device, self.module = self.eager.device, module
+        self.precision, self.compile, self.cache_dir, self.probe_after = precision, compile, cache_dir, probe_after
+        self.chosen: dict[tuple[int, ...], Backend] = {}
+        self.probes: dict[tuple[int, ...], list[ProbeResult]] = {}
+        self._spent: dict[tuple[int, ...], float] = {}
+
+    @property
+    def name(self) -> str:
+        probed = sorted({b.name for b in self.chosen.values()})
+        return f"auto({self.eager.name}{''.join(', ' + n for n in probed)})"
+
+    def speedup(self, shape: tuple[int, ...]) -> float:
+        """Speed of the backend used for ``shape`` (C x H x W) over torch eager (1 until probed)."""
+        if shape not in self.chosen:
+            return 1.0
+        times = {p.name: p.ms_per_image for p in self.probes[shape] if p.ms_per_image}
+        return times.get("torch-fp32", 1.0) / times.get(self.chosen[shape].name, 1.0)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        shape = tuple(int(d) for d in batch.shape[1:])
+        if shape in self.chosen:
+            return self.chosen[shape](batch)
+        start = time.perf_counter()
+        out = self.eager(batch)
+        self._spent[shape] = self._spent.get(shape, 0.0) + time.perf_counter() - start
+        if self._spent[shape] >= self.probe_after:
+            self._probe(shape, len(batch))
+        return out
+
+    def _probe(self, shape: tuple[int, ...], batch_size: int) -> None:
+        self.chosen[shape], self.probes[shape] = select_backend(
+            self.module, shape, self.device, self.precision, batch_size, self.cache_dir, self.compile, ("nchw",))
+        log.info("backend probe for input %s after %.1f s of torch eager: %s", shape, self._spent[shape],
+                 self.chosen[shape].name)

@@ -258,6 +258,9 @@ class IncrementalModel:
 
     Attributes:
         graph: the ``torch.fx`` graph module.
+        multiply_adds: running count of the multiply-adds of ``Conv2d`` and ``Linear``
+            modules in :meth:`cache` and :meth:`run` (box-wise where a box was computed);
+            reset it to 0 before counting.
     """
 
     def __init__(self, module: nn.Module, *, tau: float | None = None, full_fraction: float = 1.0):
@@ -273,6 +276,7 @@ class IncrementalModel:
                 m.inplace = False
         self.graph = fx.symbolic_trace(module)
         self.tau, self.full_fraction = tau, full_fraction
+        self.multiply_adds = 0
         self._nodes = list(self.graph.graph.nodes)
         last_use: dict[fx.Node, int] = {}
         for i, node in enumerate(self._nodes):
@@ -314,6 +318,7 @@ class IncrementalModel:
                     args = fx.node.map_arg(node.args, lambda n: values[n])
                     kwargs = fx.node.map_arg(node.kwargs, lambda n: values[n])
                     values[node] = self._call(node, args, kwargs)
+                    self._count(node, values[node])
         except RuntimeError as err:  # e.g. a size that only the twin's fixed padding rejects
             if self._checked_against is None:
                 raise
@@ -327,6 +332,16 @@ class IncrementalModel:
         if twin_out.shape != expected.shape or not torch.allclose(twin_out, expected, rtol=1e-4, atol=1e-5):
             raise ValueError(f"the model's traceable() twin disagrees with the model on input {tuple(x.shape)} "
                              "(a twin may hold for one input size only)")
+
+    def _count(self, node: fx.Node, out: Any) -> None:
+        """Add the multiply-adds of a ``Conv2d`` / ``Linear`` module node's output ``out``."""
+        if node.op != "call_module":
+            return
+        module = self.graph.get_submodule(node.target)
+        per_output = (module.weight[0].numel() if isinstance(module, nn.Conv2d)
+                      else module.in_features if isinstance(module, nn.Linear) else 0)
+        if per_output:
+            self.multiply_adds += (out.values if isinstance(out, _Changed) else out).numel() * per_output
 
     # ------------------------------------------------------------------ incremental ops
 
@@ -419,6 +434,7 @@ class IncrementalModel:
                 if out is None:
                     out = self._call(node, tuple(_full(a) for a in args), {k: _full(v) for k, v in kwargs.items()})
                 env[node] = out
+                self._count(node, out)
             for done in self._free_after[i]:
                 env.pop(done, None)
         return result
@@ -433,20 +449,28 @@ class IncrementalScorer:
 
     Same interface for ``cis`` (``prepare``, ``predict``, ``base_score``,
     ``score_occluded``; other attributes come from the wrapped scorer), same scores up to
-    float error (exact mode). Needs a torch backend in fp32 NCHW (``backend="torch"``).
+    float error (exact mode). Needs the scorer's torch module (``scorer.module``, kept by
+    ``Scorer.from_torch`` and ``models.load``, or a torch backend's) and a backend that
+    takes fp32 NCHW batches; the occluded boxes then run in torch eager whatever the backend.
 
     Args:
         scorer: the scorer to speed up.
         tau, full_fraction: see :class:`IncrementalModel`.
+        model: an already traced :class:`IncrementalModel` of the scorer's module (then
+            ``tau`` and ``full_fraction`` are the model's).
     """
 
-    def __init__(self, scorer: Any, *, tau: float | None = None, full_fraction: float = 1.0):
+    def __init__(self, scorer: Any, *, tau: float | None = None, full_fraction: float = 1.0,
+                 model: IncrementalModel | None = None):
         backend = scorer.backend
-        if not isinstance(backend, TorchBackend) or backend.layout != "nchw" or backend.precision != "fp32":
-            raise ValueError(f"incremental inference needs a torch fp32 NCHW backend (backend='torch'), got {backend.name!r}")
-        module = getattr(backend.module, "_orig_mod", backend.module)
+        module = getattr(scorer, "module", None)
+        if module is None and isinstance(backend, TorchBackend):
+            module = getattr(backend.module, "_orig_mod", backend.module)
+        if module is None or backend.layout != "nchw" or backend.input_dtype != torch.float32:
+            raise ValueError("incremental inference needs the scorer's torch module and a backend taking fp32 NCHW "
+                             f"batches (e.g. Scorer.from_torch(..., backend='torch')), got backend {backend.name!r}")
         self.scorer = scorer
-        self.model = IncrementalModel(module, tau=tau, full_fraction=full_fraction)
+        self.model = model or IncrementalModel(module, tau=tau, full_fraction=full_fraction)
 
     def __getattr__(self, name: str) -> Any:
         if "scorer" not in self.__dict__:  # during copy / unpickling

@@ -1,0 +1,203 @@
+"""The fastest exact path without being asked, and speed presets with a stated error.
+
+``cis`` (and so ``cms``, ``Audit`` and the CLI) calls :func:`choose_incremental` with its
+``incremental`` option (``"auto"`` by default): incremental inference
+(:class:`~facesal_fast.speed.IncrementalScorer`) is used when the scorer has a torch
+module that ``torch.fx`` traces, and the trace's multiply-add count says it pays:
+
+    full multiply-adds / incremental multiply-adds  >=  INCREMENTAL_MIN_MAC_RATIO x
+    (speed of the scorer's backend over torch eager, from its ``backend="auto"`` probe)
+
+counted (``Conv2d`` and ``Linear``) on 16 patch positions spread over the input.
+Otherwise the scorer is used as it is, silently; each decision is logged once (logger
+``facesal_fast.speed``, INFO) per model, input shape and patch, and cached.
+
+:func:`resolve_quality` maps ``quality="exact" | "high" | "fast"`` to CIS settings (see
+:data:`QUALITY_PRESETS`).
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from facesal_fast.speed.incremental import IncrementalModel, IncrementalScorer, patch_boxes
+
+__all__ = ["INCREMENTAL_MIN_MAC_RATIO", "QUALITY_PRESETS", "IncrementalChoice", "choose_incremental", "mac_ratio",
+           "resolve_quality"]
+
+log = logging.getLogger("facesal_fast.speed")
+
+#: Multiply-add ratio (full / incremental) from which incremental inference (torch eager)
+#: is chosen over full inference on torch eager. Measured on 2 CPU cores
+#: (docs/performance.md): wall-clock gain / multiply-add ratio was 0.5-1.3 across the
+#: bundled mini-XCEPTIONs, dlib's ResNet, ResNet-18/50 and VGG-16; at 1.5 the worst case
+#: about breaks even and the rest gain.
+INCREMENTAL_MIN_MAC_RATIO = 1.5
+
+#: ``quality`` -> (mode, coarse grid step as a fraction of the patch, refine fraction).
+#: Chosen on the benchmark suite's models (docs/performance.md, benchmarks/RESULTS.md) so
+#: that the CIS map's SSIM against exact stays >= 0.95 (``high``) and >= 0.90 (``fast``).
+QUALITY_PRESETS: dict[str, tuple[str, float, float]] = {
+    "exact": ("exact", 0.0, 0.0),
+    "high": ("adaptive", 0.5, 0.2),
+    "fast": ("grid", 0.5, 0.0),
+}
+_POSITIONS = 4  # the multiply-add count occludes a 4 x 4 grid of patch positions
+
+
+def resolve_quality(quality: str, patch: int) -> dict[str, Any]:
+    """CIS settings of a preset for a ``patch``-pixel window: ``mode``, ``grid_step``, ``refine``.
+
+    Raises:
+        ValueError: unknown ``quality``.
+    """
+    if quality not in QUALITY_PRESETS:
+        raise ValueError(f"quality must be one of {tuple(QUALITY_PRESETS)}, got {quality!r}")
+    mode, step, refine = QUALITY_PRESETS[quality]
+    return dict(mode=mode, grid_step=max(2, int(round(step * patch))) if step else 2, refine=refine)
+
+
+@dataclass(frozen=True)
+class IncrementalChoice:
+    """What :func:`choose_incremental` decided.
+
+    Attributes:
+        scorer: the scorer to occlude with (an ``IncrementalScorer`` or the one given).
+        incremental: whether incremental inference is used.
+        reason: why, in words (also logged once).
+        mac_ratio: full / incremental multiply-adds, when counted.
+    """
+
+    scorer: Any
+    incremental: bool
+    reason: str
+    mac_ratio: float | None = None
+
+
+def mac_ratio(model: IncrementalModel, x: torch.Tensor, patch: int, centres: np.ndarray | None = None) -> float:
+    """Multiply-adds (``Conv2d``, ``Linear``) of full inference / of incremental inference
+    for ``patch``-pixel windows at ``centres`` (K x 2 ``(x, y)``; default a 4 x 4 grid of
+    positions spread over the input) on ``x`` (1 x C x H x W, normalised input)."""
+    H, W = x.shape[2:]
+    if centres is None:
+        xs, ys = np.linspace(0, W - 1, _POSITIONS), np.linspace(0, H - 1, _POSITIONS)
+        centres = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    starts, size = patch_boxes(centres, int(patch), (H, W))
+    model.multiply_adds = 0
+    cache = model.cache(x)
+    full, model.multiply_adds = model.multiply_adds * len(centres), 0
+    for lo in range(0, len(centres), 256):
+        hi = min(lo + 256, len(centres))
+        model.run(cache, torch.zeros(hi - lo, x.shape[1], *size, device=x.device), starts[lo:hi])
+    return full / max(model.multiply_adds, 1)
+
+
+# module -> traced IncrementalModel (or the reason it cannot be traced); module -> decisions
+_MODELS: "weakref.WeakKeyDictionary[torch.nn.Module, IncrementalModel | str]" = weakref.WeakKeyDictionary()
+_RATIOS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, float | str]]" = weakref.WeakKeyDictionary()
+
+
+def _traced(module: torch.nn.Module) -> IncrementalModel | str:
+    if module not in _MODELS:
+        try:
+            _MODELS[module] = IncrementalModel(module)
+        except Exception as err:  # noqa: BLE001 - any tracing failure means: run in full
+            _MODELS[module] = f"the model does not trace ({type(err).__name__}: {err})"
+    return _MODELS[module]
+
+
+def _ratio(scorer: Any, model: IncrementalModel, input_image: Any, patch: int) -> float | str:
+    """The multiply-add ratio for this scorer's module, input shape and patch (cached), or
+    why it could not be counted."""
+    key = (tuple(np.shape(input_image)), int(patch))
+    ratios = _RATIOS.setdefault(scorer.module, {})
+    if key not in ratios:
+        try:
+            ratios[key] = mac_ratio(model, scorer.unoccluded_batch(scorer.input_tensor(input_image)), patch)
+        except Exception as err:  # noqa: BLE001 - e.g. a traceable() twin that only holds for one size
+            ratios[key] = f"incremental inference failed on this input ({type(err).__name__}: {err})"
+    return ratios[key]
+
+
+def backend_speedup(scorer: Any, input_shape: tuple[int, ...]) -> float | None:
+    """How much faster the scorer's backend runs than torch eager on inputs of
+    ``input_shape`` (``C x H x W``): 1 for torch eager, the probe's ratio for a probed
+    backend, None when unknown (a backend named explicitly, or a compiled module)."""
+    backend = scorer.backend
+    if hasattr(backend, "speedup"):  # backend="auto" without input size: probed per shape
+        return backend.speedup(input_shape)
+    if backend.name == "torch-fp32":
+        return 1.0
+    times = {p.name: p.ms_per_image for p in getattr(scorer, "probe", ()) if p.ms_per_image}
+    if backend.name in times and "torch-fp32" in times:
+        return times["torch-fp32"] / times[backend.name]
+    return None
+
+
+def _unsupported(scorer: Any) -> str | None:
+    """Why incremental inference cannot run for this scorer, or None."""
+    module, backend = getattr(scorer, "module", None), getattr(scorer, "backend", None)
+    if module is None or backend is None:
+        return "no torch module (black-box or ONNX scorer)"
+    if backend.layout != "nchw" or backend.input_dtype != torch.float32:
+        return f"backend {backend.name} does not take fp32 NCHW batches"
+    return None
+
+
+_LOGGED: set[tuple] = set()
+
+
+def _decided(choice: IncrementalChoice, key: tuple) -> IncrementalChoice:
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        log.info("incremental inference %s: %s", "on" if choice.incremental else "off", choice.reason)
+    return choice
+
+
+def _weighed(scorer: Any, input_image: Any, patch: int, model: IncrementalModel) -> IncrementalChoice:
+    """The ``"auto"`` decision for a scorer whose module traces."""
+    shape = tuple(np.shape(input_image))
+    if scorer.backend.device.type != "cpu":
+        return IncrementalChoice(scorer, False, "full batches on an accelerator (the threshold was measured on CPUs)")
+    speedup = backend_speedup(scorer, (shape[2] if len(shape) == 3 else 1, *shape[:2]))
+    if speedup is None:
+        return IncrementalChoice(scorer, False, f"backend {scorer.backend.name} was named explicitly")
+    ratio = _ratio(scorer, model, input_image, patch)
+    if isinstance(ratio, str):
+        return IncrementalChoice(scorer, False, ratio)
+    needed = INCREMENTAL_MIN_MAC_RATIO * speedup
+    pays = ratio >= needed
+    reason = (f"multiply-add ratio full/incremental {ratio:.2f} {'>=' if pays else '<'} {needed:.2f} "
+              f"({INCREMENTAL_MIN_MAC_RATIO} x backend {scorer.backend.name} at {speedup:.2f}x torch eager)")
+    return IncrementalChoice(IncrementalScorer(scorer, model=model) if pays else scorer, pays, reason, ratio)
+
+
+def choose_incremental(scorer: Any, input_image: Any, patch: int, incremental: bool | str = "auto") -> IncrementalChoice:
+    """Whether to occlude ``input_image`` (``h x w x C``, model geometry) through incremental
+    inference, and the scorer to use (see the module docstring for the rule).
+
+    Args:
+        scorer: a :class:`~facesal_fast.scoring.Scorer` (or an ``IncrementalScorer``, kept).
+        input_image: the prepared input (only its shape and content for the count are used).
+        patch: occlusion window side in input pixels.
+        incremental: ``"auto"`` (decide), ``True`` (use it; ``ValueError`` naming the reason
+            if it cannot run), ``False`` (never).
+    """
+    if incremental is False or isinstance(scorer, IncrementalScorer):
+        return IncrementalChoice(scorer, incremental is not False, "asked for" if incremental else "incremental=False")
+    if incremental not in (True, "auto"):
+        raise ValueError(f"incremental must be 'auto', True or False, got {incremental!r}")
+    model = _unsupported(scorer) or _traced(scorer.module)
+    if isinstance(model, str):
+        if incremental is True:
+            raise ValueError(f"incremental=True, but {model}")
+        return _decided(IncrementalChoice(scorer, False, model), (model,))
+    if incremental is True:
+        return IncrementalChoice(IncrementalScorer(scorer, model=model), True, "incremental=True")
+    choice = _weighed(scorer, input_image, patch, model)
+    return _decided(choice, (id(scorer.module), scorer.backend.name, tuple(np.shape(input_image)), int(patch)))
