@@ -23,7 +23,8 @@ FS_HD int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi :
 
 // Window of size `patch` centred at point (x, y): centre pixel c = floor(p + 0.5),
 // columns c - (patch - 1) / 2 .. c + patch / 2, clipped to [0, W-1] x [0, H-1].
-// Points far outside the image (any finite value) give an empty window.
+// Points far outside the image (any finite value) give an empty window. The Python
+// wrapper keeps patch, H and W <= 2^29, so every int below fits.
 FS_HD Window window_at(float x, float y, int patch, int H, int W) {
   const float fx = floorf(x + 0.5f), fy = floorf(y + 0.5f);
   const float margin = static_cast<float>(patch) + 1.0f;

@@ -12,12 +12,13 @@ rows likewise, clipped to the image.
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+import os
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
 
-from facesal_fast import _C
+from facesal_fast import _C, _kernels
 from facesal_fast._validate import positive_int
 
 Array = Union[np.ndarray, torch.Tensor]
@@ -25,9 +26,19 @@ Fill = Union[str, float, Sequence[float], Array]
 
 #: An occlusion centre this far off any image: its window is empty, the copy is the image.
 FAR_CENTER = -1.0e6
+#: Largest patch, image or canvas side, and number of centres, points or maps (2^29): every
+#: index the kernels compute then fits their 32-bit ints.
+MAX_SIZE = 2**29
+#: Most CPU threads an op accepts: 4 x the machine's cores (more only oversubscribes, and a
+#: huge OpenMP team overflows the stack of the thread that starts it).
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 __all__ = [
     "FAR_CENTER",
+    "MAX_SIZE",
+    "MAX_THREADS",
     "has_cuda",
     "occlude_batch",
     "unoccluded",
@@ -47,11 +58,16 @@ def has_cuda() -> bool:
 
 def _to_tensor(x: Array | Sequence[float], name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
+        if x.layout != torch.strided or x.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"{name}: expected a dense CPU or CUDA tensor, got {x.layout} on {x.device}")
         return x
     if isinstance(x, np.ndarray):
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise ValueError(f"{name}: expected a numeric array, got dtype {x.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(x))
+        try:
+            return torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{name}: unsupported array dtype {x.dtype}") from err
     try:
         return torch.as_tensor(np.asarray(x, dtype=np.float64))
     except (TypeError, ValueError) as err:
@@ -72,13 +88,31 @@ def _float32(t: Array | Sequence[float], name: str, device: torch.device, shape_
     t = _to_tensor(t, name)
     if t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name}: expected real numbers {shape_hint}, got dtype {t.dtype}")
-    t = t.to(device=device, dtype=torch.float32).contiguous()
     _check_finite(t, name)
+    try:
+        t = t.detach().to(device=device, dtype=torch.float32).contiguous()
+    except (TypeError, RuntimeError) as err:
+        raise ValueError(f"{name}: cannot convert dtype {t.dtype} to float32") from err
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} has values beyond float32's range (|x| > {_FLOAT32_MAX:.4g})")
     return t
 
 
+def _alloc(make: Callable[..., torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, what: str) -> torch.Tensor:
+    """``make(shape, dtype=dtype, device=device)`` (torch.empty / torch.zeros); an allocation
+    that fails raises ``MemoryError`` naming ``what`` and its size."""
+    try:
+        return make(shape, dtype=dtype, device=device)
+    except RuntimeError as err:
+        nbytes = float(np.prod([float(s) for s in shape])) * torch.empty((), dtype=dtype).element_size()
+        raise MemoryError(f"cannot allocate {what} of shape {shape} ({nbytes / 2**30:.3g} GiB) on {device}") from err
+
+
 def _per_channel(v: float | Sequence[float] | Array, C: int, name: str) -> list[float]:
-    arr = np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64).reshape(-1)
+    try:
+        arr = np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name}: expected a number or {C} numbers (one per channel), got {v!r}") from err
     if arr.size == 1:
         arr = np.repeat(arr, C)
     if arr.size != C:
@@ -89,12 +123,35 @@ def _per_channel(v: float | Sequence[float] | Array, C: int, name: str) -> list[
 
 
 def _check_threads(threads: int | None) -> int:
-    """``threads`` as the kernels take it (0 = OpenMP's default)."""
-    return 0 if threads is None else positive_int(threads, "threads", " or None")
+    """``threads`` as the kernels take it (0 = OpenMP's default), at most :data:`MAX_THREADS`."""
+    if threads is None:
+        return 0
+    threads = positive_int(threads, "threads", " or None")
+    if threads > MAX_THREADS:
+        raise ValueError(f"threads must be at most {MAX_THREADS} (4 x the {os.cpu_count()} CPU cores), got {threads}")
+    return threads
+
+
+def _check_size(value: int, name: str) -> int:
+    """A size the kernels can index (<= :data:`MAX_SIZE`), else ``ValueError`` naming it."""
+    if value > MAX_SIZE:
+        raise ValueError(f"{name} must be at most {MAX_SIZE} (2**29), got {value}")
+    return int(value)
 
 
 def _check_patch(patch: int) -> int:
-    return positive_int(patch, "patch")
+    return _check_size(positive_int(patch, "patch"), "patch")
+
+
+def _positive_float(value: float, name: str) -> float:
+    """``value`` as a float if it is a finite positive number, else ``ValueError`` naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        number = float("nan")
+    if isinstance(value, (bool, str)) or not (np.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return number
 
 
 def _check_cuda_build(t: torch.Tensor) -> None:
@@ -102,16 +159,12 @@ def _check_cuda_build(t: torch.Tensor) -> None:
         raise RuntimeError("facesal_fast was built without CUDA kernels; reinstall it where nvcc is available")
 
 
-def _stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream
-
-
 # ----------------------------------------------------------------------------- occlude
 
 
 def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of an H x W x C float32 image, reflect padding."""
-    radius = max(1, int(round(3 * sigma)))
+    radius = min(max(1, int(round(3 * sigma))), max(image.shape[:2]))  # wider is cut off below anyway
     x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=image.device)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     kernel = kernel / kernel.sum()
@@ -133,9 +186,8 @@ def _fill_arguments(fill: Fill, image: torch.Tensor, blur_sigma: float) -> tuple
         if fill == "mean":
             return None, _per_channel(image.double().mean(dim=(0, 1)).cpu().numpy(), C, "fill")
         if fill == "blur":
-            if not blur_sigma > 0:
-                raise ValueError(f"blur_sigma must be positive, got {blur_sigma}")
-            return _gaussian_blur(image.float(), float(blur_sigma)), [0.0, 0.0, 0.0]
+            sigma = _positive_float(blur_sigma, "blur_sigma")
+            return _gaussian_blur(image.float(), sigma), [0.0, 0.0, 0.0]
         raise ValueError(f"fill must be 'black', 'mean', 'blur', a colour or an image, got {fill!r}")
     if isinstance(fill, (np.ndarray, torch.Tensor)) and np.ndim(fill) >= 2:
         fill_image = _float32(fill, "fill", image.device, "(H x W x C image)")
@@ -156,6 +208,26 @@ def _output_dtype(dtype: str | np.dtype | torch.dtype) -> torch.dtype:
     if dtype in (np.float16, torch.float16) or (isinstance(dtype, np.dtype) and dtype == np.float16):
         return torch.float16
     raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+
+
+def _check_output_range(call: _kernels.OccludeCall, C: int, dtype: torch.dtype) -> None:
+    """Refuse ``mean`` / ``std`` / ``scale`` that would normalise some pixel or fill value to
+    a number the output dtype cannot hold (inf instead of an error, e.g. ``std=1e-300``)."""
+    img = call.image
+    v_max = 255.0 if img.dtype == torch.uint8 else float(img.abs().max()) if img.numel() else 0.0
+    if call.fill_image is not None:
+        v_max = max(v_max, float(call.fill_image.abs().max()))
+    v_max = max([v_max] + [abs(f) for f in call.fill_const[:C]])
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # float32 as the kernels see them
+        scale, mean, std = np.float32(call.scale), np.float32(call.mean[:C]), np.float32(call.std[:C])
+        bound = float((v_max * np.float64(scale) + np.abs(mean).astype(np.float64)).max() * (np.float32(1) / std).max())
+    limit = _FLOAT16_MAX if dtype == torch.float16 else _FLOAT32_MAX
+    if not bound <= limit:
+        name = "float16" if dtype == torch.float16 else "float32"
+        raise ValueError(
+            f"mean, std and scale normalise values up to {bound:.3g}, beyond {name}'s range ({limit:.5g}): "
+            f"check std (too small?) and scale{' or use dtype float32' if name == 'float16' else ''}"
+        )
 
 
 def _check_image(image: Array) -> tuple[torch.Tensor, bool]:
@@ -199,8 +271,9 @@ def occlude_batch(
         scale: pixel scale applied before normalisation (1/255 for 0..255 images).
         layout: ``"nchw"`` -> ``K x C x H x W``; ``"nhwc"`` -> ``K x H x W x C``.
         dtype: float32 or float16 output.
-        threads: CPU threads (default OpenMP's); 1 when the copies are made while inference
-            runs on the other cores (the scorer's producer thread).
+        threads: CPU threads (default OpenMP's, at most :data:`MAX_THREADS` = 4 x the cores,
+            never more than K); 1 when the copies are made while inference runs on the
+            other cores (the scorer's producer thread).
 
     Returns:
         The batch, of the same kind (numpy / torch) and device as ``image``.
@@ -208,34 +281,28 @@ def occlude_batch(
     img, as_numpy = _check_image(image)
     _check_cuda_build(img)
     H, W, C = img.shape
+    _check_size(max(H, W), "the image's height and width")
     patch = _check_patch(patch)
+    threads = _check_threads(threads)
     pts = _float32(centers, "centers", img.device, "(K x 2)")
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
+    K = _check_size(pts.shape[0], "the number of centers")
     if layout not in ("nchw", "nhwc"):
         raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
     out_dtype = _output_dtype(dtype)
     mean_c, std_c = _per_channel(mean, C, "mean"), _per_channel(std, C, "std")
     if any(s <= 0 for s in std_c[:C]):
         raise ValueError(f"std must be positive, got {std_c[:C]}")
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be positive and finite, got {scale}")
+    scale = _positive_float(scale, "scale")
     std_c = [s if i < C else 1.0 for i, s in enumerate(std_c)]
     fill_image, fill_const = _fill_arguments(fill, img, blur_sigma)
-    K = pts.shape[0]
+    call = _kernels.OccludeCall(img, pts, patch, fill_image, fill_const, scale, mean_c, std_c, layout == "nhwc")
+    _check_output_range(call, C, out_dtype)
     shape = (K, C, H, W) if layout == "nchw" else (K, H, W, C)
-    out = torch.empty(shape, dtype=out_dtype, device=img.device)
-    args = (
-        img.data_ptr(), img.dtype == torch.uint8, H, W, C, pts.data_ptr(), K, patch,
-        0 if fill_image is None else fill_image.data_ptr(), fill_const, float(scale), mean_c, std_c,
-        layout == "nhwc", out_dtype == torch.float16, out.data_ptr(),
-    )
+    out = _alloc(torch.empty, shape, out_dtype, img.device, "the occluded batch")
     if K and H and W:
-        if img.is_cuda:
-            with torch.cuda.device(img.device):
-                _C.occlude_cuda(*args, _stream(img.device))
-        else:
-            _C.occlude_cpu(*args, _check_threads(threads))
+        _kernels.occlude(call, out, threads)
     return _restore(out, as_numpy)
 
 
@@ -260,12 +327,28 @@ def unoccluded(
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
     try:
-        H, W = (int(s) for s in shape)
+        H, W = shape
     except (TypeError, ValueError) as err:
         raise ValueError(f"shape must be (H, W), got {shape!r}") from err
-    if H < 1 or W < 1:
-        raise ValueError(f"shape must be positive, got {(H, W)}")
-    return H, W
+    for side in (H, W):
+        if isinstance(side, bool) or not isinstance(side, (int, np.integer)):
+            raise ValueError(f"shape must be (H, W) integers, got {shape!r}")
+        if side < 1:
+            raise ValueError(f"shape must be positive, got {shape!r}")
+    return _check_size(H, "shape's H"), _check_size(W, "shape's W")
+
+
+def _check_sum_range(call: _kernels.SplatCall, dtype: torch.dtype) -> None:
+    """Refuse values whose sums could overflow float32 outputs (inf instead of an error)."""
+    if dtype != torch.float32 or not call.values.numel():
+        return
+    w_max = 1.0 if call.weights is None or not call.weights.numel() else float(call.weights.abs().max())
+    bound = max(float(call.values.abs().max()), 1.0) * w_max * call.values.shape[1]
+    if bound > _FLOAT32_MAX:
+        raise ValueError(
+            f"values x weights summed over {call.values.shape[1]} points can reach {bound:.3g}, beyond float32's "
+            f"range: pass float64 out buffers (out=(sums, counts))"
+        )
 
 
 def _check_out(out: tuple[Array, Array], sums_shape: tuple, counts_shape: tuple, device: torch.device):
@@ -324,7 +407,7 @@ def splat_add(
     vals = _float32(vals, "values", device, "(B x N)")
     if vals.ndim != 2:
         raise ValueError(f"values must be B x N, got shape {tuple(vals.shape)}")
-    B, N = vals.shape
+    B, N = _check_size(vals.shape[0], "the number of maps (rows of values)"), _check_size(vals.shape[1], "the number of points")
     pts = _float32(points, "points", device, "(N x 2)")
     if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] != N:
         raise ValueError(f"points must be N x 2 with N = {N} (columns of values), got shape {tuple(pts.shape)}")
@@ -337,22 +420,15 @@ def splat_add(
             raise ValueError(f"weights must have shape ({N},) or ({B}, {N}), got {tuple(w.shape)}")
     per_batch = w is not None and w.ndim == 2
     counts_shape = (B, H, W) if per_batch else (H, W)
+    call = _kernels.SplatCall(vals, pts, w, patch, H, W)
     if out is None:
-        sums = torch.zeros((B, H, W), dtype=torch.float32, device=device)
-        counts = torch.zeros(counts_shape, dtype=torch.float32, device=device)
+        _check_sum_range(call, torch.float32)
+        sums = _alloc(torch.zeros, (B, H, W), torch.float32, device, "the sums")
+        counts = _alloc(torch.zeros, counts_shape, torch.float32, device, "the counts")
     else:
         sums, counts = _check_out(out, (B, H, W), counts_shape, device)
-    args = (
-        vals.data_ptr(), B, N, pts.data_ptr(), 0 if w is None else w.data_ptr(), per_batch, patch, H, W,
-        sums.data_ptr(), counts.data_ptr(), sums.dtype == torch.float64,
-    )
-    if device.type == "cuda":
-        tasks = B + (B if per_batch else 1)
-        workspace = torch.empty((tasks, H + 1, W + 1), dtype=torch.float64, device=device)
-        with torch.cuda.device(device):
-            _C.splat_cuda(*args, workspace.data_ptr(), _stream(device))
-    else:
-        _C.splat_cpu(*args)
+        _check_sum_range(call, sums.dtype)
+    _kernels.splat(call, sums, counts)
     if out is not None:
         return out[0], out[1]
     return _restore(sums, as_numpy), _restore(counts, as_numpy)
@@ -422,22 +498,24 @@ def splat_add_grouped(
     gid = gid.long()
     if gid.ndim != 1 or (vals.ndim == 2 and gid.shape[0] != vals.shape[0]):
         raise ValueError(f"group_ids must have one id per row of values, got shape {tuple(gid.shape)}")
-    G = int(gid.max()) + 1 if num_groups is None and gid.numel() else int(num_groups or 0)
+    if num_groups is not None:
+        num_groups = _check_size(positive_int(num_groups, "num_groups", " or None"), "num_groups")
+    G = _check_size(int(gid.max()) + 1 if num_groups is None and gid.numel() else int(num_groups or 0), "the number of groups")
     if gid.numel() and (int(gid.min()) < 0 or int(gid.max()) >= G):
         raise ValueError(f"group_ids must lie in [0, {G}), got range [{int(gid.min())}, {int(gid.max())}]")
     H, W = _check_shape(shape)
     B = gid.shape[0]
     sums_b, counts_b = splat_add(
         vals, points, patch, (H, W), weights,
-        out=(torch.zeros((B, H, W), dtype=torch.float64, device=device),
-             torch.zeros((B, H, W) if weights is not None and np.ndim(weights) == 2 else (H, W), dtype=torch.float64, device=device)),
+        out=(_alloc(torch.zeros, (B, H, W), torch.float64, device, "the per-map sums"),
+             _alloc(torch.zeros, (B, H, W) if weights is not None and np.ndim(weights) == 2 else (H, W), torch.float64, device, "the per-map counts")),
     )
     counts_b = counts_b.expand(B, H, W)
     if normalize_each:
         sums_b, counts_b = normalize_by_counts(sums_b, counts_b), (counts_b > 0).double()
     if out is None:
-        sums = torch.zeros((G, H, W), dtype=torch.float32, device=device)
-        counts = torch.zeros((G, H, W), dtype=torch.float32, device=device)
+        sums = _alloc(torch.zeros, (G, H, W), torch.float32, device, "the group sums")
+        counts = _alloc(torch.zeros, (G, H, W), torch.float32, device, "the group counts")
     else:
         sums, counts = _check_out(out, (G, H, W), (G, H, W), device)
     for g in torch.unique(gid).tolist():

@@ -1,7 +1,6 @@
-#include <omp.h>
-
 #include <vector>
 
+#include "cpu/omp_team.h"
 #include "occlude.h"
 
 namespace facesal {
@@ -28,7 +27,7 @@ void occlude_typed(const OccludeParams& p, int threads) {
   const auto fill = normalized_plane<T>(p, [&](int c, int y, int x) { return fill_value(p, c, y, x); });
   const int64_t n = image_elems(p);
   T* out = static_cast<T*>(p.out);
-#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : omp_get_max_threads())
+#pragma omp parallel for schedule(static) num_threads(team_size(threads, p.K))
   for (int k = 0; k < p.K; ++k) {
     T* dst = out + int64_t(k) * n;
     std::memcpy(dst, base.data(), n * sizeof(T));
