@@ -13,6 +13,12 @@ a typical box; we use one square, documented margin for all).
 ``crop="chip"`` (dlib's 150 x 150 chip from 5 landmarks), ``outputs="embedding"`` and
 no classes; bind eq. 7 / eq. 8 with ``facesal_fast.scoring.embedding.identification_scorer``
 / ``verification_scorer`` / ``verification_cis`` (docs/identity.md).
+
+``"age"`` and ``"gender-dlib"`` (:data:`DLIB_CLASSIFIERS`) are dlib's Cydral networks (CC0,
+:mod:`facesal_fast.models.dlib_cydral`): RGB dlib chips (64 / 32 px, padding 0.2) from
+MediaPipe's landmarks. ``"head-pose"`` (:data:`BLACK_BOX_MODELS`) is a black-box scorer over
+MediaPipe Face Mesh (:mod:`facesal_fast.models.head_pose`). :data:`CLASSIFIERS` lists every
+bundled classifier (what ``facesal audit --model`` takes).
 """
 from __future__ import annotations
 
@@ -22,10 +28,16 @@ from pathlib import Path
 
 import torch
 
+from facesal_fast.models import head_pose
+from facesal_fast.models.dlib_cydral import AGE_BINS
+from facesal_fast.models.head_pose import POSE_BINS
 from facesal_fast.models.mini_xception import KerasGraphNet, from_keras_h5
 from facesal_fast.scoring.scorer import Scorer
 
-__all__ = ["EMBEDDING_MODELS", "MODELS", "ModelSpec", "load", "load_module", "weights_path"]
+__all__ = [
+    "BLACK_BOX_MODELS", "CLASSIFIERS", "DLIB_CLASSIFIERS", "EMBEDDING_MODELS", "MODELS", "ModelSpec", "load",
+    "load_module", "weights_path",
+]
 
 
 @dataclass(frozen=True)
@@ -60,15 +72,40 @@ EMBEDDING_MODELS: dict[str, str] = {
 }
 
 
+#: dlib's Cydral classifiers (CC0, ONNX graphs ported to torch): name -> spec (ONNX file, classes, task).
+DLIB_CLASSIFIERS: dict[str, ModelSpec] = {
+    "age": ModelSpec("age-v1.onnx", AGE_BINS, "age in ten-year bins (dlib dnn_age_predictor_v1, Cydral)"),
+    "gender-dlib": ModelSpec("gender-v1.onnx", ("woman", "man"), "gender (dlib dnn_gender_classifier_v1, Cydral)"),
+}
+#: Black-box scorers over other bundled networks: name -> spec (network file, classes, task).
+BLACK_BOX_MODELS: dict[str, ModelSpec] = {
+    "head-pose": ModelSpec("face_landmark.tflite", POSE_BINS,
+                           "head pose in 9 yaw x pitch bins from MediaPipe Face Mesh (Apache-2.0)"),
+}
+#: Every bundled classifier, by name (``facesal audit --model NAME``).
+CLASSIFIERS: tuple[str, ...] = (*MODELS, *DLIB_CLASSIFIERS, *BLACK_BOX_MODELS)
+
+
 def weights_path(name: str) -> Path:
-    """Path of a bundled model's HDF5 weight file."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; bundled models are {sorted(MODELS)}")
-    return Path(str(resources.files("facesal_fast.models") / "weights" / MODELS[name].file))
+    """Path of a bundled classifier's weight file (HDF5, ONNX, or MediaPipe's Face Mesh ``.tflite``)."""
+    if name in BLACK_BOX_MODELS:
+        return head_pose.landmark_model_path()
+    spec = MODELS.get(name) or DLIB_CLASSIFIERS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown model {name!r}; bundled classifiers are {sorted(CLASSIFIERS)}")
+    return Path(str(resources.files("facesal_fast.models") / "weights" / spec.file))
 
 
-def load_module(name: str) -> KerasGraphNet:
-    """The PyTorch module of a bundled model (``N x 1 x 64 x 64`` normalised -> ``N x D`` logits)."""
+def load_module(name: str) -> torch.nn.Module:
+    """The PyTorch module of a bundled classifier: normalised ``N x C x H x W`` -> ``N x D`` logits
+    (mini-XCEPTIONs: ``N x 1 x 64 x 64``; ``"age"``: ``N x 3 x 64 x 64`` -> 9 bin logits,
+    :class:`~facesal_fast.models.dlib_cydral.AgeBins`; ``"gender-dlib"``: ``N x 3 x 32 x 32``)."""
+    if name in DLIB_CLASSIFIERS:
+        from facesal_fast.models.dlib_cydral import AgeBins, load_age_net, load_gender_net
+
+        return AgeBins(load_age_net()) if name == "age" else load_gender_net()
+    if name in BLACK_BOX_MODELS:
+        raise ValueError(f"{name!r} is a black-box scorer (MediaPipe), it has no torch module; use load({name!r})")
     return from_keras_h5(weights_path(name))
 
 
@@ -85,11 +122,16 @@ def load(
     """A ready :class:`Scorer` for a bundled model, with its preprocessing and class names.
 
     Args:
-        name: ``"gender"``, ``"expression-fer"``, ``"expression-kdef"`` (classifiers) or
+        name: ``"gender"``, ``"expression-fer"``, ``"expression-kdef"``, ``"gender-dlib"``, ``"age"``,
+            ``"head-pose"`` (classifiers, :data:`CLASSIFIERS`) or
             ``"dlib-resnet"`` (128-d embeddings, ``crop="chip"``, no classes: bind a
             confidence, see :mod:`facesal_fast.scoring.embedding`).
         backend: ``"auto"`` (timed probe), ``"torch"``, ``"onnx"`` or ``"tensorrt"``.
         device, precision, confidence, batch_size, cache_dir: see :meth:`Scorer.from_torch`.
+            ``"age"`` also takes ``confidence="expected-age"``: the scorer then outputs the 81
+            age logits and explains the expected age in years (bound confidence, ``target=None``;
+            drop > 0: the occlusion makes the face look younger, < 0: older).
+            ``"head-pose"`` runs on the CPU through MediaPipe (``backend``/``device`` ignored).
         crop_margin: fraction of the face box side added on each side of the square crop
             (classifiers; the chip's geometry is dlib's).
     """
@@ -101,8 +143,12 @@ def load(
             crop="chip", chip_padding=CHIP_PADDING, classes=None, outputs="embedding", backend=backend,
             device=device, precision=precision, batch_size=batch_size, cache_dir=cache_dir,
         )
+    if name in DLIB_CLASSIFIERS:
+        return _load_dlib_classifier(name, backend, device, precision, confidence, batch_size, cache_dir)
+    if name in BLACK_BOX_MODELS:
+        return head_pose.head_pose_scorer(confidence=confidence, batch_size=batch_size)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; bundled models are {sorted(MODELS) + sorted(EMBEDDING_MODELS)}")
+        raise ValueError(f"unknown model {name!r}; bundled models are {sorted(CLASSIFIERS) + sorted(EMBEDDING_MODELS)}")
     module = load_module(name)
     h, w, c = 64, 64, 1
     if module.input_shape_chw != (c, h, w):
@@ -112,3 +158,23 @@ def load(
         crop_margin=crop_margin, classes=MODELS[name].classes, outputs="logits", confidence=confidence,
         backend=backend, device=device, precision=precision, batch_size=batch_size, cache_dir=cache_dir,
     )
+
+
+def _load_dlib_classifier(name: str, backend: str, device: str | torch.device, precision: str, confidence: str,
+                          batch_size: int | None, cache_dir: str | Path | None) -> Scorer:
+    """Scorer of ``"age"`` / ``"gender-dlib"``: RGB dlib chip (padding 0.2), dlib's normalisation."""
+    from facesal_fast.models.dlib_cydral import AGE_CHIP_SIZE, CHIP_PADDING, GENDER_CHIP_SIZE, ExpectedAge, load_age_net
+    from facesal_fast.models.dlib_resnet import DLIB_INPUT_STD, DLIB_MEAN_RGB
+
+    expected_age = confidence == "expected-age"
+    if expected_age and name != "age":
+        raise ValueError(f"confidence='expected-age' is for the 'age' model, not {name!r}")
+    module = load_age_net() if expected_age else load_module(name)
+    classes = tuple(str(a) for a in range(81)) if expected_age else DLIB_CLASSIFIERS[name].classes
+    scorer = Scorer.from_torch(
+        module.to(device), AGE_CHIP_SIZE if name == "age" else GENDER_CHIP_SIZE, mean=DLIB_MEAN_RGB, std=DLIB_INPUT_STD,
+        scale=1.0, crop="chip", chip_padding=CHIP_PADDING, classes=classes, outputs="logits",
+        confidence="softmax" if expected_age else confidence, backend=backend, device=device, precision=precision,
+        batch_size=batch_size, cache_dir=cache_dir,
+    )
+    return scorer.with_confidence(ExpectedAge()) if expected_age else scorer
