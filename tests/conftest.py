@@ -14,6 +14,14 @@ def device(request) -> torch.device:
     return torch.device(request.param)
 
 
+def pytest_collection_modifyitems(items):
+    """Every test whose name or parameters say cuda or tensorrt is marked ``cuda``:
+    ``pytest -m cuda`` runs the device tests (benchmarks/gpu_check.py step 2)."""
+    for item in items:
+        if "cuda" in item.name or "tensorrt" in item.name:
+            item.add_marker(pytest.mark.cuda)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _run_outside_the_source_tree(tmp_path_factory):
     """Subprocesses and Ray workers must import the installed package (with its compiled
