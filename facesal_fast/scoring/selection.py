@@ -1,8 +1,10 @@
 """Backend construction by name, and ``backend="auto"``: a short timed probe at start-up.
 
 The probe builds every candidate that can run here, checks that it agrees with torch
-eager on a random batch, times it, and keeps the fastest correct one. Its findings are
-returned as :class:`ProbeResult` rows (kept on the scorer as ``scorer.probe``).
+eager on a random batch, times it, and keeps the fastest correct one. A candidate that
+cannot be probed for, fails to build or run, or disagrees (NaN included) is skipped, never
+fatal: its reason is logged (logger ``facesal_fast.scoring``, WARNING) and kept in the
+:class:`ProbeResult` rows (on the scorer as ``scorer.probe``).
 """
 from __future__ import annotations
 
@@ -67,6 +69,21 @@ def torch_backend(module: nn.Module, device: torch.device, precision: str, chann
     )
 
 
+def _available(name: str, probe: Callable[[], bool]) -> bool:
+    """``probe()``, or False (logged) when asking whether ``name`` can run raises."""
+    try:
+        return bool(probe())
+    except Exception as err:
+        log.warning("backend=auto: skipping %s: checking for it failed: %s: %s", name, type(err).__name__, err)
+        return False
+
+
+def _skipped(name: str, reason: str, diff: float | None = None) -> "ProbeResult":
+    """A probe row for a skipped candidate, its reason logged."""
+    log.warning("backend=auto: skipping %s: %s%s", name, reason, "" if diff is None else f" (max |diff| {diff:.3g})")
+    return ProbeResult(name, None, diff, reason)
+
+
 def _candidates(module, input_shape, device, precision, batch_size, cache_dir, compile) -> list[tuple[str, Callable[[], Backend]]]:
     onnx_path = lambda: export_onnx(module, input_shape, cache_dir)  # noqa: E731
     found: list[tuple[str, Callable[[], Backend]]] = [
@@ -75,9 +92,9 @@ def _candidates(module, input_shape, device, precision, batch_size, cache_dir, c
     ]
     if device.type == "cuda":
         found.append(("torch-cuda_graphs", lambda: TorchBackend(module, device, precision, channels_last=True, cuda_graphs=True, compile=compile)))
-        if _onnx_cuda_available() and precision == "fp32":
+        if precision == "fp32" and _available("onnx-cuda", _onnx_cuda_available):
             found.append(("onnx-cuda", lambda: OnnxBackend(onnx_path(), device)))
-        if tensorrt_available()[0]:
+        if _available("tensorrt", lambda: tensorrt_available()[0]):
             found.append(("tensorrt", lambda: TensorRTBackend(onnx_path(), input_shape, batch_size, device, fp16=precision != "fp32")))
     elif precision == "fp32":
         found.append(("onnx-cpu", lambda: OnnxBackend(onnx_path(), "cpu")))
@@ -115,12 +132,12 @@ def select_backend(
             batch = x.permute(0, 2, 3, 1).contiguous() if backend.layout == "nhwc" else x
             batch = batch.to(backend.input_dtype)
             diff = float((backend(batch) - reference).abs().max())
-            if diff > tol:
-                results.append(ProbeResult(backend.name, None, diff, f"disagrees with torch eager (tol {tol:.2g})"))
+            if not diff <= tol:  # NaN disagrees too
+                results.append(_skipped(backend.name, f"disagrees with torch eager (tol {tol:.2g})", diff))
                 continue
             seconds = _time(backend, batch)
         except Exception as err:  # a candidate that cannot run here is skipped, with its reason
-            results.append(ProbeResult(name, None, None, f"{type(err).__name__}: {err}"))
+            results.append(_skipped(name, f"{type(err).__name__}: {err}"))
             continue
         results.append(ProbeResult(backend.name, 1e3 * seconds / probe_batch, diff))
         if best is None or seconds < best[0]:
