@@ -37,6 +37,9 @@ EXIT_OK, EXIT_NOTHING_SUCCEEDED, EXIT_USAGE = 0, 1, 2
 DEMO_DIR = "data/demo_faces"
 #: The bundled classifiers (``facesal_fast.models.MODELS``), named here so ``--help`` needs no torch.
 MODEL_NAMES = ("gender", "expression-fer", "expression-kdef")
+#: Every bundled classifier an audit takes (``facesal_fast.models.CLASSIFIERS``): the above and the
+#: dlib/Cydral and MediaPipe ones.
+AUDIT_MODEL_NAMES = (*MODEL_NAMES, "gender-dlib", "age", "head-pose")
 #: Optional package (import name) -> the extra that installs it.
 EXTRAS = {"captum": "methods", "zennit": "methods", "pytorch_grad_cam": "methods", "ray": "ray",
           "tensorrt": "tensorrt", "dlib": "dlib"}
@@ -48,11 +51,9 @@ def _model_hash(name: str) -> str:
     return hashlib.sha256(weights_path(name).read_bytes()).hexdigest()[:16]
 
 
-def _check_model(model: str) -> None:
-    from facesal_fast import models
-
-    if model not in models.MODELS:
-        raise ValueError(f"--model {model!r}: unknown model; bundled models: {', '.join(models.MODELS)}")
+def _check_model(model: str, names: Sequence[str] = MODEL_NAMES) -> None:
+    if model not in names:
+        raise ValueError(f"--model {model!r}: unknown model; bundled models: {', '.join(names)}")
 
 
 def _check_device(device: str) -> None:
@@ -76,10 +77,10 @@ def _target(value: str, model: str | None = None) -> int | str | None:
         return None
     target = int(value) if value.lstrip("-").isdigit() else value
     if model is not None:
-        from facesal_fast.models import MODELS
+        from facesal_fast.models import BLACK_BOX_MODELS, DLIB_CLASSIFIERS, MODELS
         from facesal_fast.scoring.confidence import resolve_class
 
-        classes = MODELS[model].classes
+        classes = {**MODELS, **DLIB_CLASSIFIERS, **BLACK_BOX_MODELS}[model].classes
         try:
             resolve_class(target, classes, len(classes))
         except ValueError as err:
@@ -114,7 +115,7 @@ class AuditPlan:
         groups: ``None``, ``"predicted"`` or ``{image: group}``.
         settings: the run's identity beyond the CIS options: model and weights hash,
             resolved photo folder, groups (``csv sha256:...`` for a CSV), backend.
-        cis_options: patch, stride, mode, grid_step, fill.
+        cis_options: patch, stride, mode, grid_step, fill (and quality, incremental when given).
     """
 
     photos: Path
@@ -128,9 +129,19 @@ class AuditPlan:
     cis_options: dict[str, Any]
 
 
+def _speed_options(quality: str | None, incremental: bool | str, mode: str) -> dict[str, Any]:
+    """``quality`` / ``incremental`` CIS options, only when not the defaults (so that a run
+    started before they existed resumes); ``ValueError`` for ``--quality`` with ``--mode``."""
+    if quality is not None and mode != "exact":
+        raise ValueError(f"--quality {quality} sets the mode itself; drop --mode {mode}")
+    return {**({"quality": quality} if quality is not None else {}),
+            **({"incremental": incremental} if incremental != "auto" else {})}
+
+
 def plan_audit(photos: str | Path, out: str | Path, *, model: str = "gender", target: str = "predicted",
                groups: str | None = None, patch: int | None = None, stride: int = 1, mode: str = "exact",
-               grid_step: int = 2, fill: str = "black", device: str = "cpu", backend: str = "auto") -> AuditPlan:
+               grid_step: int = 2, fill: str = "black", device: str = "cpu", backend: str = "auto",
+               quality: str | None = None, incremental: bool | str = "auto") -> AuditPlan:
     """Check every argument of an audit before any work: model, device, photo folder, run
     folder, target against the model's classes, groups CSV against the photos.
 
@@ -139,7 +150,7 @@ def plan_audit(photos: str | Path, out: str | Path, *, model: str = "gender", ta
     """
     from facesal_fast.audit.runner import _inputs
 
-    _check_model(model)
+    _check_model(model, AUDIT_MODEL_NAMES)
     _check_device(device)
     photos, out = Path(photos), Path(out)
     if not photos.is_dir():
@@ -153,6 +164,7 @@ def plan_audit(photos: str | Path, out: str | Path, *, model: str = "gender", ta
     settings = {"model": model, "model_sha256": _model_hash(model), "photos": str(photos.resolve()),
                 "groups": groups_setting, "backend": backend}
     cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
+    cis_options.update(_speed_options(quality, incremental, mode))
     return AuditPlan(photos, out, model, device, backend, _target(target, model), groups_value, settings, cis_options)
 
 
@@ -165,12 +177,13 @@ def _print_summary(summary: dict[str, int], seconds: float, how: str, out: str |
 def run_audit(photos: str | Path, out: str | Path, *, model: str = "gender", target: str = "predicted",
               groups: str | None = None, patch: int | None = None, stride: int = 1, mode: str = "exact",
               grid_step: int = 2, fill: str = "black", device: str = "cpu", backend: str = "auto",
-              progress: bool = True) -> dict[str, int]:
+              progress: bool = True, quality: str | None = None, incremental: bool | str = "auto") -> dict[str, int]:
     """Audit every photo in a folder with a bundled model; returns the summary counts.
     Every argument is checked (:func:`plan_audit`) before the model is loaded or
     ``run.json`` written."""
     plan = plan_audit(photos, out, model=model, target=target, groups=groups, patch=patch, stride=stride, mode=mode,
-                      grid_step=grid_step, fill=fill, device=device, backend=backend)
+                      grid_step=grid_step, fill=fill, device=device, backend=backend, quality=quality,
+                      incremental=incremental)
     from facesal_fast import models
     from facesal_fast.audit.runner import Audit
 
@@ -225,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
                     "facesal audit photos/ --out runs/gender --model gender --groups groups.csv")
     audit.add_argument("photos", help="folder of face photos")
     audit.add_argument("--out", required=True, help="run folder (re-running the same command resumes it)")
-    audit.add_argument("--model", default="gender", help=f"bundled model: {', '.join(MODEL_NAMES)}")
+    audit.add_argument("--model", default="gender", help=f"bundled model: {', '.join(AUDIT_MODEL_NAMES)}")
     audit.add_argument("--target", default="predicted", help="class index or name, or 'predicted'")
     audit.add_argument("--groups", help="CSV with the columns image,group, or 'predicted' to group by predicted class")
     audit.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -239,8 +252,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run folder")
     demo.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
     demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    from facesal_fast.comparison import add_compare_arguments
+
+    add_compare_arguments(command("compare", "compare two finished runs (two models, or before/after retraining): "
+                                  "region and pixel tests, HTML page", "facesal compare runs/A runs/B --out runs/A-vs-B "
+                                  "--fail-on-shift 5"))
     _add_evaluate(command("evaluate", "faithfulness metrics, ablations, CMS stability and sanity check",
                           "facesal evaluate photos/ --out runs/gender --methods cms,gradcam --max-images 8"))
+    from facesal_fast.tasks import add_tasks_arguments
+
+    add_tasks_arguments(command("tasks", "CMS of recognition, gender, age, head pose and expression side by side",
+                                "facesal tasks photos/ --out runs/tasks --max-images 8"))
     bench = command("bench", "occlusion benchmark suite vs captum and the published CSM loop (source checkout)",
                     "facesal bench --quick")
     from facesal_fast.bench import add_bench_arguments
@@ -287,6 +309,11 @@ def _add_cis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fill", default="black", choices=["black", "mean", "blur"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
+    parser.add_argument("--quality", default=None, choices=["exact", "high", "fast"],
+                        help="speed preset instead of --mode: high = SSIM >= 0.95 against exact, fast = SSIM >= 0.90 "
+                             "(docs/performance.md)")
+    parser.add_argument("--no-incremental", dest="incremental", action="store_const", const=False, default="auto",
+                        help="never use incremental inference (default: where the model traces and it pays)")
 
 
 def _os_message(err: OSError) -> str:
@@ -328,6 +355,10 @@ def _warnings_as_lines() -> Iterator[None]:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "compare":
+        from facesal_fast.comparison import run_cli as run_compare
+
+        return run_compare(args)
     if args.command == "evaluate":
         _check_model(args.model)
         if not Path(args.photos).is_dir():
@@ -335,10 +366,18 @@ def _run_command(args: argparse.Namespace) -> int:
         from facesal_fast.evaluate import run_cli
 
         return run_cli(args)
+    if args.command == "tasks":
+        from facesal_fast.tasks import run_tasks_cli
+
+        return run_tasks_cli(args)
     if args.command == "bench":
         from facesal_fast.bench import run_bench
 
         return run_bench(args)
+    if args.command == "report":
+        from facesal_fast.audit.store import RunStore
+
+        RunStore(args.run).close()  # a missing or corrupt run is said before the report's heavy imports
     from facesal_fast.report.html import write_report
 
     if args.command == "report":
@@ -354,7 +393,8 @@ def _run_command(args: argparse.Namespace) -> int:
             audit = functools.partial(run_audit_ray, address=None if args.ray == "local" else args.ray)
         summary = audit(args.photos, args.out, model=args.model, target=args.target, groups=args.groups,
                         patch=args.patch, stride=args.stride, mode=args.mode, grid_step=args.grid_step,
-                        fill=args.fill, device=args.device, backend=args.backend)
+                        fill=args.fill, device=args.device, backend=args.backend, quality=args.quality,
+                        incremental=args.incremental)
     if summary["done"] + summary["skipped"] == 0:
         print("facesal: no image succeeded", file=sys.stderr)
         return EXIT_NOTHING_SUCCEEDED

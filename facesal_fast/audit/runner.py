@@ -8,7 +8,7 @@ resumed run gives exactly the result of an uninterrupted one.
 from __future__ import annotations
 
 import importlib
-import math
+import inspect
 import os
 import platform
 import time
@@ -113,13 +113,9 @@ def _group_of(groups: Groups, index: int, key: str, result: CISResult | None) ->
     return str(groups[index])
 
 
-def _finite_result(result: CISResult) -> CISResult:
-    if not (math.isfinite(result.base_score) and np.isfinite(result.drops).all()):
-        raise ValueError("the model returned NaN or infinite scores")
-    return result
-
-
-_CIS_OPTIONS = ("patch", "canonical_patch", "stride", "fill", "mode", "grid_step", "refine")
+#: What :func:`facesal_fast.cis` takes besides the image, scorer, target and face.
+_CIS_OPTIONS = tuple(name for name in inspect.signature(cis).parameters
+                     if name not in ("image", "scorer", "target", "aligner", "face"))
 
 
 def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,7 +192,7 @@ class Audit:
         return image, self.aligner(image, source=source), time.perf_counter() - start
 
     def _explain_aligned(self, image: np.ndarray, face: Any) -> CISResult:
-        return _finite_result(cis(image, self.scorer, self.target, face=face, **self.cis_options))
+        return cis(image, self.scorer, self.target, face=face, **self.cis_options)
 
     def _aligned_ahead(self, items: Any, pool: ThreadPoolExecutor) -> Iterator[tuple[int, str, str, Future | None]]:
         """``(index, key, source, future of _align, or None when done before)`` per item; the

@@ -239,6 +239,18 @@ def _class_name(scorer: Any, index: int | None) -> str | None:
     return classes[index] if classes is not None and index is not None and index < len(classes) else None
 
 
+def _check_finite_scores(base: float, drops: np.ndarray, scorer: Any, target: int | None) -> None:
+    """NaN or infinite scores, named by the model output they came from (instead of failing
+    later in a splat with no word of the model)."""
+    bad = int(np.size(drops) - np.count_nonzero(np.isfinite(drops)))
+    if np.isfinite(base) and bad == 0:
+        return
+    name = _class_name(scorer, target)
+    output = "its bound confidence" if target is None else f"output {target}" + (f" (class {name!r})" if name else "")
+    raise ValueError(f"the model's score for {output} is NaN or infinite: unoccluded score {base}, "
+                     f"{bad} of {np.size(drops)} occluded scores not finite")
+
+
 def _canonical_patch(patch: int, face: AlignedFace, affine: np.ndarray) -> int:
     """``patch x canonical face size / face size in input pixels`` (>= 1)."""
     input_scale = float(face.face_scale) * float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
@@ -319,6 +331,7 @@ def cis(
         choice.scorer, input_image, points_in, score_target, base, patch=patch, fill=fill, mode=mode, grid_step=grid_step,
         refine=refine,
     )
+    _check_finite_scores(base, drops, scorer, target_index)
     c_patch = _canonical_patch(patch, face, affine) if canonical_patch is None else int(canonical_patch)
     canonical_points = np.asarray(face.verts_canonical, np.float32)[used, :2]
     canonical, counts = splat_drops(drops, canonical_points, c_patch, face.canonical_shape)

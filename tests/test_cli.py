@@ -1,0 +1,100 @@
+"""The ``facesal`` command's habits (issue 18): version, ``python -m``, help with defaults and
+examples without importing torch, one exit-code convention (0 done, 1 nothing succeeded,
+2 usage error) with a one-line message and no traceback unless ``--debug``."""
+import argparse
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import facesal_fast
+from facesal_fast import cli
+from facesal_fast.cli import EXIT_USAGE, main
+
+COMMANDS = ("audit", "report", "demo", "evaluate", "bench")
+
+
+def _facesal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facesal_fast", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _message(proc: subprocess.CompletedProcess) -> str:
+    """The one ``facesal: ...`` line of a failed command (and no traceback)."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("facesal: ")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_version_from_the_script_and_python_m():
+    expected = f"facesal_fast {facesal_fast.__version__}"
+    assert _facesal("--version").stdout.strip() == expected
+    script = shutil.which("facesal")
+    if script is None:
+        pytest.skip("the facesal script is not on PATH (package not installed)")
+    assert subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60).stdout.strip() == expected
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from facesal_fast.cli import _parser; p = _parser(); p.format_help(); "
+            "print(sorted(m for m in ('torch', 'cv2', 'mediapipe', 'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+    help_proc = _facesal("--help")
+    assert help_proc.returncode == 0 and "exit codes: 0 done, 1 no image succeeded, 2 usage error" in help_proc.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_shows_defaults_and_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "(default: " in out and f"example:\n  facesal {command}" in out
+
+
+def test_model_names_in_help_are_the_bundled_classifiers():
+    from facesal_fast import models
+
+    assert cli.MODEL_NAMES == tuple(models.MODELS)
+
+
+@pytest.mark.parametrize("command", ["audit", "evaluate"])
+def test_unknown_model_exits_2_in_audit_and_evaluate(command, tmp_path):
+    proc = _facesal(command, tmp_path, "--out", tmp_path / "run", "--model", "nope")
+    assert proc.returncode == EXIT_USAGE and "--model 'nope': unknown model" in _message(proc)
+    assert not (tmp_path / "run").exists()
+
+
+def test_usage_errors_exit_2_and_debug_shows_the_traceback(tmp_path):
+    assert _facesal("audit", tmp_path).returncode == EXIT_USAGE  # argparse: --out is required
+    proc = _facesal("report", tmp_path / "missing")
+    assert proc.returncode == EXIT_USAGE and "is not a facesal run" in _message(proc)
+    debug = _facesal("report", tmp_path / "missing", "--debug")
+    assert debug.returncode == EXIT_USAGE and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, capsys):
+    import facesal_fast.evaluate
+
+    def without_captum(args: argparse.Namespace) -> int:
+        import captum.attr  # noqa: F401 - made unimportable below
+
+        return 0
+
+    monkeypatch.setitem(sys.modules, "captum", None)
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    monkeypatch.setattr(facesal_fast.evaluate, "run_cli", without_captum)
+    assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "run")]) == EXIT_USAGE
+    assert "pip install \"facesal_fast[methods]\"" in capsys.readouterr().err
+
+
+def test_error_message_keeps_tracebacks_for_bugs():
+    assert cli.error_message(ValueError("x.csv line 3: empty group")) == "x.csv line 3: empty group"
+    assert cli.error_message(ModuleNotFoundError("No module named 'ray'", name="ray")).endswith('pip install "facesal_fast[ray]"')
+    assert cli.error_message(OSError(28, "No space left on device", "runs/x/results/a.npz")).startswith(
+        "runs/x/results/a.npz: No space left on device; free some space")
+    assert cli.error_message(ModuleNotFoundError("No module named 'torch'", name="torch")) is None
+    assert cli.error_message(RuntimeError("a bug")) is None
