@@ -291,13 +291,15 @@ def _run(ray: Any, inputs: str | Path | Iterable[str | Path], out: str | Path, s
 def run_audit_ray(photos: str | Path, out: str | Path, *, address: str | None = None, model: str = "gender",
                   target: str = "predicted", groups: str | None = None, patch: int | None = None, stride: int = 1,
                   mode: str = "exact", grid_step: int = 2, fill: str = "black", device: str = "cpu",
-                  backend: str = "auto", progress: bool = True) -> dict[str, int]:
+                  backend: str = "auto", progress: bool = True, quality: str | None = None,
+                  incremental: bool | str = "auto") -> dict[str, int]:
     """``facesal audit --ray [ADDRESS]``: :func:`facesal_fast.cli.run_audit` on Ray (same run directory,
     same checks before any work)."""
     from facesal_fast.cli import _print_summary, plan_audit
 
     plan = plan_audit(photos, out, model=model, target=target, groups=groups, patch=patch, stride=stride, mode=mode,
-                      grid_step=grid_step, fill=fill, device=device, backend=backend)
+                      grid_step=grid_step, fill=fill, device=device, backend=backend, quality=quality,
+                      incremental=incremental)
     start = time.perf_counter()
     result = cms_ray(plan.photos, plan.out, plan.model, backend=plan.backend, device=plan.device, target=plan.target,
                      groups=plan.groups, settings=plan.settings, address=address, progress=progress, **plan.cis_options)

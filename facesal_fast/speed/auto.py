@@ -149,12 +149,14 @@ def _unsupported(scorer: Any) -> str | None:
     return None
 
 
-_LOGGED: set[tuple] = set()
+_LOGGED: "weakref.WeakKeyDictionary[Any, set[tuple]]" = weakref.WeakKeyDictionary()  # owner -> logged keys
 
 
-def _decided(choice: IncrementalChoice, key: tuple) -> IncrementalChoice:
-    if key not in _LOGGED:
-        _LOGGED.add(key)
+def _decided(choice: IncrementalChoice, owner: Any, key: tuple) -> IncrementalChoice:
+    """``choice``, logged the first time ``owner`` (the module, or the backend) meets ``key``."""
+    seen = _LOGGED.setdefault(owner, set())
+    if key not in seen:
+        seen.add(key)
         log.info("incremental inference %s: %s", "on" if choice.incremental else "off", choice.reason)
     return choice
 
@@ -196,8 +198,8 @@ def choose_incremental(scorer: Any, input_image: Any, patch: int, incremental: b
     if isinstance(model, str):
         if incremental is True:
             raise ValueError(f"incremental=True, but {model}")
-        return _decided(IncrementalChoice(scorer, False, model), (model,))
+        return _decided(IncrementalChoice(scorer, False, model), scorer.backend, (model,))
     if incremental is True:
         return IncrementalChoice(IncrementalScorer(scorer, model=model), True, "incremental=True")
     choice = _weighed(scorer, input_image, patch, model)
-    return _decided(choice, (id(scorer.module), scorer.backend.name, tuple(np.shape(input_image)), int(patch)))
+    return _decided(choice, scorer.module, (scorer.backend.name, tuple(np.shape(input_image)), int(patch)))
