@@ -1,28 +1,40 @@
-"""``facesal report``: one self-contained HTML file (figures embedded as PNG data URIs)."""
+"""``facesal report``: one self-contained HTML file (figures embedded as PNG data URIs).
+
+The page opens with findings written from the numbers (never from a group below
+``min_group``), then the CMS and group maps on shared colour scales with colour bars, the
+group differences with their family-wise tests, region shares with confidence intervals,
+convergence, split-half reliability, a per-image gallery, failures and settings. The helpers
+here (findings, difference tables, figure embedding, page frame) also build the page of
+``facesal compare``.
+"""
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
+import warnings
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 
-from facesal_fast.align import canonical_face, load_image
+from facesal_fast.align import load_image
 from facesal_fast.audit.runner import cms_from_store
 from facesal_fast.audit.store import RunStore, atomic_write_bytes
+from facesal_fast.report.figures import (convergence_figure, map_figure, panel_limits, png, region_share_figure,
+                                         reliability_figure)
 from facesal_fast.saliency.cms import CMSResult
-from facesal_fast.saliency.overlay import colorize, heat_overlay
+from facesal_fast.saliency.stats import GroupDifference
 
-__all__ = ["write_report"]
+__all__ = ["difference_section", "findings", "page", "small_group_messages", "write_report"]
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 figure{display:inline-block;margin:.4em;text-align:center;vertical-align:top}figcaption{font-size:.85em;color:#555}
-table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.bad{color:#a00}code{font-size:.9em}"""
+table{border-collapse:collapse;font-size:.9em;margin:.6em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.bad{color:#a00}code{font-size:.9em}
+#findings{background:#f6f8fa;border-left:4px solid #36c;padding:.6em 1em}.warn{color:#a60}"""
 
 # Marks the page as fully rendered once every figure decoded (checked by the browser test).
 _SCRIPT = """window.addEventListener('load',function(){var im=document.images,ok=0;
@@ -30,117 +42,172 @@ for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}}
 document.body.setAttribute('data-figures-loaded',ok+'/'+im.length);});"""
 
 
-def _png(image: np.ndarray) -> str:
+def _data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def _photo_png(image: np.ndarray) -> bytes:
     ok, buffer = cv2.imencode(".png", cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("could not encode a report figure")
-    return "data:image/png;base64," + base64.b64encode(buffer.tobytes()).decode()
+    return buffer.tobytes()
 
 
-def _figure(image: np.ndarray, caption: str, width: int = 256) -> str:
-    return f'<figure><img src="{_png(image)}" width="{width}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+def _img(data: bytes, caption: str, width: int, css: str) -> str:
+    alt = html.escape(caption)
+    return (f'<figure class="{css}"{" data-colorbar=1" if css == "map" else ""}><img src="{_data_uri(data)}" '
+            f'width="{width}" alt="{alt}"><figcaption>{alt}</figcaption></figure>')
 
 
-def _plot(draw) -> np.ndarray:
-    """Render a matplotlib drawing function to an RGB array."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    draw(ax)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    data = np.frombuffer(buffer.getvalue(), np.uint8)
-    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+def map_html(fig, caption: str, width: int | None = None) -> str:
+    """A :func:`~facesal_fast.report.figures.map_figure` (maps with colour bars) as a figure."""
+    return _img(png(fig), caption, width or int(fig.get_figwidth() * 100), "map")
 
 
-def _diverging(diff: np.ndarray) -> np.ndarray:
-    """Red where the first group relies more, blue where the second does."""
-    top = float(np.abs(diff).max()) or 1.0
-    pos, neg = np.clip(diff / top, 0, 1), np.clip(-diff / top, 0, 1)
-    rgb = np.stack([1 - neg, 1 - pos - neg, 1 - pos], -1)
-    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+def chart_html(fig, caption: str) -> str:
+    return _img(png(fig), caption, int(fig.get_figwidth() * 100), "chart")
+
+
+def region_label(name: str) -> str:
+    """``left_eye`` -> ``subject's left eye``."""
+    words = name.replace("_", " ")
+    return f"subject's {words}" if words.startswith(("left", "right")) else words
+
+
+def _p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def small_group_messages(differences: Sequence[GroupDifference]) -> list[str]:
+    """Each distinct "too few images in group X (n=3 < 10)" message of the differences."""
+    return list(dict.fromkeys(m for d in differences for m in d.too_few))
+
+
+def _level(d: GroupDifference) -> str:
+    percent = f"{100 * d.confidence:g}%"
+    return f"{percent} family-wise level" if d.correction == "fwer" else f"{100 * (1 - d.confidence):g}% false discovery rate"
+
+
+def _finding(d: GroupDifference, unit: str) -> str:
+    n = f"n = {d.n_a} / {d.n_b}" + (" pairs" if d.paired else "")
+    if d.too_few:
+        return f"No difference between {unit} {d.a} and {unit} {d.b} is claimed: {'; '.join(d.too_few)}."
+    if not d.significant_regions:
+        return f"No region differs between {unit} {d.a} and {unit} {d.b} at the {_level(d)} ({n})."
+    sentences = []
+    for region in d.significant_regions:
+        t = d.region_tests[region]
+        first, second, low, high = (d.a, d.b, t.low, t.high) if t.difference > 0 else (d.b, d.a, -t.high, -t.low)
+        sentences.append(
+            f"For {unit} {first} the model puts {100 * abs(t.difference):.1f} points more of its saliency on the "
+            f"{region_label(region)} than for {unit} {second} ({100 * d.confidence:g}% CI {100 * low:.1f} to "
+            f"{100 * high:.1f}, adjusted p = {_p(t.p_adjusted)}, effect size {abs(t.effect_size):.2f}, {n}).")
+    return " ".join(sentences)
+
+
+def findings(differences: Sequence[GroupDifference], unit: str = "group", groups: dict[str, int] | None = None) -> str:
+    """The findings paragraph, written from the tests (``<div id="findings">``); ``groups``
+    (name -> images) explains why there is nothing to compare."""
+    if not differences and groups:
+        only = ", ".join(f"{html.escape(g)} (n={n})" for g, n in groups.items())
+        text = f"Only one group was found ({only}), so no group difference was tested."
+    elif not differences:
+        text = "No groups were given, so no group difference was tested (use <code>--groups</code>)."
+    else:
+        text = " ".join(html.escape(_finding(d, unit)) for d in differences)
+    return f'<div id="findings"><strong>Findings.</strong> {text}</div>'
+
+
+def difference_table(d: GroupDifference) -> str:
+    """Per region: difference of shares, CI, effect size, raw and adjusted p, n, significant."""
+    a, b = html.escape(d.a), html.escape(d.b)
+    adjusted = "adjusted p (max-T)" if d.correction == "fwer" else "adjusted p (BH)"
+    head = (f"<tr><th>region</th><th>share {a} - {b} (points)</th><th>{100 * d.confidence:g}% CI</th>"
+            f"<th>effect size (d)</th><th>raw p</th><th>{adjusted}</th><th>n {a} / {b}</th><th>significant</th></tr>")
+    rows = "".join(
+        f"<tr><td>{html.escape(region_label(r))}</td><td>{100 * t.difference:+.1f}</td>"
+        f"<td>[{100 * t.low:+.1f}, {100 * t.high:+.1f}]</td><td>{t.effect_size:+.2f}</td><td>{_p(t.p_raw)}</td>"
+        f"<td>{_p(t.p_adjusted)}</td><td>{d.n_a} / {d.n_b}</td><td>{'yes' if t.significant else ''}</td></tr>"
+        for r, t in d.region_tests.items())
+    return f"<table class=differences>{head}{rows}</table>"
+
+
+def difference_section(d: GroupDifference, unit: str = "group") -> str:
+    """The difference map (diverging, on the faint mean face, significant pixels outlined) and its table."""
+    test = "family-wise max-T" if d.correction == "fwer" else "Benjamini-Hochberg FDR"
+    fig = map_figure([(f"CMS[{d.a}] - CMS[{d.b}]", d.difference)], kind="difference", significant=[d.significant],
+                     label=f"difference (red: {d.a} higher)")
+    warn = "".join(f'<p class="warn">{html.escape(m)}: no significance is claimed.</p>' for m in d.too_few)
+    caption = (f"{unit} {d.a} minus {unit} {d.b}; outlined: pixels significant at the {test} level "
+               f"({d.permutations} {'sign flips' if d.paired else 'permutations'})")
+    return f"<h3>{html.escape(d.a)} vs {html.escape(d.b)}</h3>{warn}{map_html(fig, caption)}{difference_table(d)}"
+
+
+def _group_maps(result: CMSResult) -> str:
+    if not result.groups:
+        return "<p>No groups were given (use <code>--groups</code>).</p>"
+    maps = [(f"CMS {g} (n={n})", m) for g, (m, n) in result.groups.items()]
+    return map_html(map_figure(maps), "every group on one colour scale")
 
 
 def _region_table(result: CMSResult) -> str:
-    columns = list(result.region_shares)
-    regions = list(result.region_shares["all"])
+    columns = ["all images", *result.group_shares]
+    shares = [result.overall_shares, *result.group_shares.values()]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        f"<tr><td>{html.escape(r)}</td>" + "".join(f"<td>{100 * result.region_shares[c][r]:.1f}%</td>" for c in columns) + "</tr>"
-        for r in regions
-    )
-    return f"<table><tr><th>region</th>{head}</tr>{body}</table>"
+    body = "".join(f"<tr><td>{html.escape(region_label(r))}</td>" + "".join(f"<td>{100 * s[r]:.1f}%</td>" for s in shares)
+                   + "</tr>" for r in result.overall_shares)
+    return f"<p>Share of the positive mass of each CMS.</p><table><tr><th>region</th>{head}</tr>{body}</table>"
 
 
-def _region_chart(result: CMSResult) -> np.ndarray:
-    def draw(ax):
-        regions = list(result.region_shares["all"])
-        columns = list(result.region_shares)
-        width = 0.8 / len(columns)
-        for i, c in enumerate(columns):
-            ax.bar(np.arange(len(regions)) + i * width, [100 * result.region_shares[c][r] for r in regions], width, label=c)
-        ax.set_xticks(np.arange(len(regions)) + 0.4 - width / 2, regions, rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel("share of saliency (%)")
-        ax.legend(fontsize=8)
-
-    return _plot(draw)
-
-
-def _convergence_chart(result: CMSResult) -> np.ndarray:
-    def draw(ax):
-        n, d = zip(*result.convergence)
-        ax.plot(n, d, marker="o")
-        ax.set_xscale("log")
-        ax.set_xlabel("images in the running CMS")
-        ax.set_ylabel("relative L2 distance to final CMS")
-
-    return _plot(draw)
-
-
-def _differences(result: CMSResult, face: np.ndarray) -> str:
-    parts = []
-    for d in result.differences:
-        significant = cv2.resize(d.significant.astype(np.uint8), face.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        masked = np.where(significant[..., None] > 0, _diverging(d.difference), 255).astype(np.uint8)
-        parts.append(_figure(_diverging(d.difference), f"CMS[{d.a}] - CMS[{d.b}] (red: {d.a} relies more)"))
-        parts.append(_figure(masked, "where the 95% bootstrap CI excludes 0"))
-        rows = "".join(
-            f"<tr><td>{html.escape(r)}</td><td>{100 * v:+.1f}%</td><td>[{100 * lo:+.1f}, {100 * hi:+.1f}]</td>"
-            f"<td>{'yes' if lo > 0 or hi < 0 else ''}</td></tr>"
-            for r, (v, lo, hi) in d.regions.items()
-        )
-        parts.append(f"<table><tr><th>region</th><th>share {html.escape(d.a)} - {html.escape(d.b)}</th><th>95% CI</th><th>significant</th></tr>{rows}</table>")
-    return "".join(parts) or "<p>No groups were given (use <code>--groups</code>).</p>"
+def _reliability(result: CMSResult) -> str:
+    if not result.reliability:
+        return "<p>No groups were given.</p>"
+    lines = []
+    for group, rel in result.reliability.items():
+        if rel.images_needed is None:
+            lines.append(f"group {group} (n={rel.n}): too few images or no consistent pattern yet to predict the "
+                         "images needed")
+        elif rel.more_needed == 0:
+            lines.append(f"group {group} (n={rel.n}): split-half reliability {rel.reliability:.2f} reaches "
+                         f"{rel.target:g}")
+        else:
+            lines.append(f"group {group} (n={rel.n}): split-half reliability {rel.reliability:.2f}; collect about "
+                         f"{rel.more_needed} more image{'s' if rel.more_needed > 1 else ''} of group {group} to reach "
+                         f"{rel.target:g}")
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    chart = chart_html(reliability_figure(result.reliability), "split-half reliability of each group's CMS (dashed: "
+                       "Spearman-Brown prophecy)")
+    return f"<ul class=reliability>{items}</ul>{chart}"
 
 
 def _gallery(store: RunStore, count: int) -> str:
-    """Per-image CIS overlays for the most and least confident decisions."""
+    """Per-image CIS maps (on one colour scale) beside their photos, most and least confident."""
     rows = sorted(store.rows("done"), key=lambda r: r.base_score)
     picks = rows[-count:][::-1] + [r for r in rows[:count] if r not in rows[-count:]]
+    maps = {row.key: store.load(row.key) for row in picks}
+    if not maps:
+        return "<p>None.</p>"
+    limits = panel_limits([a["canonical"] for a in maps.values()], "saliency")
     parts = []
     for row in picks:
-        arrays = store.load(row.key)
+        arrays = maps[row.key]
         caption = f"{row.key}: {row.target_name or row.target} ({row.base_score:.2f})"
-        try:
-            photo = load_image(row.source)
-        except Exception:  # noqa: BLE001 - the photo may have moved since the run; show the canonical map
-            parts.append(_figure(heat_overlay(canonical_face(arrays["canonical"].shape), arrays["canonical"]), caption, 160))
-            continue
-        x0, y0, x1, y1 = (int(v) for v in arrays["face_box"])
-        crop = photo[max(y0, 0) : max(y1, 1), max(x0, 0) : max(x1, 1)]
-        overlay = heat_overlay(canonical_face(arrays["canonical"].shape), arrays["canonical"])
-        if crop.size == 0:  # the photo was replaced by a smaller one after the audit: its face box is gone
-            parts.append(_figure(overlay, caption + " (photo changed since the audit)", 160))
-            continue
-        side = 160
-        pair = np.concatenate([cv2.resize(crop, (side, side)), cv2.resize(overlay, (side, side))], axis=1)
-        parts.append(_figure(pair, caption, 2 * side))
+        crop = _crop(row.source, arrays["face_box"])
+        if crop is not None:
+            parts.append(_img(_photo_png(crop), row.key, 160, "photo"))
+        parts.append(map_html(map_figure([(caption, arrays["canonical"])], limits=limits), caption, 300))
     return "".join(parts)
+
+
+def _crop(source: str, box: np.ndarray) -> np.ndarray | None:
+    """The face crop of a photo at 160 x 160, or None when the photo is gone or unreadable."""
+    try:
+        photo = load_image(source)
+    except Exception:  # noqa: BLE001 - the photo may have moved since the run; the map is shown alone
+        return None
+    x0, y0, x1, y1 = (int(v) for v in box)
+    crop = photo[max(y0, 0) : max(y1, 1), max(x0, 0) : max(x1, 1)]
+    return cv2.resize(crop, (160, 160)) if crop.size else None
 
 
 def _evaluation_link(run: Path) -> str:
@@ -151,29 +218,56 @@ def _evaluation_link(run: Path) -> str:
             '<a href="evaluate/evaluate.html">evaluate/evaluate.html</a> (from <code>facesal evaluate</code>).</p>')
 
 
-def write_report(run: str | Path, out: str | Path | None = None, gallery: int = 6) -> Path:
-    """Write ``run/report.html`` (or ``out``) for a finished or partial run; returns its path."""
+def page(title: str, sections: Sequence[str]) -> bytes:
+    """A self-contained HTML page in the report's style."""
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style>"
+            f"</head><body>{''.join(sections)}<script>{_SCRIPT}</script></body></html>").encode()
+
+
+def write_report(run: str | Path, out: str | Path | None = None, gallery: int = 6, **statistics) -> Path:
+    """Write ``run/report.html`` (or ``out``) for a finished or partial run; returns its path.
+
+    ``statistics`` go to :class:`~facesal_fast.saliency.CMSAccumulator` (``permutations``,
+    ``min_group``, ``confidence``, ``correction``, ``seed``...).
+    """
     store = RunStore(run)
-    result = cms_from_store(store)
-    face = canonical_face(result.cms.shape)
+    try:
+        result = cms_from_store(store, **statistics)
+        for message in result.small_groups:
+            warnings.warn(f"{message}: the report claims no group difference for it", stacklevel=2)
+        sections = _sections(store, result, Path(run), gallery)
+    finally:
+        store.close()
+    path = Path(out) if out else Path(run) / "report.html"
+    atomic_write_bytes(path, page("facesal report", sections))
+    return path
+
+
+def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> list[str]:
     failed = store.rows("failed")
     settings = store.meta
-    sections = [
+    counts = {g: n for g, (_, n) in result.groups.items()}
+    return [
         f"<h1>facesal audit: {html.escape(str(settings['settings'].get('model', 'model')))}</h1>",
+        findings(result.differences, groups=counts),
         f"<p>{result.count} images explained, {len(failed)} failed. Canonical Model Saliency = mean of the "
-        "per-image Canonical Image Saliency maps (occlusion drop of the model's confidence, splatted on one canonical face).</p>",
+        "per-image Canonical Image Saliency maps (occlusion drop of the model's confidence, splatted on one canonical "
+        "face, shown frontal: the subject's left is on the right).</p>",
         "<h2>Canonical Model Saliency</h2>",
-        _figure(heat_overlay(face, result.cms), "CMS over the mean face"),
-        _figure(colorize(result.cms), "CMS"),
+        map_html(map_figure([("CMS, all images", result.cms)]), "CMS over the mean face"),
         "<h2>Groups</h2>",
-        "".join(_figure(heat_overlay(face, m), f"CMS {g} (n={n})") for g, (m, n) in result.groups.items()),
-        _differences(result, face),
+        "".join(f'<p class="warn">{html.escape(m)}: no significance is claimed for it.</p>' for m in result.small_groups),
+        _group_maps(result),
+        "".join(difference_section(d) for d in result.differences),
         "<h2>Region shares</h2>",
         _region_table(result),
-        _figure(_region_chart(result), "share of positive saliency per region", 600),
+        chart_html(region_share_figure(result.overall_shares, result.share_intervals, counts),
+                   "share of positive saliency per region; error bars: 95% bootstrap CI of each group's mean"),
         "<h2>Convergence</h2>",
-        _figure(_convergence_chart(result), "distance of the running CMS to the final CMS", 600),
-        _evaluation_link(Path(run)),
+        chart_html(convergence_figure(result.convergence), "distance of the running CMS to the final CMS, every checkpoint"),
+        "<h2>Stability per group</h2>",
+        _reliability(result),
+        _evaluation_link(run),
         "<h2>Per-image saliency (most and least confident)</h2>",
         _gallery(store, gallery),
         "<h2>Failures</h2>",
@@ -181,9 +275,3 @@ def write_report(run: str | Path, out: str | Path | None = None, gallery: int = 
         "<h2>Settings and versions</h2>",
         f"<pre>{html.escape(json.dumps(settings, indent=2, sort_keys=True))}</pre>",
     ]
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>facesal report</title><style>{_STYLE}</style>"
-            f"</head><body>{''.join(sections)}<script>{_SCRIPT}</script></body></html>")
-    path = Path(out) if out else Path(run) / "report.html"
-    atomic_write_bytes(path, page.encode())
-    store.close()
-    return path

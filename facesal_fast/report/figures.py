@@ -1,0 +1,179 @@
+"""Report figures (matplotlib, no display): maps that share one colour scale per panel, each
+with its colour bar, on the mean face; region shares with confidence intervals; the
+convergence and split-half reliability curves.
+
+Saliency maps use a sequential colour map whose range starts below 0 when any map of the
+panel is negative (negative saliency: occlusion raised the score), so negative pixels are
+coloured, not left as holes. Difference maps use a diverging map centred at 0 on a faint
+mean face, with the pixels that pass the family-wise test outlined. The canonical face is
+frontal, so the subject's left is on the right of every map; the figures say so.
+"""
+from __future__ import annotations
+
+import io
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from facesal_fast.align import canonical_face, canonical_mask
+from facesal_fast.saliency.stats import Reliability
+
+__all__ = ["SALIENCY_CMAP", "DIFFERENCE_CMAP", "convergence_figure", "map_figure", "panel_limits", "png",
+           "region_share_figure", "reliability_figure"]
+
+SALIENCY_CMAP = "inferno"
+DIFFERENCE_CMAP = "RdBu_r"
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def png(fig) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _sides(ax) -> None:
+    """Write which side is the subject's left under a canonical (frontal) map."""
+    ax.set_xticks([0.0, 1.0], ["subject's right", "subject's left"], fontsize=7)
+    ax.tick_params(axis="x", length=0)
+    ax.set_yticks([])
+
+
+def _face_gray(shape: tuple[int, int]) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(canonical_face(shape)), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+
+
+def panel_limits(maps: Sequence[np.ndarray], kind: str) -> tuple[float, float]:
+    """One ``(vmin, vmax)`` for every map of a panel: saliency from ``min(0, lowest)`` to the
+    largest value, differences symmetric about 0."""
+    top = max(float(np.max(np.abs(m))) for m in maps) or 1.0
+    if kind == "difference":
+        return -top, top
+    low = min(0.0, min(float(np.min(m)) for m in maps))
+    return low, max(max(float(np.max(m)) for m in maps), 1e-12)
+
+
+def map_figure(maps: Sequence[tuple[str, np.ndarray]], *, kind: str = "saliency",
+               significant: Sequence[np.ndarray | None] | None = None, label: str = "saliency (confidence drop)",
+               limits: tuple[float, float] | None = None):
+    """One row of ``H_F x W_F`` maps on one colour scale, each with a colour bar.
+
+    Args:
+        maps: (title, map) pairs; every map of one call shares ``vmin``/``vmax``.
+        kind: ``"saliency"`` (sequential, mean face dimmed under the map) or ``"difference"``
+            (diverging, centred at 0, mean face faintly visible).
+        significant: per map, an ``h x w`` bool mask (any resolution) outlined in black, or None.
+        label: colour-bar label.
+        limits: ``(vmin, vmax)`` shared with maps drawn elsewhere (default: :func:`panel_limits`).
+    Returns:
+        a matplotlib ``Figure`` (``2 x len(maps)`` axes: each map and its colour bar).
+    """
+    if kind not in ("saliency", "difference"):
+        raise ValueError(f"kind must be 'saliency' or 'difference', got {kind!r}")
+    vmin, vmax = limits or panel_limits([m for _, m in maps], kind)
+    fig = _figure(3.4 * len(maps), 3.3)
+    for i, (title, heat) in enumerate(maps):
+        ax = fig.add_subplot(1, len(maps), i + 1)
+        shape = heat.shape
+        face = _face_gray(shape)
+        inside = canonical_mask(shape)
+        ax.imshow(face, cmap="gray", vmin=0, vmax=1, extent=(0, 1, 1, 0))
+        shown = np.where(inside, heat, np.nan)
+        image = ax.imshow(shown, cmap=SALIENCY_CMAP if kind == "saliency" else DIFFERENCE_CMAP, vmin=vmin, vmax=vmax,
+                          alpha=0.85 if kind == "saliency" else 0.7, extent=(0, 1, 1, 0), interpolation="bilinear")
+        mask = None if significant is None else significant[i]
+        if mask is not None and np.any(mask):
+            up = cv2.resize(np.asarray(mask, np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST)
+            ax.contour(np.linspace(0, 1, shape[1]), np.linspace(0, 1, shape[0]), up, levels=[0.5], colors="k",
+                       linewidths=0.8)
+        ax.set_title(title, fontsize=9)
+        _sides(ax)
+        bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+        bar.set_label(label, fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _chart(draw: Callable, width: float = 7.0, height: float = 3.4):
+    fig = _figure(width, height)
+    ax = fig.add_subplot(1, 1, 1)
+    draw(ax)
+    fig.tight_layout()
+    return fig
+
+
+def _log_counts(ax) -> None:
+    """A log x axis labelled with plain image counts."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def region_share_figure(overall: dict[str, float], intervals: dict[str, dict[str, tuple[float, float, float]]],
+                        counts: dict[str, int]):
+    """Bars: each region's share of the overall CMS, and each group's mean per-image share
+    with its bootstrap CI as error bars."""
+    regions = list(overall)
+
+    def draw(ax):
+        columns = 1 + len(intervals)
+        width = 0.8 / columns
+        x = np.arange(len(regions))
+        ax.bar(x, [100 * overall[r] for r in regions], width, label="all images (share of the CMS)", color="0.6")
+        for i, (group, shares) in enumerate(intervals.items(), start=1):
+            mean = np.array([100 * shares[r][0] for r in regions])
+            err = np.array([[100 * (shares[r][0] - shares[r][1]), 100 * (shares[r][2] - shares[r][0])] for r in regions]).T
+            ax.bar(x + i * width, mean, width, yerr=np.maximum(err, 0), capsize=2,
+                   label=f"{group} (n={counts[group]}, mean per image, 95% CI)")
+        ax.set_xticks(x + width * (columns - 1) / 2, [r.replace("_", " ") for r in regions], rotation=45, ha="right",
+                      fontsize=8)
+        ax.set_ylabel("share of positive saliency (%)")
+        ax.legend(fontsize=7)
+
+    return _chart(draw, 8.0, 3.8)
+
+
+def convergence_figure(convergence: Sequence[tuple[int, float]]):
+    """Relative L2 distance of the running CMS to the final CMS at every checkpoint."""
+
+    def draw(ax):
+        n, d = zip(*convergence)
+        ax.plot(n, d, marker="o")
+        _log_counts(ax)
+        ax.set_xlabel("images in the running CMS")
+        ax.set_ylabel("relative L2 distance to final CMS")
+
+    return _chart(draw)
+
+
+def reliability_figure(reliability: dict[str, Reliability]):
+    """Split-half reliability (Spearman-Brown corrected) of each group's CMS against the
+    number of images, with the Spearman-Brown prophecy beyond the images at hand."""
+
+    def draw(ax):
+        for group, rel in reliability.items():
+            if not rel.curve:
+                continue
+            m, r = zip(*rel.curve)
+            line = ax.plot(m, r, marker="o", label=f"{group} (n={rel.n})")[0]
+            if rel.images_needed and rel.images_needed > rel.n:
+                ax.plot([rel.n, rel.images_needed], [r[-1], rel.target], ls="--", color=line.get_color())
+        if any(rel.curve for rel in reliability.values()):
+            target = next(iter(reliability.values())).target
+            ax.axhline(target, color="0.5", lw=0.8, ls=":")
+            ax.legend(fontsize=7)
+        _log_counts(ax)
+        ax.set_xlabel("images in the group")
+        ax.set_ylabel("split-half reliability")
+
+    return _chart(draw)

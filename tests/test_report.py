@@ -1,0 +1,157 @@
+"""The HTML report and ``facesal compare``: shared colour scales with colour bars, findings
+written from the tests, pages that render in headless Chromium, paired/unpaired model
+comparison and ``--fail-on-shift``."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesal_fast.align import region_masks
+from facesal_fast.audit.store import RunStore
+from facesal_fast.cli import main
+from facesal_fast.comparison import compare
+from facesal_fast.report.figures import map_figure
+from facesal_fast.report.html import findings
+from facesal_fast.saliency import CMSAccumulator
+
+FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
+FAST = ["--backend", "onnx", "--mode", "grid", "--grid-step", "4", "--stride", "8"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("img1.jpg", "img2.jpg", "img5.jpg", "img20.jpg"):
+        shutil.copy(FACES / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gender_run(photos, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "gender"
+    assert main(["audit", str(photos), "--out", str(run), "--groups", "predicted", *FAST]) == 0
+    return run
+
+
+def _chromium_dom(page: Path, profile: Path) -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium); the HTML itself was checked")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    n_images = dom.stdout.count("<img")
+    assert n_images > 0 and f'data-figures-loaded="{n_images}/{n_images}"' in dom.stdout, dom.stdout[-500:]
+    assert "Uncaught" not in dom.stderr
+    return dom.stdout
+
+
+def test_map_figure_shares_one_scale_with_a_colour_bar_per_map():
+    rng = np.random.default_rng(0)
+    maps = [("a", rng.random((64, 64)) - 0.2), ("b", 3 * rng.random((64, 64)))]
+    fig = map_figure(maps)
+    images = [ax.images[-1] for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 4 and len(images) == 2  # each map and its colour bar
+    assert images[0].get_clim() == images[1].get_clim()
+    low, high = images[0].get_clim()
+    assert low < 0 and high == pytest.approx(max(m.max() for _, m in maps))  # negative saliency is on the scale
+    mask = np.zeros((8, 8), bool)
+    mask[2:4, 2:4] = True
+    diff = map_figure([("d", maps[0][1] - 0.5)], kind="difference", significant=[mask])
+    d_low, d_high = diff.axes[0].images[-1].get_clim()
+    assert d_low == -d_high and diff.axes[0].collections  # centred at 0, significant pixels outlined
+    assert diff.axes[0].get_xticklabels()[1].get_text() == "subject's left"
+
+
+def _planted_result(n_small: int) -> CMSAccumulator:
+    rng = np.random.default_rng(4)
+    forehead = region_masks((64, 64))["forehead"]
+    acc = CMSAccumulator((64, 64), bootstrap_size=16, permutations=500, bootstrap=300)
+    for i in range(12 + n_small):
+        group = "man" if i < 12 else "woman"
+        acc.add(rng.random((64, 64)) + (0.6 * forehead if group == "woman" else 0), group)
+    return acc.result()
+
+
+def test_findings_are_written_from_the_tests():
+    result = _planted_result(12)
+    (d,) = result.differences
+    t = d.region_tests["forehead"]
+    text = findings(result.differences)
+    assert t.significant and d.significant_regions[0] == "forehead"
+    assert (f"For group woman the model puts {100 * abs(t.difference):.1f} points more of its saliency on the forehead "
+            f"than for group man (95% CI {-100 * t.high:.1f} to {-100 * t.low:.1f}") in text
+    assert "n = 12 / 12" in text
+    small = _planted_result(3)
+    text = findings(small.differences)
+    assert "too few images in group woman (n=3 &lt; 10)" in text and "points more" not in text
+    assert "No groups were given" in findings([])
+
+
+def test_report_has_colour_bars_findings_and_renders(gender_run, tmp_path, capsys):
+    assert main(["report", str(gender_run)]) == 0
+    assert "facesal: warning: too few images in group" in capsys.readouterr().err  # 4 photos < min_group 10
+    html = (gender_run / "report.html").read_text()
+    maps = html.count('class="map"')
+    assert maps >= 6 and html.count("data-colorbar=1") == maps
+    assert 'id="findings"' in html and "too few images in group" in html
+    assert "Stability per group" in html and "split-half" in html and "Convergence" in html
+    dom = _chromium_dom(gender_run / "report.html", tmp_path / "profile")
+    assert 'id="findings"' in dom and dom.count("data-colorbar") == maps
+
+
+def _fake_run(path: Path, maps: np.ndarray, keys: list[str]) -> Path:
+    store = RunStore(path, {"model": "synthetic"}, {})
+    for key, m in zip(keys, maps):
+        store.save_done(key, key, {"canonical": m.astype(np.float32), "face_box": np.zeros(4, np.float32)}, group=None,
+                        target=0, target_name="x", base_score=0.9, seconds=0.0)
+    store.close()
+    return path
+
+
+def test_compare_pairs_the_same_photos_and_fails_on_a_shift(gender_run, tmp_path, capsys):
+    store = RunStore(gender_run)
+    real = np.stack([arrays["canonical"] for _, arrays in store.iter_done()])
+    store.close()
+    maps = np.concatenate([real, real[:, :, ::-1], 0.8 * real, 0.8 * real[:, :, ::-1]])  # 16 realistic maps
+    forehead = region_masks(maps.shape[1:])["forehead"]
+    shifted = maps + forehead * (0.15 * np.clip(maps, 0, None).sum((1, 2)) / forehead.sum())[:, None, None]
+    keys = [f"p{i:02d}.jpg" for i in range(16)]
+    before, after = _fake_run(tmp_path / "before", maps, keys), _fake_run(tmp_path / "after", shifted, keys)
+    c = compare(after, before, permutations=500)
+    assert c.paired and c.difference.n_a == 16 and c.difference.significant_regions[0] == "forehead"
+    assert c.shifts(2.0)[0] == "forehead" and c.shifts(50.0) == []
+    assert main(["compare", str(after), str(before), "--out", str(tmp_path / "cmp"), "--fail-on-shift", "2",
+                 "--permutations", "500"]) == 1
+    assert "forehead moved +" in capsys.readouterr().err
+    assert main(["compare", str(after), str(before), "--out", str(tmp_path / "cmp"), "--fail-on-shift", "50",
+                 "--permutations", "500"]) == 0
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "points more of its saliency on the forehead" in page and "paired test" in page
+    unpaired = compare(_fake_run(tmp_path / "other", shifted[:12], keys[:12]), before, permutations=500)
+    assert not unpaired.paired and unpaired.difference.n_a == 12 and unpaired.difference.n_b == 16
+    assert (unpaired.difference.region_tests["forehead"].p_adjusted
+            >= c.difference.region_tests["forehead"].p_adjusted)
+
+
+def test_compare_refuses_what_is_not_a_run(gender_run, tmp_path, capsys):
+    with pytest.raises(ValueError, match="nothing-here is not a facesal run"):
+        compare(tmp_path / "nothing-here", gender_run)
+    assert not (tmp_path / "nothing-here").exists()
+    assert main(["compare", str(gender_run), str(tmp_path / "nothing-here"), "--out", str(tmp_path / "c")]) == 2
+    assert "not a facesal run" in capsys.readouterr().err
+
+
+def test_compare_two_bundled_models_renders(gender_run, photos, tmp_path, capsys):
+    other = tmp_path / "expression"
+    assert main(["audit", str(photos), "--out", str(other), "--model", "expression-fer", *FAST]) == 0
+    assert main(["compare", str(gender_run), str(other), "--out", str(tmp_path / "cmp"), "--permutations", "200"]) == 0
+    assert "too few images in group" in capsys.readouterr().err
+    page = tmp_path / "cmp" / "compare.html"
+    html = page.read_text()
+    assert "paired test" in html and "No difference between run gender and run expression is claimed" in html
+    dom = _chromium_dom(page, tmp_path / "profile")
+    assert dom.count("data-colorbar") == 2 and 'id="findings"' in dom
