@@ -345,6 +345,93 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
     add(f"cis-adaptive step 4 refine {refine} (onnxruntime)", seconds, passes, ssim=ssim(ada, exact.canonical))
 
 
+# ---------------------------------------------------------------------------- presets (default path)
+
+def default_path_case(name: str, photo: Path) -> tuple[Case, Any, Any]:
+    """(case, aligned face, the scorer a user gets by default) for the presets table.
+
+    ``resnet18`` is the issue's bring-your-own case: torchvision ResNet-18 (random weights,
+    nothing is downloaded) through ``Scorer.from_torch(net, input_size=None, crop="none")``
+    on the photo cropped to CelebA's 218 x 178 and aligned there, patch 15; bundled models
+    come from ``models.load(name)`` and dlib's ResNet as eq. 8 verification, all with
+    ``backend="auto"``."""
+    from facesal_fast.align import default_aligner, load_image
+
+    if name == "resnet18":
+        import cv2
+        import torchvision
+
+        image = load_image(photo)
+        h, w = image.shape[:2]
+        side = min(h / 218, w / 178)
+        top, left = (h - int(218 * side)) // 2, (w - int(178 * side)) // 2
+        image = cv2.resize(image[top:top + int(218 * side), left:left + int(178 * side)], (178, 218),
+                           interpolation=cv2.INTER_AREA)
+        face = default_aligner()(image, source=photo.name)
+        torch.manual_seed(0)
+        net = torchvision.models.resnet18(weights=None).eval()
+        user = Scorer.from_torch(net, None, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop="none")
+        eager = Scorer.from_torch(net, None, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop="none", backend="torch")
+        input_image, _ = eager.prepare(face.image, face)
+        return Case(name, eager, net, input_image, 15, eager.predict_input(input_image).index), face, user
+    if name == "dlib-resnet":
+        from facesal_fast.scoring.embedding import verification_scorer
+
+        case = dlib_case(photo)
+        face = default_aligner()(load_image(photo), source=photo.name)
+        return case, face, verification_scorer(face, 1, 0.921, scorer=models.load("dlib-resnet"))
+    case, face = bundled_case(name, photo)
+    return case, face, models.load(name)
+
+
+def bench_presets(case: Case, face: Any, user: Any, vertices: int = 2194, csm_vertices: int | None = 200,
+                  rounds: int = 1) -> None:
+    """``cis`` as a user calls it (the default scorer, ``incremental="auto"``) at ~``vertices``
+    vertices: exact by default, exact with ``incremental=False``, ``quality="high"`` and
+    ``"fast"``, timed in interleaved rounds (best of ``rounds``), against the published CSM
+    loop (classifiers; timed on ``csm_vertices`` and extrapolated, drops checked) and the
+    forward passes; the approximate maps report SSIM (Gaussian window, data range of the
+    exact map) and Pearson against exact, and the exact paths are asserted equal first."""
+    from facesal_fast.metrics.similarity import ssim as gaussian_ssim
+    from facesal_fast.saliency import cis
+    from facesal_fast.saliency.cis import apply_affine
+
+    stride = max(1, int(np.asarray(face.visible).sum()) // vertices)
+    run = dict(target=case.target, patch=case.patch, stride=stride, face=face)
+    configs = {"exact (default)": {}, "exact, incremental=False": dict(incremental=False),
+               "quality=high": dict(quality="high"), "quality=fast": dict(quality="fast")}
+    cis(face.image, user, **run, **configs["quality=fast"])  # warm-up: probes, traces, multiply-add count
+    best: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    for _ in range(rounds):
+        for label, options in configs.items():
+            seconds, results[label] = timed(lambda: cis(face.image, user, **run, **options))
+            best[label] = min(best.get(label, float("inf")), seconds)
+    exact = results["exact (default)"]
+    np.testing.assert_allclose(exact.canonical, results["exact, incremental=False"].canonical, atol=1e-5,
+                               err_msg=f"{case.name}: incremental exact != exact")
+    csm = None
+    if case.confidence is None:
+        used = exact.used
+        points_in = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[used, :2])
+        n = int(used.sum())
+        subset = used & (np.cumsum(used) <= (csm_vertices or n))
+        k = int(subset.sum())
+        seconds, (_, drops) = timed(lambda: csm_loop(case, face, subset, points_in[:k], exact.canonical_patch))
+        np.testing.assert_allclose(drops, exact.drops[:k], atol=1e-4, err_msg=f"{case.name}: CIS != CSM loop")
+        csm = seconds * n / k
+        case.add("presets", f"csm-loop (published, batch 1; timed on {k} vertices)", csm, n)
+    span = float(np.ptp(exact.canonical)) or 1.0
+    for label, result in results.items():
+        s = result.settings
+        how = f"{label} [{s['mode']} step {s['grid_step']} refine {s['refine']}, {user.backend.name}, " \
+              f"incremental {'on' if s['incremental'] else 'off'}]"
+        extra = {} if label.startswith("exact") else dict(
+            ssim=gaussian_ssim(result.canonical, exact.canonical, data_range=span),
+            pearson=float(np.corrcoef(result.canonical.ravel(), exact.canonical.ravel())[0, 1]))
+        case.add("presets", how, best[label], result.forward_passes, csm=csm, **extra)
+
+
 # ---------------------------------------------------------------------------- end to end
 
 _AUDIT_CODE = """
@@ -448,10 +535,11 @@ def table(rows: list[dict]) -> str:
     section: stride 1, a window at every pixel as CIS needs), the published CSM loop, and full
     re-inference through facesal (torch eager, same windows)."""
     lines = ["| model | section | method | passes | seconds | ms/pass | vs captum | vs CSM loop | vs full re-inference "
-             "| SSIM vs exact | MACs full/inc |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| SSIM vs exact | Pearson vs exact | MACs full/inc |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratios = [f"{r[k] / r['seconds']:.1f}x" if r.get(k) else "" for k in ("captum", "csm", "full")]
         s = f"{r['ssim']:.3f}" if "ssim" in r else ""
+        s += f" | {r['pearson']:.3f}" if "pearson" in r else " | "
         macs = f"{r['mac_ratio']:.2f}" if "mac_ratio" in r else ""
         lines.append(f"| {r['model']} | {r['section']} | {r['method']} | {r['passes']} | {r['seconds']:.2f} | "
                      f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {' | '.join(ratios)} | {s} | {macs} |")
@@ -467,6 +555,8 @@ def run(args: argparse.Namespace) -> int:
     print("machine:", json.dumps(info))
     rows: list[dict] = []
     photo = FACES / args.photo
+    if getattr(args, "presets", False):
+        return run_presets(args, info, photo)
     for name in args.models.split(","):
         if name == "resnet50":
             case = torchvision_case(name, photo)
@@ -495,6 +585,20 @@ def run(args: argparse.Namespace) -> int:
           f"load average {os.getloadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps(dict(machine=info, rows=rows, audit=audit), indent=1))
+    return 0
+
+
+def run_presets(args: argparse.Namespace, info: dict, photo: Path) -> int:
+    """``--presets``: the default-path table (exact / high / fast) for each of ``--models``."""
+    rows: list[dict] = []
+    for name in args.models.split(","):
+        case, face, user = default_path_case(name, photo)
+        bench_presets(case, face, user, csm_vertices=100 if args.quick else 300, rounds=1 if args.quick else 2)
+        rows += case.rows
+    print("\n" + table(rows))
+    print(f"\nload average {os.getloadavg()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(machine=info, rows=rows), indent=1))
     return 0
 
 

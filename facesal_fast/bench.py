@@ -41,6 +41,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch (and onnxruntime) CPU threads; 1 avoids OpenMP stalls on a loaded machine")
     parser.add_argument("--json", help="write all measurements to this JSON file")
+    parser.add_argument("--presets", action="store_true",
+                        help="only the default-path table: cis exact / quality high / fast as a user calls it, per model "
+                             "(also resnet18: torchvision ResNet-18 without input size, on a 218 x 178 crop)")
 
 
 def run_bench(args: argparse.Namespace) -> int:
