@@ -25,6 +25,7 @@ _LAZY = {
     "models": "facesal_fast.models",
     "scoring": "facesal_fast.scoring",
     "methods": "facesal_fast.methods",
+    "compare": "facesal_fast.comparison",
 }
 
 __all__ = ["__version__", *_LAZY]
