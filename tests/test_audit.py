@@ -182,4 +182,5 @@ def test_report_renders_in_headless_chromium(tmp_path, photos):
     dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     n_images = dom.stdout.count("<img")
     assert f'data-figures-loaded="{n_images}/{n_images}"' in dom.stdout, dom.stdout[-500:]
+    assert 'id="findings"' in dom.stdout and dom.stdout.count("data-colorbar") == dom.stdout.count('class="map"') > 0
     assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr.upper().replace("CONSOLE_", "")

@@ -193,7 +193,9 @@ def _gallery(store: RunStore, count: int) -> str:
         arrays = maps[row.key]
         caption = f"{row.key}: {row.target_name or row.target} ({row.base_score:.2f})"
         crop = _crop(row.source, arrays["face_box"])
-        if crop is not None:
+        if crop is None:  # the photo moved, or was replaced by a smaller one, since the audit
+            caption += " (photo missing or changed since the audit)"
+        else:
             parts.append(_img(_photo_png(crop), row.key, 160, "photo"))
         parts.append(map_html(map_figure([(caption, arrays["canonical"])], limits=limits), caption, 300))
     return "".join(parts)
