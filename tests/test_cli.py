@@ -57,7 +57,8 @@ def test_every_command_help_shows_defaults_and_an_example(command, capsys):
 def test_model_names_in_help_are_the_bundled_classifiers():
     from facesal_fast import models
 
-    assert cli.MODEL_NAMES == tuple(models.MODELS)
+    assert cli.MODEL_NAMES == tuple(models.MODELS)  # what evaluate takes
+    assert sorted(cli.AUDIT_MODEL_NAMES) == sorted(models.CLASSIFIERS)  # what audit takes
 
 
 @pytest.mark.parametrize("command", ["audit", "evaluate"])

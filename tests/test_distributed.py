@@ -2,6 +2,7 @@
 import os
 import shutil
 import signal
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +44,12 @@ def reference(photos, tmp_path_factory):
     from facesal_fast import models
 
     run = tmp_path_factory.mktemp("ray") / "single"
+    SETTINGS["photos"] = str(photos.resolve())  # the CLI records the resolved photo folder
     audit = Audit(models.load("gender", backend="onnx"), run, settings=SETTINGS, **CIS_OPTIONS)
     assert audit.run(photos, groups="predicted", progress=False)["done"] == len(NAMES)
-    return run, audit.cms()
+    cms = audit.cms()
+    audit.store.close()
+    return run, cms
 
 
 def _mtimes(run: Path) -> dict[str, int]:
@@ -102,10 +106,8 @@ def test_killed_worker_is_retried_and_finished_images_are_not_recomputed(tmp_pat
 def test_cli_ray_resumes_a_single_process_run(tmp_path, photos, local_ray, reference, capsys):
     run = tmp_path / "resume"
     shutil.copytree(reference[0], run)
-    store = RunStore(run)
-    store._db.execute("DELETE FROM images WHERE key = ?", ("img5.jpg",))
-    store._db.commit()
-    store.close()
+    with sqlite3.connect(run / "index.sqlite") as db:
+        db.execute("DELETE FROM images WHERE key = ?", ("img5.jpg",))
     before = _mtimes(run)
     assert main(["audit", str(photos), "--out", str(run), "--model", "gender", "--backend", "onnx",
                  "--groups", "predicted", "--ray"]) == 0
