@@ -355,3 +355,27 @@ def test_index_rows_survive_sqlite_reopen(tmp_path):
     store.close()
     with sqlite3.connect(tmp_path / "run" / "index.sqlite") as db:
         assert db.execute("SELECT key FROM images").fetchone()[0] == "bad\\xffname.jpg"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"patch": 500}, "patch 500 is larger than the model input 64 x 64"),
+    ({"patch": 0}, "patch must be a positive integer"),
+    ({"mode": "fast"}, "mode must be one of"),
+    ({"stride": -1}, "stride must be a positive integer"),
+    ({"fill": "grey"}, "fill must be 'black', 'mean', 'blur'"),
+    ({"quality": "best"}, "quality must be one of"),
+    ({"pach": 4}, "unknown CIS option(s) ['pach']"),
+])
+def test_audit_refuses_bad_options_before_any_image_or_file(tmp_path, options, message):
+    """Once, at construction (not per image after its alignment), and before run.json."""
+    from types import SimpleNamespace
+
+    from facesal_fast import Audit
+
+    scorer = SimpleNamespace(input_size=(64, 64), classes=["woman", "man"])
+    with pytest.raises(ValueError) as info:
+        Audit(scorer, tmp_path / "run", **options)
+    assert message in str(info.value) and not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="unknown class 'nope'"):
+        Audit(scorer, tmp_path / "run", target="nope")
+    assert not (tmp_path / "run").exists()

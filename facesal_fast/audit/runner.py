@@ -138,6 +138,10 @@ def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]
     fill = checked.get("fill", "black")
     if isinstance(fill, str) and fill not in ("black", "mean", "blur"):
         raise ValueError(f"fill must be 'black', 'mean', 'blur', a colour or an image, got {fill!r}")
+    if checked.get("quality") is not None:
+        from facesal_fast.speed.auto import resolve_quality
+
+        resolve_quality(checked["quality"], 1)
     size = getattr(scorer, "input_size", None)
     if size is not None:
         patch = resolve_patch(checked.get("patch"), size)
