@@ -8,9 +8,18 @@ methods (GradCAM, GradCAM++, ScoreCAM, GB, LRP) are computed there directly. The
 image ``E = (1 - H) (x) I`` is built from the input crop ``I`` and scored without rounding
 to uint8. ``M(.)`` is the softmax probability of the class predicted on ``I``.
 
+Conventions (the papers' and their reference code's; all in ``summary.json``): every
+method's map enters the explanation image through its positive part
+(:func:`facesal_fast.metrics.equal_mass`), no method special-cased; Guided Backprop starts
+from ``P(y)`` (``gb_output``, Algorithm 1 of Sun et al.); deletion / insertion follow RISE
+(random tie order averaged over ``tie_draws`` seeded draws, deleted pixels set to the value
+that normalises to 0, the 11 x 11 sigma 5 insertion blur); the old choices are options
+(``ties="row-major"``, ``deletion_fill="black"``, ``insertion_blur="wide"``).
+
 Patch sizes are given in the papers' 224 px geometry and scaled to the input by
-``max(1, round(p * 64 / 224))``: 5 -> 1, 9 -> 3, 15 -> 4, 25 -> 7 px. CIS runs in ``grid``
-mode (step 2) by default to stay fast on a CPU.
+:func:`facesal_fast.saliency.cis.odd_patch` (the nearest odd size, so every window is
+centred): 5 -> 1, 9 -> 3, 15 -> 5, 25 -> 7 px at 64 px. CIS runs in ``grid`` mode (step 2)
+by default to stay fast on a CPU.
 
 Outputs go to ``RUN/evaluate/`` (CSV, Markdown, PNG, ``evaluate.html`` with the figures as
 data URIs, ``summary.json``), written into a temporary folder and moved into place at the
@@ -36,10 +45,12 @@ import cv2
 import numpy as np
 import torch
 
+from facesal_fast.methods.guided_backprop import OUTPUTS
 from facesal_fast.metrics import (
-    cascading_randomization, convergence_curve, deletion_curve, equal_mass, explanation_image, faithfulness_table,
-    insertion_curve, split_half, win_percent,
+    BLURS, TIES, cascading_randomization, convergence_curve, deletion_curve, equal_mass, explanation_image,
+    faithfulness_table, insertion_curve, split_half, win_percent,
 )
+from facesal_fast.saliency.cis import odd_patch
 
 __all__ = ["EvalConfig", "METHOD_NAMES", "evaluate", "run_cli", "scaled_patch", "score_images", "similarity_transform", "to_input"]
 
@@ -51,10 +62,11 @@ METHOD_NAMES = {
     "gradcampp": "GradCAM++",
     "scorecam": "ScoreCAM",
     "gb": "Guided Backprop",
-    "lrp": "LRP-epsilon (positive relevance)",
+    "lrp": "LRP-epsilon",
 }
 ALIASES = {"gradcam++": "gradcampp", "guided-backprop": "gb", "lrp-epsilon": "lrp"}
 PAPER_PATCHES = (5, 9, 15, 25)
+DELETION_FILLS = ("grey", "black")
 # MediaPipe Face Mesh vertices of the 5 keypoints: eye corners (averaged per eye), nose tip, mouth corners
 KEYPOINTS = ((33, 133), (362, 263), (1,), (61,), (291,))
 
@@ -73,6 +85,11 @@ class EvalConfig:
             the randomisation check use; 0 switches them off.
         max_images: use at most this many images (None: all).
         backend: scorer backend for M(.) and occlusion.
+        gb_output: Guided Backprop from ``"probability"`` (Sun et al.) or ``"logit"``.
+        ties, tie_draws: deletion / insertion tie order (``"random"``: mean over
+            ``tie_draws`` seeded orders; ``"row-major"``: pixel order, one draw).
+        deletion_fill: ``"grey"`` (the value that normalises to 0, RISE) or ``"black"``.
+        insertion_blur: ``"rise"`` (11 x 11, sigma 5) or ``"wide"`` (sigma side / 8).
     """
 
     model: str = "gender"
@@ -89,11 +106,41 @@ class EvalConfig:
     max_images: int | None = None
     backend: str = "onnx"
     seed: int = 0
+    gb_output: str = "probability"
+    ties: str = "random"
+    tie_draws: int = 3
+    deletion_fill: str = "grey"
+    insertion_blur: str = "rise"
+
+    def check(self) -> None:
+        """ValueError naming the setting when a convention option is unknown."""
+        for name, value, allowed in (("gb_output", self.gb_output, OUTPUTS), ("ties", self.ties, TIES),
+                                     ("deletion_fill", self.deletion_fill, DELETION_FILLS),
+                                     ("insertion_blur", self.insertion_blur, BLURS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not isinstance(self.tie_draws, int) or self.tie_draws < 1:
+            raise ValueError(f"tie_draws must be an integer >= 1, got {self.tie_draws!r}")
+
+    def conventions(self) -> str:
+        """One line naming the conventions the tables use."""
+        ties = f"random tie order (mean of {self.tie_draws} seeded draws)" if self.ties == "random" else "row-major ties"
+        fill = "mean grey (normalised 0)" if self.deletion_fill == "grey" else "black"
+        blur = "11 x 11 sigma 5 blur (RISE)" if self.insertion_blur == "rise" else "Gaussian blur sigma side/8"
+        return (f"maps: positive part, equal mass; GB from {self.gb_output}; deletion/insertion: {ties}, "
+                f"deleted pixels {fill}, insertion from {blur}")
 
 
 def scaled_patch(paper_patch: int, input_side: int) -> int:
-    """A patch of the papers' 224 px geometry in ``input_side`` px: ``max(1, round(p * side / 224))``."""
-    return max(1, int(round(paper_patch * input_side / 224)))
+    """A patch of the papers' 224 px geometry in ``input_side`` px, odd (:func:`odd_patch`)."""
+    return odd_patch(paper_patch, input_side)
+
+
+def normalised_zero(scorer: Any) -> np.ndarray:
+    """``(C,)`` pixel value that the scorer's normalisation maps to 0 (``mean / scale``):
+    RISE's deleted pixel and blur padding (mean grey)."""
+    mean = np.asarray(scorer.mean, np.float32).reshape(-1)
+    return np.broadcast_to(mean / np.float32(scorer.scale), (scorer.channels,)).astype(np.float32)
 
 
 def to_input(photo_map: np.ndarray, affine: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -156,7 +203,8 @@ def _tensor(item: _Item, scorer: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
 
 
-def _classic_map(name: str, module: torch.nn.Module, x: torch.Tensor, target: int, scorer: Any) -> np.ndarray:
+def _classic_map(name: str, module: torch.nn.Module, x: torch.Tensor, target: int, scorer: Any,
+                 gb_output: str = "probability") -> np.ndarray:
     from facesal_fast.methods import cams
     from facesal_fast.methods.guided_backprop import guided_backprop
     from facesal_fast.methods.lrp import lrp
@@ -170,11 +218,9 @@ def _classic_map(name: str, module: torch.nn.Module, x: torch.Tensor, target: in
             return cams.scorecam(module, x, target)
         return cams.scorecam(module, x, target, score_batch=lambda b: torch.from_numpy(scorer.score(b, target)))
     if name == "gb":
-        return guided_backprop(module, x, target)
-    if name == "lrp":
-        # positive relevance (evidence for the target); the signed map's min-max would put
-        # "no relevance" at mid-grey and darken the whole crop evenly
-        return np.maximum(lrp(module, x, target, "epsilon", rtol=None), 0.0)
+        return guided_backprop(module, x, target, gb_output)
+    if name == "lrp":  # signed; equal_mass takes the positive part, as for every method
+        return lrp(module, x, target, "epsilon", rtol=None)
     raise ValueError(f"unknown method {name!r}")
 
 
@@ -369,6 +415,7 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHOD_NAMES)}")
     if not 0 < cfg.budget < 1:
         raise ValueError(f"budget must be in (0, 1), got {cfg.budget}")
+    cfg.check()
     t_start = time.perf_counter()
     paths = list_images(photos) if isinstance(photos, (str, Path)) else [Path(p) for p in photos]
     if cfg.max_images is not None:
@@ -391,7 +438,8 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
     tmp = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=run))
     figures: dict[str, bytes] = {}
     sections: list[tuple[str, str, list[str]]] = []  # (title, markdown table(s), figure names)
-    summary: dict = {"config": asdict(cfg), "patch_input_px": patch, "command": " ".join(sys.argv)}
+    summary: dict = {"config": asdict(cfg), "patch_input_px": patch, "conventions": cfg.conventions(),
+                     "command": " ".join(sys.argv)}
     try:
         log(f"facesal evaluate: {len(paths)} photos, model {cfg.model}")
         items, failed = _prepare(paths, scorer, aligner, log)
@@ -421,7 +469,7 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
                 elif m == "occlusion":
                     maps[m].append(r.occlusion)
                 else:
-                    maps[m].append(np.asarray(_classic_map(m, module, x, it.target, scorer), np.float32))
+                    maps[m].append(np.asarray(_classic_map(m, module, x, it.target, scorer, cfg.gb_output), np.float32))
         log(f"  method maps in {time.perf_counter() - t0:.1f} s")
 
         # ---- Average Drop / Increase / Win
@@ -445,11 +493,15 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
         t0 = time.perf_counter()
         curves: dict[str, dict[str, list]] = {m: {"del": [], "ins": [], "del_auc": [], "ins_auc": []} for m in methods}
         fractions = None
+        grey = normalised_zero(scorer)
+        curve_opts = dict(steps=cfg.steps, ties=cfg.ties, draws=cfg.tie_draws, seed=cfg.seed)
+        deleted = grey if cfg.deletion_fill == "grey" else 0.0
         for i, it in enumerate(items):
             fn = (lambda batch, t=it.target: score_images(scorer, batch, t))
             for m in methods:
-                fractions, d, da = deletion_curve(fn, it.input_image, maps[m][i], steps=cfg.steps)
-                _, ins, ia = insertion_curve(fn, it.input_image, maps[m][i], steps=cfg.steps)
+                fractions, d, da = deletion_curve(fn, it.input_image, maps[m][i], baseline=deleted, **curve_opts)
+                _, ins, ia = insertion_curve(fn, it.input_image, maps[m][i], blur=cfg.insertion_blur, baseline=grey,
+                                             **curve_opts)
                 c = curves[m]
                 c["del"].append(d), c["ins"].append(ins), c["del_auc"].append(da), c["ins_auc"].append(ia)
         di_rows = [{"method": m, "deletion_auc": float(np.mean(c["del_auc"])), "deletion_auc_sd": float(np.std(c["del_auc"])),
@@ -483,8 +535,10 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
         np.save(tmp / "cms.npy", cms)
         share_rows = _region_rows(cms)
         md_regions = _write_table(tmp, "cms_regions", share_rows, 3)
-        sections.append(("Faithfulness: Average Drop / % Increase / Win", md_faith, ["examples.png"]))
-        sections.append(("Deletion and insertion (AUC)", md_di, ["deletion.png", "insertion.png"]))
+        sections.append((f"Faithfulness: Average Drop / % Increase / Win (maps: positive part, equal mass; GB from "
+                         f"{cfg.gb_output})", md_faith, ["examples.png"]))
+        sections.append((f"Deletion and insertion (AUC; {cfg.conventions().split('deletion/insertion: ')[1]})", md_di,
+                         ["deletion.png", "insertion.png"]))
         sections.append(("CMS and its regions (share of positive mass, share of area, density = ratio)", md_regions, ["cms.png"]))
         summary.update(faithfulness=faith_rows, deletion_insertion=di_rows, cms_regions=share_rows)
 
@@ -662,7 +716,7 @@ def _sanity(items, scorer, module, cfg, cis_opts, methods):
 
     explainers["cis"] = cis_fn
     for m in ("gradcam", "gb", "lrp"):  # always checked, whatever --methods says
-        explainers[m] = (lambda model, i, m=m: _classic_map(m, model, xs[i], items[i].target, None))
+        explainers[m] = (lambda model, i, m=m: _classic_map(m, model, xs[i], items[i].target, None, cfg.gb_output))
     from facesal_fast.align import canonical_mask
 
     face_mask = canonical_mask(items[0].face.canonical_shape)
@@ -710,6 +764,7 @@ def _html(cfg: EvalConfig, summary: dict, sections, figures: dict[str, bytes], f
         f"CIS patch {cfg.patch} px at 224 px = {summary['patch_input_px']} px at the input, mode {html.escape(cfg.mode)}"
         f" (grid step {cfg.grid_step}), stride {cfg.stride}, fill {html.escape(cfg.fill)}; equal mass s = {cfg.budget:g} x input pixels. "
         f"M(.) = softmax probability of the class predicted on the unmodified crop; explanation images built in the model's input geometry.</p>",
+        f"<p>Conventions: {html.escape(summary.get('conventions', ''))}.</p>",
         f"<p>Command: <code>{html.escape(summary.get('command', ''))}</code></p>",
     ]
     for title, md, figs in sections:
@@ -733,6 +788,8 @@ def run_cli(args: Any) -> int:
         mode=args.mode, grid_step=args.grid_step, stride=args.stride, fill=args.fill, budget=args.budget,
         steps=args.steps, ablation_images=args.ablation_images, sanity_images=args.sanity_images,
         max_images=args.max_images, backend=args.backend,
+        **{k: getattr(args, k) for k in ("gb_output", "ties", "tie_draws", "deletion_fill", "insertion_blur")
+           if getattr(args, k, None) is not None},
     )
     try:
         evaluate(args.photos, args.out, cfg)

@@ -37,8 +37,20 @@ def test_box_heatmap_is_the_fraction_of_boxes_covering_each_pixel():
     ref[3:5, 0:1] += 1
     np.testing.assert_allclose(box_heatmap(boxes, (5, 6)), ref / 3)
     heat = box_heatmap(boxes, (5, 6))
-    top = highlight(heat, 90)
-    assert top.sum() == 2 and heat[top].min() > np.percentile(heat, 90)
+    top = highlight(heat, 90)  # the 90th percentile is 1/3, shared by 9 pixels: '>=' keeps them with the 2 overlaps
+    assert np.percentile(heat, 90) == pytest.approx(1 / 3)
+    np.testing.assert_array_equal(top, heat > 0)
+
+
+def test_highlight_keeps_a_box_covering_more_than_the_top_decile():
+    big = box_heatmap([Box("a", "nose", 0, 0, 4, 4)], (10, 10))  # 25 of 100 pixels in the box
+    np.testing.assert_array_equal(highlight(big, 90), big > 0)  # '>' at the 90th percentile kept nothing
+    small = box_heatmap([Box("a", "nose", 0, 0, 1, 1)], (10, 10))  # 4 pixels: the percentile is 0
+    np.testing.assert_array_equal(highlight(small, 90), small > 0)  # the empty background stays out
+    assert not highlight(np.ones((4, 4)), 90).any()
+    two = box_heatmap([Box("a", "nose", 0, 0, 4, 4), Box("a", "eyes", 0, 0, 1, 1)], (10, 10))
+    np.testing.assert_array_equal(highlight(two, 90), two > 0)  # 25 % >= the 90th percentile (0.5)
+    np.testing.assert_array_equal(highlight(two, 97), two == 1.0)
 
 
 def test_per_person_maps_and_balanced_histogram():

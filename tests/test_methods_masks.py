@@ -63,3 +63,11 @@ def test_mask_errors():
         r2_by_class(np.ones((2, 3, 3)), [0])
     with pytest.raises(ValueError, match="do not vary"):
         r2_by_class(np.ones((2, 3, 3)), [0, 1])
+
+
+def test_top_k_count_rounds_halves_up():
+    # 5 % of 50 pixels is 2.5: the nearest count with halves up is 3 (Python's round gives 2)
+    assert top_k_count(50, 5) == 3 and top_k_count(10, 25) == 3 and top_k_count(90, 5) == 5  # 4.5 -> 5
+    assert top_k_count(70, 5) == 4 and top_k_count(49, 5) == 2  # 3.5 -> 4, 2.45 -> 2
+    mask = top_k_mask(np.arange(50.0).reshape(5, 10), 5)
+    assert mask.sum() == 3 and mask.ravel()[-3:].all()

@@ -123,11 +123,19 @@ def box_heatmap(boxes: Iterable[Box], shape: Sequence[int]) -> np.ndarray:
 
 
 def highlight(heatmap: np.ndarray, percentile: float = 90.0) -> np.ndarray:
-    """``H x W`` bool: pixels strictly above the ``percentile``-th percentile of the map."""
+    """``H x W`` bool: pixels at or above the ``percentile``-th percentile ``t`` of the map.
+
+    ``arr >= t``, so a box covering more than ``100 - percentile`` % of the image (``t`` is
+    then the box's own value) is highlighted. Pixels at the map's minimum are never
+    highlighted: when ``t`` equals the minimum (most pixels in no box) the rule is
+    ``arr > t``, so a small box highlights itself and not the empty background, and a
+    constant map highlights nothing.
+    """
     if not 0 <= percentile < 100:
         raise ValueError(f"percentile must be in [0, 100), got {percentile}")
     arr = check_map(heatmap, "heatmap")
-    return arr > np.percentile(arr, percentile)
+    t = np.percentile(arr, percentile)
+    return arr > t if t <= arr.min() else arr >= t
 
 
 def _by_key(boxes: Iterable[Box], key) -> dict[Hashable, list[Box]]:

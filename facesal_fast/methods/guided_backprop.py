@@ -18,7 +18,9 @@ from torch.overrides import TorchFunctionMode
 
 from facesal_fast.methods._common import check_input, check_logits, check_target, eval_mode
 
-__all__ = ["guided_gradient", "guided_backprop", "saliency_difference"]
+__all__ = ["OUTPUTS", "guided_gradient", "guided_backprop", "saliency_difference"]
+
+OUTPUTS = ("logit", "probability")
 
 
 class _GuidedReLU(torch.autograd.Function):
@@ -64,24 +66,36 @@ class _GuidedReLUMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def guided_gradient(model: torch.nn.Module, input_tensor: torch.Tensor, target: int) -> torch.Tensor:
-    """The guided gradient of output ``target`` (a logit) with respect to the input.
+def _check_output(output: str) -> str:
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    return output
+
+
+def guided_gradient(model: torch.nn.Module, input_tensor: torch.Tensor, target: int,
+                    output: str = "logit") -> torch.Tensor:
+    """The guided gradient of output ``target`` with respect to the input.
 
     Args:
-        model: any torch model mapping ``1 x C x H x W`` to ``1 x num_classes`` scores;
-            run in eval mode (its mode is restored afterwards).
+        model: any torch model mapping ``1 x C x H x W`` to ``1 x num_classes`` scores
+            (logits); run in eval mode (its mode is restored afterwards).
         input_tensor: ``1 x C x H x W`` float model input.
         target: class index whose score is explained.
+        output: ``"logit"`` differentiates the target's logit; ``"probability"`` its
+            softmax probability ``P(y)``, where Sun et al.'s Algorithm 1 starts (the
+            softmax is differentiated plainly, the guided rule acts at every ReLU).
 
     Returns:
         ``1 x C x H x W`` float32 tensor (signed: the input step is a plain gradient, as in
         captum's ``GuidedBackprop``).
     """
+    _check_output(output)
     x = check_input(input_tensor)
     with eval_mode(model), torch.enable_grad(), _GuidedReLUMode():
         out = check_logits(model(x))
         t = check_target(target, out.shape[1])
-        (grad,) = torch.autograd.grad(out[0, t], x)
+        explained = out[0].softmax(0)[t] if output == "probability" else out[0, t]
+        (grad,) = torch.autograd.grad(explained, x)
     return grad.detach().float()
 
 
@@ -90,27 +104,31 @@ def _pixel_map(grad: torch.Tensor) -> np.ndarray:
     return grad[0].clamp(min=0).amax(dim=0).cpu().numpy().astype(np.float32)
 
 
-def guided_backprop(model: torch.nn.Module, input_tensor: torch.Tensor, target: int) -> np.ndarray:
+def guided_backprop(model: torch.nn.Module, input_tensor: torch.Tensor, target: int,
+                    output: str = "logit") -> np.ndarray:
     """GB(target, X) as a per-pixel saliency map.
 
-    Algorithm 1 of sun-teoh-guerzhoy: the guided gradient followed by a last ReLU at the
+    Algorithm 1 of sun-teoh-guerzhoy: the guided gradient (of the logit, or of ``P(y)``
+    with ``output="probability"`` as the algorithm states) followed by a last ReLU at the
     input; colour channels are reduced by their maximum.
 
     Returns:
         ``H x W`` float32, non-negative.
     """
-    return _pixel_map(guided_gradient(model, input_tensor, target))
+    return _pixel_map(guided_gradient(model, input_tensor, target, output))
 
 
-def saliency_difference(model: torch.nn.Module, input_tensor: torch.Tensor, target: int, other: int) -> np.ndarray:
+def saliency_difference(model: torch.nn.Module, input_tensor: torch.Tensor, target: int, other: int,
+                        output: str = "logit") -> np.ndarray:
     """``ReLU(GB(target, X) - GB(other, X))`` (eq. 1 of sun-teoh-guerzhoy), per pixel.
 
-    Both guided gradients are rectified per channel (Algorithm 1), subtracted per channel,
-    rectified, then reduced over channels by their maximum.
+    Both guided gradients (of logits, or of ``P(target)`` and ``P(other)`` with
+    ``output="probability"``) are rectified per channel (Algorithm 1), subtracted per
+    channel, rectified, then reduced over channels by their maximum.
 
     Returns:
         ``H x W`` float32, non-negative.
     """
-    g_y = guided_gradient(model, input_tensor, target).clamp(min=0)
-    g_z = guided_gradient(model, input_tensor, other).clamp(min=0)
+    g_y = guided_gradient(model, input_tensor, target, output).clamp(min=0)
+    g_z = guided_gradient(model, input_tensor, other, output).clamp(min=0)
     return _pixel_map(g_y - g_z)

@@ -1,7 +1,8 @@
 """Top-k% saliency masks and their statistics (sun-teoh-guerzhoy, sections 2.2 and 4.1).
 
 - :func:`top_k_mask`: indicator of the top ``percent`` % pixels of a map (exactly
-  ``round(percent / 100 * H * W)`` pixels; ties broken by pixel order).
+  ``floor(percent / 100 * H * W + 1/2)`` pixels, i.e. halves round up: 2.5 -> 3; ties
+  broken by pixel order).
 - :func:`group_mean_heatmaps`: average of the masks of each person or class.
 - :func:`relative_saliency`: each group heatmap minus the mean of all group heatmaps.
 - :func:`r2_by_class`: share of the pixel-wise variation of the maps explained by class.
@@ -24,8 +25,14 @@ def _check_percent(percent: float) -> float:
 
 
 def top_k_count(n_pixels: int, percent: float) -> int:
-    """Number of pixels a ``percent`` % mask of ``n_pixels`` keeps: ``round(percent / 100 * n)``, >= 1."""
-    return max(1, int(round(_check_percent(percent) / 100.0 * n_pixels)))
+    """Number of pixels a ``percent`` % mask of ``n_pixels`` keeps, >= 1.
+
+    ``floor(percent / 100 * n + 1/2)``: the nearest count, halves rounded *up* (2.5 -> 3,
+    where Python's ``round`` would give the even 2). The product is rounded to 9 decimals
+    first, so that e.g. ``5 % of 50`` counts as the exact half 2.5 it is meant to be.
+    """
+    exact = round(_check_percent(percent) / 100.0 * n_pixels, 9)
+    return max(1, int(np.floor(exact + 0.5)))
 
 
 def top_k_mask(saliency: np.ndarray, percent: float = 5.0) -> np.ndarray:

@@ -1,12 +1,20 @@
 """Equal-budget heatmaps and negative explanation images (John et al., eqs. 9 and 10).
 
-``H' = (h - min h) / (max h - min h)`` and ``H = (s / sum H') H'`` with the same mass ``s``
-for every method on one image, then ``E = (1 - H) (x) I``. Scaling ``H'`` up can push
-values above 1, which would make ``1 - H`` negative (an image that is not an image); we
-keep ``H`` in ``[0, 1]`` by water-filling: ``H = min(1, k H')`` with ``k`` chosen so that
-``sum H = s`` exactly. Only a map whose support (``H' > 0``) has fewer than ``s`` pixels
-cannot reach the budget; it gets ``H = 1`` on its support (mass = support size < ``s``).
-A constant map (no information) becomes the uniform map ``s / n``.
+**Signed maps: the positive part first.** A map ``h`` is first reduced to its positive
+part ``max(h, 0)`` (evidence *for* the target; what the CSM authors' ``SumNormalize``
+does), then ``H' = (h+ - min h+) / (max h+ - min h+)`` (eq. 9) and ``H = (s / sum H') H'``
+(eq. 10) with the same mass ``s`` for every method on one image, then ``E = (1 - H) (x) I``.
+Every method is treated alike. Without the positive part, min-max scaling lifts the
+exactly-zero background of a reprojected CIS / CMS / occlusion map (and the negative
+values) above zero and spends much of the budget where the map says "no effect".
+``positive=False`` keeps the old plain min-max for comparison.
+
+Scaling ``H'`` up can push values above 1, which would make ``1 - H`` negative (an image
+that is not an image); we keep ``H`` in ``[0, 1]`` by water-filling: ``H = min(1, k H')``
+with ``k`` chosen so that ``sum H = s`` exactly. Only a map whose support (``H' > 0``) has
+fewer than ``s`` pixels cannot reach the budget; it gets ``H = 1`` on its support (mass =
+support size < ``s``). A constant map (no information, e.g. no positive value at all)
+becomes the uniform map ``s / n``.
 """
 from __future__ import annotations
 
@@ -24,17 +32,18 @@ def minmax(h: np.ndarray) -> np.ndarray:
     return np.zeros_like(h) if hi <= lo else (h - lo) / (hi - lo)
 
 
-def equal_mass(h: np.ndarray, s: float, *, iterations: int = 60) -> np.ndarray:
-    """Min-max normalise ``h`` and scale it to total mass ``s``, values kept in ``[0, 1]``.
+def equal_mass(h: np.ndarray, s: float, *, positive: bool = True, iterations: int = 60) -> np.ndarray:
+    """Positive part, min-max normalise and scale ``h`` to total mass ``s``, values in ``[0, 1]``.
 
     Args:
-        h: heatmap (any real values).
+        h: ``H x W`` heatmap (any real values).
         s: the budget, ``0 <= s <= h.size`` (pixels' worth of darkening).
+        positive: take ``max(h, 0)`` first (default; False: min-max of the signed map).
     Returns:
-        float64 ``H`` with ``H.sum() == s`` (up to float error) unless the support of
-        ``H'`` is smaller than ``s`` (then ``H = 1`` on the support).
+        float64 ``H x W`` ``H`` with ``H.sum() == s`` (up to float error) unless the
+        support of ``H'`` is smaller than ``s`` (then ``H = 1`` on the support).
     """
-    hp = minmax(h)
+    hp = minmax(np.maximum(np.asarray(h, np.float64), 0.0) if positive else h)
     n = hp.size
     if not 0 <= s <= n:
         raise ValueError(f"mass s must be in [0, {n}], got {s}")

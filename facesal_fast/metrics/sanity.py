@@ -1,10 +1,14 @@
 """Model-parameter randomisation test (Adebayo et al., "Sanity checks for saliency maps",
 NeurIPS 2018), cascading from the output layer down.
 
-Layers are the modules holding weights (``Conv2d``, ``Linear`` and kin), grouped by their
-name with trailing numeric parts dropped (``blocks.separable_conv2d_3.1.0`` and ``...1.1``
-are the one layer ``blocks.separable_conv2d_3``), ordered top (output) to bottom by
-reversed registration order. Step k re-draws the weights and biases of the top k layers
+Layers are the modules holding weights (``Conv2d``, ``Linear`` and kin), each weighted
+module its own layer and its own step, as in Adebayo et al. (VGG-16: 16 steps, AlexNet: 8),
+ordered top (output) to bottom by reversed registration order. The one exception is a
+separable convolution (one Keras ``SeparableConv2D`` layer): a depthwise convolution
+(``groups == in_channels > 1``) directly followed, in the same parent module, by a 1 x 1
+convolution forms one layer (``blocks.separable_conv2d_3.1.0`` and ``...1.1`` are the one
+layer ``blocks.separable_conv2d_3``). Modules are never merged because they share a
+container: the 13 convolutions of VGG-16's ``features`` are 13 steps. Step k re-draws the weights and biases of the top k layers
 from a normal distribution with each tensor's own mean and standard deviation (seeded),
 BatchNorm statistics untouched, and the explanation of each input is compared with the
 one of the trained model by Spearman rank correlation and SSIM (maps min-max scaled to
@@ -27,14 +31,36 @@ __all__ = ["randomizable_layers", "randomize_layer", "cascading_randomization"]
 _WEIGHTED = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear, torch.nn.ConvTranspose2d)
 
 
+def _parent(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _is_depthwise(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+
+
+def _is_pointwise(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Conv2d) and module.groups == 1 and tuple(module.kernel_size) == (1, 1)
+
+
 def randomizable_layers(model: torch.nn.Module) -> list[tuple[str, list[str]]]:
-    """``[(layer name, [module names])]`` from the output layer down."""
-    groups: dict[str, list[str]] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, _WEIGHTED):
-            key = re.sub(r"(\.\d+)+$", "", name) or name
-            groups.setdefault(key, []).append(name)
-    return list(reversed(list(groups.items())))
+    """``[(layer name, [module names])]`` from the output layer down: one entry per weighted
+    module, a depthwise + pointwise pair (separable convolution) counted as one layer.
+
+    A layer is named by its first module's name without trailing indices when those short
+    names are all distinct (``blocks.conv2d_7``), else by the module's full name
+    (``features.28``)."""
+    weighted = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHTED)]
+    layers: list[tuple[str, list[str]]] = []  # (name of its first module, modules)
+    for i, (name, module) in enumerate(weighted):
+        prev_name, prev = weighted[i - 1] if i else ("", None)
+        if prev is not None and _is_depthwise(prev) and _is_pointwise(module) and _parent(prev_name) == _parent(name):
+            layers[-1][1].append(name)
+            continue
+        layers.append((name, [name]))
+    short = [re.sub(r"(\.\d+)+$", "", name) or name for name, _ in layers]
+    unique = len(set(short)) == len(short)  # mini-XCEPTION: "blocks.conv2d_7"; VGG-16: "features.28"
+    return [(short[i] if unique else name, mods) for i, (name, mods) in reversed(list(enumerate(layers)))]
 
 
 def randomize_layer(model: torch.nn.Module, module_names: Sequence[str], generator: torch.Generator) -> None:
