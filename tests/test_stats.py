@@ -67,13 +67,15 @@ def test_permutation_p_values_and_corrections():
 def test_bad_test_options_name_the_argument():
     x = np.ones((4, 3))
     for kwargs, word in (({"permutations": 0}, "permutations"), ({"correction": "bonferroni"}, "correction"),
-                         ({"alpha": 1.5}, "confidence")):
+                         ({"alpha": 1.5}, "alpha must be a number between 0 and 1")):
         with pytest.raises(ValueError, match=word):
             permutation_test(x, x, **kwargs)
     with pytest.raises(ValueError, match="paired"):
         permutation_test(x, x[:3], paired=True)
     with pytest.raises(ValueError, match="min_group"):
         CMSAccumulator((8, 8), min_group=0)
+    with pytest.raises(ValueError, match="confidence"):
+        CMSAccumulator((8, 8), confidence=95)
 
 
 def test_small_groups_claim_nothing():

@@ -61,12 +61,16 @@ class PermutationTest:
     correction: str
 
 
+def _check_fraction(value: float, name: str, example: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number between 0 and 1 (e.g. {example}), got {value!r}")
+
+
 def check_test_options(permutations: int, confidence: float, min_group: int, correction: str) -> None:
     """``ValueError`` naming the argument when a test option is out of range."""
     positive_int(permutations, "permutations")
     positive_int(min_group, "min_group")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    _check_fraction(confidence, "confidence", "0.95")
     if correction not in ("fwer", "fdr"):
         raise ValueError(f"correction must be 'fwer' (max-T family-wise) or 'fdr' (Benjamini-Hochberg), got {correction!r}")
 
@@ -131,7 +135,8 @@ def permutation_test(a: np.ndarray, b: np.ndarray | None = None, *, paired: bool
     ``paired=True`` needs ``n_a == n_b`` (row i of a and of b: the same image) and flips the
     sign of each row of ``a - b``. ``b=None`` tests ``a`` (already differences) against 0.
     """
-    check_test_options(permutations, 1 - alpha, 1, correction)
+    _check_fraction(alpha, "alpha", "0.05")
+    check_test_options(permutations, 0.95, 1, correction)
     a = _as_rows(a, "a")
     if b is not None:
         b = _as_rows(b, "b")
