@@ -1,0 +1,225 @@
+"""The paper's five face tasks side by side (its Figure 1): ``facesal tasks PHOTOS --out runs/NAME``.
+
+On the same photos, the CMS (mean CIS over the photos) of every bundled model of each task:
+
+- recognition: ``dlib-resnet`` with eq. 7 identification confidence against the photo's own
+  unoccluded descriptor (the gallery is that one descriptor: ``cos(Q_occluded, Q)``);
+- gender: ``gender`` (mini-XCEPTION) and ``gender-dlib`` (dlib/Cydral);
+- age: ``age`` (ten-year bins, the predicted bin's probability);
+- head pose: ``head-pose`` (MediaPipe Face Mesh, 9 yaw x pitch bins);
+- expression: ``expression-fer`` and ``expression-kdef``.
+
+Every classifier explains its predicted class. The maps are drawn over the mean face on one
+colour scale (all confidences are probabilities or cosines, so drops share a unit) with
+each model's region shares (:func:`facesal_fast.align.region_shares`, positive mass).
+Output: ``OUT/tasks.png``, ``OUT/tasks.html`` (self-contained) and ``OUT/tasks.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["TASK_MODELS", "TaskMaps", "add_tasks_arguments", "five_tasks", "run_tasks_cli", "write_tasks_page"]
+
+#: Task -> the bundled models that perform it (columns of the figure, in this order).
+TASK_MODELS: dict[str, tuple[str, ...]] = {
+    "recognition": ("dlib-resnet",),
+    "gender": ("gender", "gender-dlib"),
+    "age": ("age",),
+    "head pose": ("head-pose",),
+    "expression": ("expression-fer", "expression-kdef"),
+}
+
+
+@dataclass
+class TaskMaps:
+    """CMS of each model over the same photos.
+
+    Attributes:
+        cms: model name -> ``H_F x W_F`` float32 mean CIS.
+        shares: model name -> ``{region: share}`` of that CMS (positive mass).
+        task: model name -> its task.
+        photos: the photos used (every model succeeded on each); failed: ``(photo, message)``.
+        settings: the CIS options used.
+    """
+
+    cms: dict[str, np.ndarray]
+    shares: dict[str, dict[str, float]]
+    task: dict[str, str]
+    photos: list[str]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _scorers(names: Sequence[str], backend: str) -> dict[str, Any]:
+    from facesal_fast import models
+
+    return {name: models.load(name, backend=backend) for name in names}
+
+
+def _bound(name: str, scorer: Any, image: np.ndarray, face: Any) -> Any:
+    """The scorer explained for this photo: recognition binds eq. 7 to the photo's own descriptor."""
+    if name != "dlib-resnet":
+        return scorer
+    from facesal_fast.scoring.embedding import identification_scorer
+
+    return identification_scorer(scorer.embed(image, face)[None], ["self"], "self", scorer=scorer)
+
+
+def _photo_maps(image: np.ndarray, face: Any, scorers: dict[str, Any], options: dict[str, Any]) -> dict[str, np.ndarray]:
+    from facesal_fast.saliency.cis import cis
+
+    maps = {}
+    for name, scorer in scorers.items():
+        result = cis(image, _bound(name, scorer, image, face), None, face=face, **options)
+        maps[name] = np.asarray(result.canonical, np.float64)
+    return maps
+
+
+def five_tasks(
+    photos: Sequence[str | Path],
+    *,
+    models: Sequence[str] | None = None,
+    mode: str = "grid",
+    grid_step: int = 4,
+    patch: int | None = None,
+    backend: str = "onnx",
+    aligner: Any = None,
+) -> TaskMaps:
+    """CMS of every model in ``models`` (default: all of :data:`TASK_MODELS`) over ``photos``.
+
+    A photo on which alignment or any model fails is left out for all models (so every
+    column averages the same photos) and listed in ``failed``.
+
+    Args:
+        photos: photo paths.
+        models: bundled model names (each must be in :data:`TASK_MODELS`).
+        mode, grid_step, patch: CIS options (:func:`facesal_fast.cis`); ``"grid"`` by default
+            because the head-pose scorer runs MediaPipe on every occluded copy.
+        backend: inference backend of the torch models (dlib-resnet always runs on torch).
+    """
+    from facesal_fast.align import default_aligner, load_image, region_shares
+
+    task_of = {m: task for task, names in TASK_MODELS.items() for m in names}
+    names = list(models) if models is not None else list(task_of)
+    unknown = [m for m in names if m not in task_of]
+    if unknown or not names:
+        raise ValueError(f"models must be among {list(task_of)}, got {list(models or [])}")
+    if not photos:
+        raise ValueError("photos is empty: give at least one face photo")
+    scorers, aligner = _scorers(names, backend), aligner or default_aligner()
+    options = {"mode": mode, "grid_step": grid_step, "patch": patch}
+    sums: dict[str, np.ndarray] = {}
+    used, failed = [], []
+    for path in photos:
+        try:
+            image = load_image(path)
+            maps = _photo_maps(image, aligner(image), scorers, options)
+        except ValueError as err:  # NoFaceError / ImageError are ValueErrors
+            failed.append((str(path), str(err)))
+            continue
+        used.append(str(path))
+        for name, canonical in maps.items():
+            sums[name] = sums.get(name, 0.0) + canonical
+    if not used:
+        raise ValueError(f"no photo could be explained: {failed}")
+    cms = {name: (sums[name] / len(used)).astype(np.float32) for name in names}
+    shares = {name: region_shares(cms[name]) for name in names}
+    return TaskMaps(cms, shares, {m: task_of[m] for m in names}, used, failed, {**options, "backend": backend})
+
+
+def _figure_png(result: TaskMaps) -> bytes:
+    """The maps over the mean face in one row, one colour scale, with one colour bar."""
+    from matplotlib.figure import Figure
+
+    from facesal_fast.align import canonical_face, canonical_mask
+
+    names = list(result.cms)
+    top = max(float(np.max(m)) for m in result.cms.values()) or 1.0
+    fig = Figure(figsize=(2.6 * len(names) + 0.8, 3.2), dpi=100)
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    image = None
+    for ax, name in zip(axes, names):
+        heat = result.cms[name]
+        ax.imshow(canonical_face(heat.shape).mean(axis=2), cmap="gray", vmin=0, vmax=255)
+        image = ax.imshow(np.where(canonical_mask(heat.shape), np.clip(heat, 0, None), np.nan), cmap="inferno",
+                          vmin=0.0, vmax=top, alpha=0.85)
+        ax.set_title(f"{result.task[name]}\n{name}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01)
+    bar.set_label("mean confidence drop (CMS)", fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _shares_table(result: TaskMaps) -> str:
+    names = list(result.cms)
+    regions = list(next(iter(result.shares.values())))
+    head = "".join(f"<th>{html.escape(result.task[n])}<br>{html.escape(n)}</th>" for n in names)
+    rows = []
+    for region in regions:
+        values = [result.shares[n][region] for n in names]
+        cells = "".join(f"<td>{v:.3f}</td>" for v in values)
+        rows.append(f"<tr><td>{html.escape(region.replace('_', ' '))}</td>{cells}</tr>")
+    return f"<table><tr><th>region (subject's left/right)</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
+    """Write ``out/tasks.png``, ``out/tasks.json`` and the self-contained ``out/tasks.html``; returns the page."""
+    from facesal_fast.audit.store import atomic_write_bytes
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figure = _figure_png(result)
+    atomic_write_bytes(out / "tasks.png", figure)
+    summary = {"photos": result.photos, "failed": result.failed, "settings": result.settings,
+               "models": {n: {"task": result.task[n], "region_shares": result.shares[n]} for n in result.cms}}
+    atomic_write_bytes(out / "tasks.json", json.dumps(summary, indent=1).encode())
+    failed = "".join(f"<li>{html.escape(p)}: {html.escape(m)}</li>" for p, m in result.failed)
+    body = (
+        "<h1>Five face tasks: canonical model saliency</h1>"
+        f"<p>{len(result.photos)} photos; CIS options {html.escape(json.dumps(result.settings))}; every map on one "
+        "colour scale (mean drop of the predicted class's probability, or of the identification cosine).</p>"
+        f'<img src="data:image/png;base64,{base64.b64encode(figure).decode()}" alt="CMS per task" style="max-width:100%">'
+        f"<h2>Region shares (positive saliency mass)</h2>{_shares_table(result)}"
+        + (f"<h2>Left out</h2><ul>{failed}</ul>" if failed else "")
+    )
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>facesal tasks</title><style>body{{font-family:"
+            f"sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}</style></head><body>{body}</body></html>")
+    atomic_write_bytes(out / "tasks.html", page.encode())
+    return out / "tasks.html"
+
+
+def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``facesal tasks``."""
+    parser.add_argument("photos", help="folder of face photos")
+    parser.add_argument("--out", required=True, help="output folder (tasks.html, tasks.png, tasks.json)")
+    parser.add_argument("--models", default=",".join(m for names in TASK_MODELS.values() for m in names),
+                        help="comma-separated bundled models (default: every model of the five tasks)")
+    parser.add_argument("--mode", default="grid", choices=["exact", "grid", "adaptive"])
+    parser.add_argument("--grid-step", type=int, default=4, help="grid step in model-input pixels")
+    parser.add_argument("--patch", type=int, default=None, help="occlusion window in model-input pixels")
+    parser.add_argument("--max-images", type=int, default=None, help="use the first N photos")
+    parser.add_argument("--backend", default="onnx", choices=["auto", "torch", "onnx"])
+
+
+def run_tasks_cli(args: argparse.Namespace) -> int:
+    """``facesal tasks``: compute the maps and write the page; returns the exit code."""
+    from facesal_fast.audit.runner import list_images
+
+    photos = list_images(args.photos, exclude=args.out)[: args.max_images]
+    result = five_tasks(photos, models=[m for m in args.models.split(",") if m], mode=args.mode,
+                        grid_step=args.grid_step, patch=args.patch, backend=args.backend)
+    page = write_tasks_page(result, args.out)
+    print(f"facesal tasks: {len(result.photos)} photos, {len(result.failed)} left out; {page}")
+    return 0

@@ -1,0 +1,56 @@
+"""``facesal tasks``: the five tasks' CMS side by side on the same photos (fast: 2 photos,
+``mode="grid"`` with a coarse step, as the head-pose scorer runs MediaPipe per occluded copy)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from facesal_fast import cli, models
+from facesal_fast.align import region_shares
+from facesal_fast.tasks import TASK_MODELS, five_tasks
+from photos import BUNDLED
+
+
+@pytest.fixture(scope="module")
+def two_photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("img1.jpg", "img13.jpg"):
+        shutil.copy(BUNDLED / name, folder / name)
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+def test_every_bundled_task_model_is_in_the_figure():
+    assert list(TASK_MODELS) == ["recognition", "gender", "age", "head pose", "expression"]
+    assert {m for names in TASK_MODELS.values() for m in names} == set(models.CLASSIFIERS) | set(models.EMBEDDING_MODELS)
+
+
+def test_tasks_command_writes_the_page(two_photos, tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["tasks", str(two_photos), "--out", str(out), "--grid-step", "24", "--models",
+                     "dlib-resnet,gender,age,head-pose,expression-fer"]) == 0
+    summary = json.loads((out / "tasks.json").read_text())
+    assert len(summary["photos"]) == 2 and not summary["failed"]
+    assert list(summary["models"]) == ["dlib-resnet", "gender", "age", "head-pose", "expression-fer"]
+    for name, entry in summary["models"].items():
+        shares = entry["region_shares"]
+        assert sum(v for k, v in shares.items() if k != "mouth") == pytest.approx(1.0, abs=0.02), name
+    page = (out / "tasks.html").read_text()
+    assert "data:image/png;base64," in page and "head pose" in page and "recognition" in page
+    assert (out / "tasks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_five_tasks_averages_the_same_photos_and_leaves_failures_out(two_photos, tmp_path):
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    photos = [two_photos / "img1.jpg", blank]
+    result = five_tasks(photos, models=["gender", "expression-fer"], grid_step=16)
+    assert result.photos == [str(photos[0])] and result.failed[0][0] == str(blank)
+    np.testing.assert_allclose(list(result.shares["gender"].values()), list(region_shares(result.cms["gender"]).values()))
+    with pytest.raises(ValueError, match="models must be among"):
+        five_tasks(photos, models=["height"])
+    with pytest.raises(ValueError, match="photos is empty"):
+        five_tasks([], models=["gender"])
