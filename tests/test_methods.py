@@ -10,8 +10,8 @@ from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
-from zennit.composites import LayerMapComposite
-from zennit.rules import AlphaBeta, Epsilon, Norm, Pass
+from zennit.composites import SpecialFirstLayerMapComposite
+from zennit.rules import AlphaBeta, Epsilon, Norm, Pass, ZPlus
 from zennit.types import Activation, AvgPool, Convolution, Linear
 
 from facesal_fast import ops
@@ -117,9 +117,13 @@ def test_guided_backprop_restores_training_mode_and_checks_arguments(x64):
 
 
 def zennit_reference(net, x, target, rule):
+    """zennit's own rules: epsilon with z+ at the input layer, or alpha-beta (2, 1) (every
+    neuron of this net has contributions of both signs, where the rules coincide)."""
     layer_rule = Epsilon(epsilon=1e-6, zero_params="bias") if rule == "epsilon" else AlphaBeta(2.0, 1.0, zero_params="bias")
-    composite = LayerMapComposite(
+    first_rule = ZPlus(stabilizer=1e-12, zero_params="bias") if rule == "epsilon" else layer_rule
+    composite = SpecialFirstLayerMapComposite(
         layer_map=[(Activation, Pass()), (AvgPool, Norm()), (Convolution, layer_rule), (Linear, layer_rule)],
+        first_map=[(Convolution, first_rule)],
         canonizers=[SequentialMergeBatchNorm()],
     )
     with Gradient(model=net, composite=composite) as attributor:
@@ -129,9 +133,11 @@ def zennit_reference(net, x, target, rule):
 
 @pytest.mark.parametrize("rule", ["epsilon", "alpha-beta"])
 def test_lrp_matches_zennit_and_conserves_relevance(x64, rule):
-    net = small_net()
+    # non-negative pixels: every input-layer neuron then has contributions of both signs
+    # (its weights have), where z+ with and without the one-sign completion coincide
+    net, x64 = small_net(), x64.abs()
     result = lrp_relevance(net, x64, 2, rule)
-    np.testing.assert_allclose(result.relevance, zennit_reference(net, x64, 2, rule), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(result.relevance, zennit_reference(net, x64, 2, rule), rtol=1e-3, atol=1e-5)
     logit = float(net(x64)[0, 2])
     assert result.output_total == pytest.approx(logit, rel=1e-6)
     assert result.input_total == pytest.approx(logit, rel=1e-3)
@@ -140,23 +146,36 @@ def test_lrp_matches_zennit_and_conserves_relevance(x64, rule):
     np.testing.assert_allclose(lrp(net, x64, 2, rule), result.relevance.sum(0), rtol=1e-6)
 
 
+def numpy_back(W, inp, R, rule, alpha=2.0, beta=1.0):
+    """One textbook LRP step through ``W`` (no bias): the paper's eq. (2) (``"epsilon"``) or
+    eq. (3), with the module's completions for one-signed neurons (``z_ij / z_j``) and
+    neurons without contributions (``w_ij^2 / sum_i w_ij^2``); ``"z+"`` is alpha=1, beta=0."""
+    z = W * inp[None, :]  # z_ij as [j, i]
+    s = z.sum(1)
+    if rule == "epsilon":
+        return (z / (s + 1e-6 * np.where(s >= 0, 1, -1))[:, None] * R[:, None]).sum(0)
+    if rule == "z+":
+        alpha, beta = 1.0, 0.0
+    zp, zn = np.clip(z, 0, None), np.clip(z, None, 0)
+    p, n = zp.sum(1), zn.sum(1)
+    out = np.zeros_like(inp)
+    for j in range(len(R)):
+        if p[j] > 0 and n[j] < 0:
+            out += (alpha * zp[j] / p[j] - beta * zn[j] / n[j]) * R[j]
+        elif p[j] > 0 or n[j] < 0:
+            out += z[j] / s[j] * R[j]
+        else:
+            out += W[j] ** 2 / (W[j] ** 2).sum() * R[j]
+    return out
+
+
 def numpy_lrp(W1, W2, x, target, rule):
-    """Textbook LRP (the paper's equations) for Linear-ReLU-Linear without biases."""
+    """Textbook LRP for Linear-ReLU-Linear without biases (z+ at the input layer for epsilon)."""
     a = np.maximum(W1 @ x, 0)
     out = W2 @ a
     R = np.zeros_like(out)
     R[target] = out[target]
-
-    def back(W, inp, R):
-        z = W * inp[None, :]  # z_ij as [j, i]
-        if rule == "epsilon":
-            s = z.sum(1)
-            return (z / (s + 1e-6 * np.where(s >= 0, 1, -1))[:, None] * R[:, None]).sum(0)
-        zp, zn = np.clip(z, 0, None), np.clip(z, None, 0)
-        pos, neg = zp / (zp.sum(1) + 1e-6)[:, None], zn / (zn.sum(1) - 1e-6)[:, None]  # zennit's stabiliser
-        return ((2 * pos - 1 * neg) * R[:, None]).sum(0)
-
-    return back(W1, x, back(W2, a, R))
+    return numpy_back(W1, x, numpy_back(W2, a, R, rule), "z+" if rule == "epsilon" else rule)
 
 
 @pytest.mark.parametrize("rule", ["epsilon", "alpha-beta"])
@@ -182,7 +201,7 @@ def test_lrp_resnet_conserves_relevance_through_residual_sums():
     net = torchvision.models.resnet18(num_classes=3).eval()
     x = torch.randn(1, 3, 64, 64)
     result = lrp_relevance(net, x, 1, "epsilon")
-    assert len(result.layers) == 21
+    assert len(result.layers) == 21 + 8  # 20 convolutions, the linear layer, 8 residual sums
     assert check_conservation(result, rtol=1e-2) < 1e-2
 
 

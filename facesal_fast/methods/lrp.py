@@ -1,44 +1,114 @@
-"""Layer-wise Relevance Propagation through zennit composites (arbabzadah et al.).
+"""Layer-wise Relevance Propagation through zennit (Arbabzadah et al., Bach et al. 2015).
 
-Rules, applied to every convolution and linear layer (ReLUs pass relevance on, average
-pools and residual sums redistribute it in proportion to their inputs, max pools to the
-winner, BatchNorm is merged into the preceding layer by zennit's canonizers):
+Relevance entering the output layer is the target logit; biases are left out of the rules
+(``zero_params="bias"``, the paper's ``z_ij = a_i w_ij``), so every rule below hands back to
+a layer's inputs the relevance it received (the paper's eq. (1), ``f(x) = sum_p R_p``).
 
-- ``"epsilon"``: ``R_i = sum_j z_ij / (z_j + eps * sign(z_j)) R_j`` with ``z_ij = a_i w_ij``.
-- ``"alpha-beta"``: ``R_i = sum_j (alpha z+_ij / z+_j - beta z-_ij / z-_j) R_j``. The paper
-  writes the negative weight as ``beta = -1`` in ``alpha z+/z+ + beta z-/z-``; zennit (and
-  this module) write it with a minus sign, so the paper's ``alpha = 2, beta = -1`` is
-  ``alpha=2.0, beta=1.0`` here.
+The model is first canonized by :func:`facesal_fast.methods.canonizers.canonize` (traced
+graph: every BatchNorm merged into the convolution feeding it, residual sums made explicit
+modules). Rules:
 
-Biases are left out of the rules by default (``zero_params="bias"``), as in the paper's
-``z_ij = a_i w_ij``, so relevance is conserved layer to layer (exactly for alpha-beta
-where each neuron has both positive and negative inputs, up to ``eps`` for epsilon).
-The relevance entering the output layer is the target logit. :func:`lrp_relevance`
-reports the relevance totals leaving and entering every rule layer, and
-:func:`check_conservation` checks that each layer, and the model as a whole, conserves it.
+- ReLUs pass relevance on; max pools route it to the winner (plain gradient); average pools
+  and residual sums redistribute it in proportion to their inputs (zennit ``Norm``).
+- ``"alpha-beta"`` (every convolution and linear layer): ``R_i = sum_j (alpha z+_ij / z+_j -
+  beta z-_ij / z-_j) R_j`` with ``z_ij = a_i w_ij`` split by sign. The paper writes the
+  negative weight as ``beta = -1`` in ``alpha z+/z+ + beta z-/z-``; zennit (and this module)
+  write it with a minus sign, so the paper's ``alpha = 2, beta = -1`` is ``alpha=2.0,
+  beta=1.0`` here. The rule conserves (``alpha - beta = 1``) only for a neuron with
+  contributions of both signs; a neuron with one sign only (frequent in depthwise 3 x 3 and
+  1 x 1 convolutions, whose neurons see few inputs) would hand back ``alpha R_j`` or
+  ``-beta R_j``. Such a neuron passes ``R_j`` in proportion to the contributions it has
+  (``z_ij / z_j``, the limit of LRP-0), and a neuron with no contribution at all (every
+  input zero, its output bias only) by the ``w^2`` rule (Montavon et al. 2017, Deep Taylor
+  decomposition), so relevance is conserved at every neuron (:class:`SignSplit`).
+- ``"epsilon"``: ``R_i = sum_j z_ij / (z_j + eps * sign(z_j)) R_j`` at the spatial (k x k,
+  depthwise) convolutions and linear layers; at the pointwise and shortcut 1 x 1
+  convolutions, whose inputs (a depthwise output, a residual sum) are signed so that ``z_j``
+  often nearly cancels and the ratios explode (1e8-fold relevance on the bundled
+  mini-XCEPTIONs), the z+ rule (:class:`SignSplit` with ``alpha=1, beta=0``; Montavon et al.
+  2017; the layer-dependent choice of rules of Montavon et al. 2019 and Kohlbrenner et al.
+  2020, "Towards best practice in explaining neural network decisions with LRP").
+
+:func:`lrp_relevance` reports the relevance totals leaving and entering every rule layer
+(convolutions, linear layers, residual sums), and :func:`check_conservation` checks that
+each of them, and the model as a whole, conserves it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import torch
-from zennit.canonizers import Canonizer, SequentialMergeBatchNorm
-from zennit.composites import LayerMapComposite
-from zennit.rules import AlphaBeta, Epsilon, Norm, Pass
+from zennit.canonizers import Canonizer
+from zennit.core import BasicHook, Composite, ParamMod
 from zennit.layer import Sum
+from zennit.rules import ClampMod, Epsilon, Norm, Pass, zero_bias
 from zennit.types import Activation, AvgPool, Convolution, Linear
 
 from facesal_fast.methods._common import check_input, check_logits, check_target, eval_mode
+from facesal_fast.methods.canonizers import ResidualSum, canonize, input_layers
 
-__all__ = ["LayerRelevance", "LRPResult", "RelevanceNotConservedError", "lrp_composite", "lrp_relevance", "check_conservation", "lrp"]
+__all__ = [
+    "LayerRelevance", "LRPResult", "RelevanceNotConservedError", "SignSplit", "lrp_composite", "lrp_relevance",
+    "check_conservation", "lrp",
+]
 
 RULES = ("epsilon", "alpha-beta")
 
 
 class RelevanceNotConservedError(RuntimeError):
     """Relevance totals of consecutive layers differ by more than the tolerance."""
+
+
+def _split_mapper(alpha: float, beta: float):
+    """Output-gradient weights of :class:`SignSplit`: ``alpha / z+_j``, ``beta / z-_j`` for a
+    two-signed neuron, ``1 / z_j`` for a one-signed one, ``1 / sum_i w_ij^2`` for an empty one."""
+
+    def mapper(out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        pos, neg, square = outputs[0] + outputs[1], outputs[2] + outputs[3], outputs[4]
+        has_pos, has_neg = pos > 0, neg < 0
+        empty = ~(has_pos | has_neg) & (square > 0)
+        pos_weight = torch.where(has_neg, alpha, 1.0) * has_pos
+        neg_weight = torch.where(has_pos, beta, -1.0) * has_neg
+        grad_pos = out_grad * pos_weight / torch.where(has_pos, pos, 1.0)
+        grad_neg = out_grad * neg_weight / torch.where(has_neg, neg, -1.0)
+        grad_square = out_grad * empty / torch.where(empty, square, 1.0)
+        return [grad_pos, grad_pos, grad_neg, grad_neg, grad_square]
+
+    return mapper
+
+
+def _square_weights(param: torch.Tensor, name: str) -> torch.Tensor:
+    return param * param if name == "weight" else torch.zeros_like(param)
+
+
+class SignSplit(BasicHook):
+    """Conserving alpha-beta rule for a convolution or linear layer (see module doc).
+
+    ``R_i = sum_j (alpha z+_ij / z+_j - beta z-_ij / z-_j) R_j`` where neuron ``j`` has
+    contributions of both signs, ``z_ij / z_j R_j`` where it has one sign only, and
+    ``w_ij^2 / sum_i w_ij^2 R_j`` where it has none; ``z_ij = a_i w_ij`` without bias.
+    ``alpha=1, beta=0`` is the z+ rule. Needs ``alpha - beta = 1``, ``beta >= 0``.
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, zero_params: str | list[str] | None = "bias"):
+        if not (beta >= 0 and abs(alpha - beta - 1) < 1e-9):
+            raise ValueError(f"alpha-beta needs alpha - beta = 1 with alpha >= 1, beta >= 0, got alpha={alpha}, beta={beta}")
+        keep, no_bias = {"zero_params": zero_params}, {"zero_params": zero_bias(zero_params)}
+        super().__init__(
+            input_modifiers=[
+                lambda a: a.clamp(min=0), lambda a: a.clamp(max=0), lambda a: a.clamp(min=0), lambda a: a.clamp(max=0),
+                torch.ones_like,
+            ],
+            param_modifiers=[
+                ClampMod(min=0.0, **keep), ClampMod(max=0.0, **no_bias), ClampMod(max=0.0, **keep),
+                ClampMod(min=0.0, **no_bias), ParamMod(_square_weights),
+            ],
+            output_modifiers=[lambda z: z] * 5,
+            gradient_mapper=_split_mapper(alpha, beta),
+            reducer=lambda a, g: a[0] * g[0] + a[1] * g[1] - a[2] * g[2] - a[3] * g[3] + a[4] * g[4],
+        )
 
 
 @dataclass(frozen=True)
@@ -72,16 +142,9 @@ class LRPResult:
         return self.relevance.sum(axis=0).astype(np.float32)
 
 
-def _default_canonizers(model: torch.nn.Module) -> list[Canonizer]:
-    try:
-        from torchvision.models import ResNet
-    except ImportError:  # torchvision is optional for LRP
-        return [SequentialMergeBatchNorm()]
-    if isinstance(model, ResNet):
-        from zennit.torchvision import ResNetCanonizer
-
-        return [ResNetCanonizer()]
-    return [SequentialMergeBatchNorm()]
+def _is_pointwise(module: torch.nn.Module) -> bool:
+    """A 1 x 1 convolution mixing channels (pointwise half of a separable conv, or a shortcut)."""
+    return isinstance(module, Convolution) and module.groups == 1 and all(k == 1 for k in module.kernel_size)
 
 
 def lrp_composite(
@@ -92,20 +155,64 @@ def lrp_composite(
     beta: float = 1.0,
     zero_params: str | None = "bias",
     canonizers: Sequence[Canonizer] = (),
-) -> LayerMapComposite:
-    """The zennit composite of ``rule`` for convolutions and linear layers (see module doc)."""
+    input_layers: Collection[str] = (),
+) -> Composite:
+    """The zennit composite of ``rule`` (see module doc for the rule of each layer type).
+
+    ``input_layers``: names of the layers that see the model input (the epsilon rule gives
+    them the z+ rule, see module doc)."""
     if rule == "epsilon":
         if not epsilon > 0:
             raise ValueError(f"epsilon must be positive, got {epsilon}")
-        layer_rule = Epsilon(epsilon=epsilon, zero_params=zero_params)
+        layer_rule, pointwise_rule = Epsilon(epsilon=epsilon, zero_params=zero_params), SignSplit(1.0, 0.0, zero_params)
     elif rule == "alpha-beta":
-        if not (alpha >= 1 and beta >= 0 and abs(alpha - beta - 1) < 1e-9):
-            raise ValueError(f"alpha-beta needs alpha - beta = 1 with alpha >= 1, beta >= 0, got alpha={alpha}, beta={beta}")
-        layer_rule = AlphaBeta(alpha=alpha, beta=beta, zero_params=zero_params)
+        layer_rule = pointwise_rule = SignSplit(alpha, beta, zero_params)
     else:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    layer_map = [(Activation, Pass()), (Sum, Norm()), (AvgPool, Norm()), (Convolution, layer_rule), (Linear, layer_rule)]
-    return LayerMapComposite(layer_map=layer_map, canonizers=list(canonizers))
+    by_type = [(Activation, Pass()), (Sum, Norm()), (AvgPool, Norm()), (Convolution, layer_rule), (Linear, layer_rule)]
+
+    def module_map(ctx: dict, name: str, module: torch.nn.Module) -> BasicHook | None:
+        if _is_pointwise(module) or (name in input_layers and isinstance(module, (Convolution, Linear))):
+            return pointwise_rule
+        return next((r for kind, r in by_type if isinstance(module, kind)), None)
+
+    return Composite(module_map=module_map, canonizers=list(canonizers))
+
+
+def _layer_name(name: str, module: torch.nn.Module) -> str:
+    return f"{name} (residual sum {module.source})" if isinstance(module, ResidualSum) else name
+
+
+def _tap_relevance(model: torch.nn.Module, totals: dict[str, dict[str, torch.Tensor]]) -> list:
+    """Hooks recording the relevance total at the output and input of every rule layer
+    (convolution, linear, sum), registered so that they run outside zennit's own hooks."""
+
+    def keep(name: str, side: str):
+        return lambda grad: totals.setdefault(name, {}).__setitem__(side, grad.detach().double().sum())
+
+    def pre_hook(name: str):
+        # A fresh node in front of the layer, whose gradient is exactly the relevance the
+        # layer's rule hands back to its input.
+        def hook(module: torch.nn.Module, inputs: tuple) -> tuple:
+            if not inputs[0].requires_grad:
+                return inputs
+            tapped = inputs[0] + 0
+            tapped.register_hook(keep(name, "input"))
+            return (tapped, *inputs[1:])
+
+        return hook
+
+    def forward_hook(name: str):
+        def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(keep(name, "output"))
+
+        return hook
+
+    layers = [(_layer_name(n, m), m) for n, m in model.named_modules() if isinstance(m, (Convolution, Linear, Sum))]
+    return [m.register_forward_pre_hook(pre_hook(n), prepend=True) for n, m in layers] + [
+        m.register_forward_hook(forward_hook(n)) for n, m in layers
+    ]
 
 
 def lrp_relevance(
@@ -122,65 +229,40 @@ def lrp_relevance(
     """Input relevance of the ``target`` logit and per-layer relevance totals.
 
     Args:
-        model: torch model ``1 x C x H x W -> 1 x num_classes`` built from modules zennit
-            knows (conv, linear, ReLU modules, pooling, BatchNorm after conv/linear);
-            run in eval mode, restored afterwards.
+        model: torch model ``1 x C x H x W -> 1 x num_classes`` of convolutions (also
+            depthwise / separable), linear layers, BatchNorm, ReLU, pooling and residual
+            sums; run in eval mode, not modified.
         input_tensor: ``1 x C x H x W`` float.
         target: class index.
-        rule: ``"epsilon"`` or ``"alpha-beta"``.
-        canonizers: zennit canonizers; default merges BatchNorm into the preceding layer
-            (``ResNetCanonizer`` for torchvision ResNets).
+        rule: ``"epsilon"`` or ``"alpha-beta"`` (see module doc).
+        canonizers: None (default): the model is canonized by
+            :func:`~facesal_fast.methods.canonizers.canonize` (traced graph); otherwise these
+            zennit canonizers are applied to the model itself (``[]``: none).
+
+    Raises:
+        ValueError: bad input or target, or a model the default canonization cannot handle.
     """
     x = check_input(input_tensor)
-    chosen = _default_canonizers(model) if canonizers is None else list(canonizers)
-    composite = lrp_composite(rule, epsilon=epsilon, alpha=alpha, beta=beta, canonizers=chosen)
+    first: Collection[str] = ()
+    if canonizers is None:
+        model, canonizers = canonize(model), []
+        first = input_layers(model)
+    composite = lrp_composite(
+        rule, epsilon=epsilon, alpha=alpha, beta=beta, canonizers=list(canonizers), input_layers=first
+    )
     totals: dict[str, dict[str, torch.Tensor]] = {}
-    handles = []
-
-    def keep(name: str, side: str):
-        return lambda grad: totals.setdefault(name, {}).__setitem__(side, grad.detach().double().sum())
-
-    def tap_input(name: str):
-        # A fresh node in front of the layer (before zennit's own pre-hook), whose gradient
-        # is exactly the relevance the layer's rule hands back to its input.
-        def pre_hook(module: torch.nn.Module, inputs: tuple) -> tuple:
-            if not inputs[0].requires_grad:
-                return inputs
-            tapped = inputs[0] + 0
-            tapped.register_hook(keep(name, "input"))
-            return (tapped, *inputs[1:])
-
-        return pre_hook
-
-    def tap_output(name: str):
-        def forward_hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if isinstance(output, torch.Tensor) and output.requires_grad:
-                output.register_hook(keep(name, "output"))
-
-        return forward_hook
-
-    with eval_mode(model), torch.enable_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, (Convolution, Linear)):
-                handles.append(module.register_forward_pre_hook(tap_input(name)))
+    with eval_mode(model), torch.enable_grad(), composite.context(model) as modified:
+        handles = _tap_relevance(modified, totals)
         try:
-            with composite.context(model) as modified:
-                for name, module in modified.named_modules():
-                    if isinstance(module, (Convolution, Linear)):
-                        handles.append(module.register_forward_hook(tap_output(name)))
-                out = check_logits(modified(x))
-                t = check_target(target, out.shape[1])
-                seed = torch.zeros_like(out)
-                seed[0, t] = out[0, t].detach()
-                (relevance,) = torch.autograd.grad(out, x, grad_outputs=seed)
+            out = check_logits(modified(x))
+            t = check_target(target, out.shape[1])
+            seed = torch.zeros_like(out)
+            seed[0, t] = out[0, t].detach()
+            (relevance,) = torch.autograd.grad(out, x, grad_outputs=seed)
         finally:
             for handle in handles:
                 handle.remove()
-    layers = [
-        LayerRelevance(name, float(sides["output"]), float(sides["input"]))
-        for name, sides in totals.items()
-        if "output" in sides and "input" in sides
-    ]
+    layers = [LayerRelevance(n, float(s["output"]), float(s["input"])) for n, s in totals.items() if len(s) == 2]
     return LRPResult(
         relevance=relevance[0].detach().float().cpu().numpy(),
         output_total=float(seed.sum()),
