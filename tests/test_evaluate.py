@@ -30,7 +30,7 @@ def item(gender):
 
 
 def test_scaled_patch_sizes():
-    assert [scaled_patch(p, 64) for p in (5, 9, 15, 25)] == [1, 3, 4, 7]
+    assert [scaled_patch(p, 64) for p in (5, 9, 15, 25)] == [1, 3, 5, 7]  # odd: the nearest odd size
     assert scaled_patch(15, 224) == 15
 
 
@@ -89,6 +89,9 @@ def test_evaluate_command_end_to_end(tmp_path):
     assert sum(wins) == pytest.approx(100.0) and len(wins) == 4
     page = (ev / "evaluate.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "Average Drop" in page
+    cfg = summary["config"]  # the papers' conventions by default, and the page says so
+    assert (cfg["ties"], cfg["deletion_fill"], cfg["insertion_blur"], cfg["gb_output"]) == ("random", "grey", "rise", "probability")
+    assert "random tie order" in summary["conventions"] and "mean grey" in page and "GB from probability" in page
     assert not [p for p in out.iterdir() if p.name.startswith(".evaluate")]  # no temporary folder left
     assert main(["evaluate", str(photos), "--out", str(out), "--methods", "nope"]) == 2
 
@@ -133,3 +136,16 @@ def test_ablation_section(tmp_path):
         assert (ev / name).is_file()
     assert not (ev / "sanity.csv").exists()  # --sanity-images 0 switches the check off
     assert summary["images"] == 2
+
+
+def test_every_method_enters_through_its_positive_part(gender, item, tmp_path):
+    from facesal_fast.evaluate import EvalConfig, evaluate, normalised_zero
+
+    scorer, module = gender
+    signed = _classic_map("lrp", module, _tensor(item, scorer), item.target, scorer)
+    assert signed.min() < 0 < signed.max()  # no LRP-only clipping: equal_mass takes every map's positive part
+    np.testing.assert_allclose(normalised_zero(scorer), [127.5])  # (127.5 / 255 - 0.5) / 0.5 = 0: RISE's grey
+    for bad in ({"ties": "first"}, {"deletion_fill": "white"}, {"insertion_blur": "box"}, {"gb_output": "x"},
+                {"tie_draws": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            evaluate([DEMO / "img1.jpg"], tmp_path / "bad", EvalConfig(**bad), scorer=scorer, module=module)

@@ -2,8 +2,12 @@
 
 - Zero-shot identification (eq. 7): ``S = cos(A, Q)``, Q the query's embedding
   and A the gallery embedding *of the true identity* closest to Q (highest
-  cosine). A is re-chosen for every occluded copy, so the confidence is a
-  function of the (occluded) query image alone, as phi is in eq. 1.
+  cosine). By default A is re-chosen for every occluded copy, so the confidence is
+  a function of the (occluded) query image alone, as phi is in eq. 1. The paper
+  does not say which; the *fixed-image* variant (``query=`` the unoccluded query's
+  embedding) picks A once, closest to the unoccluded query, and keeps it for every
+  occluded copy. The two agree on the unoccluded image; per copy, the default is
+  never lower (it maximises over the same rows).
 - Verification (eq. 8): ``S = c * (cos(Q1, Q2) - tau)`` with ``c = +1`` for a
   genuine pair and ``-1`` for an impostor pair, the same region occluded in
   both images. **Sign fix:** the paper prints ``c * (tau - cos)``, which is
@@ -71,6 +75,7 @@ def identification_confidence(
     gallery_embeddings: np.ndarray | torch.Tensor,
     gallery_labels: Sequence[Hashable] | np.ndarray,
     identity: Hashable,
+    query: np.ndarray | torch.Tensor | None = None,
 ) -> Confidence:
     """Eq. 7: cosine between the query and the closest gallery embedding of ``identity``.
 
@@ -79,10 +84,12 @@ def identification_confidence(
             query image itself out).
         gallery_labels: ``(G,)`` identity label of each gallery row.
         identity: the query's true identity (must occur in ``gallery_labels``).
+        query: ``(D,)`` embedding of the unoccluded query for the fixed-image variant
+            (A chosen once, closest to it); None re-chooses A for every copy.
 
     Returns:
         ``fn(outputs (K, D)) -> (K,)``: ``max_g cos(outputs[k], gallery[g])`` over
-        the rows ``g`` labelled ``identity``.
+        the rows ``g`` labelled ``identity`` (or ``cos(outputs[k], A)`` with ``query``).
     """
     gallery = _as_tensor(gallery_embeddings).float()
     labels = list(np.asarray(gallery_labels).tolist())
@@ -92,6 +99,11 @@ def identification_confidence(
     if not rows:
         raise ValueError(f"identity {identity!r} has no gallery embedding")
     own = F.normalize(gallery[rows], dim=1)  # (G_c, D)
+    if query is not None:
+        q0 = _as_tensor(query).float().reshape(-1)
+        if q0.shape[0] != own.shape[1] or not torch.isfinite(q0).all():
+            raise ValueError(f"query must be a finite ({own.shape[1]},) embedding, got shape {tuple(q0.shape)}")
+        own = own[int(torch.argmax(own @ F.normalize(q0, dim=0)))][None]  # A fixed: (1, D)
 
     def confidence(outputs: torch.Tensor) -> torch.Tensor:
         if outputs.ndim != 2 or outputs.shape[1] != own.shape[1]:
@@ -313,6 +325,7 @@ def identification_scorer(
     labels: Sequence[Hashable] | np.ndarray,
     identity: Hashable,
     scorer: Scorer | None = None,
+    query: Any = None,
 ) -> Scorer:
     """An embedding scorer whose confidence is eq. 7 for ``identity``, for ``facesal_fast.cis``.
 
@@ -323,6 +336,8 @@ def identification_scorer(
         identity: the query's true identity.
         scorer: the embedding scorer (default ``facesal_fast.models.load("dlib-resnet",
             backend="torch")``).
+        query: the unoccluded query (photo, ``AlignedFace`` or ``(D,)`` embedding) for the
+            fixed-image variant of eq. 7 (A chosen once); None re-chooses A per copy.
 
     Returns:
         ``scorer.with_confidence(identification_confidence(...))``: ``cis(photo, it,
@@ -330,7 +345,11 @@ def identification_scorer(
     """
     scorer = _default_scorer(scorer)
     embeddings = embed_faces(scorer, gallery)
-    return scorer.with_confidence(identification_confidence(embeddings, labels, identity))
+    anchor = None if query is None else embed_faces(scorer, query)
+    if anchor is not None and len(anchor) != 1:
+        raise ValueError(f"query must be one photo or embedding, got {len(anchor)}")
+    return scorer.with_confidence(identification_confidence(embeddings, labels, identity,
+                                                            None if anchor is None else anchor[0]))
 
 
 def verification_scorer(other: Any, c: int, tau: float, scorer: Scorer | None = None) -> Scorer:
