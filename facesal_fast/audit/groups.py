@@ -90,11 +90,14 @@ def match_groups(groups: Mapping[str, str], keys: Sequence[str], where: str = "g
     """Check that the groups name the photos ``keys``.
 
     Returns:
-        ``None`` when every photo has a group, else a warning saying how many have one.
+        ``None`` when every photo has a group (or ``groups`` is empty: no groups given),
+        else a warning saying how many have one.
 
     Raises:
         ValueError: no photo has a group (names as file names or paths relative to the folder).
     """
+    if not groups:
+        return None
     matched = sum(group_for(groups, key) is not None for key in keys)
     if matched == 0 and keys:
         example = ", ".join(repr(name) for name in list(groups)[:2])
