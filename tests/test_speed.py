@@ -282,3 +282,146 @@ def test_a_twin_that_disagrees_with_its_model_is_refused():
 
     with pytest.raises(ValueError, match="disagrees"):
         IncrementalModel(Twinned()).cache(torch.randn(1, 3, 8, 8))
+
+
+# ---------------------------------------------------------------------------- fast by default
+
+def test_multiply_adds_are_counted_box_wise():
+    from facesal_fast.speed.auto import mac_ratio
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 2)).eval()
+    model = IncrementalModel(net)
+    model.cache(torch.randn(1, 3, 16, 16))
+    assert model.multiply_adds == 16 * 16 * 4 * 27 + 4 * 16 * 16 * 2
+    # Patch 3 away from the border: the conv's box is 5 x 5, the linear layer runs in full.
+    ratio = mac_ratio(model, torch.randn(1, 3, 16, 16), 3, centres=np.array([[8.0, 8.0]]))
+    assert ratio == pytest.approx((16 * 16 * 4 * 27 + 2048) / (5 * 5 * 4 * 27 + 2048))
+
+
+def _traceable_scorer(**options) -> Scorer:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    return Scorer.from_torch(net, 32, mean=0.5, std=0.25, **options)
+
+
+def test_auto_incremental_weighs_the_backend_and_falls_back_silently():
+    from facesal_fast.scoring.backends import CallableBackend
+    from facesal_fast.scoring.selection import ProbeResult
+    from facesal_fast.speed.auto import choose_incremental
+
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    eager = _traceable_scorer(backend="torch")
+    chosen = choose_incremental(eager, image, 3)
+    assert chosen.incremental and isinstance(chosen.scorer, IncrementalScorer) and chosen.mac_ratio > 10
+
+    def faster_backend(ms_torch: float, ms_other: float) -> Scorer:
+        fn = lambda b: eager.module(torch.from_numpy(b)).detach().numpy()  # noqa: E731
+        probe = [ProbeResult("torch-fp32", ms_torch, 0.0), ProbeResult("callable", ms_other, 0.0)]
+        return Scorer(CallableBackend(fn), input_size=32, mean=0.5, std=0.25, probe=probe, module=eager.module)
+
+    # Incremental runs in torch eager: it must beat the backend's measured speed-up too.
+    assert choose_incremental(faster_backend(2.0, 1.0), image, 3).incremental
+    slow = choose_incremental(faster_backend(100.0, 1.0), image, 3)
+    assert not slow.incremental and "< 150" in slow.reason
+    assert not choose_incremental(_traceable_scorer(backend="onnx"), image, 3).incremental  # named: respected
+    box = Scorer.from_callable(lambda b: b.reshape(len(b), -1)[:, :2], 32)
+    assert choose_incremental(box, image, 3).scorer is box
+    with pytest.raises(ValueError, match="incremental=True, but no torch module"):
+        choose_incremental(box, image, 3, incremental=True)
+    with pytest.raises(ValueError, match="incremental must be"):
+        choose_incremental(eager, image, 3, incremental="yes")
+
+
+def test_auto_incremental_logs_its_choice_once(caplog):
+    from facesal_fast.speed.auto import choose_incremental
+
+    scorer = _traceable_scorer(backend="torch")
+    image = np.zeros((32, 32, 3), np.uint8)
+    with caplog.at_level("INFO", logger="facesal_fast.speed"):
+        for _ in range(3):
+            choose_incremental(scorer, image, 5)
+    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
+    assert "incremental inference on" in caplog.records[0].getMessage()
+
+
+@pytest.fixture(scope="module")
+def gender_photo():
+    from facesal_fast.align import default_aligner, load_image
+
+    return default_aligner()(load_image(ROOT / "facesal_fast" / "data" / "demo_faces" / "img1.jpg"))
+
+
+def test_default_cis_picks_incremental_on_a_bundled_model_and_equals_exact(gender_photo):
+    from facesal_fast import models
+    from facesal_fast.saliency import cis
+
+    scorer, face = models.load("gender", backend="torch"), gender_photo
+    fast = cis(face.image, scorer, face=face, stride=25)
+    plain = cis(face.image, scorer, face=face, stride=25, incremental=False)
+    assert fast.settings["incremental"] and not plain.settings["incremental"]
+    assert "multiply-add ratio" in fast.settings["incremental_reason"]
+    assert fast.forward_passes == plain.forward_passes == fast.settings["forward_passes"]
+    np.testing.assert_allclose(fast.drops, plain.drops, atol=1e-5)
+    np.testing.assert_allclose(fast.canonical, plain.canonical, atol=1e-5)
+
+
+def test_quality_presets_meet_their_ssim_bound_on_a_real_photo(gender_photo):
+    """The bundled gender model at the benchmark's ~2200 vertices: ``high`` >= 0.95 and
+    ``fast`` >= 0.90 SSIM against exact, with fewer forward passes, settings recorded."""
+    from facesal_fast import models
+    from facesal_fast.metrics.similarity import ssim
+    from facesal_fast.saliency import cis
+
+    scorer, face = models.load("gender", backend="onnx"), gender_photo
+    stride = max(1, int(np.asarray(face.visible).sum()) // 2194)
+    exact = cis(face.image, scorer, face=face, stride=stride, quality="exact")
+    assert exact.settings["mode"] == "exact" and exact.settings["quality"] == "exact"
+    span = float(np.ptp(exact.canonical))
+    for quality, bound, mode in [("high", 0.95, "adaptive"), ("fast", 0.90, "grid")]:
+        result = cis(face.image, scorer, face=face, stride=stride, quality=quality)
+        assert (result.settings["quality"], result.settings["mode"]) == (quality, mode)
+        assert result.settings["forward_passes"] == result.forward_passes < exact.forward_passes
+        assert ssim(result.canonical, exact.canonical, data_range=span) >= bound
+    with pytest.raises(ValueError, match="quality must be one of"):
+        cis(face.image, scorer, face=face, stride=stride, quality="best")
+    with pytest.raises(ValueError, match="either quality"):
+        cis(face.image, scorer, face=face, stride=stride, quality="fast", mode="grid")
+
+
+def test_cli_quality_and_no_incremental_reach_the_audit(tmp_path):
+    from facesal_fast.cli import _parser, plan_audit
+
+    args = _parser().parse_args(["audit", "photos", "--out", "runs/x", "--quality", "fast", "--no-incremental"])
+    assert (args.quality, args.incremental) == ("fast", False)
+    assert _parser().parse_args(["audit", "photos", "--out", "runs/x"]).incremental == "auto"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes((ROOT / "facesal_fast" / "data" / "demo_faces" / "img1.jpg").read_bytes())
+    plan = plan_audit(photos, tmp_path / "run", quality="fast", incremental=False)
+    assert plan.cis_options["quality"] == "fast" and plan.cis_options["incremental"] is False
+    assert "quality" not in plan_audit(photos, tmp_path / "run").cis_options  # old runs resume unchanged
+    with pytest.raises(ValueError, match="--quality"):
+        plan_audit(photos, tmp_path / "run", quality="high", mode="grid")
+
+
+def test_auto_backend_without_input_size_probes_per_shape_only_when_the_work_pays(tmp_path):
+    from facesal_fast.scoring.selection import ProbingBackend
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 2)).eval()
+    scorer = Scorer.from_torch(net, None, cache_dir=tmp_path)
+    backend = scorer.backend
+    assert isinstance(backend, ProbingBackend)
+    image = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    centres = np.array([[5.0, 5.0], [12.0, 9.0]], np.float32)
+    eager = Scorer.from_torch(net, None, backend="torch").score_occluded(image, centres, 3)
+    np.testing.assert_allclose(scorer.score_occluded(image, centres, 3), eager, atol=1e-6)
+    assert backend.probes == {} and backend.speedup((3, 20, 24)) == 1.0  # tiny work: no probe
+    backend.probe_after = 0.0  # now every new shape has paid for its probe
+    np.testing.assert_allclose(scorer.score_occluded(image, centres, 3), eager, atol=1e-5)
+    assert list(backend.probes) == [(3, 20, 24)] and backend.chosen[(3, 20, 24)].layout == "nchw"
+    assert backend.speedup((3, 20, 24)) > 0 and backend.name.startswith("auto(torch-fp32")
+    np.testing.assert_allclose(scorer.score_occluded(image, centres, 3), eager, atol=1e-5)
+    assert len(backend.probes) == 1  # cached per shape

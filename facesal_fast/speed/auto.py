@@ -44,8 +44,8 @@ INCREMENTAL_MIN_MAC_RATIO = 1.5
 #: that the CIS map's SSIM against exact stays >= 0.95 (``high``) and >= 0.90 (``fast``).
 QUALITY_PRESETS: dict[str, tuple[str, float, float]] = {
     "exact": ("exact", 0.0, 0.0),
-    "high": ("adaptive", 0.5, 0.2),
-    "fast": ("grid", 0.5, 0.0),
+    "high": ("adaptive", 0.67, 0.3),
+    "fast": ("grid", 0.67, 0.0),
 }
 _POSITIONS = 4  # the multiply-add count occludes a 4 x 4 grid of patch positions
 
