@@ -11,7 +11,9 @@ On the same photos, the CMS (mean CIS over the photos) of every bundled model of
 
 Every classifier explains its predicted class. The maps are drawn over the mean face on one
 colour scale (all confidences are probabilities or cosines, so drops share a unit) with
-each model's region shares (:func:`facesal_fast.align.region_shares`, positive mass).
+each model's region shares (:func:`facesal_fast.align.region_shares`, positive mass; the maps
+are cut to the canonical face first) and the bootstrap interval over photos of the mean
+per-photo share.
 Output: ``OUT/tasks.png``, ``OUT/tasks.html`` (self-contained) and ``OUT/tasks.json``.
 """
 from __future__ import annotations
@@ -46,6 +48,8 @@ class TaskMaps:
     Attributes:
         cms: model name -> ``H_F x W_F`` float32 mean CIS.
         shares: model name -> ``{region: share}`` of that CMS (positive mass).
+        intervals: model name -> ``{region: (mean per-photo share, CI low, CI high)}``, the
+            bootstrap interval over photos of :class:`~facesal_fast.saliency.CMSAccumulator`.
         task: model name -> its task.
         photos: the photos used (every model succeeded on each); failed: ``(photo, message)``.
         settings: the CIS options used.
@@ -55,6 +59,7 @@ class TaskMaps:
     shares: dict[str, dict[str, float]]
     task: dict[str, str]
     photos: list[str]
+    intervals: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -106,7 +111,8 @@ def five_tasks(
             because the head-pose scorer runs MediaPipe on every occluded copy.
         backend: inference backend of the torch models (dlib-resnet always runs on torch).
     """
-    from facesal_fast.align import default_aligner, load_image, region_shares
+    from facesal_fast.align import canonical_mask, default_aligner, load_image, region_shares
+    from facesal_fast.saliency.cms import CMSAccumulator
 
     task_of = {m: task for task, names in TASK_MODELS.items() for m in names}
     names = list(models) if models is not None else list(task_of)
@@ -117,7 +123,7 @@ def five_tasks(
         raise ValueError("photos is empty: give at least one face photo")
     scorers, aligner = _scorers(names, backend), aligner or default_aligner()
     options = {"mode": mode, "grid_step": grid_step, "patch": patch}
-    sums: dict[str, np.ndarray] = {}
+    accumulators: dict[str, CMSAccumulator] = {}
     used, failed = [], []
     for path in photos:
         try:
@@ -127,13 +133,15 @@ def five_tasks(
             failed.append((str(path), str(err)))
             continue
         used.append(str(path))
-        for name, canonical in maps.items():
-            sums[name] = sums.get(name, 0.0) + canonical
+        for name, canonical in maps.items():  # the face only, so shares are of the face's mass (as region_shares)
+            accumulators.setdefault(name, CMSAccumulator(canonical.shape, min_group=2)).add(
+                canonical * canonical_mask(canonical.shape), "all")
     if not used:
         raise ValueError(f"no photo could be explained: {failed}")
-    cms = {name: (sums[name] / len(used)).astype(np.float32) for name in names}
-    shares = {name: region_shares(cms[name]) for name in names}
-    return TaskMaps(cms, shares, {m: task_of[m] for m in names}, used, failed, {**options, "backend": backend})
+    results = {name: accumulators[name].result() for name in names}
+    return TaskMaps({n: r.cms for n, r in results.items()}, {n: region_shares(r.cms) for n, r in results.items()},
+                    {m: task_of[m] for m in names}, used, {n: r.share_intervals["all"] for n, r in results.items()},
+                    failed, {**options, "backend": backend})
 
 
 def _figure_png(result: TaskMaps) -> bytes:
@@ -168,10 +176,15 @@ def _shares_table(result: TaskMaps) -> str:
     head = "".join(f"<th>{html.escape(result.task[n])}<br>{html.escape(n)}</th>" for n in names)
     rows = []
     for region in regions:
-        values = [result.shares[n][region] for n in names]
-        cells = "".join(f"<td>{v:.3f}</td>" for v in values)
+        cells = "".join(f"<td>{result.shares[n][region]:.3f}{_interval(result, n, region)}</td>" for n in names)
         rows.append(f"<tr><td>{html.escape(region.replace('_', ' '))}</td>{cells}</tr>")
     return f"<table><tr><th>region (subject's left/right)</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _interval(result: TaskMaps, name: str, region: str) -> str:
+    """`` [low, high]``: the bootstrap CI of the mean per-photo share, when there is one."""
+    found = result.intervals.get(name, {}).get(region)
+    return f"<br><small>[{found[1]:.3f}, {found[2]:.3f}]</small>" if found else ""
 
 
 def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
@@ -183,7 +196,8 @@ def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
     figure = _figure_png(result)
     atomic_write_bytes(out / "tasks.png", figure)
     summary = {"photos": result.photos, "failed": result.failed, "settings": result.settings,
-               "models": {n: {"task": result.task[n], "region_shares": result.shares[n]} for n in result.cms}}
+               "models": {n: {"task": result.task[n], "region_shares": result.shares[n],
+                          "per_photo_share_intervals": result.intervals.get(n, {})} for n in result.cms}}
     atomic_write_bytes(out / "tasks.json", json.dumps(summary, indent=1).encode())
     failed = "".join(f"<li>{html.escape(p)}: {html.escape(m)}</li>" for p, m in result.failed)
     body = (
@@ -191,7 +205,8 @@ def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
         f"<p>{len(result.photos)} photos; CIS options {html.escape(json.dumps(result.settings))}; every map on one "
         "colour scale (mean drop of the predicted class's probability, or of the identification cosine).</p>"
         f'<img src="data:image/png;base64,{base64.b64encode(figure).decode()}" alt="CMS per task" style="max-width:100%">'
-        f"<h2>Region shares (positive saliency mass)</h2>{_shares_table(result)}"
+        "<h2>Region shares (positive saliency mass of the CMS; under each, the 95% bootstrap interval over photos "
+        f"of the mean per-photo share)</h2>{_shares_table(result)}"
         + (f"<h2>Left out</h2><ul>{failed}</ul>" if failed else "")
     )
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>facesal tasks</title><style>body{{font-family:"
