@@ -10,12 +10,14 @@
   never lower (it maximises over the same rows).
 - Verification (eq. 8): ``S = c * (cos(Q1, Q2) - tau)`` with ``c = +1`` for a
   genuine pair and ``-1`` for an impostor pair, the same region occluded in
-  both images. **Sign fix:** the paper prints ``c * (tau - cos)``, which is
-  negative for a correctly verified genuine pair and makes the occlusion drop
-  ``S(I) - S(I_occluded)`` negative exactly where a region matters; with
-  ``c * (cos - tau)`` the score is positive when the pair is decided correctly
-  and drops when an occlusion pushes it towards the wrong decision, like a
-  class probability.
+  both images. **Sign, a labelling convention:** the paper prints
+  ``c * (tau - cos)`` with ``c in {-1, 1}`` and never says which label is +1;
+  read with ``c = +1`` for a genuine pair it is negative for a correctly verified
+  pair and makes the occlusion drop ``S(I) - S(I_occluded)`` negative exactly
+  where a region matters. ``c * (cos - tau)`` with ``c = +1`` for a genuine pair
+  is the printed formula with the other labelling: positive when the pair is
+  decided correctly, dropping when an occlusion pushes it towards the wrong
+  decision, like a class probability.
 
 All confidences follow the Scorer's convention ``outputs (K, D) torch tensor
 -> scores (K,)`` (see :mod:`facesal_fast.scoring.confidence`).
