@@ -379,3 +379,16 @@ def test_audit_refuses_bad_options_before_any_image_or_file(tmp_path, options, m
     with pytest.raises(ValueError, match="unknown class 'nope'"):
         Audit(scorer, tmp_path / "run", target="nope")
     assert not (tmp_path / "run").exists()
+
+
+def test_leaving_a_with_block_releases_the_run_lock(tmp_path):
+    from types import SimpleNamespace
+
+    from facesal_fast import Audit
+
+    scorer = SimpleNamespace(input_size=(64, 64), classes=["woman", "man"])
+    with Audit(scorer, tmp_path / "run", aligner=object()) as audit:
+        with pytest.raises(RunLockedError, match="in use by another running audit"):
+            RunStore(tmp_path / "run", audit.store.settings)
+    with RunStore(tmp_path / "run", audit.store.settings) as again:
+        assert again.settings == audit.store.settings

@@ -273,6 +273,18 @@ class Audit:
             pass
         return dict(self.summary)
 
+    def close(self) -> None:
+        """Close the run store and release the run folder's lock (also done on leaving a
+        ``with Audit(...) as audit:`` block, or when the process ends)."""
+        if self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> Audit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def cms(self, **options: Any) -> CMSResult:
         """The CMS of every finished image (from the run store in key order, when there is one)."""
         if self.store is None:

@@ -283,6 +283,12 @@ class RunStore:
         for row in self.rows("done"):
             yield row, self.load(row.key)
 
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Close the index and release the run's lock."""
         self._db.close()
