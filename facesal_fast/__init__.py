@@ -25,6 +25,7 @@ _LAZY = {
     "models": "facesal_fast.models",
     "scoring": "facesal_fast.scoring",
     "methods": "facesal_fast.methods",
+    "CanonicalOcclusion": "facesal_fast.attribution",
     "compare": "facesal_fast.comparison",
 }
 

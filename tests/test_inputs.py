@@ -1,6 +1,12 @@
 """Inputs of the public API: value ranges of array images, torch tensors and batches in,
 tensors out, face choice, scorer output and normalisation checks, reprs."""
 import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -190,3 +196,73 @@ def test_face_choice_on_a_group_photo(scorer, caplog):
 def test_scorer_satisfies_the_scorer_protocol(scorer):
     assert isinstance(scorer, ScorerLike)
     assert photos([PHOTO])[1] and not photos(PHOTO)[1]
+
+
+# ----------------------------------------------------------------------------- quiet by default
+
+
+_MEDIAPIPE_LINE = re.compile(r"XNNPACK|absl|feedback|NORM_RECT|^[WIE]\d{4} ", re.M)
+_ALIGN_SCRIPT = f"""
+import sys
+from facesal_fast.align import Aligner
+aligner = Aligner()
+aligner({str(BUNDLED / 'couple.jpg')!r}, all_faces=True)
+aligner({str(PHOTO)!r})
+print("stderr still works", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("shown", [False, True])
+def test_mediapipe_native_logs_are_silenced_in_a_fresh_process(shown):
+    env = dict(os.environ, FACESAL_MEDIAPIPE_LOGS="1" if shown else "0")
+    done = subprocess.run([sys.executable, "-c", _ALIGN_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = _MEDIAPIPE_LINE.findall(done.stderr)
+    assert "stderr still works" in done.stderr  # fd 2 restored after MediaPipe started
+    assert (len(lines) > 0) if shown else (lines == []), done.stderr
+
+
+# ----------------------------------------------------------------------------- defaults said out loud
+
+
+def test_from_torch_crops_the_face_by_default(image, face):
+    default = Scorer.from_torch(_tiny_net(), 32, backend="torch")
+    assert default.crop == "auto" and Scorer.from_torch(_tiny_net(), None, backend="torch").crop == "none"
+    for crop, box in (("face", face), ("none", None)):
+        want = Scorer.from_torch(_tiny_net(), 32, backend="torch", crop=crop).prepare(image, box)
+        got = default.prepare(image, box)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1])
+
+
+def test_whole_photo_crop_warns_once_when_the_face_is_small(image, face):
+    whole = Scorer.from_torch(_tiny_net(), 32, backend="torch", crop="none")
+    wide = np.zeros((image.shape[0] * 3, image.shape[1] * 3, 3), np.uint8)
+    wide[: image.shape[0], : image.shape[1]] = image  # the same face in a photo 3x larger
+    with pytest.warns(UserWarning, match=r"crop='none': the face spans \d+%"):
+        whole.prepare(wide, face)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole.prepare(wide, face)  # once per scorer
+        Scorer.from_torch(_tiny_net(), 32, backend="torch", crop="none").prepare(image[100:400, 50:350], (60, 60, 240, 240))
+
+
+def test_slow_occlusion_shows_progress_and_fast_does_not(capsys):
+    def slow(batch):
+        time.sleep(0.7)
+        return np.zeros((len(batch), 2), np.float32)
+
+    scorer = Scorer.from_callable(slow, 8, batch_size=1)
+    scorer.score_occluded(np.zeros((8, 8, 3), np.uint8), np.full((4, 2), 4.0), 3, target=0)
+    assert "occlusion" in capsys.readouterr().err  # 2.8 s: a bar after 2 s
+    fast = Scorer.from_callable(lambda b: np.zeros((len(b), 2), np.float32), 8, batch_size=1)
+    fast.score_occluded(np.zeros((8, 8, 3), np.uint8), np.full((4, 2), 4.0), 3, target=0)
+    assert "occlusion" not in capsys.readouterr().err
+
+
+def test_backend_probe_logs_its_choice_and_time(caplog, tmp_path):
+    with caplog.at_level(logging.INFO, logger="facesal_fast.scoring"):
+        scorer = Scorer.from_torch(_tiny_net(), 16, backend="auto", cache_dir=tmp_path)
+    lines = [r.getMessage() for r in caplog.records if "backend probe" in r.getMessage()]
+    assert len(lines) == 1 and f"chose {scorer.backend.name}" in lines[0] and "torch-fp32" in lines[0]
+    assert re.search(r"in \d+\.\d s", lines[0])

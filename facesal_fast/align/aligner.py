@@ -8,12 +8,14 @@ triangles from the image winding, and a z-buffer of the posed mesh).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Iterator, Sequence, Union
 
 import cv2
 import numpy as np
@@ -26,6 +28,55 @@ from .mesh import front_facing, signed_areas, visible_points
 
 _log = logging.getLogger(__name__)
 ImageLike = Union[np.ndarray, str, os.PathLike]
+
+#: Set to 1 to see MediaPipe's native log lines (XNNPACK, absl, feedback manager, NORM_RECT).
+MEDIAPIPE_LOGS_ENV = "FACESAL_MEDIAPIPE_LOGS"
+_STDERR_LOCK = threading.Lock()
+_STDERR_STATE = {"depth": 0, "saved": -1}
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Point the process's file descriptor 2 at ``/dev/null`` for the duration (native
+    libraries write there directly, past ``sys.stderr``), then restore it. Nested and
+    concurrent uses share one redirection; ``FACESAL_MEDIAPIPE_LOGS=1`` turns it off."""
+    if os.environ.get(MEDIAPIPE_LOGS_ENV, "") not in ("", "0"):
+        yield
+        return
+    with _STDERR_LOCK:
+        if _STDERR_STATE["depth"] == 0:
+            sys.stderr.flush()
+            _STDERR_STATE["saved"] = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        _STDERR_STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _STDERR_LOCK:
+            _STDERR_STATE["depth"] -= 1
+            if _STDERR_STATE["depth"] == 0:
+                sys.stderr.flush()
+                os.dup2(_STDERR_STATE["saved"], 2)
+                os.close(_STDERR_STATE["saved"])
+
+
+class _QuietGraph:
+    """A MediaPipe solution whose first ``process`` call (when its graph starts and logs)
+    runs with native stderr silenced; later calls go straight through."""
+
+    def __init__(self, graph: object) -> None:
+        self.graph, self._started = graph, False
+
+    def process(self, image: np.ndarray) -> object:
+        if self._started:
+            return self.graph.process(image)
+        with native_stderr_silenced():
+            result = self.graph.process(image)
+        self._started = True
+        return result
+
 
 # Landmarks of eyes, nose and mouth (used to match meshes with detector boxes).
 CORE_LANDMARKS = (33, 133, 362, 263, 1, 4, 61, 291, 13, 14)
@@ -113,21 +164,25 @@ class Aligner:
 
     # ------------------------------------------------------------------ mediapipe
     def _models(self):
+        """MediaPipe's graphs, built on first use with their native log lines silenced
+        (:func:`native_stderr_silenced`; ``FACESAL_MEDIAPIPE_LOGS=1`` shows them)."""
         if self._mp is None:
-            from mediapipe.python.solutions import face_detection, face_mesh
+            with native_stderr_silenced():
+                from mediapipe.python.solutions import face_detection, face_mesh
 
-            c = self.min_detection_confidence
-            self._mp = dict(
-                mesh=face_mesh.FaceMesh(
-                    static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=self.refine_landmarks,
-                    min_detection_confidence=c,
-                ),
-                crop=face_mesh.FaceMesh(
-                    static_image_mode=True, max_num_faces=1, refine_landmarks=self.refine_landmarks,
-                    min_detection_confidence=c,
-                ),
-                det=[face_detection.FaceDetection(model_selection=m, min_detection_confidence=c) for m in (0, 1)],
-            )
+                c = self.min_detection_confidence
+                self._mp = dict(
+                    mesh=_QuietGraph(face_mesh.FaceMesh(
+                        static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=self.refine_landmarks,
+                        min_detection_confidence=c,
+                    )),
+                    crop=_QuietGraph(face_mesh.FaceMesh(
+                        static_image_mode=True, max_num_faces=1, refine_landmarks=self.refine_landmarks,
+                        min_detection_confidence=c,
+                    )),
+                    det=[_QuietGraph(face_detection.FaceDetection(model_selection=m, min_detection_confidence=c))
+                         for m in (0, 1)],
+                )
         return self._mp
 
     def detect(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import sys
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +22,24 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from facesal_fast import ops
 from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend, export_onnx
 from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
 from facesal_fast.scoring.confidence import Confidence, class_confidence, class_scores, resolve_class
 from facesal_fast.scoring.geometry import FaceBox, box_tuple, chip_geometry, five_points, to_model_geometry
-from facesal_fast.scoring.selection import BACKENDS, ProbeResult, ProbingBackend, select_backend, torch_backend
+from facesal_fast.scoring.selection import (
+    BACKENDS, PROGRESS_DELAY, ProbeResult, ProbingBackend, select_backend, torch_backend,
+)
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
 
 __all__ = ["Scorer", "Prediction"]
 
 Target = int | str | None
-CROPS = ("face", "none", "chip")
+CROPS = ("face", "none", "chip", "auto")
+#: With ``crop="none"``, warn when the face box's side is under this fraction of the photo's shorter side.
+SMALL_FACE = 0.4
 _CHIP_POINTS_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (image key, box) -> 5 points
 _CHIP_CACHE_SIZE = 64
 
@@ -117,7 +123,10 @@ class Scorer:
         channels: 1 (grey) or 3 (RGB) model input channels.
         mean, std, scale: photometric normalisation ``(v * scale - mean) / std`` per channel.
         crop: ``"face"`` (square crop around the face box), ``"chip"`` (dlib-style chip
-            aligned by a similarity transform of 5 landmarks, see :meth:`prepare`) or ``"none"``.
+            aligned by a similarity transform of 5 landmarks, see :meth:`prepare`), ``"none"``
+            (the whole photo; a warning when the face is small in it), or ``"auto"`` (the face
+            crop when :meth:`prepare` is given a face, as ``cis`` and ``Audit`` do, else the
+            whole image; :meth:`from_torch`'s default).
         crop_margin: fraction of the box side added on each side of a face crop.
         chip_padding: padding around the 5-point template of a ``"chip"`` crop (dlib: 0.25).
         classes: class names (index order) or None.
@@ -154,7 +163,7 @@ class Scorer:
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
-        if crop in ("face", "chip") and input_size is None:
+        if crop in ("face", "chip", "auto") and input_size is None:
             raise ValueError(f"crop={crop!r} needs an input_size to resize the crop to")
         if crop == "chip" and len(set(_size(input_size))) != 1:
             raise ValueError(f"crop='chip' makes square chips; input_size must be square, got {input_size!r}")
@@ -186,7 +195,7 @@ class Scorer:
         std: float | Sequence[float] = 1.0,
         scale: float = 1.0 / 255.0,
         grayscale: bool = False,
-        crop: str = "none",
+        crop: str | None = None,
         crop_margin: float = 0.2,
         classes: Sequence[str] | None = None,
         outputs: str = "logits",
@@ -209,7 +218,11 @@ class Scorer:
         :class:`~facesal_fast.scoring.selection.ProbingBackend`), ``"torch"``,
         ``"onnx"`` (exported once into ``cache_dir``) or ``"tensorrt"`` (CUDA).
         ``precision``: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA.
+        ``crop``: default ``"auto"`` with an ``input_size`` (the face crop whenever a face is
+        known, so the face fills the input) and ``"none"`` without one; see the class doc.
         """
+        if crop is None:
+            crop = "auto" if input_size is not None else "none"
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         first = next(module.parameters(), None)
@@ -348,6 +361,7 @@ class Scorer:
         """
         if self.crop == "face" and face_box is None:
             raise ValueError("this scorer crops the face: pass face_box=(x0, y0, x1, y1) or an AlignedFace")
+        crop = ("face" if face_box is not None else "none") if self.crop == "auto" else self.crop
         image = np.asarray(image)
         if self.channels == 3 and (image.ndim != 3 or image.shape[2] != 3):
             raise ValueError(f"this scorer takes RGB images (H x W x 3), got shape {image.shape}")
@@ -356,8 +370,20 @@ class Scorer:
             if self.channels == 1 and image.ndim == 3 and image.shape[2] == 3:
                 image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
             return chip_geometry(image, points, self.input_size[0], self.chip_padding)
-        box = face_box if self.crop == "face" else None
+        if crop == "none" and face_box is not None:
+            self._warn_small_face(image.shape[:2], box_tuple(face_box))
+        box = face_box if crop == "face" else None
         return to_model_geometry(image, self.input_size, self.channels == 1, box, self.crop_margin)
+
+    def _warn_small_face(self, shape: tuple[int, int], box: tuple[float, float, float, float]) -> None:
+        """Warn (once per scorer) when ``crop="none"`` leaves the face small in the model input."""
+        side = max(box[2] - box[0], box[3] - box[1]) / min(shape)
+        if side < SMALL_FACE and not getattr(self, "_warned_small_face", False):
+            self._warned_small_face = True
+            warnings.warn(
+                f"crop='none': the face spans {side:.0%} of the photo's shorter side, so the model sees it small "
+                f"(and the canonical patch grows); crop='face' or 'auto' crops the face", UserWarning, stacklevel=3,
+            )
 
     @staticmethod
     def _chip_points(image: np.ndarray, face: object) -> np.ndarray:
@@ -537,11 +563,17 @@ class Scorer:
         shape = (self.channels, int(img.shape[0]), int(img.shape[1]))
         size = batch_size or self.batch_size or auto_batch_size(shape, self.backend.device, len(pts),
                                                                 self.backend.cpu_max_batch)
-        return run_pipelined(
-            lambda lo, hi: self.occluded_batch(img, pts[lo:hi], patch, fill),
-            lambda batch: confidence(self.backend(batch)),
-            len(pts), size, self.backend.device,
-        )
+        with tqdm(total=len(pts), desc="occlusion", unit="window", delay=PROGRESS_DELAY, leave=False) as bar:
+
+            def consume(batch: torch.Tensor) -> torch.Tensor:
+                scores = confidence(self.backend(batch))
+                bar.update(len(batch))
+                return scores
+
+            return run_pipelined(
+                lambda lo, hi: self.occluded_batch(img, pts[lo:hi], patch, fill), consume, len(pts), size,
+                self.backend.device,
+            )
 
     def predict(self, image: np.ndarray, face_box: FaceBox | None = None) -> Prediction:
         """Prepare ``image`` and classify it."""

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from facesal_fast.scoring.backends import Backend, OnnxBackend, TorchBackend, export_onnx
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend, tensorrt_available
@@ -23,6 +24,8 @@ from facesal_fast.scoring.tensorrt_backend import TensorRTBackend, tensorrt_avai
 __all__ = ["BACKENDS", "ProbeResult", "ProbingBackend", "torch_backend", "select_backend"]
 
 log = logging.getLogger("facesal_fast.scoring")
+#: Progress bars appear only for steps still running after this many seconds.
+PROGRESS_DELAY = 2.0
 
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 
@@ -116,6 +119,7 @@ def select_backend(
     Agreement: max |diff| of outputs <= 1e-3 + 1e-3 * max |reference| (fp32), or 5e-2
     relative for fp16/bf16 runs. ``layouts``: the batch layouts a candidate may take.
     """
+    started = time.perf_counter()
     probe_batch = min(batch_size, 32 if device.type == "cpu" else batch_size)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((probe_batch, *input_shape), generator=generator).to(device)
@@ -123,7 +127,8 @@ def select_backend(
     tol = (1e-3 if precision == "fp32" else 5e-2) * (1.0 + float(reference.abs().max()))
     results: list[ProbeResult] = []
     best: tuple[float, Backend] | None = None
-    for name, build in _candidates(module, input_shape, device, precision, batch_size, cache_dir, compile):
+    candidates = _candidates(module, input_shape, device, precision, batch_size, cache_dir, compile)
+    for name, build in tqdm(candidates, desc="backend probe", unit="backend", delay=PROGRESS_DELAY, leave=False):
         try:
             backend = build()
             if backend.layout not in layouts:
@@ -144,7 +149,14 @@ def select_backend(
             best = (seconds, backend)
     if best is None:
         raise ValueError(f"no backend could run this model: {results}")
+    _log_choice(best[1].name, results, time.perf_counter() - started, input_shape)
     return best[1], results
+
+
+def _log_choice(chosen: str, results: list[ProbeResult], seconds: float, input_shape: tuple[int, ...]) -> None:
+    """One INFO line per probe: the backend chosen, the probe's duration, every candidate's time."""
+    table = ", ".join(f"{r.name} {r.ms_per_image:.3g} ms" if r.ms_per_image else f"{r.name} skipped" for r in results)
+    log.info("backend probe for input %s: chose %s in %.1f s (per image: %s)", input_shape, chosen, seconds, table)
 
 
 class ProbingBackend(Backend):
