@@ -142,3 +142,23 @@ def test_conservation_error_names_the_leaking_layer():
     result = lrp_relevance(net, torch.randn(1, 1, 16, 16), 0, "epsilon", epsilon=1e3)  # epsilon absorbs relevance
     with pytest.raises(RelevanceNotConservedError, match="across 3:"):
         check_conservation(result, rtol=1e-2)
+
+
+class Doubling(nn.Module):
+    """Relevance is created between layers (a plain gradient through ``2 x``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 2, 3), nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x) * 2.0).mean(dim=(2, 3)))
+
+
+def test_evaluate_runs_lrp_with_the_conservation_check_on():
+    from facesal_fast.evaluate import _classic_map
+
+    torch.manual_seed(2)
+    x = torch.randn(1, 1, 8, 8)
+    with pytest.raises(RelevanceNotConservedError, match="whole model"):
+        _classic_map("lrp", Doubling().eval(), x, 0, None)
