@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +267,19 @@ def test_backend_probe_logs_its_choice_and_time(caplog, tmp_path):
     lines = [r.getMessage() for r in caplog.records if "backend probe" in r.getMessage()]
     assert len(lines) == 1 and f"chose {scorer.backend.name}" in lines[0] and "torch-fp32" in lines[0]
     assert re.search(r"in \d+\.\d s", lines[0])
+
+
+# ----------------------------------------------------------------------------- types and reprs
+
+
+def test_package_is_typed_and_result_reprs_are_short(image, face, scorer):
+    import facesal_fast
+    from facesal_fast.saliency.cms import CMSResult
+
+    assert (Path(facesal_fast.__file__).parent / "py.typed").is_file()
+    result = fs.cis(image, scorer, face=face, **FAST)
+    text = repr(result)
+    assert len(text) < 300 and "(256, 256)" in text and "array(" not in text
+    cms = CMSResult(result.canonical, 2, groups={"a": (result.canonical, 2)})
+    assert len(repr(cms)) < 200 and "array(" not in repr(cms)
+    assert "array(" not in repr(fs.CanonicalOcclusion(scorer))

@@ -63,6 +63,14 @@ class CMSResult:
     min_group: int = 10
     confidence: float = 0.95
 
+    def __repr__(self) -> str:
+        """Shape, counts and key figures, not arrays."""
+        groups = ", ".join(f"{name!r}: {n}" for name, (_, n) in self.groups.items())
+        top = max(self.overall_shares.items(), key=lambda kv: kv[1], default=None)
+        lead = f", top region {top[0]!r} {top[1]:.2f}" if top else ""
+        return (f"CMSResult(cms={tuple(np.shape(self.cms))}, count={self.count}, groups={{{groups}}}, "
+                f"differences={len(self.differences)}{lead})")
+
     @property
     def region_shares(self) -> dict[str, dict[str, float]]:
         """Backward-compatible view: ``"all"`` -> :attr:`overall_shares`, then each group's
