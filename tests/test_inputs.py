@@ -283,3 +283,17 @@ def test_package_is_typed_and_result_reprs_are_short(image, face, scorer):
     cms = CMSResult(result.canonical, 2, groups={"a": (result.canonical, 2)})
     assert len(repr(cms)) < 200 and "array(" not in repr(cms)
     assert "array(" not in repr(fs.CanonicalOcclusion(scorer))
+
+
+def test_incremental_occlusion_has_the_progress_bar_too(monkeypatch, capsys):
+    import facesal_fast.speed.incremental as incremental
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    scorer = incremental.IncrementalScorer(Scorer.from_torch(net, 16, backend="torch"))
+    centres = np.stack(np.meshgrid(np.arange(16.0), np.arange(16.0)), -1).reshape(-1, 2)
+    scorer.score_occluded(np.zeros((16, 16, 3), np.uint8), centres, 3, target=0, batch_size=64)
+    assert "occlusion" not in capsys.readouterr().err  # well under 2 s: no bar
+    monkeypatch.setattr(incremental, "PROGRESS_DELAY", 0.0)
+    scorer.score_occluded(np.zeros((16, 16, 3), np.uint8), centres, 3, target=0, batch_size=64)
+    assert "occlusion" in capsys.readouterr().err

@@ -39,9 +39,11 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from facesal_fast.scoring.backends import TorchBackend
 from facesal_fast.scoring.batching import auto_batch_size
+from facesal_fast.scoring.selection import PROGRESS_DELAY
 
 __all__ = ["IncrementalModel", "IncrementalScorer", "patch_boxes"]
 
@@ -498,7 +500,8 @@ class IncrementalScorer:
         size = batch_size or s.batch_size or min(4 * auto_batch_size(shape, s.backend.device), 256, max(1, len(pts)))
         starts, (h, w) = patch_boxes(pts.numpy(), int(patch), shape[1:])
         scores = []
-        for lo in range(0, len(pts), size):
+        batches = range(0, len(pts), size)
+        for lo in tqdm(batches, desc="occlusion", unit="batch", delay=PROGRESS_DELAY, leave=False):  # after 2 s
             hi = min(lo + size, len(pts))
             batch = s.occluded_batch(img, pts[lo:hi].to(img.device), patch, fill)
             values = _windows(batch, starts[lo:hi], (h, w))
