@@ -112,10 +112,10 @@ def _chart(draw: Callable, width: float = 7.0, height: float = 3.4):
 
 def _log_counts(ax) -> None:
     """A log x axis labelled with plain image counts."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 

@@ -33,7 +33,7 @@ _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 figure{display:inline-block;margin:.4em;text-align:center;vertical-align:top}figcaption{font-size:.85em;color:#555}
 table{border-collapse:collapse;font-size:.9em;margin:.6em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.bad{color:#a00}code{font-size:.9em}
+td{white-space:nowrap}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.bad{color:#a00}code{font-size:.9em}
 #findings{background:#f6f8fa;border-left:4px solid #36c;padding:.6em 1em}.warn{color:#a60}"""
 
 # Marks the page as fully rendered once every figure decoded (checked by the browser test).
@@ -78,6 +78,11 @@ def _p(value: float) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def _p_is(value: float) -> str:
+    """``p = 0.004`` or ``p < 0.001``."""
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+
+
 def small_group_messages(differences: Sequence[GroupDifference]) -> list[str]:
     """Each distinct "too few images in group X (n=3 < 10)" message of the differences."""
     return list(dict.fromkeys(m for d in differences for m in d.too_few))
@@ -88,12 +93,13 @@ def _level(d: GroupDifference) -> str:
     return f"{percent} family-wise level" if d.correction == "fwer" else f"{100 * (1 - d.confidence):g}% false discovery rate"
 
 
-def _finding(d: GroupDifference, unit: str) -> str:
+def _finding(d: GroupDifference, unit: str) -> tuple[str, list[str]]:
+    """(summary sentence, one sentence per significant region, largest shift first)."""
     n = f"n = {d.n_a} / {d.n_b}" + (" pairs" if d.paired else "")
     if d.too_few:
-        return f"No difference between {unit} {d.a} and {unit} {d.b} is claimed: {'; '.join(d.too_few)}."
+        return f"No difference between {unit} {d.a} and {unit} {d.b} is claimed: {'; '.join(d.too_few)}.", []
     if not d.significant_regions:
-        return f"No region differs between {unit} {d.a} and {unit} {d.b} at the {_level(d)} ({n})."
+        return f"No region differs between {unit} {d.a} and {unit} {d.b} at the {_level(d)} ({n}).", []
     sentences = []
     for region in d.significant_regions:
         t = d.region_tests[region]
@@ -101,21 +107,31 @@ def _finding(d: GroupDifference, unit: str) -> str:
         sentences.append(
             f"For {unit} {first} the model puts {100 * abs(t.difference):.1f} points more of its saliency on the "
             f"{region_label(region)} than for {unit} {second} ({100 * d.confidence:g}% CI {100 * low:.1f} to "
-            f"{100 * high:.1f}, adjusted p = {_p(t.p_adjusted)}, effect size {abs(t.effect_size):.2f}, {n}).")
-    return " ".join(sentences)
+            f"{100 * high:.1f}, adjusted {_p_is(t.p_adjusted)}, effect size {abs(t.effect_size):.2f}, {n}).")
+    count = len(sentences)
+    summary = (f"{unit.capitalize()} {d.a} and {unit} {d.b} differ in {count} of {len(d.region_tests)} region"
+               f"{'s' if len(d.region_tests) > 1 else ''} at the {_level(d)}:")
+    return summary, sentences
 
 
-def findings(differences: Sequence[GroupDifference], unit: str = "group", groups: dict[str, int] | None = None) -> str:
+def findings(differences: Sequence[GroupDifference], unit: str = "group", groups: dict[str, int] | None = None,
+             caveat: str = "") -> str:
     """The findings paragraph, written from the tests (``<div id="findings">``); ``groups``
-    (name -> images) explains why there is nothing to compare."""
+    (name -> images) explains why there is nothing to compare; ``caveat`` is added at the end."""
     if not differences and groups:
         only = ", ".join(f"{html.escape(g)} (n={n})" for g, n in groups.items())
         text = f"Only one group was found ({only}), so no group difference was tested."
     elif not differences:
         text = "No groups were given, so no group difference was tested (use <code>--groups</code>)."
     else:
-        text = " ".join(html.escape(_finding(d, unit)) for d in differences)
-    return f'<div id="findings"><strong>Findings.</strong> {text}</div>'
+        parts = []
+        for d in differences:
+            summary, sentences = _finding(d, unit)
+            items = "".join(f"<li>{html.escape(s)}</li>" for s in sentences)
+            parts.append(html.escape(summary) + (f"<ul>{items}</ul>" if items else " "))
+        text = "".join(parts)
+    note = f'<p class="warn">{html.escape(caveat)}</p>' if caveat else ""
+    return f'<div id="findings"><strong>Findings.</strong> {text}{note}</div>'
 
 
 def difference_table(d: GroupDifference) -> str:
@@ -245,13 +261,20 @@ def write_report(run: str | Path, out: str | Path | None = None, gallery: int = 
     return path
 
 
+def _caveat(groups: str | None) -> str:
+    if groups != "predicted":
+        return ""
+    return ("The groups are the model's own predictions: a difference mixes how the model treats a group with what it "
+            "looks at when it makes that decision (see docs/saliency.md, caveats).")
+
+
 def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> list[str]:
     failed = store.rows("failed")
     settings = store.meta
     counts = {g: n for g, (_, n) in result.groups.items()}
     return [
         f"<h1>facesal audit: {html.escape(str(settings['settings'].get('model', 'model')))}</h1>",
-        findings(result.differences, groups=counts),
+        findings(result.differences, groups=counts, caveat=_caveat(settings["settings"].get("groups"))),
         f"<p>{result.count} images explained, {len(failed)} failed. Canonical Model Saliency = mean of the "
         "per-image Canonical Image Saliency maps (occlusion drop of the model's confidence, splatted on one canonical "
         "face, shown frontal: the subject's left is on the right).</p>",

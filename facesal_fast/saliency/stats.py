@@ -350,7 +350,8 @@ def split_half_reliability(maps: np.ndarray, *, target: float = 0.9, repeats: in
     """Split-half reliability of the mean of ``maps`` (``n x h x w``) and the images needed to reach ``target``.
 
     Random halves are correlated (:func:`facesal_fast.metrics.stability.split_half`) for
-    subsets of growing size; each is corrected to its full size by Spearman-Brown
+    random subsets of growing size (8 subsets per size); each mean correlation is corrected
+    to the subset's full size by Spearman-Brown
     (``2 r / (1 + r)``). The per-image reliability ``rho`` from the full split gives the
     number of images ``N = target (1 - rho) / (rho (1 - target))`` at which the prophecy
     ``N rho / (1 + (N - 1) rho)`` reaches ``target``.
@@ -363,12 +364,14 @@ def split_half_reliability(maps: np.ndarray, *, target: float = 0.9, repeats: in
         return Reliability(n, math.nan, [], target, None)
     rng = np.random.default_rng(seed)
     sizes = sorted({m for m in (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if m < n} | {n})
+    subsets = 8  # a subset size's point averages random subsets, not one draw
     curve = []
     for m in sizes:
-        subset = maps[rng.choice(n, m, replace=False)] if m < n else maps
-        curve.append((m, split_half(subset, repeats=repeats, seed=int(rng.integers(2**31)))))
-    r_half = curve[-1][1]["r"]
-    points = [(m, float(s["spearman_brown"])) for m, s in curve]
+        draws = [maps[rng.choice(n, m, replace=False)] for _ in range(subsets)] if m < n else [maps] * subsets
+        rs = [split_half(d, repeats=max(repeats // subsets, 1), seed=int(rng.integers(2**31)))["r"] for d in draws]
+        curve.append((m, float(np.nanmean(rs)) if np.isfinite(rs).any() else math.nan))
+    r_half = curve[-1][1]
+    points = [(m, 2 * r / (1 + r) if np.isfinite(r) and r > -1 else math.nan) for m, r in curve]
     if not np.isfinite(r_half) or r_half <= 0:
         return Reliability(n, points[-1][1], points, target, None)
     rho = _per_image_reliability(r_half, n // 2)
