@@ -56,7 +56,12 @@ def rate(fn, images_per_call: int, device: torch.device, seconds: float, clock=t
 
 
 def measure(name: str, backend: str, device: str, seconds: float, rounds: int, clock=time.perf_counter) -> dict:
-    scorer = build(name, backend, device)
+    return dict(model=name, **measure_scorer(build(name, backend, device), seconds, rounds, clock))
+
+
+def measure_scorer(scorer: Scorer, seconds: float, rounds: int, clock=time.perf_counter) -> dict:
+    """Bare forward and end-to-end ``score_occluded`` images/s of ``scorer`` at its automatic
+    batch size (best of ``rounds`` interleaved timings of at least ``seconds`` each)."""
     h, w = scorer.input_size
     dev = scorer.backend.device
     bs = auto_batch_size((scorer.channels, h, w), dev, None, scorer.backend.cpu_max_batch)
@@ -69,7 +74,7 @@ def measure(name: str, backend: str, device: str, seconds: float, rounds: int, c
     for _ in range(rounds):  # interleaved, best of each: robust to other load on the machine
         forward = max(forward, rate(lambda: scorer.backend(batch), bs, dev, seconds, clock))
         end_to_end = max(end_to_end, rate(lambda: scorer.score_occluded(image, centers, max(3, h // 8), target=0, batch_size=bs), len(centers), dev, seconds, clock))
-    return dict(model=name, backend=scorer.backend.name, batch=bs, forward=forward, end_to_end=end_to_end)
+    return dict(backend=scorer.backend.name, batch=bs, forward=forward, end_to_end=end_to_end, ratio=end_to_end / forward)
 
 
 def main() -> None:
