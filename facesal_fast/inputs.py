@@ -14,8 +14,9 @@ import dataclasses
 import functools
 import inspect
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ import torch
 from facesal_fast.align.errors import ImageError, NoFaceError
 from facesal_fast.align.image_io import _is_tensor, tensor_images
 
-__all__ = ["ImageInput", "ImagesInput", "ScorerLike", "Photo", "photos", "per_photo", "as_numpy"]
+__all__ = ["ImageInput", "ImagesInput", "Photo", "ScorerLike", "as_numpy", "per_photo", "photos"]
 
 #: One image: a file path, an ``H x W x 3`` array, or a ``C x H x W`` torch tensor.
 ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from photos import BUNDLED
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -11,7 +12,6 @@ from facesal_fast import Audit
 from facesal_fast.align import load_image
 from facesal_fast.audit.runner import content_key
 from facesal_fast.scoring import Scorer
-from photos import BUNDLED
 
 NAMES = ("img1.jpg", "img2.jpg", "img5.jpg", "img20.jpg")
 GROUPS = {"img1.jpg": "a", "img2.jpg": "b", "img5.jpg": "a", "img20.jpg": "b"}

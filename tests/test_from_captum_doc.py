@@ -11,7 +11,7 @@ pytest.importorskip("pytorch_grad_cam")
 
 
 def _blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 
 
 def test_the_page_has_the_three_ways():

@@ -12,13 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from photos import BUNDLED
 from torch import nn
 
 import facesal_fast as fs
-from facesal_fast.align import ImageError, NoFaceError, as_rgb_uint8, default_aligner, load_image
+from facesal_fast.align import (
+    ImageError,
+    as_rgb_uint8,
+    default_aligner,
+    load_image,
+)
 from facesal_fast.inputs import ScorerLike, photos
 from facesal_fast.scoring import Scorer
-from photos import BUNDLED
 
 PHOTO = BUNDLED / "img1.jpg"
 
@@ -182,7 +187,7 @@ def test_face_choice_on_a_group_photo(scorer, caplog):
     warned = [r for r in caplog.records if r.levelno == logging.WARNING and "couple.jpg" in r.getMessage()]
     box = tuple(round(v) for v in largest.face.face_box)
     assert warned and str(box) in warned[0].getMessage() and "face_index" in warned[0].getMessage()
-    centre = lambda b: np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])  # noqa: E731
+    centre = lambda b: np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
     assert np.linalg.norm(centre(box) - centre(faces[0].face_box)) < 0.25 * (box[2] - box[0])  # the largest face
     second = fs.cis(couple, scorer, face_index=1, **FAST)
     assert second.face.face_box == faces[1].face_box != largest.face.face_box
@@ -202,7 +207,7 @@ def test_scorer_satisfies_the_scorer_protocol(scorer):
 # ----------------------------------------------------------------------------- quiet by default
 
 
-_MEDIAPIPE_LINE = re.compile(r"XNNPACK|absl|feedback|NORM_RECT|^[WIE]\d{4} ", re.M)
+_MEDIAPIPE_LINE = re.compile(r"XNNPACK|absl|feedback|NORM_RECT|^[WIE]\d{4} ", re.MULTILINE)
 _ALIGN_SCRIPT = f"""
 import sys
 from facesal_fast.align import Aligner
@@ -286,7 +291,7 @@ def test_package_is_typed_and_result_reprs_are_short(image, face, scorer):
 
 
 def test_incremental_occlusion_has_the_progress_bar_too(monkeypatch, capsys):
-    import facesal_fast.speed.incremental as incremental
+    from facesal_fast.speed import incremental
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))

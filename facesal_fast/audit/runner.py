@@ -28,6 +28,7 @@ from facesal_fast.align.image_io import _is_tensor, tensor_images
 from facesal_fast.align.errors import ImageError
 from facesal_fast.audit.groups import group_for, match_groups
 from facesal_fast.audit.store import RunStore
+from facesal_fast.inputs import ScorerLike
 from facesal_fast.saliency.cis import MODES, CISResult, cis, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
 
@@ -215,7 +216,7 @@ class Audit:
         **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
     """
 
-    def __init__(self, scorer: Any, out: str | Path | None = None, *, target: int | str | None = None,
+    def __init__(self, scorer: ScorerLike, out: str | Path | None = None, *, target: int | str | None = None,
                  aligner: Any = None, settings: dict[str, Any] | None = None, **cis_options: Any) -> None:
         from facesal_fast.align import default_aligner
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from facesal_fast.align import region_masks
+from facesal_fast.inputs import ImageInput, ScorerLike
 from facesal_fast.saliency.stats import (GroupDifference, Reliability, check_test_options, group_difference,
                                          share_intervals, split_half_reliability)
 
@@ -218,8 +219,8 @@ def _checked_groups(images: Any, groups: Any) -> Any:
 
 
 def cms(
-    images: Iterable[Any],
-    scorer: Any,
+    images: Iterable[ImageInput],
+    scorer: ScorerLike,
     target: int | str | None = None,
     groups: Iterable[str] | None = None,
     *,
