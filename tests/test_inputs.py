@@ -302,3 +302,40 @@ def test_incremental_occlusion_has_the_progress_bar_too(monkeypatch, capsys):
     monkeypatch.setattr(incremental, "PROGRESS_DELAY", 0.0)
     scorer.score_occluded(np.zeros((16, 16, 3), np.uint8), centres, 3, target=0, batch_size=64)
     assert "occlusion" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- CanonicalOcclusion
+
+
+def test_canonical_occlusion_is_cis_warped_onto_each_photo(image, scorer):
+    from facesal_fast.methods.occlusion import to_photo
+
+    photo = _chw(image, torch.device("cpu")).float() / 255
+    explainer = fs.CanonicalOcclusion(scorer)
+    maps = explainer.attribute(torch.stack([photo, photo.flip(-1)]), target=[0, "b"], **FAST)
+    assert maps.shape == (2, *photo.shape) and maps.dtype == torch.float32
+    assert torch.equal(maps[:, 0], maps[:, 2])  # one map repeated over the channels, as captum's Occlusion
+    for k, (picture, target) in enumerate(((image, 0), (np.ascontiguousarray(image[:, ::-1]), 1))):
+        want = fs.cis(picture, scorer, target, **FAST)
+        np.testing.assert_array_equal(maps[k, 0].numpy(), to_photo(want.occlusion, want.affine, image.shape[:2]))
+        np.testing.assert_array_equal(explainer.canonical[k].numpy(), want.canonical)
+        assert explainer.results[k].target == target
+    single = explainer.attribute(photo, **FAST)  # 3 x H x W in, 3 x H x W out; target: the predicted class
+    assert single.shape == photo.shape and explainer.results[0].target == scorer.predict(image, want.face).index
+    outputs = explainer.forward(photo[None])
+    assert outputs.shape == (1, 2) and torch.allclose(outputs.sum(1), torch.ones(1))  # softmax of both classes
+
+
+def test_canonical_occlusion_refuses_what_it_cannot_use(scorer, image):
+    photo = _chw(image, torch.device("cpu"))
+    with pytest.raises(ValueError, match="input_size is required"):
+        fs.CanonicalOcclusion(_tiny_net())
+    with pytest.raises(ValueError, match="go with a torch module"):
+        fs.CanonicalOcclusion(scorer, 32)
+    with pytest.raises(ValueError, match="photo tensor"):
+        fs.CanonicalOcclusion(scorer).attribute(image)
+    with pytest.raises(ValueError, match="2 entries for 1 inputs"):
+        fs.CanonicalOcclusion(scorer).attribute(photo[None], target=[0, 1])
+    with pytest.raises(ValueError, match="no attribution yet"):
+        fs.CanonicalOcclusion(scorer).canonical
+    assert fs.CanonicalOcclusion(_tiny_net(), 32, backend="torch").scorer.crop == "auto"
