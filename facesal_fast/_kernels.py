@@ -9,7 +9,8 @@ deterministic self-check (odd sizes, windows on the borders and off the image, f
 float64 outputs, per-map weights) against the CPU kernel. A mismatch, or a kernel that
 cannot launch (e.g. a GPU architecture the extension was not compiled for), disables that
 CUDA kernel for the rest of the process with one ``RuntimeWarning`` naming the op and the
-device; the op then runs the torch implementation on that device. ``FACESAL_NO_SELFCHECK=1``
+device; the op then runs the torch implementation on that device (so CUDA tensors work,
+with that warning, even where the extension was built without nvcc). ``FACESAL_NO_SELFCHECK=1``
 skips the check (benchmarks), trusting the CUDA kernels.
 """
 from __future__ import annotations
@@ -85,7 +86,13 @@ def _occlude_cpu(a: OccludeCall, out: torch.Tensor, threads: int = 0) -> None:
     _C.occlude_cpu(*_occlude_args(a, out), threads)
 
 
+def _require_cuda_build() -> None:
+    if not _C.built_with_cuda():
+        raise RuntimeError("facesal_fast was built without CUDA kernels (no nvcc at install time)")
+
+
 def _occlude_cuda(a: OccludeCall, out: torch.Tensor, threads: int = 0) -> None:
+    _require_cuda_build()
     with torch.cuda.device(out.device):
         _C.occlude_cuda(*_occlude_args(a, out), _stream(out.device))
 
@@ -95,6 +102,7 @@ def _splat_cpu(a: SplatCall, sums: torch.Tensor, counts: torch.Tensor) -> None:
 
 
 def _splat_cuda(a: SplatCall, sums: torch.Tensor, counts: torch.Tensor) -> None:
+    _require_cuda_build()
     B = a.values.shape[0]
     tasks = B + (B if a.weights is not None and a.weights.ndim == 2 else 1)
     workspace = torch.empty((tasks, a.H + 1, a.W + 1), dtype=torch.float64, device=sums.device)

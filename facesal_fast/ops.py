@@ -154,11 +154,6 @@ def _positive_float(value: float, name: str) -> float:
     return number
 
 
-def _check_cuda_build(t: torch.Tensor) -> None:
-    if t.is_cuda and not _C.built_with_cuda():
-        raise RuntimeError("facesal_fast was built without CUDA kernels; reinstall it where nvcc is available")
-
-
 # ----------------------------------------------------------------------------- occlude
 
 
@@ -279,7 +274,6 @@ def occlude_batch(
         The batch, of the same kind (numpy / torch) and device as ``image``.
     """
     img, as_numpy = _check_image(image)
-    _check_cuda_build(img)
     H, W, C = img.shape
     _check_size(max(H, W), "the image's height and width")
     patch = _check_patch(patch)
@@ -403,7 +397,6 @@ def splat_add(
     as_numpy = isinstance(values, np.ndarray)
     vals = _to_tensor(values, "values")
     device = vals.device
-    _check_cuda_build(vals)
     vals = _float32(vals, "values", device, "(B x N)")
     if vals.ndim != 2:
         raise ValueError(f"values must be B x N, got shape {tuple(vals.shape)}")

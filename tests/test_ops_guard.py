@@ -3,6 +3,7 @@
 No GPU is needed: a faked device kernel is registered for the CPU device type, so the
 self-check, the one warning and the switch to the torch implementation run for real."""
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -91,6 +92,18 @@ def test_agreeing_kernel_is_kept_without_a_warning(fake_device):
         ops.occlude_batch(image, centers, 5)
     assert calls == {"occlude": 2 + 2, "splat": 3 + 1}  # self-checks once, then every call
     assert _kernels._verdicts == {("occlude", "cpu"): True, ("splat", "cpu"): True}
+
+
+def test_cuda_tensors_without_cuda_kernels_fall_back_with_the_reason(fake_device, monkeypatch):
+    """A build without nvcc: the CUDA kernel refuses to run, the op warns once and uses torch."""
+    real = _kernels._C
+    cpu_only_build = SimpleNamespace(built_with_cuda=lambda: False, splat_cpu=real.splat_cpu, occlude_cpu=real.occlude_cpu)
+    monkeypatch.setattr(_kernels, "_C", cpu_only_build)
+    fake_device(splat=_kernels._splat_cuda)
+    values, points = np.ones((1, 2), np.float32), np.array([[1, 1], [3, 2]], np.float32)
+    with pytest.warns(RuntimeWarning, match="splat kernel is disabled on cpu .*built without CUDA kernels"):
+        sums, counts = ops.splat_add(torch.from_numpy(values), torch.from_numpy(points), 3, (5, 5))
+    np.testing.assert_array_equal(counts.numpy(), splat_add_ref(values, points, 3, (5, 5))[1])
 
 
 def test_environment_variable_skips_the_self_check(fake_device, monkeypatch):
