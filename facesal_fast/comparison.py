@@ -191,15 +191,23 @@ def write_compare_report(c: Comparison, out: str | Path) -> Path:
     return path
 
 
+def _count(text: str) -> int:
+    """argparse type: a positive integer."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_a", help="first run folder (a facesal audit --out)")
     parser.add_argument("run_b", help="second run folder")
-    parser.add_argument("--out", required=True, help="folder for compare.html")
+    parser.add_argument("--out", required=True, help="folder for compare.html (created)")
     parser.add_argument("--fail-on-shift", type=float, default=None, metavar="POINTS",
                         help="exit 1 when any region's share moves by more than POINTS percentage points, significantly")
-    parser.add_argument("--permutations", type=int, default=2000, help="permutations / sign flips per test")
-    parser.add_argument("--min-group", type=int, default=10, help="fewest images per run for any significance")
-    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--permutations", type=_count, default=2000, help="permutations / sign flips per test")
+    parser.add_argument("--min-group", type=_count, default=10, help="fewest images per run for any significance")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="a region counts when its adjusted p < 1 - CONFIDENCE")
     parser.add_argument("--correction", default="fwer", choices=["fwer", "fdr"],
                         help="fwer: max-T family-wise (default); fdr: Benjamini-Hochberg")
 

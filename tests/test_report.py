@@ -143,6 +143,11 @@ def test_compare_refuses_what_is_not_a_run(gender_run, tmp_path, capsys):
     assert not (tmp_path / "nothing-here").exists()
     assert main(["compare", str(gender_run), str(tmp_path / "nothing-here"), "--out", str(tmp_path / "c")]) == 2
     assert "not a facesal run" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(gender_run), str(gender_run), "--out", str(tmp_path / "c"), "--permutations", "0"])
+    assert exit_info.value.code == 2 and "--permutations: expected a positive integer" in capsys.readouterr().err
+    assert main(["compare", str(gender_run), str(gender_run), "--out", str(tmp_path / "c"), "--confidence", "5"]) == 2
+    assert "confidence must be a number between 0 and 1" in capsys.readouterr().err
 
 
 def test_compare_two_bundled_models_renders(gender_run, photos, tmp_path, capsys):
