@@ -9,6 +9,7 @@ and pixel level, family-wise adjusted), bootstrap confidence intervals and effec
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -212,7 +213,7 @@ def _checked_groups(images: Any, groups: Any) -> Any:
     if groups is None or isinstance(groups, (str, Mapping)):
         return groups
     names = _GroupList(groups)
-    count = _known_length(images)
+    count = None if isinstance(images, (str, os.PathLike)) else _known_length(images)  # a folder: counted as fed
     if count is not None and not hasattr(images, "batch_size") and count != len(names):
         raise ValueError(f"groups has {len(names)} names but images has {count} items: give one group per image")
     return names
