@@ -339,3 +339,11 @@ def test_canonical_occlusion_refuses_what_it_cannot_use(scorer, image):
     with pytest.raises(ValueError, match="no attribution yet"):
         fs.CanonicalOcclusion(scorer).canonical
     assert fs.CanonicalOcclusion(_tiny_net(), 32, backend="torch").scorer.crop == "auto"
+
+
+def test_cms_and_audit_take_photo_tensors(image, scorer):
+    photo = _chw(image, torch.device("cpu"))
+    want = fs.cis(image, scorer, **FAST).canonical
+    model = fs.cms([photo, photo.float() / 255], scorer, groups=["a", "b"], progress=False, **FAST)
+    assert model.count == 2 and set(model.groups) == {"a", "b"}
+    np.testing.assert_allclose(model.cms, want, atol=1e-6)
