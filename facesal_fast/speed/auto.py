@@ -27,7 +27,7 @@ import torch
 
 from facesal_fast.speed.incremental import IncrementalModel, IncrementalScorer, patch_boxes
 
-__all__ = ["INCREMENTAL_MIN_MAC_RATIO", "QUALITY_PRESETS", "IncrementalChoice", "choose_incremental", "mac_ratio",
+__all__ = ["INCREMENTAL_MIN_MAC_RATIO", "QUALITY_PRESETS", "SMALL_PATCH", "IncrementalChoice", "choose_incremental", "mac_ratio",
            "resolve_quality"]
 
 log = logging.getLogger("facesal_fast.speed")
@@ -39,14 +39,19 @@ log = logging.getLogger("facesal_fast.speed")
 #: about breaks even and the rest gain.
 INCREMENTAL_MIN_MAC_RATIO = 1.5
 
-#: ``quality`` -> (mode, coarse grid step as a fraction of the patch, refine fraction).
-#: Chosen on the benchmark suite's models (docs/performance.md, benchmarks/RESULTS.md) so
-#: that the CIS map's SSIM against exact stays >= 0.95 (``high``) and >= 0.90 (``fast``).
-QUALITY_PRESETS: dict[str, tuple[str, float, float]] = {
-    "exact": ("exact", 0.0, 0.0),
-    "high": ("adaptive", 0.67, 0.3),
-    "fast": ("grid", 0.67, 0.0),
+#: ``quality`` -> ((mode, coarse grid step / patch, refine) for patches of at least
+#: :data:`SMALL_PATCH` px, (the same) for smaller patches); a step is at least 2 px. Chosen
+#: on the benchmark suite's models (docs/performance.md, benchmarks/RESULTS.md) so that the
+#: CIS map's SSIM against exact stays >= 0.95 (``high``) and >= 0.90 (``fast``). At the
+#: 64 px models' 5 px patch no grid coarser than 2 px kept 0.90, and no adaptive setting
+#: that saves passes kept 0.95 on every photo (expression-kdef), so there ``high`` is exact
+#: (incremental inference where it pays is its only saving) and ``fast`` is a 2 px grid.
+QUALITY_PRESETS: dict[str, tuple[tuple[str, float, float], tuple[str, float, float]]] = {
+    "exact": (("exact", 0.0, 0.0), ("exact", 0.0, 0.0)),
+    "high": (("adaptive", 0.67, 0.3), ("exact", 0.0, 0.0)),
+    "fast": (("grid", 0.67, 0.0), ("grid", 0.0, 0.0)),
 }
+SMALL_PATCH = 8
 _POSITIONS = 4  # the multiply-add count occludes a 4 x 4 grid of patch positions
 
 
@@ -58,8 +63,8 @@ def resolve_quality(quality: str, patch: int) -> dict[str, Any]:
     """
     if quality not in QUALITY_PRESETS:
         raise ValueError(f"quality must be one of {tuple(QUALITY_PRESETS)}, got {quality!r}")
-    mode, step, refine = QUALITY_PRESETS[quality]
-    return dict(mode=mode, grid_step=max(2, int(round(step * patch))) if step else 2, refine=refine)
+    mode, step, refine = QUALITY_PRESETS[quality][int(patch) < SMALL_PATCH]
+    return dict(mode=mode, grid_step=max(2, int(round(step * patch))), refine=refine)
 
 
 @dataclass(frozen=True)
