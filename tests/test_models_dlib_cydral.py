@@ -154,11 +154,13 @@ def test_incremental_inference_equals_full_inference(faces, scorers, name):
 
 
 @pytest.mark.parametrize("name", ["age", "gender-dlib"])
-@pytest.mark.parametrize("method", ["guided-backprop", "lrp-epsilon", "gradcam", "gradcam++", "scorecam"])
+@pytest.mark.parametrize("method", ["guided-backprop", "lrp-epsilon", "lrp-alpha-beta", "gradcam", "gradcam++", "scorecam"])
 def test_gradient_methods_and_cams_run(faces, scorers, name, method):
     image, face = faces[4]
     target = scorers[name].predict(image, face).index
     layer = "net.units.4" if name == "age" else None  # the age net's last residual unit (post-ReLU)
-    result = explain(method, scorers[name], image, target, face, lrp_rtol=None, target_layer=layer)
+    # LRP conserves relevance within 1e-2 (checked by explain) except epsilon on the age net (docs/models.md)
+    rtol = None if (name, method) == ("age", "lrp-epsilon") else 1e-2
+    result = explain(method, scorers[name], image, target, face, lrp_rtol=rtol, target_layer=layer)
     assert result.image_map.shape == image.shape[:2] and np.isfinite(result.canonical_map).all()
     assert result.canonical_map.max() > 0

@@ -9,9 +9,9 @@ as torch modules, so gradients, incremental inference, LRP and the CAMs work on 
 the graphs' final softmax is left out (the modules return logits, the scorer's confidence
 applies it). The ONNX files are checked against the manifest's sha256 at load.
 
-- **age** (``N x 3 x 64 x 64`` -> 81 logits, ages 0..80): a dlib ResNet built from the same
-  residual unit as the face descriptor (:mod:`facesal_fast.models.dlib_resnet`): conv 7x7/2
-  (64) + max pool 3/2, then units (64), (128, down), (128), (256, down), (256), global average
+- **age** (``N x 3 x 64 x 64`` -> 81 logits, ages 0..80): a dlib ResNet built from the
+  fixed-shape residual unit of the face descriptor's traceable twin
+  (:mod:`facesal_fast.models.dlib_resnet`): conv 7x7/2 (64) + max pool 3/2, then units (64), (128, down), (128), (256, down), (256), global average
   pool and a 256 -> 81 fully connected layer. ``add_prev`` zero-pads the shortcut's channels
   and the block's rows/columns at the end, exactly as the ONNX ``Pad`` nodes do.
 - **gender** (``N x 3 x 32 x 32`` -> 2 logits, female/male): two conv-ReLU pairs, average pool,
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesal_fast.models.dlib_resnet import _ResidualUnit, _StaticResidualUnit, _pad_to
+from facesal_fast.models.dlib_resnet import _ResidualUnit, _StaticResidualUnit
 
 __all__ = [
     "AGE_BINS", "AGE_CHIP_SIZE", "AGE_WEIGHTS", "CHIP_PADDING", "GENDER_CHIP_SIZE", "AgeBins", "DlibAgeNet",
@@ -134,79 +134,28 @@ def _load_state(model: nn.Module, path: Path) -> nn.Module:
     return model.eval()
 
 
-class _StackSum(nn.Module):
-    """Sum over the last axis of stacked tensors (the form of ``zennit.layer.Sum``)."""
-
-    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
-        return stacked.sum(dim=-1)
-
-
-def _sum_layer() -> nn.Module:
-    """zennit's ``Sum`` where zennit is installed (its LRP composites split relevance at residual
-    sums in proportion to the summands), else the same computation in a plain module."""
-    try:
-        from zennit.layer import Sum
-    except ImportError:
-        return _StackSum()
-    return Sum()
-
-
-class _SumUnit(_ResidualUnit):
-    """:class:`~facesal_fast.models.dlib_resnet._ResidualUnit` whose ``add_prev`` goes through a
-    sum module (same values), so LRP conserves relevance across the residual sum."""
-
-    def __init__(self, in_channels: int, out_channels: int, down: bool) -> None:
-        super().__init__(in_channels, out_channels, down)
-        self.add = _sum_layer()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (N, C_in, H, W) -> (N, C_out, H', W')``."""
-        y = self.conv2(F.relu(self.conv1(x)))
-        shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
-        target = tuple(max(y.shape[i], shortcut.shape[i]) for i in (1, 2, 3))
-        y, shortcut = (F.pad(t, _pad_to(t.shape, target) or (0, 0)) for t in (y, shortcut))
-        return F.relu(self.add(torch.stack([y, shortcut], dim=-1)))
-
-
 class DlibAgeNet(nn.Module):
-    """dlib's age predictor: normalised ``(N, 3, 64, 64)`` chips -> ``(N, 81)`` logits (ages 0..80)."""
+    """dlib's age predictor: normalised ``(N, 3, 64, 64)`` chips -> ``(N, 81)`` logits (ages 0..80).
+
+    ``add_prev``'s zero padding is fixed for the 64 px chip (the units are
+    :class:`~facesal_fast.models.dlib_resnet._StaticResidualUnit`), so the forward has no
+    Python branch on tensors: ``torch.fx`` traces it (incremental inference, LRP canonization).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.conv0 = nn.Conv2d(3, 64, 7, 2, 0)
+        with torch.no_grad():
+            shape = tuple(F.max_pool2d(self.conv0(torch.zeros(1, 3, AGE_CHIP_SIZE, AGE_CHIP_SIZE)), 3, 2).shape)
         units, in_channels = [], 64
         for out_channels, down in _AGE_UNITS:
-            units.append(_SumUnit(in_channels, out_channels, down))
-            in_channels = out_channels
+            units.append(_StaticResidualUnit(_ResidualUnit(in_channels, out_channels, down), shape))
+            in_channels, shape = out_channels, units[-1].out_shape
         self.units = nn.Sequential(*units)
         self.fc = nn.Linear(256, 81)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (N, 3, 64, 64)`` in dlib's normalisation -> ``(N, 81)`` logits."""
-        x = self.units(F.max_pool2d(F.relu(self.conv0(x)), 3, 2))
-        return self.fc(x.mean(dim=(2, 3)))
-
-    def traceable(self, size: int = AGE_CHIP_SIZE) -> nn.Module:
-        """The same network with ``add_prev``'s padding fixed for ``size`` (``torch.fx``-traceable,
-        for :class:`facesal_fast.speed.IncrementalModel`); shares the parameters."""
-        return _TraceableAgeNet(self, size)
-
-
-class _TraceableAgeNet(nn.Module):
-    """:meth:`DlibAgeNet.traceable`: normalised ``(N, 3, size, size)`` -> ``(N, 81)``."""
-
-    def __init__(self, model: DlibAgeNet, size: int) -> None:
-        super().__init__()
-        self.conv0, self.fc = model.conv0, model.fc
-        with torch.no_grad():
-            shape = tuple(F.max_pool2d(self.conv0(torch.zeros(1, 3, size, size)), 3, 2).shape)
-        units = []
-        for unit in model.units:
-            units.append(_StaticResidualUnit(unit, shape))
-            shape = units[-1].out_shape
-        self.units = nn.Sequential(*units)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.units(F.max_pool2d(F.relu(self.conv0(x)), 3, 2))
         return self.fc(x.mean(dim=(2, 3)))
 
@@ -224,35 +173,20 @@ class DlibGenderNet(nn.Sequential):
 
 class AgeBins(nn.Module):
     """81 age logits -> 9 bin logits whose softmax is the summed probability of each
-    :data:`AGE_BINS` bin (``logsumexp`` of the bin's logits): ``(N, 81) -> (N, 9)``."""
+    :data:`AGE_BINS` bin (``logsumexp`` of the bin's logits): ``(N, 3, 64, 64) -> (N, 9)``."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("bin_of_age", torch.clamp(torch.arange(81) // 10, max=len(AGE_BINS) - 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (N, 3, 64, 64)`` -> ``(N, 9)`` bin logits."""
-        return bin_logits(self.net(x), self.bin_of_age)
-
-    def traceable(self) -> nn.Module:
-        """Traceable twin (see :meth:`DlibAgeNet.traceable`); shares the parameters."""
-        return _BinsOf(self.net.traceable(), self.bin_of_age)
+        return bin_logits(self.net(x))
 
 
-class _BinsOf(nn.Module):
-    def __init__(self, net: nn.Module, bin_of_age: torch.Tensor) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("bin_of_age", bin_of_age, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bin_logits(self.net(x), self.bin_of_age)
-
-
-def bin_logits(logits: torch.Tensor, bin_of_age: torch.Tensor) -> torch.Tensor:
-    """``(N, 81)`` age logits -> ``(N, B)`` ``logsumexp`` over the ages of each bin."""
-    bins = [logits[:, bin_of_age == b] for b in range(len(AGE_BINS))]
+def bin_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``(N, 81)`` age logits -> ``(N, 9)``: ``logsumexp`` over ages 0-9, ..., 70-79, and age 80."""
+    bins = [logits[:, 10 * b : 10 * b + 10] for b in range(8)] + [logits[:, 80:81]]
     return torch.stack([torch.logsumexp(b, dim=1) for b in bins], dim=1)
 
 
