@@ -12,7 +12,7 @@ from facesal_fast.align import region_masks
 from facesal_fast.audit.store import RunStore
 from facesal_fast.cli import main
 from facesal_fast.comparison import compare
-from facesal_fast.report.figures import map_figure
+from facesal_fast.report.figures import map_figure, png
 from facesal_fast.report.html import findings
 from facesal_fast.saliency import CMSAccumulator
 
@@ -64,6 +64,8 @@ def test_map_figure_shares_one_scale_with_a_colour_bar_per_map():
     d_low, d_high = diff.axes[0].images[-1].get_clim()
     assert d_low == -d_high and diff.axes[0].collections  # centred at 0, significant pixels outlined
     assert diff.axes[0].get_xticklabels()[1].get_text() == "subject's left"
+    hostile = map_figure([("$x^{ $_a.jpg", maps[0][1])], label="red: $g^ higher")
+    assert png(hostile).startswith(b"\x89PNG")  # a '$' in a file or group name is text, not mathtext
 
 
 def _planted_result(n_small: int) -> CMSAccumulator:

@@ -46,6 +46,11 @@ def _sides(ax) -> None:
     ax.set_yticks([])
 
 
+def plain(text: str) -> str:
+    """``text`` shown literally by matplotlib (a ``$`` in a file or group name would start mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
 def _face_gray(shape: tuple[int, int]) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(canonical_face(shape)), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
 
@@ -93,10 +98,10 @@ def map_figure(maps: Sequence[tuple[str, np.ndarray]], *, kind: str = "saliency"
             up = cv2.resize(np.asarray(mask, np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST)
             ax.contour(np.linspace(0, 1, shape[1]), np.linspace(0, 1, shape[0]), up, levels=[0.5], colors="k",
                        linewidths=0.8)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(plain(title), fontsize=9)
         _sides(ax)
         bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
-        bar.set_label(label, fontsize=7)
+        bar.set_label(plain(label), fontsize=7)
         bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
     return fig
@@ -134,7 +139,7 @@ def region_share_figure(overall: dict[str, float], intervals: dict[str, dict[str
             mean = np.array([100 * shares[r][0] for r in regions])
             err = np.array([[100 * (shares[r][0] - shares[r][1]), 100 * (shares[r][2] - shares[r][0])] for r in regions]).T
             ax.bar(x + i * width, mean, width, yerr=np.maximum(err, 0), capsize=2,
-                   label=f"{group} (n={counts[group]}, mean per image, 95% CI)")
+                   label=plain(f"{group} (n={counts[group]}, mean per image, 95% CI)"))
         ax.set_xticks(x + width * (columns - 1) / 2, [r.replace("_", " ") for r in regions], rotation=45, ha="right",
                       fontsize=8)
         ax.set_ylabel("share of positive saliency (%)")
@@ -165,7 +170,7 @@ def reliability_figure(reliability: dict[str, Reliability]):
             if not rel.curve:
                 continue
             m, r = zip(*rel.curve)
-            line = ax.plot(m, r, marker="o", label=f"{group} (n={rel.n})")[0]
+            line = ax.plot(m, r, marker="o", label=plain(f"{group} (n={rel.n})"))[0]
             if rel.images_needed and rel.images_needed > rel.n:
                 ax.plot([rel.n, rel.images_needed], [r[-1], rel.target], ls="--", color=line.get_color())
         if any(rel.curve for rel in reliability.values()):
