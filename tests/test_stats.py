@@ -10,8 +10,12 @@ from facesal_fast.align import load_image, region_masks
 from facesal_fast.saliency import CMSAccumulator
 from facesal_fast.saliency.calibration import calibrate, plant
 from facesal_fast.saliency.cms import _shares, convergence_checkpoints, small_map
-from facesal_fast.saliency.stats import (benjamini_hochberg, group_difference, permutation_test,
-                                         split_half_reliability)
+from facesal_fast.saliency.stats import (
+    benjamini_hochberg,
+    group_difference,
+    permutation_test,
+    split_half_reliability,
+)
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 PHOTOS = [f"img{i}.jpg" for i in range(1, 13)]

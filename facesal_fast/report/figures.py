@@ -11,7 +11,7 @@ frontal, so the subject's left is on the right of every map; the figures say so.
 from __future__ import annotations
 
 import io
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -19,8 +19,16 @@ import numpy as np
 from facesal_fast.align import canonical_face, canonical_mask
 from facesal_fast.saliency.stats import Reliability
 
-__all__ = ["SALIENCY_CMAP", "DIFFERENCE_CMAP", "convergence_figure", "map_figure", "panel_limits", "png",
-           "region_share_figure", "reliability_figure"]
+__all__ = [
+    "DIFFERENCE_CMAP",
+    "SALIENCY_CMAP",
+    "convergence_figure",
+    "map_figure",
+    "panel_limits",
+    "png",
+    "region_share_figure",
+    "reliability_figure",
+]
 
 SALIENCY_CMAP = "inferno"
 DIFFERENCE_CMAP = "RdBu_r"

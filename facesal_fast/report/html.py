@@ -13,8 +13,8 @@ import base64
 import html
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -22,8 +22,14 @@ import numpy as np
 from facesal_fast.align import load_image
 from facesal_fast.audit.runner import cms_from_store
 from facesal_fast.audit.store import RunStore, atomic_write_bytes
-from facesal_fast.report.figures import (convergence_figure, map_figure, panel_limits, png, region_share_figure,
-                                         reliability_figure)
+from facesal_fast.report.figures import (
+    convergence_figure,
+    map_figure,
+    panel_limits,
+    png,
+    region_share_figure,
+    reliability_figure,
+)
 from facesal_fast.saliency.cms import CMSResult
 from facesal_fast.saliency.stats import GroupDifference
 

@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, Iterable
+from typing import Any
 
 import cv2
 import numpy as np
 
 from facesal_fast.align import region_masks
 from facesal_fast.inputs import ImageInput, ScorerLike
-from facesal_fast.saliency.stats import (GroupDifference, Reliability, check_test_options, group_difference,
-                                         share_intervals, split_half_reliability)
+from facesal_fast.saliency.stats import (
+    GroupDifference,
+    Reliability,
+    check_test_options,
+    group_difference,
+    share_intervals,
+    split_half_reliability,
+)
 
 __all__ = ["CMSAccumulator", "CMSResult", "GroupDifference", "convergence_checkpoints"]
 
