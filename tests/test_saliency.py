@@ -82,8 +82,10 @@ def test_grid_mode_tracks_exact_on_real_photos(gender, real_faces):
         covered = exact.counts > 0
         correlations.append(np.corrcoef(exact.canonical[covered], grid.canonical[covered])[0, 1])
         assert grid.forward_passes < exact.forward_passes
-    # measured: 0.973, 0.979, 0.990 (patch 4 at the 64 px input; docs/saliency.md)
-    assert np.mean(correlations) >= 0.97 and min(correlations) >= 0.96
+    # measured with the old 4 px patch: 0.973, 0.979, 0.990; with the odd 5 px default (issue 23):
+    # 0.982, 0.984, 0.954 in a separate script (this test passed twice at >= 0.96 on img20, so
+    # img20 sits near the old bound): the bound on the worst photo is 0.95 (docs/saliency.md)
+    assert np.mean(correlations) >= 0.97 and min(correlations) >= 0.95
 
 
 def test_real_cis_is_meaningful(gender, real_faces):
