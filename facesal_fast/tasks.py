@@ -23,6 +23,7 @@ import base64
 import html
 import io
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -138,7 +139,9 @@ def five_tasks(
                 canonical * canonical_mask(canonical.shape), "all")
     if not used:
         raise ValueError(f"no photo could be explained: {failed}")
-    results = {name: accumulators[name].result() for name in names}
+    with warnings.catch_warnings():  # the split-half reliability (unused here) warns on a few photos or flat maps
+        warnings.simplefilter("ignore", RuntimeWarning)
+        results = {name: accumulators[name].result() for name in names}
     return TaskMaps({n: r.cms for n, r in results.items()}, {n: region_shares(r.cms) for n, r in results.items()},
                     {m: task_of[m] for m in names}, used, {n: r.share_intervals["all"] for n, r in results.items()},
                     failed, {**options, "backend": backend})
