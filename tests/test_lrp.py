@@ -162,3 +162,16 @@ def test_evaluate_runs_lrp_with_the_conservation_check_on():
     x = torch.randn(1, 1, 8, 8)
     with pytest.raises(RelevanceNotConservedError, match="whole model"):
         _classic_map("lrp", Doubling().eval(), x, 0, None)
+
+
+def test_guarded_epsilon_uses_z_plus_where_contributions_cancel():
+    """Neuron 0's contributions cancel (z = 0.001 of sum |z|): the epsilon ratios would hand
+    +1000 R and -999 R to its inputs; the guard hands R to its positive input instead.
+    Neuron 1 does not cancel and keeps the epsilon rule."""
+    layer = nn.Linear(2, 2, bias=False)
+    layer.weight.data = torch.tensor([[1.0, -0.999], [1.0, 1.0]])
+    x = torch.tensor([[1.0, 1.0]], requires_grad=True)
+    with lrp_composite("epsilon").context(layer) as modified:
+        out = modified(x)
+        (relevance,) = torch.autograd.grad(out, x, grad_outputs=torch.tensor([[1.0, 2.0]]))
+    np.testing.assert_allclose(relevance[0], [1.0 + 1.0, 1.0], rtol=1e-5)

@@ -10,8 +10,8 @@ from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
-from zennit.composites import SpecialFirstLayerMapComposite
-from zennit.rules import AlphaBeta, Epsilon, Norm, Pass, ZPlus
+from zennit.composites import LayerMapComposite
+from zennit.rules import AlphaBeta, Norm, Pass
 from zennit.types import Activation, AvgPool, Convolution, Linear
 
 from facesal_fast import ops
@@ -116,14 +116,12 @@ def test_guided_backprop_restores_training_mode_and_checks_arguments(x64):
 # ----------------------------------------------------------------------------- LRP
 
 
-def zennit_reference(net, x, target, rule):
-    """zennit's own rules: epsilon with z+ at the input layer, or alpha-beta (2, 1) (every
-    neuron of this net has contributions of both signs, where the rules coincide)."""
-    layer_rule = Epsilon(epsilon=1e-6, zero_params="bias") if rule == "epsilon" else AlphaBeta(2.0, 1.0, zero_params="bias")
-    first_rule = ZPlus(stabilizer=1e-12, zero_params="bias") if rule == "epsilon" else layer_rule
-    composite = SpecialFirstLayerMapComposite(
-        layer_map=[(Activation, Pass()), (AvgPool, Norm()), (Convolution, layer_rule), (Linear, layer_rule)],
-        first_map=[(Convolution, first_rule)],
+def zennit_reference(net, x, target):
+    """zennit's own alpha-beta (2, 1); every neuron of this net has contributions of both
+    signs (non-negative pixels), where it and SignSplit coincide."""
+    rule = AlphaBeta(2.0, 1.0, zero_params="bias")
+    composite = LayerMapComposite(
+        layer_map=[(Activation, Pass()), (AvgPool, Norm()), (Convolution, rule), (Linear, rule)],
         canonizers=[SequentialMergeBatchNorm()],
     )
     with Gradient(model=net, composite=composite) as attributor:
@@ -133,11 +131,10 @@ def zennit_reference(net, x, target, rule):
 
 @pytest.mark.parametrize("rule", ["epsilon", "alpha-beta"])
 def test_lrp_matches_zennit_and_conserves_relevance(x64, rule):
-    # non-negative pixels: every input-layer neuron then has contributions of both signs
-    # (its weights have), where z+ with and without the one-sign completion coincide
     net, x64 = small_net(), x64.abs()
     result = lrp_relevance(net, x64, 2, rule)
-    np.testing.assert_allclose(result.relevance, zennit_reference(net, x64, 2, rule), rtol=1e-3, atol=1e-5)
+    if rule == "alpha-beta":  # epsilon: the textbook comparison below
+        np.testing.assert_allclose(result.relevance, zennit_reference(net, x64, 2), rtol=1e-3, atol=1e-5)
     logit = float(net(x64)[0, 2])
     assert result.output_total == pytest.approx(logit, rel=1e-6)
     assert result.input_total == pytest.approx(logit, rel=1e-3)
@@ -147,20 +144,21 @@ def test_lrp_matches_zennit_and_conserves_relevance(x64, rule):
 
 
 def numpy_back(W, inp, R, rule, alpha=2.0, beta=1.0):
-    """One textbook LRP step through ``W`` (no bias): the paper's eq. (2) (``"epsilon"``) or
-    eq. (3), with the module's completions for one-signed neurons (``z_ij / z_j``) and
-    neurons without contributions (``w_ij^2 / sum_i w_ij^2``); ``"z+"`` is alpha=1, beta=0."""
+    """One textbook LRP step through ``W`` (no bias): the paper's eq. (2) (``"epsilon"``, z+ at
+    neurons whose contributions cancel) or eq. (3), with the module's completions for
+    one-signed neurons (``z_ij / z_j``) and neurons without contributions
+    (``w_ij^2 / sum_i w_ij^2``); ``"z+"`` is alpha=1, beta=0."""
     z = W * inp[None, :]  # z_ij as [j, i]
     s = z.sum(1)
-    if rule == "epsilon":
-        return (z / (s + 1e-6 * np.where(s >= 0, 1, -1))[:, None] * R[:, None]).sum(0)
-    if rule == "z+":
+    if rule != "alpha-beta":  # epsilon where contributions do not cancel (1 %), z+ elsewhere
         alpha, beta = 1.0, 0.0
     zp, zn = np.clip(z, 0, None), np.clip(z, None, 0)
     p, n = zp.sum(1), zn.sum(1)
     out = np.zeros_like(inp)
     for j in range(len(R)):
-        if p[j] > 0 and n[j] < 0:
+        if rule == "epsilon" and abs(s[j]) >= 0.01 * (p[j] - n[j]):
+            out += z[j] / (s[j] + 1e-6 * (1 if s[j] >= 0 else -1)) * R[j]
+        elif p[j] > 0 and n[j] < 0:
             out += (alpha * zp[j] / p[j] - beta * zn[j] / n[j]) * R[j]
         elif p[j] > 0 or n[j] < 0:
             out += z[j] / s[j] * R[j]

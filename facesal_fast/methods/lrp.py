@@ -43,18 +43,20 @@ import torch
 from zennit.canonizers import Canonizer
 from zennit.core import BasicHook, Composite, ParamMod
 from zennit.layer import Sum
-from zennit.rules import ClampMod, Epsilon, Norm, Pass, zero_bias
+from zennit.rules import ClampMod, Norm, Pass, zero_bias
 from zennit.types import Activation, AvgPool, Convolution, Linear
 
 from facesal_fast.methods._common import check_input, check_logits, check_target, eval_mode
 from facesal_fast.methods.canonizers import ResidualSum, canonize, input_layers
 
 __all__ = [
-    "LayerRelevance", "LRPResult", "RelevanceNotConservedError", "SignSplit", "lrp_composite", "lrp_relevance",
+    "GuardedEpsilon", "LayerRelevance", "LRPResult", "RelevanceNotConservedError", "SignSplit", "lrp_composite", "lrp_relevance",
     "check_conservation", "lrp",
 ]
 
 RULES = ("epsilon", "alpha-beta")
+#: A neuron's contributions "cancel" when ``|z_j| < CANCEL * sum_i |z_ij|`` (epsilon rule).
+CANCEL = 0.01
 
 
 class RelevanceNotConservedError(RuntimeError):
@@ -79,22 +81,33 @@ def _split_mapper(alpha: float, beta: float):
     return mapper
 
 
+def _guarded_epsilon_mapper(epsilon: float, cancel: float):
+    """Output-gradient weights of :class:`GuardedEpsilon`: ``1 / (z_j + eps sign z_j)`` on every
+    contribution of a neuron whose contributions do not cancel, z+ weights on one that does."""
+    zplus = _split_mapper(1.0, 0.0)
+
+    def mapper(out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        pos, neg = outputs[0] + outputs[1], outputs[2] + outputs[3]
+        z = pos + neg
+        plain = z.abs() >= cancel * (pos - neg)
+        grad = out_grad / torch.where(plain, z + epsilon * torch.where(z >= 0, 1.0, -1.0), 1.0)
+        grad_pos, _, grad_neg, _, grad_square = zplus(out_grad, outputs)
+        grad_pos, grad_neg = torch.where(plain, grad, grad_pos), torch.where(plain, -grad, grad_neg)
+        grad_square = torch.where(plain, 0.0, grad_square)
+        return [grad_pos, grad_pos, grad_neg, grad_neg, grad_square]
+
+    return mapper
+
+
 def _square_weights(param: torch.Tensor, name: str) -> torch.Tensor:
     return param * param if name == "weight" else torch.zeros_like(param)
 
 
-class SignSplit(BasicHook):
-    """Conserving alpha-beta rule for a convolution or linear layer (see module doc).
+class _SplitHook(BasicHook):
+    """Contributions ``z_ij = a_i w_ij`` split by sign (four passes) plus ``w_ij^2`` (fifth), so a
+    ``mapper`` can weigh each neuron's parts; the reducer adds positive and subtracts negative parts."""
 
-    ``R_i = sum_j (alpha z+_ij / z+_j - beta z-_ij / z-_j) R_j`` where neuron ``j`` has
-    contributions of both signs, ``z_ij / z_j R_j`` where it has one sign only, and
-    ``w_ij^2 / sum_i w_ij^2 R_j`` where it has none; ``z_ij = a_i w_ij`` without bias.
-    ``alpha=1, beta=0`` is the z+ rule. Needs ``alpha - beta = 1``, ``beta >= 0``.
-    """
-
-    def __init__(self, alpha: float = 2.0, beta: float = 1.0, zero_params: str | list[str] | None = "bias"):
-        if not (beta >= 0 and abs(alpha - beta - 1) < 1e-9):
-            raise ValueError(f"alpha-beta needs alpha - beta = 1 with alpha >= 1, beta >= 0, got alpha={alpha}, beta={beta}")
+    def __init__(self, mapper, zero_params: str | list[str] | None):
         keep, no_bias = {"zero_params": zero_params}, {"zero_params": zero_bias(zero_params)}
         super().__init__(
             input_modifiers=[
@@ -106,9 +119,38 @@ class SignSplit(BasicHook):
                 ClampMod(min=0.0, **no_bias), ParamMod(_square_weights),
             ],
             output_modifiers=[lambda z: z] * 5,
-            gradient_mapper=_split_mapper(alpha, beta),
+            gradient_mapper=mapper,
             reducer=lambda a, g: a[0] * g[0] + a[1] * g[1] - a[2] * g[2] - a[3] * g[3] + a[4] * g[4],
         )
+
+
+class SignSplit(_SplitHook):
+    """Conserving alpha-beta rule for a convolution or linear layer (see module doc).
+
+    ``R_i = sum_j (alpha z+_ij / z+_j - beta z-_ij / z-_j) R_j`` where neuron ``j`` has
+    contributions of both signs, ``z_ij / z_j R_j`` where it has one sign only, and
+    ``w_ij^2 / sum_i w_ij^2 R_j`` where it has none; ``z_ij = a_i w_ij`` without bias.
+    ``alpha=1, beta=0`` is the z+ rule. Needs ``alpha - beta = 1``, ``beta >= 0``.
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, zero_params: str | list[str] | None = "bias"):
+        if not (beta >= 0 and abs(alpha - beta - 1) < 1e-9):
+            raise ValueError(f"alpha-beta needs alpha - beta = 1 with alpha >= 1, beta >= 0, got alpha={alpha}, beta={beta}")
+        super().__init__(_split_mapper(alpha, beta), zero_params)
+
+
+class GuardedEpsilon(_SplitHook):
+    """The epsilon rule, ``R_i = sum_j z_ij / (z_j + eps sign z_j) R_j``, at neurons whose
+    contributions do not cancel (``|z_j| >= cancel * sum_i |z_ij|``); the z+ rule of
+    :class:`SignSplit` at the others, where the ratios would explode and ``eps`` absorb
+    relevance (see module doc)."""
+
+    def __init__(self, epsilon: float = 1e-6, cancel: float = CANCEL, zero_params: str | list[str] | None = "bias"):
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon}")
+        if not 0 <= cancel < 1:
+            raise ValueError(f"cancel must be in [0, 1), got {cancel}")
+        super().__init__(_guarded_epsilon_mapper(epsilon, cancel), zero_params)
 
 
 @dataclass(frozen=True)
@@ -162,9 +204,8 @@ def lrp_composite(
     ``input_layers``: names of the layers that see the model input (the epsilon rule gives
     them the z+ rule, see module doc)."""
     if rule == "epsilon":
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be positive, got {epsilon}")
-        layer_rule, pointwise_rule = Epsilon(epsilon=epsilon, zero_params=zero_params), SignSplit(1.0, 0.0, zero_params)
+        layer_rule = GuardedEpsilon(epsilon, CANCEL, zero_params)
+        pointwise_rule = SignSplit(1.0, 0.0, zero_params)
     elif rule == "alpha-beta":
         layer_rule = pointwise_rule = SignSplit(alpha, beta, zero_params)
     else:
