@@ -56,3 +56,15 @@ def test_five_tasks_averages_the_same_photos_and_leaves_failures_out(two_photos,
         five_tasks(photos, models=["height"])
     with pytest.raises(ValueError, match="photos is empty"):
         five_tasks([], models=["gender"])
+
+
+@pytest.mark.parametrize("model", ["age", "gender-dlib", "head-pose"])
+def test_audit_takes_the_new_models(tmp_path, model):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(BUNDLED / "img2.jpg", folder / "img2.jpg")
+    out = tmp_path / "run"
+    assert cli.main(["audit", str(folder), "--out", str(out), "--model", model, "--mode", "grid", "--grid-step", "16",
+                     "--backend", "torch"]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert model in json.dumps(meta)
