@@ -247,6 +247,9 @@ def _parser() -> argparse.ArgumentParser:
     report = command("report", "write the run's self-contained HTML report", "facesal report runs/gender")
     report.add_argument("run", help="run folder")
     report.add_argument("--out", help="HTML path (default: RUN/report.html)")
+    from facesal_fast.comparison import add_statistics_arguments
+
+    add_statistics_arguments(report)
     demo = command("demo", "audit the bundled photos with the bundled gender model, then report",
                    "facesal demo --out runs/demo")
     demo.add_argument("--out", default="runs/demo", help="run folder")
@@ -381,7 +384,9 @@ def _run_command(args: argparse.Namespace) -> int:
     from facesal_fast.report.html import write_report
 
     if args.command == "report":
-        print(f"facesal report: {write_report(args.run, args.out)}")
+        from facesal_fast.comparison import statistics_options
+
+        print(f"facesal report: {write_report(args.run, args.out, **statistics_options(args))}")
         return EXIT_OK
     if args.command == "demo":
         summary = run_audit(_demo_photos(), args.out, groups="predicted", backend=args.backend, device=args.device)

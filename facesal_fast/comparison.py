@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # the statistics import the saliency package (heavy); the CLI
     from facesal_fast.audit.store import RunStore
     from facesal_fast.saliency.stats import GroupDifference
 
-__all__ = ["Comparison", "add_compare_arguments", "compare", "run_cli", "write_compare_report"]
+__all__ = ["Comparison", "add_compare_arguments", "add_statistics_arguments", "compare", "run_cli", "statistics_options",
+           "write_compare_report"]
 
 
 @dataclass
@@ -198,18 +199,29 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def add_statistics_arguments(parser: argparse.ArgumentParser, unit: str = "group") -> None:
+    """``--permutations``, ``--min-group``, ``--confidence``, ``--correction`` (for ``compare`` and ``report``)."""
+    parser.add_argument("--permutations", type=_count, default=2000, help="permutations / sign flips per test")
+    parser.add_argument("--min-group", type=_count, default=10, help=f"fewest images per {unit} for any significance")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="a region or pixel counts when its adjusted p < 1 - CONFIDENCE")
+    parser.add_argument("--correction", default="fwer", choices=["fwer", "fdr"],
+                        help="fwer: max-T family-wise; fdr: Benjamini-Hochberg")
+
+
+def statistics_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`compare` / ``write_report`` from :func:`add_statistics_arguments`."""
+    return {"permutations": args.permutations, "min_group": args.min_group, "confidence": args.confidence,
+            "correction": args.correction}
+
+
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_a", help="first run folder (a facesal audit --out)")
     parser.add_argument("run_b", help="second run folder")
     parser.add_argument("--out", required=True, help="folder for compare.html (created)")
     parser.add_argument("--fail-on-shift", type=float, default=None, metavar="POINTS",
                         help="exit 1 when any region's share moves by more than POINTS percentage points, significantly")
-    parser.add_argument("--permutations", type=_count, default=2000, help="permutations / sign flips per test")
-    parser.add_argument("--min-group", type=_count, default=10, help="fewest images per run for any significance")
-    parser.add_argument("--confidence", type=float, default=0.95,
-                        help="a region counts when its adjusted p < 1 - CONFIDENCE")
-    parser.add_argument("--correction", default="fwer", choices=["fwer", "fdr"],
-                        help="fwer: max-T family-wise (default); fdr: Benjamini-Hochberg")
+    add_statistics_arguments(parser, "run")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -217,8 +229,7 @@ def run_cli(args: argparse.Namespace) -> int:
     raises ``ValueError`` (the CLI prints it as one line, exit 2)."""
     if args.fail_on_shift is not None and not args.fail_on_shift >= 0:
         raise ValueError(f"--fail-on-shift must be a number of percentage points >= 0, got {args.fail_on_shift}")
-    c = compare(args.run_a, args.run_b, permutations=args.permutations, confidence=args.confidence,
-                min_group=args.min_group, correction=args.correction)
+    c = compare(args.run_a, args.run_b, **statistics_options(args))
     path = write_compare_report(c, args.out)
     for message in c.difference.too_few:
         warnings.warn(f"{message}: no significance is claimed", stacklevel=2)

@@ -103,6 +103,9 @@ def test_report_has_colour_bars_findings_and_renders(gender_run, tmp_path, capsy
     assert "Stability per group" in html and "split-half" in html and "Convergence" in html
     dom = _chromium_dom(gender_run / "report.html", tmp_path / "profile")
     assert 'id="findings"' in dom and dom.count("data-colorbar") == maps
+    page = tmp_path / "small-groups-allowed.html"
+    assert main(["report", str(gender_run), "--out", str(page), "--min-group", "1", "--correction", "fdr"]) == 0
+    assert "too few images in group" not in capsys.readouterr().err + page.read_text()
 
 
 def _fake_run(path: Path, maps: np.ndarray, keys: list[str]) -> Path:
