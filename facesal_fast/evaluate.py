@@ -122,13 +122,16 @@ class EvalConfig:
         if not isinstance(self.tie_draws, int) or self.tie_draws < 1:
             raise ValueError(f"tie_draws must be an integer >= 1, got {self.tie_draws!r}")
 
-    def conventions(self) -> str:
-        """One line naming the conventions the tables use."""
+    def curve_conventions(self) -> str:
+        """The deletion / insertion choices in words."""
         ties = f"random tie order (mean of {self.tie_draws} seeded draws)" if self.ties == "random" else "row-major ties"
         fill = "mean grey (normalised 0)" if self.deletion_fill == "grey" else "black"
         blur = "11 x 11 sigma 5 blur (RISE)" if self.insertion_blur == "rise" else "Gaussian blur sigma side/8"
-        return (f"maps: positive part, equal mass; GB from {self.gb_output}; deletion/insertion: {ties}, "
-                f"deleted pixels {fill}, insertion from {blur}")
+        return f"{ties}, deleted pixels {fill}, insertion from {blur}"
+
+    def conventions(self) -> str:
+        """One line naming the conventions the tables use."""
+        return f"maps: positive part, equal mass; GB from {self.gb_output}; deletion/insertion: {self.curve_conventions()}"
 
 
 def scaled_patch(paper_patch: int, input_side: int) -> int:
@@ -538,7 +541,7 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
         md_regions = _write_table(tmp, "cms_regions", share_rows, 3)
         sections.append((f"Faithfulness: Average Drop / % Increase / Win (maps: positive part, equal mass; GB from "
                          f"{cfg.gb_output})", md_faith, ["examples.png"]))
-        sections.append((f"Deletion and insertion (AUC; {cfg.conventions().split('deletion/insertion: ')[1]})", md_di,
+        sections.append((f"Deletion and insertion (AUC; {cfg.curve_conventions()})", md_di,
                          ["deletion.png", "insertion.png"]))
         sections.append(("CMS and its regions (share of positive mass, share of area, density = ratio)", md_regions, ["cms.png"]))
         summary.update(faithfulness=faith_rows, deletion_insertion=di_rows, cms_regions=share_rows)
