@@ -39,7 +39,7 @@ def test_bundled_weights_and_licence_ship_with_the_package():
 
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="bundled models are"):
-        load("age")
+        load("height")
 
 
 def test_gender_predictions_on_real_photos():
