@@ -223,7 +223,7 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("photos", help="folder of face photos")
     parser.add_argument("--out", required=True, help="output folder (tasks.html, tasks.png, tasks.json)")
     parser.add_argument("--models", default=",".join(m for names in TASK_MODELS.values() for m in names),
-                        help="comma-separated bundled models (default: every model of the five tasks)")
+                        help="comma-separated bundled models")
     parser.add_argument("--mode", default="grid", choices=["exact", "grid", "adaptive"])
     parser.add_argument("--grid-step", type=int, default=4, help="grid step in model-input pixels")
     parser.add_argument("--patch", type=int, default=None, help="occlusion window in model-input pixels")
@@ -235,6 +235,8 @@ def run_tasks_cli(args: argparse.Namespace) -> int:
     """``facesal tasks``: compute the maps and write the page; returns the exit code."""
     from facesal_fast.audit.runner import list_images
 
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
     photos = list_images(args.photos, exclude=args.out)[: args.max_images]
     result = five_tasks(photos, models=[m for m in args.models.split(",") if m], mode=args.mode,
                         grid_step=args.grid_step, patch=args.patch, backend=args.backend)

@@ -57,6 +57,7 @@ def test_five_tasks_averages_the_same_photos_and_leaves_failures_out(two_photos,
         five_tasks(photos, models=["height"])
     with pytest.raises(ValueError, match="photos is empty"):
         five_tasks([], models=["gender"])
+    assert cli.main(["tasks", str(two_photos), "--out", str(tmp_path / "x"), "--max-images", "0"]) != 0
 
 
 @pytest.mark.parametrize("model", ["age", "gender-dlib", "head-pose"])
