@@ -8,10 +8,14 @@ positive relevance (``align.region_shares``):
    map explaining "happy" against the map explaining "sad" on the same photo;
 2. occlusion test (Sec. 3.7, Fig. 7): the mouth, or both eyes, painted over with the face's
    skin colour (``methods.skin_colour``); the happy probability and the mouth's relevance
-   share before and after, on the photos the model calls happy.
+   share before and after, on the photos the model calls happy;
+3. gender vs age heatmaps of the same faces (Sec. 3.2, Fig. 2: the age model picks up more
+   facial detail, the gender model the overall shape and the edges of the face): inner
+   features (eyes, eyebrows, nose, mouth) against the outline (jaw, chin, forehead) for the
+   predicted class of the bundled gender and age models.
 
 Prints Markdown tables (the numbers in docs/results.md).
-Usage: ``python scripts/lrp_paper_analyses.py [PHOTOS_DIR] [--rule alpha-beta|epsilon]``.
+Usage: ``python scripts/lrp_paper_analyses.py [PHOTOS_DIR] [--rule alpha-beta|epsilon] [--fig2-only]``.
 """
 from __future__ import annotations
 
@@ -27,7 +31,9 @@ from facesal_fast.models import load
 
 BUNDLED = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 GROUPS = {"mouth": ("mouth",), "eyebrows": ("left_eyebrow", "right_eyebrow"), "cheeks": ("left_cheek", "right_cheek"),
-          "eyes": ("left_eye", "right_eye")}
+          "eyes": ("left_eye", "right_eye"),
+          "inner features": ("left_eye", "right_eye", "left_eyebrow", "right_eyebrow", "nose", "mouth"),
+          "outline": ("jaw", "chin", "forehead")}
 
 
 def grouped(shares: dict[str, float]) -> dict[str, float]:
@@ -91,18 +97,37 @@ def occlusion_test(model: str, scorer, faces: list, happy: int, rule: str) -> No
         print(f"| {label} | {np.mean(p):.3f} | {fell_p}/{len(faces)} | {np.mean(m):.3f} | {fell_m}/{len(faces)} |")
 
 
+def gender_vs_age(faces: list, rule: str) -> None:
+    """Fig. 2: region shares of the predicted class's map, per model, on the same faces."""
+    print(f"\n### gender vs age ({len(faces)} photos, LRP {rule}, predicted class)\n")
+    print("| model | inner features | outline | cheeks | photos with inner > outline |")
+    print("|---|---:|---:|---:|---:|")
+    for model in ("gender", "gender-dlib", "age"):
+        scorer = load(model, backend="torch")
+        shares = []
+        for _, image, face in faces:
+            target = scorer.predict(image, face).index
+            shares.append(lrp_shares(scorer, image, face, target, rule))
+        inner, outline = np.array([s["inner features"] for s in shares]), np.array([s["outline"] for s in shares])
+        cheeks = np.mean([s["cheeks"] for s in shares])
+        print(f"| {model} | {inner.mean():.3f} | {outline.mean():.3f} | {cheeks:.3f} | {(inner > outline).sum()}/{len(shares)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photos", nargs="?", default=str(BUNDLED))
     parser.add_argument("--rule", default="alpha-beta", choices=["alpha-beta", "epsilon"])
+    parser.add_argument("--fig2-only", action="store_true", help="only the gender vs age comparison")
     args = parser.parse_args()
     aligner = default_aligner()
     faces = []
     for path in sorted(Path(args.photos).glob("*.jpg")):
         image = load_image(path)
         faces.append((path.name, image, aligner(image)))
-    for model in ("expression-fer", "expression-kdef"):
-        analyse(model, faces, args.rule)
+    if not args.fig2_only:
+        for model in ("expression-fer", "expression-kdef"):
+            analyse(model, faces, args.rule)
+    gender_vs_age(faces, args.rule)
 
 
 if __name__ == "__main__":

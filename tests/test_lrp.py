@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 from zennit.canonizers import SequentialMergeBatchNorm
 
+from facesal_fast import ops
 from facesal_fast.methods import RelevanceNotConservedError, check_conservation, lrp_relevance
 from facesal_fast.methods.canonizers import ResidualSum, canonize, input_layers
 from facesal_fast.methods.lrp import SignSplit, lrp_composite
@@ -25,7 +26,7 @@ def inputs():
     for name in PHOTOS:
         photo(name)
         image, _ = scorer.prepare(_rgb(name), KNOWN[name][0])
-        out.append((torch.from_numpy(image).float().permute(2, 0, 1)[None] / 255.0 - 0.5) * 2.0)
+        out.append(torch.from_numpy(ops.unoccluded(image, scorer.mean, scorer.std, scale=scorer.scale)))
     return out
 
 
@@ -175,3 +176,19 @@ def test_guarded_epsilon_uses_z_plus_where_contributions_cancel():
         out = modified(x)
         (relevance,) = torch.autograd.grad(out, x, grad_outputs=torch.tensor([[1.0, 2.0]]))
     np.testing.assert_allclose(relevance[0], [1.0 + 1.0, 1.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["age", "gender-dlib"])
+def test_lrp_conserves_relevance_on_the_dlib_classifiers(name):
+    """dlib's age (9 bins, residual units) and gender networks, on a real photo's chip, every class."""
+    from facesal_fast.align import default_aligner, load_image
+
+    scorer, model = load(name, backend="torch"), load_module(name)
+    image = load_image(photo("img1.jpg"))
+    chip, _ = scorer.prepare(image, default_aligner()(image))
+    x = torch.from_numpy(ops.unoccluded(chip, scorer.mean, scorer.std, scale=scorer.scale))
+    with torch.no_grad():
+        torch.testing.assert_close(canonize(model)(x), model(x), rtol=1e-5, atol=1e-5)
+    for rule in ("epsilon", "alpha-beta"):
+        for target in range(model(x).shape[1]):
+            assert check_conservation(lrp_relevance(model, x, target, rule), rtol=1e-2) < 1e-2
