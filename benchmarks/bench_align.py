@@ -1,13 +1,15 @@
 """Alignment speed on CPU: images per second for a batch of 32 real photos.
 
 ``pytest benchmarks/bench_align.py`` (pytest-benchmark) or ``python benchmarks/bench_align.py``
-(prints a small table). Photos: /work/shared/faces/deepface-unit (single-face ones), resized
+(prints a small table). Photos: the folder named by ``FACESAL_TEST_PHOTOS`` (the deepface unit-test
+set; default: the bundled demo faces), single-face ones, resized
 to 512 px on the long side ("512") or at their native sizes ("native", 400-4600 px). Stages:
 ``align`` = detection + Face Mesh + dense grid + visibility (N ~ 37k points), ``to_canonical``
 = texture unwrap of the aligned faces, ``to_image`` = reprojecting a canonical map.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-FACES = Path("/work/shared/faces/deepface-unit")
+FACES = Path(os.environ.get("FACESAL_TEST_PHOTOS") or Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces")
 BATCH = 32
 
 

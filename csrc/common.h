@@ -1,4 +1,4 @@
-// Indexing math shared by the CPU and CUDA kernels (DESIGN.md window rule).
+// Indexing math shared by the CPU and CUDA kernels (the window rule of docs/architecture.md).
 #pragma once
 #include <cmath>
 #include <cstdint>

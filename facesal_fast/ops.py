@@ -6,7 +6,7 @@ computed on torch's current stream. Inputs are validated here, so the kernels ne
 see a bad shape, dtype or non-finite value: bad input raises ``ValueError`` naming the
 argument.
 
-Window rule (shared by both ops, see DESIGN.md): a square window of size ``p`` centred
+Window rule (shared by both ops, see docs/architecture.md): a square window of size ``p`` centred
 at ``(x, y)`` covers columns ``cx - (p-1)//2 .. cx + p//2`` with ``cx = floor(x + 0.5)``,
 rows likewise, clipped to the image.
 """
@@ -428,7 +428,7 @@ def splat_add(
 
 
 def normalize_by_counts(sums: Array, counts: Array) -> Array:
-    """``sums / counts`` where ``counts > 0`` and 0 elsewhere (the CIS of DESIGN.md).
+    """``sums / counts`` where ``counts > 0`` and 0 elsewhere (the CIS rule of docs/architecture.md).
 
     Args:
         sums: ``... x H x W``.

@@ -1,4 +1,4 @@
-"""Check the PyTorch ports against Keras on the shared face photos and print predictions.
+"""Check the PyTorch ports against Keras on a folder of face photos and print predictions.
 
 For every photo in the folder: detect faces (dlib's HOG frontal detector, standing in for
 the OpenCV Haar detector of the original training), prepare each face with the bundled
@@ -6,7 +6,7 @@ scorer's preprocessing, run Keras (keras 3 on the torch backend, no TensorFlow) 
 PyTorch port, and record the largest per-layer difference. Prints two Markdown tables:
 port accuracy per model and predictions per face (used in docs/models.md).
 
-    KERAS_BACKEND=torch python scripts/keras_reference.py [/work/shared/faces/deepface-unit]
+    KERAS_BACKEND=torch python scripts/keras_reference.py DEEPFACE_UNIT_DIR
 """
 from __future__ import annotations
 
@@ -76,4 +76,4 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/work/shared/faces/deepface-unit"))
+    main(Path(sys.argv[1]))

@@ -12,7 +12,7 @@
    by inpainting.
 3. ``LICENSE-mediapipe.txt`` copied next to them.
 
-Usage: python scripts/make_canonical_face.py [--obj OBJ] [--faces DIR] [--out DIR] [--size 512]
+Usage: python scripts/make_canonical_face.py --obj OBJ --faces DIR [--out DIR] [--size 512]
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path("/work/shared")
 MARGIN = 0.06
 
 
@@ -112,8 +111,8 @@ def make_texture(faces_dir: Path, out: Path, size: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--obj", type=Path, default=SHARED / "canonical_face" / "canonical_face_model.obj")
-    ap.add_argument("--faces", type=Path, default=SHARED / "faces")
+    ap.add_argument("--obj", type=Path, required=True, help="MediaPipe's canonical_face_model.obj (mediapipe/modules/face_geometry/data)")
+    ap.add_argument("--faces", type=Path, required=True, help="folder of face photos (the deepface unit-test set)")
     ap.add_argument("--out", type=Path, default=ROOT / "facesal_fast" / "data" / "canonical")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--geometry-only", action="store_true")

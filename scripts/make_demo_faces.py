@@ -1,11 +1,14 @@
-"""Copy the demo photos into the package: real faces from ../shared/faces, at most 512 px."""
+"""Copy the demo photos into the package: real faces from the deepface unit-test set, at most 512 px.
+
+Usage: python scripts/make_demo_faces.py DEEPFACE_UNIT_DIR
+"""
 from pathlib import Path
 import shutil
 import sys
 
 import cv2
 
-SRC = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/faces/deepface-unit")
+SRC = Path(sys.argv[1])
 DST = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 PHOTOS = [f"img{i}.jpg" for i in range(1, 31) if (SRC / f"img{i}.jpg").exists()][:24] + ["couple.jpg"]
 

@@ -1,9 +1,9 @@
 """Where the tests find real face photos.
 
-The shared deepface-unit set (``../shared/faces/deepface-unit`` beside the checkout) when it
-is there, else the photos bundled with the package (a subset, at most 512 px), so the
-photo tests run on a bare checkout too
-(``FACESAL_TEST_BUNDLED_PHOTOS=1`` forces the bundle, to check that). A test needing a photo outside the bundle skips.
+The full-size deepface unit-test photo set (the ``tests/dataset`` folder of the public
+serengil/deepface repository, MIT) when ``FACESAL_TEST_PHOTOS`` names a folder holding it,
+else the photos bundled with the package (a subset, at most 512 px), so the photo tests run on
+a bare checkout. A test needing a photo outside the bundle skips.
 """
 import os
 from pathlib import Path
@@ -12,9 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "facesal_fast" / "data" / "demo_faces"
-_SHARED = [ROOT.parent / "shared" / "faces" / "deepface-unit", Path("/work/shared/faces/deepface-unit")]
-SHARED = None if os.environ.get("FACESAL_TEST_BUNDLED_PHOTOS") else next((p for p in _SHARED if p.is_dir()), None)
-FACES = SHARED or BUNDLED
+_FULL = os.environ.get("FACESAL_TEST_PHOTOS")
+FULL_PHOTOS = Path(_FULL) if _FULL and Path(_FULL).is_dir() else None
+FACES = FULL_PHOTOS or BUNDLED
 
 
 def photo(name: str) -> Path:
@@ -24,6 +24,6 @@ def photo(name: str) -> Path:
         pytest.skip(f"{name} is not among the available photos ({FACES})")
     return path
 
-requires_shared = pytest.mark.skipif(
-    SHARED is None, reason="needs the full-size shared deepface-unit photos (../shared/faces beside the checkout)"
+requires_full_photos = pytest.mark.skipif(
+    FULL_PHOTOS is None, reason="needs the full-size deepface unit-test photos (set FACESAL_TEST_PHOTOS to their folder)"
 )

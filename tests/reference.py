@@ -3,7 +3,7 @@ import numpy as np
 
 
 def window(x: float, y: float, patch: int, H: int, W: int):
-    """Inclusive clipped window (x0, x1, y0, y1) of DESIGN.md, or None when empty."""
+    """Inclusive clipped window (x0, x1, y0, y1) of docs/architecture.md, or None when empty."""
     cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
     x0, x1 = max(cx - (patch - 1) // 2, 0), min(cx + patch // 2, W - 1)
     y0, y1 = max(cy - (patch - 1) // 2, 0), min(cy + patch // 2, H - 1)

@@ -1,4 +1,4 @@
-"""Tests of facesal_fast.align on the real photos in /work/shared/faces/deepface-unit."""
+"""Tests of facesal_fast.align on real photos (tests/photos.py: the bundled ones, or the full deepface set)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +25,7 @@ from facesal_fast.align import (
 )
 from facesal_fast.align.aligner import CORE_LANDMARKS
 
-from photos import FACES, photo, requires_shared
+from photos import FACES, photo, requires_full_photos
 MULTI = {"couple.jpg": 2, "selfie-many-people.jpg": 4}
 
 
@@ -182,7 +182,7 @@ def test_from_arrays_with_mesh_reproduces_aligner(aligned):
     assert g.face_scale == pytest.approx(f.face_scale * g.canonical_scale / f.canonical_scale, rel=0.1)
 
 
-@requires_shared
+@requires_full_photos
 def test_visibility_profile_view_and_zbuffer(aligned):
     f = aligned["img1.jpg"][0]
     shares = [_yawed(f, d).visible_fraction for d in (0, 25, 50, 75)]

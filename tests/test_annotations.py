@@ -8,7 +8,7 @@ from facesal_fast.methods.annotations import (
 )
 from facesal_fast.methods.masks import relative_saliency
 
-from photos import FACES, requires_shared
+from photos import FACES, requires_full_photos
 
 
 def write(tmp_path, text):
@@ -81,7 +81,7 @@ def test_canonical_maps_through_the_aligner():
     np.testing.assert_allclose(person_canonical_heatmaps(boxes, faces)["p"], canonical, atol=1e-6)
 
 
-@requires_shared
+@requires_full_photos
 def test_shipped_annotations_describe_real_photos():
     import cv2
 

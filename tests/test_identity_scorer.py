@@ -1,8 +1,8 @@
 """Eq. 7 / eq. 8 saliency end to end: dlib chips from MediaPipe landmarks, the "dlib-resnet"
 registry entry, identification CIS through ``facesal_fast.cis`` and verification CIS.
 
-Real photos (bundled demo faces; deepface-unit's master.csv pairs when /work/shared is
-there), the real dlib ResNet port; strides keep each CIS to ~100 occlusions on 2 CPU cores.
+Real photos (bundled demo faces; deepface-unit's master.csv pairs when FACESAL_TEST_PHOTOS names
+that set), the real dlib ResNet port; strides keep each CIS to ~100 occlusions on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from facesal_fast.scoring.embedding import (
 from facesal_fast.scoring.geometry import DLIB5_FROM_MEDIAPIPE, five_points
 
 DEMO = Path(fs.__file__).resolve().parent / "data" / "demo_faces"
-from photos import FACES as SHARED
+from photos import FACES as PHOTOS
 STRIDE, PATCH = 500, 20  # ~70 points of ~36k, 20 px windows on the 150 px chip
 
 
@@ -48,10 +48,10 @@ def faces() -> dict:
 
 def _genuine_pair() -> tuple[Path, Path]:
     """First genuine pair of deepface-unit's master.csv, else two bundled photos of one person."""
-    if (SHARED / "master.csv").exists():
-        with open(SHARED / "master.csv") as fh:
+    if (PHOTOS / "master.csv").exists():
+        with open(PHOTOS / "master.csv") as fh:
             row = next(r for r in csv.DictReader(fh) if r["Decision"] == "Yes")
-        return SHARED / row["file_x"], SHARED / row["file_y"]
+        return PHOTOS / row["file_x"], PHOTOS / row["file_y"]
     return DEMO / "img1.jpg", DEMO / "img2.jpg"  # same person in master.csv
 
 

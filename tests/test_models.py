@@ -9,7 +9,7 @@ import torch
 from facesal_fast.models import MODELS, from_keras_h5, load, load_module, weights_path
 from facesal_fast.models.keras_h5 import read_keras_h5
 
-from photos import FACES, requires_shared
+from photos import FACES, requires_full_photos
 # face boxes found by dlib's HOG detector (scripts/keras_reference.py); labels checked by eye
 KNOWN = {
     "img1.jpg": ((399, 332, 1023, 955), "woman"),
@@ -50,7 +50,7 @@ def test_gender_predictions_on_real_photos():
         assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-@requires_shared
+@requires_full_photos
 def test_expression_model_sees_broad_smiles():
     scorer = load("expression-fer", backend="torch")
     for name in ("img17.jpg", "img28.jpg", "img43.jpg"):

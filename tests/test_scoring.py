@@ -25,7 +25,7 @@ def _image(h=20, w=24, c=3, seed=1):
 
 
 def _occlude_reference(image, center, patch, fill):
-    """The DESIGN.md window rule in numpy: columns cx-(p-1)//2 .. cx+p//2, clipped."""
+    """The window rule (docs/architecture.md) in numpy: columns cx-(p-1)//2 .. cx+p//2, clipped."""
     out = image.astype(np.float32).copy()
     cx, cy = int(np.floor(center[0] + 0.5)), int(np.floor(center[1] + 0.5))
     x0, x1 = max(cx - (patch - 1) // 2, 0), min(cx + patch // 2, image.shape[1] - 1)

@@ -7,7 +7,7 @@ Package data (``facesal_fast/data/canonical/``, made by ``scripts/make_canonical
   orthographic frontal projection of the vertices normalised to the unit square (x right,
   y down, ``margin`` around the face).
 - ``texture.png``: the mean face texture (RGB, ``TEXTURE_SIZE`` square) on that layout,
-  averaged over the photos in ``/work/shared/faces``.
+  averaged over the deepface unit-test photos (``scripts/make_canonical_face.py``).
 - ``LICENSE-mediapipe.txt``: Apache-2.0 licence of the canonical face model.
 """
 from __future__ import annotations

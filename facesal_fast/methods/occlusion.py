@@ -3,7 +3,7 @@
 ``S(n) = phi(I, c) - phi(I with a patch x patch window at centre n, c)`` over a stride grid
 of centres; every drop is spread over its window and divided by the number of windows
 covering each pixel (``ops.splat_add`` + ``ops.normalize_by_counts``, the CIS rule of
-DESIGN.md, here in image pixels). All occluded images come from one batched
+docs/architecture.md, here in image pixels). All occluded images come from one batched
 ``ops.occlude_batch`` call (model path) or from ``Scorer.score_occluded`` (scorer path).
 Arbabzadah et al. occlude with the subject's skin colour (:func:`skin_colour`) to avoid
 strong artificial edges.

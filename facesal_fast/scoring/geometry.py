@@ -1,6 +1,6 @@
 """Geometric preprocessing of a scorer: image -> model input geometry (crop, resize, grey).
 
-Pixel centres sit at integer coordinates (DESIGN.md). A square crop of side ``S`` whose
+Pixel centres sit at integer coordinates (docs/architecture.md). A square crop of side ``S`` whose
 top-left pixel is ``(x0, y0)``, resized to ``W x H``, maps an image point ``(x, y)`` to
 ``u = (x - x0 + 0.5) * W / S - 0.5``, ``v = (y - y0 + 0.5) * H / S - 0.5`` (the convention
 of ``cv2.resize``); that 2 x 3 affine is returned with every prepared image.
