@@ -702,23 +702,26 @@ def _ablations(items, scorer, cfg, cis_opts, default_results, s, side):
     return out, figs
 
 
-def _sanity(items, scorer, module, cfg, cis_opts, methods):
-    """Cascading randomisation on the first images: CIS plus the gradient methods."""
+def sanity_cis(model: torch.nn.Module, item: _Item, scorer: Any, cis_opts: dict) -> np.ndarray:
+    """The canonical CIS of ``item`` under ``model`` (grid step >= 4), for the cascade.
+
+    ``incremental=False``: the cascade randomises one module object in place, and an
+    incremental model's cached activations of the input would outlive its weights."""
     from facesal_fast.saliency.cis import cis
     from facesal_fast.scoring.scorer import Scorer
 
+    sc = Scorer.from_torch(model, scorer.input_size, mean=scorer.mean, std=scorer.std, scale=scorer.scale,
+                           grayscale=scorer.channels == 1, crop=scorer.crop, crop_margin=scorer.crop_margin,
+                           classes=scorer.classes, backend="torch", batch_size=256)
+    opts = {**cis_opts, "mode": "grid", "grid_step": max(4, cis_opts["grid_step"])}
+    return cis(item.face.image, sc, item.target, face=item.face, incremental=False, **opts).canonical
+
+
+def _sanity(items, scorer, module, cfg, cis_opts, methods):
+    """Cascading randomisation on the first images: CIS plus the gradient methods."""
     xs = [_tensor(it, scorer) for it in items]
     explainers: dict[str, Callable] = {}
-
-    def cis_fn(model, i):
-        sc = Scorer.from_torch(model, scorer.input_size, mean=scorer.mean, std=scorer.std, scale=scorer.scale,
-                               grayscale=scorer.channels == 1, crop=scorer.crop, crop_margin=scorer.crop_margin,
-                               classes=scorer.classes, backend="torch", batch_size=256)
-        it = items[i]
-        opts = {**cis_opts, "mode": "grid", "grid_step": max(4, cis_opts["grid_step"])}
-        return cis(it.face.image, sc, it.target, face=it.face, **opts).canonical
-
-    explainers["cis"] = cis_fn
+    explainers["cis"] = (lambda model, i: sanity_cis(model, items[i], scorer, cis_opts))
     for m in ("gradcam", "gb", "lrp"):  # always checked, whatever --methods says
         explainers[m] = (lambda model, i, m=m: _classic_map(m, model, xs[i], items[i].target, None, cfg.gb_output))
     from facesal_fast.align import canonical_mask

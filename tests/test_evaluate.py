@@ -149,3 +149,25 @@ def test_every_method_enters_through_its_positive_part(gender, item, tmp_path):
                 {"tie_draws": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             evaluate([DEMO / "img1.jpg"], tmp_path / "bad", EvalConfig(**bad), scorer=scorer, module=module)
+
+
+def test_sanity_cis_sees_weights_randomised_in_place(gender, item):
+    """The cascade randomises one module object in place: CIS must see the new weights
+    (an incremental model's cached activations once kept it at Spearman 0.996 throughout)."""
+    import copy
+
+    import torch
+
+    from facesal_fast.align import canonical_mask
+    from facesal_fast.evaluate import sanity_cis
+    from facesal_fast.metrics import randomizable_layers, randomize_layer, spearman
+
+    scorer, module = gender
+    model = copy.deepcopy(module)
+    opts = dict(patch=5, mode="grid", grid_step=4, stride=1, fill="black")
+    trained = sanity_cis(model, item, scorer, opts)
+    generator = torch.Generator().manual_seed(0)
+    for _, modules in randomizable_layers(model)[:3]:
+        randomize_layer(model, modules, generator)
+    randomised = sanity_cis(model, item, scorer, opts)
+    assert spearman(trained, randomised, mask=canonical_mask(item.face.canonical_shape)) < 0.9
