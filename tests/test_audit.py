@@ -16,6 +16,8 @@ from facesal_fast.audit.runner import Audit, cms_from_store
 from facesal_fast.audit.store import RunStore, SettingsMismatchError
 from facesal_fast.cli import main
 
+from browser import chromium_dom
+
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 
 
@@ -175,14 +177,6 @@ def test_report_renders_in_headless_chromium(tmp_path, photos):
     (run / "evaluate").mkdir()
     (run / "evaluate" / "evaluate.html").write_text("<html></html>")
     assert main(["report", str(run)]) == 0 and 'href="evaluate/evaluate.html"' in page.read_text()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install chromium); the HTML itself was checked")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    n_images = dom.stdout.count("<img")
-    assert f'data-figures-loaded="{n_images}/{n_images}"' in dom.stdout, dom.stdout[-500:]
+    dom = chromium_dom(page, tmp_path / "profile")
     assert 'id="findings"' in dom.stdout and dom.stdout.count("data-colorbar") == dom.stdout.count('class="map"') > 0
     assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr.upper().replace("CONSOLE_", "")

@@ -2,7 +2,6 @@
 written from the tests, pages that render in headless Chromium, paired/unpaired model
 comparison and ``--fail-on-shift``."""
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,8 @@ from facesal_fast.comparison import compare
 from facesal_fast.report.figures import map_figure, png
 from facesal_fast.report.html import findings
 from facesal_fast.saliency import CMSAccumulator
+
+from browser import chromium_dom
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 FAST = ["--backend", "onnx", "--mode", "grid", "--grid-step", "4", "--stride", "8"]
@@ -33,20 +34,6 @@ def gender_run(photos, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "gender"
     assert main(["audit", str(photos), "--out", str(run), "--groups", "predicted", *FAST]) == 0
     return run
-
-
-def _chromium_dom(page: Path, profile: Path) -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install chromium); the HTML itself was checked")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    n_images = dom.stdout.count("<img")
-    assert n_images > 0 and f'data-figures-loaded="{n_images}/{n_images}"' in dom.stdout, dom.stdout[-500:]
-    assert "Uncaught" not in dom.stderr
-    return dom.stdout
 
 
 def test_map_figure_shares_one_scale_with_a_colour_bar_per_map():
@@ -101,7 +88,7 @@ def test_report_has_colour_bars_findings_and_renders(gender_run, tmp_path, capsy
     assert maps >= 6 and html.count("data-colorbar=1") == maps
     assert 'id="findings"' in html and "too few images in group" in html
     assert "Stability per group" in html and "split-half" in html and "Convergence" in html
-    dom = _chromium_dom(gender_run / "report.html", tmp_path / "profile")
+    dom = chromium_dom(gender_run / "report.html", tmp_path / "profile").stdout
     assert 'id="findings"' in dom and dom.count("data-colorbar") == maps
     page = tmp_path / "small-groups-allowed.html"
     assert main(["report", str(gender_run), "--out", str(page), "--min-group", "1", "--correction", "fdr"]) == 0
@@ -163,5 +150,5 @@ def test_compare_two_bundled_models_renders(gender_run, photos, tmp_path, capsys
     page = tmp_path / "cmp" / "compare.html"
     html = page.read_text()
     assert "paired test" in html and "No difference between run gender and run expression is claimed" in html
-    dom = _chromium_dom(page, tmp_path / "profile")
+    dom = chromium_dom(page, tmp_path / "profile").stdout
     assert dom.count("data-colorbar") == 2 and 'id="findings"' in dom
