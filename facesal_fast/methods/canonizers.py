@@ -118,22 +118,31 @@ def _is_residual_sum(node: torch.fx.Node) -> bool:
     )
 
 
-def _explicit_sums(gm: torch.fx.GraphModule) -> int:
-    """Replace each ``a + b`` of two computed tensors by ``ResidualSum(stack(a, b))``."""
+def _replace_calls(gm: torch.fx.GraphModule, matches, prefix: str, module_for, inputs_for) -> int:
+    """Replace every node ``matches`` accepts by a call of a new submodule ``{prefix}_{i}``.
+
+    ``module_for(node)`` builds the submodule; ``inputs_for(node)`` inserts (before ``node``)
+    and returns the submodule's input. Returns the number of nodes replaced.
+    """
     count = 0
     for node in list(gm.graph.nodes):
-        if not _is_residual_sum(node):
+        if not matches(node):
             continue
-        name = f"lrp_sum_{count}"
-        gm.add_submodule(name, ResidualSum(_source_name(node)))
+        name = f"{prefix}_{count}"
+        gm.add_submodule(name, module_for(node))
         with gm.graph.inserting_before(node):
-            stacked = gm.graph.call_function(stack_summands, tuple(node.args))
-            summed = gm.graph.call_module(name, (stacked,))
-        summed.meta = dict(node.meta)
-        node.replace_all_uses_with(summed)
+            module_call = gm.graph.call_module(name, (inputs_for(node),))
+        module_call.meta = dict(node.meta)
+        node.replace_all_uses_with(module_call)
         gm.graph.erase_node(node)
         count += 1
     return count
+
+
+def _explicit_sums(gm: torch.fx.GraphModule) -> int:
+    """Replace each ``a + b`` of two computed tensors by ``ResidualSum(stack(a, b))``."""
+    return _replace_calls(gm, _is_residual_sum, "lrp_sum", lambda node: ResidualSum(_source_name(node)),
+                          lambda node: gm.graph.call_function(stack_summands, tuple(node.args)))
 
 
 def _is_relu_call(node: torch.fx.Node) -> bool:
@@ -144,19 +153,7 @@ def _is_relu_call(node: torch.fx.Node) -> bool:
 
 def _relu_modules(gm: torch.fx.GraphModule) -> int:
     """Replace functional ReLUs (``torch.relu``, ``F.relu``, ``x.relu()``) by ``nn.ReLU`` modules."""
-    count = 0
-    for node in list(gm.graph.nodes):
-        if not _is_relu_call(node):
-            continue
-        name = f"lrp_relu_{count}"
-        gm.add_submodule(name, torch.nn.ReLU())
-        with gm.graph.inserting_before(node):
-            module_call = gm.graph.call_module(name, (node.args[0],))
-        module_call.meta = dict(node.meta)
-        node.replace_all_uses_with(module_call)
-        gm.graph.erase_node(node)
-        count += 1
-    return count
+    return _replace_calls(gm, _is_relu_call, "lrp_relu", lambda node: torch.nn.ReLU(), lambda node: node.args[0])
 
 
 def input_layers(gm: torch.fx.GraphModule) -> frozenset[str]:
