@@ -89,14 +89,27 @@ def test_nan_scores_fail_with_a_clear_message(tmp_path):
 
 def test_resume_skips_done_images_and_refuses_other_settings(tmp_path, gender, photos):
     run = tmp_path / "run"
-    first = Audit(gender, run, settings={"model": "gender"}).run([photos / "img1.jpg"], progress=False)
-    assert first == {"done": 1, "failed": 0, "skipped": 0}
-    second = Audit(gender, run, settings={"model": "gender"}).run(photos, progress=False)
-    assert second["skipped"] == 0  # keys differ: a path list vs a folder's relative names
-    third = Audit(gender, run, settings={"model": "gender"}).run(photos, progress=False)
-    assert third == {"done": 0, "failed": 0, "skipped": 4}
+    def audit_run(inputs):
+        with Audit(gender, run, settings={"model": "gender"}) as audit:  # leaving the block releases the lock
+            return audit.run(inputs, progress=False)
+
+    assert audit_run([photos / "img1.jpg"]) == {"done": 1, "failed": 0, "skipped": 0}
+    assert audit_run(photos)["skipped"] == 0  # keys differ: a path list vs a folder's relative names
+    assert audit_run(photos) == {"done": 0, "failed": 0, "skipped": 4}
     with pytest.raises(SettingsMismatchError, match="patch"):
         Audit(gender, run, settings={"model": "gender"}, patch=9)
+
+
+def test_another_folder_with_a_photo_of_the_same_name_is_refused(tmp_path, gender):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, name in ((first, "img1.jpg"), (second, "img5.jpg")):
+        folder.mkdir()
+        shutil.copy(FACES / name, folder / "face.jpg")
+    with Audit(gender, tmp_path / "run", stride=8) as audit:
+        assert audit.run(first, progress=False)["done"] == 1
+        assert audit.run(first, progress=False)["skipped"] == 1  # the same folder resumes
+        with pytest.raises(ValueError, match="another photo folder"):
+            audit.run(second, progress=False)
 
 
 def test_store_writes_atomically(tmp_path):

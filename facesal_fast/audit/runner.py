@@ -27,7 +27,7 @@ from facesal_fast.align import as_rgb_uint8, load_image
 from facesal_fast.align.image_io import _is_tensor, tensor_images
 from facesal_fast.align.errors import ImageError
 from facesal_fast.audit.groups import group_for, match_groups
-from facesal_fast.audit.store import RunStore
+from facesal_fast.audit.store import RunStore, storable
 from facesal_fast.inputs import ScorerLike
 from facesal_fast.saliency.cis import MODES, CISResult, cis, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
@@ -141,6 +141,17 @@ def _inputs(inputs: Any, exclude: str | Path | None = None,
             if group is not None and item_groups is not None:
                 item_groups[key] = str(group)
             yield key, key, (lambda a=image, s=key: _image_from_tensor(a, s))
+
+
+def _check_same_photos(store: RunStore, items: list[tuple[str, str, Any]]) -> None:
+    """Refuse a photo folder whose files differ from those the run already holds under the
+    same names (another folder with a photo of the same name)."""
+    stored = {row.key: row.source for row in store.rows()}
+    for key, source, _ in items:
+        old = stored.get(storable(key))
+        if old is not None and os.path.realpath(old) != os.path.realpath(source):
+            raise ValueError(f"{store.path} holds {key!r} from {old}, not from {source}: this is another photo "
+                             "folder; start a new run with another --out folder")
 
 
 def _check_groups(groups: Groups) -> None:
@@ -289,6 +300,8 @@ class Audit:
         exclude = None if self.store is None else self.store.path
         item_groups: dict[str, str] = {}
         items = list(_inputs(inputs, exclude)) if isinstance(inputs, (str, Path)) else _inputs(inputs, item_groups=item_groups)
+        if self.store is not None and isinstance(items, list):
+            _check_same_photos(self.store, items)
         total = len(items) if isinstance(items, list) else None
         if isinstance(items, list) and isinstance(groups, Mapping):
             message = match_groups(groups, [key for key, _, _ in items])
