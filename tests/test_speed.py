@@ -439,3 +439,19 @@ def test_auto_backend_without_input_size_probes_per_shape_only_when_the_work_pay
     assert backend.speedup((3, 20, 24)) > 0 and backend.name.startswith("auto(torch-fp32")
     np.testing.assert_allclose(scorer.score_occluded(image, centres, 3), eager, atol=1e-5)
     assert len(backend.probes) == 1  # cached per shape
+
+
+def test_incremental_model_follows_weights_edited_in_place():
+    """The cascading randomisation edits weights in place (through ``.data``, which torch's
+    version counters do not see): the traced copy must follow, or CIS would explain the
+    trained model at every step."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 2)).eval()
+    x = torch.rand(1, 3, 16, 16)
+    model = IncrementalModel(net)
+    before = model.cache(x)[model._nodes[-1]]
+    net[0].weight.data.normal_()
+    after = model.cache(x)[model._nodes[-1]]
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, net(x), rtol=1e-5, atol=1e-6)

@@ -246,6 +246,15 @@ def _out_range(lo: np.ndarray, hi: np.ndarray, kernel: int, stride: int, pad: in
     return np.minimum(first, out_len - n), n
 
 
+@torch.no_grad()
+def weights_digest(module: nn.Module) -> tuple[tuple[int, float, float], ...]:
+    """A cheap fingerprint of a module's parameters and buffers (address, sum, sum of
+    squares of each), which changes when weights are replaced or edited in place (even
+    through ``.data``, which bypasses torch's version counters)."""
+    return tuple((t.data_ptr(), float(t.double().sum()), float(t.double().square().sum()))
+                 for t in module.state_dict(keep_vars=False).values() if t.is_floating_point())
+
+
 class IncrementalModel:
     """A traced torch module that scores batches of locally changed inputs incrementally.
 
@@ -270,6 +279,14 @@ class IncrementalModel:
             raise ValueError(f"tau must be in (0, 1] or None, got {tau!r}")
         if not 0 < full_fraction <= 1:
             raise ValueError(f"full_fraction must be in (0, 1], got {full_fraction!r}")
+        self.tau, self.full_fraction = tau, full_fraction
+        self.multiply_adds = 0
+        self._trace(module)
+
+    def _trace(self, module: nn.Module) -> None:
+        """Trace a private copy of ``module`` (in-place ops turned off) and plan when each
+        value can be freed; the copy is traced again when ``module``'s weights change."""
+        self._source, self._source_digest = module, weights_digest(module)
         twin = callable(getattr(module, "traceable", None))
         self._checked_against = copy.deepcopy(module).eval() if twin else None
         module = copy.deepcopy(module.traceable() if twin else module).eval()
@@ -277,8 +294,6 @@ class IncrementalModel:
             if hasattr(m, "inplace"):
                 m.inplace = False
         self.graph = fx.symbolic_trace(module)
-        self.tau, self.full_fraction = tau, full_fraction
-        self.multiply_adds = 0
         self._nodes = list(self.graph.graph.nodes)
         last_use: dict[fx.Node, int] = {}
         for i, node in enumerate(self._nodes):
@@ -309,6 +324,8 @@ class IncrementalModel:
         With a ``traceable()`` twin, its output is first checked against the module's own on
         ``x`` (a twin may hold only for one input size): ``ValueError`` if they differ.
         """
+        if weights_digest(self._source) != self._source_digest:  # weights changed since the trace
+            self._trace(self._source)
         values: dict[fx.Node, Any] = {}
         try:
             for node in self._nodes:
