@@ -87,8 +87,8 @@ class Skip(Exception):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _run(cmd: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs)
+def _run(cmd: list[str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -179,8 +179,10 @@ CUDA_TEST_FILES = ["tests/test_ops_occlude.py", "tests/test_ops_splat.py", "test
 
 
 def step_cuda_tests(ctx: Context) -> dict:
-    run = _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-rfEs", "-p", "no:cacheprovider", *CUDA_TEST_FILES],
-               ctx.limit_s - 10)
+    # From outside the source tree, so that the installed package (with its compiled _C) is imported.
+    files = [str(ROOT / name) for name in CUDA_TEST_FILES]
+    run = _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-rfEs", "-p", "no:cacheprovider",
+                "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), *files], ctx.limit_s - 10, cwd=ctx.out)
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", run.stdout)}
     status = "ok" if run.returncode in (0, 5) else "failed"
     if ctx.dry_run:
