@@ -149,7 +149,7 @@ def _check_same_photos(store: RunStore, items: list[tuple[str, str, Any]]) -> No
     stored = {row.key: row.source for row in store.rows()}
     for key, source, _ in items:
         old = stored.get(storable(key))
-        if old is not None and os.path.realpath(old) != os.path.realpath(source):
+        if old is not None and os.path.realpath(old) != os.path.realpath(storable(source)):
             raise ValueError(f"{store.path} holds {key!r} from {old}, not from {source}: this is another photo "
                              "folder; start a new run with another --out folder")
 
