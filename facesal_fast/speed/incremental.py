@@ -251,7 +251,7 @@ def weights_digest(module: nn.Module) -> tuple[tuple[int, float, float], ...]:
     """A cheap fingerprint of a module's parameters and buffers (address, sum, sum of
     squares of each), which changes when weights are replaced or edited in place (even
     through ``.data``, which bypasses torch's version counters)."""
-    return tuple((t.data_ptr(), float(t.double().sum()), float(t.double().square().sum()))
+    return tuple((t.data_ptr(), float(t.sum(dtype=torch.float64)), float(torch.square(t).sum(dtype=torch.float64)))
                  for t in module.state_dict(keep_vars=False).values() if t.is_floating_point())
 
 
