@@ -7,6 +7,7 @@ to 512 px on the long side ("512") or at their native sizes ("native", 400-4600 
 ``align`` = detection + Face Mesh + dense grid + visibility (N ~ 37k points), ``to_canonical``
 = texture unwrap of the aligned faces, ``to_image`` = reprojecting a canonical map.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,10 @@ import cv2
 import numpy as np
 import pytest
 
-FACES = Path(os.environ.get("FACESAL_TEST_PHOTOS") or Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces")
+FACES = Path(
+    os.environ.get("FACESAL_TEST_PHOTOS")
+    or Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
+)
 BATCH = 32
 
 

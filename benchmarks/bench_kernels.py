@@ -1,8 +1,9 @@
 """pytest-benchmark view of benchmarks/kernels.py (``pytest benchmarks/bench_kernels.py``)."""
+
+import kernels
 import numpy as np
 import pytest
 
-import kernels
 from facesal_fast import ops
 
 

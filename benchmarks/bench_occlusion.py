@@ -4,12 +4,13 @@ grid on a real photo. Each exact method is checked equal to its peer before it i
 
     pytest benchmarks/bench_occlusion.py --benchmark-only
 """
+
 from __future__ import annotations
 
 import numpy as np
+import occlusion
 import pytest
 
-import occlusion
 from facesal_fast.saliency import cis
 from facesal_fast.saliency.cis import apply_affine
 from facesal_fast.speed import IncrementalScorer

@@ -6,8 +6,10 @@ normalisation + inference + confidence, pipelined) at the same batch size; ``rat
 end-to-end / forward (target >= 0.9). Models: the three bundled mini-XCEPTIONs (64 x 64
 grey) and a torchvision ResNet-50 at 224 px with random weights.
 
-    python benchmarks/bench_scoring.py [--device cpu|cuda] [--seconds 1] [--rounds 3] [--clock wall|process] [--models gender,resnet50]
+    python benchmarks/bench_scoring.py [--device cpu|cuda] [--seconds 1] [--rounds 3]
+        [--clock wall|process] [--models gender,resnet50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +29,19 @@ def build(name: str, requested: str, device: str) -> Scorer:
     """Scorer for ``name`` with the ``requested`` backend (``torch`` = eager NCHW,
     ``torch-channels_last``, ``onnx``, ``auto``)."""
     if name == "resnet50":
-        net, size, norm, grey = torchvision.models.resnet50(weights=None).eval(), 224, (IMAGENET_MEAN, IMAGENET_STD), False
+        net, size, norm, grey = (
+            torchvision.models.resnet50(weights=None).eval(),
+            224,
+            (IMAGENET_MEAN, IMAGENET_STD),
+            False,
+        )
     else:
         net, size, norm, grey = models.load_module(name), 64, (0.5, 0.5), True
     backend = "torch" if requested.startswith("torch") else requested
     options = dict(channels_last=requested == "torch-channels_last") if backend == "torch" else {}
-    return Scorer.from_torch(net, size, mean=norm[0], std=norm[1], grayscale=grey, backend=backend, device=device, **options)
+    return Scorer.from_torch(
+        net, size, mean=norm[0], std=norm[1], grayscale=grey, backend=backend, device=device, **options
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -73,16 +82,31 @@ def measure_scorer(scorer: Scorer, seconds: float, rounds: int, clock=time.perf_
     forward = end_to_end = 0.0
     for _ in range(rounds):  # interleaved, best of each: robust to other load on the machine
         forward = max(forward, rate(lambda: scorer.backend(batch), bs, dev, seconds, clock))
-        end_to_end = max(end_to_end, rate(lambda: scorer.score_occluded(image, centers, max(3, h // 8), target=0, batch_size=bs), len(centers), dev, seconds, clock))
-    return dict(backend=scorer.backend.name, batch=bs, forward=forward, end_to_end=end_to_end, ratio=end_to_end / forward)
+        end_to_end = max(
+            end_to_end,
+            rate(
+                lambda: scorer.score_occluded(image, centers, max(3, h // 8), target=0, batch_size=bs),
+                len(centers),
+                dev,
+                seconds,
+                clock,
+            ),
+        )
+    return dict(
+        backend=scorer.backend.name, batch=bs, forward=forward, end_to_end=end_to_end, ratio=end_to_end / forward
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=1.0, help="minimum seconds per timing")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="'process': CPU seconds of this process, robust to other load on a shared machine")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="'process': CPU seconds of this process, robust to other load on a shared machine",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best kept)")
     parser.add_argument("--models", default="gender,expression-fer,expression-kdef,resnet50")
     parser.add_argument("--backends", default="torch,torch-channels_last,onnx,auto")
@@ -93,8 +117,11 @@ def main() -> None:
     for name in args.models.split(","):
         for backend in args.backends.split(","):
             row = measure(name, backend, args.device, args.seconds, args.rounds, CLOCKS[args.clock])
-            print(f"| {row['model']} | {backend} | {row['backend']} | {row['batch']} | {row['forward']:.0f} | "
-                  f"{row['end_to_end']:.0f} | {row['end_to_end'] / row['forward']:.2f} |", flush=True)
+            print(
+                f"| {row['model']} | {backend} | {row['backend']} | {row['batch']} | {row['forward']:.0f} | "
+                f"{row['end_to_end']:.0f} | {row['end_to_end'] / row['forward']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

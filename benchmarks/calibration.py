@@ -6,6 +6,7 @@ CIS maps of the bundled photos under a bundled model; two groups drawn at random
 
     python benchmarks/calibration.py --draws 1000 --permutations 1000 --sizes 10 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ def real_maps(model: str, grid_step: int, stride: int) -> np.ndarray:
 
     scorer = fs.models.load(model, backend="onnx")
     photos = sorted(FACES.glob("img*.jpg"))
-    return np.stack([fs.cis(load_image(p), scorer, mode="grid", grid_step=grid_step, stride=stride).canonical
-                     for p in photos])
+    return np.stack(
+        [fs.cis(load_image(p), scorer, mode="grid", grid_step=grid_step, stride=stride).canonical for p in photos]
+    )
 
 
 def main() -> None:
@@ -42,19 +44,36 @@ def main() -> None:
 
     start = time.perf_counter()
     maps = real_maps(args.model, args.grid_step, args.stride)
-    print(f"{len(maps)} real CIS maps ({args.model}, grid step {args.grid_step}, stride {args.stride}) in "
-          f"{time.perf_counter() - start:.0f} s; {args.draws} draws, {args.permutations} permutations, 95% level")
+    print(
+        f"{len(maps)} real CIS maps ({args.model}, grid step {args.grid_step}, stride {args.stride}) in "
+        f"{time.perf_counter() - start:.0f} s; {args.draws} draws, {args.permutations} permutations, 95% level"
+    )
     print("| level | per group | planted | shift (points) | false positive rate | power |")
     print("|---|---:|---|---:|---:|---:|")
-    cases = [("regions", "left_eye", 0.04), ("regions", "left_eye", 0.06), ("regions", "nose", 0.10),
-             ("pixels", "nose", 0.30)]
+    cases = [
+        ("regions", "left_eye", 0.04),
+        ("regions", "left_eye", 0.06),
+        ("regions", "nose", 0.10),
+        ("pixels", "nose", 0.30),
+    ]
     for size in args.sizes:
         for level, region, fraction in cases:
-            c = calibrate(maps, region=region, fraction=fraction, level=level, draws=args.draws, size=size,
-                          permutations=args.permutations, side=32)
+            c = calibrate(
+                maps,
+                region=region,
+                fraction=fraction,
+                level=level,
+                draws=args.draws,
+                size=size,
+                permutations=args.permutations,
+                side=32,
+            )
             se = (c.false_positive_rate * (1 - c.false_positive_rate) / c.draws) ** 0.5
-            print(f"| {level} | {size} | {region} +{100 * fraction:.0f}% of mass | {c.shift_points:.1f} | "
-                  f"{c.false_positive_rate:.3f} ± {se:.3f} | {c.power:.2f} |", flush=True)
+            print(
+                f"| {level} | {size} | {region} +{100 * fraction:.0f}% of mass | {c.shift_points:.1f} | "
+                f"{c.false_positive_rate:.3f} ± {se:.3f} | {c.power:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ Writes ``DIR/gpu_check.json`` and ``DIR/gpu_check.md`` (a section for benchmarks
 step runs its code at smoke size on the CPU (status ``dry-run``, no figure to record), so
 the script cannot rot unnoticed (tests/test_gpu_check.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -134,13 +135,24 @@ def versions() -> dict[str, Any]:
     """Python, torch, CUDA, GPU, nvcc, nvidia-smi, the extension and the optional runtimes."""
     import torch
 
-    info: dict[str, Any] = dict(python=platform.python_version(), platform=platform.platform(), torch=torch.__version__,
-                                torch_cuda=torch.version.cuda, cuda_available=torch.cuda.is_available())
+    info: dict[str, Any] = dict(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        torch=torch.__version__,
+        torch_cuda=torch.version.cuda,
+        cuda_available=torch.cuda.is_available(),
+    )
     if torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(0), capability=".".join(map(str, torch.cuda.get_device_capability(0))))
-    for tool, args in (("nvidia-smi", ["--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]),
-                       ("nvcc", ["--version"])):
-        path = shutil.which(tool) or (f"/usr/local/cuda/bin/{tool}" if Path(f"/usr/local/cuda/bin/{tool}").exists() else None)
+        info.update(
+            gpu=torch.cuda.get_device_name(0), capability=".".join(map(str, torch.cuda.get_device_capability(0)))
+        )
+    for tool, args in (
+        ("nvidia-smi", ["--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]),
+        ("nvcc", ["--version"]),
+    ):
+        path = shutil.which(tool) or (
+            f"/usr/local/cuda/bin/{tool}" if Path(f"/usr/local/cuda/bin/{tool}").exists() else None
+        )
         info[tool] = _tail(_run([path, *args], 30).stdout, 2) if path else "not found"
     for module in ("facesal_fast._C", "onnxruntime", "tensorrt", "captum", "mediapipe"):
         try:
@@ -165,7 +177,9 @@ def step_build(ctx: Context) -> dict:
     if ctx.dry_run or ctx.no_build:
         result["build"] = "not repeated (" + ("--dry-run" if ctx.dry_run else "--no-build") + ")"
     else:
-        built = _run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "."], ctx.limit_s - 30)
+        built = _run(
+            [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "."], ctx.limit_s - 30
+        )
         result["build"] = "ok" if built.returncode == 0 else f"failed (rc {built.returncode})"
         result["build_log_tail"] = _tail(built.stdout + built.stderr)
     result["versions"] = versions()
@@ -175,14 +189,37 @@ def step_build(ctx: Context) -> dict:
 
 # ----------------------------------------------------------------------------- 2. CUDA tests
 
-CUDA_TEST_FILES = ["tests/test_ops_occlude.py", "tests/test_ops_splat.py", "tests/test_ops_guard.py", "tests/test_scoring.py"]
+CUDA_TEST_FILES = [
+    "tests/test_ops_occlude.py",
+    "tests/test_ops_splat.py",
+    "tests/test_ops_guard.py",
+    "tests/test_scoring.py",
+]
 
 
 def step_cuda_tests(ctx: Context) -> dict:
     # From outside the source tree, so that the installed package (with its compiled _C) is imported.
     files = [str(ROOT / name) for name in CUDA_TEST_FILES]
-    run = _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-rfEs", "-p", "no:cacheprovider",
-                "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), *files], ctx.limit_s - 10, cwd=ctx.out)
+    run = _run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "cuda",
+            "-rfEs",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(ROOT),
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            *files,
+        ],
+        ctx.limit_s - 10,
+        cwd=ctx.out,
+    )
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", run.stdout)}
     status = "ok" if run.returncode in (0, 5) else "failed"
     if ctx.dry_run:
@@ -215,9 +252,16 @@ def step_kernels(ctx: Context) -> dict:
         peer_out = torch.empty((K, 3, size, size), dtype=getattr(torch, dtype), device=device)
         peer = lambda: _kernels._occlude_torch(call, peer_out)  # noqa: E731
         peer()
-        torch.testing.assert_close(native().float(), peer_out.float(), rtol=1e-3 if dtype == "float16" else 1e-5, atol=1e-3)
-        rows.append(dict(kernel=f"occlude_batch K={K} {size}x{size}x3 p=15 {dtype}", torch_ms=1e3 * _best_seconds(peer, device),
-                         facesal_ms=1e3 * _best_seconds(native, device)))
+        torch.testing.assert_close(
+            native().float(), peer_out.float(), rtol=1e-3 if dtype == "float16" else 1e-5, atol=1e-3
+        )
+        rows.append(
+            dict(
+                kernel=f"occlude_batch K={K} {size}x{size}x3 p=15 {dtype}",
+                torch_ms=1e3 * _best_seconds(peer, device),
+                facesal_ms=1e3 * _best_seconds(native, device),
+            )
+        )
     values = torch.from_numpy(rng.normal(size=(1, N)).astype(np.float32)).to(device)
     points = torch.from_numpy((rng.random((N, 2)) * 256).astype(np.float32)).to(device)
     splat = lambda: ops.splat_add(values, points, 15, (256, 256))  # noqa: E731
@@ -230,9 +274,19 @@ def step_kernels(ctx: Context) -> dict:
 
     for got, want in zip(splat(), splat_peer()):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
-    rows.append(dict(kernel=f"splat_add N={N} p=15 256x256", torch_ms=1e3 * _best_seconds(splat_peer, device),
-                     facesal_ms=1e3 * _best_seconds(splat, device)))
-    return dict(status="ok", selfcheck=verdicts, rows=rows, peer="torch implementation (facesal_fast._kernels) on the same device")
+    rows.append(
+        dict(
+            kernel=f"splat_add N={N} p=15 256x256",
+            torch_ms=1e3 * _best_seconds(splat_peer, device),
+            facesal_ms=1e3 * _best_seconds(splat, device),
+        )
+    )
+    return dict(
+        status="ok",
+        selfcheck=verdicts,
+        rows=rows,
+        peer="torch implementation (facesal_fast._kernels) on the same device",
+    )
 
 
 # ----------------------------------------------------------------------------- 4. scoring
@@ -254,7 +308,15 @@ def _scoring_models(smoke: bool) -> list[tuple[str, Any, int, Any, bool]]:
         found.append(("dlib-resnet", load_dlib_resnet(), 150, (0.0, 1.0), False))
     except Exception as err:  # recorded as a skipped row by the caller
         found.append(("dlib-resnet", err, 150, None, False))
-    found.append(("resnet50", torchvision.models.resnet50(weights=None).eval(), 224, ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), False))
+    found.append(
+        (
+            "resnet50",
+            torchvision.models.resnet50(weights=None).eval(),
+            224,
+            ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            False,
+        )
+    )
     return found
 
 
@@ -280,11 +342,21 @@ def step_scoring(ctx: Context) -> dict:
             row = dict(model=name, requested=backend)
             rows.append(row)
             if isinstance(net, Exception) or time.monotonic() > deadline:
-                row["skipped"] = f"{type(net).__name__}: {net}" if isinstance(net, Exception) else "out of this step's time"
+                row["skipped"] = (
+                    f"{type(net).__name__}: {net}" if isinstance(net, Exception) else "out of this step's time"
+                )
                 continue
             try:
-                scorer = Scorer.from_torch(net, size, mean=norm[0], std=norm[1], grayscale=grey, device=device,
-                                           cache_dir=ctx.out / "onnx", **SCORING_BACKENDS[backend])
+                scorer = Scorer.from_torch(
+                    net,
+                    size,
+                    mean=norm[0],
+                    std=norm[1],
+                    grayscale=grey,
+                    device=device,
+                    cache_dir=ctx.out / "onnx",
+                    **SCORING_BACKENDS[backend],
+                )
                 row.update(bench_scoring.measure_scorer(scorer, 0.01 if smoke else 0.5, 1 if smoke else 2))
             except Exception as err:  # one backend that cannot run here is a row, not a failure
                 row["skipped"] = f"{type(err).__name__}: {err}"[:300]
@@ -320,8 +392,13 @@ def step_captum(ctx: Context) -> dict:
     def captum_map():
         with torch.inference_mode():
             attr = Occlusion(lambda t: torch.softmax(module(t), 1)).attribute(
-                x, sliding_window_shapes=(1, patch, patch), strides=(1, stride, stride), baselines=baseline,
-                target=target, perturbations_per_eval=256)
+                x,
+                sliding_window_shapes=(1, patch, patch),
+                strides=(1, stride, stride),
+                baselines=baseline,
+                target=target,
+                perturbations_per_eval=256,
+            )
         return torch.nan_to_num(attr[0, 0]).cpu().numpy()
 
     def facesal_map():
@@ -332,8 +409,16 @@ def step_captum(ctx: Context) -> dict:
     captum_seconds, want = _timed(captum_map, device)
     facesal_seconds, got = _timed(facesal_map, device)
     np.testing.assert_allclose(got, want, atol=1e-4, err_msg="facesal occlusion map != captum Occlusion")
-    return dict(status="ok", windows=len(centres), stride=stride, patch=patch, captum_s=captum_seconds,
-                facesal_s=facesal_seconds, speedup=captum_seconds / facesal_seconds, max_abs_diff=float(np.abs(got - want).max()))
+    return dict(
+        status="ok",
+        windows=len(centres),
+        stride=stride,
+        patch=patch,
+        captum_s=captum_seconds,
+        facesal_s=facesal_seconds,
+        speedup=captum_seconds / facesal_seconds,
+        max_abs_diff=float(np.abs(got - want).max()),
+    )
 
 
 def _timed(fn: Callable[[], Any], device) -> tuple[float, Any]:
@@ -380,8 +465,12 @@ def step_audit(ctx: Context) -> dict:
 
 
 STEP_FUNCTIONS: dict[str, Callable[[Context], dict]] = {
-    "build": step_build, "cuda_tests": step_cuda_tests, "kernels": step_kernels, "scoring": step_scoring,
-    "captum": step_captum, "audit": step_audit,
+    "build": step_build,
+    "cuda_tests": step_cuda_tests,
+    "kernels": step_kernels,
+    "scoring": step_scoring,
+    "captum": step_captum,
+    "audit": step_audit,
 }
 
 
@@ -392,17 +481,38 @@ def run_step(step: Step, ctx: Context) -> dict:
     """Run one step in a child process within ``ctx.limit_s``; its result, never an exception."""
     result_file = ctx.out / f"{step.name}.json"
     result_file.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", step.name, "--out", str(ctx.out),
-           "--limit", str(ctx.limit_s)] + (["--dry-run"] if ctx.dry_run else []) + (["--no-build"] if ctx.no_build else [])
+    cmd = (
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--step",
+            step.name,
+            "--out",
+            str(ctx.out),
+            "--limit",
+            str(ctx.limit_s),
+        ]
+        + (["--dry-run"] if ctx.dry_run else [])
+        + (["--no-build"] if ctx.no_build else [])
+    )
     start = time.monotonic()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("FACESAL_NO_SELFCHECK", None)  # the self-check is part of what is checked
     try:
         child = subprocess.run(cmd, capture_output=True, text=True, timeout=ctx.limit_s, cwd=ROOT, env=env)
-        result = json.loads(result_file.read_text()) if result_file.exists() else dict(
-            status="failed", reason=f"the step process ended with rc {child.returncode} and no result", stderr=_tail(child.stderr, 25))
+        result = (
+            json.loads(result_file.read_text())
+            if result_file.exists()
+            else dict(
+                status="failed",
+                reason=f"the step process ended with rc {child.returncode} and no result",
+                stderr=_tail(child.stderr, 25),
+            )
+        )
     except subprocess.TimeoutExpired as err:
-        result = dict(status="timeout", reason=f"over its {ctx.limit_s:.0f} s limit", stdout=_tail(str(err.stdout or ""), 10))
+        result = dict(
+            status="timeout", reason=f"over its {ctx.limit_s:.0f} s limit", stdout=_tail(str(err.stdout or ""), 10)
+        )
     result.update(step=step.name, title=step.title, seconds=round(time.monotonic() - start, 1), limit_s=ctx.limit_s)
     return result
 
@@ -416,11 +526,15 @@ def child(name: str, ctx: Context) -> None:
     except Skip as reason:
         result = dict(status="skipped", reason=str(reason))
     except Exception as err:
-        result = dict(status="failed", reason=f"{type(err).__name__}: {err}"[:2000], traceback=_tail(traceback.format_exc(), 20))
+        result = dict(
+            status="failed", reason=f"{type(err).__name__}: {err}"[:2000], traceback=_tail(traceback.format_exc(), 20)
+        )
     (ctx.out / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
 
 
-def run_plan(out: Path, dry_run: bool, no_build: bool, only: list[str] | None = None, budget_s: float = BUDGET_S) -> list[dict]:
+def run_plan(
+    out: Path, dry_run: bool, no_build: bool, only: list[str] | None = None, budget_s: float = BUDGET_S
+) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     results, start = [], time.monotonic()
     for step in STEPS:
@@ -429,10 +543,15 @@ def run_plan(out: Path, dry_run: bool, no_build: bool, only: list[str] | None = 
             results.append(dict(step=step.name, title=step.title, status="skipped", reason="not selected (--only)"))
             continue
         if left < 15:
-            results.append(dict(step=step.name, title=step.title, status="skipped", reason="out of the plan's time budget"))
+            results.append(
+                dict(step=step.name, title=step.title, status="skipped", reason="out of the plan's time budget")
+            )
             continue
         results.append(run_step(step, Context(out, dry_run, no_build, min(step.limit_s, left))))
-        print(f"{step.name}: {results[-1]['status']} ({results[-1].get('seconds', 0)} s) {results[-1].get('reason', '')}", flush=True)
+        print(
+            f"{step.name}: {results[-1]['status']} ({results[-1].get('seconds', 0)} s) {results[-1].get('reason', '')}",
+            flush=True,
+        )
     return results
 
 
@@ -440,28 +559,49 @@ def markdown(results: list[dict], dry_run: bool) -> str:
     """A section for benchmarks/RESULTS.md."""
     build = next((r for r in results if r["step"] == "build"), {})
     v = build.get("versions", {})
-    lines = [f"## GPU check ({time.strftime('%Y-%m-%d')}, `benchmarks/gpu_check.py`{', DRY RUN on the CPU: no device figure' if dry_run else ''})", "",
-             f"Machine: {v.get('gpu', 'no GPU')} (capability {v.get('capability', '-')}), driver/nvidia-smi: {v.get('nvidia-smi', '-')}; "
-             f"torch {v.get('torch', '?')} (CUDA {v.get('torch_cuda', '-')}), Python {v.get('python', '?')}; "
-             f"extension built with CUDA: {v.get('extension_built_with_cuda', '?')}; build: {build.get('build', '?')}.", "",
-             "| step | status | seconds | note |", "|---|---|---:|---|"]
+    lines = [
+        f"## GPU check ({time.strftime('%Y-%m-%d')}, `benchmarks/gpu_check.py`"
+        f"{', DRY RUN on the CPU: no device figure' if dry_run else ''})",
+        "",
+        f"Machine: {v.get('gpu', 'no GPU')} (capability {v.get('capability', '-')}), driver/nvidia-smi: "
+        f"{v.get('nvidia-smi', '-')}; "
+        f"torch {v.get('torch', '?')} (CUDA {v.get('torch_cuda', '-')}), Python {v.get('python', '?')}; "
+        f"extension built with CUDA: {v.get('extension_built_with_cuda', '?')}; build: {build.get('build', '?')}.",
+        "",
+        "| step | status | seconds | note |",
+        "|---|---|---:|---|",
+    ]
     for r in results:
         note = r.get("reason") or ", ".join(f"{k} {n}" for k, n in r.get("counts", {}).items())
         lines.append(f"| {r['step']} ({r['title']}) | {r['status']} | {r.get('seconds', '')} | {str(note)[:160]} |")
     for r in results:
         if r.get("rows"):
             keys = list(dict.fromkeys(k for row in r["rows"] for k in row))
-            lines += ["", f"**{r['step']}**" + (" (kernel self-check: " + json.dumps(r["selfcheck"]) + ")" if r.get("selfcheck") else ""),
-                      "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            lines += [
+                "",
+                f"**{r['step']}**"
+                + (" (kernel self-check: " + json.dumps(r["selfcheck"]) + ")" if r.get("selfcheck") else ""),
+                "",
+                "| " + " | ".join(keys) + " |",
+                "|" + "---|" * len(keys),
+            ]
             lines += ["| " + " | ".join(_cell(row.get(k, "")) for k in keys) + " |" for row in r["rows"]]
     captum = next((r for r in results if r["step"] == "captum" and "speedup" in r), None)
     if captum:
-        lines += ["", f"Exact occlusion map, gender model, {captum['windows']} windows (stride {captum['stride']}, patch {captum['patch']}): "
-                      f"captum {captum['captum_s']:.3f} s, facesal {captum['facesal_s']:.3f} s ({captum['speedup']:.1f}x), "
-                      f"max |diff| {captum['max_abs_diff']:.2g}."]
+        lines += [
+            "",
+            f"Exact occlusion map, gender model, {captum['windows']} windows (stride {captum['stride']}, patch "
+            f"{captum['patch']}): "
+            f"captum {captum['captum_s']:.3f} s, facesal {captum['facesal_s']:.3f} s ({captum['speedup']:.1f}x), "
+            f"max |diff| {captum['max_abs_diff']:.2g}.",
+        ]
     audit = next((r for r in results if r["step"] == "audit" and "photos_per_s" in r), None)
     if audit:
-        lines += ["", f"Audit: {audit['photos']} photos in {audit['seconds']:.1f} s, {audit['photos_per_s']:.2f} photos/s ({audit['backend']})."]
+        lines += [
+            "",
+            f"Audit: {audit['photos']} photos in {audit['seconds']:.1f} s, {audit['photos_per_s']:.2f} photos/s "
+            f"({audit['backend']}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -471,15 +611,25 @@ def _cell(value: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true", help="the same plan on the CPU: device steps at smoke size, no build")
-    parser.add_argument("--out", type=Path, default=Path("gpu_check"), help="folder for gpu_check.json and gpu_check.md")
-    parser.add_argument("--no-build", action="store_true", help="skip the pip install (the package is installed already)")
-    parser.add_argument("--only", type=lambda v: v.split(","), help=f"comma-separated steps to run: {','.join(STEP_FUNCTIONS)}")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="the same plan on the CPU: device steps at smoke size, no build"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("gpu_check"), help="folder for gpu_check.json and gpu_check.md"
+    )
+    parser.add_argument(
+        "--no-build", action="store_true", help="skip the pip install (the package is installed already)"
+    )
+    parser.add_argument(
+        "--only", type=lambda v: v.split(","), help=f"comma-separated steps to run: {','.join(STEP_FUNCTIONS)}"
+    )
     parser.add_argument("--step", choices=list(STEP_FUNCTIONS), help=argparse.SUPPRESS)  # inside a step's process
     parser.add_argument("--limit", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.only and set(args.only) - set(STEP_FUNCTIONS):
-        parser.error(f"--only: unknown steps {sorted(set(args.only) - set(STEP_FUNCTIONS))}; steps: {list(STEP_FUNCTIONS)}")
+        parser.error(
+            f"--only: unknown steps {sorted(set(args.only) - set(STEP_FUNCTIONS))}; steps: {list(STEP_FUNCTIONS)}"
+        )
     out = args.out.resolve()
     if args.step:
         child(args.step, Context(out, args.dry_run, args.no_build, args.limit))

@@ -4,6 +4,7 @@ Run as a script to print ratios (``python benchmarks/kernels.py``), or through
 pytest-benchmark (``pytest benchmarks/bench_kernels.py``). Every pair is checked for
 equal output before it is timed.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,7 +32,9 @@ def occlude_torch(image: np.ndarray, centers: np.ndarray, patch: int) -> torch.T
     batch = base.unsqueeze(0).repeat(len(centers), 1, 1, 1)
     H, W = image.shape[:2]
     for k, (x, y) in enumerate(np.floor(centers + 0.5).astype(int)):
-        batch[k, :, max(y - (patch - 1) // 2, 0) : y + patch // 2 + 1, max(x - (patch - 1) // 2, 0) : x + patch // 2 + 1] = 0
+        batch[
+            k, :, max(y - (patch - 1) // 2, 0) : y + patch // 2 + 1, max(x - (patch - 1) // 2, 0) : x + patch // 2 + 1
+        ] = 0
     return (batch / 255 - MEAN) / STD
 
 
@@ -80,17 +83,29 @@ def best_of(fn: Callable[[], object], repeats: int = 5) -> float:
 
 def run() -> list[tuple[str, float, float]]:
     image, centers, patch = occlude_case()
-    np.testing.assert_allclose(occlude_native(image, centers, patch), occlude_torch(image, centers, patch).numpy(), rtol=1e-5, atol=1e-5)
-    rows = [("occlude_batch K=256 224x224x3 p=15", best_of(lambda: occlude_torch(image, centers, patch)),
-             best_of(lambda: occlude_native(image, centers, patch)))]
+    np.testing.assert_allclose(
+        occlude_native(image, centers, patch), occlude_torch(image, centers, patch).numpy(), rtol=1e-5, atol=1e-5
+    )
+    rows = [
+        (
+            "occlude_batch K=256 224x224x3 p=15",
+            best_of(lambda: occlude_torch(image, centers, patch)),
+            best_of(lambda: occlude_native(image, centers, patch)),
+        )
+    ]
     values, points, patch, shape = splat_case()
     indices = window_indices(points, patch, shape)
     sums, counts = ops.splat_add(values, points, patch, shape)
     ref_sums, ref_counts = splat_torch(values, indices, shape)
     np.testing.assert_allclose(sums[0], ref_sums.numpy(), rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(counts, ref_counts.numpy())
-    rows.append(("splat_add N=40k p=15 256x256", best_of(lambda: splat_torch(values, indices, shape)),
-                 best_of(lambda: ops.splat_add(values, points, patch, shape))))
+    rows.append(
+        (
+            "splat_add N=40k p=15 256x256",
+            best_of(lambda: splat_torch(values, indices, shape)),
+            best_of(lambda: ops.splat_add(values, points, patch, shape)),
+        )
+    )
     return rows
 
 

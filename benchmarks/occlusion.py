@@ -21,6 +21,7 @@ against bare forward throughput of the same backend at the same batch size.
     python benchmarks/occlusion.py --quick            # a few minutes on a quiet machine
     python benchmarks/occlusion.py --json out.json    # full sizes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # ---------------------------------------------------------------------------- helpers
 
+
 def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
     """(best wall seconds over ``repeat`` runs, last result)."""
     best, out = float("inf"), None
@@ -72,10 +74,10 @@ def ssim(a: np.ndarray, b: np.ndarray, window: int = 7) -> float:
     rng = float(b.max() - b.min()) or 1.0
     c1, c2 = (0.01 * rng) ** 2, (0.03 * rng) ** 2
     mu_a, mu_b = uniform_filter(a, window), uniform_filter(b, window)
-    var_a = uniform_filter(a * a, window) - mu_a ** 2
-    var_b = uniform_filter(b * b, window) - mu_b ** 2
+    var_a = uniform_filter(a * a, window) - mu_a**2
+    var_b = uniform_filter(b * b, window) - mu_b**2
     cov = uniform_filter(a * b, window) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(s.mean())
 
 
@@ -112,11 +114,15 @@ class Case:
 
     def normalised(self) -> torch.Tensor:
         """1 x C x H x W model input of the unoccluded image."""
-        return torch.as_tensor(ops.unoccluded(self.input_image, self.scorer.mean, self.scorer.std, scale=self.scorer.scale))
+        return torch.as_tensor(
+            ops.unoccluded(self.input_image, self.scorer.mean, self.scorer.std, scale=self.scorer.scale)
+        )
 
     def fill_value(self) -> torch.Tensor:
         """Normalised black, 1 x C x 1 x 1 (captum's baseline)."""
-        mean = torch.as_tensor(np.broadcast_to(np.asarray(self.scorer.mean, np.float32), (self.scorer.channels,)).copy())
+        mean = torch.as_tensor(
+            np.broadcast_to(np.asarray(self.scorer.mean, np.float32), (self.scorer.channels,)).copy()
+        )
         std = torch.as_tensor(np.broadcast_to(np.asarray(self.scorer.std, np.float32), (self.scorer.channels,)).copy())
         return (-mean / std).view(1, -1, 1, 1)
 
@@ -135,8 +141,15 @@ def bundled_case(name: str, photo: Path) -> tuple[Case, Any]:
     scorer = models.load(name, backend="torch")
     input_image, _ = scorer.prepare(face.image, face.face_box)
     target = scorer.predict(face.image, face.face_box).index
-    return Case(name, scorer, scorer.backend.module, input_image, default_patch(input_image.shape[:2]), target,
-                models.load(name, backend="onnx")), face
+    return Case(
+        name,
+        scorer,
+        scorer.backend.module,
+        input_image,
+        default_patch(input_image.shape[:2]),
+        target,
+        models.load(name, backend="onnx"),
+    ), face
 
 
 def dlib_case(photo: Path) -> Case:
@@ -157,6 +170,7 @@ def torchvision_case(name: str, photo: Path, size: int = 224) -> Case:
     """A torchvision classifier (``resnet50``, ``vgg16``; random weights: no download at run
     time) on ``photo``'s face crop, patch 15."""
     import torchvision
+
     from facesal_fast.align import load_image
 
     torch.manual_seed(0)
@@ -169,6 +183,7 @@ def torchvision_case(name: str, photo: Path, size: int = 224) -> Case:
 
 
 # ---------------------------------------------------------------------------- image space
+
 
 def captum_map(case: Case, stride: int, per_eval: int) -> np.ndarray:
     """captum Occlusion attribution (H x W) for the case's target, softmax confidence."""
@@ -183,14 +198,21 @@ def captum_map(case: Case, stride: int, per_eval: int) -> np.ndarray:
     c = x.shape[1]
     with torch.inference_mode():
         attr = Occlusion(forward).attribute(
-            x, sliding_window_shapes=(c, case.patch, case.patch), strides=(c, stride, stride),
-            baselines=case.fill_value().expand_as(x).contiguous(), target=case.target, perturbations_per_eval=per_eval)
+            x,
+            sliding_window_shapes=(c, case.patch, case.patch),
+            strides=(c, stride, stride),
+            baselines=case.fill_value().expand_as(x).contiguous(),
+            target=case.target,
+            perturbations_per_eval=per_eval,
+        )
     return torch.nan_to_num(attr[0, 0]).numpy()
 
 
 def scored_map(scorer: Any, case: Case, centres: np.ndarray) -> np.ndarray:
     base = scorer.base_score(case.input_image, case.target)
-    drops = base - np.asarray(scorer.score_occluded(case.input_image, centres, case.patch, target=case.target), np.float64)
+    drops = base - np.asarray(
+        scorer.score_occluded(case.input_image, centres, case.patch, target=case.target), np.float64
+    )
     return occlusion_map(drops, centres, case.patch, case.input_image.shape[:2])
 
 
@@ -198,14 +220,23 @@ def adaptive_map(scorer: Any, case: Case, centres: np.ndarray, step: int, refine
     """Occlusion map from a coarse grid of ``step`` px, the ``refine`` fraction of windows
     re-scored exactly (Krypton's drill-down; ``refine=0`` is grid + interpolation)."""
     base = scorer.base_score(case.input_image, case.target)
-    result = adaptive_drops(scorer, case.input_image, centres, case.target, base, patch=case.patch,
-                            coarse_step=step, refine=refine)
+    result = adaptive_drops(
+        scorer, case.input_image, centres, case.target, base, patch=case.patch, coarse_step=step, refine=refine
+    )
     return occlusion_map(result.drops, centres, case.patch, case.input_image.shape[:2]), result.forward_passes
 
 
-def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: float, refine: float,
-                      full_fraction: float, atol: float = 1e-5, coarse_step: int | None = None,
-                      exact_only: bool = False) -> None:
+def bench_image_space(
+    case: Case,
+    stride: int,
+    per_eval: tuple[int, ...],
+    tau: float,
+    refine: float,
+    full_fraction: float,
+    atol: float = 1e-5,
+    coarse_step: int | None = None,
+    exact_only: bool = False,
+) -> None:
     """Time every image-space method; assert the exact ones equal captum's map. Speed-ups
     are given against captum's best and against full re-inference (facesal, torch eager)."""
     centres = window_centres(case.input_image.shape[:2], case.patch, stride)
@@ -232,19 +263,28 @@ def bench_image_space(case: Case, stride: int, per_eval: tuple[int, ...], tau: f
     if exact_only:
         return
     seconds, approx = timed(lambda: scored_map(approximate, case, centres))
-    add(f"inc-tau={tau}", seconds, k, ssim=ssim(approx, full),
-        mac_ratio=mac_ratio(approximate.model, x, case.patch, centres))
-    for label, scorer, fraction in [(f"grid step {step} + incremental", incremental, 0.0),
-                                    (f"adaptive step {step} refine {refine} + incremental", incremental, refine),
-                                    (f"adaptive step {step} refine {refine} + inc-tau={tau}", approximate, refine)]:
+    add(
+        f"inc-tau={tau}",
+        seconds,
+        k,
+        ssim=ssim(approx, full),
+        mac_ratio=mac_ratio(approximate.model, x, case.patch, centres),
+    )
+    for label, scorer, fraction in [
+        (f"grid step {step} + incremental", incremental, 0.0),
+        (f"adaptive step {step} refine {refine} + incremental", incremental, refine),
+        (f"adaptive step {step} refine {refine} + inc-tau={tau}", approximate, refine),
+    ]:
         seconds, (approx, passes) = timed(lambda: adaptive_map(scorer, case, centres, step, fraction))
         add(label, seconds, passes, ssim=ssim(approx, full))
 
 
 # ---------------------------------------------------------------------------- canonical saliency
 
-def csm_loop(case: Case, face: Any, used: np.ndarray, points_in: np.ndarray,
-             canonical_patch: int) -> tuple[np.ndarray, np.ndarray]:
+
+def csm_loop(
+    case: Case, face: Any, used: np.ndarray, points_in: np.ndarray, canonical_patch: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The published CSM algorithm: for every used vertex, occlude a copy of the image,
     run the model at batch 1, take the drop, and splat it into the canonical map; no
     de-duplication of identical windows. Returns the ``H_F x W_F`` map and the (N,) drops."""
@@ -267,8 +307,10 @@ def csm_loop(case: Case, face: Any, used: np.ndarray, points_in: np.ndarray,
     for (x, y), (u, v) in zip(points_in, canonical):
         cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
         occluded = image.copy()
-        occluded[max(cy - (case.patch - 1) // 2, 0): max(cy + case.patch // 2 + 1, 0),
-                 max(cx - (case.patch - 1) // 2, 0): max(cx + case.patch // 2 + 1, 0)] = 0.0
+        occluded[
+            max(cy - (case.patch - 1) // 2, 0) : max(cy + case.patch // 2 + 1, 0),
+            max(cx - (case.patch - 1) // 2, 0) : max(cx + case.patch // 2 + 1, 0),
+        ] = 0.0
         drop = base - confidence(occluded)
         drops.append(drop)
         cu, cv = int(np.floor(u + 0.5)), int(np.floor(v + 0.5))
@@ -285,14 +327,19 @@ def captum_stride_one(case: Case, per_eval: int = 64) -> float:
     centred on every pixel, as CIS needs); its map is checked against facesal's before."""
     centres = window_centres(case.input_image.shape[:2], case.patch, 1)
     seconds, ref = timed(lambda: captum_map(case, 1, per_eval))
-    np.testing.assert_allclose(scored_map(case.onnx or case.scorer, case, centres), ref, atol=1e-5,
-                               err_msg=f"{case.name}: facesal stride-1 occlusion != captum")
+    np.testing.assert_allclose(
+        scored_map(case.onnx or case.scorer, case, centres),
+        ref,
+        atol=1e-5,
+        err_msg=f"{case.name}: facesal stride-1 occlusion != captum",
+    )
     case.add("canonical", f"captum Occlusion stride 1 (ppe={per_eval})", seconds, len(centres))
     return seconds
 
 
-def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fraction: float,
-                    csm_vertices: int | None = None) -> None:
+def bench_canonical(
+    case: Case, face: Any, vertices: int, refine: float, full_fraction: float, csm_vertices: int | None = None
+) -> None:
     """CIS methods on one aligned photo; asserts CSM loop == CIS exact (all backends).
 
     ``csm_vertices``: run the (slow) CSM loop on the first that many vertices only, check
@@ -314,9 +361,12 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
         case.add("canonical", "csm-loop (published, batch 1)", loop_seconds, n)
     else:
         subset = used & (np.cumsum(used) <= csm_vertices)
-        seconds_subset, (_, drops) = timed(lambda: csm_loop(case, face, subset, points_in[:csm_vertices],
-                                                            exact.canonical_patch))
-        np.testing.assert_allclose(drops, exact.drops[:csm_vertices], atol=1e-5, err_msg=f"{case.name}: CIS != CSM loop")
+        seconds_subset, (_, drops) = timed(
+            lambda: csm_loop(case, face, subset, points_in[:csm_vertices], exact.canonical_patch)
+        )
+        np.testing.assert_allclose(
+            drops, exact.drops[:csm_vertices], atol=1e-5, err_msg=f"{case.name}: CIS != CSM loop"
+        )
         loop_seconds = seconds_subset * n / csm_vertices
         case.add("canonical", f"csm-loop (published, batch 1; timed on {csm_vertices}, extrapolated)", loop_seconds, n)
     captum_seconds = captum_stride_one(case)
@@ -335,10 +385,15 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
 
     def adaptive_cis() -> tuple[np.ndarray, int]:
         base = onnx.base_score(exact.input_image, case.target)
-        res = adaptive_drops(onnx, exact.input_image, points_in, case.target, base, patch=case.patch,
-                             coarse_step=4, refine=refine)
-        sums, counts = ops.splat_add(res.drops[None], np.ascontiguousarray(np.asarray(face.verts_canonical, np.float32)[used, :2]),
-                                     exact.canonical_patch, face.canonical_shape)
+        res = adaptive_drops(
+            onnx, exact.input_image, points_in, case.target, base, patch=case.patch, coarse_step=4, refine=refine
+        )
+        sums, counts = ops.splat_add(
+            res.drops[None],
+            np.ascontiguousarray(np.asarray(face.verts_canonical, np.float32)[used, :2]),
+            exact.canonical_patch,
+            face.canonical_shape,
+        )
         return ops.normalize_by_counts(sums, counts)[0], res.forward_passes
 
     seconds, (ada, passes) = timed(adaptive_cis)
@@ -346,6 +401,7 @@ def bench_canonical(case: Case, face: Any, vertices: int, refine: float, full_fr
 
 
 # ---------------------------------------------------------------------------- presets (default path)
+
 
 def default_path_case(name: str, photo: Path) -> tuple[Case, Any, Any]:
     """(case, aligned face, the scorer a user gets by default) for the presets table.
@@ -365,8 +421,9 @@ def default_path_case(name: str, photo: Path) -> tuple[Case, Any, Any]:
         h, w = image.shape[:2]
         side = min(h / 218, w / 178)
         top, left = (h - int(218 * side)) // 2, (w - int(178 * side)) // 2
-        image = cv2.resize(image[top:top + int(218 * side), left:left + int(178 * side)], (178, 218),
-                           interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image[top : top + int(218 * side), left : left + int(178 * side)], (178, 218), interpolation=cv2.INTER_AREA
+        )
         face = default_aligner()(image, source=photo.name)
         torch.manual_seed(0)
         net = torchvision.models.resnet18(weights=None).eval()
@@ -384,8 +441,9 @@ def default_path_case(name: str, photo: Path) -> tuple[Case, Any, Any]:
     return case, face, models.load(name)
 
 
-def bench_presets(case: Case, face: Any, user: Any, vertices: int = 2194, csm_vertices: int | None = 200,
-                  rounds: int = 1) -> None:
+def bench_presets(
+    case: Case, face: Any, user: Any, vertices: int = 2194, csm_vertices: int | None = 200, rounds: int = 1
+) -> None:
     """``cis`` as a user calls it (the default scorer, ``incremental="auto"``) at ~``vertices``
     vertices: exact by default, exact with ``incremental=False``, ``quality="high"`` and
     ``"fast"``, timed in interleaved rounds (best of ``rounds``), against the published CSM
@@ -398,8 +456,12 @@ def bench_presets(case: Case, face: Any, user: Any, vertices: int = 2194, csm_ve
 
     stride = max(1, int(np.asarray(face.visible).sum()) // vertices)
     run = dict(target=case.target, patch=case.patch, stride=stride, face=face)
-    configs = {"exact (default)": {}, "exact, incremental=False": dict(incremental=False),
-               "quality=high": dict(quality="high"), "quality=fast": dict(quality="fast")}
+    configs = {
+        "exact (default)": {},
+        "exact, incremental=False": dict(incremental=False),
+        "quality=high": dict(quality="high"),
+        "quality=fast": dict(quality="fast"),
+    }
     cis(face.image, user, **run, **configs["quality=fast"])  # warm-up: probes, traces, multiply-add count
     best: dict[str, float] = {}
     results: dict[str, Any] = {}
@@ -408,8 +470,12 @@ def bench_presets(case: Case, face: Any, user: Any, vertices: int = 2194, csm_ve
             seconds, results[label] = timed(lambda: cis(face.image, user, **run, **options))
             best[label] = min(best.get(label, float("inf")), seconds)
     exact = results["exact (default)"]
-    np.testing.assert_allclose(exact.canonical, results["exact, incremental=False"].canonical, atol=1e-5,
-                               err_msg=f"{case.name}: incremental exact != exact")
+    np.testing.assert_allclose(
+        exact.canonical,
+        results["exact, incremental=False"].canonical,
+        atol=1e-5,
+        err_msg=f"{case.name}: incremental exact != exact",
+    )
     csm = None
     if case.confidence is None:
         used = exact.used
@@ -424,11 +490,18 @@ def bench_presets(case: Case, face: Any, user: Any, vertices: int = 2194, csm_ve
     span = float(np.ptp(exact.canonical)) or 1.0
     for label, result in results.items():
         s = result.settings
-        how = f"{label} [{s['mode']} step {s['grid_step']} refine {s['refine']}, {user.backend.name}, " \
-              f"incremental {'on' if s['incremental'] else 'off'}]"
-        extra = {} if label.startswith("exact") else dict(
-            ssim=gaussian_ssim(result.canonical, exact.canonical, data_range=span),
-            pearson=float(np.corrcoef(result.canonical.ravel(), exact.canonical.ravel())[0, 1]))
+        how = (
+            f"{label} [{s['mode']} step {s['grid_step']} refine {s['refine']}, {user.backend.name}, "
+            f"incremental {'on' if s['incremental'] else 'off'}]"
+        )
+        extra = (
+            {}
+            if label.startswith("exact")
+            else dict(
+                ssim=gaussian_ssim(result.canonical, exact.canonical, data_range=span),
+                pearson=float(np.corrcoef(result.canonical.ravel(), exact.canonical.ravel())[0, 1]),
+            )
+        )
         case.add("presets", how, best[label], result.forward_passes, csm=csm, **extra)
 
 
@@ -488,26 +561,57 @@ def bench_audit(model: str, photos: int, backend: str) -> dict:
         folder.mkdir()
         for path in sorted(FACES.glob("img*.jpg"))[: photos + 1]:
             shutil.copy(path, folder / path.name)
-        out = subprocess.run([sys.executable, "-c", _AUDIT_CODE, str(folder), str(Path(tmp) / "run"), model, backend,
-                              str(torch.get_num_threads())], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _AUDIT_CODE,
+                str(folder),
+                str(Path(tmp) / "run"),
+                model,
+                backend,
+                str(torch.get_num_threads()),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     r = json.loads(out.split("RESULT", 1)[1])
     occluded = r["passes"] / r["seconds"]
-    return dict(model=model, backend=r["backend"], photos=r["done"], seconds=r["seconds"],
-                startup_seconds=r["startup_seconds"], images_per_s=r["done"] / r["seconds"],
-                peak_rss_mib=r["rss_kib"] / 1024, batch_size=r["batch_size"], occluded_images_per_s=occluded,
-                bare_forward_images_per_s=r["bare"], ratio=occluded / r["bare"])
+    return dict(
+        model=model,
+        backend=r["backend"],
+        photos=r["done"],
+        seconds=r["seconds"],
+        startup_seconds=r["startup_seconds"],
+        images_per_s=r["done"] / r["seconds"],
+        peak_rss_mib=r["rss_kib"] / 1024,
+        batch_size=r["batch_size"],
+        occluded_images_per_s=occluded,
+        bare_forward_images_per_s=r["bare"],
+        ratio=occluded / r["bare"],
+    )
 
 
 # ---------------------------------------------------------------------------- tiny case (tests)
+
 
 def tiny_equality_case() -> None:
     """The suite's equality assertions on a tiny random conv net (seconds; used by tests)."""
     from torch import nn
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(8, 3)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    ).eval()
     with torch.no_grad():
         net[1].running_mean.uniform_(-0.5, 0.5)
         net[1].running_var.uniform_(0.5, 2.0)
@@ -519,14 +623,23 @@ def tiny_equality_case() -> None:
 
 # ---------------------------------------------------------------------------- report
 
+
 def machine() -> dict:
     import captum
     import onnxruntime
 
-    return dict(python=platform.python_version(), platform=platform.platform(), processor=platform.processor(),
-                cpus=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                captum=captum.__version__, onnxruntime=onnxruntime.__version__, numpy=np.__version__,
-                load_average=os.getloadavg())
+    return dict(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        processor=platform.processor(),
+        cpus=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        captum=captum.__version__,
+        onnxruntime=onnxruntime.__version__,
+        numpy=np.__version__,
+        load_average=os.getloadavg(),
+    )
 
 
 def table(rows: list[dict]) -> str:
@@ -534,15 +647,20 @@ def table(rows: list[dict]) -> str:
     the same run: captum's best ``perturbations_per_eval`` (image section: same windows; canonical
     section: stride 1, a window at every pixel as CIS needs), the published CSM loop, and full
     re-inference through facesal (torch eager, same windows)."""
-    lines = ["| model | section | method | passes | seconds | ms/pass | vs captum | vs CSM loop | vs full re-inference "
-             "| SSIM vs exact | Pearson vs exact | MACs full/inc |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | section | method | passes | seconds | ms/pass | vs captum | vs CSM loop | vs full re-inference "
+        "| SSIM vs exact | Pearson vs exact | MACs full/inc |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ratios = [f"{r[k] / r['seconds']:.1f}x" if r.get(k) else "" for k in ("captum", "csm", "full")]
         s = f"{r['ssim']:.3f}" if "ssim" in r else ""
         s += f" | {r['pearson']:.3f}" if "pearson" in r else " | "
         macs = f"{r['mac_ratio']:.2f}" if "mac_ratio" in r else ""
-        lines.append(f"| {r['model']} | {r['section']} | {r['method']} | {r['passes']} | {r['seconds']:.2f} | "
-                     f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {' | '.join(ratios)} | {s} | {macs} |")
+        lines.append(
+            f"| {r['model']} | {r['section']} | {r['method']} | {r['passes']} | {r['seconds']:.2f} | "
+            f"{1e3 * r['seconds'] / max(r['passes'], 1):.2f} | {' | '.join(ratios)} | {s} | {macs} |"
+        )
     return "\n".join(lines)
 
 
@@ -560,29 +678,66 @@ def run(args: argparse.Namespace) -> int:
     for name in args.models.split(","):
         if name == "resnet50":
             case = torchvision_case(name, photo)
-            bench_image_space(case, stride=14 if quick else 8, per_eval=(16,) if quick else (1, 16, 64),
-                              tau=args.tau, refine=args.refine, full_fraction=args.full_fraction, atol=1e-4)
+            bench_image_space(
+                case,
+                stride=14 if quick else 8,
+                per_eval=(16,) if quick else (1, 16, 64),
+                tau=args.tau,
+                refine=args.refine,
+                full_fraction=args.full_fraction,
+                atol=1e-4,
+            )
         elif name == "vgg16":  # Krypton's model for its best exact figure; exact modes only (random weights)
             case = torchvision_case(name, photo)
-            bench_image_space(case, stride=14, per_eval=(16,), tau=args.tau, refine=args.refine,
-                              full_fraction=args.full_fraction, atol=1e-4, exact_only=True)
+            bench_image_space(
+                case,
+                stride=14,
+                per_eval=(16,),
+                tau=args.tau,
+                refine=args.refine,
+                full_fraction=args.full_fraction,
+                atol=1e-4,
+                exact_only=True,
+            )
         elif name == "dlib-resnet":
             case = dlib_case(photo)
-            bench_image_space(case, stride=2, per_eval=(64,) if quick else (16, 64, 256), tau=args.tau,
-                              refine=0.02, full_fraction=args.full_fraction, atol=1e-4, coarse_step=12)
+            bench_image_space(
+                case,
+                stride=2,
+                per_eval=(64,) if quick else (16, 64, 256),
+                tau=args.tau,
+                refine=0.02,
+                full_fraction=args.full_fraction,
+                atol=1e-4,
+                coarse_step=12,
+            )
         else:
             case, face = bundled_case(name, photo)
-            bench_image_space(case, stride=2 if quick else 1, per_eval=(16, 64, 256) if quick else (1, 16, 64, 256),
-                              tau=args.tau, refine=args.refine, full_fraction=args.full_fraction)
-            bench_canonical(case, face, vertices=2194, refine=args.refine, full_fraction=args.full_fraction,
-                            csm_vertices=300 if quick else None)
+            bench_image_space(
+                case,
+                stride=2 if quick else 1,
+                per_eval=(16, 64, 256) if quick else (1, 16, 64, 256),
+                tau=args.tau,
+                refine=args.refine,
+                full_fraction=args.full_fraction,
+            )
+            bench_canonical(
+                case,
+                face,
+                vertices=2194,
+                refine=args.refine,
+                full_fraction=args.full_fraction,
+                csm_vertices=300 if quick else None,
+            )
         rows += case.rows
         print(table(case.rows), flush=True)
     audit = bench_audit("gender", args.audit_photos or (12 if quick else 24), "auto")
     print("end to end:", json.dumps(audit))
     print("\n" + table(rows))
-    print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
-          f"load average {os.getloadavg()}")
+    print(
+        f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+        f"load average {os.getloadavg()}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(dict(machine=info, rows=rows, audit=audit), indent=1))
     return 0

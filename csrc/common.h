@@ -31,8 +31,8 @@ FS_HD Window window_at(float x, float y, int patch, int H, int W) {
   if (!(fx > -margin && fx < W + margin && fy > -margin && fy < H + margin)) return {1, 0, 1, 0};
   const int cx = static_cast<int>(fx), cy = static_cast<int>(fy);
   const int lo = (patch - 1) / 2, hi = patch / 2;
-  return {clamp_int(cx - lo, 0, W), clamp_int(cx + hi, -1, W - 1),
-          clamp_int(cy - lo, 0, H), clamp_int(cy + hi, -1, H - 1)};
+  return {clamp_int(cx - lo, 0, W), clamp_int(cx + hi, -1, W - 1), clamp_int(cy - lo, 0, H),
+          clamp_int(cy + hi, -1, H - 1)};
 }
 
 // IEEE binary16 bits of a float, round to nearest even (matches __float2half_rn).
@@ -42,8 +42,8 @@ inline uint16_t float_to_half_bits(float f) {
   const uint32_t sign = (x >> 16) & 0x8000u;
   uint32_t mag = x & 0x7fffffffu;
   if (mag >= 0x7f800000u) return sign | 0x7c00u | (mag > 0x7f800000u ? 0x200u : 0u);  // inf / nan
-  if (mag >= 0x477ff000u) return sign | 0x7c00u;                                     // overflow
-  if (mag < 0x38800000u) {                                                           // subnormal
+  if (mag >= 0x477ff000u) return sign | 0x7c00u;                                      // overflow
+  if (mag < 0x38800000u) {                                                            // subnormal
     if (mag < 0x33000000u) return sign;
     const uint32_t m = (mag & 0x7fffffu) | 0x800000u;
     const int shift = 126 - static_cast<int>(mag >> 23);

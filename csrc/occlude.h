@@ -6,10 +6,10 @@
 namespace facesal {
 
 struct OccludeParams {
-  const void* image;        // H x W x C, uint8 or float32
+  const void* image;  // H x W x C, uint8 or float32
   bool image_u8;
-  int H, W, C;              // C in {1, 3}
-  const float* centers;     // K x 2, (x, y)
+  int H, W, C;           // C in {1, 3}
+  const float* centers;  // K x 2, (x, y)
   int K;
   int patch;
   const float* fill_image;  // H x W x C float32 in pixel units, or nullptr for fill_const
@@ -18,8 +18,8 @@ struct OccludeParams {
   float mean[3];
   float inv_std[3];
   bool nhwc;
-  bool half_out;            // float16 output instead of float32
-  void* out;                // K x C x H x W or K x H x W x C
+  bool half_out;  // float16 output instead of float32
+  void* out;      // K x C x H x W or K x H x W x C
 };
 
 FS_HD int64_t image_elems(const OccludeParams& p) { return int64_t(p.H) * p.W * p.C; }
@@ -53,9 +53,7 @@ FS_HD float fill_value(const OccludeParams& p, int c, int y, int x) {
   return p.fill_image ? p.fill_image[(int64_t(y) * p.W + x) * p.C + c] : p.fill_const[c];
 }
 
-FS_HD float normalize_value(const OccludeParams& p, float v, int c) {
-  return (v * p.scale - p.mean[c]) * p.inv_std[c];
-}
+FS_HD float normalize_value(const OccludeParams& p, float v, int c) { return (v * p.scale - p.mean[c]) * p.inv_std[c]; }
 
 FS_HD Window center_window(const OccludeParams& p, int k) {
   return window_at(p.centers[2 * k], p.centers[2 * k + 1], p.patch, p.H, p.W);

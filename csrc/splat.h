@@ -11,15 +11,15 @@
 namespace facesal {
 
 struct SplatParams {
-  const float* values;      // B x N
+  const float* values;  // B x N
   int B, N;
-  const float* points;      // N x 2, (x, y)
-  const float* weights;     // N or B x N, or nullptr (weight 1)
+  const float* points;   // N x 2, (x, y)
+  const float* weights;  // N or B x N, or nullptr (weight 1)
   bool weights_per_batch;
   int patch, H, W;
-  void* sums;               // B x H x W, accumulated into
-  void* counts;             // H x W (or B x H x W when weights_per_batch), accumulated into
-  bool out_double;          // outputs are float64 instead of float32
+  void* sums;       // B x H x W, accumulated into
+  void* counts;     // H x W (or B x H x W when weights_per_batch), accumulated into
+  bool out_double;  // outputs are float64 instead of float32
 };
 
 FS_HD int splat_num_tasks(const SplatParams& p) { return p.B + (p.weights_per_batch ? p.B : 1); }
@@ -49,10 +49,14 @@ FS_HD bool point_corner_updates(const SplatParams& p, int j, int n, int64_t idx[
   const Window w = window_at(p.points[2 * n], p.points[2 * n + 1], p.patch, p.H, p.W);
   if (w.empty()) return false;
   const int W1 = p.W + 1;
-  idx[0] = int64_t(w.y0) * W1 + w.x0;            delta[0] = v;
-  idx[1] = int64_t(w.y0) * W1 + w.x1 + 1;        delta[1] = -v;
-  idx[2] = int64_t(w.y1 + 1) * W1 + w.x0;        delta[2] = -v;
-  idx[3] = int64_t(w.y1 + 1) * W1 + w.x1 + 1;    delta[3] = v;
+  idx[0] = int64_t(w.y0) * W1 + w.x0;
+  delta[0] = v;
+  idx[1] = int64_t(w.y0) * W1 + w.x1 + 1;
+  delta[1] = -v;
+  idx[2] = int64_t(w.y1 + 1) * W1 + w.x0;
+  delta[2] = -v;
+  idx[3] = int64_t(w.y1 + 1) * W1 + w.x1 + 1;
+  delta[3] = v;
   return true;
 }
 

@@ -1,10 +1,11 @@
 """facesal_fast: fast canonical saliency maps and saliency audits for deep face models.
 
-    import facesal_fast as fs
-    scorer = fs.models.load("gender")
-    result = fs.cis("photo.jpg", scorer)          # one image: result.canonical, .overlay()
-    model = fs.cms(["a.jpg", "b.jpg"], scorer)     # many images, streamed
+import facesal_fast as fs
+scorer = fs.models.load("gender")
+result = fs.cis("photo.jpg", scorer)          # one image: result.canonical, .overlay()
+model = fs.cms(["a.jpg", "b.jpg"], scorer)     # many images, streamed
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """``python -m facesal_fast``: the ``facesal`` command."""
+
 import sys
 
 from facesal_fast.cli import main

@@ -13,6 +13,7 @@ device; the op then runs the torch implementation on that device (so CUDA tensor
 with that warning, even where the extension was built without nvcc). ``FACESAL_NO_SELFCHECK=1``
 skips the check (benchmarks), trusting the CUDA kernels.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,23 +35,23 @@ SELFCHECK_ENV = "FACESAL_NO_SELFCHECK"
 class OccludeCall(NamedTuple):
     """Checked arguments of ``occlude_batch`` (tensors contiguous, on the output's device)."""
 
-    image: torch.Tensor              # H x W x C, uint8 or float32
-    centers: torch.Tensor            # K x 2 float32 (x, y)
+    image: torch.Tensor  # H x W x C, uint8 or float32
+    centers: torch.Tensor  # K x 2 float32 (x, y)
     patch: int
     fill_image: torch.Tensor | None  # H x W x C float32, or None for fill_const
-    fill_const: list[float]          # 3 values (pixel units)
+    fill_const: list[float]  # 3 values (pixel units)
     scale: float
-    mean: list[float]                # 3 values
-    std: list[float]                 # 3 values (1.0 past C)
+    mean: list[float]  # 3 values
+    std: list[float]  # 3 values (1.0 past C)
     nhwc: bool
 
 
 class SplatCall(NamedTuple):
     """Checked arguments of ``splat_add`` (tensors contiguous float32, on the outputs' device)."""
 
-    values: torch.Tensor             # B x N
-    points: torch.Tensor             # N x 2 (x, y)
-    weights: torch.Tensor | None     # N or B x N
+    values: torch.Tensor  # B x N
+    points: torch.Tensor  # N x 2 (x, y)
+    weights: torch.Tensor | None  # N or B x N
     patch: int
     H: int
     W: int
@@ -66,9 +67,22 @@ def _stream(device: torch.device) -> int:
 def _occlude_args(a: OccludeCall, out: torch.Tensor) -> tuple:
     H, W, C = a.image.shape
     return (
-        a.image.data_ptr(), a.image.dtype == torch.uint8, H, W, C, a.centers.data_ptr(), a.centers.shape[0],
-        a.patch, 0 if a.fill_image is None else a.fill_image.data_ptr(), a.fill_const, float(a.scale),
-        a.mean, a.std, a.nhwc, out.dtype == torch.float16, out.data_ptr(),
+        a.image.data_ptr(),
+        a.image.dtype == torch.uint8,
+        H,
+        W,
+        C,
+        a.centers.data_ptr(),
+        a.centers.shape[0],
+        a.patch,
+        0 if a.fill_image is None else a.fill_image.data_ptr(),
+        a.fill_const,
+        float(a.scale),
+        a.mean,
+        a.std,
+        a.nhwc,
+        out.dtype == torch.float16,
+        out.data_ptr(),
     )
 
 
@@ -76,8 +90,17 @@ def _splat_args(a: SplatCall, sums: torch.Tensor, counts: torch.Tensor) -> tuple
     B, N = a.values.shape
     w = a.weights
     return (
-        a.values.data_ptr(), B, N, a.points.data_ptr(), 0 if w is None else w.data_ptr(),
-        w is not None and w.ndim == 2, a.patch, a.H, a.W, sums.data_ptr(), counts.data_ptr(),
+        a.values.data_ptr(),
+        B,
+        N,
+        a.points.data_ptr(),
+        0 if w is None else w.data_ptr(),
+        w is not None and w.ndim == 2,
+        a.patch,
+        a.H,
+        a.W,
+        sums.data_ptr(),
+        counts.data_ptr(),
         sums.dtype == torch.float64,
     )
 
@@ -156,7 +179,9 @@ def _normalized(a: OccludeCall, v: torch.Tensor) -> torch.Tensor:
 def _occlude_torch(a: OccludeCall, out: torch.Tensor, threads: int = 0) -> None:
     H, W, C = a.image.shape
     base = _normalized(a, a.image)
-    fill = a.fill_image if a.fill_image is not None else torch.tensor(a.fill_const[:C], device=base.device).expand(H, W, C)
+    fill = (
+        a.fill_image if a.fill_image is not None else torch.tensor(a.fill_const[:C], device=base.device).expand(H, W, C)
+    )
     fill = _normalized(a, fill)
     rows, cols = _window_masks(a.centers, a.patch, H, W)
     inside = (rows[:, :, None] & cols[:, None, :])[..., None]  # K x H x W x 1
@@ -176,7 +201,6 @@ def _task_values(a: SplatCall) -> list[torch.Tensor]:
 def _splat_torch(a: SplatCall, sums: torch.Tensor, counts: torch.Tensor) -> None:
     rows, cols = _window_masks(a.points, a.patch, a.H, a.W)
     rows, cols = rows.double(), cols.double()
-    B = a.values.shape[0]
     targets = list(sums) + (list(counts) if counts.ndim == 3 else [counts])
     for amount, target in zip(_task_values(a), targets):
         target += ((rows * amount[:, None]).T @ cols).to(target.dtype)  # H x W, a fixed-order matmul
@@ -193,13 +217,24 @@ def _selfcheck_occlude(kernel: Callable, device: torch.device) -> float:
     centers = torch.tensor([[0, 0], [10, 12], [-1, 5], [11.5, 6.49], [5, 5], [-1e6, -1e6], [3, -2], [-0.5, 12.5]])
     worst = 0.0
     for fill_image, nhwc, dtype in ((fill, False, torch.float16), (None, True, torch.float32)):
-        call = OccludeCall(image, centers, 4 if nhwc else 5, fill_image, [200.0, 100.0, 50.0], 1 / 255,
-                           [0.5, 0.4, 0.3], [0.2, 0.3, 0.4], nhwc)
+        call = OccludeCall(
+            image,
+            centers,
+            4 if nhwc else 5,
+            fill_image,
+            [200.0, 100.0, 50.0],
+            1 / 255,
+            [0.5, 0.4, 0.3],
+            [0.2, 0.3, 0.4],
+            nhwc,
+        )
         shape = (len(centers), H, W, C) if nhwc else (len(centers), C, H, W)
         want = torch.empty(shape, dtype=dtype)
         _occlude_cpu(call, want, 1)
-        on_device = call._replace(**{k: getattr(call, k).to(device) for k in ("image", "centers")},
-                                  fill_image=None if fill_image is None else fill_image.to(device))
+        on_device = call._replace(
+            **{k: getattr(call, k).to(device) for k in ("image", "centers")},
+            fill_image=None if fill_image is None else fill_image.to(device),
+        )
         got = torch.empty(shape, dtype=dtype, device=device)
         kernel(on_device, got)
         worst = max(worst, _max_diff(got, want, dtype))
@@ -218,7 +253,9 @@ def _selfcheck_splat(kernel: Callable, device: torch.device) -> float:
         counts_shape = (B, H, W) if w is not None and w.ndim == 2 else (H, W)
         want = (torch.zeros((B, H, W), dtype=dtype), torch.zeros(counts_shape, dtype=dtype))
         _splat_cpu(call, *want)
-        on_device = SplatCall(values.to(device), points.to(device), None if w is None else w.to(device), call.patch, H, W)
+        on_device = SplatCall(
+            values.to(device), points.to(device), None if w is None else w.to(device), call.patch, H, W
+        )
         got = tuple(torch.zeros_like(t, device=device) for t in want)
         kernel(on_device, *got)
         worst = max(worst, *(_max_diff(g, t, dtype) for g, t in zip(got, want)))
@@ -258,7 +295,8 @@ def _selfcheck(op: str, device: torch.device) -> bool:
         warnings.warn(
             f"facesal_fast: the native {device.type.upper()} {op} kernel is disabled on {_device_key(device)} for this "
             f"process: {problem}; {op} runs the torch implementation on that device instead",
-            RuntimeWarning, stacklevel=6,
+            RuntimeWarning,
+            stacklevel=6,
         )
     return problem is None
 

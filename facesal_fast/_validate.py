@@ -1,4 +1,5 @@
 """Argument checks shared across the package (each raises ``ValueError`` naming the argument)."""
+
 from __future__ import annotations
 
 from typing import Any

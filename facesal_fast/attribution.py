@@ -11,6 +11,7 @@ the canonical face are kept in :attr:`CanonicalOcclusion.canonical`, the full re
 :attr:`CanonicalOcclusion.results`. :meth:`CanonicalOcclusion.forward` is the model as a
 function of the photos, for captum's metrics (``infidelity``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,14 @@ class CanonicalOcclusion:
             :meth:`attribute` call.
     """
 
-    def __init__(self, model_or_scorer: nn.Module | ScorerLike, input_size: int | Sequence[int] | None = None, *,
-                 aligner: Any = None, **scorer_options: Any) -> None:
+    def __init__(
+        self,
+        model_or_scorer: nn.Module | ScorerLike,
+        input_size: int | Sequence[int] | None = None,
+        *,
+        aligner: Any = None,
+        **scorer_options: Any,
+    ) -> None:
         from facesal_fast.scoring import Scorer
 
         if isinstance(model_or_scorer, nn.Module):
@@ -59,7 +66,9 @@ class CanonicalOcclusion:
         elif input_size is not None or scorer_options:
             raise ValueError("input_size and scorer options go with a torch module; a scorer has its own")
         if not isinstance(model_or_scorer, ScorerLike):
-            raise ValueError(f"model_or_scorer must be a torch module or a Scorer, got {type(model_or_scorer).__name__}")
+            raise ValueError(
+                f"model_or_scorer must be a torch module or a Scorer, got {type(model_or_scorer).__name__}"
+            )
         self.scorer = model_or_scorer
         self.aligner = aligner
         self.results: list = []
@@ -94,7 +103,9 @@ class CanonicalOcclusion:
         batch = self._batch(inputs)
         photos = tensor_images(batch, "inputs")
         targets = _targets(target, len(photos))
-        self.results = [cis(photo, self.scorer, t, aligner=self.aligner, **options) for photo, t in zip(photos, targets)]
+        self.results = [
+            cis(photo, self.scorer, t, aligner=self.aligner, **options) for photo, t in zip(photos, targets)
+        ]
         maps = [to_photo(r.occlusion, r.affine, photo.shape[:2]) for r, photo in zip(self.results, photos)]
         out = torch.from_numpy(np.stack(maps))[:, None].expand(-1, batch.shape[1], -1, -1)
         dtype = inputs.dtype if inputs.dtype.is_floating_point else torch.float32

@@ -12,6 +12,7 @@ Exit codes (the same for every command):
 Library code raises ``ValueError`` / ``FileNotFoundError`` / ``OSError``; :func:`main`
 turns them into that line. ``--help`` does not import torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,14 @@ MODEL_NAMES = ("gender", "expression-fer", "expression-kdef")
 #: dlib/Cydral and MediaPipe ones.
 AUDIT_MODEL_NAMES = (*MODEL_NAMES, "gender-dlib", "age", "head-pose")
 #: Optional package (import name) -> the extra that installs it.
-EXTRAS = {"captum": "methods", "zennit": "methods", "pytorch_grad_cam": "methods", "ray": "ray",
-          "tensorrt": "tensorrt", "dlib": "dlib"}
+EXTRAS = {
+    "captum": "methods",
+    "zennit": "methods",
+    "pytorch_grad_cam": "methods",
+    "ray": "ray",
+    "tensorrt": "tensorrt",
+    "dlib": "dlib",
+}
 
 
 def _model_hash(name: str) -> str:
@@ -134,14 +141,29 @@ def _speed_options(quality: str | None, incremental: bool | str, mode: str) -> d
     started before they existed resumes); ``ValueError`` for ``--quality`` with ``--mode``."""
     if quality is not None and mode != "exact":
         raise ValueError(f"--quality {quality} sets the mode itself; drop --mode {mode}")
-    return {**({"quality": quality} if quality is not None else {}),
-            **({"incremental": incremental} if incremental != "auto" else {})}
+    return {
+        **({"quality": quality} if quality is not None else {}),
+        **({"incremental": incremental} if incremental != "auto" else {}),
+    }
 
 
-def plan_audit(photos: str | Path, out: str | Path, *, model: str = "gender", target: str = "predicted",
-               groups: str | None = None, patch: int | None = None, stride: int = 1, mode: str = "exact",
-               grid_step: int = 2, fill: str = "black", device: str = "cpu", backend: str = "auto",
-               quality: str | None = None, incremental: bool | str = "auto") -> AuditPlan:
+def plan_audit(
+    photos: str | Path,
+    out: str | Path,
+    *,
+    model: str = "gender",
+    target: str = "predicted",
+    groups: str | None = None,
+    patch: int | None = None,
+    stride: int = 1,
+    mode: str = "exact",
+    grid_step: int = 2,
+    fill: str = "black",
+    device: str = "cpu",
+    backend: str = "auto",
+    quality: str | None = None,
+    incremental: bool | str = "auto",
+) -> AuditPlan:
     """Check every argument of an audit before any work: model, device, photo folder, run
     folder, target against the model's classes, groups CSV against the photos.
 
@@ -161,8 +183,13 @@ def plan_audit(photos: str | Path, out: str | Path, *, model: str = "gender", ta
     if not keys:
         raise ValueError(f"{photos}: no photo files in this folder")
     groups_value, groups_setting = _read_groups(groups, keys)
-    settings = {"model": model, "model_sha256": _model_hash(model), "photos": str(photos.resolve()),
-                "groups": groups_setting, "backend": backend}
+    settings = {
+        "model": model,
+        "model_sha256": _model_hash(model),
+        "photos": str(photos.resolve()),
+        "groups": groups_setting,
+        "backend": backend,
+    }
     cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
     cis_options.update(_speed_options(quality, incremental, mode))
     return AuditPlan(photos, out, model, device, backend, _target(target, model), groups_value, settings, cis_options)
@@ -170,20 +197,49 @@ def plan_audit(photos: str | Path, out: str | Path, *, model: str = "gender", ta
 
 def _print_summary(summary: dict[str, int], seconds: float, how: str, out: str | Path) -> None:
     rate = summary["done"] / seconds if seconds > 0 else 0.0
-    print(f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
-          f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {how}); results in {out}")
+    print(
+        f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
+        f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {how}); results in {out}"
+    )
 
 
-def run_audit(photos: str | Path, out: str | Path, *, model: str = "gender", target: str = "predicted",
-              groups: str | None = None, patch: int | None = None, stride: int = 1, mode: str = "exact",
-              grid_step: int = 2, fill: str = "black", device: str = "cpu", backend: str = "auto",
-              progress: bool = True, quality: str | None = None, incremental: bool | str = "auto") -> dict[str, int]:
+def run_audit(
+    photos: str | Path,
+    out: str | Path,
+    *,
+    model: str = "gender",
+    target: str = "predicted",
+    groups: str | None = None,
+    patch: int | None = None,
+    stride: int = 1,
+    mode: str = "exact",
+    grid_step: int = 2,
+    fill: str = "black",
+    device: str = "cpu",
+    backend: str = "auto",
+    progress: bool = True,
+    quality: str | None = None,
+    incremental: bool | str = "auto",
+) -> dict[str, int]:
     """Audit every photo in a folder with a bundled model; returns the summary counts.
     Every argument is checked (:func:`plan_audit`) before the model is loaded or
     ``run.json`` written."""
-    plan = plan_audit(photos, out, model=model, target=target, groups=groups, patch=patch, stride=stride, mode=mode,
-                      grid_step=grid_step, fill=fill, device=device, backend=backend, quality=quality,
-                      incremental=incremental)
+    plan = plan_audit(
+        photos,
+        out,
+        model=model,
+        target=target,
+        groups=groups,
+        patch=patch,
+        stride=stride,
+        mode=mode,
+        grid_step=grid_step,
+        fill=fill,
+        device=device,
+        backend=backend,
+        quality=quality,
+        incremental=incremental,
+    )
     from facesal_fast import models
     from facesal_fast.audit.runner import Audit
 
@@ -220,10 +276,14 @@ def _positive_int(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="facesal", description="Canonical saliency audits of face models.", formatter_class=_Formatter,
+        prog="facesal",
+        description="Canonical saliency audits of face models.",
+        formatter_class=_Formatter,
         epilog="exit codes: 0 done, 1 no image succeeded, 2 usage error or file problem (one-line message)\n\n"
-               + _examples("facesal demo", "facesal audit photos/ --out runs/mine --groups groups.csv",
-                           "facesal report runs/mine"))
+        + _examples(
+            "facesal demo", "facesal audit photos/ --out runs/mine --groups groups.csv", "facesal report runs/mine"
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"facesal_fast {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line messages")
     common = argparse.ArgumentParser(add_help=False)
@@ -231,18 +291,27 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, *examples: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, parents=[common], formatter_class=_Formatter,
-                              epilog=_examples(*examples))
+        return sub.add_parser(
+            name, help=help, description=help, parents=[common], formatter_class=_Formatter, epilog=_examples(*examples)
+        )
 
-    audit = command("audit", "explain every photo of a folder and store the results",
-                    "facesal audit photos/ --out runs/gender --model gender --groups groups.csv")
+    audit = command(
+        "audit",
+        "explain every photo of a folder and store the results",
+        "facesal audit photos/ --out runs/gender --model gender --groups groups.csv",
+    )
     audit.add_argument("photos", help="folder of face photos")
     audit.add_argument("--out", required=True, help="run folder (re-running the same command resumes it)")
     audit.add_argument("--model", default="gender", help=f"bundled model: {', '.join(AUDIT_MODEL_NAMES)}")
     audit.add_argument("--target", default="predicted", help="class index or name, or 'predicted'")
     audit.add_argument("--groups", help="CSV with the columns image,group, or 'predicted' to group by predicted class")
-    audit.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                       help="shard over Ray workers: a local Ray (no ADDRESS) or a cluster (auto, ray://head:10001)")
+    audit.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="shard over Ray workers: a local Ray (no ADDRESS) or a cluster (auto, ray://head:10001)",
+    )
     _add_cis_options(audit)
     report = command("report", "write the run's self-contained HTML report", "facesal report runs/gender")
     report.add_argument("run", help="run folder")
@@ -250,24 +319,42 @@ def _parser() -> argparse.ArgumentParser:
     from facesal_fast.comparison import add_statistics_arguments
 
     add_statistics_arguments(report)
-    demo = command("demo", "audit the bundled photos with the bundled gender model, then report",
-                   "facesal demo --out runs/demo")
+    demo = command(
+        "demo", "audit the bundled photos with the bundled gender model, then report", "facesal demo --out runs/demo"
+    )
     demo.add_argument("--out", default="runs/demo", help="run folder")
     demo.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
     demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     from facesal_fast.comparison import add_compare_arguments
 
-    add_compare_arguments(command("compare", "compare two finished runs (two models, or before/after retraining): "
-                                  "region and pixel tests, HTML page", "facesal compare runs/A runs/B --out runs/A-vs-B "
-                                  "--fail-on-shift 5"))
-    _add_evaluate(command("evaluate", "faithfulness metrics, ablations, CMS stability and sanity check",
-                          "facesal evaluate photos/ --out runs/gender --methods cms,gradcam --max-images 8"))
+    add_compare_arguments(
+        command(
+            "compare",
+            "compare two finished runs (two models, or before/after retraining): region and pixel tests, HTML page",
+            "facesal compare runs/A runs/B --out runs/A-vs-B --fail-on-shift 5",
+        )
+    )
+    _add_evaluate(
+        command(
+            "evaluate",
+            "faithfulness metrics, ablations, CMS stability and sanity check",
+            "facesal evaluate photos/ --out runs/gender --methods cms,gradcam --max-images 8",
+        )
+    )
     from facesal_fast.tasks import add_tasks_arguments
 
-    add_tasks_arguments(command("tasks", "CMS of recognition, gender, age, head pose and expression side by side",
-                                "facesal tasks photos/ --out runs/tasks --max-images 8"))
-    bench = command("bench", "occlusion benchmark suite vs captum and the published CSM loop (source checkout)",
-                    "facesal bench --quick")
+    add_tasks_arguments(
+        command(
+            "tasks",
+            "CMS of recognition, gender, age, head pose and expression side by side",
+            "facesal tasks photos/ --out runs/tasks --max-images 8",
+        )
+    )
+    bench = command(
+        "bench",
+        "occlusion benchmark suite vs captum and the published CSM loop (source checkout)",
+        "facesal bench --quick",
+    )
     from facesal_fast.bench import add_bench_arguments
 
     add_bench_arguments(bench)
@@ -278,53 +365,100 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("photos", help="folder of face photos")
     evaluate.add_argument("--out", required=True, help="run folder; results go to OUT/evaluate/")
     evaluate.add_argument("--model", default="gender", help=f"bundled model: {', '.join(MODEL_NAMES)}")
-    evaluate.add_argument("--methods", default="cms,cis,gradcam,gradcampp,scorecam,gb,lrp",
-                          help="comma-separated: cms, cis, occlusion, gradcam, gradcampp, scorecam, gb, lrp")
-    evaluate.add_argument("--patch", type=_positive_int, default=15, help="CIS patch in the papers' 224 px geometry (scaled to the input)")
+    evaluate.add_argument(
+        "--methods",
+        default="cms,cis,gradcam,gradcampp,scorecam,gb,lrp",
+        help="comma-separated: cms, cis, occlusion, gradcam, gradcampp, scorecam, gb, lrp",
+    )
+    evaluate.add_argument(
+        "--patch", type=_positive_int, default=15, help="CIS patch in the papers' 224 px geometry (scaled to the input)"
+    )
     evaluate.add_argument("--mode", default="grid", choices=["exact", "grid"])
     evaluate.add_argument("--grid-step", type=_positive_int, default=2)
     evaluate.add_argument("--stride", type=_positive_int, default=1)
     evaluate.add_argument("--fill", default="black", choices=["black", "mean", "blur"])
-    evaluate.add_argument("--budget", type=float, default=0.2, help="equal heatmap mass s, as a fraction of the input pixels")
+    evaluate.add_argument(
+        "--budget", type=float, default=0.2, help="equal heatmap mass s, as a fraction of the input pixels"
+    )
     evaluate.add_argument("--steps", type=_positive_int, default=16, help="deletion / insertion steps")
     evaluate.add_argument("--ablation-images", type=int, default=8, help="images used by the ablations (0: none)")
-    evaluate.add_argument("--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)")
+    evaluate.add_argument(
+        "--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)"
+    )
     evaluate.add_argument("--max-images", type=_positive_int, default=None)
     evaluate.add_argument("--backend", default="onnx", choices=["auto", "torch", "onnx", "tensorrt"])
-    evaluate.add_argument("--gb-output", dest="gb_output", default="probability", choices=["probability", "logit"],
-                          help="Guided Backprop from P(y) (Sun et al.) or the logit")
-    evaluate.add_argument("--ties", default="random", choices=["random", "row-major"],
-                          help="deletion/insertion order of equal saliency values (random: RISE, seeded)")
-    evaluate.add_argument("--tie-draws", dest="tie_draws", type=_positive_int, default=3,
-                          help="random tie orders averaged per curve")
-    evaluate.add_argument("--deletion-fill", dest="deletion_fill", default="grey", choices=["grey", "black"],
-                          help="deleted pixels: grey = the value that normalises to 0 (RISE), or black")
-    evaluate.add_argument("--insertion-blur", dest="insertion_blur", default="rise", choices=["rise", "wide"],
-                          help="insertion start: rise = 11x11 sigma 5 kernel, wide = sigma side/8")
+    evaluate.add_argument(
+        "--gb-output",
+        dest="gb_output",
+        default="probability",
+        choices=["probability", "logit"],
+        help="Guided Backprop from P(y) (Sun et al.) or the logit",
+    )
+    evaluate.add_argument(
+        "--ties",
+        default="random",
+        choices=["random", "row-major"],
+        help="deletion/insertion order of equal saliency values (random: RISE, seeded)",
+    )
+    evaluate.add_argument(
+        "--tie-draws", dest="tie_draws", type=_positive_int, default=3, help="random tie orders averaged per curve"
+    )
+    evaluate.add_argument(
+        "--deletion-fill",
+        dest="deletion_fill",
+        default="grey",
+        choices=["grey", "black"],
+        help="deleted pixels: grey = the value that normalises to 0 (RISE), or black",
+    )
+    evaluate.add_argument(
+        "--insertion-blur",
+        dest="insertion_blur",
+        default="rise",
+        choices=["rise", "wide"],
+        help="insertion start: rise = 11x11 sigma 5 kernel, wide = sigma side/8",
+    )
 
 
 def _add_cis_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--patch", type=_positive_int, default=None,
-                        help="occlusion window in model-input pixels (None: 15 px at 224 px, scaled)")
+    parser.add_argument(
+        "--patch",
+        type=_positive_int,
+        default=None,
+        help="occlusion window in model-input pixels (None: 15 px at 224 px, scaled)",
+    )
     parser.add_argument("--stride", type=_positive_int, default=1, help="keep every STRIDE-th correspondence point")
     parser.add_argument("--mode", default="exact", choices=["exact", "grid", "adaptive"])
-    parser.add_argument("--grid-step", type=_positive_int, default=2, help="grid step in pixels for --mode grid/adaptive")
+    parser.add_argument(
+        "--grid-step", type=_positive_int, default=2, help="grid step in pixels for --mode grid/adaptive"
+    )
     parser.add_argument("--fill", default="black", choices=["black", "mean", "blur"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
-    parser.add_argument("--quality", default=None, choices=["exact", "high", "fast"],
-                        help="speed preset instead of --mode: high = SSIM >= 0.95 against exact, fast = SSIM >= 0.90 "
-                             "(docs/performance.md)")
-    parser.add_argument("--no-incremental", dest="incremental", action="store_const", const=False, default="auto",
-                        help="never use incremental inference (default: where the model traces and it pays)")
+    parser.add_argument(
+        "--quality",
+        default=None,
+        choices=["exact", "high", "fast"],
+        help="speed preset instead of --mode: high = SSIM >= 0.95 against exact, fast = SSIM >= 0.90 "
+        "(docs/performance.md)",
+    )
+    parser.add_argument(
+        "--no-incremental",
+        dest="incremental",
+        action="store_const",
+        const=False,
+        default="auto",
+        help="never use incremental inference (default: where the model traces and it pays)",
+    )
 
 
 def _os_message(err: OSError) -> str:
     """One line for a file-system error, with what to do for the common ones."""
     where = f"{err.filename}: " if err.filename else ""
-    hint = {errno.ENOSPC: "; free some space and re-run the same command (finished images are kept)",
-            errno.EACCES: "; check the permissions or choose another path",
-            errno.EROFS: "; choose a writable path"}.get(err.errno, "")
+    hint = {
+        errno.ENOSPC: "; free some space and re-run the same command (finished images are kept)",
+        errno.EACCES: "; check the permissions or choose another path",
+        errno.EROFS: "; choose a writable path",
+    }.get(err.errno, "")
     return f"{where}{err.strerror or err}{hint}"
 
 
@@ -333,7 +467,7 @@ def error_message(err: BaseException) -> str | None:
     (whose traceback is shown)."""
     if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRAS:
         name = err.name.split(".")[0]
-        return f"this needs the optional package {name!r}: pip install \"facesal_fast[{EXTRAS[name]}]\""
+        return f'this needs the optional package {name!r}: pip install "facesal_fast[{EXTRAS[name]}]"'
     if isinstance(err, (ValueError, FileNotFoundError)):
         return str(err)
     if isinstance(err, OSError):
@@ -396,10 +530,22 @@ def _run_command(args: argparse.Namespace) -> int:
             from facesal_fast.distributed import run_audit_ray
 
             audit = functools.partial(run_audit_ray, address=None if args.ray == "local" else args.ray)
-        summary = audit(args.photos, args.out, model=args.model, target=args.target, groups=args.groups,
-                        patch=args.patch, stride=args.stride, mode=args.mode, grid_step=args.grid_step,
-                        fill=args.fill, device=args.device, backend=args.backend, quality=args.quality,
-                        incremental=args.incremental)
+        summary = audit(
+            args.photos,
+            args.out,
+            model=args.model,
+            target=args.target,
+            groups=args.groups,
+            patch=args.patch,
+            stride=args.stride,
+            mode=args.mode,
+            grid_step=args.grid_step,
+            fill=args.fill,
+            device=args.device,
+            backend=args.backend,
+            quality=args.quality,
+            incremental=args.incremental,
+        )
     if summary["done"] + summary["skipped"] == 0:
         print("facesal: no image succeeded", file=sys.stderr)
         return EXIT_NOTHING_SUCCEEDED

@@ -8,6 +8,7 @@ the run labels are permuted (unpaired test). Either way p-values are family-wise
 (max-T, Westfall & Young 1993) over the regions, and over the pixels of the low-resolution
 maps, exactly as for group differences (:mod:`facesal_fast.saliency.stats`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,15 @@ if TYPE_CHECKING:  # the statistics import the saliency package (heavy); the CLI
     from facesal_fast.audit.store import RunStore
     from facesal_fast.saliency.stats import GroupDifference
 
-__all__ = ["Comparison", "add_compare_arguments", "add_statistics_arguments", "compare", "run_cli", "statistics_options",
-           "write_compare_report"]
+__all__ = [
+    "Comparison",
+    "add_compare_arguments",
+    "add_statistics_arguments",
+    "compare",
+    "run_cli",
+    "statistics_options",
+    "write_compare_report",
+]
 
 
 @dataclass
@@ -58,7 +66,11 @@ class Comparison:
 
     def shifts(self, points: float) -> list[str]:
         """Regions whose share moved by more than ``points`` percentage points, significantly."""
-        return [r for r in self.difference.significant_regions if 100 * abs(self.difference.region_tests[r].difference) > points]
+        return [
+            r
+            for r in self.difference.significant_regions
+            if 100 * abs(self.difference.region_tests[r].difference) > points
+        ]
 
 
 @dataclass
@@ -77,7 +89,9 @@ def _open_run(path: str | Path) -> RunStore:
 
     path = Path(path)
     if not (path / "run.json").is_file():
-        raise ValueError(f"{path} is not a facesal run (no run.json): give the --out folder of a finished facesal audit")
+        raise ValueError(
+            f"{path} is not a facesal run (no run.json): give the --out folder of a finished facesal audit"
+        )
     return RunStore(path)
 
 
@@ -106,10 +120,21 @@ def _mean(run: _RunData, keys: list[str]) -> np.ndarray:
     return np.mean([run.total[k] for k in keys], axis=0).astype(np.float32)
 
 
-def compare(a: str | Path, b: str | Path, *, labels: tuple[str, str] | None = None, permutations: int = 2000,
-            bootstrap: int = 1000, confidence: float = 0.95, min_group: int = 10, correction: str = "fwer",
-            seed: int = 0, bootstrap_size: int = 32) -> Comparison:
-    """Compare the CMS of run ``a`` with run ``b`` (folders written by ``facesal audit`` / :class:`~facesal_fast.Audit`).
+def compare(
+    a: str | Path,
+    b: str | Path,
+    *,
+    labels: tuple[str, str] | None = None,
+    permutations: int = 2000,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    min_group: int = 10,
+    correction: str = "fwer",
+    seed: int = 0,
+    bootstrap_size: int = 32,
+) -> Comparison:
+    """Compare the CMS of run ``a`` with run ``b``
+    (folders written by ``facesal audit`` / :class:`~facesal_fast.Audit`).
 
     Paired (sign flips per photo) when both runs finished exactly the same image keys,
     unpaired (label permutations) otherwise. Returns a :class:`Comparison`; its
@@ -131,15 +156,33 @@ def compare(a: str | Path, b: str | Path, *, labels: tuple[str, str] | None = No
     paired = keys_a == keys_b
     mean_a, mean_b = _mean(run_a, keys_a), _mean(run_b, keys_b)
     difference = group_difference(
-        names[0], names[1], mean_a - mean_b,
+        names[0],
+        names[1],
+        mean_a - mean_b,
         (np.stack([run_a.small[k] for k in keys_a]), np.stack([run_b.small[k] for k in keys_b])),
         (np.stack([run_a.shares[k] for k in keys_a]), np.stack([run_b.shares[k] for k in keys_b])),
-        list(region_masks(shape)), paired=paired, permutations=permutations, bootstrap=bootstrap, confidence=confidence,
-        min_group=min_group, correction=correction, rng=np.random.default_rng(seed))
+        list(region_masks(shape)),
+        paired=paired,
+        permutations=permutations,
+        bootstrap=bootstrap,
+        confidence=confidence,
+        min_group=min_group,
+        correction=correction,
+        rng=np.random.default_rng(seed),
+    )
     masks = region_masks(shape)
     shares = [dict(zip(masks, _shares(masks, m).tolist())) for m in (mean_a, mean_b)]
-    return Comparison(names[0], names[1], (Path(a), Path(b)), mean_a, mean_b, difference, shares[0], shares[1],
-                      (run_a.meta, run_b.meta))
+    return Comparison(
+        names[0],
+        names[1],
+        (Path(a), Path(b)),
+        mean_a,
+        mean_b,
+        difference,
+        shares[0],
+        shares[1],
+        (run_a.meta, run_b.meta),
+    )
 
 
 def _labels(a: Path, b: Path) -> tuple[str, str]:
@@ -153,8 +196,11 @@ def _shares_table(c: Comparison) -> str:
     from facesal_fast.report.html import region_label
 
     head = f"<tr><th>region</th><th>{html.escape(c.a)}</th><th>{html.escape(c.b)}</th></tr>"
-    rows = "".join(f"<tr><td>{html.escape(region_label(r))}</td><td>{100 * c.shares_a[r]:.1f}%</td>"
-                   f"<td>{100 * c.shares_b[r]:.1f}%</td></tr>" for r in c.shares_a)
+    rows = "".join(
+        f"<tr><td>{html.escape(region_label(r))}</td><td>{100 * c.shares_a[r]:.1f}%</td>"
+        f"<td>{100 * c.shares_b[r]:.1f}%</td></tr>"
+        for r in c.shares_a
+    )
     return f"<p>Share of the positive mass of each CMS.</p><table>{head}{rows}</table>"
 
 
@@ -169,17 +215,23 @@ def write_compare_report(c: Comparison, out: str | Path) -> Path:
     from facesal_fast.report.html import difference_section, findings, map_html, page
 
     d = c.difference
-    how = (f"paired test: the same {d.n_a} photos in both runs, sign flips of each photo's difference" if c.paired else
-           f"unpaired test: different photos ({d.n_a} / {d.n_b}), run labels permuted")
+    how = (
+        f"paired test: the same {d.n_a} photos in both runs, sign flips of each photo's difference"
+        if c.paired
+        else f"unpaired test: different photos ({d.n_a} / {d.n_b}), run labels permuted"
+    )
     sections = [
         f"<h1>facesal compare: {html.escape(c.a)} vs {html.escape(c.b)}</h1>",
         findings([d], unit="run"),
         f"<p>Run {html.escape(c.a)} ({html.escape(_model(c.settings[0]))}, {html.escape(str(c.runs[0]))}) against run "
-        f"{html.escape(c.b)} ({html.escape(_model(c.settings[1]))}, {html.escape(str(c.runs[1]))}); {html.escape(how)}; "
+        f"{html.escape(c.b)} ({html.escape(_model(c.settings[1]))}, {html.escape(str(c.runs[1]))}); "
+        f"{html.escape(how)}; "
         "maps are frontal: the subject's left is on the right.</p>",
         "<h2>Canonical Model Saliency of both runs</h2>",
-        map_html(map_figure([(f"CMS {c.a} (n={d.n_a})", c.cms_a), (f"CMS {c.b} (n={d.n_b})", c.cms_b)]),
-                 "both runs on one colour scale"),
+        map_html(
+            map_figure([(f"CMS {c.a} (n={d.n_a})", c.cms_a), (f"CMS {c.b} (n={d.n_b})", c.cms_b)]),
+            "both runs on one colour scale",
+        ),
         "<h2>Difference</h2>",
         difference_section(d, unit="run"),
         "<h2>Region shares</h2>",
@@ -203,24 +255,35 @@ def add_statistics_arguments(parser: argparse.ArgumentParser, unit: str = "group
     """``--permutations``, ``--min-group``, ``--confidence``, ``--correction`` (for ``compare`` and ``report``)."""
     parser.add_argument("--permutations", type=_count, default=2000, help="permutations / sign flips per test")
     parser.add_argument("--min-group", type=_count, default=10, help=f"fewest images per {unit} for any significance")
-    parser.add_argument("--confidence", type=float, default=0.95,
-                        help="a region or pixel counts when its adjusted p < 1 - CONFIDENCE")
-    parser.add_argument("--correction", default="fwer", choices=["fwer", "fdr"],
-                        help="fwer: max-T family-wise; fdr: Benjamini-Hochberg")
+    parser.add_argument(
+        "--confidence", type=float, default=0.95, help="a region or pixel counts when its adjusted p < 1 - CONFIDENCE"
+    )
+    parser.add_argument(
+        "--correction", default="fwer", choices=["fwer", "fdr"], help="fwer: max-T family-wise; fdr: Benjamini-Hochberg"
+    )
 
 
 def statistics_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`compare` / ``write_report`` from :func:`add_statistics_arguments`."""
-    return {"permutations": args.permutations, "min_group": args.min_group, "confidence": args.confidence,
-            "correction": args.correction}
+    return {
+        "permutations": args.permutations,
+        "min_group": args.min_group,
+        "confidence": args.confidence,
+        "correction": args.correction,
+    }
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_a", help="first run folder (a facesal audit --out)")
     parser.add_argument("run_b", help="second run folder")
     parser.add_argument("--out", required=True, help="folder for compare.html (created)")
-    parser.add_argument("--fail-on-shift", type=float, default=None, metavar="POINTS",
-                        help="exit 1 when any region's share moves by more than POINTS percentage points, significantly")
+    parser.add_argument(
+        "--fail-on-shift",
+        type=float,
+        default=None,
+        metavar="POINTS",
+        help="exit 1 when any region's share moves by more than POINTS percentage points, significantly",
+    )
     add_statistics_arguments(parser, "run")
 
 
@@ -237,6 +300,9 @@ def run_cli(args: argparse.Namespace) -> int:
     shifted = [] if args.fail_on_shift is None else c.shifts(args.fail_on_shift)
     for region in shifted:
         t = c.difference.region_tests[region]
-        print(f"facesal compare: {region} moved {100 * t.difference:+.1f} points ({c.a} - {c.b}, adjusted p = "
-              f"{t.p_adjusted:.4f}), more than --fail-on-shift {args.fail_on_shift:g}", file=sys.stderr)
+        print(
+            f"facesal compare: {region} moved {100 * t.difference:+.1f} points ({c.a} - {c.b}, adjusted p = "
+            f"{t.p_adjusted:.4f}), more than --fail-on-shift {args.fail_on_shift:g}",
+            file=sys.stderr,
+        )
     return 1 if shifted else 0

@@ -17,6 +17,7 @@ earlier run) from the store.
 Backpressure: image paths are streamed and at most ``in_flight`` tasks per actor are
 outstanding; no process holds more than one image's maps plus its partial sums.
 """
+
 from __future__ import annotations
 
 import os
@@ -101,16 +102,34 @@ class _ShardStore(RunStore):
         self.results_dir = self.path / "results"
         self.last_row: StoredImage | None = None
 
-    def _upsert(self, key: str, source: str, status: str, group: str | None, target: int | None,
-                target_name: str | None, base_score: float | None, seconds: float | None, error: str | None) -> None:
+    def _upsert(
+        self,
+        key: str,
+        source: str,
+        status: str,
+        group: str | None,
+        target: int | None,
+        target_name: str | None,
+        base_score: float | None,
+        seconds: float | None,
+        error: str | None,
+    ) -> None:
         self.last_row = StoredImage(key, source, status, group, target, target_name, base_score, seconds, error)
 
 
 class _Worker:
     """Ray actor body: one scorer and aligner, one image per :meth:`explain` call."""
 
-    def __init__(self, out: str, scorer: ScorerSpec, backend: str, device: str, target: int | str | None,
-                 groups: Groups, cis_options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        out: str,
+        scorer: ScorerSpec,
+        backend: str,
+        device: str,
+        target: int | str | None,
+        groups: Groups,
+        cis_options: dict[str, Any],
+    ) -> None:
         self.audit = Audit(_make_scorer(scorer, backend, device), None, target=target, **cis_options)
         self.store = _ShardStore(out)
         self.audit.store = self.store
@@ -154,7 +173,9 @@ def _paths(inputs: str | Path | Iterable[str | Path], out: str | Path) -> Iterat
         return
     for item in inputs:
         if not isinstance(item, (str, Path)):
-            raise TypeError(f"cms_ray takes a folder or image paths (workers read the files); got {type(item).__name__}")
+            raise TypeError(
+                f"cms_ray takes a folder or image paths (workers read the files); got {type(item).__name__}"
+            )
         yield str(item), str(item)
 
 
@@ -175,15 +196,31 @@ def _check_reduction(reduced: PartialSums, cms: CMSResult) -> None:
         if m != n or not np.allclose(total / m, cmap, rtol=1e-5, atol=1e-8):
             problems.append(f"group {group!r} differs ({m} vs {n} maps)")
     if problems or set(reduced.groups) != set(cms.groups):
-        raise RuntimeError(f"the workers' partial sums disagree with the run store: {'; '.join(problems) or 'groups differ'}")
+        raise RuntimeError(
+            f"the workers' partial sums disagree with the run store: {'; '.join(problems) or 'groups differ'}"
+        )
 
 
-def cms_ray(inputs: str | Path | Iterable[str | Path], out: str | Path, scorer: ScorerSpec = "gender", *,
-            backend: str = "auto", device: str = "cpu", target: int | str | None = None, groups: Groups = None,
-            settings: dict[str, Any] | None = None, address: str | None = None, num_cpus: int = 2,
-            workers: int | None = None, in_flight: int = 2, retries: int = 3,
-            on_item: Callable[[StoredImage, int], None] | None = None, progress: bool = True,
-            cms_options: dict[str, Any] | None = None, **cis_options: Any) -> RayAuditResult:
+def cms_ray(
+    inputs: str | Path | Iterable[str | Path],
+    out: str | Path,
+    scorer: ScorerSpec = "gender",
+    *,
+    backend: str = "auto",
+    device: str = "cpu",
+    target: int | str | None = None,
+    groups: Groups = None,
+    settings: dict[str, Any] | None = None,
+    address: str | None = None,
+    num_cpus: int = 2,
+    workers: int | None = None,
+    in_flight: int = 2,
+    retries: int = 3,
+    on_item: Callable[[StoredImage, int], None] | None = None,
+    progress: bool = True,
+    cms_options: dict[str, Any] | None = None,
+    **cis_options: Any,
+) -> RayAuditResult:
     """Audit ``inputs`` on Ray actors into the run directory ``out``; returns the CMS.
 
     The run directory is the one a single-process :class:`~facesal_fast.Audit` with the
@@ -217,29 +254,67 @@ def cms_ray(inputs: str | Path | Iterable[str | Path], out: str | Path, scorer: 
     if started:
         ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False, log_to_driver=False)
     try:
-        return _run(ray, inputs, out, scorer, backend, device, target, groups, settings, workers, in_flight,
-                    retries, on_item, progress, cms_options or {}, cis_options)
+        return _run(
+            ray,
+            inputs,
+            out,
+            scorer,
+            backend,
+            device,
+            target,
+            groups,
+            settings,
+            workers,
+            in_flight,
+            retries,
+            on_item,
+            progress,
+            cms_options or {},
+            cis_options,
+        )
     finally:
         if started:
             ray.shutdown()
 
 
-def _run(ray: Any, inputs: str | Path | Iterable[str | Path], out: str | Path, scorer: ScorerSpec, backend: str,
-         device: str, target: int | str | None, groups: Groups, settings: dict[str, Any] | None,
-         workers: int | None, in_flight: int, retries: int, on_item: Callable[[StoredImage, int], None] | None,
-         progress: bool, cms_options: dict[str, Any], cis_options: dict[str, Any]) -> RayAuditResult:
+def _run(
+    ray: Any,
+    inputs: str | Path | Iterable[str | Path],
+    out: str | Path,
+    scorer: ScorerSpec,
+    backend: str,
+    device: str,
+    target: int | str | None,
+    groups: Groups,
+    settings: dict[str, Any] | None,
+    workers: int | None,
+    in_flight: int,
+    retries: int,
+    on_item: Callable[[StoredImage, int], None] | None,
+    progress: bool,
+    cms_options: dict[str, Any],
+    cis_options: dict[str, Any],
+) -> RayAuditResult:
     store = RunStore(out, run_settings(target, cis_options, settings), _versions())
     gpu = device.startswith("cuda")
     resources = ray.cluster_resources()
     n_workers = workers or max(1, int(resources.get("GPU" if gpu else "CPU", 1)))
-    actor = ray.remote(_Worker).options(num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1,
-                                        max_restarts=retries, max_task_retries=retries)
-    actors = [actor.remote(str(Path(out).resolve()), scorer, backend, device, target, groups, cis_options)
-              for _ in range(n_workers)]
+    actor = ray.remote(_Worker).options(
+        num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_restarts=retries, max_task_retries=retries
+    )
+    actors = [
+        actor.remote(str(Path(out).resolve()), scorer, backend, device, target, groups, cis_options)
+        for _ in range(n_workers)
+    ]
     summary = {"done": 0, "failed": 0, "skipped": 0}
     items = list(_paths(inputs, out)) if isinstance(inputs, (str, Path)) else _paths(inputs, out)
-    bar = tqdm(total=len(items) if isinstance(items, list) else None, disable=not progress, unit="img",
-               desc=f"audit ({n_workers} Ray workers)", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(items) if isinstance(items, list) else None,
+        disable=not progress,
+        unit="img",
+        desc=f"audit ({n_workers} Ray workers)",
+        dynamic_ncols=True,
+    )
     pending: dict[Any, int] = {}
     load = [0] * n_workers
 
@@ -288,21 +363,59 @@ def _run(ray: Any, inputs: str | Path | Iterable[str | Path], out: str | Path, s
     return RayAuditResult(summary, cms, reduced, recovered.keys, n_workers)
 
 
-def run_audit_ray(photos: str | Path, out: str | Path, *, address: str | None = None, model: str = "gender",
-                  target: str = "predicted", groups: str | None = None, patch: int | None = None, stride: int = 1,
-                  mode: str = "exact", grid_step: int = 2, fill: str = "black", device: str = "cpu",
-                  backend: str = "auto", progress: bool = True, quality: str | None = None,
-                  incremental: bool | str = "auto") -> dict[str, int]:
+def run_audit_ray(
+    photos: str | Path,
+    out: str | Path,
+    *,
+    address: str | None = None,
+    model: str = "gender",
+    target: str = "predicted",
+    groups: str | None = None,
+    patch: int | None = None,
+    stride: int = 1,
+    mode: str = "exact",
+    grid_step: int = 2,
+    fill: str = "black",
+    device: str = "cpu",
+    backend: str = "auto",
+    progress: bool = True,
+    quality: str | None = None,
+    incremental: bool | str = "auto",
+) -> dict[str, int]:
     """``facesal audit --ray [ADDRESS]``: :func:`facesal_fast.cli.run_audit` on Ray (same run directory,
     same checks before any work)."""
     from facesal_fast.cli import _print_summary, plan_audit
 
-    plan = plan_audit(photos, out, model=model, target=target, groups=groups, patch=patch, stride=stride, mode=mode,
-                      grid_step=grid_step, fill=fill, device=device, backend=backend, quality=quality,
-                      incremental=incremental)
+    plan = plan_audit(
+        photos,
+        out,
+        model=model,
+        target=target,
+        groups=groups,
+        patch=patch,
+        stride=stride,
+        mode=mode,
+        grid_step=grid_step,
+        fill=fill,
+        device=device,
+        backend=backend,
+        quality=quality,
+        incremental=incremental,
+    )
     start = time.perf_counter()
-    result = cms_ray(plan.photos, plan.out, plan.model, backend=plan.backend, device=plan.device, target=plan.target,
-                     groups=plan.groups, settings=plan.settings, address=address, progress=progress, **plan.cis_options)
+    result = cms_ray(
+        plan.photos,
+        plan.out,
+        plan.model,
+        backend=plan.backend,
+        device=plan.device,
+        target=plan.target,
+        groups=plan.groups,
+        settings=plan.settings,
+        address=address,
+        progress=progress,
+        **plan.cis_options,
+    )
     summary = result.summary
     _print_summary(summary, time.perf_counter() - start, f"{result.workers} Ray workers", out)
     store = RunStore(out)

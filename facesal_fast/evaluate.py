@@ -25,6 +25,7 @@ Outputs go to ``RUN/evaluate/`` (CSV, Markdown, PNG, ``evaluate.html`` with the 
 data URIs, ``summary.json``), written into a temporary folder and moved into place at the
 end, so a run directory never holds a half-written evaluation.
 """
+
 from __future__ import annotations
 
 import base64
@@ -47,12 +48,30 @@ import torch
 
 from facesal_fast.methods.guided_backprop import OUTPUTS
 from facesal_fast.metrics import (
-    BLURS, TIES, cascading_randomization, convergence_curve, deletion_curve, equal_mass, explanation_image,
-    faithfulness_table, insertion_curve, split_half, win_percent,
+    BLURS,
+    TIES,
+    cascading_randomization,
+    convergence_curve,
+    deletion_curve,
+    equal_mass,
+    explanation_image,
+    faithfulness_table,
+    insertion_curve,
+    split_half,
+    win_percent,
 )
 from facesal_fast.saliency.cis import odd_patch
 
-__all__ = ["EvalConfig", "METHOD_NAMES", "evaluate", "run_cli", "scaled_patch", "score_images", "similarity_transform", "to_input"]
+__all__ = [
+    "EvalConfig",
+    "METHOD_NAMES",
+    "evaluate",
+    "run_cli",
+    "scaled_patch",
+    "score_images",
+    "similarity_transform",
+    "to_input",
+]
 
 METHOD_NAMES = {
     "cms": "CMS (model map reprojected)",
@@ -114,9 +133,12 @@ class EvalConfig:
 
     def check(self) -> None:
         """ValueError naming the setting when a convention option is unknown."""
-        for name, value, allowed in (("gb_output", self.gb_output, OUTPUTS), ("ties", self.ties, TIES),
-                                     ("deletion_fill", self.deletion_fill, DELETION_FILLS),
-                                     ("insertion_blur", self.insertion_blur, BLURS)):
+        for name, value, allowed in (
+            ("gb_output", self.gb_output, OUTPUTS),
+            ("ties", self.ties, TIES),
+            ("deletion_fill", self.deletion_fill, DELETION_FILLS),
+            ("insertion_blur", self.insertion_blur, BLURS),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not isinstance(self.tie_draws, int) or self.tie_draws < 1:
@@ -124,14 +146,18 @@ class EvalConfig:
 
     def curve_conventions(self) -> str:
         """The deletion / insertion choices in words."""
-        ties = f"random tie order (mean of {self.tie_draws} seeded draws)" if self.ties == "random" else "row-major ties"
+        ties = (
+            f"random tie order (mean of {self.tie_draws} seeded draws)" if self.ties == "random" else "row-major ties"
+        )
         fill = "mean grey (normalised 0)" if self.deletion_fill == "grey" else "black"
         blur = "11 x 11 sigma 5 blur (RISE)" if self.insertion_blur == "rise" else "Gaussian blur sigma side/8"
         return f"{ties}, deleted pixels {fill}, insertion from {blur}"
 
     def conventions(self) -> str:
         """One line naming the conventions the tables use."""
-        return f"maps: positive part, equal mass; GB from {self.gb_output}; deletion/insertion: {self.curve_conventions()}"
+        return (
+            f"maps: positive part, equal mass; GB from {self.gb_output}; deletion/insertion: {self.curve_conventions()}"
+        )
 
 
 def scaled_patch(paper_patch: int, input_side: int) -> int:
@@ -149,8 +175,14 @@ def normalised_zero(scorer: Any) -> np.ndarray:
 def to_input(photo_map: np.ndarray, affine: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A photo-space map carried into the scorer's input geometry (``affine`` image -> input)."""
     h, w = shape
-    return cv2.warpAffine(np.asarray(photo_map, np.float32), np.asarray(affine, np.float64), (w, h),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return cv2.warpAffine(
+        np.asarray(photo_map, np.float32),
+        np.asarray(affine, np.float64),
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
 
 
 def score_images(scorer: Any, images: np.ndarray, target: int) -> np.ndarray:
@@ -164,7 +196,7 @@ def score_images(scorer: Any, images: np.ndarray, target: int) -> np.ndarray:
     x = (x * np.float32(scorer.scale) - mean) / std
     if scorer.backend.layout == "nchw":
         x = x.transpose(0, 3, 1, 2)
-    out = [scorer.score(np.ascontiguousarray(x[lo:lo + 256]), target) for lo in range(0, len(x), 256)]
+    out = [scorer.score(np.ascontiguousarray(x[lo : lo + 256]), target) for lo in range(0, len(x), 256)]
     return np.concatenate(out).astype(np.float64)
 
 
@@ -182,7 +214,9 @@ class _Item:
     base: float
 
 
-def _prepare(photos: Sequence[Path], scorer: Any, aligner: Any, log: Callable[[str], None]) -> tuple[list[_Item], list[tuple[str, str]]]:
+def _prepare(
+    photos: Sequence[Path], scorer: Any, aligner: Any, log: Callable[[str], None]
+) -> tuple[list[_Item], list[tuple[str, str]]]:
     from facesal_fast.align import load_image
 
     items, failed = [], []
@@ -206,8 +240,9 @@ def _tensor(item: _Item, scorer: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
 
 
-def _classic_map(name: str, module: torch.nn.Module, x: torch.Tensor, target: int, scorer: Any,
-                 gb_output: str = "probability") -> np.ndarray:
+def _classic_map(
+    name: str, module: torch.nn.Module, x: torch.Tensor, target: int, scorer: Any, gb_output: str = "probability"
+) -> np.ndarray:
     from facesal_fast.methods import cams
     from facesal_fast.methods.guided_backprop import guided_backprop
     from facesal_fast.methods.lrp import lrp
@@ -233,8 +268,17 @@ def _cis_maps(items: list[_Item], scorer: Any, *, patch: int, mode: str, grid_st
 
     out = []
     for it in items:
-        r = cis(it.face.image, scorer, it.target, face=it.face, patch=patch, mode=mode, grid_step=grid_step,
-                stride=stride, fill=fill)
+        r = cis(
+            it.face.image,
+            scorer,
+            it.target,
+            face=it.face,
+            patch=patch,
+            mode=mode,
+            grid_step=grid_step,
+            stride=stride,
+            fill=fill,
+        )
         out.append(r)
     return out
 
@@ -250,7 +294,7 @@ def _explained(items: list[_Item], maps: dict[str, list[np.ndarray]], scorer: An
     out = {}
     for name, per_image in maps.items():
         es = np.stack([explanation_image(it.input_image, equal_mass(m, s)) for it, m in zip(items, per_image)])
-        out[name] = np.array([score_images(scorer, es[i:i + 1], it.target)[0] for i, it in enumerate(items)])
+        out[name] = np.array([score_images(scorer, es[i : i + 1], it.target)[0] for i, it in enumerate(items)])
     return out
 
 
@@ -332,14 +376,16 @@ def _grid_figure(rows: list[list[np.ndarray]], row_titles: list[str], col_titles
                 ax.imshow(r[j], cmap=None if r[j].ndim == 3 else "jet")
             if i == 0 and j < len(col_titles):
                 ax.set_title(col_titles[j], fontsize=7)
-        axes[i][0].text(-0.08, 0.5, row_titles[i], transform=axes[i][0].transAxes, rotation=90, va="center",
-                        ha="right", fontsize=7)
+        axes[i][0].text(
+            -0.08, 0.5, row_titles[i], transform=axes[i][0].transAxes, rotation=90, va="center", ha="right", fontsize=7
+        )
     fig.suptitle(title, fontsize=9)
     return _png(fig)
 
 
-def _line_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str,
-                 logx: bool = False) -> bytes:
+def _line_figure(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str, logx: bool = False
+) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -383,10 +429,10 @@ def _write_table(folder: Path, name: str, rows: list[dict], digits: int = 3) -> 
 
 
 def _md_to_html(md: str) -> str:
-    lines = [l for l in md.strip().splitlines() if l.strip()]
+    lines = [line for line in md.strip().splitlines() if line.strip()]
     if len(lines) < 2:
         return ""
-    cells = [[c.strip() for c in l.strip().strip("|").split("|")] for l in lines]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[2:])
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -395,9 +441,16 @@ def _md_to_html(md: str) -> str:
 # ---------------------------------------------------------------------------------- main
 
 
-def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config: EvalConfig | None = None, *,
-             log: Callable[[str], None] | None = None, scorer: Any = None, module: torch.nn.Module | None = None,
-             aligner: Any = None) -> dict:
+def evaluate(
+    photos: str | Path | Sequence[str | Path],
+    out: str | Path,
+    config: EvalConfig | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
+    scorer: Any = None,
+    module: torch.nn.Module | None = None,
+    aligner: Any = None,
+) -> dict:
     """Run the whole evaluation and write ``out/evaluate/``; returns ``summary.json``'s content.
 
     Args:
@@ -442,8 +495,12 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
     tmp = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=run))
     figures: dict[str, bytes] = {}
     sections: list[tuple[str, str, list[str]]] = []  # (title, markdown table(s), figure names)
-    summary: dict = {"config": asdict(cfg), "patch_input_px": patch, "conventions": cfg.conventions(),
-                     "command": " ".join(sys.argv)}
+    summary: dict = {
+        "config": asdict(cfg),
+        "patch_input_px": patch,
+        "conventions": cfg.conventions(),
+        "command": " ".join(sys.argv),
+    }
     try:
         log(f"facesal evaluate: {len(paths)} photos, model {cfg.model}")
         items, failed = _prepare(paths, scorer, aligner, log)
@@ -479,18 +536,41 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
         # ---- Average Drop / Increase / Win
         explained = _explained(items, maps, scorer, s)
         table = faithfulness_table([it.base for it in items], explained)
-        faith_rows = [{"method": m, "average_drop": r["average_drop"], "increase": r["increase"], "win": r["win"],
-                       "images": int(r["n"])} for m, r in table.rows.items()]
+        faith_rows = [
+            {
+                "method": m,
+                "average_drop": r["average_drop"],
+                "increase": r["increase"],
+                "win": r["win"],
+                "images": int(r["n"]),
+            }
+            for m, r in table.rows.items()
+        ]
         md_faith = _write_table(tmp, "faithfulness", faith_rows, 1)
         paper4 = [m for m in ("cms", "gradcam", "gradcampp", "scorecam") if m in methods]
         if len(paper4) == 4:  # the papers' comparison: Win % among these four only
             t4 = faithfulness_table([it.base for it in items], {m: explained[m] for m in paper4})
-            rows4 = [{"method": m, "average_drop": r["average_drop"], "increase": r["increase"], "win": r["win"],
-                      "images": int(r["n"])} for m, r in t4.rows.items()]
+            rows4 = [
+                {
+                    "method": m,
+                    "average_drop": r["average_drop"],
+                    "increase": r["increase"],
+                    "win": r["win"],
+                    "images": int(r["n"]),
+                }
+                for m, r in t4.rows.items()
+            ]
             md_faith += "\n" + _write_table(tmp, "faithfulness_paper4", rows4, 1)
             summary["faithfulness_paper4"] = rows4
-        per_image = [{"image": it.key, "target": it.label, "M(I)": it.base, **{f"M(E) {m}": float(explained[m][i]) for m in methods}}
-                     for i, it in enumerate(items)]
+        per_image = [
+            {
+                "image": it.key,
+                "target": it.label,
+                "M(I)": it.base,
+                **{f"M(E) {m}": float(explained[m][i]) for m in methods},
+            }
+            for i, it in enumerate(items)
+        ]
         _write_table(tmp, "faithfulness_per_image", per_image, 4)
 
         # ---- deletion / insertion
@@ -501,21 +581,37 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
         curve_opts = dict(steps=cfg.steps, ties=cfg.ties, draws=cfg.tie_draws, seed=cfg.seed)
         deleted = grey if cfg.deletion_fill == "grey" else 0.0
         for i, it in enumerate(items):
-            fn = (lambda batch, t=it.target: score_images(scorer, batch, t))
+            fn = lambda batch, t=it.target: score_images(scorer, batch, t)
             for m in methods:
                 fractions, d, da = deletion_curve(fn, it.input_image, maps[m][i], baseline=deleted, **curve_opts)
-                _, ins, ia = insertion_curve(fn, it.input_image, maps[m][i], blur=cfg.insertion_blur, baseline=grey,
-                                             **curve_opts)
+                _, ins, ia = insertion_curve(
+                    fn, it.input_image, maps[m][i], blur=cfg.insertion_blur, baseline=grey, **curve_opts
+                )
                 c = curves[m]
                 c["del"].append(d), c["ins"].append(ins), c["del_auc"].append(da), c["ins_auc"].append(ia)
-        di_rows = [{"method": m, "deletion_auc": float(np.mean(c["del_auc"])), "deletion_auc_sd": float(np.std(c["del_auc"])),
-                    "insertion_auc": float(np.mean(c["ins_auc"])), "insertion_auc_sd": float(np.std(c["ins_auc"]))}
-                   for m, c in curves.items()]
+        di_rows = [
+            {
+                "method": m,
+                "deletion_auc": float(np.mean(c["del_auc"])),
+                "deletion_auc_sd": float(np.std(c["del_auc"])),
+                "insertion_auc": float(np.mean(c["ins_auc"])),
+                "insertion_auc_sd": float(np.std(c["ins_auc"])),
+            }
+            for m, c in curves.items()
+        ]
         md_di = _write_table(tmp, "deletion_insertion", di_rows, 3)
-        figures["deletion.png"] = _line_figure({m: (fractions, np.mean(c["del"], 0)) for m, c in curves.items()},
-                                               "fraction of pixels deleted (most salient first)", "M", "Deletion (lower is better)")
-        figures["insertion.png"] = _line_figure({m: (fractions, np.mean(c["ins"], 0)) for m, c in curves.items()},
-                                                "fraction of pixels inserted into the blurred crop", "M", "Insertion (higher is better)")
+        figures["deletion.png"] = _line_figure(
+            {m: (fractions, np.mean(c["del"], 0)) for m, c in curves.items()},
+            "fraction of pixels deleted (most salient first)",
+            "M",
+            "Deletion (lower is better)",
+        )
+        figures["insertion.png"] = _line_figure(
+            {m: (fractions, np.mean(c["ins"], 0)) for m, c in curves.items()},
+            "fraction of pixels inserted into the blurred crop",
+            "M",
+            "Insertion (higher is better)",
+        )
         log(f"  deletion/insertion in {time.perf_counter() - t0:.1f} s")
 
         # example explanations
@@ -529,21 +625,35 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
             row.append(np.repeat(e, 3, axis=2) if e.shape[2] == 1 else e)
             ex_rows.append(row)
         figures["examples.png"] = _grid_figure(
-            ex_rows, [f"{items[i].key} ({items[i].label})" for i in range(n_ex)],
-            ["input"] + list(methods) + [f"E ({methods[0]})"], "Maps in the model's input geometry")
+            ex_rows,
+            [f"{items[i].key} ({items[i].label})" for i in range(n_ex)],
+            ["input"] + list(methods) + [f"E ({methods[0]})"],
+            "Maps in the model's input geometry",
+        )
         from facesal_fast.align import canonical_face
         from facesal_fast.saliency.overlay import heat_overlay
 
         face_img = canonical_face(cms.shape)
-        figures["cms.png"] = _grid_figure([[heat_overlay(face_img, cms, 0.6)]], [cfg.model], ["CMS"], f"CMS, {len(items)} images")
+        figures["cms.png"] = _grid_figure(
+            [[heat_overlay(face_img, cms, 0.6)]], [cfg.model], ["CMS"], f"CMS, {len(items)} images"
+        )
         np.save(tmp / "cms.npy", cms)
         share_rows = _region_rows(cms)
         md_regions = _write_table(tmp, "cms_regions", share_rows, 3)
-        sections.append((f"Faithfulness: Average Drop / % Increase / Win (maps: positive part, equal mass; GB from "
-                         f"{cfg.gb_output})", md_faith, ["examples.png"]))
-        sections.append((f"Deletion and insertion (AUC; {cfg.curve_conventions()})", md_di,
-                         ["deletion.png", "insertion.png"]))
-        sections.append(("CMS and its regions (share of positive mass, share of area, density = ratio)", md_regions, ["cms.png"]))
+        sections.append(
+            (
+                f"Faithfulness: Average Drop / % Increase / Win (maps: positive part, equal mass; GB from "
+                f"{cfg.gb_output})",
+                md_faith,
+                ["examples.png"],
+            )
+        )
+        sections.append(
+            (f"Deletion and insertion (AUC; {cfg.curve_conventions()})", md_di, ["deletion.png", "insertion.png"])
+        )
+        sections.append(
+            ("CMS and its regions (share of positive mass, share of area, density = ratio)", md_regions, ["cms.png"])
+        )
         summary.update(faithfulness=faith_rows, deletion_insertion=di_rows, cms_regions=share_rows)
 
         # ---- CMS stability
@@ -559,8 +669,13 @@ def evaluate(photos: str | Path | Sequence[str | Path], out: str | Path, config:
         md_stab = _write_table(tmp, "cms_convergence", stab_rows, 3)
         if sh:
             md_stab += "\n" + _write_table(tmp, "cms_split_half", [{k: float(v) for k, v in sh.items()}], 3)
-        figures["convergence.png"] = _line_figure({"CMS": (ns, conv_mean)}, "images", "||CMS_n - CMS|| / ||CMS||",
-                                                  "CMS convergence (mean of 20 image orders)", logx=True)
+        figures["convergence.png"] = _line_figure(
+            {"CMS": (ns, conv_mean)},
+            "images",
+            "||CMS_n - CMS|| / ||CMS||",
+            "CMS convergence (mean of 20 image orders)",
+            logx=True,
+        )
         sections.append(("CMS stability: convergence and split-half correlation", md_stab, ["convergence.png"]))
         summary.update(cms_convergence=stab_rows, cms_split_half=sh)
 
@@ -617,8 +732,14 @@ def _region_rows(cms: np.ndarray) -> list[dict]:
     rows = []
     for k, share in shares.items():
         area = float(masks[k].sum()) / total if k in masks else 0.0
-        rows.append({"region": k, "share": float(share), "area": area,
-                     "density": float(share / area) if area > 0 else float("nan")})
+        rows.append(
+            {
+                "region": k,
+                "share": float(share),
+                "area": area,
+                "density": float(share / area) if area > 0 else float("nan"),
+            }
+        )
     return sorted(rows, key=lambda r: -(r["density"] if np.isfinite(r["density"]) else -1))
 
 
@@ -629,10 +750,14 @@ def _ablations(items, scorer, cfg, cis_opts, default_results, s, side):
 
     configs: list[tuple[str, str, dict]] = []
     for p in PAPER_PATCHES:
-        configs.append(("patch", f"{p} px@224 -> {scaled_patch(p, side)} px", {**cis_opts, "patch": scaled_patch(p, side)}))
+        configs.append(
+            ("patch", f"{p} px@224 -> {scaled_patch(p, side)} px", {**cis_opts, "patch": scaled_patch(p, side)})
+        )
     for st in (1, 4, 16):
         configs.append(("stride", f"exact, vertex stride {st}", {**cis_opts, "mode": "exact", "stride": st}))
-    configs.append(("stride", f"grid step {cis_opts['grid_step'] * 2}", {**cis_opts, "grid_step": cis_opts["grid_step"] * 2}))
+    configs.append(
+        ("stride", f"grid step {cis_opts['grid_step'] * 2}", {**cis_opts, "grid_step": cis_opts["grid_step"] * 2})
+    )
     for fill in ("black", "mean", "blur"):
         configs.append(("fill", fill, {**cis_opts, "fill": fill}))
     default_key = dict(cis_opts)
@@ -652,8 +777,14 @@ def _ablations(items, scorer, cfg, cis_opts, default_results, s, side):
         base = [it.base for it in items]
         row = {"family": family, "setting": label + (" (default)" if opts == default_key else "")}
         t = faithfulness_table(base, ex)
-        row.update({"cis_avg_drop": t.rows["cis"]["average_drop"], "cis_increase": t.rows["cis"]["increase"],
-                    "cms_avg_drop": t.rows["cms"]["average_drop"], "cms_increase": t.rows["cms"]["increase"]})
+        row.update(
+            {
+                "cis_avg_drop": t.rows["cis"]["average_drop"],
+                "cis_increase": t.rows["cis"]["increase"],
+                "cms_avg_drop": t.rows["cms"]["average_drop"],
+                "cms_increase": t.rows["cms"]["increase"],
+            }
+        )
         row["_ex_cms"] = ex["cms"]
         rows.append(row)
         fams_maps.setdefault(family, []).append((label, heat_overlay(face_img, cms, 0.6)))
@@ -665,22 +796,38 @@ def _ablations(items, scorer, cfg, cis_opts, default_results, s, side):
     h, w = items[0].input_image.shape[:2]
     can_shape = default_results[0].canonical.shape
     sims = [similarity_transform(*_keypoints_input(it)) for it in items]
-    kp_canon = [cv2.warpAffine(o.astype(np.float32), A, (can_shape[1], can_shape[0]), flags=cv2.INTER_LINEAR) for o, A in zip(occ, sims)]
+    kp_canon = [
+        cv2.warpAffine(o.astype(np.float32), A, (can_shape[1], can_shape[0]), flags=cv2.INTER_LINEAR)
+        for o, A in zip(occ, sims)
+    ]
     kp_map = np.mean(np.stack(kp_canon), 0)
     dense = cache[json.dumps(default_key, sort_keys=True, default=str)][1]
     align_maps = {
         "none (image-space occlusion, box crop)": [none_map for _ in items],
-        "keypoint (5-point similarity)": [cv2.warpAffine(kp_map, A, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) for A in sims],
+        "keypoint (5-point similarity)": [
+            cv2.warpAffine(kp_map, A, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) for A in sims
+        ],
         "dense canonical (CMS)": [_reproject(dense, it) for it in items],
     }
     ex = _explained(items, align_maps, scorer, s)
     t = faithfulness_table([it.base for it in items], ex)
     for label, r in t.rows.items():
-        rows.append({"family": "alignment", "setting": label, "cis_avg_drop": float("nan"), "cis_increase": float("nan"),
-                     "cms_avg_drop": r["average_drop"], "cms_increase": r["increase"], "_ex_cms": ex[label]})
-    fams_maps["alignment"] = [("none (input crop)", _overlay(items[0].input_image, none_map)),
-                              ("keypoint (canonical frame)", heat_overlay(face_img, kp_map, 0.6)),
-                              ("dense (CMS)", heat_overlay(face_img, dense, 0.6))]
+        rows.append(
+            {
+                "family": "alignment",
+                "setting": label,
+                "cis_avg_drop": float("nan"),
+                "cis_increase": float("nan"),
+                "cms_avg_drop": r["average_drop"],
+                "cms_increase": r["increase"],
+                "_ex_cms": ex[label],
+            }
+        )
+    fams_maps["alignment"] = [
+        ("none (input crop)", _overlay(items[0].input_image, none_map)),
+        ("keypoint (canonical frame)", heat_overlay(face_img, kp_map, 0.6)),
+        ("dense (CMS)", heat_overlay(face_img, dense, 0.6)),
+    ]
     # deltas and within-family Win % of the model-level map
     out = []
     for family in dict.fromkeys(r["family"] for r in rows):
@@ -688,17 +835,23 @@ def _ablations(items, scorer, cfg, cis_opts, default_results, s, side):
         wins = win_percent({r["setting"]: r["_ex_cms"] for r in fam})
         fam_ref = ref if family != "alignment" else fam[-1]
         for r in fam:
-            out.append({
-                "family": family, "setting": r["setting"],
-                "cis_avg_drop": r["cis_avg_drop"], "cis_increase": r["cis_increase"],
-                "cms_avg_drop": r["cms_avg_drop"], "cms_increase": r["cms_increase"],
-                "delta_cms_avg_drop": r["cms_avg_drop"] - fam_ref["cms_avg_drop"],
-                "cms_win_in_family": wins[r["setting"]],
-            })
+            out.append(
+                {
+                    "family": family,
+                    "setting": r["setting"],
+                    "cis_avg_drop": r["cis_avg_drop"],
+                    "cis_increase": r["cis_increase"],
+                    "cms_avg_drop": r["cms_avg_drop"],
+                    "cms_increase": r["cms_increase"],
+                    "delta_cms_avg_drop": r["cms_avg_drop"] - fam_ref["cms_avg_drop"],
+                    "cms_win_in_family": wins[r["setting"]],
+                }
+            )
     figs = {}
     for family, entries in fams_maps.items():
-        figs[f"ablation_{family}.png"] = _grid_figure([[e[1] for e in entries]], [family], [e[0] for e in entries],
-                                                      f"Ablation: {family} (model-level maps)")
+        figs[f"ablation_{family}.png"] = _grid_figure(
+            [[e[1] for e in entries]], [family], [e[0] for e in entries], f"Ablation: {family} (model-level maps)"
+        )
     return out, figs
 
 
@@ -710,9 +863,19 @@ def sanity_cis(model: torch.nn.Module, item: _Item, scorer: Any, cis_opts: dict)
     from facesal_fast.saliency.cis import cis
     from facesal_fast.scoring.scorer import Scorer
 
-    sc = Scorer.from_torch(model, scorer.input_size, mean=scorer.mean, std=scorer.std, scale=scorer.scale,
-                           grayscale=scorer.channels == 1, crop=scorer.crop, crop_margin=scorer.crop_margin,
-                           classes=scorer.classes, backend="torch", batch_size=256)
+    sc = Scorer.from_torch(
+        model,
+        scorer.input_size,
+        mean=scorer.mean,
+        std=scorer.std,
+        scale=scorer.scale,
+        grayscale=scorer.channels == 1,
+        crop=scorer.crop,
+        crop_margin=scorer.crop_margin,
+        classes=scorer.classes,
+        backend="torch",
+        batch_size=256,
+    )
     opts = {**cis_opts, "mode": "grid", "grid_step": max(4, cis_opts["grid_step"])}
     return cis(item.face.image, sc, item.target, face=item.face, incremental=False, **opts).canonical
 
@@ -721,9 +884,9 @@ def _sanity(items, scorer, module, cfg, cis_opts, methods):
     """Cascading randomisation on the first images: CIS plus the gradient methods."""
     xs = [_tensor(it, scorer) for it in items]
     explainers: dict[str, Callable] = {}
-    explainers["cis"] = (lambda model, i: sanity_cis(model, items[i], scorer, cis_opts))
+    explainers["cis"] = lambda model, i: sanity_cis(model, items[i], scorer, cis_opts)
     for m in ("gradcam", "gb", "lrp"):  # always checked, whatever --methods says
-        explainers[m] = (lambda model, i, m=m: _classic_map(m, model, xs[i], items[i].target, None, cfg.gb_output))
+        explainers[m] = lambda model, i, m=m: _classic_map(m, model, xs[i], items[i].target, None, cfg.gb_output)
     from facesal_fast.align import canonical_mask
 
     face_mask = canonical_mask(items[0].face.canonical_shape)
@@ -733,23 +896,44 @@ def _sanity(items, scorer, module, cfg, cis_opts, methods):
     for m in explainers:
         for st in steps:
             sel = [r for r in rows if r["method"] == m and r["step"] == st]
-            agg.append({"method": m, "step": st, "layer": sel[0]["layer"].replace("blocks.", ""),
-                        "spearman": float(np.nanmean([r["spearman"] for r in sel])) if any(np.isfinite(r["spearman"]) for r in sel) else float("nan"),
-                        "ssim": float(np.mean([r["ssim"] for r in sel]))})
+            agg.append(
+                {
+                    "method": m,
+                    "step": st,
+                    "layer": sel[0]["layer"].replace("blocks.", ""),
+                    "spearman": float(np.nanmean([r["spearman"] for r in sel]))
+                    if any(np.isfinite(r["spearman"]) for r in sel)
+                    else float("nan"),
+                    "ssim": float(np.mean([r["ssim"] for r in sel])),
+                }
+            )
     figs = {}
     figs["sanity_spearman.png"] = _line_figure(
         {m: (steps, [a["spearman"] for a in agg if a["method"] == m]) for m in explainers},
-        "layers randomised (from the output down)", "Spearman vs trained", "Cascading randomisation: rank correlation")
+        "layers randomised (from the output down)",
+        "Spearman vs trained",
+        "Cascading randomisation: rank correlation",
+    )
     figs["sanity_ssim.png"] = _line_figure(
         {m: (steps, [a["ssim"] for a in agg if a["method"] == m]) for m in explainers},
-        "layers randomised (from the output down)", "SSIM vs trained", "Cascading randomisation: SSIM")
+        "layers randomised (from the output down)",
+        "SSIM vs trained",
+        "Cascading randomisation: SSIM",
+    )
     show = [st for st in steps if st in (0, 1, 2, 3, 5, 8, len(steps) - 1)]
     grid_rows = []
     for m in explainers:
-        grid_rows.append([cv2.applyColorMap((np.clip(_mm(maps[m][st][0]), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-                          for st in show])
-    figs["sanity_maps.png"] = _grid_figure(grid_rows, list(explainers), [f"{st} layers" for st in show],
-                                           f"Maps of {items[0].key} as layers are randomised")
+        grid_rows.append(
+            [
+                cv2.applyColorMap((np.clip(_mm(maps[m][st][0]), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[
+                    ..., ::-1
+                ]
+                for st in show
+            ]
+        )
+    figs["sanity_maps.png"] = _grid_figure(
+        grid_rows, list(explainers), [f"{st} layers" for st in show], f"Maps of {items[0].key} as layers are randomised"
+    )
     return agg, figs
 
 
@@ -763,14 +947,18 @@ def _html(cfg: EvalConfig, summary: dict, sections, figures: dict[str, bytes], f
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>facesal evaluate</title><style>",
         "body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:.5em 0;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "table{border-collapse:collapse;margin:.5em 0;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
         "th{background:#eee}img{max-width:100%;margin:.3em}code{background:#f4f4f4}",
         "</style></head><body>",
         f"<h1>facesal evaluate: {html.escape(cfg.model)}</h1>",
         f"<p>{summary.get('images', 0)} images ({len(failed)} failed), methods {html.escape(', '.join(cfg.methods))}; "
-        f"CIS patch {cfg.patch} px at 224 px = {summary['patch_input_px']} px at the input, mode {html.escape(cfg.mode)}"
-        f" (grid step {cfg.grid_step}), stride {cfg.stride}, fill {html.escape(cfg.fill)}; equal mass s = {cfg.budget:g} x input pixels. "
-        f"M(.) = softmax probability of the class predicted on the unmodified crop; explanation images built in the model's input geometry.</p>",
+        f"CIS patch {cfg.patch} px at 224 px = {summary['patch_input_px']} px at the input, mode "
+        f"{html.escape(cfg.mode)}"
+        f" (grid step {cfg.grid_step}), stride {cfg.stride}, fill {html.escape(cfg.fill)}; equal mass s = "
+        f"{cfg.budget:g} x input pixels. "
+        "M(.) = softmax probability of the class predicted on the unmodified crop; explanation images built "
+        "in the model's input geometry.</p>",
         f"<p>Conventions: {html.escape(summary.get('conventions', ''))}.</p>",
         f"<p>Command: <code>{html.escape(summary.get('command', ''))}</code></p>",
     ]
@@ -783,7 +971,11 @@ def _html(cfg: EvalConfig, summary: dict, sections, figures: dict[str, bytes], f
                 data = base64.b64encode(figures[name]).decode()
                 parts.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
     if failed:
-        parts.append("<h2>Images that failed</h2><ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(e)}</li>" for k, e in failed) + "</ul>")
+        parts.append(
+            "<h2>Images that failed</h2><ul>"
+            + "".join(f"<li>{html.escape(k)}: {html.escape(e)}</li>" for k, e in failed)
+            + "</ul>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -791,12 +983,24 @@ def _html(cfg: EvalConfig, summary: dict, sections, figures: dict[str, bytes], f
 def run_cli(args: Any) -> int:
     """``facesal evaluate`` (argparse namespace from :mod:`facesal_fast.cli`); exit status."""
     cfg = EvalConfig(
-        model=args.model, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), patch=args.patch,
-        mode=args.mode, grid_step=args.grid_step, stride=args.stride, fill=args.fill, budget=args.budget,
-        steps=args.steps, ablation_images=args.ablation_images, sanity_images=args.sanity_images,
-        max_images=args.max_images, backend=args.backend,
-        **{k: getattr(args, k) for k in ("gb_output", "ties", "tie_draws", "deletion_fill", "insertion_blur")
-           if getattr(args, k, None) is not None},
+        model=args.model,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        patch=args.patch,
+        mode=args.mode,
+        grid_step=args.grid_step,
+        stride=args.stride,
+        fill=args.fill,
+        budget=args.budget,
+        steps=args.steps,
+        ablation_images=args.ablation_images,
+        sanity_images=args.sanity_images,
+        max_images=args.max_images,
+        backend=args.backend,
+        **{
+            k: getattr(args, k)
+            for k in ("gb_output", "ties", "tie_draws", "deletion_fill", "insertion_blur")
+            if getattr(args, k, None) is not None
+        },
     )
     try:
         evaluate(args.photos, args.out, cfg)

@@ -8,6 +8,7 @@ an ``N x H x W x 3`` array. :func:`per_photo` turns a function of one photo into
 takes any of these: a batch gives a list of results (one per photo), and a photo given as
 a tensor gives its maps back as tensors on that tensor's device.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,15 @@ class ScorerLike(Protocol):
     def base_score(self, input_image: np.ndarray, target: Any = None) -> float:
         """phi(I, c) of the unoccluded model-geometry image."""
 
-    def score_occluded(self, input_image: np.ndarray, centers: np.ndarray, patch: int, fill: Any = "black",
-                       target: Any = None, batch_size: int | None = None) -> np.ndarray:
+    def score_occluded(
+        self,
+        input_image: np.ndarray,
+        centers: np.ndarray,
+        patch: int,
+        fill: Any = "black",
+        target: Any = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
         """phi of ``K`` occluded copies (``K x 2`` centres) -> ``(K,)``."""
 
 
@@ -88,7 +96,11 @@ def photos(images: ImagesInput) -> tuple[list[Photo], bool]:
     if isinstance(images, (list, tuple)):
         if not images:
             raise ValueError("image: got an empty list of images")
-        return [p for k, im in enumerate(images) for p in _one(im, f"images[{k}]" if not isinstance(im, (str, os.PathLike)) else None)], True
+        return [
+            p
+            for k, im in enumerate(images)
+            for p in _one(im, f"images[{k}]" if not isinstance(im, (str, os.PathLike)) else None)
+        ], True
     many = (_is_tensor(images) and images.ndim == 4) or (isinstance(images, np.ndarray) and images.ndim == 4)
     return _one(images, None), bool(many)
 
@@ -113,7 +125,9 @@ def _renamed(error: Exception, source: str | None) -> Exception:
     return type(error)(source, error.reason)
 
 
-def per_photo(param: str, tensor_fields: Sequence[str], choose_face: bool = False, read_paths: bool = False) -> Callable:
+def per_photo(
+    param: str, tensor_fields: Sequence[str], choose_face: bool = False, read_paths: bool = False
+) -> Callable:
     """Decorator: ``fn(..., param=one photo, ...)`` -> a function that also takes tensors and batches.
 
     A path or a 2-/3-D numpy array goes to ``fn`` unchanged. A tensor is converted to
@@ -157,8 +171,15 @@ def _read(photo: Photo) -> Photo:
     return dataclasses.replace(photo, image=load_image(photo.image), source=os.fspath(photo.image))
 
 
-def _call(fn: Callable, bound: inspect.BoundArguments, param: str, photo: Photo, fields: Sequence[str],
-          face_index: int | None, faces: str | None) -> Any:
+def _call(
+    fn: Callable,
+    bound: inspect.BoundArguments,
+    param: str,
+    photo: Photo,
+    fields: Sequence[str],
+    face_index: int | None,
+    faces: str | None,
+) -> Any:
     """``fn`` on one photo (every chosen face of it with ``faces="all"``), results moved to its device."""
     arguments = dict(bound.arguments, **{param: photo.image})
     try:

@@ -10,6 +10,7 @@ Window rule (shared by both ops, see docs/architecture.md): a square window of s
 at ``(x, y)`` covers columns ``cx - (p-1)//2 .. cx + p//2`` with ``cx = floor(x + 0.5)``,
 rows likewise, clipped to the image.
 """
+
 from __future__ import annotations
 
 import os
@@ -98,7 +99,9 @@ def _float32(t: Array | Sequence[float], name: str, device: torch.device, shape_
     return t
 
 
-def _alloc(make: Callable[..., torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, what: str) -> torch.Tensor:
+def _alloc(
+    make: Callable[..., torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, what: str
+) -> torch.Tensor:
     """``make(shape, dtype=dtype, device=device)`` (torch.empty / torch.zeros); an allocation
     that fails raises ``MemoryError`` naming ``what`` and its size."""
     try:
@@ -167,8 +170,12 @@ def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     pad_w, pad_h = min(radius, image.shape[1] - 1), min(radius, image.shape[0] - 1)
     k_w = kernel[radius - pad_w : radius + pad_w + 1].view(1, 1, 1, -1)
     k_h = kernel[radius - pad_h : radius + pad_h + 1].view(1, 1, -1, 1)
-    chw = torch.nn.functional.conv2d(torch.nn.functional.pad(chw, (pad_w, pad_w, 0, 0), mode="reflect" if pad_w else "replicate"), k_w / k_w.sum())
-    chw = torch.nn.functional.conv2d(torch.nn.functional.pad(chw, (0, 0, pad_h, pad_h), mode="reflect" if pad_h else "replicate"), k_h / k_h.sum())
+    chw = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(chw, (pad_w, pad_w, 0, 0), mode="reflect" if pad_w else "replicate"), k_w / k_w.sum()
+    )
+    chw = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(chw, (0, 0, pad_h, pad_h), mode="reflect" if pad_h else "replicate"), k_h / k_h.sum()
+    )
     return chw.squeeze(1).permute(1, 2, 0).contiguous()
 
 
@@ -400,7 +407,10 @@ def splat_add(
     vals = _float32(vals, "values", device, "(B x N)")
     if vals.ndim != 2:
         raise ValueError(f"values must be B x N, got shape {tuple(vals.shape)}")
-    B, N = _check_size(vals.shape[0], "the number of maps (rows of values)"), _check_size(vals.shape[1], "the number of points")
+    B, N = (
+        _check_size(vals.shape[0], "the number of maps (rows of values)"),
+        _check_size(vals.shape[1], "the number of points"),
+    )
     pts = _float32(points, "points", device, "(N x 2)")
     if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] != N:
         raise ValueError(f"points must be N x 2 with N = {N} (columns of values), got shape {tuple(pts.shape)}")
@@ -493,15 +503,29 @@ def splat_add_grouped(
         raise ValueError(f"group_ids must have one id per row of values, got shape {tuple(gid.shape)}")
     if num_groups is not None:
         num_groups = _check_size(positive_int(num_groups, "num_groups", " or None"), "num_groups")
-    G = _check_size(int(gid.max()) + 1 if num_groups is None and gid.numel() else int(num_groups or 0), "the number of groups")
+    G = _check_size(
+        int(gid.max()) + 1 if num_groups is None and gid.numel() else int(num_groups or 0), "the number of groups"
+    )
     if gid.numel() and (int(gid.min()) < 0 or int(gid.max()) >= G):
         raise ValueError(f"group_ids must lie in [0, {G}), got range [{int(gid.min())}, {int(gid.max())}]")
     H, W = _check_shape(shape)
     B = gid.shape[0]
     sums_b, counts_b = splat_add(
-        vals, points, patch, (H, W), weights,
-        out=(_alloc(torch.zeros, (B, H, W), torch.float64, device, "the per-map sums"),
-             _alloc(torch.zeros, (B, H, W) if weights is not None and np.ndim(weights) == 2 else (H, W), torch.float64, device, "the per-map counts")),
+        vals,
+        points,
+        patch,
+        (H, W),
+        weights,
+        out=(
+            _alloc(torch.zeros, (B, H, W), torch.float64, device, "the per-map sums"),
+            _alloc(
+                torch.zeros,
+                (B, H, W) if weights is not None and np.ndim(weights) == 2 else (H, W),
+                torch.float64,
+                device,
+                "the per-map counts",
+            ),
+        ),
     )
     counts_b = counts_b.expand(B, H, W)
     if normalize_each:

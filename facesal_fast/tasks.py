@@ -16,6 +16,7 @@ are cut to the canonical face first) and the bootstrap interval over photos of t
 per-photo share.
 Output: ``OUT/tasks.png``, ``OUT/tasks.html`` (self-contained) and ``OUT/tasks.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,7 +81,9 @@ def _bound(name: str, scorer: Any, image: np.ndarray, face: Any) -> Any:
     return identification_scorer(scorer.embed(image, face)[None], ["self"], "self", scorer=scorer)
 
 
-def _photo_maps(image: np.ndarray, face: Any, scorers: dict[str, Any], options: dict[str, Any]) -> dict[str, np.ndarray]:
+def _photo_maps(
+    image: np.ndarray, face: Any, scorers: dict[str, Any], options: dict[str, Any]
+) -> dict[str, np.ndarray]:
     from facesal_fast.saliency.cis import cis
 
     maps = {}
@@ -136,15 +139,22 @@ def five_tasks(
         used.append(str(path))
         for name, canonical in maps.items():  # the face only, so shares are of the face's mass (as region_shares)
             accumulators.setdefault(name, CMSAccumulator(canonical.shape, min_group=2)).add(
-                canonical * canonical_mask(canonical.shape), "all")
+                canonical * canonical_mask(canonical.shape), "all"
+            )
     if not used:
         raise ValueError(f"no photo could be explained: {failed}")
     with warnings.catch_warnings():  # the split-half reliability (unused here) warns on a few photos or flat maps
         warnings.simplefilter("ignore", RuntimeWarning)
         results = {name: accumulators[name].result() for name in names}
-    return TaskMaps({n: r.cms for n, r in results.items()}, {n: region_shares(r.cms) for n, r in results.items()},
-                    {m: task_of[m] for m in names}, used, {n: r.share_intervals["all"] for n, r in results.items()},
-                    failed, {**options, "backend": backend})
+    return TaskMaps(
+        {n: r.cms for n, r in results.items()},
+        {n: region_shares(r.cms) for n, r in results.items()},
+        {m: task_of[m] for m in names},
+        used,
+        {n: r.share_intervals["all"] for n, r in results.items()},
+        failed,
+        {**options, "backend": backend},
+    )
 
 
 def _figure_png(result: TaskMaps) -> bytes:
@@ -161,8 +171,13 @@ def _figure_png(result: TaskMaps) -> bytes:
     for ax, name in zip(axes, names):
         heat = result.cms[name]
         ax.imshow(canonical_face(heat.shape).mean(axis=2), cmap="gray", vmin=0, vmax=255)
-        image = ax.imshow(np.where(canonical_mask(heat.shape), np.clip(heat, 0, None), np.nan), cmap="inferno",
-                          vmin=0.0, vmax=top, alpha=0.85)
+        image = ax.imshow(
+            np.where(canonical_mask(heat.shape), np.clip(heat, 0, None), np.nan),
+            cmap="inferno",
+            vmin=0.0,
+            vmax=top,
+            alpha=0.85,
+        )
         ax.set_title(f"{result.task[name]}\n{name}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -198,22 +213,35 @@ def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figure = _figure_png(result)
     atomic_write_bytes(out / "tasks.png", figure)
-    summary = {"photos": result.photos, "failed": result.failed, "settings": result.settings,
-               "models": {n: {"task": result.task[n], "region_shares": result.shares[n],
-                          "per_photo_share_intervals": result.intervals.get(n, {})} for n in result.cms}}
+    summary = {
+        "photos": result.photos,
+        "failed": result.failed,
+        "settings": result.settings,
+        "models": {
+            n: {
+                "task": result.task[n],
+                "region_shares": result.shares[n],
+                "per_photo_share_intervals": result.intervals.get(n, {}),
+            }
+            for n in result.cms
+        },
+    }
     atomic_write_bytes(out / "tasks.json", json.dumps(summary, indent=1).encode())
     failed = "".join(f"<li>{html.escape(p)}: {html.escape(m)}</li>" for p, m in result.failed)
     body = (
         "<h1>Five face tasks: canonical model saliency</h1>"
         f"<p>{len(result.photos)} photos; CIS options {html.escape(json.dumps(result.settings))}; every map on one "
         "colour scale (mean drop of the predicted class's probability, or of the identification cosine).</p>"
-        f'<img src="data:image/png;base64,{base64.b64encode(figure).decode()}" alt="CMS per task" style="max-width:100%">'
+        f'<img src="data:image/png;base64,{base64.b64encode(figure).decode()}" alt="CMS per task" '
+        'style="max-width:100%">'
         "<h2>Region shares (positive saliency mass of the CMS; under each, the 95% bootstrap interval over photos "
         f"of the mean per-photo share)</h2>{_shares_table(result)}"
         + (f"<h2>Left out</h2><ul>{failed}</ul>" if failed else "")
     )
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>facesal tasks</title><style>body{{font-family:"
-            f"sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}</style></head><body>{body}</body></html>")
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>facesal tasks</title><style>body{{font-family:"
+        f"sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}</style></head><body>{body}</body></html>"
+    )
     atomic_write_bytes(out / "tasks.html", page.encode())
     return out / "tasks.html"
 
@@ -222,8 +250,11 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``facesal tasks``."""
     parser.add_argument("photos", help="folder of face photos")
     parser.add_argument("--out", required=True, help="output folder (tasks.html, tasks.png, tasks.json)")
-    parser.add_argument("--models", default=",".join(m for names in TASK_MODELS.values() for m in names),
-                        help="comma-separated bundled models")
+    parser.add_argument(
+        "--models",
+        default=",".join(m for names in TASK_MODELS.values() for m in names),
+        help="comma-separated bundled models",
+    )
     parser.add_argument("--mode", default="grid", choices=["exact", "grid", "adaptive"])
     parser.add_argument("--grid-step", type=int, default=4, help="grid step in model-input pixels")
     parser.add_argument("--patch", type=int, default=None, help="occlusion window in model-input pixels")
@@ -238,8 +269,14 @@ def run_tasks_cli(args: argparse.Namespace) -> int:
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
     photos = list_images(args.photos, exclude=args.out)[: args.max_images]
-    result = five_tasks(photos, models=[m for m in args.models.split(",") if m], mode=args.mode,
-                        grid_step=args.grid_step, patch=args.patch, backend=args.backend)
+    result = five_tasks(
+        photos,
+        models=[m for m in args.models.split(",") if m],
+        mode=args.mode,
+        grid_step=args.grid_step,
+        patch=args.patch,
+        backend=args.backend,
+    )
     page = write_tasks_page(result, args.out)
     print(f"facesal tasks: {len(result.photos)} photos, {len(result.failed)} left out; {page}")
     return 0

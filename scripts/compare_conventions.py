@@ -9,6 +9,7 @@ draws, mean grey, 11 x 11 sigma 5). Prints Markdown tables (docs/results.md)::
 
     python scripts/compare_conventions.py PHOTOS_DIR --model gender --images 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,14 @@ from facesal_fast import models
 from facesal_fast.align import default_aligner
 from facesal_fast.audit.runner import list_images
 from facesal_fast.evaluate import (
-    _cis_maps, _classic_map, _prepare, _reproject, _tensor, normalised_zero, odd_patch, score_images,
+    _cis_maps,
+    _classic_map,
+    _prepare,
+    _reproject,
+    _tensor,
+    normalised_zero,
+    odd_patch,
+    score_images,
 )
 from facesal_fast.metrics import deletion_curve, equal_mass, explanation_image, faithfulness_table, insertion_curve
 
@@ -31,12 +39,16 @@ def _maps(items, scorer, module, patch: int, gb_output: str) -> dict[str, list[n
     """Every method's map in input geometry (CIS / CMS at ``patch``, GB from ``gb_output``)."""
     results = _cis_maps(items, scorer, patch=patch, mode="grid", grid_step=2, stride=1, fill="black")
     cms = np.mean(np.stack([r.canonical for r in results]), 0)
-    maps = {"cms": [_reproject(cms, it) for it in items], "cis": [_reproject(r.canonical, it) for r, it in zip(results, items)]}
+    maps = {
+        "cms": [_reproject(cms, it) for it in items],
+        "cis": [_reproject(r.canonical, it) for r, it in zip(results, items)],
+    }
     xs = [_tensor(it, scorer) for it in items]
     for m in CLASSIC:
         maps[m] = [np.asarray(_classic_map(m, module, x, it.target, scorer), np.float32) for x, it in zip(xs, items)]
-    maps["gb"] = [np.asarray(_classic_map("gb", module, x, it.target, scorer, gb_output), np.float32)
-                  for x, it in zip(xs, items)]
+    maps["gb"] = [
+        np.asarray(_classic_map("gb", module, x, it.target, scorer, gb_output), np.float32) for x, it in zip(xs, items)
+    ]
     return maps
 
 
@@ -46,8 +58,12 @@ def _faithfulness(items, maps, scorer, positive: bool) -> dict[str, dict[str, fl
     for name, per_image in maps.items():
         # the old rule clipped LRP alone before the plain min-max
         prep = [np.maximum(h, 0) if (name == "lrp" and not positive) else h for h in per_image]
-        explained[name] = [score_images(scorer, explanation_image(it.input_image, equal_mass(h, s, positive=positive))[None],
-                                        it.target)[0] for h, it in zip(prep, items)]
+        explained[name] = [
+            score_images(
+                scorer, explanation_image(it.input_image, equal_mass(h, s, positive=positive))[None], it.target
+            )[0]
+            for h, it in zip(prep, items)
+        ]
     return faithfulness_table([it.base for it in items], explained).rows
 
 
@@ -58,7 +74,7 @@ def _auc(items, maps, scorer, rise: bool) -> dict[str, tuple[float, float]]:
     for name, per_image in maps.items():
         d, i = [], []
         for h, it in zip(per_image, items):
-            fn = (lambda b, t=it.target: score_images(scorer, b, t))
+            fn = lambda b, t=it.target: score_images(scorer, b, t)
             h = np.maximum(h, 0) if (name == "lrp" and not rise) else h  # the old run clipped LRP
             d.append(deletion_curve(fn, it.input_image, h, baseline=grey if rise else 0.0, **opts)[2])
             i.append(insertion_curve(fn, it.input_image, h, blur="rise" if rise else "wide", baseline=grey, **opts)[2])
@@ -79,13 +95,20 @@ def main() -> None:
     new = _maps(items, scorer, module, odd_patch(15, 64), "probability")
     f_old, f_new = _faithfulness(items, old, scorer, False), _faithfulness(items, new, scorer, True)
     a_old, a_new = _auc(items, old, scorer, False), _auc(items, new, scorer, True)
-    print(f"\n**{args.model}, first {len(items)} photos** (old: 4 px patch, GB logit, min-max, LRP clipped, row-major "
-          "ties, black deletion, sigma side/8; new: 5 px, GB P(y), positive part, RISE)\n")
-    print("| method | Avg Drop old | Avg Drop new | Win % old | Win % new | deletion AUC old | new | insertion AUC old | new |")
+    print(
+        f"\n**{args.model}, first {len(items)} photos** (old: 4 px patch, GB logit, min-max, LRP clipped, row-major "
+        "ties, black deletion, sigma side/8; new: 5 px, GB P(y), positive part, RISE)\n"
+    )
+    print(
+        "| method | Avg Drop old | Avg Drop new | Win % old | Win % new | deletion AUC old | new | insertion "
+        "AUC old | new |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in old:
-        print(f"| {m} | {f_old[m]['average_drop']:.1f} | {f_new[m]['average_drop']:.1f} | {f_old[m]['win']:.1f} | "
-              f"{f_new[m]['win']:.1f} | {a_old[m][0]:.3f} | {a_new[m][0]:.3f} | {a_old[m][1]:.3f} | {a_new[m][1]:.3f} |")
+        print(
+            f"| {m} | {f_old[m]['average_drop']:.1f} | {f_new[m]['average_drop']:.1f} | {f_old[m]['win']:.1f} | "
+            f"{f_new[m]['win']:.1f} | {a_old[m][0]:.3f} | {a_new[m][0]:.3f} | {a_old[m][1]:.3f} | {a_new[m][1]:.3f} |"
+        )
 
 
 if __name__ == "__main__":

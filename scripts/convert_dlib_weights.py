@@ -43,11 +43,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_OUT = (
-    Path(__file__).resolve().parents[1]
-    / "facesal_fast"
-    / "models"
-    / "weights"
-    / "dlib_face_recognition_resnet.npz"
+    Path(__file__).resolve().parents[1] / "facesal_fast" / "models" / "weights" / "dlib_face_recognition_resnet.npz"
 )
 
 

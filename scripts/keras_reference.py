@@ -8,6 +8,7 @@ port accuracy per model and predictions per face (used in docs/models.md).
 
     KERAS_BACKEND=torch python scripts/keras_reference.py DEEPFACE_UNIT_DIR
 """
+
 from __future__ import annotations
 
 import os

@@ -17,6 +17,7 @@ positive relevance (``align.region_shares``):
 Prints Markdown tables (the numbers in docs/results.md).
 Usage: ``python scripts/lrp_paper_analyses.py [PHOTOS_DIR] [--rule alpha-beta|epsilon] [--fig2-only]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,14 @@ from facesal_fast.methods import explain, skin_colour
 from facesal_fast.models import load
 
 BUNDLED = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
-GROUPS = {"mouth": ("mouth",), "eyebrows": ("left_eyebrow", "right_eyebrow"), "cheeks": ("left_cheek", "right_cheek"),
-          "eyes": ("left_eye", "right_eye"),
-          "inner features": ("left_eye", "right_eye", "left_eyebrow", "right_eyebrow", "nose", "mouth"),
-          "outline": ("jaw", "chin", "forehead")}
+GROUPS = {
+    "mouth": ("mouth",),
+    "eyebrows": ("left_eyebrow", "right_eyebrow"),
+    "cheeks": ("left_cheek", "right_cheek"),
+    "eyes": ("left_eye", "right_eye"),
+    "inner features": ("left_eye", "right_eye", "left_eyebrow", "right_eyebrow", "nose", "mouth"),
+    "outline": ("jaw", "chin", "forehead"),
+}
 
 
 def grouped(shares: dict[str, float]) -> dict[str, float]:
@@ -68,8 +73,14 @@ def analyse(model: str, faces: list, rule: str) -> None:
     happy, sad = scorer.classes.index("happy"), scorer.classes.index("sad")
     rows = []
     for name, image, face in faces:
-        rows.append((name, lrp_shares(scorer, image, face, happy, rule), lrp_shares(scorer, image, face, sad, rule),
-                     scorer.predict(image, face.face_box).label))
+        rows.append(
+            (
+                name,
+                lrp_shares(scorer, image, face, happy, rule),
+                lrp_shares(scorer, image, face, sad, rule),
+                scorer.predict(image, face.face_box).label,
+            )
+        )
     print(f"\n### {model}: happy vs sad ({len(rows)} photos, LRP {rule}, positive relevance shares)\n")
     print("| region | share explaining happy | share explaining sad | photos with happy > sad |")
     print("|---|---:|---:|---:|")
@@ -83,7 +94,9 @@ def analyse(model: str, faces: list, rule: str) -> None:
 
 def occlusion_test(model: str, scorer, faces: list, happy: int, rule: str) -> None:
     print(f"\n{model}: occlusion test on the {len(faces)} photos predicted happy:\n")
-    print("| occluded | mean P(happy) | photos where P(happy) fell | mean mouth share | photos where mouth share fell |")
+    print(
+        "| occluded | mean P(happy) | photos where P(happy) fell | mean mouth share | photos where mouth share fell |"
+    )
     print("|---|---:|---:|---:|---:|")
     base_p = [happy_probability(scorer, i, f) for _, i, f in faces]
     base_m = [lrp_shares(scorer, i, f, happy, rule)["mouth"] for _, i, f in faces]
@@ -110,7 +123,10 @@ def gender_vs_age(faces: list, rule: str) -> None:
             shares.append(lrp_shares(scorer, image, face, target, rule))
         inner, outline = np.array([s["inner features"] for s in shares]), np.array([s["outline"] for s in shares])
         cheeks = np.mean([s["cheeks"] for s in shares])
-        print(f"| {model} | {inner.mean():.3f} | {outline.mean():.3f} | {cheeks:.3f} | {(inner > outline).sum()}/{len(shares)} |")
+        print(
+            f"| {model} | {inner.mean():.3f} | {outline.mean():.3f} | {cheeks:.3f} | "
+            f"{(inner > outline).sum()}/{len(shares)} |"
+        )
 
 
 def main() -> None:

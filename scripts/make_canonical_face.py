@@ -14,6 +14,7 @@
 
 Usage: python scripts/make_canonical_face.py --obj OBJ --faces DIR [--out DIR] [--size 512]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,7 @@ def make_geometry(obj: Path, out: Path) -> None:
     centre = (lo + hi) / 2
     extent = float((hi - lo).max()) / (1.0 - 2 * MARGIN)
     layout = ((xy - centre) / extent + 0.5).astype(np.float32)
-    np.savez_compressed(
-        out / "geometry.npz", vertices=v, uv=uv, triangles=f, layout=layout, margin=np.float32(MARGIN)
-    )
+    np.savez_compressed(out / "geometry.npz", vertices=v, uv=uv, triangles=f, layout=layout, margin=np.float32(MARGIN))
     print(f"geometry: {len(v)} vertices, {len(f)} triangles -> {out / 'geometry.npz'}")
 
 
@@ -111,7 +110,12 @@ def make_texture(faces_dir: Path, out: Path, size: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--obj", type=Path, required=True, help="MediaPipe's canonical_face_model.obj (mediapipe/modules/face_geometry/data)")
+    ap.add_argument(
+        "--obj",
+        type=Path,
+        required=True,
+        help="MediaPipe's canonical_face_model.obj (mediapipe/modules/face_geometry/data)",
+    )
     ap.add_argument("--faces", type=Path, required=True, help="folder of face photos (the deepface unit-test set)")
     ap.add_argument("--out", type=Path, default=ROOT / "facesal_fast" / "data" / "canonical")
     ap.add_argument("--size", type=int, default=512)

@@ -2,9 +2,10 @@
 
 Usage: python scripts/make_demo_faces.py DEEPFACE_UNIT_DIR
 """
-from pathlib import Path
+
 import shutil
 import sys
+from pathlib import Path
 
 import cv2
 

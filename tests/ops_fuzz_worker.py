@@ -7,6 +7,7 @@ the arguments as the op documents them, or raise ``ValueError`` (naming an argum
 so oversized canvases fail fast instead of eating the machine. Usage:
 ``python ops_fuzz_worker.py EXAMPLES`` (prints one line per op; exit status 0 = all held).
 """
+
 from __future__ import annotations
 
 import resource
@@ -17,13 +18,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from facesal_fast import ops
 from reference import occlude_batch_ref, splat_add_ref
 
+from facesal_fast import ops
+
 EXAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 F32_EPS = 2.0**-23
 #: per op, how the calls ended: a result checked against the reference, or an exception
 OUTCOMES = {op: {"result": 0, "ValueError": 0, "MemoryError": 0} for op in ("occlude", "splat")}
@@ -32,8 +34,18 @@ OUTCOMES = {op: {"result": 0, "ValueError": 0, "MemoryError": 0} for op in ("occ
 
 HUGE = [1e-30, -1e6, 3e9, 2.0**23 + 1, 1e30, -1e30, 3.4e38]  # finite, far off any image
 NON_FINITE = [float("nan"), float("inf"), -float("inf")]
-ARRAY_DTYPES = [np.uint8, np.float32, np.float64, np.int32, np.int64, np.uint16, np.float16, np.bool_,
-                np.complex64, np.dtype(">f4")]
+ARRAY_DTYPES = [
+    np.uint8,
+    np.float32,
+    np.float64,
+    np.int32,
+    np.int64,
+    np.uint16,
+    np.float16,
+    np.bool_,
+    np.complex64,
+    np.dtype(">f4"),
+]
 coordinates = st.one_of(st.floats(-40, 40, width=32), st.sampled_from([0.5, -0.5, 1.49, 2.5] + HUGE))
 hostile_ints = st.sampled_from([0, -1, 2**24, ops.MAX_SIZE, ops.MAX_SIZE + 1, 10**9, 2**31, 2**63, 10**20])
 hostile_floats = st.sampled_from([0.0, 1e-300, 1e-30, 1e30, 1e300, -1.0, "a"] + NON_FINITE)
@@ -132,8 +144,19 @@ def _check_occlusion(got, image, centers, patch, fill, mean, std, scale, layout,
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=4 * F32_EPS * bound)
 
 
-OCCLUDE_NAMES = ("image", "centers", "patch", "fill", "mean", "std", "scale", "layout", "dtype", "threads",
-                 "blur_sigma")
+OCCLUDE_NAMES = (
+    "image",
+    "centers",
+    "patch",
+    "fill",
+    "mean",
+    "std",
+    "scale",
+    "layout",
+    "dtype",
+    "threads",
+    "blur_sigma",
+)
 
 
 OCCLUDE_ARGUMENTS = ["image", "centers", "patch", "fill", "mean", "std", "scale", "layout", "dtype", "threads"]
@@ -143,26 +166,57 @@ OCCLUDE_ARGUMENTS = ["image", "centers", "patch", "fill", "mean", "std", "scale"
 @given(st.data())
 def fuzz_occlude(data):
     arg = Arguments(data, OCCLUDE_ARGUMENTS)
-    shape = arg.draw("image", st.tuples(st.integers(1, 9), st.integers(1, 9), st.sampled_from([1, 3])) | st.tuples(st.integers(1, 9), st.integers(1, 9)),
-                     st.tuples(st.integers(0, 9), st.integers(0, 9), st.sampled_from([1, 3])) | shapes())
+    shape = arg.draw(
+        "image",
+        st.tuples(st.integers(1, 9), st.integers(1, 9), st.sampled_from([1, 3]))
+        | st.tuples(st.integers(1, 9), st.integers(1, 9)),
+        st.tuples(st.integers(0, 9), st.integers(0, 9), st.sampled_from([1, 3])) | shapes(),
+    )
     valid_image = arrays(shape, [np.uint8, np.float32], st.floats(0, 255))
-    image = data.draw(valid_image if arg.hostile != "image" else st.one_of(valid_image, hostile_arrays(shape, st.floats(0, 255))))
-    centers = arg.draw("centers", st.tuples(st.integers(0, 12), st.just(2)).flatmap(lambda s: arrays(s, [np.float32, np.float64])),
-                       st.one_of(st.tuples(st.integers(0, 12), st.just(2)), shapes(st.integers(0, 3))).flatmap(
-                           lambda s: hostile_arrays(s, coordinates)))
+    image = data.draw(
+        valid_image if arg.hostile != "image" else st.one_of(valid_image, hostile_arrays(shape, st.floats(0, 255)))
+    )
+    centers = arg.draw(
+        "centers",
+        st.tuples(st.integers(0, 12), st.just(2)).flatmap(lambda s: arrays(s, [np.float32, np.float64])),
+        st.one_of(st.tuples(st.integers(0, 12), st.just(2)), shapes(st.integers(0, 3))).flatmap(
+            lambda s: hostile_arrays(s, coordinates)
+        ),
+    )
     fill_shape = st.sampled_from([np.shape(image), np.shape(image)[:2]])
-    fill = arg.draw("fill", st.one_of(st.sampled_from(["black", "mean"]), per_channel(st.floats(0, 255)),
-                                      fill_shape.flatmap(lambda s: arrays(s, [np.float32, np.uint8, np.float64], st.floats(0, 300)))),
-                    st.one_of(st.just("purple"), hostile_floats, st.lists(st.floats(0, 255), max_size=4),
-                              st.sampled_from([(2, 2, 3), np.shape(image)]).flatmap(lambda s: hostile_arrays(s, st.floats(0, 300)))))
+    fill = arg.draw(
+        "fill",
+        st.one_of(
+            st.sampled_from(["black", "mean"]),
+            per_channel(st.floats(0, 255)),
+            fill_shape.flatmap(lambda s: arrays(s, [np.float32, np.uint8, np.float64], st.floats(0, 300))),
+        ),
+        st.one_of(
+            st.just("purple"),
+            hostile_floats,
+            st.lists(st.floats(0, 255), max_size=4),
+            st.sampled_from([(2, 2, 3), np.shape(image)]).flatmap(lambda s: hostile_arrays(s, st.floats(0, 300))),
+        ),
+    )
     kwargs = dict(
-        mean=arg.draw("mean", per_channel(st.floats(-2, 2)), st.one_of(hostile_floats, st.lists(st.floats(-2, 2), max_size=4))),
-        std=arg.draw("std", per_channel(st.floats(0.05, 3)), st.one_of(hostile_floats, st.lists(st.floats(-1, 3), max_size=4))),
+        mean=arg.draw(
+            "mean", per_channel(st.floats(-2, 2)), st.one_of(hostile_floats, st.lists(st.floats(-2, 2), max_size=4))
+        ),
+        std=arg.draw(
+            "std", per_channel(st.floats(0.05, 3)), st.one_of(hostile_floats, st.lists(st.floats(-1, 3), max_size=4))
+        ),
         scale=arg.draw("scale", st.one_of(st.just(1 / 255), st.just(1.0), st.floats(1e-3, 10)), hostile_floats),
         layout=arg.draw("layout", st.sampled_from(["nchw", "nhwc"]), st.sampled_from(["chw", None])),
-        dtype=arg.draw("dtype", st.sampled_from(["float32", "float16", np.float16, torch.float16]), st.sampled_from(["int8", np.float64])),
-        threads=arg.draw("threads", st.one_of(st.none(), st.integers(1, 4)),
-                         st.one_of(hostile_ints, st.sampled_from([ops.MAX_THREADS, ops.MAX_THREADS + 1, 100000, 1.0]))),
+        dtype=arg.draw(
+            "dtype",
+            st.sampled_from(["float32", "float16", np.float16, torch.float16]),
+            st.sampled_from(["int8", np.float64]),
+        ),
+        threads=arg.draw(
+            "threads",
+            st.one_of(st.none(), st.integers(1, 4)),
+            st.one_of(hostile_ints, st.sampled_from([ops.MAX_THREADS, ops.MAX_THREADS + 1, 100000, 1.0])),
+        ),
     )
     patch = arg.draw("patch", st.integers(1, 16), st.one_of(hostile_ints, st.sampled_from([2.0, 2.5, True, "3", None])))
     got = _call("occlude", OCCLUDE_NAMES, ops.occlude_batch, image, centers, patch, fill, **kwargs)
@@ -170,8 +224,9 @@ def fuzz_occlude(data):
         return
     assert isinstance(got, type(image) if isinstance(image, torch.Tensor) else np.ndarray)
     dtype = "float16" if kwargs["dtype"] in ("float16", np.float16, torch.float16) else "float32"
-    _check_occlusion(got, image, centers, patch, fill, kwargs["mean"], kwargs["std"], kwargs["scale"],
-                     kwargs["layout"], dtype)
+    _check_occlusion(
+        got, image, centers, patch, fill, kwargs["mean"], kwargs["std"], kwargs["scale"], kwargs["layout"], dtype
+    )
 
 
 # ----------------------------------------------------------------------------- splat_add
@@ -200,7 +255,11 @@ def out_buffers(draw, B, H, W, weights, kinds):
         sums.flags.writeable = False
     elif kind == "mixed":
         counts = counts.astype(np.float64 if dtype == np.float32 else np.float32)
-    return (torch.from_numpy(sums), torch.from_numpy(counts)) if draw(st.booleans()) and kind != "read-only" else (sums, counts)
+    return (
+        (torch.from_numpy(sums), torch.from_numpy(counts))
+        if draw(st.booleans()) and kind != "read-only"
+        else (sums, counts)
+    )
 
 
 def _check_splat(got, out, values, points, patch, shape, weights):
@@ -222,19 +281,35 @@ def _check_splat(got, out, values, points, patch, shape, weights):
 def fuzz_splat(data):
     arg = Arguments(data, SPLAT_ARGUMENTS)
     B, N = data.draw(st.integers(0, 4)), data.draw(st.integers(0, 10))
-    values = arg.draw("values", arrays((B, N), [np.float32, np.float64], st.floats(-1e3, 1e3)),
-                      st.sampled_from([(B, N), (N,), (B, N + 1)]).flatmap(lambda s: hostile_arrays(s, st.floats(-1e3, 1e3))))
-    points = arg.draw("points", arrays((N, 2), [np.float32, np.float64]),
-                      st.sampled_from([(N, 2), (N, 3), (N + 1, 2)]).flatmap(lambda s: hostile_arrays(s, coordinates)))
-    weights = arg.draw("weights", st.sampled_from([None, (N,), (B, N)]).flatmap(
-                           lambda s: st.none() if s is None else arrays(s, [np.float32, np.float64], st.floats(-1, 2))),
-                       st.sampled_from([(N,), (B, N), (N + 2,)]).flatmap(lambda s: hostile_arrays(s, st.floats(-1, 2))))
-    shape = arg.draw("shape", st.tuples(st.integers(1, 12), st.integers(1, 12)),
-                     st.sampled_from([(0, 5), (5, -1), (14000, 14000), (1, 2**31), (3.5, 4), (4,), (2, 3, 4), 7]))
+    values = arg.draw(
+        "values",
+        arrays((B, N), [np.float32, np.float64], st.floats(-1e3, 1e3)),
+        st.sampled_from([(B, N), (N,), (B, N + 1)]).flatmap(lambda s: hostile_arrays(s, st.floats(-1e3, 1e3))),
+    )
+    points = arg.draw(
+        "points",
+        arrays((N, 2), [np.float32, np.float64]),
+        st.sampled_from([(N, 2), (N, 3), (N + 1, 2)]).flatmap(lambda s: hostile_arrays(s, coordinates)),
+    )
+    weights = arg.draw(
+        "weights",
+        st.sampled_from([None, (N,), (B, N)]).flatmap(
+            lambda s: st.none() if s is None else arrays(s, [np.float32, np.float64], st.floats(-1, 2))
+        ),
+        st.sampled_from([(N,), (B, N), (N + 2,)]).flatmap(lambda s: hostile_arrays(s, st.floats(-1, 2))),
+    )
+    shape = arg.draw(
+        "shape",
+        st.tuples(st.integers(1, 12), st.integers(1, 12)),
+        st.sampled_from([(0, 5), (5, -1), (14000, 14000), (1, 2**31), (3.5, 4), (4,), (2, 3, 4), 7]),
+    )
     patch = arg.draw("patch", st.integers(1, 16), st.one_of(hostile_ints, st.sampled_from([2.0, 2.5, True, "3", None])))
     H, W = shape if isinstance(shape, tuple) and len(shape) == 2 else (0, 0)
-    out = arg.draw("out", out_buffers(B, H, W, weights, ["none", "right"]),
-                   out_buffers(B, H, W, weights, ["wrong shape", "int", "strided", "read-only", "mixed"]))
+    out = arg.draw(
+        "out",
+        out_buffers(B, H, W, weights, ["none", "right"]),
+        out_buffers(B, H, W, weights, ["wrong shape", "int", "strided", "read-only", "mixed"]),
+    )
     got = _call("splat", SPLAT_NAMES, ops.splat_add, values, points, patch, shape, weights, out=out)
     if got is None:
         return

@@ -5,6 +5,7 @@ serengil/deepface repository, MIT) when ``FACESAL_TEST_PHOTOS`` names a folder h
 else the photos bundled with the package (a subset, at most 512 px), so the photo tests run on
 a bare checkout. A test needing a photo outside the bundle skips.
 """
+
 import os
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def photo(name: str) -> Path:
         pytest.skip(f"{name} is not among the available photos ({FACES})")
     return path
 
+
 requires_full_photos = pytest.mark.skipif(
-    FULL_PHOTOS is None, reason="needs the full-size deepface unit-test photos (set FACESAL_TEST_PHOTOS to their folder)"
+    FULL_PHOTOS is None,
+    reason="needs the full-size deepface unit-test photos (set FACESAL_TEST_PHOTOS to their folder)",
 )

@@ -1,4 +1,5 @@
 """Plain numpy references for the native ops (loops over windows, float64)."""
+
 import numpy as np
 
 

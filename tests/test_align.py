@@ -1,4 +1,5 @@
 """Tests of facesal_fast.align on real photos (tests/photos.py: the bundled ones, or the full deepface set)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from photos import FACES, photo, requires_full_photos
 
 from facesal_fast.align import (
     REGION_NAMES,
@@ -25,7 +27,6 @@ from facesal_fast.align import (
 )
 from facesal_fast.align.aligner import CORE_LANDMARKS
 
-from photos import FACES, photo, requires_full_photos
 MULTI = {"couple.jpg": 2, "selfie-many-people.jpg": 4}
 
 
@@ -136,8 +137,14 @@ def _yawed(face: AlignedFace, degrees: float) -> AlignedFace:
     v = (lm - c) @ rot.T + c
     m = face.mesh
     return AlignedFace.from_arrays(
-        face.image, v.astype(np.float32), m.canon_verts, face.canonical_shape, triangles=m.triangles,
-        depth_tol=m.depth_tol, canonical_scale=face.canonical_scale, canonical_depth=m.canon_depth,
+        face.image,
+        v.astype(np.float32),
+        m.canon_verts,
+        face.canonical_shape,
+        triangles=m.triangles,
+        depth_tol=m.depth_tol,
+        canonical_scale=face.canonical_scale,
+        canonical_depth=m.canon_depth,
     )
 
 
@@ -173,7 +180,12 @@ def test_from_arrays_with_mesh_reproduces_aligner(aligned):
     f = aligned["img1.jpg"][0]
     m = f.mesh
     g = AlignedFace.from_arrays(
-        f.image, f.landmarks[:468], m.canon_verts, f.canonical_shape, triangles=m.triangles, depth_tol=m.depth_tol,
+        f.image,
+        f.landmarks[:468],
+        m.canon_verts,
+        f.canonical_shape,
+        triangles=m.triangles,
+        depth_tol=m.depth_tol,
         canonical_depth=m.canon_depth,
     )
     np.testing.assert_allclose(g.verts_canonical, f.verts_canonical)
@@ -204,7 +216,9 @@ def test_visibility_profile_view_and_zbuffer(aligned):
     assert _occluded_brute_force(prof, hidden, 0.0).mean() > 0.9
     # the real face turned furthest from the camera shows fewer points than the frontal ones
     faces = [fs[0] for k, fs in aligned.items() if k not in MULTI]
-    yaw = [abs((g.landmarks[1, 0] - g.landmarks[33, 0]) / (g.landmarks[263, 0] - g.landmarks[33, 0]) - 0.5) for g in faces]
+    yaw = [
+        abs((g.landmarks[1, 0] - g.landmarks[33, 0]) / (g.landmarks[263, 0] - g.landmarks[33, 0]) - 0.5) for g in faces
+    ]
     assert faces[int(np.argmax(yaw))].visible_fraction < np.median([g.visible_fraction for g in faces]) - 0.005
 
 
@@ -342,7 +356,9 @@ def test_no_face_names_the_file(aligner, tmp_path):
         aligner(p)
     with pytest.raises(NoFaceError):
         aligner(np.full((40, 40, 3), 128, np.uint8))
-    out = aligner.batch([np.full((64, 64, 3), 0, np.uint8), FACES / "img5.jpg"], on_error="none", sources=["black", None])
+    out = aligner.batch(
+        [np.full((64, 64, 3), 0, np.uint8), FACES / "img5.jpg"], on_error="none", sources=["black", None]
+    )
     assert isinstance(out[0], NoFaceError) and "black" in str(out[0])
     assert isinstance(out[1], AlignedFace) and out[1].source == "img5.jpg"
     with pytest.raises(NoFaceError, match="black"):

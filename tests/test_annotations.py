@@ -1,14 +1,23 @@
 """Human box annotations: loading, heatmaps, balanced histograms, canonical maps."""
+
 import numpy as np
 import pytest
+from photos import FACES, requires_full_photos
 
 from facesal_fast.methods.annotations import (
-    LABELS, Box, box_heatmap, canonical_box_heatmaps, example_annotations_path, highlight, image_heatmaps,
-    label_histogram, load_annotations, person_canonical_heatmaps, person_heatmaps,
+    LABELS,
+    Box,
+    box_heatmap,
+    canonical_box_heatmaps,
+    example_annotations_path,
+    highlight,
+    image_heatmaps,
+    label_histogram,
+    load_annotations,
+    person_canonical_heatmaps,
+    person_heatmaps,
 )
 from facesal_fast.methods.masks import relative_saliency
-
-from photos import FACES, requires_full_photos
 
 
 def write(tmp_path, text):
@@ -18,11 +27,15 @@ def write(tmp_path, text):
 
 
 def test_load_normalises_labels_and_rejects_bad_rows(tmp_path):
-    boxes = load_annotations(write(tmp_path, "image,label,x0,y0,x1,y1\na.jpg,Eye Brows,1,2,3,4\na.jpg,mustache,0,0,1,1\n"))
+    boxes = load_annotations(
+        write(tmp_path, "image,label,x0,y0,x1,y1\na.jpg,Eye Brows,1,2,3,4\na.jpg,mustache,0,0,1,1\n")
+    )
     assert [b.label for b in boxes] == ["eyebrows", "moustache"] and boxes[0].x1 == 3 and boxes[0].person is None
     with pytest.raises(ValueError, match=r":2: label 'forehead'"):
         load_annotations(write(tmp_path, "image,label,x0,y0,x1,y1\na.jpg,forehead,1,2,3,4\n"))
-    assert load_annotations(write(tmp_path, "image,label,x0,y0,x1,y1\na.jpg,forehead,1,2,3,4\n"), allow_other_labels=True)
+    assert load_annotations(
+        write(tmp_path, "image,label,x0,y0,x1,y1\na.jpg,forehead,1,2,3,4\n"), allow_other_labels=True
+    )
     with pytest.raises(ValueError, match="x1 >= x0"):
         load_annotations(write(tmp_path, "image,label,x0,y0,x1,y1\na.jpg,nose,5,2,3,4\n"))
     with pytest.raises(ValueError, match="missing column"):
@@ -54,13 +67,20 @@ def test_highlight_keeps_a_box_covering_more_than_the_top_decile():
 
 
 def test_per_person_maps_and_balanced_histogram():
-    boxes = [Box("a1", "eyes", 0, 0, 1, 1, "ann")] * 3 + [Box("a2", "nose", 2, 2, 3, 3, "ann"), Box("b1", "lips", 0, 0, 3, 3, "bob")]
+    boxes = [Box("a1", "eyes", 0, 0, 1, 1, "ann")] * 3 + [
+        Box("a2", "nose", 2, 2, 3, 3, "ann"),
+        Box("b1", "lips", 0, 0, 3, 3, "bob"),
+    ]
     heat = person_heatmaps(boxes, (4, 4))
     assert heat["ann"][0, 0] == 0.75 and heat["bob"].min() == 1.0
     relative = relative_saliency(heat)
     np.testing.assert_allclose(relative["ann"], heat["ann"] - (heat["ann"] + heat["bob"]) / 2)
     hist = label_histogram(boxes)
-    assert hist["lips"] == pytest.approx(0.5) and hist["eyes"] == pytest.approx(0.375) and hist["nose"] == pytest.approx(0.125)
+    assert (
+        hist["lips"] == pytest.approx(0.5)
+        and hist["eyes"] == pytest.approx(0.375)
+        and hist["nose"] == pytest.approx(0.125)
+    )
     assert sum(hist.values()) == pytest.approx(1.0) and set(hist) == set(LABELS)
     assert label_histogram(boxes, {"a1": 1, "a2": 2, "b1": 2})["eyes"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no person"):

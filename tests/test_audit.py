@@ -1,4 +1,5 @@
 """Run store, resumable audits, bad input, the CLI and the HTML report."""
+
 import os
 import shutil
 import signal
@@ -11,12 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from browser import chromium_dom
 
 from facesal_fast.audit.runner import Audit, cms_from_store
 from facesal_fast.audit.store import RunStore, SettingsMismatchError
 from facesal_fast.cli import main
-
-from browser import chromium_dom
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 
@@ -57,7 +57,13 @@ def _bad_folder(tmp_path: Path) -> Path:
 def test_bad_input_is_recorded_and_the_audit_goes_on(tmp_path, gender):
     audit = Audit(gender, tmp_path / "run")
     items = {item.key: item for item in audit.feed(_bad_folder(tmp_path), progress=False)}
-    assert {k for k, v in items.items() if v.status == "done"} == {"good.jpg", "gray.png", "rgba.png", "deep16.png", "huge.jpg"}
+    assert {k for k, v in items.items() if v.status == "done"} == {
+        "good.jpg",
+        "gray.png",
+        "rgba.png",
+        "deep16.png",
+        "huge.jpg",
+    }
     for name in ("corrupt.jpg", "empty.jpg", "notes.jpg", "blank.png", "tiny.png"):
         assert items[name].status == "failed" and name in items[name].error, items[name]
     assert "no face" in items["blank.png"].error.lower()
@@ -70,7 +76,10 @@ def test_audit_takes_a_torch_dataloader(gender):
 
     from facesal_fast.audit.runner import content_key
 
-    photos = [cv2.cvtColor(cv2.resize(cv2.imread(str(FACES / n)), (256, 256)), cv2.COLOR_BGR2RGB) for n in ("img1.jpg", "img20.jpg")]
+    photos = [
+        cv2.cvtColor(cv2.resize(cv2.imread(str(FACES / n)), (256, 256)), cv2.COLOR_BGR2RGB)
+        for n in ("img1.jpg", "img20.jpg")
+    ]
     tensors = torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2).float() / 255  # B x 3 x H x W in [0, 1]
     loader = DataLoader(TensorDataset(tensors, torch.tensor([0, 1])), batch_size=2)
     items = list(Audit(gender).feed(loader, progress=False))
@@ -89,6 +98,7 @@ def test_nan_scores_fail_with_a_clear_message(tmp_path):
 
 def test_resume_skips_done_images_and_refuses_other_settings(tmp_path, gender, photos):
     run = tmp_path / "run"
+
     def audit_run(inputs):
         with Audit(gender, run, settings={"model": "gender"}) as audit:  # leaving the block releases the lock
             return audit.run(inputs, progress=False)
@@ -114,8 +124,16 @@ def test_another_folder_with_a_photo_of_the_same_name_is_refused(tmp_path, gende
 
 def test_store_writes_atomically(tmp_path):
     store = RunStore(tmp_path / "run", {"a": 1})
-    store.save_done("x", "x.jpg", {"canonical": np.ones((4, 4), np.float32)}, group="g", target=0,
-                    target_name="t", base_score=0.5, seconds=0.1)
+    store.save_done(
+        "x",
+        "x.jpg",
+        {"canonical": np.ones((4, 4), np.float32)},
+        group="g",
+        target=0,
+        target_name="t",
+        base_score=0.5,
+        seconds=0.1,
+    )
     assert not list((tmp_path / "run" / "results").glob("*.tmp"))
     np.testing.assert_array_equal(store.load("x")["canonical"], 1.0)
     assert [r.key for r in store.rows("done")] == ["x"]
@@ -129,8 +147,12 @@ def test_result_files_are_plain_npz_with_exact_arrays(tmp_path):
     from facesal_fast.audit.store import npz_bytes
 
     rng = np.random.default_rng(0)
-    arrays = dict(canonical=rng.standard_normal((33, 17)).astype(np.float32), drops=np.zeros(0, np.float32),
-                  affine=rng.standard_normal((2, 3)), counts=np.arange(12, dtype=np.float32).reshape(3, 4))
+    arrays = dict(
+        canonical=rng.standard_normal((33, 17)).astype(np.float32),
+        drops=np.zeros(0, np.float32),
+        affine=rng.standard_normal((2, 3)),
+        counts=np.arange(12, dtype=np.float32).reshape(3, 4),
+    )
     path = tmp_path / "x.npz"
     path.write_bytes(npz_bytes(arrays))
     with np.load(path) as loaded:
@@ -145,8 +167,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, photos):
     whole = tmp_path / "whole"
     subprocess.run(_cli("audit", str(photos), "--out", str(whole), *common), check=True, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli("audit", str(photos), "--out", str(killed), *common),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli("audit", str(photos), "--out", str(killed), *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while time.time() < deadline:
         index = killed / "index.sqlite"
@@ -161,7 +184,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, photos):
     with sqlite3.connect(killed / "index.sqlite") as db:
         done_before = db.execute("SELECT COUNT(*) FROM images WHERE status = 'done'").fetchone()[0]
     assert 1 <= done_before < 4, "the run was not interrupted mid-way"
-    resumed = subprocess.run(_cli("audit", str(photos), "--out", str(killed), *common), check=True, capture_output=True, text=True)
+    resumed = subprocess.run(
+        _cli("audit", str(photos), "--out", str(killed), *common), check=True, capture_output=True, text=True
+    )
     assert f"{done_before} skipped" in resumed.stdout
     a, b = cms_from_store(RunStore(whole)), cms_from_store(RunStore(killed))
     np.testing.assert_array_equal(a.cms, b.cms)

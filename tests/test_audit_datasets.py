@@ -1,5 +1,6 @@
 """Audit.feed on torch Datasets and DataLoaders: keys from the items (or their pixels) that do
 not depend on batch size or order, so a run resumes; groups from the items."""
+
 import cv2
 import numpy as np
 import pytest
@@ -22,8 +23,10 @@ class Photos(Dataset):
 
     def __init__(self, as_dict: bool = True):
         self.as_dict = as_dict
-        self.images = [torch.from_numpy(cv2.resize(load_image(BUNDLED / n), (256, 256))).permute(2, 0, 1).float() / 255
-                       for n in NAMES]
+        self.images = [
+            torch.from_numpy(cv2.resize(load_image(BUNDLED / n), (256, 256))).permute(2, 0, 1).float() / 255
+            for n in NAMES
+        ]
 
     def __len__(self) -> int:
         return len(NAMES)
@@ -48,7 +51,7 @@ def _audit(scorer, out):
 def test_dataloader_resume_with_two_batch_sizes_and_orders(scorer, tmp_path):
     dataset = Photos()
     first = _audit(scorer, tmp_path / "run")
-    for n, item in enumerate(first.feed(DataLoader(dataset, batch_size=3), progress=False)):
+    for n, _ in enumerate(first.feed(DataLoader(dataset, batch_size=3), progress=False)):
         if n == 1:
             break  # killed after two images
     first.store.close()  # the run folder's lock goes with it

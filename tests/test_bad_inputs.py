@@ -7,6 +7,7 @@ tests misuse that run (edited groups, another folder, a second audit at once, co
 files, a photo replaced afterwards, a full disk) and check each gives a one-line message
 naming the file or option, exit code 2, and leaves the run as it was.
 """
+
 import contextlib
 import errno
 import io
@@ -20,24 +21,38 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from photos import BUNDLED
 from PIL import Image
 
 from facesal_fast.audit.groups import groups_digest, match_groups, read_groups_csv
 from facesal_fast.audit.runner import list_images
 from facesal_fast.audit.store import RunLockedError, RunStore, SettingsMismatchError, storable
 from facesal_fast.cli import main
-from photos import BUNDLED
 
 FAST = ["--backend", "onnx", "--mode", "grid", "--grid-step", "8", "--stride", "16"]
 NON_UTF8 = os.fsdecode(b"bad\xffname.jpg")
 #: file -> expected status; every failure's message must name the file (and say why).
 EXPECTED = {
-    "gif.gif": "done", "deep16.png": "done", "cmyk.jpg": "done", "rgba.png": "done", "exif-rotated.jpg": "done",
-    "<img src=x onerror=alert(1)>.jpg": "done", NON_UTF8: "done",
-    "zero.jpg": "failed", "truncated.jpg": "failed", "text.jpg": "failed", "bomb.png": "failed", "broken-link.jpg": "failed",
+    "gif.gif": "done",
+    "deep16.png": "done",
+    "cmyk.jpg": "done",
+    "rgba.png": "done",
+    "exif-rotated.jpg": "done",
+    "<img src=x onerror=alert(1)>.jpg": "done",
+    NON_UTF8: "done",
+    "zero.jpg": "failed",
+    "truncated.jpg": "failed",
+    "text.jpg": "failed",
+    "bomb.png": "failed",
+    "broken-link.jpg": "failed",
 }
-WHY = {"zero.jpg": "cannot read", "truncated.jpg": "cannot read", "text.jpg": "cannot read", "bomb.png": "pixel",
-       "broken-link.jpg": "broken symbolic link"}
+WHY = {
+    "zero.jpg": "cannot read",
+    "truncated.jpg": "cannot read",
+    "text.jpg": "cannot read",
+    "bomb.png": "pixel",
+    "broken-link.jpg": "broken symbolic link",
+}
 
 
 def _face(name: str = "img1.jpg", side: int = 320) -> Image.Image:
@@ -48,10 +63,14 @@ def _face(name: str = "img1.jpg", side: int = 320) -> Image.Image:
 
 def _bomb_png(path: Path, side: int = 40000) -> None:
     """A PNG whose header claims ``side x side`` pixels (1.6e9): a decompression bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _build_bad_folder(folder: Path) -> None:
@@ -101,7 +120,9 @@ def _audit_again(folder: Path, run: Path, *extra: str) -> tuple[int, str, str]:
 
 
 def _one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("facesal: ") and not line.startswith("facesal: warning:")]
+    lines = [
+        line for line in err.splitlines() if line.startswith("facesal: ") and not line.startswith("facesal: warning:")
+    ]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -274,8 +295,16 @@ def test_missing_run_is_not_created(tmp_path):
 
 def test_store_keeps_non_utf8_keys(tmp_path):
     store = RunStore(tmp_path / "run", {"a": 1})
-    store.save_done(NON_UTF8, NON_UTF8, {"canonical": np.ones((2, 2), np.float32)}, group=NON_UTF8, target=0,
-                    target_name=None, base_score=0.5, seconds=0.1)
+    store.save_done(
+        NON_UTF8,
+        NON_UTF8,
+        {"canonical": np.ones((2, 2), np.float32)},
+        group=NON_UTF8,
+        target=0,
+        target_name=None,
+        base_score=0.5,
+        seconds=0.1,
+    )
     store.save_failed("x" + NON_UTF8, "x" + NON_UTF8, f"{NON_UTF8}: no face found")
     assert store.status(NON_UTF8) == "done" and store.status("x" + NON_UTF8) == "failed"
     assert store.rows("failed")[0].error == "bad\\xffname.jpg: no face found"
@@ -291,14 +320,23 @@ def test_settings_mismatch_names_old_and_new_values(tmp_path):
 
 def test_a_done_image_whose_result_file_is_gone_is_redone(tmp_path):
     store = RunStore(tmp_path / "run", {"a": 1})
-    store.save_done("k", "k.jpg", {"canonical": np.ones((2, 2), np.float32)}, group=None, target=0,
-                    target_name=None, base_score=0.5, seconds=0.1)
+    store.save_done(
+        "k",
+        "k.jpg",
+        {"canonical": np.ones((2, 2), np.float32)},
+        group=None,
+        target=0,
+        target_name=None,
+        base_score=0.5,
+        seconds=0.1,
+    )
     store.result_path("k").unlink()
     assert store.status("k") is None
     store.close()
 
 
 # ----------------------------------------------------------------------------- groups CSV
+
 
 def _csv(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "groups.csv"
@@ -311,16 +349,19 @@ def test_groups_csv_with_a_byte_order_mark_is_read(tmp_path):
     assert read_groups_csv(path) == {"a.jpg": "x", "b.jpg": "y"}
 
 
-@pytest.mark.parametrize("data, message", [
-    ("image,group\na.jpg,x\nb.jpg,\n".encode(), "line 3: empty group for 'b.jpg'"),
-    ("image,group\na.jpg,x\nb.jpg\n".encode(), "line 3: 1 column(s)"),
-    ("image,group\n,x\n".encode(), "line 2: empty image name"),
-    ("image,group\na.jpg,x\na.jpg,y\n".encode(), "line 3: 'a.jpg' is given group 'y' here and 'x' before"),
-    ("image,group\n".encode(), "a header but no photo lines"),
-    (b"", "empty file"),
-    ("file,label\na.jpg,x\n".encode(), "line 1: the header must name the columns image,group, found file,label"),
-    ("image,group\nJos\u00e9.jpg,x\n".encode("latin-1"), "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("image,group\na.jpg,x\nb.jpg,\n".encode(), "line 3: empty group for 'b.jpg'"),
+        ("image,group\na.jpg,x\nb.jpg\n".encode(), "line 3: 1 column(s)"),
+        ("image,group\n,x\n".encode(), "line 2: empty image name"),
+        ("image,group\na.jpg,x\na.jpg,y\n".encode(), "line 3: 'a.jpg' is given group 'y' here and 'x' before"),
+        ("image,group\n".encode(), "a header but no photo lines"),
+        (b"", "empty file"),
+        ("file,label\na.jpg,x\n".encode(), "line 1: the header must name the columns image,group, found file,label"),
+        ("image,group\nJos\u00e9.jpg,x\n".encode("latin-1"), "not UTF-8 text"),
+    ],
+)
 def test_bad_groups_csv_is_refused_naming_file_and_line(tmp_path, data, message):
     path = _csv(tmp_path, data)
     with pytest.raises(ValueError) as info:
@@ -357,15 +398,18 @@ def test_index_rows_survive_sqlite_reopen(tmp_path):
         assert db.execute("SELECT key FROM images").fetchone()[0] == "bad\\xffname.jpg"
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"patch": 500}, "patch 500 is larger than the model input 64 x 64"),
-    ({"patch": 0}, "patch must be a positive integer"),
-    ({"mode": "fast"}, "mode must be one of"),
-    ({"stride": -1}, "stride must be a positive integer"),
-    ({"fill": "grey"}, "fill must be 'black', 'mean', 'blur'"),
-    ({"quality": "best"}, "quality must be one of"),
-    ({"pach": 4}, "unknown CIS option(s) ['pach']"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"patch": 500}, "patch 500 is larger than the model input 64 x 64"),
+        ({"patch": 0}, "patch must be a positive integer"),
+        ({"mode": "fast"}, "mode must be one of"),
+        ({"stride": -1}, "stride must be a positive integer"),
+        ({"fill": "grey"}, "fill must be 'black', 'mean', 'blur'"),
+        ({"quality": "best"}, "quality must be one of"),
+        ({"pach": 4}, "unknown CIS option(s) ['pach']"),
+    ],
+)
 def test_audit_refuses_bad_options_before_any_image_or_file(tmp_path, options, message):
     """Once, at construction (not per image after its alignment), and before run.json."""
     from types import SimpleNamespace

@@ -1,6 +1,7 @@
 """The ``facesal`` command's habits (issue 18): version, ``python -m``, help with defaults and
 examples without importing torch, one exit-code convention (0 done, 1 nothing succeeded,
 2 usage error) with a one-line message and no traceback unless ``--debug``."""
+
 import argparse
 import shutil
 import subprocess
@@ -16,8 +17,9 @@ COMMANDS = ("audit", "report", "demo", "evaluate", "bench")
 
 
 def _facesal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facesal_fast", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "facesal_fast", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _message(proc: subprocess.CompletedProcess) -> str:
@@ -37,8 +39,10 @@ def test_version_from_the_script_and_python_m():
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from facesal_fast.cli import _parser; p = _parser(); p.format_help(); "
-            "print(sorted(m for m in ('torch', 'cv2', 'mediapipe') if m in sys.modules))")
+    code = (
+        "import sys; from facesal_fast.cli import _parser; p = _parser(); p.format_help(); "
+        "print(sorted(m for m in ('torch', 'cv2', 'mediapipe') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
     help_proc = _facesal("--help")
@@ -94,13 +98,16 @@ def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, capsys)
     monkeypatch.setitem(sys.modules, "captum.attr", None)
     monkeypatch.setattr(facesal_fast.evaluate, "run_cli", without_captum)
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "run")]) == EXIT_USAGE
-    assert "pip install \"facesal_fast[methods]\"" in capsys.readouterr().err
+    assert 'pip install "facesal_fast[methods]"' in capsys.readouterr().err
 
 
 def test_error_message_keeps_tracebacks_for_bugs():
     assert cli.error_message(ValueError("x.csv line 3: empty group")) == "x.csv line 3: empty group"
-    assert cli.error_message(ModuleNotFoundError("No module named 'ray'", name="ray")).endswith('pip install "facesal_fast[ray]"')
+    assert cli.error_message(ModuleNotFoundError("No module named 'ray'", name="ray")).endswith(
+        'pip install "facesal_fast[ray]"'
+    )
     assert cli.error_message(OSError(28, "No space left on device", "runs/x/results/a.npz")).startswith(
-        "runs/x/results/a.npz: No space left on device; free some space")
+        "runs/x/results/a.npz: No space left on device; free some space"
+    )
     assert cli.error_message(ModuleNotFoundError("No module named 'torch'", name="torch")) is None
     assert cli.error_message(RuntimeError("a bug")) is None

@@ -1,13 +1,13 @@
 """Conventions that follow the papers (issue 23): odd default patches and the window rule,
 Guided Backprop / eq. 1 from P(y), the fixed-image variant of eq. 7."""
+
 import numpy as np
 import pytest
 import torch
+from photos import BUNDLED
 
 from facesal_fast import ops
 from facesal_fast.saliency.cis import default_patch, odd_patch
-
-from photos import BUNDLED
 
 
 def test_default_patch_is_the_nearest_odd_size_to_15_px_at_224():
@@ -65,7 +65,7 @@ def test_guided_backprop_from_the_probability_on_a_bundled_model(fer_input):
     assert (a & b).sum() / (a | b).sum() < 0.99  # 7 classes: the two starting points give other maps
     other = (target + 1) % 7
     diff = saliency_difference(model, x, target, other, output="probability")
-    ref = (guided_gradient(softmax_model, x, target).clamp(min=0) - guided_gradient(softmax_model, x, other).clamp(min=0))
+    ref = guided_gradient(softmax_model, x, target).clamp(min=0) - guided_gradient(softmax_model, x, other).clamp(min=0)
     np.testing.assert_allclose(diff, ref[0].clamp(min=0).amax(0).numpy(), rtol=1e-4, atol=1e-9)
     with pytest.raises(ValueError, match="output"):
         guided_backprop(model, x, target, "softmax")

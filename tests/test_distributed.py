@@ -1,4 +1,5 @@
 """Audits on Ray (a local 2-CPU Ray, real photos): a killed worker, equality with one process, resume, the CLI."""
+
 import os
 import shutil
 import signal
@@ -89,8 +90,19 @@ def test_killed_worker_is_retried_and_finished_images_are_not_recomputed(tmp_pat
             os.kill(pid, signal.SIGKILL)  # it is computing its second image now
             killed.append(pid)
 
-    result = cms_ray(photos, run, "gender", backend="onnx", target=None, groups="predicted", settings=SETTINGS,
-                     in_flight=2, on_item=kill_the_first_worker_that_finishes, progress=False, **CIS_OPTIONS)
+    result = cms_ray(
+        photos,
+        run,
+        "gender",
+        backend="onnx",
+        target=None,
+        groups="predicted",
+        settings=SETTINGS,
+        in_flight=2,
+        on_item=kill_the_first_worker_that_finishes,
+        progress=False,
+        **CIS_OPTIONS,
+    )
     assert result.workers == 2 and result.summary == {"done": 4, "failed": 0, "skipped": 0}
     keys = [key for key, _ in seen]
     assert sorted(keys) == sorted(NAMES), "every image committed exactly once"
@@ -109,8 +121,24 @@ def test_cli_ray_resumes_a_single_process_run(tmp_path, photos, local_ray, refer
     with sqlite3.connect(run / "index.sqlite") as db:
         db.execute("DELETE FROM images WHERE key = ?", ("img5.jpg",))
     before = _mtimes(run)
-    assert main(["audit", str(photos), "--out", str(run), "--model", "gender", "--backend", "onnx",
-                 "--groups", "predicted", "--ray"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                str(photos),
+                "--out",
+                str(run),
+                "--model",
+                "gender",
+                "--backend",
+                "onnx",
+                "--groups",
+                "predicted",
+                "--ray",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "1 done, 0 failed, 3 skipped" in out and "2 Ray workers" in out
     assert {k: t for k, t in _mtimes(run).items() if k != "img5.jpg"} == before, "a finished image was recomputed"

@@ -1,4 +1,5 @@
 """The PyTorch port of dlib's face-recognition ResNet against dlib itself, and the chip alignment."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from photos import FACES, photo
 
 from facesal_fast.models.dlib_resnet import (
     CHIP_PADDING,
@@ -23,8 +25,9 @@ from facesal_fast.models.dlib_resnet import (
     normalize_chips,
 )
 
-from photos import FACES, photo
-HAVE_DLIB = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+HAVE_DLIB = (
+    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+)
 needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="dlib reference not installed: pip install 'facesal_fast[dlib]'")
 needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"face photos not found at {FACES}")
 
@@ -62,7 +65,10 @@ def test_converter_reproduces_shipped_weights(tmp_path: Path) -> None:
 
     out = tmp_path / "w.npz"
     assert conv.main([str(conv.default_dat_path()), str(out)]) == 0
-    fresh, shipped = np.load(out), np.load(Path(__file__).resolve().parents[1] / "facesal_fast/models/weights/dlib_face_recognition_resnet.npz")
+    fresh, shipped = (
+        np.load(out),
+        np.load(Path(__file__).resolve().parents[1] / "facesal_fast/models/weights/dlib_face_recognition_resnet.npz"),
+    )
     assert sorted(fresh.files) == sorted(shipped.files)
     for key in fresh.files:
         np.testing.assert_array_equal(fresh[key], shipped[key], err_msg=key)

@@ -1,4 +1,5 @@
 """Eq. 7 / eq. 8 confidences on hand-made embeddings, pair occlusion, tau calibration."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,11 +28,16 @@ def test_identification_picks_closest_gallery_image_of_true_identity() -> None:
     conf = identification_confidence(gallery, labels, "ann")
     queries = torch.tensor([_unit(5), _unit(-50), _unit(80)]) * 3.0
     # ann's gallery images sit at 0 and -60 degrees: closest of the two, whatever the norms.
-    expected = torch.tensor([np.cos(np.radians(5)), np.cos(np.radians(10)), np.cos(np.radians(80))], dtype=torch.float32)
+    expected = torch.tensor(
+        [np.cos(np.radians(5)), np.cos(np.radians(10)), np.cos(np.radians(80))], dtype=torch.float32
+    )
     torch.testing.assert_close(conf(queries), expected)
     # bob at 90 and 10 degrees; labels as a numpy array work too.
     conf_bob = identification_confidence(gallery.numpy(), np.array(labels), "bob")
-    torch.testing.assert_close(conf_bob(queries), torch.tensor([np.cos(np.radians(5)), np.cos(np.radians(60)), np.cos(np.radians(10))], dtype=torch.float32))
+    torch.testing.assert_close(
+        conf_bob(queries),
+        torch.tensor([np.cos(np.radians(5)), np.cos(np.radians(60)), np.cos(np.radians(10))], dtype=torch.float32),
+    )
 
 
 def test_identification_rejects_unknown_identity_and_bad_shapes() -> None:
@@ -103,8 +109,12 @@ def test_verification_pair_scores_occlude_same_region_in_both() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # A centre off the chip occludes nothing: the intact pair's score.
     with torch.no_grad():
-        intact = verification_score(model(torch.as_tensor(occlude_batch(chip1, centers[3:], 1, "black", **norm))),
-                                    model(torch.as_tensor(occlude_batch(chip2, centers[3:], 1, "black", **norm))), -1, 0.3)
+        intact = verification_score(
+            model(torch.as_tensor(occlude_batch(chip1, centers[3:], 1, "black", **norm))),
+            model(torch.as_tensor(occlude_batch(chip2, centers[3:], 1, "black", **norm))),
+            -1,
+            0.3,
+        )
     torch.testing.assert_close(got[3:], intact, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError):
         verification_pair_scores(model, chip1, chip2[:20], centers, 5, 1, 0.3)

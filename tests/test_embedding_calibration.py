@@ -3,6 +3,7 @@
 Chips come from dlib's detector + 5-point landmarks (CC0) and our own ``chip_affine`` /
 ``extract_chip``; embeddings are computed once per module.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from photos import FACES
 
 from facesal_fast.models.dlib_resnet import (
     DLIB_INPUT_STD,
@@ -24,8 +26,9 @@ from facesal_fast.models.dlib_resnet import (
 )
 from facesal_fast.scoring.embedding import calibrate_tau, verification_pair_scores, verification_score
 
-from photos import FACES
-HAVE_DLIB = importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+HAVE_DLIB = (
+    importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+)
 pytestmark = [
     pytest.mark.skipif(not HAVE_DLIB, reason="landmarks need dlib: pip install 'facesal_fast[dlib]'"),
     pytest.mark.skipif(not (FACES / "master.csv").is_file(), reason=f"{FACES}/master.csv not found"),
@@ -105,8 +108,16 @@ def test_pair_occlusion_of_the_face_moves_eq8_more_than_the_background(
     face = np.array([[48, 50], [101, 50], [75, 50], [75, 75], [75, 105]], dtype=np.float32)
     corners = np.array([[2, 2], [148, 148]], dtype=np.float32)
     scores = verification_pair_scores(
-        model, chips[a], chips[b], np.concatenate([face, corners]), 40, 1, tau,
-        mean=DLIB_MEAN_RGB, std=DLIB_INPUT_STD, scale=1.0,
+        model,
+        chips[a],
+        chips[b],
+        np.concatenate([face, corners]),
+        40,
+        1,
+        tau,
+        mean=DLIB_MEAN_RGB,
+        std=DLIB_INPUT_STD,
+        scale=1.0,
     ).numpy()
     assert base > 0
     change = np.abs(scores - base)

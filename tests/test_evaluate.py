@@ -1,5 +1,6 @@
 """facesal evaluate: scoring in the model geometry, the randomisation check on a real model,
 and the command end to end on two bundled photos."""
+
 import json
 from importlib import resources
 from pathlib import Path
@@ -76,12 +77,37 @@ def test_evaluate_command_end_to_end(tmp_path):
         (photos / name).write_bytes((DEMO / name).read_bytes())
     (photos / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "run"
-    rc = main(["evaluate", str(photos), "--model", "gender", "--methods", "cms,cis,gradcam,gb", "--out", str(out),
-               "--steps", "4", "--ablation-images", "0", "--sanity-images", "0"])
+    rc = main(
+        [
+            "evaluate",
+            str(photos),
+            "--model",
+            "gender",
+            "--methods",
+            "cms,cis,gradcam,gb",
+            "--out",
+            str(out),
+            "--steps",
+            "4",
+            "--ablation-images",
+            "0",
+            "--sanity-images",
+            "0",
+        ]
+    )
     assert rc == 0
     ev = out / "evaluate"
-    for name in ("faithfulness.csv", "faithfulness.md", "deletion_insertion.csv", "cms_convergence.csv",
-                 "cms_split_half.csv", "examples.png", "deletion.png", "evaluate.html", "summary.json"):
+    for name in (
+        "faithfulness.csv",
+        "faithfulness.md",
+        "deletion_insertion.csv",
+        "cms_convergence.csv",
+        "cms_split_half.csv",
+        "examples.png",
+        "deletion.png",
+        "evaluate.html",
+        "summary.json",
+    ):
         assert (ev / name).is_file(), name
     summary = json.loads((ev / "summary.json").read_text())
     assert summary["images"] == 2 and [f["image"] for f in summary["failed"]] == ["broken.jpg"]
@@ -90,7 +116,12 @@ def test_evaluate_command_end_to_end(tmp_path):
     page = (ev / "evaluate.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "Average Drop" in page
     cfg = summary["config"]  # the papers' conventions by default, and the page says so
-    assert (cfg["ties"], cfg["deletion_fill"], cfg["insertion_blur"], cfg["gb_output"]) == ("random", "grey", "rise", "probability")
+    assert (cfg["ties"], cfg["deletion_fill"], cfg["insertion_blur"], cfg["gb_output"]) == (
+        "random",
+        "grey",
+        "rise",
+        "probability",
+    )
     assert "random tie order" in summary["conventions"] and "mean grey" in page and "GB from probability" in page
     assert not [p for p in out.iterdir() if p.name.startswith(".evaluate")]  # no temporary folder left
     assert main(["evaluate", str(photos), "--out", str(out), "--methods", "nope"]) == 2
@@ -145,8 +176,13 @@ def test_every_method_enters_through_its_positive_part(gender, item, tmp_path):
     signed = _classic_map("lrp", module, _tensor(item, scorer), item.target, scorer)
     assert signed.min() < 0 < signed.max()  # no LRP-only clipping: equal_mass takes every map's positive part
     np.testing.assert_allclose(normalised_zero(scorer), [127.5])  # (127.5 / 255 - 0.5) / 0.5 = 0: RISE's grey
-    for bad in ({"ties": "first"}, {"deletion_fill": "white"}, {"insertion_blur": "box"}, {"gb_output": "x"},
-                {"tie_draws": 0}):
+    for bad in (
+        {"ties": "first"},
+        {"deletion_fill": "white"},
+        {"insertion_blur": "box"},
+        {"gb_output": "x"},
+        {"tie_draws": 0},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             evaluate([DEMO / "img1.jpg"], tmp_path / "bad", EvalConfig(**bad), scorer=scorer, module=module)
 

@@ -1,4 +1,5 @@
 """docs/from-captum.md runs: every python block, in order, in one namespace."""
+
 import re
 from pathlib import Path
 
@@ -16,7 +17,13 @@ def _blocks() -> list[str]:
 
 def test_the_page_has_the_three_ways():
     text = "\n".join(_blocks())
-    for needle in ("Occlusion(model).attribute", "GradCAM(", "fs.CanonicalOcclusion(", "infidelity(", "sensitivity_max("):
+    for needle in (
+        "Occlusion(model).attribute",
+        "GradCAM(",
+        "fs.CanonicalOcclusion(",
+        "infidelity(",
+        "sensitivity_max(",
+    ):
         assert needle in text
 
 

@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py cannot rot: its dry run (the GPU plan on the CPU, device steps at
 smoke size) runs here. The orchestration (a process per step, time limits, JSON and
 Markdown) runs end to end for two steps; every step's own code runs in this process."""
+
 import importlib.util
 import json
 import subprocess
@@ -21,8 +22,12 @@ def _module():
 
 
 def test_dry_run_writes_the_report_and_never_fails_as_a_whole(tmp_path):
-    run = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--only", "build", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--only", "build", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     status = {step["step"]: step["status"] for step in report["steps"]}
@@ -30,7 +35,10 @@ def test_dry_run_writes_the_report_and_never_fails_as_a_whole(tmp_path):
     assert status["build"] == "dry-run", report
     assert {status[s] for s in ("cuda_tests", "kernels", "scoring", "captum", "audit")} == {"skipped"}
     build = report["steps"][0]
-    assert build["build"] == "not repeated (--dry-run)" and build["versions"]["extension_built_with_cuda"] in (True, False)
+    assert build["build"] == "not repeated (--dry-run)" and build["versions"]["extension_built_with_cuda"] in (
+        True,
+        False,
+    )
     section = (tmp_path / "gpu_check.md").read_text()
     assert "DRY RUN on the CPU" in section and "| build (build, nvidia-smi and versions) | dry-run |" in section
     assert "| kernels (native kernels against torch on the device) | skipped |" in section

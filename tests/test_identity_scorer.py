@@ -4,6 +4,7 @@ registry entry, identification CIS through ``facesal_fast.cis`` and verification
 Real photos (bundled demo faces; deepface-unit's master.csv pairs when FACESAL_TEST_PHOTOS names
 that set), the real dlib ResNet port; strides keep each CIS to ~100 occlusions on 2 CPU cores.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from photos import FACES as PHOTOS  # noqa: E402
 
 import facesal_fast as fs
 from facesal_fast import models
@@ -31,7 +33,7 @@ from facesal_fast.scoring.embedding import (
 from facesal_fast.scoring.geometry import DLIB5_FROM_MEDIAPIPE, five_points
 
 DEMO = Path(fs.__file__).resolve().parent / "data" / "demo_faces"
-from photos import FACES as PHOTOS
+
 STRIDE, PATCH = 500, 20  # ~70 points of ~36k, 20 px windows on the 150 px chip
 
 

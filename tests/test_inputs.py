@@ -1,5 +1,6 @@
 """Inputs of the public API: value ranges of array images, torch tensors and batches in,
 tensors out, face choice, scorer output and normalisation checks, reprs."""
+
 import logging
 import os
 import re
@@ -40,7 +41,9 @@ def face(image):
 
 def _tiny_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -157,10 +160,16 @@ def test_cis_on_a_batch_gives_one_result_per_photo(image, scorer):
         fs.cis([image, image], scorer, face=default_aligner()(image), **FAST)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (torch.zeros(2, 3, 4, 5, 6), "C x H x W"), (torch.zeros(4, 20, 20), "C = 1 or 3"),
-    (torch.full((3, 20, 20), 255.0), r"\[0, 1\]"), ([], "empty list"), (3.5, "path, an H x W x 3 array"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.zeros(2, 3, 4, 5, 6), "C x H x W"),
+        (torch.zeros(4, 20, 20), "C = 1 or 3"),
+        (torch.full((3, 20, 20), 255.0), r"\[0, 1\]"),
+        ([], "empty list"),
+        (3.5, "path, an H x W x 3 array"),
+    ],
+)
 def test_bad_tensor_or_batch_is_a_clear_value_error(scorer, bad, match):
     with pytest.raises(ValueError, match=match):
         fs.cis(bad, scorer)
@@ -212,7 +221,7 @@ _ALIGN_SCRIPT = f"""
 import sys
 from facesal_fast.align import Aligner
 aligner = Aligner()
-aligner({str(BUNDLED / 'couple.jpg')!r}, all_faces=True)
+aligner({str(BUNDLED / "couple.jpg")!r}, all_faces=True)
 aligner({str(PHOTO)!r})
 print("stderr still works", file=sys.stderr)
 """
@@ -250,7 +259,9 @@ def test_whole_photo_crop_warns_once_when_the_face_is_small(image, face):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         whole.prepare(wide, face)  # once per scorer
-        Scorer.from_torch(_tiny_net(), 32, backend="torch", crop="none").prepare(image[100:400, 50:350], (60, 60, 240, 240))
+        Scorer.from_torch(_tiny_net(), 32, backend="torch", crop="none").prepare(
+            image[100:400, 50:350], (60, 60, 240, 240)
+        )
 
 
 def test_slow_occlusion_shows_progress_and_fast_does_not(capsys):
@@ -294,7 +305,9 @@ def test_incremental_occlusion_has_the_progress_bar_too(monkeypatch, capsys):
     from facesal_fast.speed import incremental
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     scorer = incremental.IncrementalScorer(Scorer.from_torch(net, 16, backend="torch"))
     centres = np.stack(np.meshgrid(np.arange(16.0), np.arange(16.0)), -1).reshape(-1, 2)
     scorer.score_occluded(np.zeros((16, 16, 3), np.uint8), centres, 3, target=0, batch_size=64)
@@ -337,7 +350,7 @@ def test_canonical_occlusion_refuses_what_it_cannot_use(scorer, image):
     with pytest.raises(ValueError, match="2 entries for 1 inputs"):
         fs.CanonicalOcclusion(scorer).attribute(photo[None], target=[0, 1])
     with pytest.raises(ValueError, match="no attribution yet"):
-        fs.CanonicalOcclusion(scorer).canonical
+        _ = fs.CanonicalOcclusion(scorer).canonical
     assert fs.CanonicalOcclusion(_tiny_net(), 32, backend="torch").scorer.crop == "auto"
 
 

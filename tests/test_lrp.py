@@ -1,8 +1,11 @@
 """LRP on the bundled models: graph canonization and relevance conservation on real photos."""
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from photos import photo
+from test_models import KNOWN, _rgb
 from zennit.canonizers import SequentialMergeBatchNorm
 
 from facesal_fast import ops
@@ -10,9 +13,6 @@ from facesal_fast.methods import RelevanceNotConservedError, check_conservation,
 from facesal_fast.methods.canonizers import ResidualSum, canonize, input_layers
 from facesal_fast.methods.lrp import SignSplit, lrp_composite
 from facesal_fast.models import MODELS, load, load_module
-
-from photos import photo
-from test_models import KNOWN, _rgb
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 PHOTOS = ("img1.jpg", "img17.jpg")  # a woman and a man, both in the bundled photos
@@ -132,7 +132,7 @@ def test_sign_split_conserves_at_one_signed_and_empty_neurons():
     assert float(relevance.sum()) == pytest.approx(4.0, rel=1e-6)
     np.testing.assert_allclose(relevance[0], [1 / 3 + 1 / 4 + 2 + 3 / 7, 2 / 3 + 3 / 4 - 1 + 4 / 7, 0.0], rtol=1e-6)
     empty = one_layer_relevance(weight, torch.zeros(1, 3), 2.0, 1.0)  # every input zero: w^2 rule
-    np.testing.assert_allclose(empty[0], (weight ** 2 / (weight ** 2).sum(1, keepdim=True)).sum(0), rtol=1e-6)
+    np.testing.assert_allclose(empty[0], (weight**2 / (weight**2).sum(1, keepdim=True)).sum(0), rtol=1e-6)
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         SignSplit(2.0, 2.0)
 

@@ -1,4 +1,5 @@
 """Classic saliency methods against reference implementations, and their properties."""
+
 import numpy as np
 import pytest
 import torch
@@ -16,8 +17,20 @@ from zennit.types import Activation, AvgPool, Convolution, Linear
 
 from facesal_fast import ops
 from facesal_fast.methods import (
-    METHODS, RelevanceNotConservedError, check_conservation, explain, gradcam, gradcam_plus_plus, guided_backprop,
-    guided_gradient, lrp, lrp_relevance, occlusion, saliency_difference, scorecam, skin_colour,
+    METHODS,
+    RelevanceNotConservedError,
+    check_conservation,
+    explain,
+    gradcam,
+    gradcam_plus_plus,
+    guided_backprop,
+    guided_gradient,
+    lrp,
+    lrp_relevance,
+    occlusion,
+    saliency_difference,
+    scorecam,
+    skin_colour,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -26,8 +39,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def small_net(seed: int = 0, classes: int = 4) -> nn.Sequential:
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, classes),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(128, classes),
     )
     bn = net[1]
     bn.running_mean.uniform_(-0.5, 0.5)
@@ -284,7 +304,9 @@ def test_occlusion_matches_the_per_patch_loop(image64):
 def test_occlusion_uses_one_batched_occlude_call(image64, monkeypatch):
     calls = []
     real = ops.occlude_batch
-    monkeypatch.setattr(ops, "occlude_batch", lambda img, centers, *a, **k: calls.append(len(centers)) or real(img, centers, *a, **k))
+    monkeypatch.setattr(
+        ops, "occlude_batch", lambda img, centers, *a, **k: calls.append(len(centers)) or real(img, centers, *a, **k)
+    )
     occlusion(small_net(), image64, 0, patch=8, stride=4)
     assert sorted(calls) == [1, 256]  # the unoccluded input, then all 16 x 16 centres at once
 

@@ -1,4 +1,5 @@
 """Top-k masks, group heatmaps, relative saliency and R² by class."""
+
 import numpy as np
 import pytest
 
@@ -47,7 +48,9 @@ def test_r2_by_class():
     exact = centres[labels]
     assert r2_by_class(exact, labels) == pytest.approx(1.0)
     noisy = exact + 0.1 * rng.standard_normal(exact.shape)
-    within = sum(((noisy[i] - noisy[[j for j in range(9) if labels[j] == labels[i]]].mean(0)) ** 2).sum() for i in range(9))
+    within = sum(
+        ((noisy[i] - noisy[[j for j in range(9) if labels[j] == labels[i]]].mean(0)) ** 2).sum() for i in range(9)
+    )
     total = ((noisy - noisy.mean(0)) ** 2).sum()
     assert r2_by_class(noisy, labels) == pytest.approx(1 - within / total)
     assert 0.5 < r2_by_class(noisy, labels) < 1

@@ -1,12 +1,29 @@
 """facesal_fast.metrics against hand-computed values on tiny arrays."""
+
 import numpy as np
 import pytest
 import torch
 
 from facesal_fast.metrics import (
-    average_drop, cascading_randomization, convergence_curve, curve_auc, deletion_curve, equal_mass,
-    explanation_image, faithfulness_table, increase_in_confidence, insertion_curve, minmax, perturbation_batch,
-    randomizable_layers, rise_blur, saliency_rank, spearman, split_half, ssim, win_percent,
+    average_drop,
+    cascading_randomization,
+    convergence_curve,
+    curve_auc,
+    deletion_curve,
+    equal_mass,
+    explanation_image,
+    faithfulness_table,
+    increase_in_confidence,
+    insertion_curve,
+    minmax,
+    perturbation_batch,
+    randomizable_layers,
+    rise_blur,
+    saliency_rank,
+    spearman,
+    split_half,
+    ssim,
+    win_percent,
 )
 from facesal_fast.metrics.similarity import ssim_map
 
@@ -107,7 +124,7 @@ def test_ssim_matches_explicit_gaussian_window():
     w = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 1.5**2))
     w /= w.sum()
     i = j = 7
-    pa, pb = a[i - 5:i + 6, j - 5:j + 6], b[i - 5:i + 6, j - 5:j + 6]
+    pa, pb = a[i - 5 : i + 6, j - 5 : j + 6], b[i - 5 : i + 6, j - 5 : j + 6]
     ma, mb = (w * pa).sum(), (w * pb).sum()
     va, vb = (w * pa * pa).sum() - ma**2, (w * pb * pb).sum() - mb**2
     cov = (w * pa * pb).sum() - ma * mb
@@ -132,10 +149,12 @@ def test_stability_hand_values():
 
 def _region_model(region: np.ndarray):
     """Synthetic 2-class 'model': the logit of class 1 is the mean brightness of ``region``."""
+
     def score(batch: np.ndarray) -> np.ndarray:
         b = np.asarray(batch, np.float64).reshape(len(batch), *region.shape)
         z = 10 * (b[:, region].mean(axis=1) / 255 - 0.3)
         return 1 / (1 + np.exp(-z))  # softmax of [0, z] for class 1
+
     return score
 
 
@@ -147,8 +166,10 @@ def test_heatmap_on_the_sensitive_pixels_beats_a_random_one():
     images = [rng.integers(120, 256, (16, 16)).astype(np.float64) for _ in range(10)]
     base = [score(im[None])[0] for im in images]
     s = 0.1 * 256
-    good = [score(explanation_image(im, equal_mass(region.astype(float) + 0.01 * rng.random((16, 16)), s))[None])[0]
-            for im in images]
+    good = [
+        score(explanation_image(im, equal_mass(region.astype(float) + 0.01 * rng.random((16, 16)), s))[None])[0]
+        for im in images
+    ]
     rand = [score(explanation_image(im, equal_mass(rng.random((16, 16)), s))[None])[0] for im in images]
     assert average_drop(base, good) > average_drop(base, rand) + 20
     assert win_percent({"good": good, "random": rand})["good"] == 100.0
@@ -163,8 +184,12 @@ def test_heatmap_on_the_sensitive_pixels_beats_a_random_one():
 def test_cascading_randomization_on_a_small_cnn():
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 2),
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 2),
     )
     layers = randomizable_layers(model)
     assert [name for name, _ in layers] == ["5", "2", "0"]  # output layer first
@@ -246,12 +271,14 @@ def test_rise_substrates_match_the_reference_in_the_normalised_tensor():
     np.testing.assert_allclose(mine, ref, atol=2e-5)
     # deletion ends at the normalised zero (mean grey); insertion starts from the blur
     seen = []
-    fr, curve, _ = deletion_curve(lambda b: seen.append(b.copy()) or np.zeros(len(b)), image, rng.random((20, 24)),
-                                  steps=4, baseline=grey)
+    fr, curve, _ = deletion_curve(
+        lambda b: seen.append(b.copy()) or np.zeros(len(b)), image, rng.random((20, 24)), steps=4, baseline=grey
+    )
     np.testing.assert_allclose(seen[0][-1], np.broadcast_to(grey, image.shape))
     seen.clear()
-    insertion_curve(lambda b: seen.append(b.copy()) or np.zeros(len(b)), image, rng.random((20, 24)), steps=4,
-                    baseline=grey)
+    insertion_curve(
+        lambda b: seen.append(b.copy()) or np.zeros(len(b)), image, rng.random((20, 24)), steps=4, baseline=grey
+    )
     np.testing.assert_allclose(seen[0][0], rise_blur(image, grey))
     with pytest.raises(ValueError, match="blur"):
         insertion_curve(lambda b: np.zeros(len(b)), image, rng.random((20, 24)), blur="box")

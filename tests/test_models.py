@@ -1,15 +1,16 @@
 """Bundled models: registry, preprocessing, and predictions on real photos."""
+
 import os
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from photos import FACES, requires_full_photos
 
 from facesal_fast.models import MODELS, from_keras_h5, load, load_module, weights_path
 from facesal_fast.models.keras_h5 import read_keras_h5
 
-from photos import FACES, requires_full_photos
 # face boxes found by dlib's HOG detector (scripts/keras_reference.py); labels checked by eye
 KNOWN = {
     "img1.jpg": ((399, 332, 1023, 955), "woman"),

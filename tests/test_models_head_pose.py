@@ -1,7 +1,9 @@
 """Head pose over MediaPipe Face Mesh: the rigid fit, the soft 9-bin assignment, the scorer
 on bundled photos (a mirrored photo flips the sign of yaw)."""
+
 import numpy as np
 import pytest
+from photos import BUNDLED
 from scipy.spatial.transform import Rotation
 
 from facesal_fast import models
@@ -9,7 +11,6 @@ from facesal_fast.align import default_aligner
 from facesal_fast.align.canonical import canonical_geometry
 from facesal_fast.align.image_io import load_image
 from facesal_fast.models.head_pose import POSE_BINS, FaceMeshPose, bin_probabilities, rigid_fit, yaw_pitch
-from photos import BUNDLED
 
 
 def posed_landmarks(yaw: float, pitch: float) -> np.ndarray:
@@ -36,7 +37,12 @@ def test_yaw_and_pitch_of_a_turned_canonical_face(yaw, pitch):
 
 
 def test_soft_bins():
-    for yaw, pitch, label in [(0, 0, "level-centre"), (40, 0, "level-right"), (-40, 25, "up-left"), (0, -30, "down-centre")]:
+    for yaw, pitch, label in [
+        (0, 0, "level-centre"),
+        (40, 0, "level-right"),
+        (-40, 25, "up-left"),
+        (0, -30, "down-centre"),
+    ]:
         p = bin_probabilities(yaw, pitch)
         assert p.sum() == pytest.approx(1.0, abs=1e-6) and (p >= 0).all()
         assert POSE_BINS[int(p.argmax())] == label
@@ -57,8 +63,13 @@ def test_a_mirrored_photo_flips_the_sign_of_yaw(scorer):
     (yaw, pitch), (mirror_yaw, mirror_pitch) = pose.pose(crop), pose.pose(np.ascontiguousarray(crop[:, ::-1]))
     assert abs(yaw) > 8 and np.sign(mirror_yaw) == -np.sign(yaw)
     assert mirror_yaw == pytest.approx(-yaw, abs=4) and mirror_pitch == pytest.approx(pitch, abs=4)
-    flipped = scorer.predict(np.ascontiguousarray(image[:, ::-1]), default_aligner()(np.ascontiguousarray(image[:, ::-1])))
-    assert scorer.predict(image, default_aligner()(image)).label.split("-")[1] == {"right": "left", "left": "right"}[flipped.label.split("-")[1]]
+    flipped = scorer.predict(
+        np.ascontiguousarray(image[:, ::-1]), default_aligner()(np.ascontiguousarray(image[:, ::-1]))
+    )
+    assert (
+        scorer.predict(image, default_aligner()(image)).label.split("-")[1]
+        == {"right": "left", "left": "right"}[flipped.label.split("-")[1]]
+    )
 
 
 def test_scorer_drops_when_the_face_is_hidden(scorer):

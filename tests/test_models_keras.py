@@ -1,4 +1,5 @@
 """The PyTorch ports match Keras layer by layer on real photos (keras 3, CPU backend, no TF)."""
+
 import os
 
 import cv2
@@ -9,9 +10,10 @@ import torch
 os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras", reason="keras is not installed (pip install 'keras>=3.5')")
 
+from photos import FACES  # noqa: E402
+
 from facesal_fast.models import MODELS, load_module, weights_path  # noqa: E402
 
-from photos import FACES
 PHOTOS = ["img1.jpg", "img5.jpg", "img12.jpg", "couple.jpg"]
 
 

@@ -1,15 +1,16 @@
 """``facesal tasks``: the five tasks' CMS side by side on the same photos (fast: 2 photos,
 ``mode="grid"`` with a coarse step, as the head-pose scorer runs MediaPipe per occluded copy)."""
+
 import json
 import shutil
 
 import numpy as np
 import pytest
+from photos import BUNDLED
 
 from facesal_fast import cli, models
 from facesal_fast.align import region_shares
 from facesal_fast.tasks import TASK_MODELS, five_tasks
-from photos import BUNDLED
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +24,28 @@ def two_photos(tmp_path_factory):
 
 def test_every_bundled_task_model_is_in_the_figure():
     assert list(TASK_MODELS) == ["recognition", "gender", "age", "head pose", "expression"]
-    assert {m for names in TASK_MODELS.values() for m in names} == set(models.CLASSIFIERS) | set(models.EMBEDDING_MODELS)
+    assert {m for names in TASK_MODELS.values() for m in names} == set(models.CLASSIFIERS) | set(
+        models.EMBEDDING_MODELS
+    )
 
 
 def test_tasks_command_writes_the_page(two_photos, tmp_path):
     out = tmp_path / "run"
-    assert cli.main(["tasks", str(two_photos), "--out", str(out), "--grid-step", "24", "--models",
-                     "dlib-resnet,gender,age,head-pose,expression-fer"]) == 0
+    assert (
+        cli.main(
+            [
+                "tasks",
+                str(two_photos),
+                "--out",
+                str(out),
+                "--grid-step",
+                "24",
+                "--models",
+                "dlib-resnet,gender,age,head-pose,expression-fer",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "tasks.json").read_text())
     assert len(summary["photos"]) == 2 and not summary["failed"]
     assert list(summary["models"]) == ["dlib-resnet", "gender", "age", "head-pose", "expression-fer"]
@@ -50,8 +66,9 @@ def test_five_tasks_averages_the_same_photos_and_leaves_failures_out(two_photos,
     photos = [two_photos / "img1.jpg", blank]
     result = five_tasks(photos, models=["gender", "expression-fer"], grid_step=16)
     assert result.photos == [str(photos[0])] and result.failed[0][0] == str(blank)
-    np.testing.assert_allclose(list(result.shares["gender"].values()), list(region_shares(result.cms["gender"]).values()),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        list(result.shares["gender"].values()), list(region_shares(result.cms["gender"]).values()), atol=1e-6
+    )
     assert all(low <= mean <= high for mean, low, high in result.intervals["gender"].values())
     with pytest.raises(ValueError, match="models must be among"):
         five_tasks(photos, models=["height"])
@@ -66,7 +83,24 @@ def test_audit_takes_the_new_models(tmp_path, model):
     folder.mkdir()
     shutil.copy(BUNDLED / "img2.jpg", folder / "img2.jpg")
     out = tmp_path / "run"
-    assert cli.main(["audit", str(folder), "--out", str(out), "--model", model, "--mode", "grid", "--grid-step", "16",
-                     "--backend", "torch"]) == 0
+    assert (
+        cli.main(
+            [
+                "audit",
+                str(folder),
+                "--out",
+                str(out),
+                "--model",
+                model,
+                "--mode",
+                "grid",
+                "--grid-step",
+                "16",
+                "--backend",
+                "torch",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "run.json").read_text())
     assert model in json.dumps(meta)

@@ -1,6 +1,7 @@
 """backend="auto" skips a backend that cannot be probed for, fails to build, fails to run,
 disagrees with torch eager or returns NaN, with a logged reason, and never fails because
 of one (issue 21)."""
+
 import logging
 
 import pytest
@@ -38,13 +39,16 @@ def _net() -> nn.Module:
 @pytest.fixture
 def fake_candidates(monkeypatch):
     """Torch eager plus five broken GPU-like candidates; an availability probe that raises."""
+
     def candidates(module, input_shape, device, precision, batch_size, cache_dir, compile):
         eager = lambda: TorchBackend(module, device)  # noqa: E731
-        found = [("torch", eager),
-                 ("tensorrt", _fails_to_build),
-                 ("onnx-cuda", lambda: _Shifted(eager(), 1.0, "onnx-cuda")),
-                 ("torch-fp16", lambda: _Shifted(eager(), float("nan"), "torch-fp16")),
-                 ("torch-cuda_graphs", lambda: _Shifted(eager(), torch.zeros(3), "torch-cuda_graphs"))]
+        found = [
+            ("torch", eager),
+            ("tensorrt", _fails_to_build),
+            ("onnx-cuda", lambda: _Shifted(eager(), 1.0, "onnx-cuda")),
+            ("torch-fp16", lambda: _Shifted(eager(), float("nan"), "torch-fp16")),
+            ("torch-cuda_graphs", lambda: _Shifted(eager(), torch.zeros(3), "torch-cuda_graphs")),
+        ]
         if selection._available("tensorrt-rtx", _raises_when_asked):
             found.append(("tensorrt-rtx", eager))
         return found
@@ -59,15 +63,20 @@ def test_broken_backends_are_skipped_with_logged_reasons(fake_candidates, caplog
     rows = {row.name: row for row in probe}
     assert rows["torch-fp32"].ms_per_image is not None and rows["torch-fp32"].max_abs_diff == 0
     assert rows["tensorrt"].note == "RuntimeError: TensorRT engine build failed: out of workspace"
-    assert rows["onnx-cuda"].note.startswith("disagrees with torch eager") and rows["onnx-cuda"].max_abs_diff == pytest.approx(1.0)
+    assert rows["onnx-cuda"].note.startswith("disagrees with torch eager") and rows[
+        "onnx-cuda"
+    ].max_abs_diff == pytest.approx(1.0)
     assert rows["torch-fp16"].note.startswith("disagrees with torch eager")  # NaN outputs are not agreement
     assert rows["torch-cuda_graphs"].note.startswith("RuntimeError")  # outputs of the wrong shape
     assert all(row.ms_per_image is None for name, row in rows.items() if name != "torch-fp32")
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    for expected in ("skipping tensorrt: RuntimeError: TensorRT engine build failed",
-                     "skipping onnx-cuda: disagrees with torch eager", "skipping torch-fp16: disagrees",
-                     "skipping torch-cuda_graphs: RuntimeError",
-                     "skipping tensorrt-rtx: checking for it failed: OSError: libcudart.so.13"):
+    for expected in (
+        "skipping tensorrt: RuntimeError: TensorRT engine build failed",
+        "skipping onnx-cuda: disagrees with torch eager",
+        "skipping torch-fp16: disagrees",
+        "skipping torch-cuda_graphs: RuntimeError",
+        "skipping tensorrt-rtx: checking for it failed: OSError: libcudart.so.13",
+    ):
         assert expected in logged, logged
 
 
@@ -76,7 +85,9 @@ def test_a_failing_availability_check_of_a_real_candidate_is_not_fatal(monkeypat
     monkeypatch.setattr(selection, "_onnx_cuda_available", _raises_when_asked)
     monkeypatch.setattr(selection, "tensorrt_available", _raises_when_asked)
     with caplog.at_level(logging.WARNING, logger="facesal_fast.scoring"):
-        names = [name for name, _ in selection._candidates(_net(), (3, 8, 8), torch.device("cuda"), "fp32", 4, None, False)]
+        names = [
+            name for name, _ in selection._candidates(_net(), (3, 8, 8), torch.device("cuda"), "fp32", 4, None, False)
+        ]
     assert names == ["torch", "torch-channels_last", "torch-cuda_graphs"]
     assert "skipping onnx-cuda: checking for it failed: OSError" in caplog.text
     assert "skipping tensorrt: checking for it failed: OSError" in caplog.text

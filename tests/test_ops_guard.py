@@ -2,15 +2,16 @@
 
 No GPU is needed: a faked device kernel is registered for the CPU device type, so the
 self-check, the one warning and the switch to the torch implementation run for real."""
+
 import warnings
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from reference import occlude_batch_ref, splat_add_ref
 
 from facesal_fast import _kernels, ops
-from reference import occlude_batch_ref, splat_add_ref
 
 RNG = np.random.default_rng(21)
 
@@ -42,7 +43,9 @@ def fake_device(monkeypatch):
             def wrapper(*args, **kwargs):
                 calls[op] += 1
                 return fn(*args, **kwargs)
+
             return wrapper
+
         monkeypatch.setattr(_kernels, "GUARDED", {"cpu": {op: counted(op, fn) for op, fn in kernels.items()}})
         return calls
 
@@ -97,7 +100,9 @@ def test_agreeing_kernel_is_kept_without_a_warning(fake_device):
 def test_cuda_tensors_without_cuda_kernels_fall_back_with_the_reason(fake_device, monkeypatch):
     """A build without nvcc: the CUDA kernel refuses to run, the op warns once and uses torch."""
     real = _kernels._C
-    cpu_only_build = SimpleNamespace(built_with_cuda=lambda: False, splat_cpu=real.splat_cpu, occlude_cpu=real.occlude_cpu)
+    cpu_only_build = SimpleNamespace(
+        built_with_cuda=lambda: False, splat_cpu=real.splat_cpu, occlude_cpu=real.occlude_cpu
+    )
     monkeypatch.setattr(_kernels, "_C", cpu_only_build)
     fake_device(splat=_kernels._splat_cuda)
     values, points = np.ones((1, 2), np.float32), np.array([[1, 1], [3, 2]], np.float32)
@@ -122,13 +127,21 @@ def test_torch_occlude_matches_the_reference(layout, dtype, fill):
     H, W = 19, 12
     image = RNG.integers(0, 256, (H, W, 3)).astype(np.uint8)
     fill_image = RNG.random((H, W, 3)).astype(np.float32) * 255
-    centers = np.concatenate([[[0, 0], [W - 1, H - 1], [-0.5, -0.51], [W + 2, 3], [1e6, -1e6], [5.5, 2.5]],
-                              RNG.random((20, 2)) * [W, H]]).astype(np.float32)
+    centers = np.concatenate(
+        [[[0, 0], [W - 1, H - 1], [-0.5, -0.51], [W + 2, 3], [1e6, -1e6], [5.5, 2.5]], RNG.random((20, 2)) * [W, H]]
+    ).astype(np.float32)
     fill_arg = fill_image if fill == "image" else (0.0 if fill == "black" else fill)
-    call = _kernels.OccludeCall(torch.from_numpy(image), torch.from_numpy(centers), 6,
-                                torch.from_numpy(fill_image) if fill == "image" else None,
-                                [0.0] * 3 if fill in ("black", "image") else list(fill), 1 / 255,
-                                [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], layout == "nhwc")
+    call = _kernels.OccludeCall(
+        torch.from_numpy(image),
+        torch.from_numpy(centers),
+        6,
+        torch.from_numpy(fill_image) if fill == "image" else None,
+        [0.0] * 3 if fill in ("black", "image") else list(fill),
+        1 / 255,
+        [0.485, 0.456, 0.406],
+        [0.229, 0.224, 0.225],
+        layout == "nhwc",
+    )
     shape = (len(centers), H, W, 3) if layout == "nhwc" else (len(centers), 3, H, W)
     out = torch.empty(shape, dtype=getattr(torch, dtype))
     _kernels._occlude_torch(call, out)
@@ -146,12 +159,18 @@ def test_torch_occlude_matches_the_reference(layout, dtype, fill):
 @pytest.mark.parametrize("patch", [1, 4, 15])
 def test_torch_splat_matches_the_reference(weights, out_dtype, patch):
     H, W, B = 23, 18, 3
-    points = np.concatenate([[[0, 0], [W - 1, H - 1], [-1, H / 2], [W / 2, H + 4], [3e9, 2], [0.5, 0.5]],
-                             RNG.random((60, 2)) * [W + 6, H + 6] - 3]).astype(np.float32)
+    points = np.concatenate(
+        [
+            [[0, 0], [W - 1, H - 1], [-1, H / 2], [W / 2, H + 4], [3e9, 2], [0.5, 0.5]],
+            RNG.random((60, 2)) * [W + 6, H + 6] - 3,
+        ]
+    ).astype(np.float32)
     values = RNG.normal(size=(B, len(points))).astype(np.float32)
     w = {None: None, "per point": RNG.random(len(points)), "per map": RNG.random((B, len(points)))}[weights]
     w = None if w is None else w.astype(np.float32)
-    call = _kernels.SplatCall(torch.from_numpy(values), torch.from_numpy(points), None if w is None else torch.from_numpy(w), patch, H, W)
+    call = _kernels.SplatCall(
+        torch.from_numpy(values), torch.from_numpy(points), None if w is None else torch.from_numpy(w), patch, H, W
+    )
     want_sums, want_counts = splat_add_ref(values, points, patch, (H, W), w)
     sums, counts = torch.ones((B, H, W), dtype=out_dtype), torch.ones(want_counts.shape, dtype=out_dtype)
     _kernels._splat_torch(call, sums, counts)  # accumulates into the buffers, like the kernels
@@ -182,6 +201,18 @@ def test_cuda_kernels_pass_their_self_check(monkeypatch):
     image, centers = _occlusion_case()
     got = ops.occlude_batch(torch.from_numpy(image).cuda(), centers, 5)
     fallback = torch.empty_like(got)
-    _kernels._occlude_torch(_kernels.OccludeCall(torch.from_numpy(image).cuda(), torch.from_numpy(centers).cuda(), 5, None,
-                                                 [0.0] * 3, 1 / 255, [0.0] * 3, [1.0] * 3, False), fallback)
+    _kernels._occlude_torch(
+        _kernels.OccludeCall(
+            torch.from_numpy(image).cuda(),
+            torch.from_numpy(centers).cuda(),
+            5,
+            None,
+            [0.0] * 3,
+            1 / 255,
+            [0.0] * 3,
+            [1.0] * 3,
+            False,
+        ),
+        fallback,
+    )
     torch.testing.assert_close(got, fallback)

@@ -1,14 +1,15 @@
 """Regression tests for issue 16 items 8-10: out-of-range integers, huge thread counts and
 allocation failures in the native ops end in a clear Python exception, never in pybind's
 "incompatible function arguments", a segfault or an abort."""
+
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from reference import occlude_batch_ref, splat_add_ref
 
 from facesal_fast import ops
-from reference import occlude_batch_ref, splat_add_ref
 
 IMAGE = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
 
@@ -29,8 +30,12 @@ def test_largest_patch_covers_the_image_like_the_reference():
 
 @pytest.mark.parametrize(
     "shape,match",
-    [((10**12, 4), "shape's H must be at most"), ((4, 2**31), "shape's W must be at most"),
-     ((4.5, 4), r"shape must be \(H, W\) integers"), ((True, 4), "integers")],
+    [
+        ((10**12, 4), "shape's H must be at most"),
+        ((4, 2**31), "shape's W must be at most"),
+        ((4.5, 4), r"shape must be \(H, W\) integers"),
+        ((True, 4), "integers"),
+    ],
 )
 def test_out_of_range_canvas_is_a_value_error(shape, match):
     with pytest.raises(ValueError, match=match):
@@ -52,9 +57,14 @@ def test_most_threads_allowed_gives_the_reference():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [(dict(std=1e-300), "beyond float32's range"), (dict(scale=1e300), "beyond float32's range"),
-     (dict(std=1e-3, scale=1.0, dtype="float16"), "beyond float16's range"), (dict(scale="x"), "scale must be"),
-     (dict(fill="blur", blur_sigma=float("inf")), "blur_sigma must be"), (dict(mean="a"), "mean: expected")],
+    [
+        (dict(std=1e-300), "beyond float32's range"),
+        (dict(scale=1e300), "beyond float32's range"),
+        (dict(std=1e-3, scale=1.0, dtype="float16"), "beyond float16's range"),
+        (dict(scale="x"), "scale must be"),
+        (dict(fill="blur", blur_sigma=float("inf")), "blur_sigma must be"),
+        (dict(mean="a"), "mean: expected"),
+    ],
 )
 def test_normalisation_out_of_range_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -93,8 +103,13 @@ def splat_under_limits() -> dict[int, str]:
     """A 6000 x 6000 splat (outputs 2 x 144 MB, float64 workspace 288 MB per difference image)
     in a fresh 2-thread process whose address space may grow 100 MiB, 438 MiB or 726 MiB past
     its size after start-up; what each printed, by the MiB allowed."""
-    result = subprocess.run([sys.executable, "-c", SPLAT_UNDER_LIMITS], capture_output=True, text=True,
-                            timeout=300, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", SPLAT_UNDER_LIMITS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, f"rc {result.returncode}: {result.stderr[-2000:]}"
     return {int(line.split(" ", 1)[0]): line.split(" ", 1)[1] for line in result.stdout.splitlines()}
 

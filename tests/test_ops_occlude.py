@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from reference import occlude_batch_ref, window
 
 from facesal_fast import ops
-from reference import occlude_batch_ref, window
 
 RNG = np.random.default_rng(0)
 
@@ -16,8 +16,22 @@ def random_image(H, W, C, dtype=np.uint8):
 def edge_centers(H, W):
     """Corners, borders, the middle, half-pixel ties and points off the image."""
     return np.array(
-        [[0, 0], [W - 1, 0], [0, H - 1], [W - 1, H - 1], [W / 2, 0], [0, H / 2], [W - 1, H / 2],
-         [W / 2, H - 1], [W / 2, H / 2], [1.5, 2.5], [-0.5, -0.51], [-3, 4], [W + 2, H / 2], [1e6, -1e6]],
+        [
+            [0, 0],
+            [W - 1, 0],
+            [0, H - 1],
+            [W - 1, H - 1],
+            [W / 2, 0],
+            [0, H / 2],
+            [W - 1, H / 2],
+            [W / 2, H - 1],
+            [W / 2, H / 2],
+            [1.5, 2.5],
+            [-0.5, -0.51],
+            [-3, 4],
+            [W + 2, H / 2],
+            [1e6, -1e6],
+        ],
         dtype=np.float32,
     )
 
@@ -129,8 +143,9 @@ def test_thread_count_does_not_change_the_batch(threads):
     img = random_image(19, 23, 3)
     centers = np.concatenate([edge_centers(19, 23), RNG.random((40, 2), dtype=np.float32) * [23, 19]])
     expected = occlude_batch_ref(img, centers, 5, 0.0, 0.5, 0.25)
-    np.testing.assert_allclose(ops.occlude_batch(img, centers, 5, mean=0.5, std=0.25, threads=threads), expected,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ops.occlude_batch(img, centers, 5, mean=0.5, std=0.25, threads=threads), expected, rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
@@ -141,8 +156,9 @@ def test_unoccluded_is_the_normalised_image(layout):
     got = ops.unoccluded(img, [0.1, 0.2, 0.3], 0.5, layout=layout)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ops.unoccluded(torch.from_numpy(img), [0.1, 0.2, 0.3], 0.5, layout=layout),
-                               torch.from_numpy(got))
+    torch.testing.assert_close(
+        ops.unoccluded(torch.from_numpy(img), [0.1, 0.2, 0.3], 0.5, layout=layout), torch.from_numpy(got)
+    )
 
 
 def test_reference_window_rule():
@@ -162,4 +178,6 @@ def test_devices_agree(device, layout, dtype, fill):
     want = ops.occlude_batch(img, centers, **args)
     got = ops.occlude_batch(torch.from_numpy(img).to(device), torch.from_numpy(centers).to(device), **args)
     assert got.device.type == device.type
-    np.testing.assert_allclose(got.float().cpu().numpy(), want.astype(np.float32), rtol=1e-3 if dtype == "float16" else 1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        got.float().cpu().numpy(), want.astype(np.float32), rtol=1e-3 if dtype == "float16" else 1e-5, atol=1e-5
+    )

@@ -3,9 +3,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import clipped_area, splat_add_ref
 
 from facesal_fast import ops
-from reference import clipped_area, splat_add_ref
 
 RNG = np.random.default_rng(1)
 
@@ -15,8 +15,22 @@ def random_points(N, H, W, margin=3.0):
 
 
 def border_points(H, W):
-    return np.array([[0, 0], [W - 1, 0], [0, H - 1], [W - 1, H - 1], [-1, H / 2], [W, H / 2],
-                     [W / 2, -4], [W / 2, H + 4], [0.5, 0.5], [-100, -100], [3e9, 2.0]], np.float32)
+    return np.array(
+        [
+            [0, 0],
+            [W - 1, 0],
+            [0, H - 1],
+            [W - 1, H - 1],
+            [-1, H / 2],
+            [W, H / 2],
+            [W / 2, -4],
+            [W / 2, H + 4],
+            [0.5, 0.5],
+            [-100, -100],
+            [3e9, 2.0],
+        ],
+        np.float32,
+    )
 
 
 @pytest.mark.parametrize("patch", [1, 2, 15, 16])
@@ -123,7 +137,10 @@ def test_bad_input_raises_clear_value_error(kwargs, match):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    H=st.integers(1, 24), W=st.integers(1, 24), N=st.integers(0, 30), patch=st.integers(1, 12),
+    H=st.integers(1, 24),
+    W=st.integers(1, 24),
+    N=st.integers(0, 30),
+    patch=st.integers(1, 12),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_property_total_mass_and_counts_independent_of_values(H, W, N, patch, seed):
@@ -151,7 +168,9 @@ def test_devices_agree(device, per_batch):
     H, W, B, N = 70, 65, 3, 2000
     points = np.concatenate([border_points(H, W), random_points(N, H, W)])
     values = RNG.normal(size=(B, len(points))).astype(np.float32)
-    weights = None if per_batch is None else RNG.random((B, len(points)) if per_batch else len(points)).astype(np.float32)
+    weights = (
+        None if per_batch is None else RNG.random((B, len(points)) if per_batch else len(points)).astype(np.float32)
+    )
     want = ops.splat_add(values, points, 15, (H, W), weights)
     to = lambda a: None if a is None else torch.from_numpy(a).to(device)
     got = ops.splat_add(to(values), to(points), 15, (H, W), to(weights))

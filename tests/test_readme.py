@@ -1,4 +1,5 @@
 """The README's test command is the one CI runs."""
+
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

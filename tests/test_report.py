@@ -1,11 +1,13 @@
 """The HTML report and ``facesal compare``: shared colour scales with colour bars, findings
 written from the tests, pages that render in headless Chromium, paired/unpaired model
 comparison and ``--fail-on-shift``."""
+
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import chromium_dom
 
 from facesal_fast.align import region_masks
 from facesal_fast.audit.store import RunStore
@@ -14,8 +16,6 @@ from facesal_fast.comparison import compare
 from facesal_fast.report.figures import map_figure, png
 from facesal_fast.report.html import findings
 from facesal_fast.saliency import CMSAccumulator
-
-from browser import chromium_dom
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 FAST = ["--backend", "onnx", "--mode", "grid", "--grid-step", "4", "--stride", "8"]
@@ -71,8 +71,10 @@ def test_findings_are_written_from_the_tests():
     t = d.region_tests["forehead"]
     text = findings(result.differences)
     assert t.significant and d.significant_regions[0] == "forehead"
-    assert (f"For group woman the model puts {100 * abs(t.difference):.1f} points more of its saliency on the forehead "
-            f"than for group man (95% CI {-100 * t.high:.1f} to {-100 * t.low:.1f}") in text
+    assert (
+        f"For group woman the model puts {100 * abs(t.difference):.1f} points more of its saliency on the forehead "
+        f"than for group man (95% CI {-100 * t.high:.1f} to {-100 * t.low:.1f}"
+    ) in text
     assert "n = 12 / 12" in text
     small = _planted_result(3)
     text = findings(small.differences)
@@ -98,8 +100,16 @@ def test_report_has_colour_bars_findings_and_renders(gender_run, tmp_path, capsy
 def _fake_run(path: Path, maps: np.ndarray, keys: list[str]) -> Path:
     store = RunStore(path, {"model": "synthetic"}, {})
     for key, m in zip(keys, maps):
-        store.save_done(key, key, {"canonical": m.astype(np.float32), "face_box": np.zeros(4, np.float32)}, group=None,
-                        target=0, target_name="x", base_score=0.9, seconds=0.0)
+        store.save_done(
+            key,
+            key,
+            {"canonical": m.astype(np.float32), "face_box": np.zeros(4, np.float32)},
+            group=None,
+            target=0,
+            target_name="x",
+            base_score=0.9,
+            seconds=0.0,
+        )
     store.close()
     return path
 
@@ -116,17 +126,44 @@ def test_compare_pairs_the_same_photos_and_fails_on_a_shift(gender_run, tmp_path
     c = compare(after, before, permutations=500)
     assert c.paired and c.difference.n_a == 16 and c.difference.significant_regions[0] == "forehead"
     assert c.shifts(2.0)[0] == "forehead" and c.shifts(50.0) == []
-    assert main(["compare", str(after), str(before), "--out", str(tmp_path / "cmp"), "--fail-on-shift", "2",
-                 "--permutations", "500"]) == 1
+    assert (
+        main(
+            [
+                "compare",
+                str(after),
+                str(before),
+                "--out",
+                str(tmp_path / "cmp"),
+                "--fail-on-shift",
+                "2",
+                "--permutations",
+                "500",
+            ]
+        )
+        == 1
+    )
     assert "forehead moved +" in capsys.readouterr().err
-    assert main(["compare", str(after), str(before), "--out", str(tmp_path / "cmp"), "--fail-on-shift", "50",
-                 "--permutations", "500"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(after),
+                str(before),
+                "--out",
+                str(tmp_path / "cmp"),
+                "--fail-on-shift",
+                "50",
+                "--permutations",
+                "500",
+            ]
+        )
+        == 0
+    )
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "points more of its saliency on the forehead" in page and "paired test" in page
     unpaired = compare(_fake_run(tmp_path / "other", shifted[:12], keys[:12]), before, permutations=500)
     assert not unpaired.paired and unpaired.difference.n_a == 12 and unpaired.difference.n_b == 16
-    assert (unpaired.difference.region_tests["forehead"].p_adjusted
-            >= c.difference.region_tests["forehead"].p_adjusted)
+    assert unpaired.difference.region_tests["forehead"].p_adjusted >= c.difference.region_tests["forehead"].p_adjusted
 
 
 def test_compare_refuses_what_is_not_a_run(gender_run, tmp_path, capsys):

@@ -1,23 +1,26 @@
 """CIS (Algorithm 1) against the naive per-vertex loop, grid mode, and the streamed CMS."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from reference import splat_add_ref
 from torch import nn
 
 from facesal_fast import ops
 from facesal_fast.align import AlignedFace, load_image
 from facesal_fast.saliency import CMSAccumulator, cis
 from facesal_fast.scoring import Scorer
-from reference import splat_add_ref
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 
 
 def tiny_scorer() -> Scorer:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 3)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 3)
+    ).eval()
     return Scorer.from_torch(net, None, mean=0.5, std=0.25, backend="torch", device="cpu", batch_size=64)
 
 
@@ -27,8 +30,17 @@ def synthetic_face(rng: np.random.Generator) -> AlignedFace:
     verts_image[150:] = verts_image[:150] + 0.2  # many points share a window centre
     verts_canonical = (rng.random((300, 2)) * 32).astype(np.float32)
     visible = rng.random(300) > 0.2
-    return AlignedFace.from_arrays(image, verts_image, verts_canonical, (32, 32), visible, mode="points",
-                                   face_box=(0, 0, 36, 40), face_scale=36.0, canonical_scale=32.0)
+    return AlignedFace.from_arrays(
+        image,
+        verts_image,
+        verts_canonical,
+        (32, 32),
+        visible,
+        mode="points",
+        face_box=(0, 0, 36, 40),
+        face_scale=36.0,
+        canonical_scale=32.0,
+    )
 
 
 def test_cis_equals_naive_per_vertex_loop():
@@ -174,8 +186,9 @@ def test_unique_windows_matches_numpy_unique_rows(columns, spread):
     points = (np.random.default_rng(columns).random((5000, columns)) * spread - 3.0).astype(np.float32)
     points[::7] = points[1::7][: len(points[::7])]  # plenty of repeats
     centres, inverse = unique_windows(points)
-    expected, expected_inverse = np.unique(np.floor(points.astype(np.float64) + 0.5).astype(np.int64), axis=0,
-                                           return_inverse=True)
+    expected, expected_inverse = np.unique(
+        np.floor(points.astype(np.float64) + 0.5).astype(np.int64), axis=0, return_inverse=True
+    )
     np.testing.assert_array_equal(centres, expected.astype(np.float32))
     np.testing.assert_array_equal(inverse, expected_inverse.reshape(-1))
     np.testing.assert_array_equal(centres[inverse], np.floor(points.astype(np.float64) + 0.5).astype(np.float32))

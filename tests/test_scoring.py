@@ -1,4 +1,5 @@
 """Scorer, confidences, geometry and backends, checked against plain numpy/torch references."""
+
 import numpy as np
 import pytest
 import torch
@@ -14,9 +15,15 @@ MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 def _net(channels=3, classes=4, seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=2, groups=8), nn.Conv2d(8, 16, 1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, classes),
+        nn.Conv2d(channels, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, groups=8),
+        nn.Conv2d(8, 16, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, classes),
     ).eval()
 
 
@@ -215,13 +222,20 @@ def test_onnx_export_is_cached_and_from_onnx_reads_nhwc_models(tmp_path):
             return self.net(x.permute(0, 3, 1, 2))
 
     nhwc_path = tmp_path / "nhwc.onnx"
-    torch.onnx.export(NHWC().eval(), (torch.zeros(1, 20, 24, 3),), str(nhwc_path), dynamo=False,
-                      dynamic_axes={"x": {0: "n"}}, input_names=["x"])
+    torch.onnx.export(
+        NHWC().eval(),
+        (torch.zeros(1, 20, 24, 3),),
+        str(nhwc_path),
+        dynamo=False,
+        dynamic_axes={"x": {0: "n"}},
+        input_names=["x"],
+    )
     scorer = Scorer.from_onnx(nhwc_path, mean=MEAN, std=STD)
     assert scorer.backend.layout == "nhwc" and scorer.input_size == (20, 24) and scorer.channels == 3
     image, centers = _image(), np.array([[3, 3], [12, 9], [20, 15]], np.float32)
-    np.testing.assert_allclose(scorer.score_occluded(image, centers, 5, target=2),
-                               _reference_scores(net, image, centers, 5, 0.0, 2), atol=1e-5)
+    np.testing.assert_allclose(
+        scorer.score_occluded(image, centers, 5, target=2), _reference_scores(net, image, centers, 5, 0.0, 2), atol=1e-5
+    )
     assert isinstance(OnnxBackend(path), OnnxBackend)
 
 
@@ -233,8 +247,9 @@ def test_auto_backend_probes_and_keeps_a_correct_one(tmp_path):
     timed = [p for p in scorer.probe if p.ms_per_image is not None]
     assert min(timed, key=lambda p: p.ms_per_image).name == scorer.backend.name
     centers = np.array([[2, 2], [9, 14]], np.float32)
-    np.testing.assert_allclose(scorer.score_occluded(image, centers, 4, target=0),
-                               _reference_scores(net, image, centers, 4, 0.0, 0), atol=1e-5)
+    np.testing.assert_allclose(
+        scorer.score_occluded(image, centers, 4, target=0), _reference_scores(net, image, centers, 4, 0.0, 0), atol=1e-5
+    )
 
 
 def test_pipeline_keeps_order_and_batch_sizes():
@@ -259,11 +274,14 @@ def test_pipeline_keeps_order_and_batch_sizes():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("options", [
-    dict(backend="torch"),  # channels_last + CUDA graphs by default on CUDA
-    dict(backend="torch", precision="fp16"),
-    dict(backend="auto"),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(backend="torch"),  # channels_last + CUDA graphs by default on CUDA
+        dict(backend="torch", precision="fp16"),
+        dict(backend="auto"),
+    ],
+)
 def test_cuda_backends_agree_with_cpu_eager(options, tmp_path):
     net, image = _net(), _image()
     centers = np.random.default_rng(3).uniform(0, 24, (300, 2)).astype(np.float32)
@@ -294,5 +312,8 @@ def test_scorer_without_input_size_takes_images_as_they_are():
         prepared, affine = scorer.prepare(image, face_box=(1, 1, 5, 5))  # crop="none": box ignored
         np.testing.assert_array_equal(prepared, image)
         centers = np.array([[2, 2], [w - 3, h - 3]], np.float32)
-        np.testing.assert_allclose(scorer.score_occluded(prepared, centers, 5, target=3),
-                                   _reference_scores(net, image, centers, 5, 0.0, 3), atol=1e-6)
+        np.testing.assert_allclose(
+            scorer.score_occluded(prepared, centers, 5, target=3),
+            _reference_scores(net, image, centers, 5, 0.0, 3),
+            atol=1e-6,
+        )

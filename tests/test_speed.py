@@ -1,4 +1,5 @@
 """Incremental inference equals full inference; adaptive refinement; the benchmark's equality checks."""
+
 import sys
 from pathlib import Path
 
@@ -29,8 +30,13 @@ def _randomise_bn(net: nn.Module) -> nn.Module:
 class _Residual(nn.Module):
     def __init__(self, c: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c), nn.Conv2d(c, 2 * c, 1), nn.BatchNorm2d(2 * c),
-                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, groups=c),
+            nn.Conv2d(c, 2 * c, 1),
+            nn.BatchNorm2d(2 * c),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, padding=1),
+        )
         self.skip = nn.Conv2d(c, 2 * c, 1, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,16 +66,40 @@ class _PoolsAndPads(nn.Module):
 
 def small_nets() -> dict[str, nn.Module]:
     torch.manual_seed(0)
-    vgg = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                        nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 8 * 8, 5))
-    separable = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2, padding=2), nn.BatchNorm2d(8), nn.ReLU(), _Residual(8),
-                              _Residual(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
-    return {"vgg": _randomise_bn(vgg), "separable-residual": _randomise_bn(separable), "pools-and-pads": _PoolsAndPads().eval()}
+    vgg = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 5),
+    )
+    separable = nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=2, padding=2),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        _Residual(8),
+        _Residual(16),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 4),
+    )
+    return {
+        "vgg": _randomise_bn(vgg),
+        "separable-residual": _randomise_bn(separable),
+        "pools-and-pads": _PoolsAndPads().eval(),
+    }
 
 
 # Centres at the corners, borders, centre and off the image (occludes nothing).
-CENTRES = np.array([[0, 0], [31, 31], [0, 31], [31, 0], [15.6, 16.2], [30, 14], [2, 20], [-40, -40], [8, 9]], np.float32)
+CENTRES = np.array(
+    [[0, 0], [31, 31], [0, 31], [31, 0], [15.6, 16.2], [30, 14], [2, 20], [-40, -40], [8, 9]], np.float32
+)
 
 
 def _full_and_incremental(net: nn.Module, x: torch.Tensor, centres: np.ndarray, patch: int, **options) -> tuple:
@@ -77,9 +107,11 @@ def _full_and_incremental(net: nn.Module, x: torch.Tensor, centres: np.ndarray, 
     fill = torch.randn(x.shape[1], patch, patch)
     starts, (h, w) = patch_boxes(centres, patch, x.shape[2:])
     batch = x.repeat(len(centres), 1, 1, 1)
-    for k, (t, l) in enumerate(starts):
-        batch[k, :, t:t + h, l:l + w] = fill[:, :h, :w] if (centres[k] >= 0).all() else batch[k, :, t:t + h, l:l + w]
-    values = torch.stack([batch[k, :, t:t + h, l:l + w] for k, (t, l) in enumerate(starts)])
+    for k, (t, c) in enumerate(starts):
+        batch[k, :, t : t + h, c : c + w] = (
+            fill[:, :h, :w] if (centres[k] >= 0).all() else batch[k, :, t : t + h, c : c + w]
+        )
+    values = torch.stack([batch[k, :, t : t + h, c : c + w] for k, (t, c) in enumerate(starts)])
     model = IncrementalModel(net, **options)
     with torch.inference_mode():
         full = net(batch)
@@ -158,8 +190,13 @@ def test_approximate_mode_is_close_and_validated():
 
 def test_unsupported_layers_fall_back_to_full_inference():
     torch.manual_seed(1)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.Upsample(scale_factor=2),
-                        nn.Conv2d(4, 4, 3, dilation=2), nn.Flatten(), nn.LazyLinear(3))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"),
+        nn.Upsample(scale_factor=2),
+        nn.Conv2d(4, 4, 3, dilation=2),
+        nn.Flatten(),
+        nn.LazyLinear(3),
+    )
     net(torch.zeros(1, 3, 16, 16))
     x = torch.randn(1, 3, 16, 16)
     full, incremental = _full_and_incremental(net.eval(), x, CENTRES / 2, 3)
@@ -173,6 +210,7 @@ def test_incremental_scorer_needs_a_torch_backend():
 
 
 # ---------------------------------------------------------------------------- adaptive
+
 
 class _Counting:
     """Wraps a scorer and records the centres it scores."""
@@ -231,6 +269,7 @@ def test_adaptive_rejects_bad_arguments():
 
 # ---------------------------------------------------------------------------- benchmark
 
+
 def test_benchmark_equality_assertions_on_a_tiny_case():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
@@ -286,6 +325,7 @@ def test_a_twin_that_disagrees_with_its_model_is_refused():
 
 # ---------------------------------------------------------------------------- fast by default
 
+
 def test_multiply_adds_are_counted_box_wise():
     from facesal_fast.speed.auto import mac_ratio
 
@@ -300,8 +340,15 @@ def test_multiply_adds_are_counted_box_wise():
 
 def _traceable_scorer(**options) -> Scorer:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    ).eval()
     return Scorer.from_torch(net, 32, mean=0.5, std=0.25, **options)
 
 
@@ -423,8 +470,9 @@ def test_auto_backend_without_input_size_probes_per_shape_only_when_the_work_pay
     from facesal_fast.scoring.selection import ProbingBackend
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(4, 2)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    ).eval()
     scorer = Scorer.from_torch(net, None, cache_dir=tmp_path)
     backend = scorer.backend
     assert isinstance(backend, ProbingBackend)
@@ -446,8 +494,14 @@ def test_incremental_model_follows_weights_edited_in_place():
     version counters do not see): the traced copy must follow, or CIS would explain the
     trained model at every step."""
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                              torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 2)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 2),
+    ).eval()
     x = torch.rand(1, 3, 16, 16)
     model = IncrementalModel(net)
     before = model.cache(x)[model._nodes[-1]]

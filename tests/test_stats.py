@@ -1,6 +1,7 @@
 """Group statistics: permutation tests calibrated on real CIS maps (null: false positive
 rate; planted effect: power), max-T / BH corrections, split-half reliability, convergence
 checkpoints, group-name collisions and ``fs.cms`` argument checks."""
+
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,9 @@ def real_maps() -> np.ndarray:
     import facesal_fast as fs
 
     scorer = fs.models.load("gender", backend="onnx")
-    return np.stack([fs.cis(load_image(FACES / name), scorer, mode="grid", grid_step=4, stride=8).canonical
-                     for name in PHOTOS])
+    return np.stack(
+        [fs.cis(load_image(FACES / name), scorer, mode="grid", grid_step=4, stride=8).canonical for name in PHOTOS]
+    )
 
 
 def test_region_tests_are_calibrated_on_real_maps(real_maps):
@@ -62,7 +64,9 @@ def test_permutation_p_values_and_corrections():
     np.testing.assert_array_equal(test.p_adjusted, again.p_adjusted)  # seeded
     fdr = permutation_test(a, b, permutations=999, seed=3, correction="fdr")
     np.testing.assert_allclose(fdr.p_adjusted, benjamini_hochberg(fdr.p_raw))
-    np.testing.assert_allclose(benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5])), [0.04, 0.16 / 3, 0.16 / 3, 0.5])  # R: p.adjust(.., "BH")
+    np.testing.assert_allclose(
+        benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5])), [0.04, 0.16 / 3, 0.16 / 3, 0.5]
+    )  # R: p.adjust(.., "BH")
     paired = permutation_test(a, a - 0.3 + rng.normal(0, 0.05, a.shape), paired=True, permutations=999)
     assert paired.paired and (paired.p_adjusted < 0.01).all()  # a consistent per-image shift
     assert not (permutation_test(a, b, paired=False, permutations=999).p_adjusted[[0, 1, 3, 4, 5]] < 0.05).any()
@@ -70,8 +74,11 @@ def test_permutation_p_values_and_corrections():
 
 def test_bad_test_options_name_the_argument():
     x = np.ones((4, 3))
-    for kwargs, word in (({"permutations": 0}, "permutations"), ({"correction": "bonferroni"}, "correction"),
-                         ({"alpha": 1.5}, "alpha must be a number between 0 and 1")):
+    for kwargs, word in (
+        ({"permutations": 0}, "permutations"),
+        ({"correction": "bonferroni"}, "correction"),
+        ({"alpha": 1.5}, "alpha must be a number between 0 and 1"),
+    ):
         with pytest.raises(ValueError, match=word):
             permutation_test(x, x, **kwargs)
     with pytest.raises(ValueError, match="paired"):

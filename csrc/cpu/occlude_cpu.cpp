@@ -15,8 +15,10 @@ std::vector<T> normalized_plane(const OccludeParams& p, F value) {
     int c, y, x;
     decode_output_index(p, i, c, y, x);
     const float v = normalize_value(p, value(c, y, x), c);
-    if constexpr (sizeof(T) == 2) plane[i] = float_to_half_bits(v);
-    else plane[i] = v;
+    if constexpr (sizeof(T) == 2)
+      plane[i] = float_to_half_bits(v);
+    else
+      plane[i] = v;
   }
   return plane;
 }
@@ -45,8 +47,10 @@ void occlude_typed(const OccludeParams& p, int threads) {
 }  // namespace
 
 void occlude_batch_cpu(const OccludeParams& p, int threads) {
-  if (p.half_out) occlude_typed<uint16_t>(p, threads);
-  else occlude_typed<float>(p, threads);
+  if (p.half_out)
+    occlude_typed<uint16_t>(p, threads);
+  else
+    occlude_typed<float>(p, threads);
 }
 
 }  // namespace facesal

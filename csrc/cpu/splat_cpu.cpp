@@ -57,8 +57,10 @@ void splat_typed(const SplatParams& p) {
 }  // namespace
 
 void splat_add_cpu(const SplatParams& p) {
-  if (p.out_double) splat_typed<double>(p);
-  else splat_typed<float>(p);
+  if (p.out_double)
+    splat_typed<double>(p);
+  else
+    splat_typed<float>(p);
 }
 
 }  // namespace facesal

@@ -9,9 +9,13 @@ namespace {
 template <typename T>
 __device__ __forceinline__ T to_output(float v);
 template <>
-__device__ __forceinline__ float to_output<float>(float v) { return v; }
+__device__ __forceinline__ float to_output<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __half to_output<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half to_output<__half>(float v) {
+  return __float2half_rn(v);
+}
 
 // One thread per output element, grid-stride; consecutive threads write consecutive elements.
 template <typename T>
@@ -34,8 +38,10 @@ void occlude_batch_cuda(const OccludeParams& p, void* stream) {
   if (total == 0) return;
   const int threads = 256;
   auto s = static_cast<cudaStream_t>(stream);
-  if (p.half_out) occlude_kernel<__half><<<blocks_for(total, threads), threads, 0, s>>>(p);
-  else occlude_kernel<float><<<blocks_for(total, threads), threads, 0, s>>>(p);
+  if (p.half_out)
+    occlude_kernel<__half><<<blocks_for(total, threads), threads, 0, s>>>(p);
+  else
+    occlude_kernel<float><<<blocks_for(total, threads), threads, 0, s>>>(p);
   check_cuda(cudaGetLastError(), "occlude_batch kernel launch");
 }
 

@@ -56,8 +56,10 @@ void splat_add_cuda(const SplatParams& p, double* workspace, void* stream) {
   if (p.H == 0 || p.W == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
   const int tasks = splat_num_tasks(p);
-  if (p.out_double) splat_kernel<double><<<tasks, kThreads, 0, s>>>(p, workspace);
-  else splat_kernel<float><<<tasks, kThreads, 0, s>>>(p, workspace);
+  if (p.out_double)
+    splat_kernel<double><<<tasks, kThreads, 0, s>>>(p, workspace);
+  else
+    splat_kernel<float><<<tasks, kThreads, 0, s>>>(p, workspace);
   check_cuda(cudaGetLastError(), "splat_add kernel launch");
 }
 

@@ -8,6 +8,7 @@ Quick use::
     tex = face.to_canonical()                              # (256, 256, 3) unwrapped texture
     overlay = face.to_image(cms_map)                       # canonical map -> photo
 """
+
 from .aligner import Aligner, default_aligner
 from .canonical import canonical_face, canonical_geometry, canonical_mask
 from .errors import ImageError, NoFaceError

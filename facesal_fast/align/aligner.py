@@ -6,6 +6,7 @@ and for faces the mesh's own detector misses) -> Face Mesh landmarks -> the cano
 through it (barycentric mix of the image-projected vertices) -> visibility (back-facing
 triangles from the image winding, and a z-buffer of the posed mesh).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -146,7 +147,9 @@ class Aligner:
         self.canonical_scale = geo.scale(self.canonical_shape)
         c3 = np.concatenate([self.canon_verts, self.canon_depth[:, None]], axis=1).astype(np.float64)
         self._canon_rms = float(np.sqrt(((c3 - c3.mean(axis=0)) ** 2).sum(axis=1).mean()))
-        self.grid = dense_grid(self.canon_verts, self.triangles, self.canonical_shape, 1.0 / self.density, self.canon_depth)
+        self.grid = dense_grid(
+            self.canon_verts, self.triangles, self.canonical_shape, 1.0 / self.density, self.canon_depth
+        )
         self.grid.points.setflags(write=False)
         self._lock = threading.Lock()
         self._mp = None
@@ -172,16 +175,26 @@ class Aligner:
 
                 c = self.min_detection_confidence
                 self._mp = dict(
-                    mesh=_QuietGraph(face_mesh.FaceMesh(
-                        static_image_mode=True, max_num_faces=self.max_faces, refine_landmarks=self.refine_landmarks,
-                        min_detection_confidence=c,
-                    )),
-                    crop=_QuietGraph(face_mesh.FaceMesh(
-                        static_image_mode=True, max_num_faces=1, refine_landmarks=self.refine_landmarks,
-                        min_detection_confidence=c,
-                    )),
-                    det=[_QuietGraph(face_detection.FaceDetection(model_selection=m, min_detection_confidence=c))
-                         for m in (0, 1)],
+                    mesh=_QuietGraph(
+                        face_mesh.FaceMesh(
+                            static_image_mode=True,
+                            max_num_faces=self.max_faces,
+                            refine_landmarks=self.refine_landmarks,
+                            min_detection_confidence=c,
+                        )
+                    ),
+                    crop=_QuietGraph(
+                        face_mesh.FaceMesh(
+                            static_image_mode=True,
+                            max_num_faces=1,
+                            refine_landmarks=self.refine_landmarks,
+                            min_detection_confidence=c,
+                        )
+                    ),
+                    det=[
+                        _QuietGraph(face_detection.FaceDetection(model_selection=m, min_detection_confidence=c))
+                        for m in (0, 1)
+                    ],
                 )
         return self._mp
 
@@ -214,10 +227,12 @@ class Aligner:
             core = lm[list(CORE_LANDMARKS), :2]
             lb = (*lm[:N_MESH_VERTICES, :2].min(axis=0), *lm[:N_MESH_VERTICES, :2].max(axis=0))
             best, best_iou = None, 0.0
-            for k, (b, s) in enumerate(dets):
+            for k, (b, _) in enumerate(dets):
                 if k in used:
                     continue
-                inside = ((core[:, 0] >= b[0]) & (core[:, 0] <= b[2]) & (core[:, 1] >= b[1]) & (core[:, 1] <= b[3])).mean()
+                inside = (
+                    (core[:, 0] >= b[0]) & (core[:, 0] <= b[2]) & (core[:, 1] >= b[1]) & (core[:, 1] <= b[3])
+                ).mean()
                 if inside >= 0.8 and _iou(b, lb) > best_iou:
                     best, best_iou = k, _iou(b, lb)
             if best is not None:
@@ -293,7 +308,11 @@ class Aligner:
         return _face_at(faces, face_index, source)
 
     def batch(
-        self, images: Sequence[ImageLike], *, all_faces: bool = False, on_error: str = "raise",
+        self,
+        images: Sequence[ImageLike],
+        *,
+        all_faces: bool = False,
+        on_error: str = "raise",
         sources: Sequence[str | None] | None = None,
     ) -> list:
         """Align a sequence of images. Returns one entry per image: an :class:`AlignedFace`
@@ -320,7 +339,11 @@ class Aligner:
         if min(h, w) < self.min_face_size:
             raise NoFaceError(source, f"image of {w}x{h} px is too small (a face needs >= {self.min_face_size} px)")
         f = min(1.0, self.max_side / max(h, w))
-        work = img if f == 1.0 else cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        work = (
+            img
+            if f == 1.0
+            else cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        )
         fx, fy = work.shape[1] / w, work.shape[0] / h
 
         def detect(models):
@@ -339,11 +362,7 @@ class Aligner:
             dets = detect((1, 0))
             faces, used = self._match(meshes, dets)
         # detector boxes without a mesh: candidates, meshed on a crop around them when needed
-        pending = [
-            (None, tuple(float(v) for v in b), s, "detector")
-            for k, (b, s) in enumerate(dets)
-            if k not in used
-        ]
+        pending = [(None, tuple(float(v) for v in b), s, "detector") for k, (b, s) in enumerate(dets) if k not in used]
         cands = faces + pending
         if not cands:
             raise NoFaceError(source, "no face found")
@@ -360,7 +379,9 @@ class Aligner:
         cands.sort(key=lambda c: -size(c))
         big = [c for c in cands if size(c) >= self.min_face_size][: self.max_faces]
         if not big:
-            raise NoFaceError(source, f"face too small: {size(cands[0]):.0f} px < min_face_size={self.min_face_size} px")
+            raise NoFaceError(
+                source, f"face too small: {size(cands[0]):.0f} px < min_face_size={self.min_face_size} px"
+            )
         done: list = []
         for c in big:
             if c[0] is None:
@@ -381,8 +402,13 @@ class Aligner:
             note = f"largest of {n} faces" if n > 1 else "single face"
             if n > 1:
                 box = tuple(round(float(v)) for v in done[0][1])
-                _log.warning("%s: %d faces found, explaining the largest, box (x0, y0, x1, y1) = %s "
-                             "(face_index= or faces='all' to choose)", source or "<array>", n, box)
+                _log.warning(
+                    "%s: %d faces found, explaining the largest, box (x0, y0, x1, y1) = %s "
+                    "(face_index= or faces='all' to choose)",
+                    source or "<array>",
+                    n,
+                    box,
+                )
             return self._make_face(img, *done[0], source=source, n_faces=n, index=0, note=note)
         n = len(done)
         return [
@@ -399,15 +425,32 @@ class Aligner:
         front = front_facing(v[:, :2], self.canon_verts, self.triangles) & self._canon_front
         pts, z, vis = visible_points(self.grid, self.triangles, v[:, :2], v[:, 2], front, img.shape[:2], tol)
         mesh = MeshBinding(
-            triangles=self.triangles, canon_verts=self.canon_verts, canon_depth=self.canon_depth,
-            img_verts=np.ascontiguousarray(v[:, :2]), img_depth=np.ascontiguousarray(v[:, 2]), front=front,
+            triangles=self.triangles,
+            canon_verts=self.canon_verts,
+            canon_depth=self.canon_depth,
+            img_verts=np.ascontiguousarray(v[:, :2]),
+            img_depth=np.ascontiguousarray(v[:, 2]),
+            front=front,
             depth_tol=tol,
         )
         return AlignedFace(
-            image=img, verts_image=pts, verts_canonical=self.grid.points, visible=vis,
-            canonical_shape=self.canonical_shape, face_box=box, face_scale=float(face_scale),
-            canonical_scale=float(self.canonical_scale), source=source, landmarks=lm, depth=z, score=score,
-            n_faces=n_faces, face_index=index, note=note, box_source=box_source, mesh=mesh,
+            image=img,
+            verts_image=pts,
+            verts_canonical=self.grid.points,
+            visible=vis,
+            canonical_shape=self.canonical_shape,
+            face_box=box,
+            face_scale=float(face_scale),
+            canonical_scale=float(self.canonical_scale),
+            source=source,
+            landmarks=lm,
+            depth=z,
+            score=score,
+            n_faces=n_faces,
+            face_index=index,
+            note=note,
+            box_source=box_source,
+            mesh=mesh,
         )
 
 

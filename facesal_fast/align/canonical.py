@@ -10,6 +10,7 @@ Package data (``facesal_fast/data/canonical/``, made by ``scripts/make_canonical
   averaged over the deepface unit-test photos (``scripts/make_canonical_face.py``).
 - ``LICENSE-mediapipe.txt``: Apache-2.0 licence of the canonical face model.
 """
+
 from __future__ import annotations
 
 import functools

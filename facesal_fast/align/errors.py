@@ -1,4 +1,5 @@
 """Errors raised by :mod:`facesal_fast.align`."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """``AlignedFace``: one face of one image with its dense correspondence to the canonical face."""
+
 from __future__ import annotations
 
 import functools
@@ -228,7 +229,12 @@ class AlignedFace:
             landmarks = vi.copy()
         else:
             verts_i, verts_c = vi[:, :2].copy(), vc[:, :2].copy()
-            inside = (verts_i[:, 0] >= -0.5) & (verts_i[:, 0] < w - 0.5) & (verts_i[:, 1] >= -0.5) & (verts_i[:, 1] < h - 0.5)
+            inside = (
+                (verts_i[:, 0] >= -0.5)
+                & (verts_i[:, 0] < w - 0.5)
+                & (verts_i[:, 1] >= -0.5)
+                & (verts_i[:, 1] < h - 0.5)
+            )
             vis = inside if visible is None else (np.asarray(visible, bool).reshape(-1) & inside)
             if len(vis) != len(verts_i):
                 raise ValueError("visible must be (N,)")

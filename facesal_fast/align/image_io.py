@@ -1,4 +1,5 @@
 """Image loading and normalisation to the API convention (H x W x 3 uint8 RGB)."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,7 @@ MAX_PIXELS = 200_000_000
 
 #: Value-range rule for array images (documented in :func:`as_rgb_uint8`).
 VALUE_RANGE_RULE = (
-    "uint8: 0..255; uint16: 0..65535 (16-bit); bool: 0/1; other integer types: 8-bit values "
-    "0..255; float: 0..1"
+    "uint8: 0..255; uint16: 0..65535 (16-bit); bool: 0/1; other integer types: 8-bit values 0..255; float: 0..1"
 )
 _FLOAT_SLACK = 0.5 / 255.0  # half an 8-bit step of rounding tolerated outside [0, 1]
 
@@ -34,10 +34,12 @@ def _unit_float(a: np.ndarray, source: object) -> np.ndarray:
         raise ImageError(source, f"{_where(source)} has {bad} NaN or Inf pixel values")
     lo, hi = float(a.min()), float(a.max())
     if lo < -_FLOAT_SLACK or hi > 1.0 + _FLOAT_SLACK:
-        hint = " (it looks like 0..255: pass image / 255 or image.astype(np.uint8))" if hi <= 255.0 + _FLOAT_SLACK and lo >= -_FLOAT_SLACK else ""
-        raise ImageError(
-            source, f"float image values must lie in [0, 1], got [{lo:g}, {hi:g}]{hint}"
+        hint = (
+            " (it looks like 0..255: pass image / 255 or image.astype(np.uint8))"
+            if hi <= 255.0 + _FLOAT_SLACK and lo >= -_FLOAT_SLACK
+            else ""
         )
+        raise ImageError(source, f"float image values must lie in [0, 1], got [{lo:g}, {hi:g}]{hint}")
     return np.clip(a.astype(np.float32), 0.0, 1.0)
 
 
@@ -151,7 +153,8 @@ def tensor_images(tensor: object, source: object = None) -> list[np.ndarray]:
     t = tensor.detach()
     if t.ndim not in (3, 4) or t.shape[-3] not in (1, 3):
         raise ImageError(
-            source, f"an image tensor must be C x H x W or N x C x H x W with C = 1 or 3 (channels first), "
+            source,
+            f"an image tensor must be C x H x W or N x C x H x W with C = 1 or 3 (channels first), "
             f"got shape {tuple(t.shape)}",
         )
     if t.dtype.is_floating_point:

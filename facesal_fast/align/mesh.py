@@ -3,6 +3,7 @@
 All points are ``(x, y)`` float32 pixel coordinates with pixel centres at integers.
 Depth is in pixel units, smaller = nearer the camera (MediaPipe's convention).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -147,7 +148,9 @@ def densify(
     c = tris[t]
     bary = clip_barycentric(barycentric(pts, cv[c[:, 0]], cv[c[:, 1]], cv[c[:, 2]]))
     return DenseGrid(
-        points=pts.astype(np.float32), tri=t.astype(np.int32), bary=bary.astype(np.float32),
+        points=pts.astype(np.float32),
+        tri=t.astype(np.int32),
+        bary=bary.astype(np.float32),
         corners=np.ascontiguousarray(c, np.int32),
     )
 

@@ -8,6 +8,7 @@ eyebrows, nose, lips/mouth, jaw (a band along the lower face contour), chin, che
 forehead (above the eye line, temples included). Face pixels in none of them form ``other``
 (empty for the shipped layout).
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,8 +19,19 @@ import numpy as np
 from .canonical import canonical_geometry, canonical_mask
 
 REGION_NAMES: tuple[str, ...] = (
-    "left_eye", "right_eye", "left_eyebrow", "right_eyebrow", "nose", "upper_lip", "lower_lip",
-    "mouth", "left_cheek", "right_cheek", "forehead", "chin", "jaw",
+    "left_eye",
+    "right_eye",
+    "left_eyebrow",
+    "right_eyebrow",
+    "nose",
+    "upper_lip",
+    "lower_lip",
+    "mouth",
+    "left_cheek",
+    "right_cheek",
+    "forehead",
+    "chin",
+    "jaw",
 )
 
 # Face Mesh landmark contours (ordered polygons).
@@ -32,8 +44,44 @@ LIPS_UPPER_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
 LIPS_LOWER_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
 LIPS_UPPER_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
 LIPS_LOWER_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
-FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+FACE_OVAL = [
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+]
 
 
 def _shape(size) -> tuple[int, int]:
@@ -84,7 +132,9 @@ def _region_masks(shape: tuple[int, int]) -> dict[str, np.ndarray]:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     # jaw: band along the face contour below the eyes
     eye_y = float(L[[33, 263, 133, 362]][:, 1].mean())
-    inner = cv2.erode(face.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(0.06 * s) + 1,) * 2))
+    inner = cv2.erode(
+        face.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(0.06 * s) + 1,) * 2)
+    )
     out["jaw"] = face & ~inner.astype(bool) & (yy > eye_y + 0.05 * s) & ~taken
     taken |= out["jaw"]
     # chin: below the lower lip, between the mouth corners
@@ -137,7 +187,7 @@ def region_shares(canonical_map: np.ndarray, *, mode: str = "positive", include_
     masks = _region_masks(m.shape)
     face = canonical_mask(m.shape)
     anyreg = np.zeros(m.shape, bool)
-    for name, r in masks.items():
+    for r in masks.values():
         anyreg |= r
     face = face | anyreg
     total = float(m[face].sum())

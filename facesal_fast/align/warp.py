@@ -7,6 +7,7 @@ With a triangle mesh (default aligner, or ``from_arrays`` with triangles / spars
 the warps are piecewise affine per triangle, respecting visibility. For a plain point
 correspondence (``from_arrays(mode="points")``) they are nearest-pixel point splats.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -67,7 +68,9 @@ def canonical_pixel_mapping(face: AlignedFace) -> tuple[np.ndarray, np.ndarray]:
     if g.points is face.verts_canonical:  # density 1: the face's own points are the pixel grid
         pts, vis = face.verts_image, face.visible
     else:
-        pts, _, vis = visible_points(g, m.triangles, m.img_verts, m.img_depth, m.front, face.image.shape[:2], m.depth_tol)
+        pts, _, vis = visible_points(
+            g, m.triangles, m.img_verts, m.img_depth, m.front, face.image.shape[:2], m.depth_tol
+        )
     pos = np.full((hf, wf, 2), -1e4, np.float32)
     valid = np.zeros((hf, wf), bool)
     ij = np.floor(g.points + 0.5).astype(np.int64)
@@ -77,8 +80,9 @@ def canonical_pixel_mapping(face: AlignedFace) -> tuple[np.ndarray, np.ndarray]:
     return pos, valid
 
 
-def _point_warp(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, dst_shape: tuple[int, int],
-                interpolation: int) -> tuple[np.ndarray, np.ndarray]:
+def _point_warp(
+    src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, dst_shape: tuple[int, int], interpolation: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Warp through bare point correspondences: sample ``src`` at ``src_points`` (N x 2) and
     average the samples landing on each pixel ``round(dst_points)`` of a ``dst_shape`` image.
 

@@ -6,6 +6,7 @@ Every mistake that would silently leave photos ungrouped or invent a group (a sh
 an empty group, names matching no photo, a Latin-1 file, a header without lines) is a
 ``ValueError`` naming the file and line; a UTF-8 byte-order mark is accepted.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,10 @@ def read_groups_csv(path: str | Path) -> dict[str, str]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start} is {raw[err.start:err.start + 1]!r}); save the "
-                         "groups CSV as UTF-8") from err
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {err.start} is {raw[err.start : err.start + 1]!r}); save the "
+            "groups CSV as UTF-8"
+        ) from err
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         columns = _columns(path, next(reader, None))
@@ -55,7 +58,9 @@ def _columns(path: Path, header: list[str] | None) -> tuple[int, int]:
     names = [name.strip() for name in header or []]
     if "image" not in names or "group" not in names:
         found = ",".join(names) if names else "nothing (empty file)"
-        raise ValueError(f"{path} line 1: the header must name the columns image,group, found {found}; expected {_HINT}")
+        raise ValueError(
+            f"{path} line 1: the header must name the columns image,group, found {found}; expected {_HINT}"
+        )
     return names.index("image"), names.index("group")
 
 
@@ -101,9 +106,13 @@ def match_groups(groups: Mapping[str, str], keys: Sequence[str], where: str = "g
     matched = sum(group_for(groups, key) is not None for key in keys)
     if matched == 0 and keys:
         example = ", ".join(repr(name) for name in list(groups)[:2])
-        raise ValueError(f"{where}: none of its {len(groups)} image names ({example}, ...) is one of the {len(keys)} "
-                         f"photos (e.g. {keys[0]!r}); give file names or paths relative to the photo folder")
+        raise ValueError(
+            f"{where}: none of its {len(groups)} image names ({example}, ...) is one of the {len(keys)} "
+            f"photos (e.g. {keys[0]!r}); give file names or paths relative to the photo folder"
+        )
     if matched < len(keys):
-        return (f"{where}: {matched} of {len(keys)} photos have a group; the other {len(keys) - matched} count in the "
-                "overall CMS but in no group")
+        return (
+            f"{where}: {matched} of {len(keys)} photos have a group; the other {len(keys) - matched} count in the "
+            "overall CMS but in no group"
+        )
     return None

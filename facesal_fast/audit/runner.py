@@ -5,6 +5,7 @@ they finish. With an output directory every result goes to a :class:`RunStore`, 
 images are skipped on a re-run, and the CMS is rebuilt from the store in key order, so a
 resumed run gives exactly the result of an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,8 @@ from tqdm.auto import tqdm
 
 from facesal_fast._validate import positive_int
 from facesal_fast.align import as_rgb_uint8, load_image
-from facesal_fast.align.image_io import _is_tensor, tensor_images
 from facesal_fast.align.errors import ImageError
+from facesal_fast.align.image_io import _is_tensor, tensor_images
 from facesal_fast.audit.groups import group_for, match_groups
 from facesal_fast.audit.store import RunStore, storable
 from facesal_fast.inputs import ScorerLike
@@ -60,9 +61,14 @@ def list_images(folder: str | Path, exclude: str | Path | None = None) -> list[P
         raise FileNotFoundError(f"{folder} is not a directory")
     skip = {".csv", ".json", ".txt", ".md"}
     skipped = Path(exclude).resolve() if exclude is not None else None
-    return sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink() and not p.exists())
-                  and not p.name.startswith(".") and p.suffix.lower() not in skip
-                  and (skipped is None or skipped not in p.resolve().parents))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if (p.is_file() or p.is_symlink() and not p.exists())
+        and not p.name.startswith(".")
+        and p.suffix.lower() not in skip
+        and (skipped is None or skipped not in p.resolve().parents)
+    )
 
 
 def _load_file(path: Path) -> np.ndarray:
@@ -119,8 +125,9 @@ def _records(item: Any) -> Iterator[tuple[Any, Any, Any]]:
         yield image, (key.item() if _is_tensor(key) else key), (group.item() if _is_tensor(group) else group)
 
 
-def _inputs(inputs: Any, exclude: str | Path | None = None,
-            item_groups: dict[str, str] | None = None) -> Iterator[tuple[str, str, Callable[[], np.ndarray]]]:
+def _inputs(
+    inputs: Any, exclude: str | Path | None = None, item_groups: dict[str, str] | None = None
+) -> Iterator[tuple[str, str, Callable[[], np.ndarray]]]:
     """(key, source, loader) for each image of a folder (without ``exclude``), paths, arrays, a
     torch Dataset or a DataLoader (see :meth:`Audit.feed`); groups given by dataset items go
     into ``item_groups`` (key -> group) as their images are reached."""
@@ -150,8 +157,10 @@ def _check_same_photos(store: RunStore, items: list[tuple[str, str, Any]]) -> No
     for key, source, _ in items:
         old = stored.get(storable(key))
         if old is not None and os.path.realpath(old) != os.path.realpath(storable(source)):
-            raise ValueError(f"{store.path} holds {key!r} from {old}, not from {source}: this is another photo "
-                             "folder; start a new run with another --out folder")
+            raise ValueError(
+                f"{store.path} holds {key!r} from {old}, not from {source}: this is another photo "
+                "folder; start a new run with another --out folder"
+            )
 
 
 def _check_groups(groups: Groups) -> None:
@@ -171,8 +180,9 @@ def _group_of(groups: Groups, index: int, key: str, result: CISResult | None) ->
 
 
 #: What :func:`facesal_fast.cis` takes besides the image, scorer, target and face.
-_CIS_OPTIONS = tuple(name for name in inspect.signature(cis).parameters
-                     if name not in ("image", "scorer", "target", "aligner", "face"))
+_CIS_OPTIONS = tuple(
+    name for name in inspect.signature(cis).parameters if name not in ("image", "scorer", "target", "aligner", "face")
+)
 
 
 def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,7 +218,9 @@ def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]
     return checked
 
 
-def run_settings(target: int | str | None, cis_options: Mapping[str, Any], settings: Mapping[str, Any] | None) -> dict[str, Any]:
+def run_settings(
+    target: int | str | None, cis_options: Mapping[str, Any], settings: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """What a run's identity compares on resume: the target, the CIS options as requested
     (``patch=None`` stays ``None``: a Ray driver without the model writes the same) and the
     caller's settings (model, its hash, photo folder, groups' digest, ...)."""
@@ -227,16 +239,29 @@ class Audit:
         **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
     """
 
-    def __init__(self, scorer: ScorerLike, out: str | Path | None = None, *, target: int | str | None = None,
-                 aligner: Any = None, settings: dict[str, Any] | None = None, **cis_options: Any) -> None:
+    def __init__(
+        self,
+        scorer: ScorerLike,
+        out: str | Path | None = None,
+        *,
+        target: int | str | None = None,
+        aligner: Any = None,
+        settings: dict[str, Any] | None = None,
+        **cis_options: Any,
+    ) -> None:
         from facesal_fast.align import default_aligner
 
         self.scorer, self.target = scorer, target
         self.cis_options = check_cis_options(scorer, cis_options)
         _check_target(scorer, target)
         self.aligner = aligner or default_aligner()
-        resolved = {"backend": getattr(getattr(scorer, "backend", None), "name", None), "patch": self.cis_options.get("patch")}
-        self.store = None if out is None else RunStore(out, run_settings(target, cis_options, settings), _versions(), resolved)
+        resolved = {
+            "backend": getattr(getattr(scorer, "backend", None), "name", None),
+            "patch": self.cis_options.get("patch"),
+        }
+        self.store = (
+            None if out is None else RunStore(out, run_settings(target, cis_options, settings), _versions(), resolved)
+        )
         self._memory: CMSAccumulator | None = None
         self.summary = {"done": 0, "failed": 0, "skipped": 0}
 
@@ -276,10 +301,24 @@ class Audit:
                 self._memory = CMSAccumulator(result.canonical.shape)
             self._memory.add(result.canonical, group)
             return
-        arrays = dict(canonical=result.canonical, counts=result.counts, occlusion=result.occlusion,
-                      drops=result.drops, affine=result.affine, face_box=np.asarray(result.face.face_box, np.float32))
-        self.store.save_done(key, source, arrays, group=group, target=result.target, target_name=result.target_name,
-                             base_score=result.base_score, seconds=seconds)
+        arrays = dict(
+            canonical=result.canonical,
+            counts=result.counts,
+            occlusion=result.occlusion,
+            drops=result.drops,
+            affine=result.affine,
+            face_box=np.asarray(result.face.face_box, np.float32),
+        )
+        self.store.save_done(
+            key,
+            source,
+            arrays,
+            group=group,
+            target=result.target,
+            target_name=result.target_name,
+            base_score=result.base_score,
+            seconds=seconds,
+        )
 
     def feed(self, inputs: Any, groups: Groups = None, progress: bool = True) -> Iterator[AuditItem]:
         """Explain every input, yielding an :class:`AuditItem` as each finishes.
@@ -299,7 +338,11 @@ class Audit:
         _check_groups(groups)
         exclude = None if self.store is None else self.store.path
         item_groups: dict[str, str] = {}
-        items = list(_inputs(inputs, exclude)) if isinstance(inputs, (str, Path)) else _inputs(inputs, item_groups=item_groups)
+        items = (
+            list(_inputs(inputs, exclude))
+            if isinstance(inputs, (str, Path))
+            else _inputs(inputs, item_groups=item_groups)
+        )
         if self.store is not None and isinstance(items, list):
             _check_same_photos(self.store, items)
         total = len(items) if isinstance(items, list) else None
@@ -309,8 +352,14 @@ class Audit:
                 warnings.warn(message, stacklevel=2)
         groups = item_groups if groups is None else groups  # a dataset's own groups, filled as items arrive
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesal-align") as pool:
-            bar = tqdm(self._aligned_ahead(items, pool), total=total, disable=not progress, unit="img", desc="audit",
-                       dynamic_ncols=True)
+            bar = tqdm(
+                self._aligned_ahead(items, pool),
+                total=total,
+                disable=not progress,
+                unit="img",
+                desc="audit",
+                dynamic_ncols=True,
+            )
             for index, key, source, job in bar:
                 item = self._finish(index, key, source, job, groups)
                 bar.set_postfix(failed=self.summary["failed"], refresh=False)

@@ -11,6 +11,7 @@ A result file is written to a temporary name and renamed into place, then its in
 is committed, so a killed run leaves either a finished image or nothing: re-running the
 same command skips finished images and redoes the rest.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -119,7 +120,9 @@ def _read_meta(path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{meta_path}: corrupt run file ({err}); start a new run with another --out folder") from err
     if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict):
-        raise ValueError(f"{meta_path}: not a facesal run file (no settings); start a new run with another --out folder")
+        raise ValueError(
+            f"{meta_path}: not a facesal run file (no settings); start a new run with another --out folder"
+        )
     return meta
 
 
@@ -142,8 +145,10 @@ def _lock_run(path: Path) -> IO[str]:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         lock.close()
-        raise RunLockedError(f"{path} is in use by another running audit (lock file {path / '.lock'}); wait for "
-                             "it to finish, or give another --out folder") from err
+        raise RunLockedError(
+            f"{path} is in use by another running audit (lock file {path / '.lock'}); wait for "
+            "it to finish, or give another --out folder"
+        ) from err
     return lock
 
 
@@ -157,11 +162,14 @@ def _connect(db_path: Path, readonly: bool) -> sqlite3.Connection:
             db = sqlite3.connect(":memory:" if readonly else db_path)
             db.execute(_SCHEMA)
             db.commit()
-        db.execute("SELECT key, source, status, grp, target, target_name, base_score, seconds, error, seq FROM images LIMIT 1")
+        db.execute(
+            "SELECT key, source, status, grp, target, target_name, base_score, seconds, error, seq FROM images LIMIT 1"
+        )
         return db
     except sqlite3.DatabaseError as err:
-        raise ValueError(f"{db_path}: corrupt or unreadable run index ({err}); start a new run with another --out "
-                         "folder") from err
+        raise ValueError(
+            f"{db_path}: corrupt or unreadable run index ({err}); start a new run with another --out folder"
+        ) from err
 
 
 class RunStore:
@@ -186,8 +194,13 @@ class RunStore:
             is corrupt (the message names the file).
     """
 
-    def __init__(self, path: str | Path, settings: dict[str, Any] | None = None, versions: dict[str, str] | None = None,
-                 resolved: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        settings: dict[str, Any] | None = None,
+        versions: dict[str, str] | None = None,
+        resolved: dict[str, Any] | None = None,
+    ):
         self.path = Path(path)
         self.results_dir = self.path / "results"
         self._lock: IO[str] | None = None
@@ -205,7 +218,9 @@ class RunStore:
             self._lock.close()
             raise
 
-    def _start_or_check(self, settings: dict[str, Any], versions: dict[str, str], resolved: dict[str, Any]) -> dict[str, Any]:
+    def _start_or_check(
+        self, settings: dict[str, Any], versions: dict[str, str], resolved: dict[str, Any]
+    ) -> dict[str, Any]:
         """The run's metadata: written for a new run, compared for an existing one."""
         meta_path = self.path / "run.json"
         wanted = json.loads(json.dumps(settings, default=str))
@@ -214,8 +229,11 @@ class RunStore:
             atomic_write_bytes(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
             return meta
         meta = _read_meta(self.path)
-        changes = [f"{k}: {meta['settings'].get(k)!r} -> {wanted.get(k)!r}"
-                   for k in sorted(set(meta["settings"]) | set(wanted)) if meta["settings"].get(k) != wanted.get(k)]
+        changes = [
+            f"{k}: {meta['settings'].get(k)!r} -> {wanted.get(k)!r}"
+            for k in sorted(set(meta["settings"]) | set(wanted))
+            if meta["settings"].get(k) != wanted.get(k)
+        ]
         if changes:
             raise SettingsMismatchError(
                 f"{self.path} was started with other settings ({'; '.join(changes)}); re-run with the original "
@@ -240,17 +258,47 @@ class RunStore:
     def _next_seq(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM images").fetchone()[0])
 
-    def _upsert(self, key: str, source: str, status: str, group: str | None, target: int | None,
-                target_name: str | None, base_score: float | None, seconds: float | None, error: str | None) -> None:
+    def _upsert(
+        self,
+        key: str,
+        source: str,
+        status: str,
+        group: str | None,
+        target: int | None,
+        target_name: str | None,
+        base_score: float | None,
+        seconds: float | None,
+        error: str | None,
+    ) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (storable(key), storable(source), status, None if group is None else storable(str(group)), target,
-             target_name, base_score, seconds, None if error is None else storable(error), self._next_seq()),
+            (
+                storable(key),
+                storable(source),
+                status,
+                None if group is None else storable(str(group)),
+                target,
+                target_name,
+                base_score,
+                seconds,
+                None if error is None else storable(error),
+                self._next_seq(),
+            ),
         )
         self._db.commit()
 
-    def save_done(self, key: str, source: str, arrays: dict[str, np.ndarray], *, group: str | None,
-                  target: int, target_name: str | None, base_score: float, seconds: float) -> None:
+    def save_done(
+        self,
+        key: str,
+        source: str,
+        arrays: dict[str, np.ndarray],
+        *,
+        group: str | None,
+        target: int,
+        target_name: str | None,
+        base_score: float,
+        seconds: float,
+    ) -> None:
         """Write the image's arrays atomically, then mark it done."""
         atomic_write_bytes(self.result_path(key), npz_bytes(arrays))
         self._upsert(key, source, "done", group, target, target_name, base_score, seconds, None)
@@ -266,7 +314,9 @@ class RunStore:
     def rows(self, status: str | None = None) -> list[StoredImage]:
         """Index rows in key order (a fixed order, whatever order they finished in)."""
         query = "SELECT key, source, status, grp, target, target_name, base_score, seconds, error FROM images"
-        rows = self._db.execute(query + (" WHERE status = ?" if status else "") + " ORDER BY key", (status,) if status else ())
+        rows = self._db.execute(
+            query + (" WHERE status = ?" if status else "") + " ORDER BY key", (status,) if status else ()
+        )
         return [StoredImage(*row) for row in rows]
 
     def load(self, key: str) -> dict[str, np.ndarray]:
@@ -276,8 +326,10 @@ class RunStore:
             with np.load(path, allow_pickle=False) as data:
                 return {name: data[name] for name in data.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise ValueError(f"{path}: unreadable result file of {key!r} ({type(err).__name__}: {err}); delete it and "
-                             "re-run the audit to recompute that image") from err
+            raise ValueError(
+                f"{path}: unreadable result file of {key!r} ({type(err).__name__}: {err}); delete it and "
+                "re-run the audit to recompute that image"
+            ) from err
 
     def iter_done(self) -> Iterator[tuple[StoredImage, dict[str, np.ndarray]]]:
         for row in self.rows("done"):

@@ -4,6 +4,7 @@ Each method maps ``(model, input_tensor 1 x C x H x W, target)`` to an ``H x W``
 map; :func:`explain` runs one by name on a photo and warps the map onto the canonical
 face through the aligner. See docs/methods.md.
 """
+
 from facesal_fast.methods import annotations, masks
 from facesal_fast.methods._common import to_canonical_map
 from facesal_fast.methods.cams import gradcam, gradcam_plus_plus, scorecam
@@ -14,8 +15,27 @@ from facesal_fast.methods.masks import group_mean_heatmaps, r2_by_class, relativ
 from facesal_fast.methods.occlusion import occlusion, occlusion_with_scorer, skin_colour
 
 __all__ = [
-    "METHODS", "MethodResult", "RelevanceNotConservedError", "annotations", "check_conservation", "explain",
-    "gradcam", "gradcam_plus_plus", "group_mean_heatmaps", "guided_backprop", "guided_gradient", "lrp",
-    "lrp_relevance", "masks", "occlusion", "occlusion_with_scorer", "r2_by_class", "relative_saliency",
-    "saliency_difference", "scorecam", "skin_colour", "to_canonical_map", "top_k_mask",
+    "METHODS",
+    "MethodResult",
+    "RelevanceNotConservedError",
+    "annotations",
+    "check_conservation",
+    "explain",
+    "gradcam",
+    "gradcam_plus_plus",
+    "group_mean_heatmaps",
+    "guided_backprop",
+    "guided_gradient",
+    "lrp",
+    "lrp_relevance",
+    "masks",
+    "occlusion",
+    "occlusion_with_scorer",
+    "r2_by_class",
+    "relative_saliency",
+    "saliency_difference",
+    "scorecam",
+    "skin_colour",
+    "to_canonical_map",
+    "top_k_mask",
 ]

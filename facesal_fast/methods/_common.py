@@ -1,4 +1,5 @@
 """Shared checks for the saliency methods: model inputs, targets, eval mode, canonical warp."""
+
 from __future__ import annotations
 
 import contextlib

@@ -15,6 +15,7 @@ Maps built here:
   warped onto the canonical face, so human and model saliency share one grid;
 - :func:`label_histogram`: label shares, each individual weighing the same.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,14 +28,33 @@ import numpy as np
 from facesal_fast.methods._common import check_map, to_canonical_map
 
 __all__ = [
-    "LABELS", "Box", "normalise_label", "load_annotations", "example_annotations_path", "box_counts", "box_heatmap", "highlight",
-    "image_heatmaps", "person_heatmaps", "canonical_box_heatmaps", "person_canonical_heatmaps", "label_histogram",
+    "LABELS",
+    "Box",
+    "normalise_label",
+    "load_annotations",
+    "example_annotations_path",
+    "box_counts",
+    "box_heatmap",
+    "highlight",
+    "image_heatmaps",
+    "person_heatmaps",
+    "canonical_box_heatmaps",
+    "person_canonical_heatmaps",
+    "label_histogram",
 ]
 
 LABELS = ("beard", "cheek", "chin", "ears", "eyes", "eyebrows", "hairline", "laugh line", "lips", "moustache", "nose")
 _ALIASES = {
-    "eye brows": "eyebrows", "eye brow": "eyebrows", "eyebrow": "eyebrows", "eye": "eyes", "ear": "ears",
-    "cheeks": "cheek", "laugh lines": "laugh line", "laughline": "laugh line", "lip": "lips", "mouth": "lips",
+    "eye brows": "eyebrows",
+    "eye brow": "eyebrows",
+    "eyebrow": "eyebrows",
+    "eye": "eyes",
+    "ear": "ears",
+    "cheeks": "cheek",
+    "laugh lines": "laugh line",
+    "laughline": "laugh line",
+    "lip": "lips",
+    "mouth": "lips",
     "mustache": "moustache",
 }
 _COLUMNS = ("image", "label", "x0", "y0", "x1", "y1")
@@ -79,9 +99,13 @@ def load_annotations(path: str | Path, *, allow_other_labels: bool = False) -> l
             try:
                 x0, y0, x1, y1 = (float(row[c]) for c in ("x0", "y0", "x1", "y1"))
             except (TypeError, ValueError) as err:
-                raise ValueError(f"{path}:{line}: box corners must be numbers, got {[row[c] for c in _COLUMNS[2:]]}") from err
+                raise ValueError(
+                    f"{path}:{line}: box corners must be numbers, got {[row[c] for c in _COLUMNS[2:]]}"
+                ) from err
             if not (np.isfinite([x0, y0, x1, y1]).all() and x1 >= x0 and y1 >= y0):
-                raise ValueError(f"{path}:{line}: need finite corners with x1 >= x0 and y1 >= y0, got {(x0, y0, x1, y1)}")
+                raise ValueError(
+                    f"{path}:{line}: need finite corners with x1 >= x0 and y1 >= y0, got {(x0, y0, x1, y1)}"
+                )
             person = (row.get("person") or "").strip() or None
             boxes.append(Box(row["image"].strip(), label, x0, y0, x1, y1, person))
     return boxes

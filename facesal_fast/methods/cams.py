@@ -3,6 +3,7 @@
 All three return ``H x W`` float32 maps in ``[0, 1]`` at the input resolution, scaled as
 pytorch-grad-cam does (ReLU; min-max scaling; bilinear resize; min-max scaling again).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -17,7 +18,6 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from facesal_fast.methods._common import check_input, check_logits, check_target, eval_mode
 
 __all__ = ["resolve_layer", "gradcam", "gradcam_plus_plus", "scorecam"]
-
 
 
 def resolve_layer(model: torch.nn.Module, layer: torch.nn.Module | str | None) -> torch.nn.Module:

@@ -23,6 +23,7 @@ gradient. :func:`canonize` follows the data flow instead: it traces the model wi
 
 The returned module computes the same function as the original (up to float rounding).
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,7 +56,6 @@ class ResidualSum(Sum):
 def stack_summands(*summands: torch.Tensor) -> torch.Tensor:
     """The summands broadcast to one shape and stacked on a new last axis (``... x K``)."""
     return torch.stack(torch.broadcast_tensors(*summands), dim=-1)
-
 
 
 def _trace(model: torch.nn.Module) -> torch.fx.GraphModule:
@@ -113,7 +113,10 @@ def _merge_batch_norms(gm: torch.fx.GraphModule) -> int:
 
 def _is_residual_sum(node: torch.fx.Node) -> bool:
     return (
-        node.op == "call_function" and node.target in _ADDS and not node.kwargs and len(node.args) == 2
+        node.op == "call_function"
+        and node.target in _ADDS
+        and not node.kwargs
+        and len(node.args) == 2
         and all(isinstance(a, torch.fx.Node) and a.op != "get_attr" for a in node.args)
     )
 
@@ -141,8 +144,13 @@ def _replace_calls(gm: torch.fx.GraphModule, matches, prefix: str, module_for, i
 
 def _explicit_sums(gm: torch.fx.GraphModule) -> int:
     """Replace each ``a + b`` of two computed tensors by ``ResidualSum(stack(a, b))``."""
-    return _replace_calls(gm, _is_residual_sum, "lrp_sum", lambda node: ResidualSum(_source_name(node)),
-                          lambda node: gm.graph.call_function(stack_summands, tuple(node.args)))
+    return _replace_calls(
+        gm,
+        _is_residual_sum,
+        "lrp_sum",
+        lambda node: ResidualSum(_source_name(node)),
+        lambda node: gm.graph.call_function(stack_summands, tuple(node.args)),
+    )
 
 
 def _is_relu_call(node: torch.fx.Node) -> bool:

@@ -1,4 +1,5 @@
 """One entry point for every classic method: image-space map, then the canonical face."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +16,15 @@ from facesal_fast.methods._common import to_canonical_map
 __all__ = ["METHODS", "MethodResult", "explain"]
 
 METHODS = (
-    "guided-backprop", "saliency-difference", "lrp-epsilon", "lrp-alpha-beta", "gradcam", "gradcam++",
-    "scorecam", "occlusion", "occlusion-skin",
+    "guided-backprop",
+    "saliency-difference",
+    "lrp-epsilon",
+    "lrp-alpha-beta",
+    "gradcam",
+    "gradcam++",
+    "scorecam",
+    "occlusion",
+    "occlusion-skin",
 )
 
 
@@ -33,7 +41,10 @@ class MethodResult:
         """Shapes, not arrays."""
         shape = lambda a: None if a is None else tuple(a.shape)  # noqa: E731
         where = f" tensor on {self.image_map.device}" if isinstance(self.image_map, torch.Tensor) else ""
-        return f"MethodResult({self.method!r}, image_map={shape(self.image_map)}{where}, canonical_map={shape(self.canonical_map)})"
+        return (
+            f"MethodResult({self.method!r}, image_map={shape(self.image_map)}{where}, "
+            f"canonical_map={shape(self.canonical_map)})"
+        )
 
 
 def _model_input(image: np.ndarray, mean: Any, std: Any, scale: float) -> torch.Tensor:
@@ -96,7 +107,9 @@ def explain(
         model, input_image, affine = scorer_or_model, image, None
         x = _model_input(image, mean, std, scale)
     else:
-        model = getattr(scorer_or_model, "module", None) or getattr(getattr(scorer_or_model, "backend", None), "module", None)
+        model = getattr(scorer_or_model, "module", None) or getattr(
+            getattr(scorer_or_model, "backend", None), "module", None
+        )
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"{name} needs gradients: pass a torch module or a Scorer with a torch .module")
         input_image, affine = scorer_or_model.prepare(image, face_box)

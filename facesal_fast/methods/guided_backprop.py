@@ -7,6 +7,7 @@ functions themselves (``torch.relu``, ``torch.relu_``, ``F.relu`` with or withou
 ``nn.ReLU`` modules, functional calls and in-place ReLUs are all guided, whatever the
 model's structure.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -72,8 +73,9 @@ def _check_output(output: str) -> str:
     return output
 
 
-def guided_gradient(model: torch.nn.Module, input_tensor: torch.Tensor, target: int,
-                    output: str = "logit") -> torch.Tensor:
+def guided_gradient(
+    model: torch.nn.Module, input_tensor: torch.Tensor, target: int, output: str = "logit"
+) -> torch.Tensor:
     """The guided gradient of output ``target`` with respect to the input.
 
     Args:
@@ -104,8 +106,9 @@ def _pixel_map(grad: torch.Tensor) -> np.ndarray:
     return grad[0].clamp(min=0).amax(dim=0).cpu().numpy().astype(np.float32)
 
 
-def guided_backprop(model: torch.nn.Module, input_tensor: torch.Tensor, target: int,
-                    output: str = "logit") -> np.ndarray:
+def guided_backprop(
+    model: torch.nn.Module, input_tensor: torch.Tensor, target: int, output: str = "logit"
+) -> np.ndarray:
     """GB(target, X) as a per-pixel saliency map.
 
     Algorithm 1 of sun-teoh-guerzhoy: the guided gradient (of the logit, or of ``P(y)``
@@ -118,8 +121,9 @@ def guided_backprop(model: torch.nn.Module, input_tensor: torch.Tensor, target: 
     return _pixel_map(guided_gradient(model, input_tensor, target, output))
 
 
-def saliency_difference(model: torch.nn.Module, input_tensor: torch.Tensor, target: int, other: int,
-                        output: str = "logit") -> np.ndarray:
+def saliency_difference(
+    model: torch.nn.Module, input_tensor: torch.Tensor, target: int, other: int, output: str = "logit"
+) -> np.ndarray:
     """``ReLU(GB(target, X) - GB(other, X))`` (eq. 1 of sun-teoh-guerzhoy), per pixel.
 
     Both guided gradients (of logits, or of ``P(target)`` and ``P(other)`` with

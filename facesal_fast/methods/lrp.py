@@ -33,6 +33,7 @@ modules). Rules:
 (convolutions, linear layers, residual sums), and :func:`check_conservation` checks that
 each of them, and the model as a whole, conserves it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,15 @@ from facesal_fast.methods._common import check_input, check_logits, check_target
 from facesal_fast.methods.canonizers import ResidualSum, canonize, input_layers
 
 __all__ = [
-    "GuardedEpsilon", "LayerRelevance", "LRPResult", "RelevanceNotConservedError", "SignSplit", "lrp_composite", "lrp_relevance",
-    "check_conservation", "lrp",
+    "GuardedEpsilon",
+    "LayerRelevance",
+    "LRPResult",
+    "RelevanceNotConservedError",
+    "SignSplit",
+    "lrp_composite",
+    "lrp_relevance",
+    "check_conservation",
+    "lrp",
 ]
 
 RULES = ("epsilon", "alpha-beta")
@@ -111,12 +119,18 @@ class _SplitHook(BasicHook):
         keep, no_bias = {"zero_params": zero_params}, {"zero_params": zero_bias(zero_params)}
         super().__init__(
             input_modifiers=[
-                lambda a: a.clamp(min=0), lambda a: a.clamp(max=0), lambda a: a.clamp(min=0), lambda a: a.clamp(max=0),
+                lambda a: a.clamp(min=0),
+                lambda a: a.clamp(max=0),
+                lambda a: a.clamp(min=0),
+                lambda a: a.clamp(max=0),
                 torch.ones_like,
             ],
             param_modifiers=[
-                ClampMod(min=0.0, **keep), ClampMod(max=0.0, **no_bias), ClampMod(max=0.0, **keep),
-                ClampMod(min=0.0, **no_bias), ParamMod(_square_weights),
+                ClampMod(min=0.0, **keep),
+                ClampMod(max=0.0, **no_bias),
+                ClampMod(max=0.0, **keep),
+                ClampMod(min=0.0, **no_bias),
+                ParamMod(_square_weights),
             ],
             output_modifiers=[lambda z: z] * 5,
             gradient_mapper=mapper,
@@ -135,7 +149,9 @@ class SignSplit(_SplitHook):
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, zero_params: str | list[str] | None = "bias"):
         if not (beta >= 0 and abs(alpha - beta - 1) < 1e-9):
-            raise ValueError(f"alpha-beta needs alpha - beta = 1 with alpha >= 1, beta >= 0, got alpha={alpha}, beta={beta}")
+            raise ValueError(
+                f"alpha-beta needs alpha - beta = 1 with alpha >= 1, beta >= 0, got alpha={alpha}, beta={beta}"
+            )
         super().__init__(_split_mapper(alpha, beta), zero_params)
 
 
@@ -336,7 +352,8 @@ def check_conservation(result: LRPResult, rtol: float = 1e-2) -> float:
         worst = max(worst, change)
         if change > rtol:
             raise RelevanceNotConservedError(
-                f"relevance is not conserved across {name}: {r_out:.6g} reaches its output, {r_in:.6g} leaves its input "
+                f"relevance is not conserved across {name}: {r_out:.6g} reaches its output, {r_in:.6g} leaves its "
+                "input "
                 f"(relative change {change:.3g} > tolerance {rtol})"
             )
     return worst

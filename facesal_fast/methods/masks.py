@@ -7,6 +7,7 @@
 - :func:`relative_saliency`: each group heatmap minus the mean of all group heatmaps.
 - :func:`r2_by_class`: share of the pixel-wise variation of the maps explained by class.
 """
+
 from __future__ import annotations
 
 from typing import Hashable, Sequence

@@ -8,6 +8,7 @@ docs/architecture.md, here in image pixels). All occluded images come from one b
 Arbabzadah et al. occlude with the subject's skin colour (:func:`skin_colour`) to avoid
 strong artificial edges.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -21,7 +22,6 @@ from facesal_fast._validate import positive_int
 from facesal_fast.methods._common import check_logits, check_target, eval_mode
 
 __all__ = ["grid_centers", "skin_colour", "drops_to_map", "occlusion", "occlusion_with_scorer", "to_photo"]
-
 
 
 def grid_centers(shape: Sequence[int], stride: int) -> np.ndarray:
@@ -116,7 +116,9 @@ def occlusion(
     with eval_mode(model), torch.no_grad():
         t = check_target(target, check_logits(model(base_input)).shape[1])
         base = _confidence(model(base_input), t, confidence)[0]
-        scores = torch.cat([_confidence(model(batch[lo : lo + batch_size]), t, confidence) for lo in range(0, len(batch), batch_size)])
+        scores = torch.cat(
+            [_confidence(model(batch[lo : lo + batch_size]), t, confidence) for lo in range(0, len(batch), batch_size)]
+        )
     return drops_to_map((base - scores).numpy(), centers, patch, img.shape[:2])
 
 
@@ -154,6 +156,10 @@ def to_photo(input_map: np.ndarray, affine: np.ndarray, shape: Sequence[int]) ->
     inverse of the scorer's image -> input ``affine`` (2 x 3); 0 outside the crop."""
     H, W = (int(s) for s in shape)
     return cv2.warpAffine(
-        np.asarray(input_map, np.float32), np.asarray(affine, np.float64), (W, H),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+        np.asarray(input_map, np.float32),
+        np.asarray(affine, np.float64),
+        (W, H),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
     ).astype(np.float32)

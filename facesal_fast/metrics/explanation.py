@@ -16,6 +16,7 @@ fewer than ``s`` pixels cannot reach the budget; it gets ``H = 1`` on its suppor
 support size < ``s``). A constant map (no information, e.g. no positive value at all)
 becomes the uniform map ``s / n``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -26,6 +26,7 @@ and a high insertion AUC are better. Defaults follow the RISE reference code:
   the normalised tensor (``baseline`` in pixel units) (``blur="wide"``: the old Gaussian of
   sigma ``side / 8`` with reflected borders; a number: that sigma, reflected borders).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,8 +37,19 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
-    "average_drop", "increase_in_confidence", "win_percent", "FaithfulnessTable", "faithfulness_table",
-    "perturbation_batch", "deletion_curve", "insertion_curve", "curve_auc", "saliency_rank", "rise_blur", "TIES", "BLURS",
+    "average_drop",
+    "increase_in_confidence",
+    "win_percent",
+    "FaithfulnessTable",
+    "faithfulness_table",
+    "perturbation_batch",
+    "deletion_curve",
+    "insertion_curve",
+    "curve_auc",
+    "saliency_rank",
+    "rise_blur",
+    "TIES",
+    "BLURS",
 ]
 
 TIES = ("random", "row-major")
@@ -103,11 +115,15 @@ class FaithfulnessTable:
 
     def markdown(self, digits: int = 1) -> str:
         """The table as GitHub Markdown."""
-        lines = ["| method | Average Drop % (higher better) | % Increase (lower better) | Win % (higher better) | images |",
-                 "|---|---:|---:|---:|---:|"]
+        lines = [
+            "| method | Average Drop % (higher better) | % Increase (lower better) | Win % (higher better) | images |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for name, r in self.rows.items():
-            lines.append(f"| {name} | {r['average_drop']:.{digits}f} | {r['increase']:.{digits}f} | "
-                         f"{r['win']:.{digits}f} | {int(r['n'])} |")
+            lines.append(
+                f"| {name} | {r['average_drop']:.{digits}f} | {r['increase']:.{digits}f} | "
+                f"{r['win']:.{digits}f} | {int(r['n'])} |"
+            )
         return "\n".join(lines)
 
 
@@ -116,8 +132,12 @@ def faithfulness_table(base: Sequence[float], explained: Mapping[str, Sequence[f
     b = np.asarray(base, np.float64).reshape(-1)
     wins = win_percent(explained)
     rows = {
-        name: {"average_drop": average_drop(b, e), "increase": increase_in_confidence(b, e), "win": wins[name],
-               "n": float(len(b))}
+        name: {
+            "average_drop": average_drop(b, e),
+            "increase": increase_in_confidence(b, e),
+            "win": wins[name],
+            "n": float(len(b)),
+        }
         for name, e in explained.items()
     }
     return FaithfulnessTable(rows, b, {k: np.asarray(v, np.float64) for k, v in explained.items()})
@@ -142,8 +162,16 @@ def saliency_rank(saliency: np.ndarray, *, ties: str = "random", seed: int = 0) 
     return rank.reshape(sal.shape)
 
 
-def perturbation_batch(image: np.ndarray, saliency: np.ndarray, steps: int, start: np.ndarray,
-                       end: np.ndarray, *, ties: str = "random", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def perturbation_batch(
+    image: np.ndarray,
+    saliency: np.ndarray,
+    steps: int,
+    start: np.ndarray,
+    end: np.ndarray,
+    *,
+    ties: str = "random",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Images moving from ``start`` to ``end`` pixel by pixel in order of decreasing saliency.
 
     Returns ``(fractions (steps+1,), images (steps+1, *image.shape) float32)``: image k has
@@ -212,9 +240,17 @@ def _substrate_blur(img: np.ndarray, blur: str | float, border: float | np.ndarr
     return _blur(img, float(blur))
 
 
-def _mean_curve(score: Callable[[np.ndarray], np.ndarray], img: np.ndarray, saliency: np.ndarray, steps: int,
-                start: np.ndarray, end: np.ndarray, ties: str, draws: int,
-                seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _mean_curve(
+    score: Callable[[np.ndarray], np.ndarray],
+    img: np.ndarray,
+    saliency: np.ndarray,
+    steps: int,
+    start: np.ndarray,
+    end: np.ndarray,
+    ties: str,
+    draws: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """The curve averaged over ``draws`` tie orders (one when ``ties`` is row-major or the
     map has no ties: every draw would give the same order)."""
     if not isinstance(draws, (int, np.integer)) or draws < 1:
@@ -230,9 +266,17 @@ def _mean_curve(score: Callable[[np.ndarray], np.ndarray], img: np.ndarray, sali
     return fr, s, curve_auc(fr, s)
 
 
-def deletion_curve(score: Callable[[np.ndarray], np.ndarray], image: np.ndarray, saliency: np.ndarray, *,
-                   steps: int = 32, baseline: float | np.ndarray = 0.0, ties: str = "random", draws: int = 3,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+def deletion_curve(
+    score: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    steps: int = 32,
+    baseline: float | np.ndarray = 0.0,
+    ties: str = "random",
+    draws: int = 3,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Deletion: the most salient pixels first replaced by ``baseline``.
 
     Args:
@@ -250,9 +294,18 @@ def deletion_curve(score: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
     return _mean_curve(score, img, saliency, steps, img, end, ties, draws, seed)
 
 
-def insertion_curve(score: Callable[[np.ndarray], np.ndarray], image: np.ndarray, saliency: np.ndarray, *,
-                    steps: int = 32, blur: str | float = "rise", baseline: float | np.ndarray = 0.0,
-                    ties: str = "random", draws: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+def insertion_curve(
+    score: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    steps: int = 32,
+    blur: str | float = "rise",
+    baseline: float | np.ndarray = 0.0,
+    ties: str = "random",
+    draws: int = 3,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Insertion: start from a blurred copy and insert the most salient pixels first.
 
     Args:

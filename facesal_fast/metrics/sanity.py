@@ -8,12 +8,14 @@ separable convolution (one Keras ``SeparableConv2D`` layer): a depthwise convolu
 (``groups == in_channels > 1``) directly followed, in the same parent module, by a 1 x 1
 convolution forms one layer (``blocks.separable_conv2d_3.1.0`` and ``...1.1`` are the one
 layer ``blocks.separable_conv2d_3``). Modules are never merged because they share a
-container: the 13 convolutions of VGG-16's ``features`` are 13 steps. Step k re-draws the weights and biases of the top k layers
+container: the 13 convolutions of VGG-16's ``features`` are 13 steps. Step k re-draws the
+weights and biases of the top k layers
 from a normal distribution with each tensor's own mean and standard deviation (seeded),
 BatchNorm statistics untouched, and the explanation of each input is compared with the
 one of the trained model by Spearman rank correlation and SSIM (maps min-max scaled to
 ``[0, 1]`` for SSIM). A faithful method's maps must decorrelate as layers are randomised.
 """
+
 from __future__ import annotations
 
 import copy
@@ -117,10 +119,15 @@ def cascading_randomization(
             for i in range(n_inputs):
                 new = np.asarray(fn(current, i), np.float64)
                 step_maps.append(new)
-                rows.append({
-                    "method": m, "step": step, "layer": layer, "input": i,
-                    "spearman": spearman(originals[m][i], new, mask=mask),
-                    "ssim": ssim(minmax(originals[m][i]), minmax(new), mask=mask),
-                })
+                rows.append(
+                    {
+                        "method": m,
+                        "step": step,
+                        "layer": layer,
+                        "input": i,
+                        "spearman": spearman(originals[m][i], new, mask=mask),
+                        "ssim": ssim(minmax(originals[m][i]), minmax(new), mask=mask),
+                    }
+                )
             maps[m].append(np.stack(step_maps[:keep_maps]))
     return rows, maps

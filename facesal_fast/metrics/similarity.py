@@ -6,6 +6,7 @@ window (sigma 1.5, truncated at 3.5 sigma, i.e. 11 x 11), ``C1 = (0.01 L)^2``,
 the mean SSIM taken over the pixels whose window lies inside the image (the convention of
 scikit-image's ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,9 @@ def spearman(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> fl
     return float(stats.spearmanr(a, b).statistic)
 
 
-def ssim_map(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, sigma: float = 1.5,
-             truncate: float = 3.5) -> np.ndarray:
+def ssim_map(
+    a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, sigma: float = 1.5, truncate: float = 3.5
+) -> np.ndarray:
     """Per-pixel SSIM of two maps (Gaussian window), full size."""
     a, b = _check(a, b)
     if data_range <= 0:
@@ -53,8 +55,15 @@ def ssim_map(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, sigma: fl
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
-def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float = 1.0, sigma: float = 1.5, truncate: float = 3.5,
-         mask: np.ndarray | None = None) -> float:
+def ssim(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    data_range: float = 1.0,
+    sigma: float = 1.5,
+    truncate: float = 3.5,
+    mask: np.ndarray | None = None,
+) -> float:
     """Mean SSIM over the pixels whose whole window is inside the image (all pixels for
     images smaller than the window), or over ``mask`` pixels when given."""
     m = ssim_map(a, b, data_range=data_range, sigma=sigma, truncate=truncate)

@@ -1,5 +1,6 @@
 """Stability of a model-level map (CMS): convergence with the number of images, and
 split-half reliability."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -32,8 +33,9 @@ def convergence_curve(maps: Sequence[np.ndarray], counts: Sequence[int] | None =
     return [(int(n), float(np.linalg.norm(running[n - 1] / n - final)) / norm) for n in counts]
 
 
-def split_half(maps: Sequence[np.ndarray], *, repeats: int = 50, seed: int = 0,
-               mask: np.ndarray | None = None) -> dict[str, float]:
+def split_half(
+    maps: Sequence[np.ndarray], *, repeats: int = 50, seed: int = 0, mask: np.ndarray | None = None
+) -> dict[str, float]:
     """Split-half reliability of the mean map.
 
     The maps are split at random into two halves ``repeats`` times; each time the Pearson
@@ -51,7 +53,7 @@ def split_half(maps: Sequence[np.ndarray], *, repeats: int = 50, seed: int = 0,
     for _ in range(repeats):
         perm = rng.permutation(len(arr))
         half = len(arr) // 2
-        a, b = flat[perm[:half]].mean(0), flat[perm[half:2 * half]].mean(0)
+        a, b = flat[perm[:half]].mean(0), flat[perm[half : 2 * half]].mean(0)
         if a.std() == 0 or b.std() == 0:
             rs.append(np.nan)
             continue

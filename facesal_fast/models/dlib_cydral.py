@@ -11,7 +11,8 @@ applies it). The ONNX files are checked against the manifest's sha256 at load.
 
 - **age** (``N x 3 x 64 x 64`` -> 81 logits, ages 0..80): a dlib ResNet built from the
   fixed-shape residual unit of the face descriptor's traceable twin
-  (:mod:`facesal_fast.models.dlib_resnet`): conv 7x7/2 (64) + max pool 3/2, then units (64), (128, down), (128), (256, down), (256), global average
+  (:mod:`facesal_fast.models.dlib_resnet`): conv 7x7/2 (64) + max pool 3/2, then units (64),
+  (128, down), (128), (256, down), (256), global average
   pool and a 256 -> 81 fully connected layer. ``add_prev`` zero-pads the shortcut's channels
   and the block's rows/columns at the end, exactly as the ONNX ``Pad`` nodes do.
 - **gender** (``N x 3 x 32 x 32`` -> 2 logits, female/male): two conv-ReLU pairs, average pool,
@@ -24,6 +25,7 @@ with the means of :data:`~facesal_fast.models.dlib_resnet.DLIB_MEAN_RGB`; the ch
 dlib face chips (``get_face_chip_details(shape, 64 or 32)``, padding 0.2) from the 5 points
 MediaPipe's landmarks give (``Scorer(crop="chip")``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +40,19 @@ from torch import nn
 from facesal_fast.models.dlib_resnet import _ResidualUnit, _StaticResidualUnit
 
 __all__ = [
-    "AGE_BINS", "AGE_CHIP_SIZE", "AGE_WEIGHTS", "CHIP_PADDING", "GENDER_CHIP_SIZE", "AgeBins", "DlibAgeNet",
-    "DlibGenderNet", "ExpectedAge", "WEIGHTS_DIR", "load_age_net", "load_gender_net", "onnx_path",
+    "AGE_BINS",
+    "AGE_CHIP_SIZE",
+    "AGE_WEIGHTS",
+    "CHIP_PADDING",
+    "GENDER_CHIP_SIZE",
+    "AgeBins",
+    "DlibAgeNet",
+    "DlibGenderNet",
+    "ExpectedAge",
+    "WEIGHTS_DIR",
+    "load_age_net",
+    "load_gender_net",
+    "onnx_path",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -76,8 +89,10 @@ def _read_graph(path: Path) -> tuple[list, dict[str, np.ndarray]]:
 
     model = onnx.load(str(path))
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    nodes = [(n.op_type, list(n.input), {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute})
-             for n in model.graph.node]
+    nodes = [
+        (n.op_type, list(n.input), {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute})
+        for n in model.graph.node
+    ]
     return nodes, weights
 
 
@@ -109,8 +124,13 @@ def _gemms(nodes: list, weights: dict[str, np.ndarray]) -> list[tuple[torch.Tens
             scale = float(weights[inputs[1]].reshape(()))
         elif op == "Gemm":
             w = weights[inputs[1]] if attrs.get("transB", 0) else weights[inputs[1]].T
-            out.append((torch.from_numpy(np.ascontiguousarray(w * scale, dtype=np.float32)),
-                        torch.from_numpy(weights[inputs[2]].astype(np.float32)), scale))
+            out.append(
+                (
+                    torch.from_numpy(np.ascontiguousarray(w * scale, dtype=np.float32)),
+                    torch.from_numpy(weights[inputs[2]].astype(np.float32)),
+                    scale,
+                )
+            )
             scale = 1.0
     return out
 
@@ -128,7 +148,9 @@ def _load_state(model: nn.Module, path: Path) -> nn.Module:
         state[f"{convs[k][0]}.weight"], state[f"{convs[k][0]}.bias"] = w, b
     for (name, linear), (w, b, _) in zip(linears, gemms):
         if tuple(w.shape) != tuple(linear.weight.shape):
-            raise ValueError(f"{path}: fully connected layer {name} is {tuple(w.shape)}, expected {tuple(linear.weight.shape)}")
+            raise ValueError(
+                f"{path}: fully connected layer {name} is {tuple(w.shape)}, expected {tuple(linear.weight.shape)}"
+            )
         state[f"{name}.weight"], state[f"{name}.bias"] = w, b
     model.load_state_dict(state)
     return model.eval()
@@ -165,9 +187,20 @@ class DlibGenderNet(nn.Sequential):
 
     def __init__(self) -> None:
         super().__init__(
-            nn.Conv2d(3, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(), nn.AvgPool2d(2, 2),
-            nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(), nn.Conv2d(64, 64, 3, 1, 1), nn.ReLU(), nn.AvgPool2d(2, 2),
-            nn.Flatten(), nn.Linear(4096, 16), nn.ReLU(), nn.Linear(16, 2),
+            nn.Conv2d(3, 32, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, 1, 1),
+            nn.ReLU(),
+            nn.AvgPool2d(2, 2),
+            nn.Conv2d(32, 64, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, 1, 1),
+            nn.ReLU(),
+            nn.AvgPool2d(2, 2),
+            nn.Flatten(),
+            nn.Linear(4096, 16),
+            nn.ReLU(),
+            nn.Linear(16, 2),
         )
 
 

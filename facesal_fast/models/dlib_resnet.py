@@ -56,7 +56,8 @@ WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "dlib_face_recognit
 
 #: Per-channel means subtracted by dlib's ``input_rgb_image_sized`` (float32 values stored in the model).
 DLIB_MEAN_RGB: tuple[float, float, float] = (122.78199768066406, 117.0009994506836, 104.2979965209961)
-#: dlib divides the centred pixel by 256. As ``occlude_batch`` arguments: ``scale=1.0, mean=DLIB_MEAN_RGB, std=DLIB_INPUT_STD``.
+#: dlib divides the centred pixel by 256. As ``occlude_batch`` arguments:
+#: ``scale=1.0, mean=DLIB_MEAN_RGB, std=DLIB_INPUT_STD``.
 DLIB_INPUT_STD: tuple[float, float, float] = (256.0, 256.0, 256.0)
 
 #: Side of the aligned chip the network takes.
@@ -79,9 +80,12 @@ DLIB_TEMPLATE_5 = np.array(
 # (out_channels, down-sampling) of the 14 residual units, input side first.
 _UNITS: tuple[tuple[int, bool], ...] = (
     ((32, False),) * 3
-    + ((64, True),) + ((64, False),) * 3
-    + ((128, True),) + ((128, False),) * 2
-    + ((256, True),) + ((256, False),) * 2
+    + ((64, True),)
+    + ((64, False),) * 3
+    + ((128, True),)
+    + ((128, False),) * 2
+    + ((256, True),)
+    + ((256, False),) * 2
     + ((256, True),)
 )
 # The layer sequence the converter must have found (checked at load time).
@@ -89,9 +93,7 @@ _LAYER_TYPES: tuple[str, ...] = (
     ("con", "affine", "relu", "max_pool")
     + sum(
         (
-            ("con", "affine", "relu", "con", "affine")
-            + (("avg_pool",) if down else ())
-            + ("add_prev", "relu")
+            ("con", "affine", "relu", "con", "affine") + (("avg_pool",) if down else ()) + ("add_prev", "relu")
             for _, down in _UNITS
         ),
         (),
@@ -221,9 +223,7 @@ def normalize_chips(chips: torch.Tensor, mean_rgb: torch.Tensor | None = None) -
     return (chips.float() - mean.to(chips.device)) / 256.0
 
 
-def load_dlib_resnet(
-    path: str | Path = WEIGHTS_PATH, device: str | torch.device = "cpu"
-) -> DlibFaceResNet:
+def load_dlib_resnet(path: str | Path = WEIGHTS_PATH, device: str | torch.device = "cpu") -> DlibFaceResNet:
     """Build ``DlibFaceResNet`` from the converted weights (``.npz``), in eval mode.
 
     The per-channel affines (dlib's frozen batch norms) are folded into the
@@ -268,9 +268,7 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return m, mu_d - m @ mu_s
 
 
-def chip_affine(
-    landmarks: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING
-) -> np.ndarray:
+def chip_affine(landmarks: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
     """2x3 affine from image pixels to chip pixels, as dlib's ``get_face_chip_details`` + ``get_mapping_to_chip``.
 
     ``landmarks (5, 2)`` are ``(x, y)`` image pixels in the order of dlib's
@@ -307,8 +305,12 @@ def extract_chip(image: np.ndarray, affine: np.ndarray, size: int = CHIP_SIZE) -
         image_px_per_chip_px /= 2.0
         affine = affine @ np.diag([2.0, 2.0, 1.0])  # down-sampled x_d = x / 2
     chip = cv2.warpAffine(
-        src.astype(np.float32), affine, (size, size), flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+        src.astype(np.float32),
+        affine,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
     )
     return np.clip(chip, 0, 255).astype(np.uint8)  # truncation, as dlib's assign_pixel
 

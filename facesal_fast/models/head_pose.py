@@ -20,6 +20,7 @@ Cost: MediaPipe's Python solution takes one image per call, so a batch is a loop
 images (no batching beyond that); every occluded copy pays the detector and the landmark
 network (docs/models.md has the measured time per occluded image).
 """
+
 from __future__ import annotations
 
 import threading
@@ -28,8 +29,18 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "CROP_MARGIN", "INPUT_SIZE", "PITCH_EDGE", "POSE_BINS", "SOFTNESS", "YAW_EDGE", "FaceMeshPose", "bin_probabilities",
-    "head_pose_scorer", "landmark_model_path", "rigid_fit", "yaw_pitch",
+    "CROP_MARGIN",
+    "INPUT_SIZE",
+    "PITCH_EDGE",
+    "POSE_BINS",
+    "SOFTNESS",
+    "YAW_EDGE",
+    "FaceMeshPose",
+    "bin_probabilities",
+    "head_pose_scorer",
+    "landmark_model_path",
+    "rigid_fit",
+    "yaw_pitch",
 ]
 
 #: Yaw x pitch classes, row-major: ``(pitch, yaw)`` for pitch in up/level/down, yaw in left/centre/right.
@@ -148,7 +159,17 @@ def head_pose_scorer(confidence: str = "softmax", batch_size: int | None = None)
     from facesal_fast.scoring.scorer import Scorer
 
     return Scorer.from_callable(
-        FaceMeshPose(), INPUT_SIZE, channels=3, layout="nhwc", mean=0.0, std=1.0, scale=1.0 / 255.0, crop="face",
-        crop_margin=CROP_MARGIN, classes=POSE_BINS, outputs="probabilities", confidence=confidence,
+        FaceMeshPose(),
+        INPUT_SIZE,
+        channels=3,
+        layout="nhwc",
+        mean=0.0,
+        std=1.0,
+        scale=1.0 / 255.0,
+        crop="face",
+        crop_margin=CROP_MARGIN,
+        classes=POSE_BINS,
+        outputs="probabilities",
+        confidence=confidence,
         batch_size=batch_size or 64,
     )

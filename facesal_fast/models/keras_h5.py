@@ -4,6 +4,7 @@ No TensorFlow and no Keras are needed. Only functional ``Model`` files whose lay
 single inbound node are supported (that covers every sequential-or-DAG CNN saved with
 ``model.save``); anything else raises ``ValueError``.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,7 +89,7 @@ def read_keras_h5(path: str | Path) -> KerasModelFile:
                 weights = tuple(np.asarray(group[name][n], dtype=np.float32) for n in names)
             layers.append(KerasLayer(name, spec["class_name"], spec["config"], inputs, weights))
         input_name = body["input_layers"][0][0]
-        in_cfg = next(l.config for l in layers if l.name == input_name)
+        in_cfg = next(layer.config for layer in layers if layer.name == input_name)
         shape = in_cfg.get("batch_input_shape") or in_cfg.get("batch_shape")
         if shape is None or len(shape) != 4 or any(s is None for s in shape[1:]):
             raise ValueError(f"{path}: expected a fixed N x H x W x C input, got {shape}")

@@ -7,6 +7,7 @@ TensorFlow's asymmetric ``"same"`` padding reproduced exactly. The net takes
 ``softmax=True``; :meth:`KerasGraphNet.layer_outputs` gives every layer's output for
 checking a port layer by layer against Keras.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,14 @@ from facesal_fast.models.keras_h5 import KerasLayer, KerasModelFile, read_keras_
 __all__ = ["KerasGraphNet", "from_keras_h5"]
 
 _SUPPORTED = (
-    "InputLayer", "Conv2D", "SeparableConv2D", "BatchNormalization", "Activation",
-    "MaxPooling2D", "Add", "GlobalAveragePooling2D",
+    "InputLayer",
+    "Conv2D",
+    "SeparableConv2D",
+    "BatchNormalization",
+    "Activation",
+    "MaxPooling2D",
+    "Add",
+    "GlobalAveragePooling2D",
 )
 
 
@@ -77,7 +84,9 @@ def _spatial(cfg: dict, key: str) -> tuple[int, int]:
     return (int(v[0]), int(v[1])) if isinstance(v, (list, tuple)) else (int(v), int(v))
 
 
-def _padding(cfg: dict, hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int, int, int]:
+def _padding(
+    cfg: dict, hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int]
+) -> tuple[int, int, int, int]:
     if cfg["padding"] == "valid":
         return (0, 0, 0, 0)
     if cfg["padding"] != "same":
@@ -87,7 +96,9 @@ def _padding(cfg: dict, hw: tuple[int, int], kernel: tuple[int, int], stride: tu
     return (left, right, top, bottom)
 
 
-def _out_hw(hw: tuple[int, int], pads: tuple[int, int, int, int], kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
+def _out_hw(
+    hw: tuple[int, int], pads: tuple[int, int, int, int], kernel: tuple[int, int], stride: tuple[int, int]
+) -> tuple[int, int]:
     h = (hw[0] + pads[2] + pads[3] - kernel[0]) // stride[0] + 1
     w = (hw[1] + pads[0] + pads[1] - kernel[1]) // stride[1] + 1
     return h, w
@@ -149,7 +160,9 @@ def _convert(layer: KerasLayer, shape: tuple[int, int, int]) -> tuple[nn.Module,
         return _Add(), shape
     if layer.kind == "GlobalAveragePooling2D":
         return _GlobalAveragePool(), (c, 1, 1)
-    raise ValueError(f"layer {layer.name!r}: unsupported Keras layer {layer.kind!r} (supported: {', '.join(_SUPPORTED)})")
+    raise ValueError(
+        f"layer {layer.name!r}: unsupported Keras layer {layer.kind!r} (supported: {', '.join(_SUPPORTED)})"
+    )
 
 
 class KerasGraphNet(nn.Module):

@@ -20,6 +20,7 @@ MediaPipe's landmarks. ``"head-pose"`` (:data:`BLACK_BOX_MODELS`) is a black-box
 MediaPipe Face Mesh (:mod:`facesal_fast.models.head_pose`). :data:`CLASSIFIERS` lists every
 bundled classifier (what ``facesal audit --model`` takes).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,12 +32,19 @@ import torch
 from facesal_fast.models import head_pose
 from facesal_fast.models.dlib_cydral import AGE_BINS
 from facesal_fast.models.head_pose import POSE_BINS
-from facesal_fast.models.mini_xception import KerasGraphNet, from_keras_h5
+from facesal_fast.models.mini_xception import from_keras_h5
 from facesal_fast.scoring.scorer import Scorer
 
 __all__ = [
-    "BLACK_BOX_MODELS", "CLASSIFIERS", "DLIB_CLASSIFIERS", "EMBEDDING_MODELS", "MODELS", "ModelSpec", "load",
-    "load_module", "weights_path",
+    "BLACK_BOX_MODELS",
+    "CLASSIFIERS",
+    "DLIB_CLASSIFIERS",
+    "EMBEDDING_MODELS",
+    "MODELS",
+    "ModelSpec",
+    "load",
+    "load_module",
+    "weights_path",
 ]
 
 
@@ -79,8 +87,9 @@ DLIB_CLASSIFIERS: dict[str, ModelSpec] = {
 }
 #: Black-box scorers over other bundled networks: name -> spec (network file, classes, task).
 BLACK_BOX_MODELS: dict[str, ModelSpec] = {
-    "head-pose": ModelSpec("face_landmark.tflite", POSE_BINS,
-                           "head pose in 9 yaw x pitch bins from MediaPipe Face Mesh (Apache-2.0)"),
+    "head-pose": ModelSpec(
+        "face_landmark.tflite", POSE_BINS, "head pose in 9 yaw x pitch bins from MediaPipe Face Mesh (Apache-2.0)"
+    ),
 }
 #: Every bundled classifier, by name (``facesal audit --model NAME``).
 CLASSIFIERS: tuple[str, ...] = (*MODELS, *DLIB_CLASSIFIERS, *BLACK_BOX_MODELS)
@@ -136,12 +145,29 @@ def load(
             (classifiers; the chip's geometry is dlib's).
     """
     if name in EMBEDDING_MODELS:
-        from facesal_fast.models.dlib_resnet import CHIP_PADDING, CHIP_SIZE, DLIB_INPUT_STD, DLIB_MEAN_RGB, load_dlib_resnet
+        from facesal_fast.models.dlib_resnet import (
+            CHIP_PADDING,
+            CHIP_SIZE,
+            DLIB_INPUT_STD,
+            DLIB_MEAN_RGB,
+            load_dlib_resnet,
+        )
 
         return Scorer.from_torch(
-            load_dlib_resnet(device=device), CHIP_SIZE, mean=DLIB_MEAN_RGB, std=DLIB_INPUT_STD, scale=1.0,
-            crop="chip", chip_padding=CHIP_PADDING, classes=None, outputs="embedding", backend=backend,
-            device=device, precision=precision, batch_size=batch_size, cache_dir=cache_dir,
+            load_dlib_resnet(device=device),
+            CHIP_SIZE,
+            mean=DLIB_MEAN_RGB,
+            std=DLIB_INPUT_STD,
+            scale=1.0,
+            crop="chip",
+            chip_padding=CHIP_PADDING,
+            classes=None,
+            outputs="embedding",
+            backend=backend,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
         )
     if name in DLIB_CLASSIFIERS:
         return _load_dlib_classifier(name, backend, device, precision, confidence, batch_size, cache_dir)
@@ -154,14 +180,34 @@ def load(
     if module.input_shape_chw != (c, h, w):
         raise ValueError(f"{name}: unexpected input shape {module.input_shape_chw}")
     return Scorer.from_torch(
-        module, (h, w), mean=MEAN, std=STD, scale=1.0 / 255.0, grayscale=True, crop="face",
-        crop_margin=crop_margin, classes=MODELS[name].classes, outputs="logits", confidence=confidence,
-        backend=backend, device=device, precision=precision, batch_size=batch_size, cache_dir=cache_dir,
+        module,
+        (h, w),
+        mean=MEAN,
+        std=STD,
+        scale=1.0 / 255.0,
+        grayscale=True,
+        crop="face",
+        crop_margin=crop_margin,
+        classes=MODELS[name].classes,
+        outputs="logits",
+        confidence=confidence,
+        backend=backend,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
     )
 
 
-def _load_dlib_classifier(name: str, backend: str, device: str | torch.device, precision: str, confidence: str,
-                          batch_size: int | None, cache_dir: str | Path | None) -> Scorer:
+def _load_dlib_classifier(
+    name: str,
+    backend: str,
+    device: str | torch.device,
+    precision: str,
+    confidence: str,
+    batch_size: int | None,
+    cache_dir: str | Path | None,
+) -> Scorer:
     """Scorer of ``"age"`` / ``"gender-dlib"``: RGB dlib chip (padding 0.2), dlib's normalisation."""
     from facesal_fast.models.dlib_cydral import AGE_CHIP_SIZE, CHIP_PADDING, GENDER_CHIP_SIZE, ExpectedAge, load_age_net
     from facesal_fast.models.dlib_resnet import DLIB_INPUT_STD, DLIB_MEAN_RGB
@@ -172,9 +218,20 @@ def _load_dlib_classifier(name: str, backend: str, device: str | torch.device, p
     module = load_age_net() if expected_age else load_module(name)
     classes = tuple(str(a) for a in range(81)) if expected_age else DLIB_CLASSIFIERS[name].classes
     scorer = Scorer.from_torch(
-        module.to(device), AGE_CHIP_SIZE if name == "age" else GENDER_CHIP_SIZE, mean=DLIB_MEAN_RGB, std=DLIB_INPUT_STD,
-        scale=1.0, crop="chip", chip_padding=CHIP_PADDING, classes=classes, outputs="logits",
-        confidence="softmax" if expected_age else confidence, backend=backend, device=device, precision=precision,
-        batch_size=batch_size, cache_dir=cache_dir,
+        module.to(device),
+        AGE_CHIP_SIZE if name == "age" else GENDER_CHIP_SIZE,
+        mean=DLIB_MEAN_RGB,
+        std=DLIB_INPUT_STD,
+        scale=1.0,
+        crop="chip",
+        chip_padding=CHIP_PADDING,
+        classes=classes,
+        outputs="logits",
+        confidence="softmax" if expected_age else confidence,
+        backend=backend,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
     )
     return scorer.with_confidence(ExpectedAge()) if expected_age else scorer

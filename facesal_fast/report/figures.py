@@ -8,6 +8,7 @@ coloured, not left as holes. Difference maps use a diverging map centred at 0 on
 mean face, with the pixels that pass the family-wise test outlined. The canonical face is
 frontal, so the subject's left is on the right of every map; the figures say so.
 """
+
 from __future__ import annotations
 
 import io
@@ -73,9 +74,14 @@ def panel_limits(maps: Sequence[np.ndarray], kind: str) -> tuple[float, float]:
     return low, max(max(float(np.max(m)) for m in maps), 1e-12)
 
 
-def map_figure(maps: Sequence[tuple[str, np.ndarray]], *, kind: str = "saliency",
-               significant: Sequence[np.ndarray | None] | None = None, label: str = "saliency (confidence drop)",
-               limits: tuple[float, float] | None = None):
+def map_figure(
+    maps: Sequence[tuple[str, np.ndarray]],
+    *,
+    kind: str = "saliency",
+    significant: Sequence[np.ndarray | None] | None = None,
+    label: str = "saliency (confidence drop)",
+    limits: tuple[float, float] | None = None,
+):
     """One row of ``H_F x W_F`` maps on one colour scale, each with a colour bar.
 
     Args:
@@ -99,13 +105,21 @@ def map_figure(maps: Sequence[tuple[str, np.ndarray]], *, kind: str = "saliency"
         inside = canonical_mask(shape)
         ax.imshow(face, cmap="gray", vmin=0, vmax=1, extent=(0, 1, 1, 0))
         shown = np.where(inside, heat, np.nan)
-        image = ax.imshow(shown, cmap=SALIENCY_CMAP if kind == "saliency" else DIFFERENCE_CMAP, vmin=vmin, vmax=vmax,
-                          alpha=0.85 if kind == "saliency" else 0.7, extent=(0, 1, 1, 0), interpolation="bilinear")
+        image = ax.imshow(
+            shown,
+            cmap=SALIENCY_CMAP if kind == "saliency" else DIFFERENCE_CMAP,
+            vmin=vmin,
+            vmax=vmax,
+            alpha=0.85 if kind == "saliency" else 0.7,
+            extent=(0, 1, 1, 0),
+            interpolation="bilinear",
+        )
         mask = None if significant is None else significant[i]
         if mask is not None and np.any(mask):
             up = cv2.resize(np.asarray(mask, np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST)
-            ax.contour(np.linspace(0, 1, shape[1]), np.linspace(0, 1, shape[0]), up, levels=[0.5], colors="k",
-                       linewidths=0.8)
+            ax.contour(
+                np.linspace(0, 1, shape[1]), np.linspace(0, 1, shape[0]), up, levels=[0.5], colors="k", linewidths=0.8
+            )
         ax.set_title(plain(title), fontsize=9)
         _sides(ax)
         bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
@@ -132,8 +146,9 @@ def _log_counts(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def region_share_figure(overall: dict[str, float], intervals: dict[str, dict[str, tuple[float, float, float]]],
-                        counts: dict[str, int]):
+def region_share_figure(
+    overall: dict[str, float], intervals: dict[str, dict[str, tuple[float, float, float]]], counts: dict[str, int]
+):
     """Bars: each region's share of the overall CMS, and each group's mean per-image share
     with its bootstrap CI as error bars."""
     regions = list(overall)
@@ -145,11 +160,20 @@ def region_share_figure(overall: dict[str, float], intervals: dict[str, dict[str
         ax.bar(x, [100 * overall[r] for r in regions], width, label="all images (share of the CMS)", color="0.6")
         for i, (group, shares) in enumerate(intervals.items(), start=1):
             mean = np.array([100 * shares[r][0] for r in regions])
-            err = np.array([[100 * (shares[r][0] - shares[r][1]), 100 * (shares[r][2] - shares[r][0])] for r in regions]).T
-            ax.bar(x + i * width, mean, width, yerr=np.maximum(err, 0), capsize=2,
-                   label=plain(f"{group} (n={counts[group]}, mean per image, 95% CI)"))
-        ax.set_xticks(x + width * (columns - 1) / 2, [r.replace("_", " ") for r in regions], rotation=45, ha="right",
-                      fontsize=8)
+            err = np.array(
+                [[100 * (shares[r][0] - shares[r][1]), 100 * (shares[r][2] - shares[r][0])] for r in regions]
+            ).T
+            ax.bar(
+                x + i * width,
+                mean,
+                width,
+                yerr=np.maximum(err, 0),
+                capsize=2,
+                label=plain(f"{group} (n={counts[group]}, mean per image, 95% CI)"),
+            )
+        ax.set_xticks(
+            x + width * (columns - 1) / 2, [r.replace("_", " ") for r in regions], rotation=45, ha="right", fontsize=8
+        )
         ax.set_ylabel("share of positive saliency (%)")
         ax.legend(fontsize=7)
 

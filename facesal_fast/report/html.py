@@ -7,6 +7,7 @@ convergence, split-half reliability, a per-image gallery, failures and settings.
 here (findings, difference tables, figure embedding, page frame) also build the page of
 ``facesal compare``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,7 +39,8 @@ __all__ = ["difference_section", "findings", "page", "small_group_messages", "wr
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 figure{display:inline-block;margin:.4em;text-align:center;vertical-align:top}figcaption{font-size:.85em;color:#555}
-table{border-collapse:collapse;font-size:.9em;margin:.6em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+table{border-collapse:collapse;font-size:.9em;margin:.6em 0}
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 td{white-space:nowrap}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.bad{color:#a00}code{font-size:.9em}
 #findings{background:#f6f8fa;border-left:4px solid #36c;padding:.6em 1em}.warn{color:#a60}"""
 
@@ -61,8 +63,10 @@ def _photo_png(image: np.ndarray) -> bytes:
 
 def _img(data: bytes, caption: str, width: int, css: str) -> str:
     alt = html.escape(caption)
-    return (f'<figure class="{css}"{" data-colorbar=1" if css == "map" else ""}><img src="{_data_uri(data)}" '
-            f'width="{width}" alt="{alt}"><figcaption>{alt}</figcaption></figure>')
+    return (
+        f'<figure class="{css}"{" data-colorbar=1" if css == "map" else ""}><img src="{_data_uri(data)}" '
+        f'width="{width}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
+    )
 
 
 def map_html(fig, caption: str, width: int | None = None) -> str:
@@ -96,7 +100,11 @@ def small_group_messages(differences: Sequence[GroupDifference]) -> list[str]:
 
 def _level(d: GroupDifference) -> str:
     percent = f"{100 * d.confidence:g}%"
-    return f"{percent} family-wise level" if d.correction == "fwer" else f"{100 * (1 - d.confidence):g}% false discovery rate"
+    return (
+        f"{percent} family-wise level"
+        if d.correction == "fwer"
+        else f"{100 * (1 - d.confidence):g}% false discovery rate"
+    )
 
 
 def _finding(d: GroupDifference, unit: str) -> tuple[str, list[str]]:
@@ -113,15 +121,19 @@ def _finding(d: GroupDifference, unit: str) -> tuple[str, list[str]]:
         sentences.append(
             f"For {unit} {first} the model puts {100 * abs(t.difference):.1f} points more of its saliency on the "
             f"{region_label(region)} than for {unit} {second} ({100 * d.confidence:g}% CI {100 * low:.1f} to "
-            f"{100 * high:.1f}, adjusted {_p_is(t.p_adjusted)}, effect size {abs(t.effect_size):.2f}, {n}).")
+            f"{100 * high:.1f}, adjusted {_p_is(t.p_adjusted)}, effect size {abs(t.effect_size):.2f}, {n})."
+        )
     count = len(sentences)
-    summary = (f"{unit.capitalize()} {d.a} and {unit} {d.b} differ in {count} of {len(d.region_tests)} region"
-               f"{'s' if len(d.region_tests) > 1 else ''} at the {_level(d)}:")
+    summary = (
+        f"{unit.capitalize()} {d.a} and {unit} {d.b} differ in {count} of {len(d.region_tests)} region"
+        f"{'s' if len(d.region_tests) > 1 else ''} at the {_level(d)}:"
+    )
     return summary, sentences
 
 
-def findings(differences: Sequence[GroupDifference], unit: str = "group", groups: dict[str, int] | None = None,
-             caveat: str = "") -> str:
+def findings(
+    differences: Sequence[GroupDifference], unit: str = "group", groups: dict[str, int] | None = None, caveat: str = ""
+) -> str:
     """The findings paragraph, written from the tests (``<div id="findings">``); ``groups``
     (name -> images) explains why there is nothing to compare; ``caveat`` is added at the end."""
     if not differences and groups:
@@ -144,24 +156,33 @@ def difference_table(d: GroupDifference) -> str:
     """Per region: difference of shares, CI, effect size, raw and adjusted p, n, significant."""
     a, b = html.escape(d.a), html.escape(d.b)
     adjusted = "adjusted p (max-T)" if d.correction == "fwer" else "adjusted p (BH)"
-    head = (f"<tr><th>region</th><th>share {a} - {b} (points)</th><th>{100 * d.confidence:g}% CI</th>"
-            f"<th>effect size (d)</th><th>raw p</th><th>{adjusted}</th><th>n {a} / {b}</th><th>significant</th></tr>")
+    head = (
+        f"<tr><th>region</th><th>share {a} - {b} (points)</th><th>{100 * d.confidence:g}% CI</th>"
+        f"<th>effect size (d)</th><th>raw p</th><th>{adjusted}</th><th>n {a} / {b}</th><th>significant</th></tr>"
+    )
     rows = "".join(
         f"<tr><td>{html.escape(region_label(r))}</td><td>{100 * t.difference:+.1f}</td>"
         f"<td>[{100 * t.low:+.1f}, {100 * t.high:+.1f}]</td><td>{t.effect_size:+.2f}</td><td>{_p(t.p_raw)}</td>"
         f"<td>{_p(t.p_adjusted)}</td><td>{d.n_a} / {d.n_b}</td><td>{'yes' if t.significant else ''}</td></tr>"
-        for r, t in d.region_tests.items())
+        for r, t in d.region_tests.items()
+    )
     return f"<table class=differences>{head}{rows}</table>"
 
 
 def difference_section(d: GroupDifference, unit: str = "group") -> str:
     """The difference map (diverging, on the faint mean face, significant pixels outlined) and its table."""
     test = "family-wise max-T" if d.correction == "fwer" else "Benjamini-Hochberg FDR"
-    fig = map_figure([(f"CMS[{d.a}] - CMS[{d.b}]", d.difference)], kind="difference", significant=[d.significant],
-                     label=f"difference (red: {d.a} higher)")
+    fig = map_figure(
+        [(f"CMS[{d.a}] - CMS[{d.b}]", d.difference)],
+        kind="difference",
+        significant=[d.significant],
+        label=f"difference (red: {d.a} higher)",
+    )
     warn = "".join(f'<p class="warn">{html.escape(m)}: no significance is claimed.</p>' for m in d.too_few)
-    caption = (f"{unit} {d.a} minus {unit} {d.b}; outlined: pixels significant at the {test} level "
-               f"({d.permutations} {'sign flips' if d.paired else 'permutations'})")
+    caption = (
+        f"{unit} {d.a} minus {unit} {d.b}; outlined: pixels significant at the {test} level "
+        f"({d.permutations} {'sign flips' if d.paired else 'permutations'})"
+    )
     return f"<h3>{html.escape(d.a)} vs {html.escape(d.b)}</h3>{warn}{map_html(fig, caption)}{difference_table(d)}"
 
 
@@ -176,8 +197,12 @@ def _region_table(result: CMSResult) -> str:
     columns = ["all images", *result.group_shares]
     shares = [result.overall_shares, *result.group_shares.values()]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(f"<tr><td>{html.escape(region_label(r))}</td>" + "".join(f"<td>{100 * s[r]:.1f}%</td>" for s in shares)
-                   + "</tr>" for r in result.overall_shares)
+    body = "".join(
+        f"<tr><td>{html.escape(region_label(r))}</td>"
+        + "".join(f"<td>{100 * s[r]:.1f}%</td>" for s in shares)
+        + "</tr>"
+        for r in result.overall_shares
+    )
     return f"<p>Share of the positive mass of each CMS.</p><table><tr><th>region</th>{head}</tr>{body}</table>"
 
 
@@ -187,18 +212,24 @@ def _reliability(result: CMSResult) -> str:
     lines = []
     for group, rel in result.reliability.items():
         if rel.images_needed is None:
-            lines.append(f"group {group} (n={rel.n}): too few images or no consistent pattern yet to predict the "
-                         "images needed")
+            lines.append(
+                f"group {group} (n={rel.n}): too few images or no consistent pattern yet to predict the images needed"
+            )
         elif rel.more_needed == 0:
-            lines.append(f"group {group} (n={rel.n}): split-half reliability {rel.reliability:.2f} reaches "
-                         f"{rel.target:g}")
+            lines.append(
+                f"group {group} (n={rel.n}): split-half reliability {rel.reliability:.2f} reaches {rel.target:g}"
+            )
         else:
-            lines.append(f"group {group} (n={rel.n}): split-half reliability {rel.reliability:.2f}; collect about "
-                         f"{rel.more_needed} more image{'s' if rel.more_needed > 1 else ''} of group {group} to reach "
-                         f"{rel.target:g}")
+            lines.append(
+                f"group {group} (n={rel.n}): split-half reliability {rel.reliability:.2f}; collect about "
+                f"{rel.more_needed} more image{'s' if rel.more_needed > 1 else ''} of group {group} to reach "
+                f"{rel.target:g}"
+            )
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-    chart = chart_html(reliability_figure(result.reliability), "split-half reliability of each group's CMS (dashed: "
-                       "Spearman-Brown prophecy)")
+    chart = chart_html(
+        reliability_figure(result.reliability),
+        "split-half reliability of each group's CMS (dashed: Spearman-Brown prophecy)",
+    )
     return f"<ul class=reliability>{items}</ul>{chart}"
 
 
@@ -238,14 +269,18 @@ def _evaluation_link(run: Path) -> str:
     """A link to ``facesal evaluate``'s page when the run has one."""
     if not (run / "evaluate" / "evaluate.html").is_file():
         return ""
-    return ('<h2>Faithfulness</h2><p>Metrics, ablations and sanity checks: '
-            '<a href="evaluate/evaluate.html">evaluate/evaluate.html</a> (from <code>facesal evaluate</code>).</p>')
+    return (
+        "<h2>Faithfulness</h2><p>Metrics, ablations and sanity checks: "
+        '<a href="evaluate/evaluate.html">evaluate/evaluate.html</a> (from <code>facesal evaluate</code>).</p>'
+    )
 
 
 def page(title: str, sections: Sequence[str]) -> bytes:
     """A self-contained HTML page in the report's style."""
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style>"
-            f"</head><body>{''.join(sections)}<script>{_SCRIPT}</script></body></html>").encode()
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style>"
+        f"</head><body>{''.join(sections)}<script>{_SCRIPT}</script></body></html>"
+    ).encode()
 
 
 def write_report(run: str | Path, out: str | Path | None = None, gallery: int = 6, **statistics) -> Path:
@@ -270,8 +305,10 @@ def write_report(run: str | Path, out: str | Path | None = None, gallery: int = 
 def _caveat(groups: str | None) -> str:
     if groups != "predicted":
         return ""
-    return ("The groups are the model's own predictions: a difference mixes how the model treats a group with what it "
-            "looks at when it makes that decision (see docs/saliency.md, caveats).")
+    return (
+        "The groups are the model's own predictions: a difference mixes how the model treats a group with what it "
+        "looks at when it makes that decision (see docs/saliency.md, caveats)."
+    )
 
 
 def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> list[str]:
@@ -287,22 +324,30 @@ def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> li
         "<h2>Canonical Model Saliency</h2>",
         map_html(map_figure([("CMS, all images", result.cms)]), "CMS over the mean face"),
         "<h2>Groups</h2>",
-        "".join(f'<p class="warn">{html.escape(m)}: no significance is claimed for it.</p>' for m in result.small_groups),
+        "".join(
+            f'<p class="warn">{html.escape(m)}: no significance is claimed for it.</p>' for m in result.small_groups
+        ),
         _group_maps(result),
         "".join(difference_section(d) for d in result.differences),
         "<h2>Region shares</h2>",
         _region_table(result),
-        chart_html(region_share_figure(result.overall_shares, result.share_intervals, counts),
-                   "share of positive saliency per region; error bars: 95% bootstrap CI of each group's mean"),
+        chart_html(
+            region_share_figure(result.overall_shares, result.share_intervals, counts),
+            "share of positive saliency per region; error bars: 95% bootstrap CI of each group's mean",
+        ),
         "<h2>Convergence</h2>",
-        chart_html(convergence_figure(result.convergence), "distance of the running CMS to the final CMS, every checkpoint"),
+        chart_html(
+            convergence_figure(result.convergence), "distance of the running CMS to the final CMS, every checkpoint"
+        ),
         "<h2>Stability per group</h2>",
         _reliability(result),
         _evaluation_link(run),
         "<h2>Per-image saliency (most and least confident)</h2>",
         _gallery(store, gallery),
         "<h2>Failures</h2>",
-        "<ul>" + "".join(f'<li class="bad">{html.escape(r.error or "")}</li>' for r in failed) + "</ul>" if failed else "<p>None.</p>",
+        "<ul>" + "".join(f'<li class="bad">{html.escape(r.error or "")}</li>' for r in failed) + "</ul>"
+        if failed
+        else "<p>None.</p>",
         "<h2>Settings and versions</h2>",
         f"<pre>{html.escape(json.dumps(settings, indent=2, sort_keys=True))}</pre>",
     ]

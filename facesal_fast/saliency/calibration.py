@@ -9,6 +9,7 @@ region) and the share of draws in which that region is found significant is the 
 ``tests/test_stats.py`` runs a small version on the bundled photos; ``benchmarks/calibration.py``
 a larger one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,9 +62,19 @@ def _rows(maps: np.ndarray, level: str, side: int) -> np.ndarray:
     return np.stack([small_map(m, side) for m in maps]).reshape(len(maps), -1)
 
 
-def calibrate(maps: np.ndarray, *, region: str = "left_eye", fraction: float = 0.06, level: str = "regions",
-              draws: int = 200, size: int = 12, permutations: int = 300, confidence: float = 0.95, side: int = 16,
-              seed: int = 7) -> Calibration:
+def calibrate(
+    maps: np.ndarray,
+    *,
+    region: str = "left_eye",
+    fraction: float = 0.06,
+    level: str = "regions",
+    draws: int = 200,
+    size: int = 12,
+    permutations: int = 300,
+    confidence: float = 0.95,
+    side: int = 16,
+    seed: int = 7,
+) -> Calibration:
     """False positive rate and power of the ``level`` test ("regions" or "pixels", at
     ``side x side``) for two groups of ``size`` maps drawn from ``maps`` (``n x H_F x W_F``)."""
     if level not in ("regions", "pixels"):
@@ -82,5 +93,12 @@ def calibrate(maps: np.ndarray, *, region: str = "left_eye", fraction: float = 0
         false += bool((null.p_adjusted < alpha).any())
         effect = permutation_test(effect_rows[a], null_rows[b], permutations=permutations, alpha=alpha, seed=i)
         found += bool(np.any(effect.p_adjusted[target] < alpha))
-    return Calibration(false / draws, found / draws, float(100 * (shares_after - shares_before).mean()), draws, size,
-                       permutations, level)
+    return Calibration(
+        false / draws,
+        found / draws,
+        float(100 * (shares_after - shares_before).mean()),
+        draws,
+        size,
+        permutations,
+        level,
+    )

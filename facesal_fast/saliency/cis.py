@@ -11,6 +11,7 @@ Identical occlusion windows (points whose centre pixel coincides) are scored onc
 ``grid`` mode scores centres on a grid of step g and reads each point's S by bilinear
 interpolation; the ``exact`` mode scores every distinct window.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -136,8 +137,17 @@ def occlusion_drops(
     if mode == "adaptive":
         from facesal_fast.speed.adaptive import adaptive_drops
 
-        result = adaptive_drops(scorer, input_image, points, target, base_score, patch=patch, fill=fill,
-                                coarse_step=grid_step, refine=refine)
+        result = adaptive_drops(
+            scorer,
+            input_image,
+            points,
+            target,
+            base_score,
+            patch=patch,
+            fill=fill,
+            coarse_step=grid_step,
+            refine=refine,
+        )
         return result.drops, result.forward_passes
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
@@ -196,10 +206,12 @@ class CISResult:
     def __repr__(self) -> str:
         """Shapes and key figures, not arrays."""
         where = f" tensor on {self.canonical.device}" if isinstance(self.canonical, torch.Tensor) else ""
-        return (f"{type(self).__name__}(target={self.target!r} ({self.target_name}), base_score={self.base_score:.4g}, "
-                f"canonical={tuple(self.canonical.shape)}{where}, points={len(self.drops)}, patch={self.patch}, "
-                f"canonical_patch={self.canonical_patch}, forward_passes={self.forward_passes}, "
-                f"source={getattr(self.face, 'source', None)!r})")
+        return (
+            f"{type(self).__name__}(target={self.target!r} ({self.target_name}), base_score={self.base_score:.4g}, "
+            f"canonical={tuple(self.canonical.shape)}{where}, points={len(self.drops)}, patch={self.patch}, "
+            f"canonical_patch={self.canonical_patch}, forward_passes={self.forward_passes}, "
+            f"source={getattr(self.face, 'source', None)!r})"
+        )
 
 
 def _resolve_face(image: Any, face: AlignedFace | None, aligner: Any) -> AlignedFace:
@@ -208,7 +220,9 @@ def _resolve_face(image: Any, face: AlignedFace | None, aligner: Any) -> Aligned
     return (aligner or default_aligner())(image)
 
 
-def splat_drops(drops: np.ndarray, points: np.ndarray, patch: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def splat_drops(
+    drops: np.ndarray, points: np.ndarray, patch: int, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Score drops ``(M,)`` splatted at ``M x 2`` points with windows of ``patch`` and
     density-normalised: ``(map H x W float32, counts H x W)``. With canonical points and the
     canonical patch this is the CIS; with input points and the input patch, the map S."""
@@ -247,8 +261,10 @@ def _check_finite_scores(base: float, drops: np.ndarray, scorer: Any, target: in
         return
     name = _class_name(scorer, target)
     output = "its bound confidence" if target is None else f"output {target}" + (f" (class {name!r})" if name else "")
-    raise ValueError(f"the model's score for {output} is NaN or infinite: unoccluded score {base}, "
-                     f"{bad} of {np.size(drops)} occluded scores not finite")
+    raise ValueError(
+        f"the model's score for {output} is NaN or infinite: unoccluded score {base}, "
+        f"{bad} of {np.size(drops)} occluded scores not finite"
+    )
 
 
 def _canonical_patch(patch: int, face: AlignedFace, affine: np.ndarray) -> int:
@@ -328,7 +344,15 @@ def cis(
     used[np.arange(len(used)) % stride != 0] = False
     points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
     drops, passes = occlusion_drops(
-        choice.scorer, input_image, points_in, score_target, base, patch=patch, fill=fill, mode=mode, grid_step=grid_step,
+        choice.scorer,
+        input_image,
+        points_in,
+        score_target,
+        base,
+        patch=patch,
+        fill=fill,
+        mode=mode,
+        grid_step=grid_step,
         refine=refine,
     )
     _check_finite_scores(base, drops, scorer, target_index)
@@ -350,7 +374,17 @@ def cis(
         patch=int(patch),
         canonical_patch=c_patch,
         forward_passes=passes,
-        settings=dict(patch=int(patch), canonical_patch=c_patch, stride=int(stride), fill=str(fill), mode=mode,
-                      grid_step=int(grid_step), refine=float(refine), quality=quality,
-                      incremental=choice.incremental, incremental_reason=choice.reason, forward_passes=passes),
+        settings=dict(
+            patch=int(patch),
+            canonical_patch=c_patch,
+            stride=int(stride),
+            fill=str(fill),
+            mode=mode,
+            grid_step=int(grid_step),
+            refine=float(refine),
+            quality=quality,
+            incremental=choice.incremental,
+            incremental_reason=choice.reason,
+            forward_passes=passes,
+        ),
     )

@@ -7,6 +7,7 @@ its region-share vector. From those, every pair of groups gets permutation tests
 and pixel level, family-wise adjusted), bootstrap confidence intervals and effect sizes
 (:mod:`facesal_fast.saliency.stats`), and every group a split-half reliability.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,8 +77,10 @@ class CMSResult:
         groups = ", ".join(f"{name!r}: {n}" for name, (_, n) in self.groups.items())
         top = max(self.overall_shares.items(), key=lambda kv: kv[1], default=None)
         lead = f", top region {top[0]!r} {top[1]:.2f}" if top else ""
-        return (f"CMSResult(cms={tuple(np.shape(self.cms))}, count={self.count}, groups={{{groups}}}, "
-                f"differences={len(self.differences)}{lead})")
+        return (
+            f"CMSResult(cms={tuple(np.shape(self.cms))}, count={self.count}, groups={{{groups}}}, "
+            f"differences={len(self.differences)}{lead})"
+        )
 
     @property
     def region_shares(self) -> dict[str, dict[str, float]]:
@@ -89,8 +92,11 @@ class CMSResult:
     @property
     def small_groups(self) -> list[str]:
         """Messages for every group below ``min_group`` (no significance is claimed for them)."""
-        return [f"too few images in group {g} (n={n} < {self.min_group})" for g, (_, n) in self.groups.items()
-                if n < self.min_group]
+        return [
+            f"too few images in group {g} (n={n} < {self.min_group})"
+            for g, (_, n) in self.groups.items()
+            if n < self.min_group
+        ]
 
 
 def _shares(masks: dict[str, np.ndarray], canonical_map: np.ndarray) -> np.ndarray:
@@ -121,9 +127,19 @@ class CMSAccumulator:
         reliability_target: split-half reliability the "images needed" estimate aims at.
     """
 
-    def __init__(self, shape: tuple[int, int], *, bootstrap_size: int = 32, bootstrap: int = 1000,
-                 confidence: float = 0.95, seed: int = 0, permutations: int = 2000, min_group: int = 10,
-                 correction: str = "fwer", reliability_target: float = 0.9) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        *,
+        bootstrap_size: int = 32,
+        bootstrap: int = 1000,
+        confidence: float = 0.95,
+        seed: int = 0,
+        permutations: int = 2000,
+        min_group: int = 10,
+        correction: str = "fwer",
+        reliability_target: float = 0.9,
+    ) -> None:
         check_test_options(permutations, confidence, min_group, correction)
         self.shape = (int(shape[0]), int(shape[1]))
         self.bootstrap_size, self.bootstrap, self.confidence, self.seed = bootstrap_size, bootstrap, confidence, seed
@@ -166,30 +182,58 @@ class CMSAccumulator:
     def _difference(self, a: str, b: str, rng: np.random.Generator) -> GroupDifference:
         diff = self._sums[a] / self._counts[a] - self._sums[b] / self._counts[b]
         return group_difference(
-            a, b, diff, (np.stack(self._small[a]), np.stack(self._small[b])), (np.stack(self._region[a]), np.stack(self._region[b])),
-            list(self.masks), permutations=self.permutations, bootstrap=self.bootstrap, confidence=self.confidence,
-            min_group=self.min_group, correction=self.correction, rng=rng)
+            a,
+            b,
+            diff,
+            (np.stack(self._small[a]), np.stack(self._small[b])),
+            (np.stack(self._region[a]), np.stack(self._region[b])),
+            list(self.masks),
+            permutations=self.permutations,
+            bootstrap=self.bootstrap,
+            confidence=self.confidence,
+            min_group=self.min_group,
+            correction=self.correction,
+            rng=rng,
+        )
 
     def result(self) -> CMSResult:
         """The CMS, per-group CMS, pairwise group tests, region shares, reliability and convergence."""
         if self._count == 0:
             raise ValueError("no CIS map was added: every image failed or the input was empty")
         cms = (self._total / self._count).astype(np.float32)
-        groups = {g: ((self._sums[g] / self._counts[g]).astype(np.float32), self._counts[g]) for g in sorted(self._sums)}
+        groups = {
+            g: ((self._sums[g] / self._counts[g]).astype(np.float32), self._counts[g]) for g in sorted(self._sums)
+        }
         rng = np.random.default_rng(self.seed)
         differences = [self._difference(a, b, rng) for a, b in combinations(groups, 2)]
         names = list(self.masks)
-        intervals = {g: share_intervals(np.stack(self._region[g]), names, resamples=self.bootstrap, confidence=self.confidence,
-                                        rng=rng) for g in groups}
-        reliability = {g: split_half_reliability(np.stack(self._small[g]), target=self.reliability_target, seed=self.seed)
-                       for g in groups}
+        intervals = {
+            g: share_intervals(
+                np.stack(self._region[g]), names, resamples=self.bootstrap, confidence=self.confidence, rng=rng
+            )
+            for g in groups
+        }
+        reliability = {
+            g: split_half_reliability(np.stack(self._small[g]), target=self.reliability_target, seed=self.seed)
+            for g in groups
+        }
         norm = float(np.linalg.norm(cms)) or 1.0
         convergence = [(n, float(np.linalg.norm(snap - cms)) / norm) for n, snap in self._snapshots]
         if not convergence or convergence[-1][0] != self._count:
             convergence.append((self._count, 0.0))
-        return CMSResult(cms, self._count, groups, differences, dict(zip(names, _shares(self.masks, cms).tolist())),
-                         {g: dict(zip(names, _shares(self.masks, m).tolist())) for g, (m, _) in groups.items()},
-                         convergence, intervals, reliability, self.min_group, self.confidence)
+        return CMSResult(
+            cms,
+            self._count,
+            groups,
+            differences,
+            dict(zip(names, _shares(self.masks, cms).tolist())),
+            {g: dict(zip(names, _shares(self.masks, m).tolist())) for g, (m, _) in groups.items()},
+            convergence,
+            intervals,
+            reliability,
+            self.min_group,
+            self.confidence,
+        )
 
 
 def _known_length(items: Any) -> int | None:
@@ -264,6 +308,7 @@ def cms(
     if isinstance(groups, _GroupList) and seen != len(groups):
         raise ValueError(f"groups has {len(groups)} names but images had {seen} items: give one group per image")
     if failed:
-        warnings.warn(f"{len(failed)} of {seen} images failed and were left out of the CMS: " + "; ".join(failed),
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(failed)} of {seen} images failed and were left out of the CMS: " + "; ".join(failed), stacklevel=2
+        )
     return audit.cms()

@@ -1,4 +1,5 @@
 """Heat-map pictures of saliency maps."""
+
 from __future__ import annotations
 
 import cv2

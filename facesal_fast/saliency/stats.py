@@ -17,6 +17,7 @@ same max-statistic idea Nichols & Holmes (2002) use for images; ``correction="fd
 Benjamini & Hochberg (1995) on the raw permutation p-values instead. All randomness is
 seeded.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,19 @@ import numpy as np
 
 from facesal_fast._validate import positive_int
 
-__all__ = ["GroupDifference", "PermutationTest", "RegionTest", "Reliability", "benjamini_hochberg", "bootstrap_interval",
-           "check_test_options", "group_difference", "permutation_test", "share_intervals", "split_half_reliability"]
+__all__ = [
+    "GroupDifference",
+    "PermutationTest",
+    "RegionTest",
+    "Reliability",
+    "benjamini_hochberg",
+    "bootstrap_interval",
+    "check_test_options",
+    "group_difference",
+    "permutation_test",
+    "share_intervals",
+    "split_half_reliability",
+]
 
 _CHUNK = 256  # permutations evaluated per matrix product (bounds memory for large groups)
 _FLOOR = 0.01  # variance floor: this fraction of the mean pooled variance over columns
@@ -72,7 +84,9 @@ def check_test_options(permutations: int, confidence: float, min_group: int, cor
     positive_int(min_group, "min_group")
     _check_fraction(confidence, "confidence", "0.95")
     if correction not in ("fwer", "fdr"):
-        raise ValueError(f"correction must be 'fwer' (max-T family-wise) or 'fdr' (Benjamini-Hochberg), got {correction!r}")
+        raise ValueError(
+            f"correction must be 'fwer' (max-T family-wise) or 'fdr' (Benjamini-Hochberg), got {correction!r}"
+        )
 
 
 def _as_rows(x: np.ndarray, name: str) -> np.ndarray:
@@ -128,8 +142,16 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(p))
 
 
-def permutation_test(a: np.ndarray, b: np.ndarray | None = None, *, paired: bool = False, permutations: int = 2000,
-                     alpha: float = 0.05, correction: str = "fwer", seed: int | np.random.Generator = 0) -> PermutationTest:
+def permutation_test(
+    a: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    paired: bool = False,
+    permutations: int = 2000,
+    alpha: float = 0.05,
+    correction: str = "fwer",
+    seed: int | np.random.Generator = 0,
+) -> PermutationTest:
     """Two-sided permutation test of every column of ``a`` (``n_a x D``) against ``b`` (``n_b x D``).
 
     ``paired=True`` needs ``n_a == n_b`` (row i of a and of b: the same image) and flips the
@@ -157,12 +179,18 @@ def permutation_test(a: np.ndarray, b: np.ndarray | None = None, *, paired: bool
         observed = _welch_t(a.sum(0), (a**2).sum(0), len(a), b.sum(0), (b**2).sum(0), len(b), floor)
         difference = a.mean(0) - b.mean(0)
         dof = max(len(a) + len(b) - 2, 1)
-        sd = np.sqrt(((len(a) - 1) * a.var(0, ddof=min(1, len(a) - 1)) + (len(b) - 1) * b.var(0, ddof=min(1, len(b) - 1))) / dof)
-    p_raw, p_fwer, maxima = _permutation_p_values(np.abs(observed), _null_chunks(a, b, permutations, rng, floor), permutations)
+        sd = np.sqrt(
+            ((len(a) - 1) * a.var(0, ddof=min(1, len(a) - 1)) + (len(b) - 1) * b.var(0, ddof=min(1, len(b) - 1))) / dof
+        )
+    p_raw, p_fwer, maxima = _permutation_p_values(
+        np.abs(observed), _null_chunks(a, b, permutations, rng, floor), permutations
+    )
     p_adjusted = p_fwer if correction == "fwer" else benjamini_hochberg(p_raw)
     effect = np.divide(difference, sd, out=np.zeros_like(difference), where=sd > 0)
     threshold = float(np.quantile(maxima, 1 - alpha))
-    return PermutationTest(difference, observed, effect, p_raw, p_adjusted, threshold, permutations, b is None, correction)
+    return PermutationTest(
+        difference, observed, effect, p_raw, p_adjusted, threshold, permutations, b is None, correction
+    )
 
 
 def _permutation_p_values(observed: np.ndarray, chunks, permutations: int):
@@ -184,8 +212,9 @@ def _permutation_p_values(observed: np.ndarray, chunks, permutations: int):
     return (1 + raw_hits) / (1 + permutations), adjusted, np.concatenate(maxima)
 
 
-def bootstrap_interval(a: np.ndarray, b: np.ndarray | None, *, paired: bool, resamples: int, confidence: float,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_interval(
+    a: np.ndarray, b: np.ndarray | None, *, paired: bool, resamples: int, confidence: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap CI of ``mean(a) - mean(b)`` per column (rows = images); paired
     resamples images jointly; ``b=None`` gives the CI of ``mean(a)``."""
     a = _as_rows(a, "a")
@@ -262,8 +291,11 @@ class GroupDifference:
     @property
     def too_few(self) -> list[str]:
         """Messages for each side below ``min_group`` (empty when both are large enough)."""
-        return [f"too few images in group {name} (n={n} < {self.min_group})"
-                for name, n in ((self.a, self.n_a), (self.b, self.n_b)) if n < self.min_group]
+        return [
+            f"too few images in group {name} (n={n} < {self.min_group})"
+            for name, n in ((self.a, self.n_a), (self.b, self.n_b))
+            if n < self.min_group
+        ]
 
     @property
     def significant_regions(self) -> list[str]:
@@ -272,10 +304,22 @@ class GroupDifference:
         return sorted(hits, key=lambda r: -abs(self.region_tests[r].difference))
 
 
-def group_difference(a: str, b: str, difference: np.ndarray, small: tuple[np.ndarray, np.ndarray],
-                     shares: tuple[np.ndarray, np.ndarray], region_names: list[str], *, paired: bool = False,
-                     permutations: int = 2000, bootstrap: int = 1000, confidence: float = 0.95, min_group: int = 10,
-                     correction: str = "fwer", rng: np.random.Generator | None = None) -> GroupDifference:
+def group_difference(
+    a: str,
+    b: str,
+    difference: np.ndarray,
+    small: tuple[np.ndarray, np.ndarray],
+    shares: tuple[np.ndarray, np.ndarray],
+    region_names: list[str],
+    *,
+    paired: bool = False,
+    permutations: int = 2000,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    min_group: int = 10,
+    correction: str = "fwer",
+    rng: np.random.Generator | None = None,
+) -> GroupDifference:
     """Test a against b at region and pixel level.
 
     Args:
@@ -292,25 +336,62 @@ def group_difference(a: str, b: str, difference: np.ndarray, small: tuple[np.nda
     side = small_a.shape[1:]
     flat_a, flat_b = small_a.reshape(n_a, -1), small_b.reshape(n_b, -1)
     low, high = bootstrap_interval(flat_a, flat_b, paired=paired, resamples=bootstrap, confidence=confidence, rng=rng)
-    pixels = permutation_test(flat_a, flat_b, paired=paired, permutations=permutations, alpha=alpha, correction=correction, seed=rng)
-    reg_low, reg_high = bootstrap_interval(share_a, share_b, paired=paired, resamples=bootstrap, confidence=confidence, rng=rng)
-    reg = permutation_test(share_a, share_b, paired=paired, permutations=permutations, alpha=alpha, correction=correction, seed=rng)
-    tests = {name: RegionTest(float(reg.difference[i]), float(reg_low[i]), float(reg_high[i]), float(reg.effect_size[i]),
-                              float(reg.p_raw[i]), float(reg.p_adjusted[i]), bool(enough and reg.p_adjusted[i] < alpha))
-             for i, name in enumerate(region_names)}
+    pixels = permutation_test(
+        flat_a, flat_b, paired=paired, permutations=permutations, alpha=alpha, correction=correction, seed=rng
+    )
+    reg_low, reg_high = bootstrap_interval(
+        share_a, share_b, paired=paired, resamples=bootstrap, confidence=confidence, rng=rng
+    )
+    reg = permutation_test(
+        share_a, share_b, paired=paired, permutations=permutations, alpha=alpha, correction=correction, seed=rng
+    )
+    tests = {
+        name: RegionTest(
+            float(reg.difference[i]),
+            float(reg_low[i]),
+            float(reg_high[i]),
+            float(reg.effect_size[i]),
+            float(reg.p_raw[i]),
+            float(reg.p_adjusted[i]),
+            bool(enough and reg.p_adjusted[i] < alpha),
+        )
+        for i, name in enumerate(region_names)
+    }
     return GroupDifference(
-        a, b, np.asarray(difference, np.float32), low.reshape(side).astype(np.float32), high.reshape(side).astype(np.float32),
-        (pixels.p_adjusted.reshape(side) < alpha) & enough, {r: (t.difference, t.low, t.high) for r, t in tests.items()},
-        n_a, n_b, pixels.p_raw.reshape(side), pixels.p_adjusted.reshape(side), pixels.threshold, tests, paired, correction,
-        confidence, min_group, permutations)
+        a,
+        b,
+        np.asarray(difference, np.float32),
+        low.reshape(side).astype(np.float32),
+        high.reshape(side).astype(np.float32),
+        (pixels.p_adjusted.reshape(side) < alpha) & enough,
+        {r: (t.difference, t.low, t.high) for r, t in tests.items()},
+        n_a,
+        n_b,
+        pixels.p_raw.reshape(side),
+        pixels.p_adjusted.reshape(side),
+        pixels.threshold,
+        tests,
+        paired,
+        correction,
+        confidence,
+        min_group,
+        permutations,
+    )
 
 
-def share_intervals(shares: np.ndarray, region_names: list[str], *, resamples: int = 1000, confidence: float = 0.95,
-                    rng: np.random.Generator | None = None) -> dict[str, tuple[float, float, float]]:
+def share_intervals(
+    shares: np.ndarray,
+    region_names: list[str],
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | None = None,
+) -> dict[str, tuple[float, float, float]]:
     """Mean per-image share of each region with its percentile bootstrap CI; ``shares``: ``n x R``."""
     shares = _as_rows(shares, "shares")
-    low, high = bootstrap_interval(shares, None, paired=False, resamples=resamples, confidence=confidence,
-                                   rng=rng or np.random.default_rng(0))
+    low, high = bootstrap_interval(
+        shares, None, paired=False, resamples=resamples, confidence=confidence, rng=rng or np.random.default_rng(0)
+    )
     mean = shares.mean(0)
     return {name: (float(mean[i]), float(low[i]), float(high[i])) for i, name in enumerate(region_names)}
 

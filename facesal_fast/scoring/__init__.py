@@ -3,6 +3,7 @@
 See :class:`Scorer` (``from_torch`` / ``from_onnx`` / ``from_callable``) and the
 backends in :mod:`facesal_fast.scoring.backends`.
 """
+
 from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend, TorchBackend, export_onnx
 from facesal_fast.scoring.batching import auto_batch_size
 from facesal_fast.scoring.confidence import Confidence, class_confidence, resolve_class
@@ -11,7 +12,18 @@ from facesal_fast.scoring.selection import ProbeResult
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend, tensorrt_available
 
 __all__ = [
-    "Backend", "CallableBackend", "Confidence", "OnnxBackend", "Prediction", "ProbeResult", "Scorer",
-    "TensorRTBackend", "TorchBackend", "auto_batch_size", "class_confidence", "export_onnx",
-    "resolve_class", "tensorrt_available",
+    "Backend",
+    "CallableBackend",
+    "Confidence",
+    "OnnxBackend",
+    "Prediction",
+    "ProbeResult",
+    "Scorer",
+    "TensorRTBackend",
+    "TorchBackend",
+    "auto_batch_size",
+    "class_confidence",
+    "export_onnx",
+    "resolve_class",
+    "tensorrt_available",
 ]

@@ -5,6 +5,7 @@ Every backend declares the tensor it takes (``layout``: ``"nchw"`` -> ``K x C x 
 writes exactly that, once, with no conversion in between. Outputs are float32 torch
 tensors on ``device``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -71,7 +72,9 @@ class TorchBackend(Backend):
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {list(_PRECISIONS)}, got {precision!r}")
         first = next(module.parameters(), None)
-        self.device = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+        self.device = (
+            torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+        )
         if self.device.type != "cuda" and (precision != "fp32" or cuda_graphs):
             raise ValueError(f"precision={precision!r} and cuda_graphs need a CUDA device, got {self.device}")
         module = module.eval().to(self.device)
@@ -83,7 +86,12 @@ class TorchBackend(Backend):
         self.input_dtype = torch.float16 if precision == "fp16" else torch.float32
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-        parts = ["torch", precision] + (["channels_last"] if channels_last else []) + (["cuda_graphs"] if cuda_graphs else []) + (["compile"] if compile else [])
+        parts = (
+            ["torch", precision]
+            + (["channels_last"] if channels_last else [])
+            + (["cuda_graphs"] if cuda_graphs else [])
+            + (["compile"] if compile else [])
+        )
         self.name = "-".join(parts)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -144,8 +152,13 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, int, int], cache_dir:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, (torch.zeros((2, *input_shape), device=device),), str(tmp), dynamo=False,
-                input_names=["input"], output_names=["output"], opset_version=17,
+                module,
+                (torch.zeros((2, *input_shape), device=device),),
+                str(tmp),
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
+                opset_version=17,
                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
             )
         tmp.replace(path)  # atomic: concurrent exports never see a half-written file
@@ -162,7 +175,9 @@ class OnnxBackend(Backend):
         threads: CPU intra-op threads (default: torch's thread count).
     """
 
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu", layout: str = "nchw", threads: int | None = None):
+    def __init__(
+        self, path: str | Path, device: str | torch.device = "cpu", layout: str = "nchw", threads: int | None = None
+    ):
         import onnxruntime as ort
 
         if layout not in ("nchw", "nhwc"):
@@ -201,9 +216,13 @@ class OnnxBackend(Backend):
         batch = batch.contiguous()
         torch.cuda.current_stream(self.device).synchronize()  # the batch is written on torch's stream
         binding = self.session.io_binding()
-        binding.bind_input(self.input_name, "cuda", self.device.index or 0, np.float32, list(batch.shape), batch.data_ptr())
+        binding.bind_input(
+            self.input_name, "cuda", self.device.index or 0, np.float32, list(batch.shape), batch.data_ptr()
+        )
         out = torch.empty((batch.shape[0], *self._output_tail), dtype=torch.float32, device=self.device)
-        binding.bind_output(self.output_name, "cuda", self.device.index or 0, np.float32, list(out.shape), out.data_ptr())
+        binding.bind_output(
+            self.output_name, "cuda", self.device.index or 0, np.float32, list(out.shape), out.data_ptr()
+        )
         self.session.run_with_iobinding(binding)
         return _as_2d(out)
 
@@ -233,5 +252,7 @@ class CallableBackend(Backend):
         out = self.fn(batch.numpy() if self.array == "numpy" else batch)
         out = torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out, device=self.device)
         if out.ndim == 0 or out.shape[0] != batch.shape[0]:
-            raise ValueError(f"the model callable must return one row per image ({batch.shape[0]}), got shape {tuple(out.shape)}")
+            raise ValueError(
+                f"the model callable must return one row per image ({batch.shape[0]}), got shape {tuple(out.shape)}"
+            )
         return _as_2d(out)

@@ -4,6 +4,7 @@ On the CPU a producer thread builds batch i+1 (``occlude_batch`` releases the GI
 the model runs batch i; on CUDA batch i+1 is written on a side stream while batch i runs
 on torch's current stream. Scores stay on the device until the end (one copy).
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -14,12 +15,13 @@ import torch
 
 __all__ = ["auto_batch_size", "run_pipelined"]
 
-_CPU_ELEMENTS, _CPU_MAX = 1 << 21, 256      # ~8 MiB of float32 input per CPU batch
-_CUDA_ELEMENTS, _CUDA_MAX = 1 << 26, 1024   # ~256 MiB per GPU batch
+_CPU_ELEMENTS, _CPU_MAX = 1 << 21, 256  # ~8 MiB of float32 input per CPU batch
+_CUDA_ELEMENTS, _CUDA_MAX = 1 << 26, 1024  # ~256 MiB per GPU batch
 
 
-def auto_batch_size(input_shape: tuple[int, int, int], device: torch.device, total: int | None = None,
-                    cpu_max: int = _CPU_MAX) -> int:
+def auto_batch_size(
+    input_shape: tuple[int, int, int], device: torch.device, total: int | None = None, cpu_max: int = _CPU_MAX
+) -> int:
     """Power-of-two batch size for ``C x H x W`` inputs on ``device``, capped by ``total``
     (and on the CPU by ``cpu_max``, see ``Backend.cpu_max_batch``)."""
     elements, cap = (_CUDA_ELEMENTS, _CUDA_MAX) if device.type == "cuda" else (_CPU_ELEMENTS, cpu_max)

@@ -5,6 +5,7 @@ runs on the backend's device, right after the forward pass. Classification confi
 are built here; identification (eq. 7) and verification (eq. 8) confidences live in
 :mod:`facesal_fast.scoring.embedding` and plug in through ``Scorer.with_confidence``.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence

@@ -116,9 +116,7 @@ def identification_confidence(
     return confidence
 
 
-def verification_score(
-    q1: torch.Tensor, q2: torch.Tensor, c: int, tau: float
-) -> torch.Tensor:
+def verification_score(q1: torch.Tensor, q2: torch.Tensor, c: int, tau: float) -> torch.Tensor:
     """Eq. 8 with the sign fix: ``c * (cos(q1, q2) - tau)``.
 
     ``q1 (K, D)``, ``q2 (D,)`` or ``(K, D)`` (row-wise pairs); ``c`` = +1 genuine,
@@ -129,9 +127,7 @@ def verification_score(
     return c * (cosine_similarity(q1, q2) - tau)
 
 
-def verification_confidence(
-    other_embedding: np.ndarray | torch.Tensor, c: int, tau: float
-) -> Confidence:
+def verification_confidence(other_embedding: np.ndarray | torch.Tensor, c: int, tau: float) -> Confidence:
     """Eq. 8 confidence of one image of a pair against the other image's embedding.
 
     ``other_embedding``: ``(D,)`` (the other image left intact) or ``(K, D)``
@@ -314,10 +310,18 @@ def embed_faces(scorer: Scorer, items: Any) -> np.ndarray:
     with the default aligner) and run unoccluded. Embeddings given as ``(G, D)`` / ``(D,)``
     float arrays are returned as they are."""
     if _is_embeddings(items):
-        arr = np.stack([np.asarray(torch.as_tensor(v).float().cpu()) for v in items]) if isinstance(
-            items, (list, tuple)) else np.asarray(torch.as_tensor(items).float().cpu())
+        arr = (
+            np.stack([np.asarray(torch.as_tensor(v).float().cpu()) for v in items])
+            if isinstance(items, (list, tuple))
+            else np.asarray(torch.as_tensor(items).float().cpu())
+        )
         return arr.reshape(-1, arr.shape[-1]).astype(np.float32)
-    if isinstance(items, np.ndarray) and items.ndim == 3 or hasattr(items, "face_box") or isinstance(items, (str, Path)):
+    if (
+        isinstance(items, np.ndarray)
+        and items.ndim == 3
+        or hasattr(items, "face_box")
+        or isinstance(items, (str, Path))
+    ):
         items = [items]  # one photo
     return np.stack([_embed_one(scorer, item) for item in items]).astype(np.float32)
 
@@ -350,8 +354,9 @@ def identification_scorer(
     anchor = None if query is None else embed_faces(scorer, query)
     if anchor is not None and len(anchor) != 1:
         raise ValueError(f"query must be one photo or embedding, got {len(anchor)}")
-    return scorer.with_confidence(identification_confidence(embeddings, labels, identity,
-                                                            None if anchor is None else anchor[0]))
+    return scorer.with_confidence(
+        identification_confidence(embeddings, labels, identity, None if anchor is None else anchor[0])
+    )
 
 
 def verification_scorer(other: Any, c: int, tau: float, scorer: Scorer | None = None) -> Scorer:
@@ -460,15 +465,20 @@ def verification_cis(
     p2 = apply_affine(affine2, np.asarray(face2.verts_image, np.float32)[used, :2])
     # Identical window pairs are scored once (same rule as cis: the window's centre pixel).
     unique, inverse = unique_windows(np.concatenate([p1, p2], 1))
-    size = batch_size or scorer.batch_size or auto_batch_size((scorer.channels, *chip1.shape[:2]),
-                                                              scorer.backend.device, len(unique))
+    size = (
+        batch_size
+        or scorer.batch_size
+        or auto_batch_size((scorer.channels, *chip1.shape[:2]), scorer.backend.device, len(unique))
+    )
     pair = dict(c=c, tau=tau, fill=fill, batch_size=size)
     far = np.full((1, 2), FAR_CENTER, np.float32)  # occludes nothing: the intact pair, same kernel
     base = float(verification_pair_scores(scorer, chip1, chip2, far, patch, **pair)[0])
     scores = verification_pair_scores(scorer, chip1, chip2, unique[:, :2], patch, centers2=unique[:, 2:], **pair)
     drops = (base - scores.double().cpu().numpy()).astype(np.float32)[inverse]
     if canonical_patch is None:
-        c_patch = max(1, int(round(0.5 * (_canonical_patch(patch, face1, affine1) + _canonical_patch(patch, face2, affine2)))))
+        c_patch = max(
+            1, int(round(0.5 * (_canonical_patch(patch, face1, affine1) + _canonical_patch(patch, face2, affine2))))
+        )
     else:
         c_patch = int(canonical_patch)
     canonical_points = canon1[used, :2]
@@ -488,8 +498,16 @@ def verification_cis(
         patch=int(patch),
         canonical_patch=c_patch,
         forward_passes=2 * (len(unique) + 1),
-        settings=dict(patch=int(patch), canonical_patch=c_patch, stride=int(stride), fill=str(fill), mode="exact",
-                      task="verification", c=int(c), tau=float(tau)),
+        settings=dict(
+            patch=int(patch),
+            canonical_patch=c_patch,
+            stride=int(stride),
+            fill=str(fill),
+            mode="exact",
+            task="verification",
+            c=int(c),
+            tau=float(tau),
+        ),
         face2=face2,
         input_image2=chip2,
         affine2=affine2,

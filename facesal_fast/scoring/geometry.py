@@ -5,6 +5,7 @@ top-left pixel is ``(x0, y0)``, resized to ``W x H``, maps an image point ``(x, 
 ``u = (x - x0 + 0.5) * W / S - 0.5``, ``v = (y - y0 + 0.5) * H / S - 0.5`` (the convention
 of ``cv2.resize``); that 2 x 3 affine is returned with every prepared image.
 """
+
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -13,8 +14,15 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "DLIB5_FROM_IBUG68", "DLIB5_FROM_MEDIAPIPE", "FaceBox", "box_tuple", "chip_geometry", "crop_affine",
-    "five_points", "square_crop_box", "to_model_geometry",
+    "DLIB5_FROM_IBUG68",
+    "DLIB5_FROM_MEDIAPIPE",
+    "FaceBox",
+    "box_tuple",
+    "chip_geometry",
+    "crop_affine",
+    "five_points",
+    "square_crop_box",
+    "to_model_geometry",
 ]
 
 FaceBox = Union[Sequence[float], object]  # (x0, y0, x1, y1) or anything with .face_box
@@ -129,8 +137,12 @@ def five_points(face_or_points: object) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] not in (2, 3):
         raise ValueError(f"landmarks must be L x 2 or L x 3, got shape {points.shape}")
-    table = {5: tuple((i,) for i in range(5)), 478: DLIB5_FROM_MEDIAPIPE, 468: DLIB5_FROM_MEDIAPIPE,
-             68: DLIB5_FROM_IBUG68}.get(len(points))
+    table = {
+        5: tuple((i,) for i in range(5)),
+        478: DLIB5_FROM_MEDIAPIPE,
+        468: DLIB5_FROM_MEDIAPIPE,
+        68: DLIB5_FROM_IBUG68,
+    }.get(len(points))
     if table is None:
         raise ValueError(f"cannot find dlib's 5 points in {len(points)} landmarks (need 5, 68, 468 or 478)")
     out = np.stack([points[list(idx), :2].mean(0) for idx in table])

@@ -7,6 +7,7 @@ normalises in the same pass (``ops.occlude_batch`` with the scorer's mean/std/sc
 layout and dtype), runs the backend batch by batch (producer overlapped with inference)
 and applies the confidence function on the device.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,7 +31,12 @@ from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
 from facesal_fast.scoring.confidence import Confidence, class_confidence, class_scores, resolve_class
 from facesal_fast.scoring.geometry import FaceBox, box_tuple, chip_geometry, five_points, to_model_geometry
 from facesal_fast.scoring.selection import (
-    BACKENDS, PROGRESS_DELAY, ProbeResult, ProbingBackend, select_backend, torch_backend,
+    BACKENDS,
+    PROGRESS_DELAY,
+    ProbeResult,
+    ProbingBackend,
+    select_backend,
+    torch_backend,
 )
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
 
@@ -86,7 +92,10 @@ def check_normalisation(mean: Any, std: Any, scale: float, channels: int, half: 
     Raises:
         ValueError: naming ``mean``, ``std`` or ``scale``.
     """
-    mean_c, std_c = ops._per_channel(mean, channels, "mean")[:channels], ops._per_channel(std, channels, "std")[:channels]
+    mean_c, std_c = (
+        ops._per_channel(mean, channels, "mean")[:channels],
+        ops._per_channel(std, channels, "std")[:channels],
+    )
     if not all(s > 0 for s in std_c):
         raise ValueError(f"std must be positive, got {std_c}")
     if not (np.isfinite(scale) and scale > 0):
@@ -99,7 +108,8 @@ def check_normalisation(mean: Any, std: Any, scale: float, channels: int, half: 
     if not (np.all(np.isfinite(pixels)) and np.all(np.isfinite(values)) and np.abs(values).max() <= limit):
         raise ValueError(
             f"normalisation (v * scale - mean) / std with scale={scale!r}, mean={mean!r}, std={std!r} gives "
-            f"non-finite{' float16' if half else ' float32'} model inputs (pixels 0 and 255 -> {values.ravel().tolist()}); "
+            f"non-finite{' float16' if half else ' float32'} model inputs (pixels 0 and 255 -> "
+            f"{values.ravel().tolist()}); "
             "check std and scale (e.g. std=0.229, scale=1/255)"
         )
 
@@ -226,7 +236,9 @@ class Scorer:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         first = next(module.parameters(), None)
-        dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+        dev = (
+            torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+        )
         size = _size(input_size)
         channels = 1 if grayscale else 3
         shape = (channels, *size) if size else None
@@ -245,9 +257,21 @@ class Scorer:
         else:
             chosen, probe = select_backend(module, shape, dev, precision, bs, cache_dir, compile)
         return cls(
-            chosen, input_size=size, channels=channels, mean=mean, std=std, scale=scale, crop=crop,
-            crop_margin=crop_margin, classes=classes, outputs=outputs, confidence=confidence,
-            batch_size=batch_size, probe=probe, chip_padding=chip_padding, module=module,
+            chosen,
+            input_size=size,
+            channels=channels,
+            mean=mean,
+            std=std,
+            scale=scale,
+            crop=crop,
+            crop_margin=crop_margin,
+            classes=classes,
+            outputs=outputs,
+            confidence=confidence,
+            batch_size=batch_size,
+            probe=probe,
+            chip_padding=chip_padding,
+            module=module,
         )
 
     @classmethod
@@ -285,12 +309,24 @@ class Scorer:
         if backend == "tensorrt":
             if layout != "nchw":
                 raise ValueError("the TensorRT backend takes NCHW models")
-            chosen: Backend = TensorRTBackend(path, (channels, *size), batch_size or auto_batch_size((channels, *size), dev), dev)
+            chosen: Backend = TensorRTBackend(
+                path, (channels, *size), batch_size or auto_batch_size((channels, *size), dev), dev
+            )
         else:
             chosen = OnnxBackend(path, dev, layout)
         return cls(
-            chosen, input_size=size, channels=channels, mean=mean, std=std, scale=scale, crop=crop,
-            crop_margin=crop_margin, classes=classes, outputs=outputs, confidence=confidence, batch_size=batch_size,
+            chosen,
+            input_size=size,
+            channels=channels,
+            mean=mean,
+            std=std,
+            scale=scale,
+            crop=crop,
+            crop_margin=crop_margin,
+            classes=classes,
+            outputs=outputs,
+            confidence=confidence,
+            batch_size=batch_size,
         )
 
     @classmethod
@@ -316,9 +352,18 @@ class Scorer:
         """Scorer for a black box: ``fn(batch) -> K x D`` on normalised float32 batches
         (numpy, or torch tensors with ``array="torch"``) in ``layout``."""
         return cls(
-            CallableBackend(fn, layout, array, device), input_size=input_size, channels=channels, mean=mean,
-            std=std, scale=scale, crop=crop, crop_margin=crop_margin, classes=classes, outputs=outputs,
-            confidence=confidence, batch_size=batch_size,
+            CallableBackend(fn, layout, array, device),
+            input_size=input_size,
+            channels=channels,
+            mean=mean,
+            std=std,
+            scale=scale,
+            crop=crop,
+            crop_margin=crop_margin,
+            classes=classes,
+            outputs=outputs,
+            confidence=confidence,
+            batch_size=batch_size,
         )
 
     @property
@@ -382,7 +427,9 @@ class Scorer:
             self._warned_small_face = True
             warnings.warn(
                 f"crop='none': the face spans {side:.0%} of the photo's shorter side, so the model sees it small "
-                f"(and the canonical patch grows); crop='face' or 'auto' crops the face", UserWarning, stacklevel=3,
+                f"(and the canonical patch grows); crop='face' or 'auto' crops the face",
+                UserWarning,
+                stacklevel=3,
             )
 
     @staticmethod
@@ -442,8 +489,15 @@ class Scorer:
         # One CPU thread: batches are made while the model runs on the other cores, and a
         # second OpenMP team spinning beside the backend's threads slowed both down.
         return ops.occlude_batch(
-            img, centers, patch, fill, self.mean, self.std, scale=self.scale,
-            layout=self.backend.layout, dtype="float16" if self.backend.input_dtype == torch.float16 else "float32",
+            img,
+            centers,
+            patch,
+            fill,
+            self.mean,
+            self.std,
+            scale=self.scale,
+            layout=self.backend.layout,
+            dtype="float16" if self.backend.input_dtype == torch.float16 else "float32",
             threads=None if img.is_cuda else 1,
         )
 
@@ -555,14 +609,19 @@ class Scorer:
             batch_size: images per forward pass (default: the scorer's, else automatic).
         """
         img = self.input_tensor(input_image)
-        pts = torch.as_tensor(np.asarray(centers, dtype=np.float32) if not isinstance(centers, torch.Tensor) else centers)
+        pts = torch.as_tensor(
+            np.asarray(centers, dtype=np.float32) if not isinstance(centers, torch.Tensor) else centers
+        )
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
         pts = pts.to(img.device, torch.float32)
         confidence = self.confidence_for(img, target)
         shape = (self.channels, int(img.shape[0]), int(img.shape[1]))
-        size = batch_size or self.batch_size or auto_batch_size(shape, self.backend.device, len(pts),
-                                                                self.backend.cpu_max_batch)
+        size = (
+            batch_size
+            or self.batch_size
+            or auto_batch_size(shape, self.backend.device, len(pts), self.backend.cpu_max_batch)
+        )
         with tqdm(total=len(pts), desc="occlusion", unit="window", delay=PROGRESS_DELAY, leave=False) as bar:
 
             def consume(batch: torch.Tensor) -> torch.Tensor:
@@ -571,7 +630,10 @@ class Scorer:
                 return scores
 
             return run_pipelined(
-                lambda lo, hi: self.occluded_batch(img, pts[lo:hi], patch, fill), consume, len(pts), size,
+                lambda lo, hi: self.occluded_batch(img, pts[lo:hi], patch, fill),
+                consume,
+                len(pts),
+                size,
                 self.backend.device,
             )
 
@@ -589,5 +651,8 @@ class Scorer:
         return Prediction(index, label, probs.cpu().numpy(), outputs.cpu().numpy())
 
     def __repr__(self) -> str:
-        return (f"Scorer(backend={self.backend.name!r}, input_size={self.input_size}, channels={self.channels}, "
-                f"crop={self.crop!r}, outputs={self.outputs!r}, classes={self.classes}, confidence={'custom' if self._confidence else self.kind!r})")
+        return (
+            f"Scorer(backend={self.backend.name!r}, input_size={self.input_size}, channels={self.channels}, "
+            f"crop={self.crop!r}, outputs={self.outputs!r}, classes={self.classes}, "
+            f"confidence={'custom' if self._confidence else self.kind!r})"
+        )

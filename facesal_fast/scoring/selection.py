@@ -6,6 +6,7 @@ cannot be probed for, fails to build or run, or disagrees (NaN included) is skip
 fatal: its reason is logged (logger ``facesal_fast.scoring``, WARNING) and kept in the
 :class:`ProbeResult` rows (on the scorer as ``scorer.probe``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,11 +62,20 @@ def _time(backend: Backend, batch: torch.Tensor, min_seconds: float = 0.2, max_r
     return best
 
 
-def torch_backend(module: nn.Module, device: torch.device, precision: str, channels_last: bool | None, cuda_graphs: bool | None, compile: bool) -> TorchBackend:
+def torch_backend(
+    module: nn.Module,
+    device: torch.device,
+    precision: str,
+    channels_last: bool | None,
+    cuda_graphs: bool | None,
+    compile: bool,
+) -> TorchBackend:
     """TorchBackend with the defaults: channels_last and CUDA graphs on CUDA, plain NCHW on CPU."""
     on_cuda = device.type == "cuda"
     return TorchBackend(
-        module, device, precision,
+        module,
+        device,
+        precision,
         channels_last=on_cuda if channels_last is None else channels_last,
         cuda_graphs=on_cuda if cuda_graphs is None else cuda_graphs,
         compile=compile,
@@ -87,18 +97,30 @@ def _skipped(name: str, reason: str, diff: float | None = None) -> "ProbeResult"
     return ProbeResult(name, None, diff, reason)
 
 
-def _candidates(module, input_shape, device, precision, batch_size, cache_dir, compile) -> list[tuple[str, Callable[[], Backend]]]:
+def _candidates(
+    module, input_shape, device, precision, batch_size, cache_dir, compile
+) -> list[tuple[str, Callable[[], Backend]]]:
     onnx_path = lambda: export_onnx(module, input_shape, cache_dir)  # noqa: E731
     found: list[tuple[str, Callable[[], Backend]]] = [
         ("torch", lambda: TorchBackend(module, device, precision, compile=compile)),
         ("torch-channels_last", lambda: TorchBackend(module, device, precision, channels_last=True, compile=compile)),
     ]
     if device.type == "cuda":
-        found.append(("torch-cuda_graphs", lambda: TorchBackend(module, device, precision, channels_last=True, cuda_graphs=True, compile=compile)))
+        found.append(
+            (
+                "torch-cuda_graphs",
+                lambda: TorchBackend(module, device, precision, channels_last=True, cuda_graphs=True, compile=compile),
+            )
+        )
         if precision == "fp32" and _available("onnx-cuda", _onnx_cuda_available):
             found.append(("onnx-cuda", lambda: OnnxBackend(onnx_path(), device)))
         if _available("tensorrt", lambda: tensorrt_available()[0]):
-            found.append(("tensorrt", lambda: TensorRTBackend(onnx_path(), input_shape, batch_size, device, fp16=precision != "fp32")))
+            found.append(
+                (
+                    "tensorrt",
+                    lambda: TensorRTBackend(onnx_path(), input_shape, batch_size, device, fp16=precision != "fp32"),
+                )
+            )
     elif precision == "fp32":
         found.append(("onnx-cpu", lambda: OnnxBackend(onnx_path(), "cpu")))
     return found
@@ -178,8 +200,15 @@ class ProbingBackend(Backend):
     layout, input_dtype = "nchw", torch.float32
     cpu_max_batch = TorchBackend.cpu_max_batch
 
-    def __init__(self, module: nn.Module, device: torch.device, precision: str = "fp32", compile: bool = False,
-                 cache_dir: str | Path | None = None, probe_after: float = 5.0):
+    def __init__(
+        self,
+        module: nn.Module,
+        device: torch.device,
+        precision: str = "fp32",
+        compile: bool = False,
+        cache_dir: str | Path | None = None,
+        probe_after: float = 5.0,
+    ):
         self.eager = TorchBackend(module, device, precision, compile=compile)
         self.device, self.module = self.eager.device, module
         self.precision, self.compile, self.cache_dir, self.probe_after = precision, compile, cache_dir, probe_after
@@ -212,6 +241,11 @@ class ProbingBackend(Backend):
 
     def _probe(self, shape: tuple[int, ...], batch_size: int) -> None:
         self.chosen[shape], self.probes[shape] = select_backend(
-            self.module, shape, self.device, self.precision, batch_size, self.cache_dir, self.compile, ("nchw",))
-        log.info("backend probe for input %s after %.1f s of torch eager: %s", shape, self._spent[shape],
-                 self.chosen[shape].name)
+            self.module, shape, self.device, self.precision, batch_size, self.cache_dir, self.compile, ("nchw",)
+        )
+        log.info(
+            "backend probe for input %s after %.1f s of torch eager: %s",
+            shape,
+            self._spent[shape],
+            self.chosen[shape].name,
+        )

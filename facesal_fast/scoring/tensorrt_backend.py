@@ -5,6 +5,7 @@ batch axis), caches the serialised plan next to the ONNX file, and runs it on de
 tensors written by ``occlude_batch`` with ``execute_async_v3`` on torch's current stream:
 no host round trip, no extra synchronisation.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -71,7 +72,9 @@ class TensorRTBackend(Backend):
         self._output = next(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self.max_batch = max_batch
 
-    def _build(self, trt, onnx_path: Path, input_shape: tuple[int, int, int], max_batch: int, fp16: bool, workspace: int) -> bytes:
+    def _build(
+        self, trt, onnx_path: Path, input_shape: tuple[int, int, int], max_batch: int, fp16: bool, workspace: int
+    ) -> bytes:
         builder = trt.Builder(self._logger)
         network = builder.create_network(0)  # explicit batch is the only mode in TensorRT >= 10
         parser = trt.OnnxParser(network, self._logger)

@@ -6,6 +6,7 @@ shows a large drop (the ``refine`` fraction with the largest ``|drop|`` at the c
 corners, plus every window whose cell exceeds ``threshold``). Refined windows are exact;
 windows on grid nodes are exact for free; the others keep the interpolated estimate.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,7 +74,9 @@ def adaptive_drops(
     step = positive_int(max(2, int(patch)) if coarse_step is None else coarse_step, "coarse_step")
     centers, inverse = unique_windows(points)
     xs, ys, grid_centers = _grid_centers(points, input_image.shape[:2], step)
-    grid_scores = np.asarray(scorer.score_occluded(input_image, grid_centers, patch, fill=fill, target=target), np.float64)
+    grid_scores = np.asarray(
+        scorer.score_occluded(input_image, grid_centers, patch, fill=fill, target=target), np.float64
+    )
     grid = (base_score - grid_scores).reshape(len(ys), len(xs))
     estimate = _bilinear(grid, xs, ys, centers).astype(np.float64)
     importance = _cell_peak(np.abs(grid), xs, ys, centers)
@@ -85,11 +88,14 @@ def adaptive_drops(
         chosen |= importance >= threshold
     chosen &= ~on_grid
     if chosen.any():
-        scores = np.asarray(scorer.score_occluded(input_image, centers[chosen], patch, fill=fill, target=target), np.float64)
+        scores = np.asarray(
+            scorer.score_occluded(input_image, centers[chosen], patch, fill=fill, target=target), np.float64
+        )
         estimate[chosen] = base_score - scores
     exact = chosen | on_grid
-    return AdaptiveDrops(estimate.astype(np.float32)[inverse], exact[inverse], len(grid_centers) + int(chosen.sum()),
-                         len(grid_centers))
+    return AdaptiveDrops(
+        estimate.astype(np.float32)[inverse], exact[inverse], len(grid_centers) + int(chosen.sum()), len(grid_centers)
+    )
 
 
 def _cell_peak(values: np.ndarray, xs: np.ndarray, ys: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ Otherwise the scorer is used as it is, silently; each decision is logged once (l
 :func:`resolve_quality` maps ``quality="exact" | "high" | "fast"`` to CIS settings (see
 :data:`QUALITY_PRESETS`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,15 @@ import torch
 
 from facesal_fast.speed.incremental import IncrementalModel, IncrementalScorer, patch_boxes
 
-__all__ = ["INCREMENTAL_MIN_MAC_RATIO", "QUALITY_PRESETS", "SMALL_PATCH", "IncrementalChoice", "choose_incremental", "mac_ratio",
-           "resolve_quality"]
+__all__ = [
+    "INCREMENTAL_MIN_MAC_RATIO",
+    "QUALITY_PRESETS",
+    "SMALL_PATCH",
+    "IncrementalChoice",
+    "choose_incremental",
+    "mac_ratio",
+    "resolve_quality",
+]
 
 log = logging.getLogger("facesal_fast.speed")
 
@@ -179,12 +187,16 @@ def _weighed(scorer: Any, input_image: Any, patch: int, model: IncrementalModel)
         return IncrementalChoice(scorer, False, ratio)
     needed = INCREMENTAL_MIN_MAC_RATIO * speedup
     pays = ratio >= needed
-    reason = (f"multiply-add ratio full/incremental {ratio:.2f} {'>=' if pays else '<'} {needed:.2f} "
-              f"({INCREMENTAL_MIN_MAC_RATIO} x backend {scorer.backend.name} at {speedup:.2f}x torch eager)")
+    reason = (
+        f"multiply-add ratio full/incremental {ratio:.2f} {'>=' if pays else '<'} {needed:.2f} "
+        f"({INCREMENTAL_MIN_MAC_RATIO} x backend {scorer.backend.name} at {speedup:.2f}x torch eager)"
+    )
     return IncrementalChoice(IncrementalScorer(scorer, model=model) if pays else scorer, pays, reason, ratio)
 
 
-def choose_incremental(scorer: Any, input_image: Any, patch: int, incremental: bool | str = "auto") -> IncrementalChoice:
+def choose_incremental(
+    scorer: Any, input_image: Any, patch: int, incremental: bool | str = "auto"
+) -> IncrementalChoice:
     """Whether to occlude ``input_image`` (``h x w x C``, model geometry) through incremental
     inference, and the scorer to use (see the module docstring for the rule).
 

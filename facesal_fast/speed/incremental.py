@@ -26,6 +26,7 @@ further are dropped (the cached value is used there).
 with the same ``score_occluded`` interface, so ``cis(image, IncrementalScorer(scorer))``
 works unchanged.
 """
+
 from __future__ import annotations
 
 import copy
@@ -101,12 +102,17 @@ def _windows(maps: torch.Tensor, start: np.ndarray, size: tuple[int, int]) -> to
         return torch.from_numpy(view[np.arange(len(start)), :, start[:, 0], start[:, 1]])
     dev = maps.device
     rows, cols = _index(start[:, 0], h, 0, dev), _index(start[:, 1], w, 0, dev)
-    n = torch.zeros(len(start), dtype=torch.long, device=dev) if maps.shape[0] == 1 else torch.arange(len(start), device=dev)
+    n = (
+        torch.zeros(len(start), dtype=torch.long, device=dev)
+        if maps.shape[0] == 1
+        else torch.arange(len(start), device=dev)
+    )
     return maps[n[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
-def _read(cached: torch.Tensor, changed: _Changed | None, start: np.ndarray, size: tuple[int, int],
-          pad_value: float = 0.0) -> torch.Tensor:
+def _read(
+    cached: torch.Tensor, changed: _Changed | None, start: np.ndarray, size: tuple[int, int], pad_value: float = 0.0
+) -> torch.Tensor:
     """Windows of a batch of feature maps: K x C x h x w at top-left ``start`` (K x 2).
 
     The maps are ``cached`` (1 x C x H x W) with ``changed``'s boxes pasted in (or ``cached``
@@ -142,7 +148,9 @@ def _materialize(changed: _Changed) -> torch.Tensor:
         return full
     dev = full.device
     rows, cols = _index(changed.start[:, 0], h, 0, dev), _index(changed.start[:, 1], w, 0, dev)
-    full[torch.arange(k, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]] = changed.values.permute(0, 2, 3, 1)
+    full[torch.arange(k, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]] = changed.values.permute(
+        0, 2, 3, 1
+    )
     return full
 
 
@@ -162,8 +170,16 @@ class _Window:
     apply: Callable[[torch.Tensor], torch.Tensor]
 
 
-def _pool_window(kind: str, kernel_size: Any, stride: Any, padding: Any, dilation: Any = 1, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: Any = None) -> _Window | None:
+def _pool_window(
+    kind: str,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: Any = None,
+) -> _Window | None:
     """Max / average pooling as a :class:`_Window`; None for the unsupported variants (ceil
     mode, dilation, average pooling that excludes the padding or overrides the divisor)."""
     kernel, pad = _pair(kernel_size), _pair(padding)
@@ -192,21 +208,40 @@ def _module_window(module: nn.Module) -> _Window | None:
         if module.padding_mode != "zeros" or isinstance(module.padding, str) or _pair(module.dilation) != (1, 1):
             return None
         stride = _pair(module.stride)
-        return _Window(_pair(module.kernel_size), stride, _pair(module.padding), 0.0,
-                       lambda crop: F.conv2d(crop, module.weight, module.bias, stride, 0, 1, module.groups))
+        return _Window(
+            _pair(module.kernel_size),
+            stride,
+            _pair(module.padding),
+            0.0,
+            lambda crop: F.conv2d(crop, module.weight, module.bias, stride, 0, 1, module.groups),
+        )
     if isinstance(module, nn.MaxPool2d):
         return _pool_window("max", module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
     if isinstance(module, nn.AvgPool2d):
-        return _pool_window("avg", module.kernel_size, module.stride, module.padding, 1, module.ceil_mode,
-                            module.count_include_pad, module.divisor_override)
+        return _pool_window(
+            "avg",
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            1,
+            module.ceil_mode,
+            module.count_include_pad,
+            module.divisor_override,
+        )
     return None
 
 
 _POOL_SIGNATURES = {
-    F.max_pool2d: ("max", ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-                   dict(stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)),
-    F.avg_pool2d: ("avg", ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
-                   dict(stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None)),
+    F.max_pool2d: (
+        "max",
+        ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+        dict(stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False),
+    ),
+    F.avg_pool2d: (
+        "avg",
+        ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+        dict(stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None),
+    ),
 }
 
 
@@ -231,8 +266,9 @@ def _function_window(target: Any, args: tuple, kwargs: dict) -> _Window | None:
     return _pool_window(kind, **p)
 
 
-def _out_range(lo: np.ndarray, hi: np.ndarray, kernel: int, stride: int, pad: int, out_len: int,
-               tau: float | None) -> tuple[np.ndarray, int]:
+def _out_range(
+    lo: np.ndarray, hi: np.ndarray, kernel: int, stride: int, pad: int, out_len: int, tau: float | None
+) -> tuple[np.ndarray, int]:
     """Output positions (of a window op) whose input window meets rows ``lo..hi`` (K each):
     fixed-size ranges ``start .. start + n - 1`` inside ``0 .. out_len - 1``; with ``tau``,
     ``n`` is capped at ``ceil(tau * out_len)`` around the centre of the change."""
@@ -251,8 +287,11 @@ def weights_digest(module: nn.Module) -> tuple[tuple[int, float, float], ...]:
     """A cheap fingerprint of a module's parameters and buffers (address, sum, sum of
     squares of each), which changes when weights are replaced or edited in place (even
     through ``.data``, which bypasses torch's version counters)."""
-    return tuple((t.data_ptr(), float(t.sum(dtype=torch.float64)), float(torch.square(t).sum(dtype=torch.float64)))
-                 for t in module.state_dict(keep_vars=False).values() if t.is_floating_point())
+    return tuple(
+        (t.data_ptr(), float(t.sum(dtype=torch.float64)), float(torch.square(t).sum(dtype=torch.float64)))
+        for t in module.state_dict(keep_vars=False).values()
+        if t.is_floating_point()
+    )
 
 
 class IncrementalModel:
@@ -349,16 +388,23 @@ class IncrementalModel:
     def _check_twin(self, x: torch.Tensor, twin_out: Any) -> None:
         expected = self._checked_against(x)
         if twin_out.shape != expected.shape or not torch.allclose(twin_out, expected, rtol=1e-4, atol=1e-5):
-            raise ValueError(f"the model's traceable() twin disagrees with the model on input {tuple(x.shape)} "
-                             "(a twin may hold for one input size only)")
+            raise ValueError(
+                f"the model's traceable() twin disagrees with the model on input {tuple(x.shape)} "
+                "(a twin may hold for one input size only)"
+            )
 
     def _count(self, node: fx.Node, out: Any) -> None:
         """Add the multiply-adds of a ``Conv2d`` / ``Linear`` module node's output ``out``."""
         if node.op != "call_module":
             return
         module = self.graph.get_submodule(node.target)
-        per_output = (module.weight[0].numel() if isinstance(module, nn.Conv2d)
-                      else module.in_features if isinstance(module, nn.Linear) else 0)
+        per_output = (
+            module.weight[0].numel()
+            if isinstance(module, nn.Conv2d)
+            else module.in_features
+            if isinstance(module, nn.Linear)
+            else 0
+        )
         if per_output:
             self.multiply_adds += (out.values if isinstance(out, _Changed) else out).numel() * per_output
 
@@ -405,7 +451,11 @@ class IncrementalModel:
         changed = [a for a in (*args, *kwargs.values()) if isinstance(a, _Changed)]
         if len(changed) != 1 and not (len(changed) == 2 and node.target in _ADD_FUNCTIONS):
             return None
-        if not isinstance(args[0] if args else None, _Changed) or not isinstance(cached_out, torch.Tensor) or cached_out.ndim != 4:
+        if (
+            not isinstance(args[0] if args else None, _Changed)
+            or not isinstance(cached_out, torch.Tensor)
+            or cached_out.ndim != 4
+        ):
             return None
         x = args[0]
         if node.op == "call_module":
@@ -479,15 +529,23 @@ class IncrementalScorer:
             ``tau`` and ``full_fraction`` are the model's).
     """
 
-    def __init__(self, scorer: Any, *, tau: float | None = None, full_fraction: float = 1.0,
-                 model: IncrementalModel | None = None):
+    def __init__(
+        self,
+        scorer: Any,
+        *,
+        tau: float | None = None,
+        full_fraction: float = 1.0,
+        model: IncrementalModel | None = None,
+    ):
         backend = scorer.backend
         module = getattr(scorer, "module", None)
         if module is None and isinstance(backend, TorchBackend):
             module = getattr(backend.module, "_orig_mod", backend.module)
         if module is None or backend.layout != "nchw" or backend.input_dtype != torch.float32:
-            raise ValueError("incremental inference needs the scorer's torch module and a backend taking fp32 NCHW "
-                             f"batches (e.g. Scorer.from_torch(..., backend='torch')), got backend {backend.name!r}")
+            raise ValueError(
+                "incremental inference needs the scorer's torch module and a backend taking fp32 NCHW "
+                f"batches (e.g. Scorer.from_torch(..., backend='torch')), got backend {backend.name!r}"
+            )
         self.scorer = scorer
         self.model = model or IncrementalModel(module, tau=tau, full_fraction=full_fraction)
 
@@ -496,8 +554,15 @@ class IncrementalScorer:
             raise AttributeError(name)
         return getattr(self.__dict__["scorer"], name)
 
-    def score_occluded(self, input_image: np.ndarray | torch.Tensor, centers: np.ndarray | torch.Tensor, patch: int,
-                       fill: Any = "black", target: int | str | None = None, batch_size: int | None = None) -> np.ndarray:
+    def score_occluded(
+        self,
+        input_image: np.ndarray | torch.Tensor,
+        centers: np.ndarray | torch.Tensor,
+        patch: int,
+        fill: Any = "black",
+        target: int | str | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
         """phi(I with a ``patch`` window at each of the K ``centers`` (K x 2 ``(x, y)``), c) -> (K,) float32.
 
         As :meth:`Scorer.score_occluded`; the occluded copies are built by the same kernel and
