@@ -26,6 +26,7 @@ from facesal_fast.align import (
     to_image,
 )
 from facesal_fast.align.aligner import CORE_LANDMARKS
+from facesal_fast.align.geometry import similarity_transform
 
 MULTI = {"couple.jpg": 2, "selfie-many-people.jpg": 4}
 
@@ -299,6 +300,39 @@ def test_from_arrays_dense_points_and_sparse_landmarks(aligned):
     assert 0.3 < s2.visible.mean() < s.visible.mean() - 0.02
     with pytest.raises(ValueError):
         AlignedFace.from_arrays(f.image, f.verts_image[:10], f.verts_canonical[:11], (256, 256))
+
+
+def test_similarity_transform_recovers_similarities_in_2d_and_3d():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(20, 2)) * 30
+    th = 0.4
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    A = similarity_transform(src, 1.7 * src @ rot.T + [5.0, -2.0])
+    np.testing.assert_allclose(A, np.c_[1.7 * rot, [5.0, -2.0]], atol=1e-9)
+    src3 = rng.normal(size=(30, 3))
+    A3 = similarity_transform(src3, 0.5 * src3 + 1.0)
+    np.testing.assert_allclose(A3, np.c_[0.5 * np.eye(3), np.ones(3)], atol=1e-9)
+    # a mirror image: a rotation cannot fit it (scale shrinks), a reflection can
+    mirror = src * [-1.0, 1.0]
+    assert np.linalg.norm(similarity_transform(src, mirror)[:, 0]) < 1.0
+    np.testing.assert_allclose(
+        similarity_transform(src, mirror, reflection=True), np.c_[np.diag([-1.0, 1.0]), [0, 0]], atol=1e-9
+    )
+    with pytest.raises(ValueError, match="src points all coincide"):
+        similarity_transform(np.ones((4, 2)), src[:4])
+    with pytest.raises(ValueError, match="src and dst"):
+        similarity_transform(src, src[:, :1])
+    with pytest.raises(ValueError, match="finite"):
+        similarity_transform(src, np.full_like(src, np.nan))
+
+
+def test_from_arrays_face_scale_is_the_similarity_scale(aligned):
+    f = aligned["img2.jpg"][0]
+    canon = f.verts_canonical[f.visible]
+    g = AlignedFace.from_arrays(f.image, 0.5 * canon + 10.0, canon, (256, 256), mode="points")
+    assert g.face_scale == pytest.approx(0.5 * g.canonical_scale)
+    one = AlignedFace.from_arrays(f.image, [[5.0, 5.0]] * 3, [[1.0, 1.0]] * 3, (256, 256), mode="points")
+    assert one.face_scale == one.canonical_scale  # coinciding points: no scale to fit, 1
 
 
 # ----------------------------------------------------------------------------- canonical face, regions

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .geometry import similarity_transform
 from .mesh import DenseGrid, densify, front_facing, signed_areas, visible_points
 
 #: ``from_arrays`` in "auto" mode treats up to this many points as sparse landmarks (meshed).
@@ -279,13 +280,9 @@ def _hull_area(p: np.ndarray) -> float:
 
 
 def _similarity_scale(src: np.ndarray, dst: np.ndarray) -> float:
-    """Scale of the least-squares 2D similarity transform ``src -> dst`` (Umeyama, allows reflection)."""
-    s = np.asarray(src, np.float64)
-    d = np.asarray(dst, np.float64)
-    s = s - s.mean(axis=0)
-    d = d - d.mean(axis=0)
-    var = (s**2).sum()
-    if var <= 0:
+    """Scale of the least-squares 2D similarity ``src (N, 2) -> dst (N, 2)`` (reflection allowed);
+    1 where there is no scale to fit (no points, or all ``src`` points coincide)."""
+    try:
+        return float(np.linalg.norm(similarity_transform(src, dst, reflection=True)[:, 0]))
+    except ValueError:
         return 1.0
-    sv = np.linalg.svd(d.T @ s, compute_uv=False)
-    return float(sv.sum() / var)

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesal_fast.align.geometry import similarity_transform
+
 __all__ = [
     "CHIP_PADDING",
     "CHIP_SIZE",
@@ -255,19 +257,6 @@ def load_dlib_resnet(path: str | Path = WEIGHTS_PATH, device: str | torch.device
 # ----------------------------------------------------------------------------- alignment
 
 
-def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares similarity (Umeyama, no reflection) ``dst ~ s R src + t``; returns ``(sR (2,2), t (2,))``."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rot = u @ sign @ vt
-    scale = np.trace(np.diag(sig) @ sign) / s0.var(0).sum()
-    m = scale * rot
-    return m, mu_d - m @ mu_s
-
-
 def chip_affine(landmarks: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
     """2x3 affine from image pixels to chip pixels, as dlib's ``get_face_chip_details`` + ``get_mapping_to_chip``.
 
@@ -278,7 +267,8 @@ def chip_affine(landmarks: np.ndarray, size: int = CHIP_SIZE, padding: float = C
     """
     landmarks = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
     template = (padding + DLIB_TEMPLATE_5) / (2 * padding + 1) * size
-    m, t = _similarity(template, landmarks)  # chip template -> image
+    affine = similarity_transform(template, landmarks)  # chip template -> image
+    m, t = affine[:, :2], affine[:, 2]
     scale = math.hypot(m[0, 0], m[1, 0])
     rot = m / scale
     centre = m @ np.array([size / 2.0, size / 2.0]) + t
