@@ -1,31 +1,15 @@
-"""``facesal bench``: run the occlusion benchmark suite (``benchmarks/occlusion.py``).
+"""``facesal bench``: the end-to-end CIS benchmark suite (:mod:`facesal_fast.benchmark`).
 
-The suite lives in the source checkout (it compares against captum and the published
-CSM algorithm, which the package does not depend on); this runner finds it next to the
-package and calls its ``run``. Its options are defined here, once, for both entry points.
+The suite ships inside the package, so it runs from an installed wheel; its peer captum
+(not a dependency) is imported when first needed. Its options are defined here, once, for
+``facesal bench`` and ``python benchmarks/cis_end_to_end.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
-__all__ = ["add_bench_arguments", "find_suite", "run_bench"]
-
-SUITE_PATH = Path("benchmarks") / "occlusion.py"
-
-
-def find_suite() -> Path:
-    """``benchmarks/occlusion.py`` of the source checkout: beside the package (editable
-    install) or in the current directory or one of its parents."""
-    here = Path.cwd().resolve()
-    for root in (Path(__file__).resolve().parents[1], here, *here.parents):
-        if (root / SUITE_PATH).is_file():
-            return root / SUITE_PATH
-    raise FileNotFoundError(
-        f"{SUITE_PATH} not found: the benchmark suite ships with the source checkout; run facesal bench inside it"
-    )
+__all__ = ["add_bench_arguments", "run_bench"]
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +38,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", help="write all measurements to this JSON file")
     parser.add_argument(
+        "--tiny", action="store_true", help="only the equality checks on a tiny random network (seconds)"
+    )
+    parser.add_argument(
         "--presets",
         action="store_true",
         help="only the default-path table: cis exact / quality high / fast as a user calls it, per model "
@@ -63,7 +50,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the suite with parsed options (see :func:`add_bench_arguments`); its exit code."""
-    spec = importlib.util.spec_from_file_location("facesal_occlusion_benchmark", find_suite())
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return int(module.run(args))
+    from facesal_fast.benchmark.cis_end_to_end import run
+
+    return int(run(args))

@@ -352,7 +352,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench = command(
         "bench",
-        "occlusion benchmark suite vs captum and the published CSM loop (source checkout)",
+        "end-to-end CIS benchmark suite vs captum and the published CSM loop",
         "facesal bench --quick",
     )
     from facesal_fast.bench import add_bench_arguments

@@ -1,5 +1,7 @@
 """Incremental inference equals full inference; adaptive refinement; the benchmark's equality checks."""
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -271,26 +273,32 @@ def test_adaptive_rejects_bad_arguments():
 
 
 def test_benchmark_equality_assertions_on_a_tiny_case():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import occlusion
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    occlusion.tiny_equality_case()
-    centres = occlusion.window_centres((10, 12), 4, 3)
+    from facesal_fast.benchmark.cases import ssim, window_centres
+    from facesal_fast.benchmark.cis_end_to_end import tiny_equality_case
+
+    rows = tiny_equality_case()
+    assert {"captum (ppe=16)", "incremental (exact)"} <= {row["method"] for row in rows}
+    centres = window_centres((10, 12), 4, 3)
     assert len(centres) == 3 * 4 and centres[:, 0].max() == 9 + 1
     a = np.random.default_rng(0).random((16, 16))
-    assert occlusion.ssim(a, a) == pytest.approx(1.0)
+    assert ssim(a, a) == pytest.approx(1.0)
 
 
-def test_facesal_bench_command_reaches_the_suite(monkeypatch):
-    from facesal_fast import bench
+def test_facesal_bench_runs_from_outside_the_source_tree(tmp_path):
+    """The suite is part of the package (an installed wheel has it): ``facesal bench`` runs
+    in a fresh process whose working directory is not the checkout."""
+    import subprocess
+
     from facesal_fast.cli import _parser
 
     args = _parser().parse_args(["bench", "--quick", "--models", "gender", "--json", "out.json"])
     assert (args.command, args.quick, args.models, args.json) == ("bench", True, "gender", "out.json")
-    monkeypatch.chdir(Path(__file__).resolve().parents[1] / "facesal_fast")  # inside the checkout
-    assert bench.find_suite().samefile(Path(__file__).resolve().parents[1] / "benchmarks" / "occlusion.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-m", "facesal_fast", "bench", "--tiny", "--threads", "1", "--json", "tiny.json"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "| tiny | image | incremental (exact) |" in done.stdout
+    assert json.loads((tmp_path / "tiny.json").read_text())["rows"]
 
 
 def test_grid_cis_through_the_incremental_scorer_equals_plain_grid_cis(real_face_and_scorer):

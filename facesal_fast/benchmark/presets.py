@@ -1,0 +1,94 @@
+"""The default-path table: ``cis`` as a user calls it (exact by default, ``quality="high"``,
+``"fast"``) per model, against the published CSM loop, with SSIM and Pearson against exact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facesal_fast.benchmark.cases import Case, csm_loop, default_path_case, table, timed
+
+__all__ = ["bench_presets", "run_presets"]
+
+
+def bench_presets(
+    case: Case, face: Any, user: Any, vertices: int = 2194, csm_vertices: int | None = 200, rounds: int = 1
+) -> None:
+    """``cis`` as a user calls it (the default scorer, ``incremental="auto"``) at ~``vertices``
+    vertices: exact by default, exact with ``incremental=False``, ``quality="high"`` and
+    ``"fast"``, timed in interleaved rounds (best of ``rounds``), against the published CSM
+    loop (classifiers; timed on ``csm_vertices`` and extrapolated, drops checked) and the
+    forward passes; the approximate maps report SSIM (Gaussian window, data range of the
+    exact map) and Pearson against exact, and the exact paths are asserted equal first."""
+    from facesal_fast.metrics.similarity import ssim as gaussian_ssim
+    from facesal_fast.saliency import cis
+    from facesal_fast.saliency.cis import apply_affine
+
+    stride = max(1, int(np.asarray(face.visible).sum()) // vertices)
+    run = dict(target=case.target, patch=case.patch, stride=stride, face=face)
+    configs = {
+        "exact (default)": {},
+        "exact, incremental=False": dict(incremental=False),
+        "quality=high": dict(quality="high"),
+        "quality=fast": dict(quality="fast"),
+    }
+    cis(face.image, user, **run, **configs["quality=fast"])  # warm-up: probes, traces, multiply-add count
+    best: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    for _ in range(rounds):
+        for label, options in configs.items():
+            seconds, results[label] = timed(lambda: cis(face.image, user, **run, **options))
+            best[label] = min(best.get(label, float("inf")), seconds)
+    exact = results["exact (default)"]
+    np.testing.assert_allclose(
+        exact.canonical,
+        results["exact, incremental=False"].canonical,
+        atol=1e-5,
+        err_msg=f"{case.name}: incremental exact != exact",
+    )
+    csm = None
+    if case.confidence is None:
+        used = exact.used
+        points_in = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[used, :2])
+        n = int(used.sum())
+        subset = used & (np.cumsum(used) <= (csm_vertices or n))
+        k = int(subset.sum())
+        seconds, (_, drops) = timed(lambda: csm_loop(case, face, subset, points_in[:k], exact.canonical_patch))
+        np.testing.assert_allclose(drops, exact.drops[:k], atol=1e-4, err_msg=f"{case.name}: CIS != CSM loop")
+        csm = seconds * n / k
+        case.add("presets", f"csm-loop (published, batch 1; timed on {k} vertices)", csm, n)
+    span = float(np.ptp(exact.canonical)) or 1.0
+    for label, result in results.items():
+        s = result.settings
+        how = (
+            f"{label} [{s['mode']} step {s['grid_step']} refine {s['refine']}, {user.backend.name}, "
+            f"incremental {'on' if s['incremental'] else 'off'}]"
+        )
+        extra = (
+            {}
+            if label.startswith("exact")
+            else dict(
+                ssim=gaussian_ssim(result.canonical, exact.canonical, data_range=span),
+                pearson=float(np.corrcoef(result.canonical.ravel(), exact.canonical.ravel())[0, 1]),
+            )
+        )
+        case.add("presets", how, best[label], result.forward_passes, csm=csm, **extra)
+
+
+def run_presets(args: argparse.Namespace, info: dict, photo: Path) -> int:
+    """``--presets``: the default-path table (exact / high / fast) for each of ``--models``."""
+    rows: list[dict] = []
+    for name in args.models.split(","):
+        case, face, user = default_path_case(name, photo)
+        bench_presets(case, face, user, csm_vertices=100 if args.quick else 300, rounds=1 if args.quick else 2)
+        rows += case.rows
+    print("\n" + table(rows))
+    print(f"\nload average {os.getloadavg()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(machine=info, rows=rows), indent=1))
+    return 0
