@@ -23,9 +23,11 @@ import torch
 from facesal_fast import ops
 from facesal_fast._validate import positive_int
 from facesal_fast.align import AlignedFace, default_aligner, region_shares, to_image
+from facesal_fast.grid import bilinear, bounding_grid, unique_windows
 from facesal_fast.inputs import ImagesInput, ScorerLike, as_numpy, per_photo
 from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.confidence import resolve_class
+from facesal_fast.speed.adaptive import adaptive_drops
 from facesal_fast.speed.auto import choose_incremental, resolve_quality
 
 __all__ = ["CISResult", "cis", "default_patch", "occlusion_drops", "odd_patch"]
@@ -65,49 +67,6 @@ def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     return (points.astype(np.float64) @ affine[:, :2].T + affine[:, 2]).astype(np.float32)
 
 
-def unique_windows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct occlusion windows: (centre pixels U x 2k float32, index (N,) of each row's windows).
-
-    ``points`` may hold several (x, y) pairs per row (N x 2k, e.g. one per image of a pair):
-    rows are then distinct when any of their windows differs."""
-    pixels = np.floor(points.astype(np.float64) + 0.5).astype(np.int64)
-    if len(pixels) == 0:
-        return np.zeros((0, pixels.shape[1]), np.float32), np.zeros(0, np.int64)
-    lo, extent = pixels.min(0), pixels.max(0) - pixels.min(0) + 1
-    if np.sum(np.log2(extent.astype(np.float64))) >= 62:  # mixed-radix key would overflow int64
-        unique, inverse = np.unique(pixels, axis=0, return_inverse=True)
-        return unique.astype(np.float32), inverse.reshape(-1)
-    radix = np.cumprod(np.append(extent[1:], 1)[::-1])[::-1]  # row-major: lexicographic order kept
-    _, first, inverse = np.unique((pixels - lo) @ radix, return_index=True, return_inverse=True)
-    return pixels[first].astype(np.float32), inverse.reshape(-1)
-
-
-def _grid_centers(points: np.ndarray, shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Grid axes (xs, ys) of step ``step`` over the points' bounding box (inside the
-    ``H x W`` image), and their G x 2 centres."""
-    H, W = shape
-    lo = np.clip(np.floor(points.min(0) + 0.5), 0, [W - 1, H - 1]).astype(int)
-    hi = np.clip(np.floor(points.max(0) + 0.5), 0, [W - 1, H - 1]).astype(int)
-    xs = np.unique(np.append(np.arange(lo[0], hi[0] + 1, step), hi[0])).astype(np.float32)
-    ys = np.unique(np.append(np.arange(lo[1], hi[1] + 1, step), hi[1])).astype(np.float32)
-    gx, gy = np.meshgrid(xs, ys)
-    return xs, ys, np.stack([gx.ravel(), gy.ravel()], axis=1)
-
-
-def _bilinear(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Values of ``grid`` (len(ys) x len(xs)) sampled at ``points`` (N x 2), clamped."""
-    px = np.clip(points[:, 0], xs[0], xs[-1])
-    py = np.clip(points[:, 1], ys[0], ys[-1])
-    i = np.clip(np.searchsorted(xs, px, side="right") - 1, 0, len(xs) - 2) if len(xs) > 1 else np.zeros(len(px), int)
-    j = np.clip(np.searchsorted(ys, py, side="right") - 1, 0, len(ys) - 2) if len(ys) > 1 else np.zeros(len(py), int)
-    i1, j1 = np.minimum(i + 1, len(xs) - 1), np.minimum(j + 1, len(ys) - 1)
-    tx = np.where(i1 > i, (px - xs[i]) / np.maximum(xs[i1] - xs[i], 1e-9), 0.0)
-    ty = np.where(j1 > j, (py - ys[j]) / np.maximum(ys[j1] - ys[j], 1e-9), 0.0)
-    top = grid[j, i] * (1 - tx) + grid[j, i1] * tx
-    bottom = grid[j1, i] * (1 - tx) + grid[j1, i1] * tx
-    return (top * (1 - ty) + bottom * ty).astype(np.float32)
-
-
 def occlusion_drops(
     scorer: Any,
     input_image: np.ndarray,
@@ -129,14 +88,12 @@ def occlusion_drops(
         scores = scorer.score_occluded(input_image, centers, patch, fill=fill, target=target)
         return (base_score - np.asarray(scores, np.float64)).astype(np.float32)[inverse], len(centers)
     if mode == "grid":
-        xs, ys, centers = _grid_centers(points, input_image.shape[:2], positive_int(grid_step, "grid_step"))
+        xs, ys, centers = bounding_grid(points, input_image.shape[:2], positive_int(grid_step, "grid_step"))
         scores = np.asarray(scorer.score_occluded(input_image, centers, patch, fill=fill, target=target), np.float64)
         drops = (base_score - scores).reshape(len(ys), len(xs))
         window_centres = np.floor(points + 0.5)  # where exact mode would occlude
-        return _bilinear(drops, xs, ys, window_centres), len(centers)
+        return bilinear(drops, xs, ys, window_centres), len(centers)
     if mode == "adaptive":
-        from facesal_fast.speed.adaptive import adaptive_drops
-
         result = adaptive_drops(
             scorer,
             input_image,
@@ -267,12 +224,6 @@ def _check_finite_scores(base: float, drops: np.ndarray, scorer: Any, target: in
     )
 
 
-def _canonical_patch(patch: int, face: AlignedFace, affine: np.ndarray) -> int:
-    """``patch x canonical face size / face size in input pixels`` (>= 1)."""
-    input_scale = float(face.face_scale) * float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
-    return max(1, int(round(patch * float(face.canonical_scale) / input_scale)))
-
-
 @per_photo("image", TENSOR_FIELDS, choose_face=True)
 def cis(
     image: ImagesInput,
@@ -356,7 +307,7 @@ def cis(
         refine=refine,
     )
     _check_finite_scores(base, drops, scorer, target_index)
-    c_patch = _canonical_patch(patch, face, affine) if canonical_patch is None else int(canonical_patch)
+    c_patch = face.canonical_patch(patch, affine) if canonical_patch is None else int(canonical_patch)
     canonical_points = np.asarray(face.verts_canonical, np.float32)[used, :2]
     canonical, counts = splat_drops(drops, canonical_points, c_patch, face.canonical_shape)
     return CISResult(

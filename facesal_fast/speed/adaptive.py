@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from facesal_fast._validate import positive_int
+from facesal_fast.grid import bilinear, bounding_grid, unique_windows
 
 __all__ = ["AdaptiveDrops", "adaptive_drops"]
 
@@ -65,20 +66,18 @@ def adaptive_drops(
     Returns:
         :class:`AdaptiveDrops`.
     """
-    from facesal_fast.saliency.cis import _bilinear, _grid_centers, unique_windows
-
     if len(points) == 0:
         raise ValueError("no point to occlude")
     if not 0.0 <= refine <= 1.0:
         raise ValueError(f"refine must be in [0, 1], got {refine!r}")
     step = positive_int(max(2, int(patch)) if coarse_step is None else coarse_step, "coarse_step")
     centers, inverse = unique_windows(points)
-    xs, ys, grid_centers = _grid_centers(points, input_image.shape[:2], step)
+    xs, ys, grid_centers = bounding_grid(points, input_image.shape[:2], step)
     grid_scores = np.asarray(
         scorer.score_occluded(input_image, grid_centers, patch, fill=fill, target=target), np.float64
     )
     grid = (base_score - grid_scores).reshape(len(ys), len(xs))
-    estimate = _bilinear(grid, xs, ys, centers).astype(np.float64)
+    estimate = bilinear(grid, xs, ys, centers).astype(np.float64)
     importance = _cell_peak(np.abs(grid), xs, ys, centers)
     on_grid = np.isin(centers[:, 0], xs) & np.isin(centers[:, 1], ys)
     ranked = np.argsort(-importance, kind="stable")
