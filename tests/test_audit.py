@@ -87,6 +87,19 @@ def test_audit_takes_a_torch_dataloader(gender):
     assert all(i.status == "done" and i.result.canonical.shape == (256, 256) for i in items)
 
 
+def test_an_audit_shows_one_bar_not_one_per_image(tmp_path, gender, photos, monkeypatch, capsys):
+    import re
+
+    from facesal_fast.scoring import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)  # every inner bar would show at once
+    Audit(gender, mode="grid", grid_step=8).run(photos)
+    bars = set(re.findall(r"([a-z][a-z ]*): +\d+%\|", capsys.readouterr().err))
+    assert bars == {"audit"}
+    gender.score_occluded(np.zeros((64, 64, 1), np.uint8), np.full((3, 2), 30.0), 5, target=0)
+    assert "occlusion" in capsys.readouterr().err  # outside an audit the per-image bar is back
+
+
 def test_nan_scores_fail_with_a_clear_message(tmp_path):
     from facesal_fast.scoring import Scorer
 

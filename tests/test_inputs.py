@@ -302,6 +302,7 @@ def test_package_is_typed_and_result_reprs_are_short(image, face, scorer):
 
 
 def test_incremental_occlusion_has_the_progress_bar_too(monkeypatch, capsys):
+    from facesal_fast.scoring import progress
     from facesal_fast.speed import incremental
 
     torch.manual_seed(0)
@@ -312,7 +313,7 @@ def test_incremental_occlusion_has_the_progress_bar_too(monkeypatch, capsys):
     centres = np.stack(np.meshgrid(np.arange(16.0), np.arange(16.0)), -1).reshape(-1, 2)
     scorer.score_occluded(np.zeros((16, 16, 3), np.uint8), centres, 3, target=0, batch_size=64)
     assert "occlusion" not in capsys.readouterr().err  # well under 2 s: no bar
-    monkeypatch.setattr(incremental, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
     scorer.score_occluded(np.zeros((16, 16, 3), np.uint8), centres, 3, target=0, batch_size=64)
     assert "occlusion" in capsys.readouterr().err
 

@@ -32,6 +32,7 @@ from facesal_fast.audit.store import RunStore, storable
 from facesal_fast.inputs import ScorerLike
 from facesal_fast.saliency.cis import MODES, CISResult, cis, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
+from facesal_fast.scoring.progress import inside_outer_bar
 
 __all__ = ["Audit", "AuditItem", "IMAGE_SUFFIXES", "check_cis_options", "list_images"]
 
@@ -278,7 +279,10 @@ class Audit:
         return image, self.aligner(image, source=source), time.perf_counter() - start
 
     def _explain_aligned(self, image: np.ndarray, face: Any) -> CISResult:
-        return cis(image, self.scorer, self.target, face=face, **self.cis_options)
+        """CIS of one aligned image; its occlusion bar is off (the audit's bar, or a Ray
+        driver's, tells the progress)."""
+        with inside_outer_bar():
+            return cis(image, self.scorer, self.target, face=face, **self.cis_options)
 
     def _aligned_ahead(self, items: Any, pool: ThreadPoolExecutor) -> Iterator[tuple[int, str, str, Future | None]]:
         """``(index, key, source, future of _align, or None when done before)`` per item; the

@@ -23,16 +23,15 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from facesal_fast import ops
 from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend, export_onnx
 from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
 from facesal_fast.scoring.confidence import Confidence, class_confidence, class_scores, resolve_class
 from facesal_fast.scoring.geometry import FaceBox, box_tuple, chip_geometry, five_points, to_model_geometry
+from facesal_fast.scoring.progress import step_bar
 from facesal_fast.scoring.selection import (
     BACKENDS,
-    PROGRESS_DELAY,
     ProbeResult,
     ProbingBackend,
     select_backend,
@@ -622,7 +621,7 @@ class Scorer:
             or self.batch_size
             or auto_batch_size(shape, self.backend.device, len(pts), self.backend.cpu_max_batch)
         )
-        with tqdm(total=len(pts), desc="occlusion", unit="window", delay=PROGRESS_DELAY, leave=False) as bar:
+        with step_bar(total=len(pts), desc="occlusion", unit="window") as bar:
 
             def consume(batch: torch.Tensor) -> torch.Tensor:
                 scores = confidence(self.backend(batch))

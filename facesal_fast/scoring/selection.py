@@ -17,16 +17,14 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from facesal_fast.scoring.backends import Backend, OnnxBackend, TorchBackend, export_onnx
+from facesal_fast.scoring.progress import step_bar
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend, tensorrt_available
 
 __all__ = ["BACKENDS", "ProbeResult", "ProbingBackend", "torch_backend", "select_backend"]
 
 log = logging.getLogger("facesal_fast.scoring")
-#: Progress bars appear only for steps still running after this many seconds.
-PROGRESS_DELAY = 2.0
 
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 
@@ -150,7 +148,7 @@ def select_backend(
     results: list[ProbeResult] = []
     best: tuple[float, Backend] | None = None
     candidates = _candidates(module, input_shape, device, precision, batch_size, cache_dir, compile)
-    for name, build in tqdm(candidates, desc="backend probe", unit="backend", delay=PROGRESS_DELAY, leave=False):
+    for name, build in step_bar(candidates, desc="backend probe", unit="backend"):
         try:
             backend = build()
             if backend.layout not in layouts:

@@ -40,11 +40,10 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from facesal_fast.scoring.backends import TorchBackend
 from facesal_fast.scoring.batching import auto_batch_size
-from facesal_fast.scoring.selection import PROGRESS_DELAY
+from facesal_fast.scoring.progress import step_bar
 
 __all__ = ["IncrementalModel", "IncrementalScorer", "patch_boxes"]
 
@@ -583,7 +582,7 @@ class IncrementalScorer:
         starts, (h, w) = patch_boxes(pts.numpy(), int(patch), shape[1:])
         scores = []
         batches = range(0, len(pts), size)
-        for lo in tqdm(batches, desc="occlusion", unit="batch", delay=PROGRESS_DELAY, leave=False):  # after 2 s
+        for lo in step_bar(batches, desc="occlusion", unit="batch"):
             hi = min(lo + size, len(pts))
             batch = s.occluded_batch(img, pts[lo:hi].to(img.device), patch, fill)
             values = _windows(batch, starts[lo:hi], (h, w))
