@@ -26,6 +26,7 @@ from facesal_fast.align import (
     to_image,
 )
 from facesal_fast.align.aligner import CORE_LANDMARKS
+from facesal_fast.align.face import window_side
 from facesal_fast.align.geometry import similarity_transform
 
 MULTI = {"couple.jpg": 2, "selfie-many-people.jpg": 4}
@@ -116,6 +117,10 @@ def test_dense_grid_is_shared_and_dense(aligned, aligner):
     # CIS patch mapping: image patch p -> p * canonical_scale / face_scale canonical px
     f = aligned["img1.jpg"][0]
     assert f.canonical_patch(31) == round(31 * f.canonical_scale / f.face_scale)
+    assert f.canonical_patch(31, [[2.0, 0.0, 5.0], [0.0, 2.0, 1.0]]) == round(
+        31 * f.canonical_scale / (2 * f.face_scale)
+    )
+    assert window_side(0.2) == 1 and window_side(2.6) == 3
     assert f.canonical_scale == pytest.approx(np.linalg.norm(f.mesh.canon_verts[33] - f.mesh.canon_verts[263]))
 
 

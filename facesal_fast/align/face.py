@@ -33,6 +33,11 @@ class MeshBinding:
     depth_tol: float
 
 
+def window_side(size: float) -> int:
+    """A window size in whole pixels: ``size`` rounded to the nearest integer, at least 1."""
+    return max(1, int(round(size)))
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_grid(key: tuple, canon_verts_bytes: bytes, tris_bytes: bytes, depth_bytes: bytes | None) -> DenseGrid:
     shape, stride, nv, nt = key
@@ -128,9 +133,20 @@ class AlignedFace:
         """``canonical_scale / face_scale``: multiply an image patch size by this."""
         return float(self.canonical_scale / self.face_scale)
 
-    def canonical_patch(self, patch: int) -> int:
-        """Canonical patch size for an image occlusion patch of ``patch`` pixels (>= 1)."""
-        return max(1, int(round(patch * self.patch_scale)))
+    def canonical_patch_size(self, patch: float, affine: np.ndarray | None = None) -> float:
+        """Unrounded canonical size of an occlusion window of ``patch`` pixels:
+        ``patch * canonical_scale / face_scale``, the face size measured in the pixels the
+        window is drawn in: the photo's, or a model input's when ``affine`` (``2 x 3``, image ->
+        input pixels, from ``Scorer.prepare``) is given."""
+        input_scale = float(self.face_scale)
+        if affine is not None:
+            input_scale *= float(np.sqrt(abs(np.linalg.det(np.asarray(affine)[:, :2]))))
+        return patch * float(self.canonical_scale) / input_scale
+
+    def canonical_patch(self, patch: int, affine: np.ndarray | None = None) -> int:
+        """:meth:`canonical_patch_size` as a window side (:func:`window_side`, >= 1): the CIS
+        splat window for occlusion windows of ``patch`` pixels."""
+        return window_side(self.canonical_patch_size(patch, affine))
 
     def to_canonical(self, image: np.ndarray | None = None, **kw):
         """See :func:`facesal_fast.align.warp.to_canonical` (default: this face's image)."""

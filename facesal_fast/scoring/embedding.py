@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesal_fast._validate import positive_int
+from facesal_fast.align.face import window_side
 from facesal_fast.ops import FAR_CENTER, occlude_batch
 from facesal_fast.saliency.cis import CISResult, apply_affine, resolve_patch, splat_drops, unique_windows
 from facesal_fast.scoring.batching import auto_batch_size
@@ -403,11 +404,6 @@ def _face_of(image: Any, face: Any, aligner: Any) -> Any:
     return (aligner or default_aligner())(image)
 
 
-def _canonical_patch(patch: int, face: Any, affine: np.ndarray) -> float:
-    input_scale = float(face.face_scale) * float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
-    return patch * float(face.canonical_scale) / input_scale
-
-
 def verification_cis(
     image1: Any,
     image2: Any,
@@ -476,9 +472,8 @@ def verification_cis(
     scores = verification_pair_scores(scorer, chip1, chip2, unique[:, :2], patch, centers2=unique[:, 2:], **pair)
     drops = (base - scores.double().cpu().numpy()).astype(np.float32)[inverse]
     if canonical_patch is None:
-        c_patch = max(
-            1, int(round(0.5 * (_canonical_patch(patch, face1, affine1) + _canonical_patch(patch, face2, affine2))))
-        )
+        sizes = (face1.canonical_patch_size(patch, affine1), face2.canonical_patch_size(patch, affine2))
+        c_patch = window_side(0.5 * sum(sizes))
     else:
         c_patch = int(canonical_patch)
     canonical_points = canon1[used, :2]
