@@ -277,6 +277,21 @@ def test_slow_occlusion_shows_progress_and_fast_does_not(capsys):
     assert "occlusion" not in capsys.readouterr().err
 
 
+def test_slow_model_load_says_so_with_the_backend_and_a_fast_one_is_silent(monkeypatch, capsys):
+    from facesal_fast.models import registry
+    from facesal_fast.scoring import progress
+
+    fs.models.load("gender", backend="torch")  # well under 2 s
+    assert capsys.readouterr().err == ""
+    work = registry._load
+    monkeypatch.setattr(registry, "_load", lambda *args: (time.sleep(0.6), work(*args))[1])
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.2)
+    fs.models.load("gender", backend="torch")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "facesal_fast: loading model 'gender' ..."
+    assert re.fullmatch(r"facesal_fast: loading model 'gender': done in 0\.\d s, backend torch-fp32", lines[1])
+
+
 def test_backend_probe_logs_its_choice_and_time(caplog, tmp_path):
     with caplog.at_level(logging.INFO, logger="facesal_fast.scoring"):
         scorer = Scorer.from_torch(_tiny_net(), 16, backend="auto", cache_dir=tmp_path)

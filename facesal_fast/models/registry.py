@@ -33,6 +33,7 @@ from facesal_fast.models import head_pose
 from facesal_fast.models.dlib_cydral import AGE_BINS
 from facesal_fast.models.head_pose import POSE_BINS
 from facesal_fast.models.mini_xception import from_keras_h5
+from facesal_fast.scoring.progress import status_line
 from facesal_fast.scoring.scorer import Scorer
 
 __all__ = [
@@ -143,7 +144,27 @@ def load(
             ``"head-pose"`` runs on the CPU through MediaPipe (``backend``/``device`` ignored).
         crop_margin: fraction of the face box side added on each side of the square crop
             (classifiers; the chip's geometry is dlib's).
+
+    A load still running after 2 s (``backend="auto"`` times the backends once) says so on
+    stderr, then how long it took and the backend chosen.
     """
+    with status_line(f"facesal_fast: loading model {name!r}") as notes:
+        scorer = _load(name, backend, device, precision, confidence, batch_size, crop_margin, cache_dir)
+        notes.append(f"backend {scorer.backend.name}")
+    return scorer
+
+
+def _load(
+    name: str,
+    backend: str,
+    device: str | torch.device,
+    precision: str,
+    confidence: str,
+    batch_size: int | None,
+    crop_margin: float,
+    cache_dir: str | Path | None,
+) -> Scorer:
+    """:func:`load`'s work: the scorer of ``name`` (arguments as there)."""
     if name in EMBEDDING_MODELS:
         from facesal_fast.models.dlib_resnet import (
             CHIP_PADDING,
