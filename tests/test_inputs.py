@@ -25,6 +25,7 @@ from facesal_fast.align import (
 )
 from facesal_fast.inputs import ScorerLike, photos
 from facesal_fast.scoring import Scorer
+from facesal_fast.scoring.selection import ProbingBackend
 
 PHOTO = BUNDLED / "img1.jpg"
 
@@ -298,6 +299,11 @@ def test_backend_probe_logs_its_choice_and_time(caplog, tmp_path):
     lines = [r.getMessage() for r in caplog.records if "backend probe" in r.getMessage()]
     assert len(lines) == 1 and f"chose {scorer.backend.name}" in lines[0] and "torch-fp32" in lines[0]
     assert re.search(r"in \d+\.\d s", lines[0])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="facesal_fast.scoring"):
+        probing = ProbingBackend(_tiny_net(), torch.device("cpu"), cache_dir=tmp_path, probe_after=0.0)
+        probing(torch.zeros(2, 3, 16, 16))  # eager, then the probe for this shape
+    assert len([r for r in caplog.records if "backend probe" in r.getMessage()]) == 1
 
 
 # ----------------------------------------------------------------------------- types and reprs

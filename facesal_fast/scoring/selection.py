@@ -240,10 +240,4 @@ class ProbingBackend(Backend):
     def _probe(self, shape: tuple[int, ...], batch_size: int) -> None:
         self.chosen[shape], self.probes[shape] = select_backend(
             self.module, shape, self.device, self.precision, batch_size, self.cache_dir, self.compile, ("nchw",)
-        )
-        log.info(
-            "backend probe for input %s after %.1f s of torch eager: %s",
-            shape,
-            self._spent[shape],
-            self.chosen[shape].name,
-        )
+        )  # select_backend logs the choice and its time, once
