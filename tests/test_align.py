@@ -19,6 +19,7 @@ from facesal_fast.align import (
     canonical_face,
     canonical_mask,
     default_aligner,
+    find_face,
     load_image,
     region_masks,
     region_shares,
@@ -73,6 +74,15 @@ def test_every_single_face_photo_aligns(aligned):
         # pose-corrected face_scale agrees with the 2D inter-ocular distance on these near-frontal photos
         iod = np.linalg.norm(f.landmarks[33, :2] - f.landmarks[263, :2])
         assert 0.75 < iod / f.face_scale < 1.15, (name, iod, f.face_scale)
+
+
+def test_find_face_keeps_a_given_face_and_aligns_otherwise(aligned, aligner):
+    given = aligned["img2.jpg"][0]
+    assert find_face(given.image, given) is given
+    found = find_face(FACES / "img2.jpg")
+    assert found.source == "img2.jpg" and found.face_box == aligner(FACES / "img2.jpg").face_box
+    small = Aligner(canonical_size=128)
+    assert find_face(given.image, aligner=small).canonical_shape == (128, 128)
 
 
 @pytest.mark.parametrize("name,count", sorted(MULTI.items()))

@@ -9,7 +9,7 @@ Quick use::
     overlay = face.to_image(cms_map)                       # canonical map -> photo
 """
 
-from .aligner import Aligner, default_aligner
+from .aligner import Aligner, default_aligner, find_face
 from .canonical import canonical_face, canonical_geometry, canonical_mask
 from .errors import ImageError, NoFaceError
 from .face import AlignedFace
@@ -28,6 +28,7 @@ __all__ = [
     "canonical_geometry",
     "canonical_mask",
     "default_aligner",
+    "find_face",
     "load_image",
     "region_masks",
     "region_shares",

@@ -467,3 +467,12 @@ def _face_at(faces: list[AlignedFace], face_index: int, source: str | None) -> A
 def default_aligner(density: float = 1.0, canonical_size: int = 256) -> Aligner:
     """A cached :class:`Aligner` with default settings."""
     return Aligner(density=density, canonical_size=canonical_size)
+
+
+def find_face(image: ImageLike, face: AlignedFace | None = None, aligner: Aligner | None = None) -> AlignedFace:
+    """``face`` when given (a precomputed correspondence of ``image``), else the face that
+    ``aligner`` (default :func:`default_aligner`) finds in ``image`` (an ``(H, W, 3) uint8``
+    RGB array or a path, as :meth:`Aligner.__call__` takes)."""
+    if face is not None:
+        return face
+    return (aligner or default_aligner())(image)

@@ -14,7 +14,7 @@ interpolation; the ``exact`` mode scores every distinct window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,15 +22,16 @@ import torch
 
 from facesal_fast import ops
 from facesal_fast._validate import positive_int
-from facesal_fast.align import AlignedFace, default_aligner, region_shares, to_image
+from facesal_fast.align import AlignedFace, find_face, region_shares, to_image
 from facesal_fast.grid import bilinear, bounding_grid, unique_windows
 from facesal_fast.inputs import ImagesInput, ScorerLike, as_numpy, per_photo
 from facesal_fast.saliency.overlay import heat_overlay
+from facesal_fast.scoring.batching import Steps, Windows, run_steps
 from facesal_fast.scoring.confidence import resolve_class
-from facesal_fast.speed.adaptive import adaptive_drops
+from facesal_fast.speed.adaptive import adaptive_steps
 from facesal_fast.speed.auto import choose_incremental, resolve_quality
 
-__all__ = ["CISResult", "cis", "default_patch", "occlusion_drops", "odd_patch"]
+__all__ = ["CISResult", "cis", "cis_steps", "default_patch", "occlusion_drops", "occlusion_steps", "odd_patch"]
 
 MODES = ("exact", "grid", "adaptive")
 #: CISResult fields returned as tensors on the input's device when the image is a tensor.
@@ -81,30 +82,34 @@ def occlusion_drops(
     refine: float = 0.2,
 ) -> tuple[np.ndarray, int]:
     """Score drops ``S (N,)`` at ``points`` (input pixels) and the number of forward passes."""
+    windows = Windows(scorer, input_image, np.zeros((0, 2), np.float32), patch, fill, target)
+    return run_steps(occlusion_steps(windows, points, base_score, mode, grid_step, refine))
+
+
+def occlusion_steps(
+    windows: Windows,
+    points: np.ndarray,
+    base_score: float,
+    mode: str = "exact",
+    grid_step: int = 2,
+    refine: float = 0.2,
+) -> Steps:
+    """:func:`occlusion_drops` as requests (:mod:`facesal_fast.scoring.batching`): ``windows``
+    gives the scorer, image, patch, fill and target; returns ``(drops, forward passes)``."""
     if len(points) == 0:
         raise ValueError("no visible correspondence point to occlude (all self-occluded or removed by the stride)")
     if mode == "exact":
         centers, inverse = unique_windows(points)
-        scores = scorer.score_occluded(input_image, centers, patch, fill=fill, target=target)
+        scores = yield replace(windows, centers=centers)
         return (base_score - np.asarray(scores, np.float64)).astype(np.float32)[inverse], len(centers)
     if mode == "grid":
-        xs, ys, centers = bounding_grid(points, input_image.shape[:2], positive_int(grid_step, "grid_step"))
-        scores = np.asarray(scorer.score_occluded(input_image, centers, patch, fill=fill, target=target), np.float64)
-        drops = (base_score - scores).reshape(len(ys), len(xs))
+        xs, ys, centers = bounding_grid(points, windows.image.shape[:2], positive_int(grid_step, "grid_step"))
+        scores = yield replace(windows, centers=centers)
+        drops = (base_score - np.asarray(scores, np.float64)).reshape(len(ys), len(xs))
         window_centres = np.floor(points + 0.5)  # where exact mode would occlude
         return bilinear(drops, xs, ys, window_centres), len(centers)
     if mode == "adaptive":
-        result = adaptive_drops(
-            scorer,
-            input_image,
-            points,
-            target,
-            base_score,
-            patch=patch,
-            fill=fill,
-            coarse_step=grid_step,
-            refine=refine,
-        )
+        result = yield from adaptive_steps(windows, points, base_score, grid_step, refine)
         return result.drops, result.forward_passes
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
@@ -169,12 +174,6 @@ class CISResult:
             f"canonical_patch={self.canonical_patch}, forward_passes={self.forward_passes}, "
             f"source={getattr(self.face, 'source', None)!r})"
         )
-
-
-def _resolve_face(image: Any, face: AlignedFace | None, aligner: Any) -> AlignedFace:
-    if face is not None:
-        return face
-    return (aligner or default_aligner())(image)
 
 
 def splat_drops(
@@ -278,10 +277,50 @@ def cis(
     Returns:
         :class:`CISResult`; a list of them for a batch (one per photo) or ``faces="all"``.
     """
+    return run_steps(
+        cis_steps(
+            image,
+            scorer,
+            target,
+            patch=patch,
+            canonical_patch=canonical_patch,
+            stride=stride,
+            fill=fill,
+            mode=mode,
+            grid_step=grid_step,
+            refine=refine,
+            quality=quality,
+            incremental=incremental,
+            aligner=aligner,
+            face=face,
+        )
+    )
+
+
+def cis_steps(
+    image: Any,
+    scorer: ScorerLike,
+    target: int | str | None = None,
+    *,
+    patch: int | None = None,
+    canonical_patch: int | None = None,
+    stride: int = 1,
+    fill: Any = "black",
+    mode: str = "exact",
+    grid_step: int = 2,
+    refine: float = 0.2,
+    quality: str | None = None,
+    incremental: bool | str = "auto",
+    aligner: Any = None,
+    face: AlignedFace | None = None,
+) -> Steps:
+    """:func:`cis` of one photo (a path or an ``H x W x 3`` array) as requests
+    (:mod:`facesal_fast.scoring.batching`): :func:`~facesal_fast.scoring.batching.run_together`
+    scores several images' windows in shared batches; returns the :class:`CISResult`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     positive_int(stride, "stride")
-    face = _resolve_face(image, face, aligner)
+    face = find_face(image, face, aligner)
     input_image, affine = scorer.prepare(face.image, face)
     patch = resolve_patch(patch, input_image.shape[:2])
     if quality is not None:
@@ -294,18 +333,8 @@ def cis(
     used = np.asarray(face.visible, bool).copy()
     used[np.arange(len(used)) % stride != 0] = False
     points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
-    drops, passes = occlusion_drops(
-        choice.scorer,
-        input_image,
-        points_in,
-        score_target,
-        base,
-        patch=patch,
-        fill=fill,
-        mode=mode,
-        grid_step=grid_step,
-        refine=refine,
-    )
+    windows = Windows(choice.scorer, input_image, np.zeros((0, 2), np.float32), patch, fill, score_target)
+    drops, passes = yield from occlusion_steps(windows, points_in, base, mode, grid_step, refine)
     _check_finite_scores(base, drops, scorer, target_index)
     c_patch = face.canonical_patch(patch, affine) if canonical_patch is None else int(canonical_patch)
     canonical_points = np.asarray(face.verts_canonical, np.float32)[used, :2]

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesal_fast._validate import positive_int
+from facesal_fast.align import find_face
 from facesal_fast.align.face import window_side
 from facesal_fast.ops import FAR_CENTER, occlude_batch
 from facesal_fast.saliency.cis import CISResult, apply_affine, resolve_patch, splat_drops, unique_windows
@@ -396,14 +397,6 @@ class VerificationCISResult(CISResult):
     cosine: float = float("nan")
 
 
-def _face_of(image: Any, face: Any, aligner: Any) -> Any:
-    if face is not None:
-        return face
-    from facesal_fast.align import default_aligner
-
-    return (aligner or default_aligner())(image)
-
-
 def verification_cis(
     image1: Any,
     image2: Any,
@@ -446,7 +439,7 @@ def verification_cis(
     scorer = _default_scorer(scorer)
     if scorer.crop != "chip":
         raise ValueError(f"verification_cis needs a scorer with crop='chip' (aligned chips), got crop={scorer.crop!r}")
-    face1, face2 = _face_of(image1, face1, aligner), _face_of(image2, face2, aligner)
+    face1, face2 = find_face(image1, face1, aligner), find_face(image2, face2, aligner)
     canon1, canon2 = np.asarray(face1.verts_canonical, np.float32), np.asarray(face2.verts_canonical, np.float32)
     if canon1.shape != canon2.shape or not np.allclose(canon1, canon2, atol=1e-3):
         raise ValueError("the two faces do not share their canonical points (align both with the same aligner)")
