@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 __all__ = ["TASK_MODELS", "TaskMaps", "add_tasks_arguments", "five_tasks", "run_tasks_cli", "write_tasks_page"]
 
@@ -100,8 +101,9 @@ def five_tasks(
     mode: str = "grid",
     grid_step: int = 4,
     patch: int | None = None,
-    backend: str = "onnx",
+    backend: str = "auto",
     aligner: Any = None,
+    progress: bool = True,
 ) -> TaskMaps:
     """CMS of every model in ``models`` (default: all of :data:`TASK_MODELS`) over ``photos``.
 
@@ -112,11 +114,17 @@ def five_tasks(
         photos: photo paths.
         models: bundled model names (each must be in :data:`TASK_MODELS`).
         mode, grid_step, patch: CIS options (:func:`facesal_fast.cis`); ``"grid"`` by default
-            because the head-pose scorer runs MediaPipe on every occluded copy.
-        backend: inference backend of the torch models (dlib-resnet always runs on torch).
+            because the head-pose scorer runs MediaPipe on every occluded copy. ``patch`` is in
+            each model's input pixels (``None``: 15 px at a 224 px input, scaled to the model).
+        backend: inference backend of the torch models (``"auto"``: a timed probe per model).
+        progress: one bar over the photos (the per-photo occlusion bars stay off).
+
+    Raises:
+        ValueError: an unknown model, no photos, or a bad CIS option, before any model loads.
     """
     from facesal_fast.align import canonical_mask, default_aligner, load_image, region_shares
     from facesal_fast.saliency.cms import CMSAccumulator
+    from facesal_fast.scoring.progress import inside_outer_bar
 
     task_of = {m: task for task, names in TASK_MODELS.items() for m in names}
     names = list(models) if models is not None else list(task_of)
@@ -125,14 +133,15 @@ def five_tasks(
         raise ValueError(f"models must be among {list(task_of)}, got {list(models or [])}")
     if not photos:
         raise ValueError("photos is empty: give at least one face photo")
+    options = _checked_options(mode, grid_step, patch)
     scorers, aligner = _scorers(names, backend), aligner or default_aligner()
-    options = {"mode": mode, "grid_step": grid_step, "patch": patch}
     accumulators: dict[str, CMSAccumulator] = {}
     used, failed = [], []
-    for path in photos:
+    for path in tqdm(photos, desc="tasks", unit="photo", disable=not progress, dynamic_ncols=True):
         try:
             image = load_image(path)
-            maps = _photo_maps(image, aligner(image), scorers, options)
+            with inside_outer_bar():
+                maps = _photo_maps(image, aligner(image), scorers, options)
         except ValueError as err:  # NoFaceError / ImageError are ValueErrors
             failed.append((str(path), str(err)))
             continue
@@ -155,6 +164,19 @@ def five_tasks(
         failed,
         {**options, "backend": backend},
     )
+
+
+def _checked_options(mode: str, grid_step: int, patch: int | None) -> dict[str, Any]:
+    """The CIS options of the page, ``ValueError`` naming a bad one."""
+    from facesal_fast._validate import positive_int
+    from facesal_fast.saliency.cis import MODES
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    positive_int(grid_step, "grid_step")
+    if patch is not None:
+        positive_int(patch, "patch")
+    return {"mode": mode, "grid_step": grid_step, "patch": patch}
 
 
 def _figure_png(result: TaskMaps) -> bytes:
@@ -257,9 +279,14 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mode", default="grid", choices=["exact", "grid", "adaptive"])
     parser.add_argument("--grid-step", type=int, default=4, help="grid step in model-input pixels")
-    parser.add_argument("--patch", type=int, default=None, help="occlusion window in model-input pixels")
+    parser.add_argument(
+        "--patch",
+        type=int,
+        default=None,
+        help="occlusion window in the model's input pixels (None: 15 px at a 224 px input, scaled to each model)",
+    )
     parser.add_argument("--max-images", type=int, default=None, help="use the first N photos")
-    parser.add_argument("--backend", default="onnx", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
 
 
 def run_tasks_cli(args: argparse.Namespace) -> int:
@@ -268,6 +295,8 @@ def run_tasks_cli(args: argparse.Namespace) -> int:
 
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a folder")
     photos = list_images(args.photos, exclude=args.out)[: args.max_images]
     result = five_tasks(
         photos,

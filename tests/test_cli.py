@@ -3,11 +3,13 @@ examples without importing torch, one exit-code convention (0 done, 1 nothing su
 2 usage error) with a one-line message and no traceback unless ``--debug``."""
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
+from photos import BUNDLED
 
 import facesal_fast
 from facesal_fast import cli
@@ -111,3 +113,19 @@ def test_error_message_keeps_tracebacks_for_bugs():
     )
     assert cli.error_message(ModuleNotFoundError("No module named 'torch'", name="torch")) is None
     assert cli.error_message(RuntimeError("a bug")) is None
+
+
+def test_tasks_shows_one_bar_and_checks_its_options_first(tmp_path, monkeypatch, capsys):
+    from facesal_fast.scoring import progress
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(BUNDLED / "img1.jpg", photos / "img1.jpg")
+    (tmp_path / "file").write_text("")
+    assert main(["tasks", str(photos), "--out", str(tmp_path / "file"), "--models", "gender"]) == EXIT_USAGE
+    assert "--out" in capsys.readouterr().err
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)  # every inner bar would show at once
+    options = ["--models", "gender", "--backend", "torch", "--grid-step", "16"]
+    assert main(["tasks", str(photos), "--out", str(tmp_path / "out"), *options]) == 0
+    assert set(re.findall(r"([a-z][a-z ]*): +\d+%\|", capsys.readouterr().err)) == {"tasks"}
+    assert (tmp_path / "out" / "tasks.html").is_file()
