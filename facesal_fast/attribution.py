@@ -29,6 +29,8 @@ from facesal_fast.inputs import ScorerLike
 __all__ = ["CanonicalOcclusion"]
 
 Target = int | str | None
+#: What :meth:`CanonicalOcclusion.attribute` takes as ``target``: one for every photo, or one per photo.
+Targets = Target | Sequence[int | str] | torch.Tensor
 
 
 class CanonicalOcclusion:
@@ -77,7 +79,9 @@ class CanonicalOcclusion:
     def __repr__(self) -> str:
         return f"CanonicalOcclusion({self.scorer!r}, results={len(self.results)})"
 
-    def attribute(self, inputs: torch.Tensor | tuple[torch.Tensor], target: Any = None, **options: Any) -> torch.Tensor:
+    def attribute(
+        self, inputs: torch.Tensor | tuple[torch.Tensor], target: Targets = None, **options: Any
+    ) -> torch.Tensor:
         """Occlusion maps of ``inputs`` on the photos, shaped like ``inputs``.
 
         Args:
@@ -159,7 +163,7 @@ class CanonicalOcclusion:
         return self._faces[key]
 
 
-def _targets(target: Any, n: int) -> list[Target]:
+def _targets(target: Targets, n: int) -> list[Target]:
     """One target per photo from a scalar, a name, None, or a sequence/tensor of ``n``."""
     if _is_tensor(target):
         target = target.reshape(-1).tolist() if target.numel() != 1 else target.item()
