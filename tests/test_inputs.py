@@ -382,3 +382,12 @@ def test_cms_and_audit_take_photo_tensors(image, scorer):
     model = fs.cms([photo, photo.float() / 255], scorer, groups=["a", "b"], progress=False, **FAST)
     assert model.count == 2 and set(model.groups) == {"a", "b"}
     np.testing.assert_allclose(model.cms, want, atol=1e-6)
+
+
+def test_readme_python_block_shows_the_tensor_path_and_the_captum_style_class():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "fs.cis(photos_tensor, scorer)" in block and "N x 3 x H x W tensor" in block
+    assert "fs.CanonicalOcclusion(scorer).attribute(photos_tensor, target=" in block
+    for name in re.findall(r"\bfs\.(\w+)\(", block):  # every call it shows exists
+        assert callable(getattr(fs, name)), name
