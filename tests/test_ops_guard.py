@@ -4,25 +4,25 @@ No GPU is needed: a faked device kernel is registered for the CPU device type, s
 self-check, the one warning and the switch to the torch implementation run for real."""
 
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from reference import occlude_batch_ref, splat_add_ref
 
-from facesal_fast import _kernels, ops
+from facesal_fast import ops
+from facesal_fast.ops import _dispatch, _native, _torch
 
 RNG = np.random.default_rng(21)
 
 
 def _broken_occlude(call, out, threads=0):
-    _kernels._occlude_cpu(call, out, threads)
+    _native.occlude_batch_cpu(call, out, threads)
     out.view(-1)[-1] += 1  # one wrong pixel in the last copy
 
 
 def _broken_splat(call, sums, counts):
-    _kernels._splat_cpu(call, sums, counts)
+    _native.splat_add_cpu(call, sums, counts)
     counts.view(-1)[0] += 1
 
 
@@ -34,9 +34,9 @@ def _failing_kernel(*args, **kwargs):
 def fake_device(monkeypatch):
     """Register device kernels for the CPU device type with an empty verdict cache; returns
     a function installing ``{op: kernel}`` and counting its calls."""
-    monkeypatch.setattr(_kernels, "_verdicts", {})
-    monkeypatch.delenv(_kernels.SELFCHECK_ENV, raising=False)
-    calls = {"occlude": 0, "splat": 0}
+    monkeypatch.setattr(_dispatch, "_verdicts", {})
+    monkeypatch.delenv(_dispatch.SELFCHECK_ENV, raising=False)
+    calls = {"occlude_batch": 0, "splat_add": 0}
 
     def install(**kernels):
         def counted(op, fn):
@@ -46,7 +46,7 @@ def fake_device(monkeypatch):
 
             return wrapper
 
-        monkeypatch.setattr(_kernels, "GUARDED", {"cpu": {op: counted(op, fn) for op, fn in kernels.items()}})
+        monkeypatch.setattr(_dispatch, "GUARDED", {"cpu": {op: counted(op, fn) for op, fn in kernels.items()}})
         return calls
 
     return install
@@ -59,65 +59,65 @@ def _occlusion_case():
 
 
 def test_mismatching_kernel_is_disabled_with_one_warning_and_the_torch_fallback_is_right(fake_device):
-    calls = fake_device(occlude=_broken_occlude)
+    calls = fake_device(occlude_batch=_broken_occlude)
     image, centers = _occlusion_case()
     want = occlude_batch_ref(image, centers, 5, 0.0, [0.5, 0.4, 0.3], [0.2, 0.3, 0.4])
-    with pytest.warns(RuntimeWarning, match=r"native CPU occlude kernel is disabled on cpu .*disagrees") as record:
+    with pytest.warns(
+        RuntimeWarning, match=r"native CPU occlude_batch kernel is disabled on cpu .*disagrees"
+    ) as record:
         got = ops.occlude_batch(torch.from_numpy(image), centers, 5, "black", [0.5, 0.4, 0.3], [0.2, 0.3, 0.4])
-    assert len(record) == 1 and calls["occlude"] == 2  # the self-check's two configurations, then never again
+    assert len(record) == 1 and calls["occlude_batch"] == 2  # the self-check's two configurations, then never again
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again = ops.occlude_batch(torch.from_numpy(image), centers, 5, "black", [0.5, 0.4, 0.3], [0.2, 0.3, 0.4])
-    assert calls["occlude"] == 2
+    assert calls["occlude_batch"] == 2
     np.testing.assert_array_equal(again.numpy(), got.numpy())
 
 
 def test_splat_kernel_that_cannot_launch_falls_back(fake_device):
-    calls = fake_device(splat=_failing_kernel)
+    calls = fake_device(splat_add=_failing_kernel)
     points = np.array([[0, 0], [10, 12], [-1, 6], [5.5, 6.5]], np.float32)
     values = RNG.normal(size=(2, 4)).astype(np.float32)
-    with pytest.warns(RuntimeWarning, match=r"splat kernel is disabled on cpu .*failed: RuntimeError: no kernel image"):
+    with pytest.warns(
+        RuntimeWarning, match=r"splat_add kernel is disabled on cpu .*failed: RuntimeError: no kernel image"
+    ):
         sums, counts = ops.splat_add(torch.from_numpy(values), torch.from_numpy(points), 3, (13, 11))
     want_sums, want_counts = splat_add_ref(values, points, 3, (13, 11))
     np.testing.assert_allclose(sums.numpy(), want_sums, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(counts.numpy(), want_counts)
-    assert calls["splat"] == 1
+    assert calls["splat_add"] == 1
 
 
 def test_agreeing_kernel_is_kept_without_a_warning(fake_device):
-    calls = fake_device(occlude=_kernels._occlude_cpu, splat=_kernels._splat_cpu)
+    calls = fake_device(occlude_batch=_native.occlude_batch_cpu, splat_add=_native.splat_add_cpu)
     image, centers = _occlusion_case()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ops.occlude_batch(image, centers, 5)
         ops.splat_add_grouped(np.ones((2, 6), np.float32), centers, 3, (9, 9), [0, 1])
         ops.occlude_batch(image, centers, 5)
-    assert calls == {"occlude": 2 + 2, "splat": 3 + 1}  # self-checks once, then every call
-    assert _kernels._verdicts == {("occlude", "cpu"): True, ("splat", "cpu"): True}
+    assert calls == {"occlude_batch": 2 + 2, "splat_add": 3 + 1}  # self-checks once, then every call
+    assert _dispatch._verdicts == {("occlude_batch", "cpu"): True, ("splat_add", "cpu"): True}
 
 
 def test_cuda_tensors_without_cuda_kernels_fall_back_with_the_reason(fake_device, monkeypatch):
     """A build without nvcc: the CUDA kernel refuses to run, the op warns once and uses torch."""
-    real = _kernels._C
-    cpu_only_build = SimpleNamespace(
-        built_with_cuda=lambda: False, splat_cpu=real.splat_cpu, occlude_cpu=real.occlude_cpu
-    )
-    monkeypatch.setattr(_kernels, "_C", cpu_only_build)
-    fake_device(splat=_kernels._splat_cuda)
+    monkeypatch.setattr(_native._C, "built_with_cuda", lambda: False)
+    fake_device(splat_add=_native.splat_add_cuda)
     values, points = np.ones((1, 2), np.float32), np.array([[1, 1], [3, 2]], np.float32)
-    with pytest.warns(RuntimeWarning, match="splat kernel is disabled on cpu .*built without CUDA kernels"):
+    with pytest.warns(RuntimeWarning, match="splat_add kernel is disabled on cpu .*built without CUDA kernels"):
         sums, counts = ops.splat_add(torch.from_numpy(values), torch.from_numpy(points), 3, (5, 5))
     np.testing.assert_array_equal(counts.numpy(), splat_add_ref(values, points, 3, (5, 5))[1])
 
 
 def test_environment_variable_skips_the_self_check(fake_device, monkeypatch):
-    calls = fake_device(occlude=_broken_occlude)
-    monkeypatch.setenv(_kernels.SELFCHECK_ENV, "1")
+    calls = fake_device(occlude_batch=_broken_occlude)
+    monkeypatch.setenv(_dispatch.SELFCHECK_ENV, "1")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ops.occlude_batch(*_occlusion_case(), 5)
-    assert calls["occlude"] == 1 and _kernels._verdicts == {}
+    assert calls["occlude_batch"] == 1 and _dispatch._verdicts == {}
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
@@ -131,7 +131,7 @@ def test_torch_occlude_matches_the_reference(layout, dtype, fill):
         [[[0, 0], [W - 1, H - 1], [-0.5, -0.51], [W + 2, 3], [1e6, -1e6], [5.5, 2.5]], RNG.random((20, 2)) * [W, H]]
     ).astype(np.float32)
     fill_arg = fill_image if fill == "image" else (0.0 if fill == "black" else fill)
-    call = _kernels.OccludeCall(
+    call = _native.OccludeCall(
         torch.from_numpy(image),
         torch.from_numpy(centers),
         6,
@@ -144,13 +144,13 @@ def test_torch_occlude_matches_the_reference(layout, dtype, fill):
     )
     shape = (len(centers), H, W, 3) if layout == "nhwc" else (len(centers), 3, H, W)
     out = torch.empty(shape, dtype=getattr(torch, dtype))
-    _kernels._occlude_torch(call, out)
+    _torch.occlude_batch(call, out)
     want = occlude_batch_ref(image, centers, 6, fill_arg, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], layout=layout)
     if dtype == "float16":
         want = want.astype(np.float16).astype(np.float64)
     np.testing.assert_allclose(out.double().numpy(), want, rtol=1e-3 if dtype == "float16" else 1e-5, atol=1e-5)
     native = torch.empty_like(out)
-    _kernels._occlude_cpu(call, native)
+    _native.occlude_batch_cpu(call, native)
     np.testing.assert_allclose(out.double().numpy(), native.double().numpy(), rtol=1e-3 if dtype == "float16" else 1e-6)
 
 
@@ -168,12 +168,12 @@ def test_torch_splat_matches_the_reference(weights, out_dtype, patch):
     values = RNG.normal(size=(B, len(points))).astype(np.float32)
     w = {None: None, "per point": RNG.random(len(points)), "per map": RNG.random((B, len(points)))}[weights]
     w = None if w is None else w.astype(np.float32)
-    call = _kernels.SplatCall(
+    call = _native.SplatCall(
         torch.from_numpy(values), torch.from_numpy(points), None if w is None else torch.from_numpy(w), patch, H, W
     )
     want_sums, want_counts = splat_add_ref(values, points, patch, (H, W), w)
     sums, counts = torch.ones((B, H, W), dtype=out_dtype), torch.ones(want_counts.shape, dtype=out_dtype)
-    _kernels._splat_torch(call, sums, counts)  # accumulates into the buffers, like the kernels
+    _torch.splat_add(call, sums, counts)  # accumulates into the buffers, like the kernels
     np.testing.assert_allclose(sums.numpy(), want_sums + 1, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(counts.numpy(), want_counts + 1, rtol=1e-6)
 
@@ -181,7 +181,7 @@ def test_torch_splat_matches_the_reference(weights, out_dtype, patch):
 def test_windows_follow_the_kernel_rule_at_huge_centres():
     """floor(x + 0.5) is taken in float32 like the kernels: at 2^23 + 1 it rounds up."""
     centers = torch.tensor([[2**23 + 1, 2.0], [-(2.0**25), 0.0]])
-    lo, hi, valid = _kernels.windows(centers, 2**24, 6, 8)
+    lo, hi, valid = _torch.windows(centers, 2**24, 6, 8)
     image = np.arange(1, 6 * 8 + 1, dtype=np.uint8).reshape(6, 8)
     native = ops.occlude_batch(image, centers.numpy(), 2**24, scale=1.0)[0, 0]
     covered = np.argwhere(native == 0)
@@ -192,17 +192,17 @@ def test_windows_follow_the_kernel_rule_at_huge_centres():
 @pytest.mark.cuda
 @pytest.mark.skipif(not ops.has_cuda(), reason="needs a CUDA GPU and a CUDA build of facesal_fast._C")
 def test_cuda_kernels_pass_their_self_check(monkeypatch):
-    monkeypatch.setattr(_kernels, "_verdicts", {})
-    monkeypatch.delenv(_kernels.SELFCHECK_ENV, raising=False)
+    monkeypatch.setattr(_dispatch, "_verdicts", {})
+    monkeypatch.delenv(_dispatch.SELFCHECK_ENV, raising=False)
     device = torch.device("cuda")
-    assert _kernels._selfcheck_occlude(_kernels._occlude_cuda, device) <= 1.0
-    assert _kernels._selfcheck_splat(_kernels._splat_cuda, device) <= 1.0
-    assert _kernels.native_ok("occlude", device) and _kernels.native_ok("splat", device)
+    assert _dispatch._selfcheck_occlude_batch(_native.occlude_batch_cuda, device) <= 1.0
+    assert _dispatch._selfcheck_splat_add(_native.splat_add_cuda, device) <= 1.0
+    assert _dispatch.native_ok("occlude_batch", device) and _dispatch.native_ok("splat_add", device)
     image, centers = _occlusion_case()
     got = ops.occlude_batch(torch.from_numpy(image).cuda(), centers, 5)
     fallback = torch.empty_like(got)
-    _kernels._occlude_torch(
-        _kernels.OccludeCall(
+    _torch.occlude_batch(
+        _native.OccludeCall(
             torch.from_numpy(image).cuda(),
             torch.from_numpy(centers).cuda(),
             5,
