@@ -23,9 +23,9 @@ import numpy as np
 
 from .canonical import N_MESH_VERTICES, canonical_geometry
 from .errors import ImageError, NoFaceError
-from .face import AlignedFace, MeshBinding, dense_grid
+from .face import AlignedFace, MeshBinding
 from .image_io import MAX_PIXELS, as_rgb_uint8, load_image
-from .mesh import front_facing, signed_areas, visible_points
+from .mesh import dense_grid, front_facing, signed_areas, visible_points
 
 _log = logging.getLogger(__name__)
 ImageLike = Union[np.ndarray, str, os.PathLike]

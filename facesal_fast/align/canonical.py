@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .mesh import rasterize_triangles
+
 #: Outer eye corners (Face Mesh indices): subject's right eye (image left), subject's left eye.
 EYE_OUTER_CORNERS = (33, 263)
 N_MESH_VERTICES = 468
@@ -131,8 +133,6 @@ def canonical_face(size: int | tuple[int, int] = 256) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _canonical_mask(shape: tuple[int, int]) -> np.ndarray:
-    from .mesh import rasterize_triangles
-
     geo = canonical_geometry()
     ids = rasterize_triangles(geo.layout_pixels(shape), geo.triangles, shape, depth=geo.depth_pixels(shape))
     m = ids >= 0

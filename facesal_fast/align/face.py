@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import warp
 from .geometry import similarity_transform
-from .mesh import DenseGrid, densify, front_facing, signed_areas, visible_points
+from .image_io import as_rgb_uint8
+from .mesh import dense_grid, front_facing, signed_areas, visible_points
 
 #: ``from_arrays`` in "auto" mode treats up to this many points as sparse landmarks (meshed).
 SPARSE_MAX_POINTS = 2000
@@ -36,27 +37,6 @@ class MeshBinding:
 def window_side(size: float) -> int:
     """A window size in whole pixels: ``size`` rounded to the nearest integer, at least 1."""
     return max(1, int(round(size)))
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_grid(key: tuple, canon_verts_bytes: bytes, tris_bytes: bytes, depth_bytes: bytes | None) -> DenseGrid:
-    shape, stride, nv, nt = key
-    cv = np.frombuffer(canon_verts_bytes, np.float32).reshape(nv, 2)
-    tr = np.frombuffer(tris_bytes, np.int32).reshape(nt, 3)
-    cd = None if depth_bytes is None else np.frombuffer(depth_bytes, np.float32)
-    return densify(cv, tr, shape, stride=stride, canon_depth=cd)
-
-
-def dense_grid(
-    canon_verts: np.ndarray, triangles: np.ndarray, shape: tuple[int, int], stride: float, canon_depth=None
-) -> DenseGrid:
-    """Cached :func:`~facesal_fast.align.mesh.densify` (the same arrays are returned for the same
-    mesh, shape and stride, so all faces share one canonical points array)."""
-    cv = np.ascontiguousarray(canon_verts, np.float32)[:, :2].copy()
-    tr = np.ascontiguousarray(triangles, np.int32)
-    cd = None if canon_depth is None else np.ascontiguousarray(canon_depth, np.float32).tobytes()
-    key = ((int(shape[0]), int(shape[1])), float(stride), len(cv), len(tr))
-    return _cached_grid(key, cv.tobytes(), tr.tobytes(), cd)
 
 
 @dataclass(eq=False)
@@ -150,15 +130,11 @@ class AlignedFace:
 
     def to_canonical(self, image: np.ndarray | None = None, **kw):
         """See :func:`facesal_fast.align.warp.to_canonical` (default: this face's image)."""
-        from .warp import to_canonical
-
-        return to_canonical(self.image if image is None else image, self, **kw)
+        return warp.to_canonical(self.image if image is None else image, self, **kw)
 
     def to_image(self, canonical_map: np.ndarray, **kw):
         """See :func:`facesal_fast.align.warp.to_image`."""
-        from .warp import to_image
-
-        return to_image(canonical_map, self, **kw)
+        return warp.to_image(canonical_map, self, **kw)
 
     @classmethod
     def from_arrays(
@@ -197,8 +173,6 @@ class AlignedFace:
                 given), ``"points"`` (use the N points as they are), ``"auto"`` (mesh when
                 triangles are given or N <= ``SPARSE_MAX_POINTS``, e.g. 68 landmarks).
         """
-        from .image_io import as_rgb_uint8
-
         img = as_rgb_uint8(image, source)
         h, w = img.shape[:2]
         vi = np.asarray(verts_image, np.float32)

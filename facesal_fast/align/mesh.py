@@ -6,6 +6,7 @@ Depth is in pixel units, smaller = nearer the camera (MediaPipe's convention).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -153,6 +154,27 @@ def densify(
         bary=bary.astype(np.float32),
         corners=np.ascontiguousarray(c, np.int32),
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_grid(key: tuple, canon_verts_bytes: bytes, tris_bytes: bytes, depth_bytes: bytes | None) -> DenseGrid:
+    shape, stride, nv, nt = key
+    cv = np.frombuffer(canon_verts_bytes, np.float32).reshape(nv, 2)
+    tr = np.frombuffer(tris_bytes, np.int32).reshape(nt, 3)
+    cd = None if depth_bytes is None else np.frombuffer(depth_bytes, np.float32)
+    return densify(cv, tr, shape, stride=stride, canon_depth=cd)
+
+
+def dense_grid(
+    canon_verts: np.ndarray, triangles: np.ndarray, shape: tuple[int, int], stride: float, canon_depth=None
+) -> DenseGrid:
+    """Cached :func:`densify` (the same arrays are returned for the same mesh, shape and
+    stride, so all faces share one canonical points array)."""
+    cv = np.ascontiguousarray(canon_verts, np.float32)[:, :2].copy()
+    tr = np.ascontiguousarray(triangles, np.int32)
+    cd = None if canon_depth is None else np.ascontiguousarray(canon_depth, np.float32).tobytes()
+    key = ((int(shape[0]), int(shape[1])), float(stride), len(cv), len(tr))
+    return _cached_grid(key, cv.tobytes(), tr.tobytes(), cd)
 
 
 def _containing_triangle(pts, t, pix, ids, cv, tris, eps: float = 1e-6) -> np.ndarray:

@@ -10,11 +10,15 @@ correspondence (``from_arrays(mode="points")``) they are nearest-pixel point spl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
-from .face import AlignedFace, dense_grid
-from .mesh import barycentric, clip_barycentric, rasterize_triangles, visible_points
+from .mesh import barycentric, clip_barycentric, dense_grid, rasterize_triangles, visible_points
+
+if TYPE_CHECKING:
+    from .face import AlignedFace
 
 
 def _remap(src: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, interpolation: int) -> np.ndarray:
