@@ -28,6 +28,9 @@ _LAZY = {
     "methods": "facesal_fast.methods",
     "CanonicalOcclusion": "facesal_fast.attribution",
     "compare": "facesal_fast.comparison",
+    "identification_scorer": "facesal_fast.saliency.identity",
+    "verification_scorer": "facesal_fast.saliency.identity",
+    "verification_cis": "facesal_fast.saliency.identity",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -77,7 +77,7 @@ def _bound(name: str, scorer: Any, image: np.ndarray, face: Any) -> Any:
     """The scorer explained for this photo: recognition binds eq. 7 to the photo's own descriptor."""
     if name != "dlib-resnet":
         return scorer
-    from facesal_fast.scoring.embedding import identification_scorer
+    from facesal_fast.saliency.identity import identification_scorer
 
     return identification_scorer(scorer.embed(image, face)[None], ["self"], "self", scorer=scorer)
 

@@ -14,16 +14,8 @@ import pytest
 import torch
 from photos import FACES, photo
 
-from facesal_fast.models.dlib_resnet import (
-    CHIP_PADDING,
-    CHIP_SIZE,
-    DLIB_TEMPLATE_5,
-    DlibReference,
-    chip_affine,
-    extract_chip,
-    load_dlib_resnet,
-    normalize_chips,
-)
+from facesal_fast.models.dlib_resnet import CHIP_PADDING, CHIP_SIZE, DlibReference, load_dlib_resnet, normalize_chips
+from facesal_fast.scoring.geometry import DLIB_TEMPLATE_5, chip_affine, extract_chip
 
 HAVE_DLIB = (
     importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None

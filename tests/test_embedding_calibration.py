@@ -16,15 +16,9 @@ import pytest
 import torch
 from photos import FACES
 
-from facesal_fast.models.dlib_resnet import (
-    DLIB_INPUT_STD,
-    DLIB_MEAN_RGB,
-    DlibReference,
-    chip_affine,
-    extract_chip,
-    load_dlib_resnet,
-)
+from facesal_fast.models.dlib_resnet import DLIB_INPUT_STD, DLIB_MEAN_RGB, DlibReference, load_dlib_resnet
 from facesal_fast.scoring.embedding import calibrate_tau, verification_pair_scores, verification_score
+from facesal_fast.scoring.geometry import chip_affine, extract_chip
 
 HAVE_DLIB = (
     importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None

@@ -19,18 +19,17 @@ from photos import FACES as PHOTOS  # noqa: E402
 import facesal_fast as fs
 from facesal_fast import models
 from facesal_fast.align import default_aligner, load_image
-from facesal_fast.models.dlib_resnet import CHIP_PADDING, DLIB_TEMPLATE_5, chip_affine, extract_chip, load_dlib_resnet
+from facesal_fast.models.dlib_resnet import CHIP_PADDING, load_dlib_resnet
 from facesal_fast.saliency.cis import apply_affine
-from facesal_fast.scoring import Scorer
-from facesal_fast.scoring.embedding import (
+from facesal_fast.saliency.identity import (
     VerificationCISResult,
-    embed_faces,
     identification_scorer,
     verification_cis,
-    verification_pair_scores,
     verification_scorer,
 )
-from facesal_fast.scoring.geometry import DLIB5_FROM_MEDIAPIPE, five_points
+from facesal_fast.scoring import Scorer
+from facesal_fast.scoring.embedding import embed_faces, verification_pair_scores
+from facesal_fast.scoring.geometry import DLIB5_FROM_MEDIAPIPE, DLIB_TEMPLATE_5, chip_affine, extract_chip, five_points
 
 DEMO = Path(fs.__file__).resolve().parent / "data" / "demo_faces"
 

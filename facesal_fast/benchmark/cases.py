@@ -136,7 +136,7 @@ def dlib_case(photo: Path) -> Case:
     against the photo's own unoccluded descriptor (c = +1, the calibrated tau), so a
     window's drop says how far occluding it moves the identity descriptor."""
     from facesal_fast.align import default_aligner, load_image
-    from facesal_fast.scoring.embedding import verification_scorer
+    from facesal_fast.saliency.identity import verification_scorer
 
     face = default_aligner()(load_image(photo), source=photo.name)
     base = models.load("dlib-resnet", backend="torch")
@@ -190,7 +190,7 @@ def default_path_case(name: str, photo: Path) -> tuple[Case, Any, Any]:
         input_image, _ = eager.prepare(face.image, face)
         return Case(name, eager, net, input_image, 15, eager.predict_input(input_image).index), face, user
     if name == "dlib-resnet":
-        from facesal_fast.scoring.embedding import verification_scorer
+        from facesal_fast.saliency.identity import verification_scorer
 
         case = dlib_case(photo)
         face = default_aligner()(load_image(photo), source=photo.name)

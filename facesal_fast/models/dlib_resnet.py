@@ -27,29 +27,22 @@ of descriptors <= 1e-4):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from facesal_fast.align.geometry import similarity_transform
 
 __all__ = [
     "CHIP_PADDING",
     "CHIP_SIZE",
     "DLIB_INPUT_STD",
     "DLIB_MEAN_RGB",
-    "DLIB_TEMPLATE_5",
     "DlibFaceResNet",
     "DlibReference",
     "WEIGHTS_PATH",
-    "chip_affine",
-    "extract_chip",
     "load_dlib_resnet",
     "normalize_chips",
 ]
@@ -66,19 +59,6 @@ DLIB_INPUT_STD: tuple[float, float, float] = (256.0, 256.0, 256.0)
 CHIP_SIZE = 150
 #: Padding dlib's ``compute_face_descriptor`` uses around the landmark template.
 CHIP_PADDING = 0.25
-#: dlib's 5-point template on the unit square (``get_face_chip_details``), in the order of dlib's
-#: 5-point predictor: subject's left eye outer, left eye inner, right eye outer, right eye inner
-#: corner, bottom of the nose (subject's left is image right).
-DLIB_TEMPLATE_5 = np.array(
-    [
-        [0.8595674595992, 0.2134981538014],
-        [0.6460604764104, 0.2289674387677],
-        [0.1205750620789, 0.2137274526848],
-        [0.3340850613712, 0.2290642403242],
-        [0.4901123135679, 0.6277975316475],
-    ]
-)
-
 # (out_channels, down-sampling) of the 14 residual units, input side first.
 _UNITS: tuple[tuple[int, bool], ...] = (
     ((32, False),) * 3
@@ -252,57 +232,6 @@ def load_dlib_resnet(path: str | Path = WEIGHTS_PATH, device: str | torch.device
     state["mean_rgb"] = torch.from_numpy(arrays["mean_rgb"].astype(np.float32)).view(1, 3, 1, 1)
     model.load_state_dict(state)
     return model.to(device).eval()
-
-
-# ----------------------------------------------------------------------------- alignment
-
-
-def chip_affine(landmarks: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
-    """2x3 affine from image pixels to chip pixels, as dlib's ``get_face_chip_details`` + ``get_mapping_to_chip``.
-
-    ``landmarks (5, 2)`` are ``(x, y)`` image pixels in the order of dlib's
-    5-point predictor (see ``DLIB_TEMPLATE_5``). Returns ``A (2, 3)`` float64
-    with ``chip_xy = A[:, :2] @ image_xy + A[:, 2]`` (pixel centres at integer
-    coordinates), ready for ``cv2.warpAffine``.
-    """
-    landmarks = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
-    template = (padding + DLIB_TEMPLATE_5) / (2 * padding + 1) * size
-    affine = similarity_transform(template, landmarks)  # chip template -> image
-    m, t = affine[:, :2], affine[:, 2]
-    scale = math.hypot(m[0, 0], m[1, 0])
-    rot = m / scale
-    centre = m @ np.array([size / 2.0, size / 2.0]) + t
-    # dlib's chip rectangle is centred there with corners (size*scale - 1) image pixels apart
-    # (centered_drect), and its rotated corners go to chip pixels 0 and size-1.
-    k = (size - 1) / (size * scale - 1)
-    lin = k * rot.T
-    return np.hstack([lin, ((size - 1) / 2.0 - lin @ centre)[:, None]])
-
-
-def extract_chip(image: np.ndarray, affine: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
-    """Warp ``image (H, W, 3) uint8`` into a ``(size, size, 3) uint8`` chip with ``affine`` (image -> chip).
-
-    Bilinear sampling truncated to uint8, black outside the image. Like dlib, large reductions
-    first go down a 2x Gaussian pyramid (``cv2.pyrDown``) so bilinear sampling
-    does not alias; the chip pixels therefore differ from dlib's by a few grey
-    levels, not by geometry.
-    """
-    affine = np.asarray(affine, dtype=np.float64)
-    image_px_per_chip_px = 1.0 / math.sqrt(abs(np.linalg.det(affine[:, :2])))
-    src = image
-    while image_px_per_chip_px > 2.0 and min(src.shape[:2]) > 1:
-        src = cv2.pyrDown(src)
-        image_px_per_chip_px /= 2.0
-        affine = affine @ np.diag([2.0, 2.0, 1.0])  # down-sampled x_d = x / 2
-    chip = cv2.warpAffine(
-        src.astype(np.float32),
-        affine,
-        (size, size),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
-    )
-    return np.clip(chip, 0, 255).astype(np.uint8)  # truncation, as dlib's assign_pixel
 
 
 class DlibReference:

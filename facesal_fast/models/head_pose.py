@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facesal_fast.align.canonical import N_MESH_VERTICES, canonical_geometry
+from facesal_fast.scoring.scorer import Scorer
+
 __all__ = [
     "CROP_MARGIN",
     "INPUT_SIZE",
@@ -77,8 +80,6 @@ def yaw_pitch(landmarks: np.ndarray) -> tuple[float, float]:
     """``(yaw, pitch)`` in degrees of Face Mesh landmarks ``(468+, 3)`` (x right, y down, z away
     from the camera, pixel units) by a rigid fit of the canonical face (x right, y up, z
     towards the viewer). Yaw > 0: facing the image's right; pitch > 0: facing up."""
-    from facesal_fast.align.canonical import N_MESH_VERTICES, canonical_geometry
-
     points = np.asarray(landmarks, np.float64)
     if points.ndim != 2 or points.shape[0] < N_MESH_VERTICES or points.shape[1] != 3:
         raise ValueError(f"landmarks must be (468 or 478) x 3 Face Mesh points, got shape {points.shape}")
@@ -156,8 +157,6 @@ def head_pose_scorer(confidence: str = "softmax", batch_size: int | None = None)
 
     ``confidence``: ``"softmax"`` (the bin's probability) or ``"logit"`` (its log).
     """
-    from facesal_fast.scoring.scorer import Scorer
-
     return Scorer.from_callable(
         FaceMeshPose(),
         INPUT_SIZE,

@@ -11,7 +11,7 @@ a typical box; we use one square, documented margin for all).
 ``"dlib-resnet"`` (:data:`EMBEDDING_MODELS`) is dlib's 128-d ResNet face descriptor
 (CC0, :mod:`facesal_fast.models.dlib_resnet`, no dlib needed): a Scorer with
 ``crop="chip"`` (dlib's 150 x 150 chip from 5 landmarks), ``outputs="embedding"`` and
-no classes; bind eq. 7 / eq. 8 with ``facesal_fast.scoring.embedding.identification_scorer``
+no classes; bind eq. 7 / eq. 8 with ``facesal_fast.saliency.identity.identification_scorer``
 / ``verification_scorer`` / ``verification_cis`` (docs/identity.md).
 
 ``"age"`` and ``"gender-dlib"`` (:data:`DLIB_CLASSIFIERS`) are dlib's Cydral networks (CC0,

@@ -8,24 +8,43 @@ of ``cv2.resize``); that 2 x 3 affine is returned with every prepared image.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, Union
 
 import cv2
 import numpy as np
 
+from facesal_fast.align.geometry import similarity_transform
+
 __all__ = [
     "DLIB5_FROM_IBUG68",
     "DLIB5_FROM_MEDIAPIPE",
+    "DLIB_TEMPLATE_5",
     "FaceBox",
     "box_tuple",
+    "chip_affine",
     "chip_geometry",
     "crop_affine",
+    "extract_chip",
     "five_points",
     "square_crop_box",
     "to_model_geometry",
 ]
 
 FaceBox = Union[Sequence[float], object]  # (x0, y0, x1, y1) or anything with .face_box
+
+#: dlib's 5-point template on the unit square (``get_face_chip_details``), in the order of dlib's
+#: 5-point predictor: subject's left eye outer, left eye inner, right eye outer, right eye inner
+#: corner, bottom of the nose (subject's left is image right).
+DLIB_TEMPLATE_5 = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ]
+)
 
 
 def box_tuple(face_box: FaceBox) -> tuple[float, float, float, float]:
@@ -158,10 +177,8 @@ def chip_geometry(
 
     The similarity transform of dlib's ``get_face_chip_details(shape, size, padding)``
     from the 5 points (dlib order), sampled like ``dlib.get_face_chip`` (see
-    :func:`facesal_fast.models.dlib_resnet.chip_affine` / ``extract_chip``).
+    :func:`chip_affine` / :func:`extract_chip`).
     """
-    from facesal_fast.models.dlib_resnet import chip_affine, extract_chip  # models import scoring
-
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[:, :, None]
@@ -170,3 +187,51 @@ def chip_geometry(
     affine = chip_affine(np.asarray(points5, np.float64).reshape(5, 2), size, padding)
     chip = extract_chip(image, affine, size).reshape(size, size, image.shape[2])
     return np.ascontiguousarray(chip), affine
+
+
+def chip_affine(landmarks: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
+    """2x3 affine from image pixels to chip pixels, as dlib's ``get_face_chip_details`` + ``get_mapping_to_chip``.
+
+    ``landmarks (5, 2)`` are ``(x, y)`` image pixels in the order of dlib's
+    5-point predictor (see ``DLIB_TEMPLATE_5``). Returns ``A (2, 3)`` float64
+    with ``chip_xy = A[:, :2] @ image_xy + A[:, 2]`` (pixel centres at integer
+    coordinates), ready for ``cv2.warpAffine``.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    template = (padding + DLIB_TEMPLATE_5) / (2 * padding + 1) * size
+    affine = similarity_transform(template, landmarks)  # chip template -> image
+    m, t = affine[:, :2], affine[:, 2]
+    scale = math.hypot(m[0, 0], m[1, 0])
+    rot = m / scale
+    centre = m @ np.array([size / 2.0, size / 2.0]) + t
+    # dlib's chip rectangle is centred there with corners (size*scale - 1) image pixels apart
+    # (centered_drect), and its rotated corners go to chip pixels 0 and size-1.
+    k = (size - 1) / (size * scale - 1)
+    lin = k * rot.T
+    return np.hstack([lin, ((size - 1) / 2.0 - lin @ centre)[:, None]])
+
+
+def extract_chip(image: np.ndarray, affine: np.ndarray, size: int = 150) -> np.ndarray:
+    """Warp ``image (H, W, 3) uint8`` into a ``(size, size, 3) uint8`` chip with ``affine`` (image -> chip).
+
+    Bilinear sampling truncated to uint8, black outside the image. Like dlib, large reductions
+    first go down a 2x Gaussian pyramid (``cv2.pyrDown``) so bilinear sampling
+    does not alias; the chip pixels therefore differ from dlib's by a few grey
+    levels, not by geometry.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    image_px_per_chip_px = 1.0 / math.sqrt(abs(np.linalg.det(affine[:, :2])))
+    src = image
+    while image_px_per_chip_px > 2.0 and min(src.shape[:2]) > 1:
+        src = cv2.pyrDown(src)
+        image_px_per_chip_px /= 2.0
+        affine = affine @ np.diag([2.0, 2.0, 1.0])  # down-sampled x_d = x / 2
+    chip = cv2.warpAffine(
+        src.astype(np.float32),
+        affine,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+    return np.clip(chip, 0, 255).astype(np.uint8)  # truncation, as dlib's assign_pixel

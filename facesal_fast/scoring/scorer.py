@@ -141,7 +141,7 @@ class Scorer:
         classes: class names (index order) or None.
         outputs: ``"logits"`` or ``"probabilities"`` (what the model returns), or
             ``"embedding"`` (a descriptor: score it through :meth:`with_confidence`, e.g.
-            :func:`facesal_fast.scoring.embedding.identification_scorer`).
+            :func:`facesal_fast.saliency.identity.identification_scorer`).
         kind: classification confidence ``"softmax"`` or ``"logit"``.
         batch_size: fixed batch size, or None for :func:`auto_batch_size`.
         probe: the ``backend="auto"`` probe table (empty when a backend was named).
@@ -551,7 +551,7 @@ class Scorer:
         if self.outputs == "embedding":
             raise ValueError(
                 "this scorer outputs embeddings, not classes: bind a confidence first, e.g. "
-                "facesal_fast.scoring.embedding.identification_scorer / verification_scorer, or with_confidence(fn)"
+                "facesal_fast.saliency.identity.identification_scorer / verification_scorer, or with_confidence(fn)"
             )
 
     def embed(self, image: np.ndarray, face_box: FaceBox | None = None) -> np.ndarray:
