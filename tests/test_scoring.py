@@ -8,6 +8,7 @@ from torch import nn
 from facesal_fast.scoring import OnnxBackend, Scorer, auto_batch_size, class_confidence, export_onnx, resolve_class
 from facesal_fast.scoring.batching import run_pipelined
 from facesal_fast.scoring.geometry import square_crop_box, to_model_geometry
+from facesal_fast.scoring.preprocessing import Preprocessing
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
@@ -185,6 +186,46 @@ def test_scorer_rejects_bad_inputs():
         Scorer.from_torch(_net(), 20, backend="torch", precision="fp16", device="cpu")
 
 
+@pytest.mark.parametrize(
+    "fields,match",
+    [
+        (dict(input_size=0), "input_size must be"),
+        (dict(channels=2), "channels must be 1 or 3"),
+        (dict(crop="head"), "crop must be one of"),
+        (dict(crop="face"), "needs an input_size"),
+        (dict(crop="chip", input_size=(20, 24)), "input_size must be square"),
+        (dict(crop_margin=-0.1), "crop_margin must be"),
+        (dict(chip_padding=float("nan")), "chip_padding must be"),
+        (dict(std=0.0), "std must be positive"),
+        (dict(mean=(0.1, 0.2)), "mean: expected"),
+        (dict(scale=1e300), "non-finite"),
+    ],
+)
+def test_preprocessing_spec_names_the_bad_field(fields, match):
+    with pytest.raises(ValueError, match=match):
+        Preprocessing(**fields)
+    with pytest.raises(ValueError, match=match):
+        Scorer.from_callable(lambda b: np.zeros((len(b), 2)), **fields)
+
+
+def test_constructors_share_one_frozen_spec():
+    spec = Preprocessing(input_size=20, mean=[0.4, 0.5, 0.6], std=STD, crop="face", crop_margin=0.1)
+    assert spec.input_size == (20, 20) and spec.mean == MEAN and spec == Preprocessing.of(spec)
+    with pytest.raises(AttributeError):
+        spec.scale = 1.0
+    scorer = Scorer.from_torch(_net(), spec=spec, backend="torch")
+    assert scorer.spec == spec and scorer.crop == "face" and scorer.crop_margin == 0.1
+    assert "Preprocessing" not in repr(scorer) and len(repr(scorer)) < 200
+    with pytest.raises(AttributeError, match="frozen spec"):
+        scorer.mean = 0.0
+    # keywords replace the spec's fields; the model's input shape replaces an ONNX spec's
+    grey = Scorer.from_callable(lambda b: np.zeros((len(b), 2)), spec=spec, channels=1, mean=0.5, std=0.25, crop="none")
+    assert (grey.channels, grey.crop, grey.input_size, grey.crop_margin, grey.std) == (1, "none", (20, 20), 0.1, 0.25)
+    assert Scorer.from_torch(_net(1), 24, grayscale=True, backend="torch").spec == Preprocessing(24, 1, crop="auto")
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'padding'"):
+        Scorer.from_torch(_net(), 20, padding=0.3)
+
+
 # ----------------------------------------------------------------------------- backends
 
 
@@ -231,6 +272,8 @@ def test_onnx_export_is_cached_and_from_onnx_reads_nhwc_models(tmp_path):
         input_names=["x"],
     )
     scorer = Scorer.from_onnx(nhwc_path, mean=MEAN, std=STD)
+    with pytest.raises(ValueError, match="input_size: read from the ONNX model"):
+        Scorer.from_onnx(nhwc_path, input_size=20)
     assert scorer.backend.layout == "nhwc" and scorer.input_size == (20, 24) and scorer.channels == 3
     image, centers = _image(), np.array([[3, 3], [12, 9], [20, 15]], np.float32)
     np.testing.assert_allclose(

@@ -29,6 +29,7 @@ from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend,
 from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
 from facesal_fast.scoring.confidence import Confidence, class_confidence, class_scores, resolve_class
 from facesal_fast.scoring.geometry import FaceBox, box_tuple, chip_geometry, five_points, to_model_geometry
+from facesal_fast.scoring.preprocessing import Preprocessing, check_normalisation
 from facesal_fast.scoring.progress import step_bar
 from facesal_fast.scoring.selection import (
     BACKENDS,
@@ -39,10 +40,9 @@ from facesal_fast.scoring.selection import (
 )
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
 
-__all__ = ["Scorer", "Prediction"]
+__all__ = ["Preprocessing", "Prediction", "Scorer"]
 
 Target = int | str | None
-CROPS = ("face", "none", "chip", "auto")
 #: With ``crop="none"``, warn when the face box's side is under this fraction of the photo's shorter side.
 SMALL_FACE = 0.4
 _CHIP_POINTS_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (image key, box) -> 5 points
@@ -81,45 +81,17 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     return w * h / union if union > 0 else 0.0
 
 
-def check_normalisation(mean: Any, std: Any, scale: float, channels: int, half: bool = False) -> None:
-    """Refuse a normalisation ``(v * scale - mean) / std`` whose batches would not be finite.
+class _SpecField:
+    """A read-only :class:`Scorer` attribute: the field of the same name of ``scorer.spec``."""
 
-    The occlusion kernel computes it in float32 (``1 / std`` first), so pixel values 0 and
-    255 (the extremes of every fill too) must normalise to finite float32 values, and to
-    float16's range (65504) when ``half`` batches are written.
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
-    Raises:
-        ValueError: naming ``mean``, ``std`` or ``scale``.
-    """
-    mean_c, std_c = (
-        ops._per_channel(mean, channels, "mean")[:channels],
-        ops._per_channel(std, channels, "std")[:channels],
-    )
-    if not all(s > 0 for s in std_c):
-        raise ValueError(f"std must be positive, got {std_c}")
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be positive and finite, got {scale!r}")
-    limit = 65504.0 if half else float(np.finfo(np.float32).max)
-    with np.errstate(all="ignore"):
-        inv_std = np.float32(1.0) / np.asarray(std_c, np.float32)
-        pixels = np.array([[0.0], [255.0]], np.float32) * np.float32(scale)
-        values = (pixels - np.asarray(mean_c, np.float32)) * inv_std
-    if not (np.all(np.isfinite(pixels)) and np.all(np.isfinite(values)) and np.abs(values).max() <= limit):
-        raise ValueError(
-            f"normalisation (v * scale - mean) / std with scale={scale!r}, mean={mean!r}, std={std!r} gives "
-            f"non-finite{' float16' if half else ' float32'} model inputs (pixels 0 and 255 -> "
-            f"{values.ravel().tolist()}); "
-            "check std and scale (e.g. std=0.229, scale=1/255)"
-        )
+    def __get__(self, scorer: Any, owner: type | None = None) -> Any:
+        return self if scorer is None else getattr(scorer.spec, self.name)
 
-
-def _size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if input_size is None:
-        return None
-    size = (int(input_size), int(input_size)) if np.ndim(input_size) == 0 else tuple(int(s) for s in input_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"input_size must be a positive int or (height, width), got {input_size!r}")
-    return size
+    def __set__(self, scorer: Any, value: Any) -> None:
+        raise AttributeError(f"{self.name} is part of the scorer's frozen spec; build a scorer with another spec")
 
 
 class Scorer:
@@ -128,6 +100,8 @@ class Scorer:
 
     Attributes:
         backend: the inference backend (``backend.name`` says which).
+        spec: the :class:`~facesal_fast.scoring.preprocessing.Preprocessing` (frozen, checked
+            once); its fields read as attributes too (read-only):
         input_size: model input ``(H, W)``, or None when the model takes images as they are.
         channels: 1 (grey) or 3 (RGB) model input channels.
         mean, std, scale: photometric normalisation ``(v * scale - mean) / std`` per channel.
@@ -149,43 +123,37 @@ class Scorer:
             by incremental inference whatever the backend.
     """
 
+    input_size = _SpecField()
+    channels = _SpecField()
+    mean = _SpecField()
+    std = _SpecField()
+    scale = _SpecField()
+    crop = _SpecField()
+    crop_margin = _SpecField()
+    chip_padding = _SpecField()
+
     def __init__(
         self,
         backend: Backend,
+        spec: Preprocessing | None = None,
         *,
-        input_size: int | Sequence[int] | None,
-        channels: int = 3,
-        mean: float | Sequence[float] = 0.0,
-        std: float | Sequence[float] = 1.0,
-        scale: float = 1.0 / 255.0,
-        crop: str = "none",
-        crop_margin: float = 0.2,
         classes: Sequence[str] | None = None,
         outputs: str = "logits",
         confidence: str = "softmax",
         batch_size: int | None = None,
         probe: Sequence[ProbeResult] = (),
-        chip_padding: float = 0.25,
         module: nn.Module | None = None,
+        **preprocessing: Any,
     ):
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if crop not in CROPS:
-            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
-        if crop in ("face", "chip", "auto") and input_size is None:
-            raise ValueError(f"crop={crop!r} needs an input_size to resize the crop to")
-        if crop == "chip" and len(set(_size(input_size))) != 1:
-            raise ValueError(f"crop='chip' makes square chips; input_size must be square, got {input_size!r}")
-        if not chip_padding >= 0:
-            raise ValueError(f"chip_padding must be >= 0, got {chip_padding!r}")
+        """``spec`` with the :class:`Preprocessing` fields given as keywords replaced."""
+        spec = Preprocessing.of(spec, **preprocessing)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if outputs != "embedding":
             class_confidence(0, confidence, outputs)  # validates kind and outputs
-        check_normalisation(mean, std, scale, channels, backend.input_dtype == torch.float16)
-        self.backend, self.input_size, self.channels = backend, _size(input_size), channels
-        self.mean, self.std, self.scale = mean, std, scale
-        self.crop, self.crop_margin, self.chip_padding = crop, crop_margin, float(chip_padding)
+        if backend.input_dtype == torch.float16:
+            check_normalisation(spec.mean, spec.std, spec.scale, spec.channels, half=True)
+        self.backend, self.spec = backend, spec
         self.classes = list(classes) if classes is not None else None
         self.outputs, self.kind, self.batch_size = outputs, confidence, batch_size
         self.probe = list(probe)
@@ -200,12 +168,8 @@ class Scorer:
         module: nn.Module,
         input_size: int | Sequence[int] | None = None,
         *,
-        mean: float | Sequence[float] = 0.0,
-        std: float | Sequence[float] = 1.0,
-        scale: float = 1.0 / 255.0,
-        grayscale: bool = False,
-        crop: str | None = None,
-        crop_margin: float = 0.2,
+        spec: Preprocessing | None = None,
+        grayscale: bool | None = None,
         classes: Sequence[str] | None = None,
         outputs: str = "logits",
         confidence: str = "softmax",
@@ -217,9 +181,16 @@ class Scorer:
         cuda_graphs: bool | None = None,
         compile: bool = False,
         cache_dir: str | Path | None = None,
-        chip_padding: float = 0.25,
+        **preprocessing: Any,
     ) -> "Scorer":
         """Scorer for a PyTorch module taking ``N x C x H x W`` normalised float input.
+
+        Preprocessing: ``spec`` (a :class:`Preprocessing`), with any of its fields given as
+        keywords replaced (``mean=``, ``std=``, ``scale=``, ``crop=``, ``crop_margin=``,
+        ``chip_padding=``, ``channels=``; ``input_size`` and ``grayscale=True``, i.e.
+        ``channels=1``, as here). ``crop``: default ``"auto"`` with an ``input_size`` (the
+        face crop whenever a face is known, so the face fills the input) and ``"none"``
+        without one (without a ``spec``); see the class doc.
 
         ``backend``: ``"auto"`` (timed probe over torch eager / channels_last / CUDA graphs,
         onnxruntime and TensorRT where available; when ``input_size`` is None, torch eager
@@ -227,20 +198,23 @@ class Scorer:
         :class:`~facesal_fast.scoring.selection.ProbingBackend`), ``"torch"``,
         ``"onnx"`` (exported once into ``cache_dir``) or ``"tensorrt"`` (CUDA).
         ``precision``: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA.
-        ``crop``: default ``"auto"`` with an ``input_size`` (the face crop whenever a face is
-        known, so the face fills the input) and ``"none"`` without one; see the class doc.
         """
-        if crop is None:
-            crop = "auto" if input_size is not None else "none"
+        if input_size is not None:
+            preprocessing["input_size"] = input_size
+        if grayscale is not None:
+            preprocessing["channels"] = 1 if grayscale else 3
+        if preprocessing.get("crop") is None:
+            preprocessing.pop("crop", None)
+            if spec is None:
+                preprocessing["crop"] = "auto" if input_size is not None else "none"
+        spec = Preprocessing.of(spec, **preprocessing)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         first = next(module.parameters(), None)
         dev = (
             torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
         )
-        size = _size(input_size)
-        channels = 1 if grayscale else 3
-        shape = (channels, *size) if size else None
+        shape = (spec.channels, *spec.input_size) if spec.input_size else None
         if backend not in ("torch", "auto") and shape is None:
             raise ValueError(f"backend={backend!r} needs a fixed input_size (the export shape)")
         bs = batch_size or (auto_batch_size(shape, dev) if shape else None)
@@ -257,19 +231,12 @@ class Scorer:
             chosen, probe = select_backend(module, shape, dev, precision, bs, cache_dir, compile)
         return cls(
             chosen,
-            input_size=size,
-            channels=channels,
-            mean=mean,
-            std=std,
-            scale=scale,
-            crop=crop,
-            crop_margin=crop_margin,
+            spec,
             classes=classes,
             outputs=outputs,
             confidence=confidence,
             batch_size=batch_size,
             probe=probe,
-            chip_padding=chip_padding,
             module=module,
         )
 
@@ -278,23 +245,26 @@ class Scorer:
         cls,
         path: str | Path,
         *,
-        mean: float | Sequence[float] = 0.0,
-        std: float | Sequence[float] = 1.0,
-        scale: float = 1.0 / 255.0,
-        crop: str = "none",
-        crop_margin: float = 0.2,
+        spec: Preprocessing | None = None,
         classes: Sequence[str] | None = None,
         outputs: str = "logits",
         confidence: str = "softmax",
         backend: str = "onnx",
         device: str | torch.device = "cpu",
         batch_size: int | None = None,
+        **preprocessing: Any,
     ) -> "Scorer":
         """Scorer for an ONNX model (code not needed). Input size, channels and layout
         (NCHW or NHWC) are read from the model's input shape, which must be static
-        except for the batch axis. ``backend``: ``"onnx"`` or ``"tensorrt"`` (NCHW, CUDA)."""
+        except for the batch axis; they replace a ``spec``'s. The other preprocessing is
+        ``spec`` (default ``crop="none"``) with any of its fields given as keywords replaced
+        (``mean=``, ``std=``, ``scale=``, ``crop=``, ``crop_margin=``, ``chip_padding=``).
+        ``backend``: ``"onnx"`` or ``"tensorrt"`` (NCHW, CUDA)."""
         if backend not in ("onnx", "tensorrt"):
             raise ValueError(f"an ONNX model runs with backend 'onnx' or 'tensorrt', got {backend!r}")
+        given = sorted({"input_size", "channels"} & set(preprocessing))
+        if given:
+            raise ValueError(f"{', '.join(given)}: read from the ONNX model's input shape, not given")
         dims = _onnx_input_dims(path)
         if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
             raise ValueError(f"{path}: expected a static N x C x H x W or N x H x W x C input, got {dims}")
@@ -304,6 +274,7 @@ class Scorer:
             layout, channels, size = "nhwc", dims[3], (dims[1], dims[2])
         else:
             raise ValueError(f"{path}: cannot find a 1- or 3-channel axis in input shape {dims}")
+        spec = Preprocessing.of(spec, input_size=size, channels=channels, **preprocessing)
         dev = torch.device(device)
         if backend == "tensorrt":
             if layout != "nchw":
@@ -313,52 +284,34 @@ class Scorer:
             )
         else:
             chosen = OnnxBackend(path, dev, layout)
-        return cls(
-            chosen,
-            input_size=size,
-            channels=channels,
-            mean=mean,
-            std=std,
-            scale=scale,
-            crop=crop,
-            crop_margin=crop_margin,
-            classes=classes,
-            outputs=outputs,
-            confidence=confidence,
-            batch_size=batch_size,
-        )
+        return cls(chosen, spec, classes=classes, outputs=outputs, confidence=confidence, batch_size=batch_size)
 
     @classmethod
     def from_callable(
         cls,
         fn: Callable,
-        input_size: int | Sequence[int] | None,
+        input_size: int | Sequence[int] | None = None,
         *,
-        channels: int = 3,
+        spec: Preprocessing | None = None,
         layout: str = "nchw",
         array: str = "numpy",
         device: str | torch.device = "cpu",
-        mean: float | Sequence[float] = 0.0,
-        std: float | Sequence[float] = 1.0,
-        scale: float = 1.0 / 255.0,
-        crop: str = "none",
-        crop_margin: float = 0.2,
         classes: Sequence[str] | None = None,
         outputs: str = "logits",
         confidence: str = "softmax",
         batch_size: int | None = None,
+        **preprocessing: Any,
     ) -> "Scorer":
         """Scorer for a black box: ``fn(batch) -> K x D`` on normalised float32 batches
-        (numpy, or torch tensors with ``array="torch"``) in ``layout``."""
+        (numpy, or torch tensors with ``array="torch"``) in ``layout``. Preprocessing:
+        ``spec`` (default ``crop="none"``) with any of its fields given as keywords replaced
+        (``channels=``, ``mean=``, ``std=``, ``scale=``, ``crop=``, ``crop_margin=``,
+        ``chip_padding=``; ``input_size`` as here)."""
+        if input_size is not None:
+            preprocessing["input_size"] = input_size
         return cls(
             CallableBackend(fn, layout, array, device),
-            input_size=input_size,
-            channels=channels,
-            mean=mean,
-            std=std,
-            scale=scale,
-            crop=crop,
-            crop_margin=crop_margin,
+            Preprocessing.of(spec, **preprocessing),
             classes=classes,
             outputs=outputs,
             confidence=confidence,
