@@ -459,7 +459,8 @@ def test_quality_presets_meet_their_ssim_bound_on_a_real_photo(gender_photo):
 
 
 def test_cli_quality_and_no_incremental_reach_the_audit(tmp_path):
-    from facesal_fast.cli import _parser, plan_audit
+    from facesal_fast.audit.options import plan_audit
+    from facesal_fast.cli import _parser
 
     args = _parser().parse_args(["audit", "photos", "--out", "runs/x", "--quality", "fast", "--no-incremental"])
     assert (args.quality, args.incremental) == ("fast", False)
@@ -517,3 +518,56 @@ def test_incremental_model_follows_weights_edited_in_place():
     after = model.cache(x)[model._nodes[-1]]
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, net(x), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- shared batches
+
+
+class _RecordingBackend:
+    """A backend that records the size of every batch it runs (everything else delegated)."""
+
+    def __init__(self, backend):
+        self.backend, self.sizes = backend, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def __call__(self, batch):
+        self.sizes.append(len(batch))
+        return self.backend(batch)
+
+
+@pytest.mark.parametrize("options", [dict(stride=25), dict(stride=25, mode="adaptive", grid_step=4, refine=0.3)])
+def test_a_batch_of_photos_shares_occlusion_batches_and_equals_one_at_a_time(options):
+    """``cis`` of several photos scores their windows in shared batches (fewer, fuller
+    forward passes) and gives each photo the maps it gets alone."""
+    from facesal_fast import models
+    from facesal_fast.align import load_image
+    from facesal_fast.saliency import cis
+
+    scorer = models.load("gender", backend="torch")
+    recording = scorer.backend = _RecordingBackend(scorer.backend)
+    images = [load_image(ROOT / "facesal_fast" / "data" / "demo_faces" / f"img{k}.jpg") for k in (1, 2, 3)]
+    alone = [cis(image, scorer, incremental=False, **options) for image in images]
+    alone_batches = [n for n in recording.sizes if n > 1]
+    recording.sizes.clear()
+    together = cis(images, scorer, incremental=False, **options)
+    together_batches = [n for n in recording.sizes if n > 1]
+    assert len(together) == 3 and sum(together_batches) == sum(alone_batches) == sum(r.forward_passes for r in alone)
+    assert len(together_batches) < len(alone_batches)
+    for one, shared in zip(alone, together):
+        assert shared.forward_passes == one.forward_passes
+        np.testing.assert_allclose(shared.drops, one.drops, atol=1e-6)
+        np.testing.assert_allclose(shared.canonical, one.canonical, atol=1e-6)
+
+
+def test_a_failing_photo_of_a_batch_raises_its_own_error(tmp_path):
+    from facesal_fast import models
+    from facesal_fast.align.errors import ImageError
+    from facesal_fast.saliency import cis
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    photo = ROOT / "facesal_fast" / "data" / "demo_faces" / "img1.jpg"
+    with pytest.raises(ImageError, match="broken.jpg"):
+        cis([photo, broken], models.load("gender", backend="torch"), stride=50)

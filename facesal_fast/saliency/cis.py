@@ -223,80 +223,6 @@ def _check_finite_scores(base: float, drops: np.ndarray, scorer: Any, target: in
     )
 
 
-@per_photo("image", TENSOR_FIELDS, choose_face=True)
-def cis(
-    image: ImagesInput,
-    scorer: ScorerLike,
-    target: int | str | None = None,
-    *,
-    patch: int | None = None,
-    canonical_patch: int | None = None,
-    stride: int = 1,
-    fill: Any = "black",
-    mode: str = "exact",
-    grid_step: int = 2,
-    refine: float = 0.2,
-    quality: str | None = None,
-    incremental: bool | str = "auto",
-    aligner: Any = None,
-    face: AlignedFace | None = None,
-) -> CISResult:
-    """Canonical Image Saliency of one image (Algorithm 1), or of each image of a batch.
-
-    Args:
-        image: a path (read with ``align.load_image``), an ``H x W x 3`` uint8 RGB array
-            (other dtypes by :func:`~facesal_fast.align.as_rgb_uint8`'s value-range rule), a
-            channels-first torch tensor ``3 x H x W`` (uint8 0..255 or float 0..1), or a
-            batch: a list/tuple of those, an ``N x 3 x H x W`` tensor or ``N x H x W x 3``
-            array. A tensor's results hold ``canonical``, ``counts``, ``occlusion`` and
-            ``drops`` as tensors on its device.
-        scorer: a :class:`~facesal_fast.scoring.Scorer`.
-        target: class index or name; ``None`` or ``"predicted"`` explains the predicted class.
-        patch: occlusion window in the scorer's input pixels (default: 15 px at 224 px,
-            scaled to the input size, see :func:`default_patch`).
-        canonical_patch: splat window on the canonical face (default: ``patch`` scaled by
-            canonical face size / face size in the input).
-        stride: keep every ``stride``-th correspondence point (the paper's vertex stride).
-        fill: occlusion fill, as :func:`facesal_fast.ops.occlude_batch`.
-        mode: ``"exact"`` (every distinct window) or ``"grid"`` (grid of step ``grid_step``,
-            bilinear interpolation), or ``"adaptive"`` (that grid first, then the ``refine``
-            fraction of windows with the largest coarse drops scored exactly; Krypton's drill-down).
-        refine: fraction of windows refined exactly in ``"adaptive"`` mode.
-        quality: a preset instead of ``mode``/``grid_step``/``refine``: ``"exact"``,
-            ``"high"`` (adaptive, SSIM >= 0.95 against exact on the benchmark models) or
-            ``"fast"`` (grid, SSIM >= 0.90); see :func:`facesal_fast.speed.auto.resolve_quality`.
-        incremental: ``"auto"``: incremental inference where the model traces and its
-            multiply-add count says it pays (same maps up to float error), else the scorer as
-            it is; ``True`` to insist, ``False`` to opt out (see :mod:`facesal_fast.speed.auto`).
-        aligner: aligner to use when ``face`` is not given (default aligner otherwise).
-        face: a precomputed :class:`AlignedFace` (e.g. ``AlignedFace.from_arrays``).
-        face_index: explain the ``face_index``-th largest face of the photo (default: the
-            largest, logged at WARNING with its box when there are several).
-        faces: ``"all"`` explains every face: a list of results per photo.
-
-    Returns:
-        :class:`CISResult`; a list of them for a batch (one per photo) or ``faces="all"``.
-    """
-    return run_steps(
-        cis_steps(
-            image,
-            scorer,
-            target,
-            patch=patch,
-            canonical_patch=canonical_patch,
-            stride=stride,
-            fill=fill,
-            mode=mode,
-            grid_step=grid_step,
-            refine=refine,
-            quality=quality,
-            incremental=incremental,
-            aligner=aligner,
-            face=face,
-        )
-    )
-
-
 def cis_steps(
     image: Any,
     scorer: ScorerLike,
@@ -367,4 +293,78 @@ def cis_steps(
             incremental_reason=choice.reason,
             forward_passes=passes,
         ),
+    )
+
+
+@per_photo("image", TENSOR_FIELDS, choose_face=True, steps=cis_steps)
+def cis(
+    image: ImagesInput,
+    scorer: ScorerLike,
+    target: int | str | None = None,
+    *,
+    patch: int | None = None,
+    canonical_patch: int | None = None,
+    stride: int = 1,
+    fill: Any = "black",
+    mode: str = "exact",
+    grid_step: int = 2,
+    refine: float = 0.2,
+    quality: str | None = None,
+    incremental: bool | str = "auto",
+    aligner: Any = None,
+    face: AlignedFace | None = None,
+) -> CISResult:
+    """Canonical Image Saliency of one image (Algorithm 1), or of each image of a batch.
+
+    Args:
+        image: a path (read with ``align.load_image``), an ``H x W x 3`` uint8 RGB array
+            (other dtypes by :func:`~facesal_fast.align.as_rgb_uint8`'s value-range rule), a
+            channels-first torch tensor ``3 x H x W`` (uint8 0..255 or float 0..1), or a
+            batch: a list/tuple of those, an ``N x 3 x H x W`` tensor or ``N x H x W x 3``
+            array. A tensor's results hold ``canonical``, ``counts``, ``occlusion`` and
+            ``drops`` as tensors on its device.
+        scorer: a :class:`~facesal_fast.scoring.Scorer`.
+        target: class index or name; ``None`` or ``"predicted"`` explains the predicted class.
+        patch: occlusion window in the scorer's input pixels (default: 15 px at 224 px,
+            scaled to the input size, see :func:`default_patch`).
+        canonical_patch: splat window on the canonical face (default: ``patch`` scaled by
+            canonical face size / face size in the input).
+        stride: keep every ``stride``-th correspondence point (the paper's vertex stride).
+        fill: occlusion fill, as :func:`facesal_fast.ops.occlude_batch`.
+        mode: ``"exact"`` (every distinct window) or ``"grid"`` (grid of step ``grid_step``,
+            bilinear interpolation), or ``"adaptive"`` (that grid first, then the ``refine``
+            fraction of windows with the largest coarse drops scored exactly; Krypton's drill-down).
+        refine: fraction of windows refined exactly in ``"adaptive"`` mode.
+        quality: a preset instead of ``mode``/``grid_step``/``refine``: ``"exact"``,
+            ``"high"`` (adaptive, SSIM >= 0.95 against exact on the benchmark models) or
+            ``"fast"`` (grid, SSIM >= 0.90); see :func:`facesal_fast.speed.auto.resolve_quality`.
+        incremental: ``"auto"``: incremental inference where the model traces and its
+            multiply-add count says it pays (same maps up to float error), else the scorer as
+            it is; ``True`` to insist, ``False`` to opt out (see :mod:`facesal_fast.speed.auto`).
+        aligner: aligner to use when ``face`` is not given (default aligner otherwise).
+        face: a precomputed :class:`AlignedFace` (e.g. ``AlignedFace.from_arrays``).
+        face_index: explain the ``face_index``-th largest face of the photo (default: the
+            largest, logged at WARNING with its box when there are several).
+        faces: ``"all"`` explains every face: a list of results per photo.
+
+    Returns:
+        :class:`CISResult`; a list of them for a batch (one per photo) or ``faces="all"``.
+    """
+    return run_steps(
+        cis_steps(
+            image,
+            scorer,
+            target,
+            patch=patch,
+            canonical_patch=canonical_patch,
+            stride=stride,
+            fill=fill,
+            mode=mode,
+            grid_step=grid_step,
+            refine=refine,
+            quality=quality,
+            incremental=incremental,
+            aligner=aligner,
+            face=face,
+        )
     )

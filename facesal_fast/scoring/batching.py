@@ -1,19 +1,28 @@
-"""Batch sizing and the produce/consume pipeline that overlaps occlusion with inference.
+"""Batch sizing, the produce/consume pipeline that overlaps occlusion with inference, and
+windows of several images scored in shared batches.
 
 On the CPU a producer thread builds batch i+1 (``occlude_batch`` releases the GIL) while
 the model runs batch i; on CUDA batch i+1 is written on a side stream while batch i runs
 on torch's current stream. Scores stay on the device until the end (one copy).
+
+Explaining several images, each image's work is a generator of :class:`Windows` requests
+(``cis_steps``, ``adaptive_steps``): :func:`run_steps` drives one, scoring each request as
+``scorer.score_occluded`` would; :func:`run_together` drives several in lockstep and scores
+the requests of one round together (:func:`score_windows`): windows of images of one shape
+on one scorer fill shared batches, so a small model keeps the runtime busy, and the scores
+are split back per image (the same windows, the same scores as one image at a time).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["auto_batch_size", "run_pipelined"]
+__all__ = ["Windows", "auto_batch_size", "run_pipelined", "run_steps", "run_together", "score_windows"]
 
 _CPU_ELEMENTS, _CPU_MAX = 1 << 21, 256  # ~8 MiB of float32 input per CPU batch
 _CUDA_ELEMENTS, _CUDA_MAX = 1 << 26, 1024  # ~256 MiB per GPU batch
@@ -84,3 +93,130 @@ def _run_cuda(produce, consume, bounds, device) -> np.ndarray:
             batch, ready = make(*nxt)
         scores.append(consume(current).float().reshape(-1))
     return torch.cat(scores).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------- shared batches
+
+
+@dataclass(frozen=True)
+class Windows:
+    """One image's windows to score: ``scorer.score_occluded(image, centers, patch, fill, target)``.
+
+    Attributes:
+        scorer: the scorer (a ``Scorer``, or anything with ``score_occluded``).
+        image: ``h x w x C`` uint8 in the scorer's input geometry.
+        centers: ``K x 2`` ``(x, y)`` window centres in input pixels.
+        patch, fill, target: as ``Scorer.score_occluded``.
+    """
+
+    scorer: Any
+    image: np.ndarray
+    centers: np.ndarray
+    patch: int
+    fill: Any = "black"
+    target: Any = None
+
+    def score(self) -> np.ndarray:
+        """``(K,)`` scores, this request alone."""
+        return self.scorer.score_occluded(self.image, self.centers, self.patch, fill=self.fill, target=self.target)
+
+
+#: A generator of requests: yields :class:`Windows`, is sent their ``(K,)`` scores, returns its result.
+Steps = Generator[Windows, np.ndarray, Any]
+
+
+def _shares_batches(scorer: Any) -> bool:
+    """Whether ``scorer`` builds batches with the ``Scorer`` methods (an ``IncrementalScorer``
+    or a bare ``score_occluded`` object scores each request alone)."""
+    return callable(getattr(type(scorer), "occluded_batch", None)) and hasattr(scorer, "confidence_for")
+
+
+def _score_shared(requests: Sequence[Windows]) -> list[np.ndarray]:
+    """Scores of requests on one ``Scorer`` and one input shape, in one pipelined stream of
+    shared batches (each window keeps its own image, patch, fill and confidence)."""
+    scorer = requests[0].scorer
+    images = [scorer.input_tensor(r.image) for r in requests]
+    centers = [torch.as_tensor(np.asarray(r.centers, np.float32)).to(img.device) for r, img in zip(requests, images)]
+    confidences = [scorer.confidence_for(img, r.target) for r, img in zip(requests, images)]
+    bounds = np.cumsum([0] + [len(c) for c in centers])
+    total, shape = int(bounds[-1]), (scorer.channels, *images[0].shape[:2])
+    size = scorer.batch_size or auto_batch_size(shape, scorer.backend.device, total, scorer.backend.cpu_max_batch)
+
+    def pieces(lo: int, hi: int) -> list[tuple[int, int, int]]:
+        """(request, first, end) slices of the windows ``lo..hi-1``."""
+        return [
+            (k, max(lo, a) - a, min(hi, b) - a)
+            for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
+            if max(lo, a) < min(hi, b)
+        ]
+
+    def produce(lo: int, hi: int) -> torch.Tensor:
+        parts = [
+            scorer.occluded_batch(images[k], centers[k][a:b], requests[k].patch, requests[k].fill)
+            for k, a, b in pieces(lo, hi)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    done = [0]
+
+    def consume(batch: torch.Tensor) -> torch.Tensor:
+        lo = done[0]
+        done[0] += len(batch)
+        outputs, scores, row = scorer.backend(batch), [], 0
+        for k, a, b in pieces(lo, done[0]):
+            scores.append(confidences[k](outputs[row : row + b - a]).reshape(-1))
+            row += b - a
+        return torch.cat(scores)
+
+    flat = run_pipelined(produce, consume, total, size, scorer.backend.device)
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def score_windows(requests: Sequence[Windows]) -> list[np.ndarray]:
+    """``(K_i,)`` scores of every request, in order: requests on one ``Scorer`` with inputs of
+    one shape share batches; any other request is scored alone (:meth:`Windows.score`)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(requests):
+        key = (id(r.scorer), np.shape(r.image)) if _shares_batches(r.scorer) and len(r.centers) else (i,)
+        groups.setdefault(key, []).append(i)
+    scores: list[np.ndarray] = [np.zeros(0, np.float32)] * len(requests)
+    for members in groups.values():
+        batch = [requests[i] for i in members]
+        for i, got in zip(members, _score_shared(batch) if len(batch) > 1 else [batch[0].score()]):
+            scores[i] = got
+    return scores
+
+
+def run_steps(steps: Steps) -> Any:
+    """Drive one generator of requests to its result, each request scored alone."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(request.score())
+    except StopIteration as end:
+        return end.value
+
+
+def run_together(all_steps: Sequence[Steps]) -> list[Any]:
+    """Drive several generators of requests in lockstep, each round's requests scored in
+    shared batches (:func:`score_windows`); each generator's result, or the exception it
+    raised (the others carry on)."""
+    outcomes: list[Any] = [None] * len(all_steps)
+    pending: dict[int, Windows] = {}
+
+    def advance(i: int, scores: np.ndarray | None) -> None:
+        try:
+            pending[i] = next(all_steps[i]) if scores is None else all_steps[i].send(scores)
+        except StopIteration as end:
+            outcomes[i] = end.value
+        except Exception as err:  # noqa: BLE001 - one image's failure is its outcome, the others go on
+            outcomes[i] = err
+
+    for i in range(len(all_steps)):
+        advance(i, None)
+    while pending:
+        order = sorted(pending)
+        scores = score_windows([pending.pop(i) for i in order])
+        for i, got in zip(order, scores):
+            advance(i, got)
+    return outcomes

@@ -9,15 +9,16 @@ windows on grid nodes are exact for free; the others keep the interpolated estim
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from facesal_fast._validate import positive_int
 from facesal_fast.grid import bilinear, bounding_grid, unique_windows
+from facesal_fast.scoring.batching import Steps, Windows, run_steps
 
-__all__ = ["AdaptiveDrops", "adaptive_drops"]
+__all__ = ["AdaptiveDrops", "adaptive_drops", "adaptive_steps"]
 
 
 @dataclass
@@ -66,17 +67,30 @@ def adaptive_drops(
     Returns:
         :class:`AdaptiveDrops`.
     """
+    windows = Windows(scorer, input_image, np.zeros((0, 2), np.float32), patch, fill, target)
+    return run_steps(adaptive_steps(windows, points, base_score, coarse_step, refine, threshold))
+
+
+def adaptive_steps(
+    windows: Windows,
+    points: np.ndarray,
+    base_score: float,
+    coarse_step: int | None = None,
+    refine: float = 0.25,
+    threshold: float | None = None,
+) -> Steps:
+    """:func:`adaptive_drops` as requests (:mod:`facesal_fast.scoring.batching`): ``windows``
+    gives the scorer, image, patch, fill and target; yields the grid, then the refined windows."""
     if len(points) == 0:
         raise ValueError("no point to occlude")
     if not 0.0 <= refine <= 1.0:
         raise ValueError(f"refine must be in [0, 1], got {refine!r}")
+    patch, image = windows.patch, windows.image
     step = positive_int(max(2, int(patch)) if coarse_step is None else coarse_step, "coarse_step")
     centers, inverse = unique_windows(points)
-    xs, ys, grid_centers = bounding_grid(points, input_image.shape[:2], step)
-    grid_scores = np.asarray(
-        scorer.score_occluded(input_image, grid_centers, patch, fill=fill, target=target), np.float64
-    )
-    grid = (base_score - grid_scores).reshape(len(ys), len(xs))
+    xs, ys, grid_centers = bounding_grid(points, image.shape[:2], step)
+    grid_scores = yield replace(windows, centers=grid_centers)
+    grid = (base_score - np.asarray(grid_scores, np.float64)).reshape(len(ys), len(xs))
     estimate = bilinear(grid, xs, ys, centers).astype(np.float64)
     importance = _cell_peak(np.abs(grid), xs, ys, centers)
     on_grid = np.isin(centers[:, 0], xs) & np.isin(centers[:, 1], ys)
@@ -87,10 +101,8 @@ def adaptive_drops(
         chosen |= importance >= threshold
     chosen &= ~on_grid
     if chosen.any():
-        scores = np.asarray(
-            scorer.score_occluded(input_image, centers[chosen], patch, fill=fill, target=target), np.float64
-        )
-        estimate[chosen] = base_score - scores
+        scores = yield replace(windows, centers=centers[chosen])
+        estimate[chosen] = base_score - np.asarray(scores, np.float64)
     exact = chosen | on_grid
     return AdaptiveDrops(
         estimate.astype(np.float32)[inverse], exact[inverse], len(grid_centers) + int(chosen.sum()), len(grid_centers)
