@@ -86,6 +86,21 @@ def test_normalize_by_counts():
         ops.normalize_by_counts(sums, np.ones((3, 3)))
 
 
+def test_splat_mean_is_splat_then_normalize():
+    points = RNG.uniform(-2, 14, (40, 2)).astype(np.float32)
+    values = RNG.normal(size=(3, 40)).astype(np.float32)
+    sums, want_counts = splat_add_ref(values, points, 5, (12, 14))
+    want = np.where(want_counts > 0, sums / np.where(want_counts > 0, want_counts, 1), 0)
+    maps, counts = ops.splat_mean(values, points, 5, (12, 14))
+    np.testing.assert_allclose(maps, want, atol=1e-5)
+    np.testing.assert_array_equal(counts, want_counts)
+    one, _ = ops.splat_mean(values[1].astype(np.float64).tolist(), points, 5, (12, 14))
+    assert one.shape == (12, 14) and one.dtype == np.float32
+    np.testing.assert_allclose(one, want[1], atol=1e-5)
+    as_tensor, _ = ops.splat_mean(torch.from_numpy(values[1]), torch.from_numpy(points), 5, (12, 14))
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.shape == (12, 14)
+
+
 @pytest.mark.parametrize("normalize_each", [True, False])
 def test_grouped_matches_per_image_reference(normalize_each):
     H, W, B, N = 15, 17, 5, 30

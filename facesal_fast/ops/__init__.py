@@ -8,9 +8,9 @@ argument.
 
 - :func:`occlude_batch`, :func:`unoccluded` (``ops/occlude.py``): image ``H x W x C``,
   centres ``K x 2`` -> batch ``K x C x H x W`` (or ``K x H x W x C``).
-- :func:`splat_add`, :func:`splat_add_grouped`, :func:`normalize_by_counts`
+- :func:`splat_add`, :func:`splat_add_grouped`, :func:`normalize_by_counts`, :func:`splat_mean`
   (``ops/splat.py``): values ``B x N``, points ``N x 2`` -> sums ``B x H x W`` (``G x H x W``
-  per group) and counts ``H x W`` (or per map / group).
+  per group) and counts ``H x W`` (or per map / group); the mean maps.
 
 Below them: ``checks.py`` (argument checks shared by the ops), ``blur.py`` (the blur fill),
 ``_native.py`` (the calls into ``_C``, by name), ``_torch.py`` (torch implementations for
@@ -24,7 +24,7 @@ rows likewise, clipped to the image.
 from facesal_fast.ops._native import has_cuda
 from facesal_fast.ops.checks import MAX_SIZE, MAX_THREADS, Array
 from facesal_fast.ops.occlude import FAR_CENTER, Fill, occlude_batch, unoccluded
-from facesal_fast.ops.splat import normalize_by_counts, splat_add, splat_add_grouped
+from facesal_fast.ops.splat import normalize_by_counts, splat_add, splat_add_grouped, splat_mean
 
 __all__ = [
     "Array",
@@ -37,5 +37,6 @@ __all__ = [
     "unoccluded",
     "splat_add",
     "splat_add_grouped",
+    "splat_mean",
     "normalize_by_counts",
 ]

@@ -1,5 +1,5 @@
 """``splat_add``, ``splat_add_grouped`` and ``normalize_by_counts``: values added over square
-windows into maps, and the density-normalised maps.
+windows into maps, and the density-normalised maps; ``splat_mean`` is the two in one call.
 
 Shapes: ``values`` ``B x N``; ``points`` ``N x 2`` ``(x, y)``; ``weights`` ``N`` or ``B x N``;
 ``sums`` ``B x H x W`` (``G x H x W`` per group); ``counts`` ``H x W``, or ``B x H x W`` with
@@ -18,7 +18,7 @@ from facesal_fast.ops import _dispatch
 from facesal_fast.ops._native import SplatCall
 from facesal_fast.ops.checks import FLOAT32_MAX, Array, alloc, check_patch, check_size, float32, restore, to_tensor
 
-__all__ = ["splat_add", "splat_add_grouped", "normalize_by_counts"]
+__all__ = ["splat_add", "splat_add_grouped", "splat_mean", "normalize_by_counts"]
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
@@ -183,6 +183,29 @@ def normalize_by_counts(sums: Array, counts: Array) -> Array:
     covered = c > 0
     result = torch.where(covered, s / torch.where(covered, c, torch.ones_like(c)), torch.zeros_like(s))
     return restore(result, as_numpy)
+
+
+def splat_mean(values: Array, points: Array, patch: int, shape: Sequence[int]) -> tuple[Array, Array]:
+    """Each value averaged over the windows covering a pixel, 0 where no window falls:
+    :func:`splat_add` then :func:`normalize_by_counts` (the CIS rule of docs/architecture.md;
+    with score drops, the occlusion map S or, at canonical points, the CIS).
+
+    Args:
+        values: ``(N,)`` (one map) or ``B x N`` (ints and float64 are converted to float32).
+        points: ``N x 2`` window centres ``(x, y)`` in output pixels.
+        patch: window side in pixels (>= 1).
+        shape: output ``(H, W)``.
+
+    Returns:
+        ``(maps, counts H x W)``: maps ``H x W`` for ``(N,)`` values, else ``B x H x W``;
+        float32, numpy or tensors as ``values``.
+    """
+    if not isinstance(values, (np.ndarray, torch.Tensor)):
+        values = np.asarray(values, np.float32)
+    one = values.ndim == 1
+    sums, counts = splat_add(values[None] if one else values, points, patch, shape)
+    maps = normalize_by_counts(sums, counts)
+    return (maps[0] if one else maps), counts
 
 
 def splat_add_grouped(
