@@ -350,3 +350,40 @@ def test_explain_with_a_scorer_matches_the_module(image64):
         b = explain(name, scorer, image64, 1, stride=8)
         np.testing.assert_allclose(a.image_map, b.image_map, atol=1e-6)
         assert b.canonical_map is None
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_names_aliases_and_options():
+    from facesal_fast.methods import registry
+
+    assert METHODS == tuple(m for m in registry.names(needing=("other",)) if registry.METHODS[m].run is not None)
+    assert "saliency-difference" not in registry.names()  # needs other=
+    for alias, name in {"gb": "guided-backprop", "gradcampp": "gradcam++", "lrp": "lrp-epsilon"}.items():
+        assert registry.ALIASES[alias] == name and registry.resolve(alias) is registry.METHODS[name]
+    assert {"output", "other", "patch", "stride", "fill", "target_layer", "lrp_rtol"} == registry.OPTIONS
+    model_input = registry.ModelInput(np.zeros((8, 8, 3), np.uint8), small_net())
+    with pytest.raises(ValueError, match="unknown option"):
+        registry.compute("gradcam", model_input, 0, ouptut="probability")
+    with pytest.raises(ValueError, match="canonical-face map"):
+        registry.compute("cms", model_input, 0)
+    with pytest.raises(ValueError, match="unknown method 'nope'.*aliases: gradcampp = gradcam\\+\\+"):
+        registry.resolve("nope")
+
+
+def test_explain_forwards_per_method_options(image64):
+    """Issue 18: explain passes Guided Backprop's output= (and every other option) through the registry."""
+    net = small_net(classes=3)
+    x = torch.from_numpy(ops.unoccluded(image64, 0.5, 0.25))
+    norm = dict(mean=0.5, std=0.25)
+    probability = explain("gb", net, image64, 1, output="probability", **norm)
+    assert probability.method == "guided-backprop"  # the canonical name, whatever alias was asked for
+    np.testing.assert_allclose(probability.image_map, guided_backprop(net, x, 1, "probability"), atol=1e-6)
+    logit = explain("guided-backprop", net, image64, 1, **norm)  # the default stays the logit
+    np.testing.assert_allclose(logit.image_map, guided_backprop(net, x, 1), atol=1e-6)
+    assert not np.allclose(probability.image_map, logit.image_map)
+    grey = explain("occlusion", net, image64, 1, fill="mean", stride=8, **norm).image_map
+    black = explain("occlusion", net, image64, 1, stride=8, **norm).image_map
+    np.testing.assert_allclose(grey, occlusion(net, image64, 1, stride=8, fill="mean", **norm), atol=1e-6)
+    assert not np.allclose(grey, black)

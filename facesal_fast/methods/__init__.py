@@ -2,10 +2,11 @@
 
 Each method maps ``(model, input_tensor 1 x C x H x W, target)`` to an ``H x W`` float32
 map; :func:`explain` runs one by name on a photo and warps the map onto the canonical
-face through the aligner. See docs/methods.md.
+face through the aligner; :mod:`~facesal_fast.methods.registry` holds the names, aliases and
+options of every method. See docs/methods.md.
 """
 
-from facesal_fast.methods import annotations, masks
+from facesal_fast.methods import annotations, masks, registry
 from facesal_fast.methods._common import to_canonical_map
 from facesal_fast.methods.cams import gradcam, gradcam_plus_plus, scorecam
 from facesal_fast.methods.explain import METHODS, MethodResult, explain
@@ -32,6 +33,7 @@ __all__ = [
     "occlusion",
     "occlusion_with_scorer",
     "r2_by_class",
+    "registry",
     "relative_saliency",
     "saliency_difference",
     "scorecam",

@@ -1,4 +1,7 @@
-"""One entry point for every classic method: image-space map, then the canonical face."""
+"""One entry point for every classic method: image-space map, then the canonical face.
+
+The methods, their names, aliases and options are those of :mod:`facesal_fast.methods.registry`.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +11,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from facesal_fast import ops
 from facesal_fast.inputs import ImagesInput, per_photo
-from facesal_fast.methods import cams, guided_backprop, lrp, occlusion
+from facesal_fast.methods import occlusion, registry
 from facesal_fast.methods._common import to_canonical_map
 
 __all__ = ["METHODS", "MethodResult", "explain"]
 
-METHODS = (
-    "guided-backprop",
-    "saliency-difference",
-    "lrp-epsilon",
-    "lrp-alpha-beta",
-    "gradcam",
-    "gradcam++",
-    "scorecam",
-    "occlusion",
-    "occlusion-skin",
-)
+#: The methods :func:`explain` runs (canonical names; the registry's aliases are accepted too).
+METHODS = tuple(m.name for m in registry.METHODS.values() if m.run is not None)
 
 
 @dataclass(frozen=True)
@@ -47,11 +40,6 @@ class MethodResult:
         )
 
 
-def _model_input(image: np.ndarray, mean: Any, std: Any, scale: float) -> torch.Tensor:
-    """``1 x C x H x W`` normalised input, built by the occlusion kernel with nothing occluded."""
-    return torch.from_numpy(ops.unoccluded(image, mean, std, scale=scale))
-
-
 @per_photo("image", ("image_map", "canonical_map"), read_paths=True)
 def explain(
     name: str,
@@ -60,16 +48,12 @@ def explain(
     target: int,
     face: Any = None,
     *,
-    other: int | None = None,
     mean: float | Sequence[float] = 0.0,
     std: float | Sequence[float] = 1.0,
     scale: float = 1.0 / 255.0,
-    patch: int = 8,
-    stride: int = 4,
-    target_layer: torch.nn.Module | str | None = None,
-    lrp_rtol: float | None = 1e-2,
+    **options: Any,
 ) -> MethodResult:
-    """Run method ``name`` (one of :data:`METHODS`) and put its map on the canonical face.
+    """Run method ``name`` (one of :data:`METHODS` or an alias) and put its map on the canonical face.
 
     Args:
         scorer_or_model: a :class:`facesal_fast.scoring.Scorer` (its preprocessing,
@@ -80,61 +64,27 @@ def explain(
             a path, a channels-first ``3 x H x W`` torch tensor (uint8, or float in 0..1),
             or a batch of them (list, ``N x 3 x H x W``): one result per photo, maps as
             tensors on the input tensor's device (see :mod:`facesal_fast.inputs`).
-        target: class index explained; ``other``: the second class of
-            ``"saliency-difference"``.
+        target: class index explained.
         face: an ``AlignedFace`` of ``image`` for the canonical map (None: no canonical map).
-        patch, stride: occlusion window and grid step (model-input pixels).
-        target_layer: CAM layer (default: the last Conv2d).
-        lrp_rtol: relevance-conservation tolerance for LRP (None: unchecked).
+        options: per-method options (:data:`facesal_fast.methods.registry.OPTIONS`; each
+            method takes its own and leaves the others): ``output`` (``"logit"`` or
+            ``"probability"``) of Guided Backprop and the saliency difference; ``other``,
+            the second class of ``"saliency-difference"``; ``patch``, ``stride`` (occlusion
+            window and grid step, model-input pixels) and ``fill`` (``"occlusion"``);
+            ``target_layer`` of the CAMs (default: the last Conv2d); ``lrp_rtol``, the
+            relevance-conservation tolerance of LRP (None: unchecked).
     """
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {METHODS}")
+    method = registry.resolve(name)
     image = np.asarray(image)
-    is_module = isinstance(scorer_or_model, torch.nn.Module)
     face_box = getattr(face, "face_box", None)
-    if name in ("occlusion", "occlusion-skin"):
-        fill = "black" if name == "occlusion" else occlusion.skin_colour(image, face_box)
-        if is_module:
-            image_map = occlusion.occlusion(
-                scorer_or_model, image, target, patch=patch, stride=stride, fill=fill, mean=mean, std=std, scale=scale
-            )
-        else:
-            image_map = occlusion.occlusion_with_scorer(
-                scorer_or_model, image, target, face_box=face_box, patch=patch, stride=stride, fill=fill
-            )
-        return _finish(name, image_map, face)
-    if is_module:
-        model, input_image, affine = scorer_or_model, image, None
-        x = _model_input(image, mean, std, scale)
+    if isinstance(scorer_or_model, torch.nn.Module):
+        affine = None
+        model_input = registry.ModelInput(image, scorer_or_model, mean, std, scale, face_box=face_box)
     else:
-        model = getattr(scorer_or_model, "module", None) or getattr(
-            getattr(scorer_or_model, "backend", None), "module", None
-        )
-        if not isinstance(model, torch.nn.Module):
-            raise ValueError(f"{name} needs gradients: pass a torch module or a Scorer with a torch .module")
         input_image, affine = scorer_or_model.prepare(image, face_box)
-        x = _model_input(input_image, scorer_or_model.mean, scorer_or_model.std, scorer_or_model.scale)
-    if name == "guided-backprop":
-        input_map = guided_backprop.guided_backprop(model, x, target)
-    elif name == "saliency-difference":
-        if other is None:
-            raise ValueError("saliency-difference needs other=<second class index>")
-        input_map = guided_backprop.saliency_difference(model, x, target, other)
-    elif name in ("lrp-epsilon", "lrp-alpha-beta"):
-        input_map = lrp.lrp(model, x, target, name[4:], rtol=lrp_rtol)
-    elif name == "gradcam":
-        input_map = cams.gradcam(model, x, target, target_layer)
-    elif name == "gradcam++":
-        input_map = cams.gradcam_plus_plus(model, x, target, target_layer)
-    else:
-        scorer = None if is_module else scorer_or_model
-        score_batch = None if scorer is None else (lambda batch: torch.from_numpy(scorer.score(batch, target)))
-        input_map = cams.scorecam(model, x, target, target_layer, score_batch=score_batch)
+        model_input = registry.ModelInput.from_scorer(scorer_or_model, input_image, photo=image, face_box=face_box)
+    input_map = registry.compute(method.name, model_input, target, **options)
     image_map = input_map if affine is None else occlusion.to_photo(input_map, affine, image.shape[:2])
-    return _finish(name, image_map, face)
-
-
-def _finish(name: str, image_map: np.ndarray, face: Any) -> MethodResult:
     image_map = np.asarray(image_map, np.float32)
     canonical = None if face is None else to_canonical_map(image_map, face)
-    return MethodResult(name, image_map, canonical)
+    return MethodResult(method.name, image_map, canonical)

@@ -2,8 +2,8 @@
 
 ``S(n) = phi(I, c) - phi(I with a patch x patch window at centre n, c)`` over a stride grid
 of centres; every drop is spread over its window and divided by the number of windows
-covering each pixel (``ops.splat_add`` + ``ops.normalize_by_counts``, the CIS rule of
-docs/architecture.md, here in image pixels). All occluded images come from one batched
+covering each pixel (``ops.splat_mean``, the CIS rule of docs/architecture.md, here in
+image pixels). All occluded images come from one batched
 ``ops.occlude_batch`` call (model path) or from ``Scorer.score_occluded`` (scorer path).
 Arbabzadah et al. occlude with the subject's skin colour (:func:`skin_colour`) to avoid
 strong artificial edges.
@@ -21,7 +21,14 @@ from facesal_fast import ops
 from facesal_fast._validate import positive_int
 from facesal_fast.methods._common import check_logits, check_target, eval_mode
 
-__all__ = ["grid_centers", "skin_colour", "drops_to_map", "occlusion", "occlusion_with_scorer", "to_photo"]
+__all__ = [
+    "grid_centers",
+    "input_occlusion",
+    "occlusion",
+    "occlusion_with_scorer",
+    "skin_colour",
+    "to_photo",
+]
 
 
 def grid_centers(shape: Sequence[int], stride: int) -> np.ndarray:
@@ -58,12 +65,6 @@ def skin_colour(image: np.ndarray, face_box: Sequence[float] | None = None) -> n
     skin = (ycrcb[:, 1] >= 133) & (ycrcb[:, 1] <= 173) & (ycrcb[:, 2] >= 77) & (ycrcb[:, 2] <= 127)
     chosen = pixels[skin] if skin.sum() >= 20 else pixels
     return np.median(chosen, axis=0).astype(np.float64)
-
-
-def drops_to_map(drops: np.ndarray, centers: np.ndarray, patch: int, shape: Sequence[int]) -> np.ndarray:
-    """``H x W`` float32 map: each drop averaged over the windows covering a pixel, 0 elsewhere."""
-    sums, counts = ops.splat_add(np.asarray(drops, np.float32)[None], np.asarray(centers, np.float32), patch, shape)
-    return ops.normalize_by_counts(sums, counts)[0].astype(np.float32)
 
 
 def _confidence(logits: torch.Tensor, target: int, confidence: str) -> torch.Tensor:
@@ -119,7 +120,33 @@ def occlusion(
         scores = torch.cat(
             [_confidence(model(batch[lo : lo + batch_size]), t, confidence) for lo in range(0, len(batch), batch_size)]
         )
-    return drops_to_map((base - scores).numpy(), centers, patch, img.shape[:2])
+    return ops.splat_mean((base - scores).numpy(), centers, patch, img.shape[:2])[0]
+
+
+def input_occlusion(
+    scorer: Any,
+    input_image: np.ndarray,
+    target: int | str | None,
+    *,
+    patch: int = 8,
+    stride: int = 4,
+    fill: Any = "black",
+) -> np.ndarray:
+    """Occlusion map S of a :class:`facesal_fast.scoring.Scorer` in its input geometry.
+
+    ``input_image`` (``h x w x C`` uint8, prepared by the scorer) is occluded on a grid of
+    step ``stride`` with ``patch`` windows (input pixels) and scored; a colour ``fill`` is
+    given in RGB and converted to grey for a grey model.
+
+    Returns:
+        ``h x w`` float32 (positive where occluding lowers the confidence).
+    """
+    if not isinstance(fill, str) and np.ndim(fill) == 1 and np.size(fill) == 3 and input_image.shape[2] == 1:
+        fill = float(np.dot(np.asarray(fill, np.float64), [0.299, 0.587, 0.114]))
+    centers = grid_centers(input_image.shape[:2], stride)
+    base = scorer.base_score(input_image, target)
+    drops = base - np.asarray(scorer.score_occluded(input_image, centers, patch, fill, target), np.float32)
+    return ops.splat_mean(drops, centers, patch, input_image.shape[:2])[0]
 
 
 def occlusion_with_scorer(
@@ -135,20 +162,16 @@ def occlusion_with_scorer(
     """Occlusion map S of a :class:`facesal_fast.scoring.Scorer`, in the pixels of ``image``.
 
     The image is prepared by the scorer (crop / resize / grey), occluded and scored in the
-    model's input geometry (``patch`` and ``stride`` in input pixels), and the input-space
-    map is warped back onto the photo with the inverse of the scorer's affine (0 outside
-    the crop). A colour ``fill`` is given in RGB and converted to grey for a grey model.
+    model's input geometry (:func:`input_occlusion`: ``patch`` and ``stride`` in input
+    pixels), and the input-space map is warped back onto the photo with the inverse of the
+    scorer's affine (0 outside the crop).
 
     Returns:
         ``H x W`` float32 for an ``H x W x 3`` uint8 ``image``.
     """
     input_image, affine = scorer.prepare(image, face_box)
-    if not isinstance(fill, str) and np.ndim(fill) == 1 and np.size(fill) == 3 and input_image.shape[2] == 1:
-        fill = float(np.dot(np.asarray(fill, np.float64), [0.299, 0.587, 0.114]))
-    centers = grid_centers(input_image.shape[:2], stride)
-    base = scorer.base_score(input_image, target)
-    drops = base - np.asarray(scorer.score_occluded(input_image, centers, patch, fill, target), np.float32)
-    return to_photo(drops_to_map(drops, centers, patch, input_image.shape[:2]), affine, np.asarray(image).shape[:2])
+    input_map = input_occlusion(scorer, input_image, target, patch=patch, stride=stride, fill=fill)
+    return to_photo(input_map, affine, np.asarray(image).shape[:2])
 
 
 def to_photo(input_map: np.ndarray, affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
