@@ -126,7 +126,11 @@ def _renamed(error: Exception, source: str | None) -> Exception:
 
 
 def per_photo(
-    param: str, tensor_fields: Sequence[str], choose_face: bool = False, read_paths: bool = False
+    param: str,
+    tensor_fields: Sequence[str],
+    choose_face: bool = False,
+    read_paths: bool = False,
+    steps: Callable[..., Any] | None = None,
 ) -> Callable:
     """Decorator: ``fn(..., param=one photo, ...)`` -> a function that also takes tensors and batches.
 
@@ -136,6 +140,9 @@ def per_photo(
     per photo. With ``choose_face``, ``face_index=k`` explains the k-th largest face and
     ``faces="all"`` every face (a list per photo) of photos aligned by ``fn``'s ``aligner``.
     With ``read_paths``, paths are read (:func:`~facesal_fast.align.load_image`) before ``fn``.
+    With ``steps`` (``fn``'s twin with the same parameters, returning a generator of scoring
+    requests, :mod:`facesal_fast.scoring.batching`), the photos (and faces) of a batch are
+    explained together: their occluded windows share batches.
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -154,6 +161,8 @@ def per_photo(
                 raise ValueError("face= is one photo's AlignedFace: it cannot go with a batch of images")
             if read_paths:
                 items = [_read(photo) for photo in items]
+            if steps is not None and many:
+                return _together(steps, bound, param, items, tensor_fields, face_index, faces)
             out = [_call(fn, bound, param, photo, tensor_fields, face_index, faces) for photo in items]
             return out if many else out[0]
 
@@ -178,6 +187,18 @@ def _read(photo: Photo) -> Photo:
     return dataclasses.replace(photo, image=load_image(photo.image), source=os.fspath(photo.image))
 
 
+def _face_arguments(
+    bound: dict[str, Any], param: str, photo: Photo, face_index: int | None, faces: str | None
+) -> list[dict[str, Any]]:
+    """``fn``'s arguments for one photo: one set per chosen face (one set, ``fn`` aligning, without a choice)."""
+    arguments = dict(bound, **{param: photo.image})
+    try:
+        chosen = _chosen_faces(photo, arguments, face_index, faces)
+    except (ImageError, NoFaceError) as e:
+        raise _renamed(e, photo.source) from e
+    return [arguments] if chosen is None else [dict(arguments, face=face) for face in chosen]
+
+
 def _call(
     fn: Callable,
     bound: dict[str, Any],
@@ -188,15 +209,42 @@ def _call(
     faces: str | None,
 ) -> Any:
     """``fn`` on one photo (every chosen face of it with ``faces="all"``), results moved to its device."""
-    arguments = dict(bound, **{param: photo.image})
     try:
-        chosen = _chosen_faces(photo, arguments, face_index, faces)
-        if chosen is None:
-            return _to_device(fn(**arguments), fields, photo.device)
-        results = [_to_device(fn(**dict(arguments, face=face)), fields, photo.device) for face in chosen]
+        results = [
+            _to_device(fn(**arguments), fields, photo.device)
+            for arguments in _face_arguments(bound, param, photo, face_index, faces)
+        ]
     except (ImageError, NoFaceError) as e:
         raise _renamed(e, photo.source) from e
     return results if faces == "all" else results[0]
+
+
+def _together(
+    steps: Callable[..., Any],
+    bound: dict[str, Any],
+    param: str,
+    items: Sequence[Photo],
+    fields: Sequence[str],
+    face_index: int | None,
+    faces: str | None,
+) -> list[Any]:
+    """:func:`_call` for every photo of a batch, their ``steps`` driven together
+    (:func:`~facesal_fast.scoring.batching.run_together`); the first photo's error is raised."""
+    from facesal_fast.scoring.batching import run_together
+
+    arguments = [_face_arguments(bound, param, photo, face_index, faces) for photo in items]
+    outcomes = iter(run_together([steps(**a) for per_face in arguments for a in per_face]))
+    out = []
+    for photo, per_face in zip(items, arguments):
+        results = [next(outcomes) for _ in per_face]
+        for result in results:
+            if isinstance(result, (ImageError, NoFaceError)):
+                raise _renamed(result, photo.source) from result
+            if isinstance(result, Exception):
+                raise result
+        results = [_to_device(result, fields, photo.device) for result in results]
+        out.append(results if faces == "all" else results[0])
+    return out
 
 
 def _chosen_faces(photo: Photo, arguments: dict, face_index: int | None, faces: str | None) -> list | None:
