@@ -176,16 +176,6 @@ class CISResult:
         )
 
 
-def splat_drops(
-    drops: np.ndarray, points: np.ndarray, patch: int, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score drops ``(M,)`` splatted at ``M x 2`` points with windows of ``patch`` and
-    density-normalised: ``(map H x W float32, counts H x W)``. With canonical points and the
-    canonical patch this is the CIS; with input points and the input patch, the map S."""
-    sums, counts = ops.splat_add(drops[None], np.ascontiguousarray(points), patch, shape)
-    return ops.normalize_by_counts(sums, counts)[0], counts
-
-
 def _binds_target(scorer: Any) -> bool:
     """True for scorers whose confidence carries its own target (identification, verification)."""
     return getattr(scorer, "bound_confidence", None) is not None
@@ -264,11 +254,11 @@ def cis_steps(
     _check_finite_scores(base, drops, scorer, target_index)
     c_patch = face.canonical_patch(patch, affine) if canonical_patch is None else int(canonical_patch)
     canonical_points = np.asarray(face.verts_canonical, np.float32)[used, :2]
-    canonical, counts = splat_drops(drops, canonical_points, c_patch, face.canonical_shape)
+    canonical, counts = ops.splat_mean(drops, canonical_points, c_patch, face.canonical_shape)
     return CISResult(
         canonical=canonical,
         counts=counts,
-        occlusion=splat_drops(drops, points_in, patch, input_image.shape[:2])[0],
+        occlusion=ops.splat_mean(drops, points_in, patch, input_image.shape[:2])[0],
         drops=drops,
         used=used,
         face=face,

@@ -20,8 +20,8 @@ from facesal_fast.align import find_face
 from facesal_fast.align.face import window_side
 from facesal_fast.grid import unique_windows
 from facesal_fast.models import load
-from facesal_fast.ops import FAR_CENTER
-from facesal_fast.saliency.cis import CISResult, apply_affine, resolve_patch, splat_drops
+from facesal_fast.ops import FAR_CENTER, splat_mean
+from facesal_fast.saliency.cis import CISResult, apply_affine, resolve_patch
 from facesal_fast.scoring.batching import auto_batch_size
 from facesal_fast.scoring.embedding import (
     embed_faces,
@@ -185,11 +185,11 @@ def verification_cis(
     else:
         c_patch = int(canonical_patch)
     canonical_points = canon1[used, :2]
-    canonical, counts = splat_drops(drops, canonical_points, c_patch, face1.canonical_shape)
+    canonical, counts = splat_mean(drops, canonical_points, c_patch, face1.canonical_shape)
     return VerificationCISResult(
         canonical=canonical,
         counts=counts,
-        occlusion=splat_drops(drops, p1, patch, chip1.shape[:2])[0],
+        occlusion=splat_mean(drops, p1, patch, chip1.shape[:2])[0],
         drops=drops,
         used=used,
         face=face1,
@@ -214,7 +214,7 @@ def verification_cis(
         face2=face2,
         input_image2=chip2,
         affine2=affine2,
-        occlusion2=splat_drops(drops, p2, patch, chip2.shape[:2])[0],
+        occlusion2=splat_mean(drops, p2, patch, chip2.shape[:2])[0],
         c=int(c),
         tau=float(tau),
         cosine=base / c + tau,
