@@ -73,8 +73,7 @@ def window_centres(shape: tuple[int, int], patch: int, stride: int) -> np.ndarra
 
 def occlusion_map(drops: np.ndarray, centres: np.ndarray, patch: int, shape: tuple[int, int]) -> np.ndarray:
     """``H x W`` mean drop of the windows covering each pixel (captum's normalisation)."""
-    sums, counts = ops.splat_add(np.asarray(drops, np.float32)[None], centres, patch, shape)
-    return ops.normalize_by_counts(sums, counts)[0]
+    return ops.splat_mean(drops, centres, patch, shape)[0]
 
 
 @dataclass

@@ -232,13 +232,9 @@ def bench_canonical(
         res = adaptive_drops(
             onnx, exact.input_image, points_in, case.target, base, patch=case.patch, coarse_step=4, refine=refine
         )
-        sums, counts = ops.splat_add(
-            res.drops[None],
-            np.ascontiguousarray(np.asarray(face.verts_canonical, np.float32)[used, :2]),
-            exact.canonical_patch,
-            face.canonical_shape,
-        )
-        return ops.normalize_by_counts(sums, counts)[0], res.forward_passes
+        canonical_points = np.asarray(face.verts_canonical, np.float32)[used, :2]
+        ada, _ = ops.splat_mean(res.drops, canonical_points, exact.canonical_patch, face.canonical_shape)
+        return ada, res.forward_passes
 
     seconds, (ada, passes) = timed(adaptive_cis)
     add(f"cis-adaptive step 4 refine {refine} (onnxruntime)", seconds, passes, ssim=ssim(ada, exact.canonical))
