@@ -18,7 +18,7 @@ _LAZY = {
     "ops": "facesal_fast.ops",
     "has_cuda": "facesal_fast.ops",
     "cis": "facesal_fast.saliency",
-    "cms": "facesal_fast.saliency",
+    "cms": "facesal_fast.audit.cms",
     "CISResult": "facesal_fast.saliency",
     "CMSResult": "facesal_fast.saliency",
     "Audit": "facesal_fast.audit.runner",
@@ -41,4 +41,4 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'facesal_fast' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    return module if module.__name__.endswith(name) else getattr(module, name)
+    return module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)

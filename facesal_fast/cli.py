@@ -18,29 +18,22 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
-import hashlib
-import re
 import sys
 import time
 import traceback
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 from facesal_fast import __version__
+from facesal_fast.audit.options import AUDIT_MODEL_NAMES, MODEL_NAMES, check_model, plan_audit, print_summary
 
-__all__ = ["EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "AuditPlan", "main", "plan_audit", "run_audit"]
+__all__ = ["EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "main", "run_audit"]
 
 EXIT_OK, EXIT_NOTHING_SUCCEEDED, EXIT_USAGE = 0, 1, 2
 DEMO_DIR = "data/demo_faces"
-#: The bundled classifiers (``facesal_fast.models.MODELS``), named here so ``--help`` needs no torch.
-MODEL_NAMES = ("gender", "expression-fer", "expression-kdef")
-#: Every bundled classifier an audit takes (``facesal_fast.models.CLASSIFIERS``): the above and the
-#: dlib/Cydral and MediaPipe ones.
-AUDIT_MODEL_NAMES = (*MODEL_NAMES, "gender-dlib", "age", "head-pose")
 #: Optional package (import name) -> the extra that installs it.
 EXTRAS = {
     "captum": "methods",
@@ -50,157 +43,6 @@ EXTRAS = {
     "tensorrt": "tensorrt",
     "dlib": "dlib",
 }
-
-
-def _model_hash(name: str) -> str:
-    from facesal_fast.models import weights_path
-
-    return hashlib.sha256(weights_path(name).read_bytes()).hexdigest()[:16]
-
-
-def _check_model(model: str, names: Sequence[str] = MODEL_NAMES) -> None:
-    if model not in names:
-        raise ValueError(f"--model {model!r}: unknown model; bundled models: {', '.join(names)}")
-
-
-def _check_device(device: str) -> None:
-    """``cpu``, or ``cuda``/``cuda:N`` on a machine that has that GPU."""
-    if device == "cpu":
-        return
-    if not re.fullmatch(r"cuda(:\d+)?", device):
-        raise ValueError(f"--device {device!r}: expected cpu, cuda or cuda:N")
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    index = int(device.partition(":")[2] or 0)
-    if index >= count:
-        raise ValueError(f"--device {device}: no such CUDA GPU here ({count} visible); use --device cpu")
-
-
-def _target(value: str, model: str | None = None) -> int | str | None:
-    """``predicted`` -> ``None``, a number -> class index, else a class name; checked against
-    the bundled ``model``'s classes when given."""
-    if value == "predicted":
-        return None
-    target = int(value) if value.lstrip("-").isdigit() else value
-    if model is not None:
-        from facesal_fast.models import BLACK_BOX_MODELS, DLIB_CLASSIFIERS, MODELS
-        from facesal_fast.scoring.confidence import resolve_class
-
-        classes = {**MODELS, **DLIB_CLASSIFIERS, **BLACK_BOX_MODELS}[model].classes
-        try:
-            resolve_class(target, classes, len(classes))
-        except ValueError as err:
-            raise ValueError(f"--target {value!r}: {err} (or 'predicted')") from err
-    return target
-
-
-def _read_groups(value: str | None, keys: Sequence[str] = ()) -> tuple[str | dict[str, str] | None, str | None]:
-    """(groups for the audit, what the run's identity records): ``None``, ``"predicted"``
-    or ``{image: group}`` from a CSV checked against the photos' ``keys``."""
-    from facesal_fast.audit.groups import groups_digest, match_groups, read_groups_csv
-
-    if value in (None, "predicted"):
-        return value, value
-    groups = read_groups_csv(value)
-    message = match_groups(groups, keys, where=f"--groups {value}")
-    if message:
-        warnings.warn(message, stacklevel=2)
-    return groups, f"csv sha256:{groups_digest(groups)}"
-
-
-@dataclass
-class AuditPlan:
-    """An audit's checked arguments (nothing written yet): what :func:`run_audit` and
-    ``facesal audit --ray`` run.
-
-    Attributes:
-        photos: the photo folder.
-        out: the run folder.
-        model, device, backend: as given.
-        target: class index or name, ``None`` for the predicted class.
-        groups: ``None``, ``"predicted"`` or ``{image: group}``.
-        settings: the run's identity beyond the CIS options: model and weights hash,
-            resolved photo folder, groups (``csv sha256:...`` for a CSV), backend.
-        cis_options: patch, stride, mode, grid_step, fill (and quality, incremental when given).
-    """
-
-    photos: Path
-    out: Path
-    model: str
-    device: str
-    backend: str
-    target: int | str | None
-    groups: str | Mapping[str, str] | None
-    settings: dict[str, Any]
-    cis_options: dict[str, Any]
-
-
-def _speed_options(quality: str | None, incremental: bool | str, mode: str) -> dict[str, Any]:
-    """``quality`` / ``incremental`` CIS options, only when not the defaults (so that a run
-    started before they existed resumes); ``ValueError`` for ``--quality`` with ``--mode``."""
-    if quality is not None and mode != "exact":
-        raise ValueError(f"--quality {quality} sets the mode itself; drop --mode {mode}")
-    return {
-        **({"quality": quality} if quality is not None else {}),
-        **({"incremental": incremental} if incremental != "auto" else {}),
-    }
-
-
-def plan_audit(
-    photos: str | Path,
-    out: str | Path,
-    *,
-    model: str = "gender",
-    target: str = "predicted",
-    groups: str | None = None,
-    patch: int | None = None,
-    stride: int = 1,
-    mode: str = "exact",
-    grid_step: int = 2,
-    fill: str = "black",
-    device: str = "cpu",
-    backend: str = "auto",
-    quality: str | None = None,
-    incremental: bool | str = "auto",
-) -> AuditPlan:
-    """Check every argument of an audit before any work: model, device, photo folder, run
-    folder, target against the model's classes, groups CSV against the photos.
-
-    Raises:
-        ValueError / FileNotFoundError: naming the option or file.
-    """
-    from facesal_fast.audit.runner import _inputs
-
-    _check_model(model, AUDIT_MODEL_NAMES)
-    _check_device(device)
-    photos, out = Path(photos), Path(out)
-    if not photos.is_dir():
-        raise FileNotFoundError(f"{photos}: no such photo folder")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a run folder")
-    keys = [key for key, _, _ in _inputs(photos, exclude=out)]
-    if not keys:
-        raise ValueError(f"{photos}: no photo files in this folder")
-    groups_value, groups_setting = _read_groups(groups, keys)
-    settings = {
-        "model": model,
-        "model_sha256": _model_hash(model),
-        "photos": str(photos.resolve()),
-        "groups": groups_setting,
-        "backend": backend,
-    }
-    cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
-    cis_options.update(_speed_options(quality, incremental, mode))
-    return AuditPlan(photos, out, model, device, backend, _target(target, model), groups_value, settings, cis_options)
-
-
-def _print_summary(summary: dict[str, int], seconds: float, how: str, out: str | Path) -> None:
-    rate = summary["done"] / seconds if seconds > 0 else 0.0
-    print(
-        f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
-        f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {how}); results in {out}"
-    )
 
 
 def run_audit(
@@ -248,7 +90,7 @@ def run_audit(
     try:
         start = time.perf_counter()
         summary = audit.run(plan.photos, groups=plan.groups, progress=progress)
-        _print_summary(summary, time.perf_counter() - start, f"backend {scorer.backend.name}", out)
+        print_summary(summary, time.perf_counter() - start, f"backend {scorer.backend.name}", out)
         for row in audit.store.rows("failed"):
             print(f"  failed: {row.error}", file=sys.stderr)
     finally:
@@ -497,7 +339,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
         return run_compare(args)
     if args.command == "evaluate":
-        _check_model(args.model)
+        check_model(args.model)
         if not Path(args.photos).is_dir():
             raise FileNotFoundError(f"{args.photos}: no such photo folder")
         from facesal_fast.evaluate import run_cli

@@ -25,14 +25,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from facesal_fast.audit.runner import Audit, Groups, _group_of, _inputs, _versions, cms_from_store, run_settings
+from facesal_fast import models
+from facesal_fast.align import load_image
+from facesal_fast.audit.options import plan_audit, print_summary
+from facesal_fast.audit.runner import Audit, Groups, cms_from_store, group_of, iter_inputs, run_settings, versions
 from facesal_fast.audit.store import RunStore, StoredImage
-from facesal_fast.saliency.cms import CMSResult
+
+if TYPE_CHECKING:
+    from facesal_fast.saliency.cms import CMSResult
 
 __all__ = ["PartialSums", "RayAuditResult", "cms_ray", "run_audit_ray"]
 
@@ -138,16 +143,14 @@ class _Worker:
 
     def explain(self, index: int, key: str, source: str, path: str) -> tuple[StoredImage, int]:
         """Explain one image, write its result file; returns its index row and this PID."""
-        from facesal_fast.align import load_image
-
         start = time.perf_counter()
         try:
             result = self.audit.explain(key, source, lambda: load_image(path))
         except Exception as err:  # noqa: BLE001 - every failure is recorded, the audit goes on
             message = f"{source}: {err}" if source not in str(err) else str(err)
-            self.store.save_failed(key, source, message, _group_of(self.groups, index, key, None))
+            self.store.save_failed(key, source, message, group_of(self.groups, index, key, None))
             return self.store.last_row, os.getpid()
-        group = _group_of(self.groups, index, key, result)
+        group = group_of(self.groups, index, key, result)
         self.audit.record(key, source, group, result, time.perf_counter() - start)
         self.partial.add(key, result.canonical, group)
         return self.store.last_row, os.getpid()
@@ -160,15 +163,13 @@ class _Worker:
 def _make_scorer(scorer: ScorerSpec, backend: str, device: str) -> Any:
     if callable(scorer):
         return scorer()
-    from facesal_fast import models
-
     return models.load(scorer, backend=backend, device=device)
 
 
 def _paths(inputs: str | Path | Iterable[str | Path], out: str | Path) -> Iterator[tuple[str, str]]:
     """(key, source) per image, with the keys a single-process :class:`Audit` gives them."""
     if isinstance(inputs, (str, Path)):
-        for key, source, _ in _inputs(inputs, exclude=out):
+        for key, source, _ in iter_inputs(inputs, exclude=out):
             yield key, source
         return
     for item in inputs:
@@ -248,7 +249,7 @@ def cms_ray(
         cms_options: passed to :class:`~facesal_fast.saliency.cms.CMSAccumulator`.
         **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
     """
-    import ray
+    import ray  # the optional "ray" extra
 
     started = not ray.is_initialized()
     if started:
@@ -295,7 +296,7 @@ def _run(
     cms_options: dict[str, Any],
     cis_options: dict[str, Any],
 ) -> RayAuditResult:
-    store = RunStore(out, run_settings(target, cis_options, settings), _versions())
+    store = RunStore(out, run_settings(target, cis_options, settings), versions())
     gpu = device.startswith("cuda")
     resources = ray.cluster_resources()
     n_workers = workers or max(1, int(resources.get("GPU" if gpu else "CPU", 1)))
@@ -384,8 +385,6 @@ def run_audit_ray(
 ) -> dict[str, int]:
     """``facesal audit --ray [ADDRESS]``: :func:`facesal_fast.cli.run_audit` on Ray (same run directory,
     same checks before any work)."""
-    from facesal_fast.cli import _print_summary, plan_audit
-
     plan = plan_audit(
         photos,
         out,
@@ -417,7 +416,7 @@ def run_audit_ray(
         **plan.cis_options,
     )
     summary = result.summary
-    _print_summary(summary, time.perf_counter() - start, f"{result.workers} Ray workers", out)
+    print_summary(summary, time.perf_counter() - start, f"{result.workers} Ray workers", out)
     store = RunStore(out)
     for row in store.rows("failed"):
         print(f"  failed: {row.error}", file=sys.stderr)

@@ -11,15 +11,16 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from facesal_fast.audit.options import model_hash  # noqa: E402
 from facesal_fast.audit.runner import Audit, cms_from_store  # noqa: E402
 from facesal_fast.audit.store import RunStore  # noqa: E402
-from facesal_fast.cli import _model_hash, main  # noqa: E402
+from facesal_fast.cli import main  # noqa: E402
 from facesal_fast.distributed import PartialSums, _check_reduction, cms_ray  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 NAMES = ("img1.jpg", "img5.jpg", "img20.jpg", "img3.jpg")
 # what `facesal audit --model gender --backend onnx --groups predicted` records
-SETTINGS = {"model": "gender", "model_sha256": _model_hash("gender"), "backend": "onnx", "groups": "predicted"}
+SETTINGS = {"model": "gender", "model_sha256": model_hash("gender"), "backend": "onnx", "groups": "predicted"}
 CIS_OPTIONS = {"patch": None, "stride": 1, "mode": "exact", "grid_step": 2, "fill": "black"}
 
 

@@ -18,23 +18,37 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from facesal_fast import __version__
 from facesal_fast._validate import positive_int
-from facesal_fast.align import as_rgb_uint8, load_image
+from facesal_fast.align import as_rgb_uint8, default_aligner, load_image
 from facesal_fast.align.errors import ImageError
 from facesal_fast.align.image_io import _is_tensor, tensor_images
 from facesal_fast.audit.groups import group_for, match_groups
 from facesal_fast.audit.store import RunStore, storable
-from facesal_fast.inputs import ScorerLike
 from facesal_fast.saliency.cis import MODES, CISResult, cis, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
+from facesal_fast.scoring.confidence import resolve_class
 from facesal_fast.scoring.progress import inside_outer_bar
+from facesal_fast.speed.auto import resolve_quality
 
-__all__ = ["Audit", "AuditItem", "IMAGE_SUFFIXES", "check_cis_options", "list_images"]
+if TYPE_CHECKING:
+    from facesal_fast.inputs import ScorerLike
+
+__all__ = [
+    "Audit",
+    "AuditItem",
+    "IMAGE_SUFFIXES",
+    "check_cis_options",
+    "group_of",
+    "iter_inputs",
+    "list_images",
+    "versions",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 Groups = None | str | Sequence[str] | Mapping[str, str]
@@ -126,7 +140,7 @@ def _records(item: Any) -> Iterator[tuple[Any, Any, Any]]:
         yield image, (key.item() if _is_tensor(key) else key), (group.item() if _is_tensor(group) else group)
 
 
-def _inputs(
+def iter_inputs(
     inputs: Any, exclude: str | Path | None = None, item_groups: dict[str, str] | None = None
 ) -> Iterator[tuple[str, str, Callable[[], np.ndarray]]]:
     """(key, source, loader) for each image of a folder (without ``exclude``), paths, arrays, a
@@ -169,7 +183,10 @@ def _check_groups(groups: Groups) -> None:
         raise ValueError(f"groups must be 'predicted', a sequence or a mapping, got {groups!r}")
 
 
-def _group_of(groups: Groups, index: int, key: str, result: CISResult | None) -> str | None:
+def group_of(groups: Groups, index: int, key: str, result: CISResult | None) -> str | None:
+    """The group of the ``index``-th image ``key``: ``groups[key]`` of a mapping, ``groups[index]``
+    of a sequence, the class explained in ``result`` for ``"predicted"`` (``None`` for a failed
+    image), ``None`` without groups."""
     if groups is None:
         return None
     if isinstance(groups, str):
@@ -207,8 +224,6 @@ def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]
     if isinstance(fill, str) and fill not in ("black", "mean", "blur"):
         raise ValueError(f"fill must be 'black', 'mean', 'blur', a colour or an image, got {fill!r}")
     if checked.get("quality") is not None:
-        from facesal_fast.speed.auto import resolve_quality
-
         resolve_quality(checked["quality"], 1)
     size = getattr(scorer, "input_size", None)
     if size is not None:
@@ -250,8 +265,6 @@ class Audit:
         settings: dict[str, Any] | None = None,
         **cis_options: Any,
     ) -> None:
-        from facesal_fast.align import default_aligner
-
         self.scorer, self.target = scorer, target
         self.cis_options = check_cis_options(scorer, cis_options)
         _check_target(scorer, target)
@@ -261,7 +274,7 @@ class Audit:
             "patch": self.cis_options.get("patch"),
         }
         self.store = (
-            None if out is None else RunStore(out, run_settings(target, cis_options, settings), _versions(), resolved)
+            None if out is None else RunStore(out, run_settings(target, cis_options, settings), versions(), resolved)
         )
         self._memory: CMSAccumulator | None = None
         self.summary = {"done": 0, "failed": 0, "skipped": 0}
@@ -343,9 +356,9 @@ class Audit:
         exclude = None if self.store is None else self.store.path
         item_groups: dict[str, str] = {}
         items = (
-            list(_inputs(inputs, exclude))
+            list(iter_inputs(inputs, exclude))
             if isinstance(inputs, (str, Path))
-            else _inputs(inputs, item_groups=item_groups)
+            else iter_inputs(inputs, item_groups=item_groups)
         )
         if self.store is not None and isinstance(items, list):
             _check_same_photos(self.store, items)
@@ -381,10 +394,10 @@ class Audit:
         except Exception as err:  # noqa: BLE001 - every failure is recorded, the audit goes on
             message = f"{source}: {err}" if source not in str(err) else str(err)
             if self.store is not None:
-                self.store.save_failed(key, source, message, _group_of(groups, index, key, None))
+                self.store.save_failed(key, source, message, group_of(groups, index, key, None))
             self.summary["failed"] += 1
             return AuditItem(key, source, "failed", error=message)
-        group = _group_of(groups, index, key, result)
+        group = group_of(groups, index, key, result)
         self.record(key, source, group, result, align_seconds + time.perf_counter() - start)
         self.summary["done"] += 1
         return AuditItem(key, source, "done", group, result)
@@ -433,22 +446,18 @@ def _check_target(scorer: Any, target: int | str | None) -> None:
     classes = getattr(scorer, "classes", None)
     if target in (None, "predicted") or classes is None:
         return
-    from facesal_fast.scoring.confidence import resolve_class
-
     resolve_class(target, classes, len(classes))
 
 
 _VERSIONED = ("torch", "numpy", "mediapipe", "onnxruntime", "cv2", "PIL")
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     """Versions of the packages that decide a run's numbers (recorded in ``run.json``)."""
-    import facesal_fast
-
-    versions = {"facesal_fast": facesal_fast.__version__, "python": platform.python_version()}
+    found = {"facesal_fast": __version__, "python": platform.python_version()}
     for name in _VERSIONED:
         try:
-            versions[name] = str(importlib.import_module(name).__version__)
+            found[name] = str(importlib.import_module(name).__version__)
         except Exception:  # noqa: BLE001 - an optional package: missing or broken is recorded as such
-            versions[name] = "not installed"
-    return versions
+            found[name] = "not installed"
+    return found

@@ -8,6 +8,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from facesal_fast.align import to_canonical
+
 __all__ = ["check_input", "check_target", "check_logits", "eval_mode", "check_map", "to_canonical_map"]
 
 
@@ -76,8 +78,6 @@ def to_canonical_map(image_map: np.ndarray, face: Any) -> np.ndarray:
     Returns:
         ``canonical_shape`` float32 map.
     """
-    from facesal_fast.align import to_canonical
-
     image_map = np.asarray(image_map)
     if image_map.ndim != 2:
         raise ValueError(f"image_map must be an H x W map, got shape {image_map.shape}")

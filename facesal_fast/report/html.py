@@ -16,6 +16,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -31,8 +32,10 @@ from facesal_fast.report.figures import (
     region_share_figure,
     reliability_figure,
 )
-from facesal_fast.saliency.cms import CMSResult
-from facesal_fast.saliency.stats import GroupDifference
+
+if TYPE_CHECKING:
+    from facesal_fast.saliency.cms import CMSResult
+    from facesal_fast.saliency.stats import GroupDifference
 
 __all__ = ["difference_section", "findings", "page", "small_group_messages", "write_report"]
 

@@ -1,6 +1,9 @@
-"""Canonical saliency: CIS per image (Algorithm 1) and CMS per model, streamed."""
+"""Canonical saliency: CIS per image (Algorithm 1) and the streamed CMS accumulator.
+
+:func:`facesal_fast.cms` (in :mod:`facesal_fast.audit.cms`) runs the accumulator over files.
+"""
 
 from facesal_fast.saliency.cis import CISResult, cis, default_patch
-from facesal_fast.saliency.cms import CMSAccumulator, CMSResult, GroupDifference, cms
+from facesal_fast.saliency.cms import CMSAccumulator, CMSResult, GroupDifference
 
-__all__ = ["CISResult", "CMSAccumulator", "CMSResult", "GroupDifference", "cis", "cms", "default_patch"]
+__all__ = ["CISResult", "CMSAccumulator", "CMSResult", "GroupDifference", "cis", "default_patch"]

@@ -22,7 +22,7 @@ import torch
 
 from facesal_fast import ops
 from facesal_fast._validate import positive_int
-from facesal_fast.align import AlignedFace, find_face, region_shares, to_image
+from facesal_fast.align import AlignedFace, canonical_face, find_face, region_shares, to_image
 from facesal_fast.grid import bilinear, bounding_grid, unique_windows
 from facesal_fast.inputs import ImagesInput, ScorerLike, as_numpy, per_photo
 from facesal_fast.saliency.overlay import heat_overlay
@@ -156,8 +156,6 @@ class CISResult:
 
     def overlay(self, alpha: float = 0.5) -> np.ndarray:
         """``H_F x W_F x 3`` uint8: the CIS as a heat map over the canonical mean face."""
-        from facesal_fast.align import canonical_face
-
         canonical = as_numpy(self.canonical)
         return heat_overlay(canonical_face(canonical.shape), canonical, alpha)
 

@@ -10,18 +10,13 @@ and pixel level, family-wise adjusted), bootstrap confidence intervals and effec
 
 from __future__ import annotations
 
-import os
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
 
 import cv2
 import numpy as np
 
 from facesal_fast.align import region_masks
-from facesal_fast.inputs import ImageInput, ScorerLike
 from facesal_fast.saliency.stats import (
     GroupDifference,
     Reliability,
@@ -234,81 +229,3 @@ class CMSAccumulator:
             self.min_group,
             self.confidence,
         )
-
-
-def _known_length(items: Any) -> int | None:
-    try:
-        return len(items)
-    except TypeError:
-        return None
-
-
-class _GroupList(Sequence):
-    """A list of group names that says which argument is short instead of raising ``IndexError``."""
-
-    def __init__(self, names: Sequence[Any]) -> None:
-        self.names = list(names)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, int) and index >= len(self.names):
-            raise ValueError(f"groups has {len(self.names)} names but images has more items: give one group per image")
-        return self.names[index]
-
-
-def _checked_groups(images: Any, groups: Any) -> Any:
-    """``groups`` ready for :meth:`Audit.feed`: a length mismatch is a ``ValueError`` before any work."""
-    if groups is None or isinstance(groups, (str, Mapping)):
-        return groups
-    names = _GroupList(groups)
-    count = None if isinstance(images, (str, os.PathLike)) else _known_length(images)  # a folder: counted as fed
-    if count is not None and not hasattr(images, "batch_size") and count != len(names):
-        raise ValueError(f"groups has {len(names)} names but images has {count} items: give one group per image")
-    return names
-
-
-def cms(
-    images: Iterable[ImageInput],
-    scorer: ScorerLike,
-    target: int | str | None = None,
-    groups: Iterable[str] | None = None,
-    *,
-    progress: bool = True,
-    **cis_options: Any,
-) -> CMSResult:
-    """Canonical Model Saliency of ``scorer`` over ``images`` (paths or ``H x W x 3`` arrays).
-
-    Args:
-        images: photos to explain, streamed (an iterator is fine).
-        scorer: a :class:`~facesal_fast.scoring.Scorer`.
-        target: class index or name, or ``None``/``"predicted"`` for each image's predicted class.
-        groups: one group name per image (e.g. a demographic attribute), or ``None``.
-        progress: show a progress bar.
-        **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
-
-    Returns:
-        :class:`CMSResult`. Images that fail (unreadable, no face) are skipped with one
-        warning that names each failed image and its error.
-
-    Raises:
-        ValueError: ``groups`` does not give one name per image (checked before any work
-            when both lengths are known), or no image succeeded.
-    """
-    from facesal_fast.audit.runner import Audit
-
-    groups = _checked_groups(images, groups)
-    audit = Audit(scorer, target=target, **cis_options)
-    seen, failed = 0, []
-    for item in audit.feed(images, groups=groups, progress=progress):
-        seen += 1
-        if item.status == "failed":
-            failed.append(item.error or item.source)
-    if isinstance(groups, _GroupList) and seen != len(groups):
-        raise ValueError(f"groups has {len(groups)} names but images had {seen} items: give one group per image")
-    if failed:
-        warnings.warn(
-            f"{len(failed)} of {seen} images failed and were left out of the CMS: " + "; ".join(failed), stacklevel=2
-        )
-    return audit.cms()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facesal_fast._validate import positive_int
+from facesal_fast.metrics.stability import split_half
 
 __all__ = [
     "GroupDifference",
@@ -437,8 +438,6 @@ def split_half_reliability(maps: np.ndarray, *, target: float = 0.9, repeats: in
     number of images ``N = target (1 - rho) / (rho (1 - target))`` at which the prophecy
     ``N rho / (1 + (N - 1) rho)`` reaches ``target``.
     """
-    from facesal_fast.metrics.stability import split_half
-
     maps = np.asarray(maps, np.float64)
     n = len(maps)
     if n < 4 or not np.abs(maps).sum() > 0:

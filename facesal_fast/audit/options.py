@@ -1,0 +1,194 @@
+"""What an audit of a photo folder with a bundled model takes, checked before any work.
+
+``facesal audit`` (:mod:`facesal_fast.cli`) and its Ray twin (:mod:`facesal_fast.distributed`)
+both call :func:`plan_audit`: model, device, folders, target, groups CSV and speed options are
+checked and the run's identity (model weights hash, groups digest, backend) assembled. Every
+mistake is a ``ValueError`` or ``FileNotFoundError`` naming the option or file; nothing here
+exits. Importing this module does not import torch (``facesal --help`` stays fast): the
+functions that need the models import them when called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from facesal_fast.audit.groups import groups_digest, match_groups, read_groups_csv
+
+__all__ = [
+    "AUDIT_MODEL_NAMES",
+    "MODEL_NAMES",
+    "AuditPlan",
+    "check_device",
+    "check_model",
+    "model_hash",
+    "parse_target",
+    "plan_audit",
+    "print_summary",
+    "read_groups",
+    "speed_options",
+]
+
+#: The bundled classifiers (``facesal_fast.models.MODELS``), named here so ``--help`` needs no torch.
+MODEL_NAMES = ("gender", "expression-fer", "expression-kdef")
+#: Every bundled classifier an audit takes (``facesal_fast.models.CLASSIFIERS``): the above and the
+#: dlib/Cydral and MediaPipe ones.
+AUDIT_MODEL_NAMES = (*MODEL_NAMES, "gender-dlib", "age", "head-pose")
+
+
+def model_hash(name: str) -> str:
+    """First 16 hex digits of the SHA-256 of the bundled model ``name``'s weights file."""
+    from facesal_fast.models import weights_path  # torch: only once an audit runs
+
+    return hashlib.sha256(weights_path(name).read_bytes()).hexdigest()[:16]
+
+
+def check_model(model: str, names: Sequence[str] = MODEL_NAMES) -> None:
+    """``ValueError`` naming ``--model`` unless ``model`` is one of ``names``."""
+    if model not in names:
+        raise ValueError(f"--model {model!r}: unknown model; bundled models: {', '.join(names)}")
+
+
+def check_device(device: str) -> None:
+    """``cpu``, or ``cuda``/``cuda:N`` on a machine that has that GPU; else ``ValueError``."""
+    if device == "cpu":
+        return
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ValueError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    import torch  # only for a CUDA device
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise ValueError(f"--device {device}: no such CUDA GPU here ({count} visible); use --device cpu")
+
+
+def parse_target(value: str, model: str | None = None) -> int | str | None:
+    """``predicted`` -> ``None``, a number -> class index, else a class name; checked against
+    the bundled ``model``'s classes when given (``ValueError`` naming ``--target``)."""
+    if value == "predicted":
+        return None
+    target = int(value) if value.lstrip("-").isdigit() else value
+    if model is not None:
+        from facesal_fast.models import BLACK_BOX_MODELS, DLIB_CLASSIFIERS, MODELS  # torch: see above
+        from facesal_fast.scoring.confidence import resolve_class
+
+        classes = {**MODELS, **DLIB_CLASSIFIERS, **BLACK_BOX_MODELS}[model].classes
+        try:
+            resolve_class(target, classes, len(classes))
+        except ValueError as err:
+            raise ValueError(f"--target {value!r}: {err} (or 'predicted')") from err
+    return target
+
+
+def read_groups(value: str | None, keys: Sequence[str] = ()) -> tuple[str | dict[str, str] | None, str | None]:
+    """(groups for the audit, what the run's identity records): ``None``, ``"predicted"``
+    or ``{image: group}`` from the CSV file ``value``, checked against the photos' ``keys``
+    (a mismatch is a warning; a bad file a ``ValueError`` / ``FileNotFoundError``)."""
+    if value in (None, "predicted"):
+        return value, value
+    groups = read_groups_csv(value)
+    message = match_groups(groups, keys, where=f"--groups {value}")
+    if message:
+        warnings.warn(message, stacklevel=2)
+    return groups, f"csv sha256:{groups_digest(groups)}"
+
+
+def speed_options(quality: str | None, incremental: bool | str, mode: str) -> dict[str, Any]:
+    """``quality`` / ``incremental`` CIS options, only when not the defaults (so that a run
+    started before they existed resumes); ``ValueError`` for ``--quality`` with ``--mode``."""
+    if quality is not None and mode != "exact":
+        raise ValueError(f"--quality {quality} sets the mode itself; drop --mode {mode}")
+    return {
+        **({"quality": quality} if quality is not None else {}),
+        **({"incremental": incremental} if incremental != "auto" else {}),
+    }
+
+
+@dataclass
+class AuditPlan:
+    """An audit's checked arguments (nothing written yet): what ``facesal audit`` runs, in one
+    process or on Ray.
+
+    Attributes:
+        photos: the photo folder.
+        out: the run folder.
+        model, device, backend: as given.
+        target: class index or name, ``None`` for the predicted class.
+        groups: ``None``, ``"predicted"`` or ``{image: group}``.
+        settings: the run's identity beyond the CIS options: model and weights hash,
+            resolved photo folder, groups (``csv sha256:...`` for a CSV), backend.
+        cis_options: patch, stride, mode, grid_step, fill (and quality, incremental when given).
+    """
+
+    photos: Path
+    out: Path
+    model: str
+    device: str
+    backend: str
+    target: int | str | None
+    groups: str | Mapping[str, str] | None
+    settings: dict[str, Any]
+    cis_options: dict[str, Any]
+
+
+def plan_audit(
+    photos: str | Path,
+    out: str | Path,
+    *,
+    model: str = "gender",
+    target: str = "predicted",
+    groups: str | None = None,
+    patch: int | None = None,
+    stride: int = 1,
+    mode: str = "exact",
+    grid_step: int = 2,
+    fill: str = "black",
+    device: str = "cpu",
+    backend: str = "auto",
+    quality: str | None = None,
+    incremental: bool | str = "auto",
+) -> AuditPlan:
+    """Check every argument of an audit before any work: model, device, photo folder, run
+    folder, target against the model's classes, groups CSV against the photos.
+
+    Raises:
+        ValueError / FileNotFoundError: naming the option or file.
+    """
+    from facesal_fast.audit.runner import iter_inputs  # torch: see above
+
+    check_model(model, AUDIT_MODEL_NAMES)
+    check_device(device)
+    photos, out = Path(photos), Path(out)
+    if not photos.is_dir():
+        raise FileNotFoundError(f"{photos}: no such photo folder")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run folder")
+    keys = [key for key, _, _ in iter_inputs(photos, exclude=out)]
+    if not keys:
+        raise ValueError(f"{photos}: no photo files in this folder")
+    groups_value, groups_setting = read_groups(groups, keys)
+    settings = {
+        "model": model,
+        "model_sha256": model_hash(model),
+        "photos": str(photos.resolve()),
+        "groups": groups_setting,
+        "backend": backend,
+    }
+    cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
+    cis_options.update(speed_options(quality, incremental, mode))
+    target_value = parse_target(target, model)
+    return AuditPlan(photos, out, model, device, backend, target_value, groups_value, settings, cis_options)
+
+
+def print_summary(summary: Mapping[str, int], seconds: float, how: str, out: str | Path) -> None:
+    """The closing line of ``facesal audit``: counts, time, rate, ``how`` it ran, the run folder."""
+    rate = summary["done"] / seconds if seconds > 0 else 0.0
+    print(
+        f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
+        f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {how}); results in {out}"
+    )
