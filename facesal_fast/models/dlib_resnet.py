@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesal_fast.scoring.preprocessing import Preprocessing
+
 __all__ = [
     "CHIP_PADDING",
     "CHIP_SIZE",
@@ -43,6 +45,7 @@ __all__ = [
     "DlibFaceResNet",
     "DlibReference",
     "WEIGHTS_PATH",
+    "chip_preprocessing",
     "load_dlib_resnet",
     "normalize_chips",
 ]
@@ -59,6 +62,15 @@ DLIB_INPUT_STD: tuple[float, float, float] = (256.0, 256.0, 256.0)
 CHIP_SIZE = 150
 #: Padding dlib's ``compute_face_descriptor`` uses around the landmark template.
 CHIP_PADDING = 0.25
+
+
+def chip_preprocessing(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> Preprocessing:
+    """dlib's network input: an RGB ``size x size`` chip aligned on 5 landmarks (``padding``
+    around the template), normalised ``(pixel - DLIB_MEAN_RGB) / 256``; its Cydral age and
+    gender networks take it at other sizes and paddings."""
+    return Preprocessing(size, mean=DLIB_MEAN_RGB, std=DLIB_INPUT_STD, scale=1.0, crop="chip", chip_padding=padding)
+
+
 # (out_channels, down-sampling) of the 14 residual units, input side first.
 _UNITS: tuple[tuple[int, bool], ...] = (
     ((32, False),) * 3

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -165,33 +166,15 @@ def _load(
     cache_dir: str | Path | None,
 ) -> Scorer:
     """:func:`load`'s work: the scorer of ``name`` (arguments as there)."""
+    runtime = dict(backend=backend, device=device, precision=precision, batch_size=batch_size, cache_dir=cache_dir)
     if name in EMBEDDING_MODELS:
-        from facesal_fast.models.dlib_resnet import (
-            CHIP_PADDING,
-            CHIP_SIZE,
-            DLIB_INPUT_STD,
-            DLIB_MEAN_RGB,
-            load_dlib_resnet,
-        )
+        from facesal_fast.models.dlib_resnet import chip_preprocessing, load_dlib_resnet
 
         return Scorer.from_torch(
-            load_dlib_resnet(device=device),
-            CHIP_SIZE,
-            mean=DLIB_MEAN_RGB,
-            std=DLIB_INPUT_STD,
-            scale=1.0,
-            crop="chip",
-            chip_padding=CHIP_PADDING,
-            classes=None,
-            outputs="embedding",
-            backend=backend,
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
-            cache_dir=cache_dir,
+            load_dlib_resnet(device=device), spec=chip_preprocessing(), classes=None, outputs="embedding", **runtime
         )
     if name in DLIB_CLASSIFIERS:
-        return _load_dlib_classifier(name, backend, device, precision, confidence, batch_size, cache_dir)
+        return _load_dlib_classifier(name, confidence, runtime)
     if name in BLACK_BOX_MODELS:
         return head_pose.head_pose_scorer(confidence=confidence, batch_size=batch_size)
     if name not in MODELS:
@@ -212,26 +195,15 @@ def _load(
         classes=MODELS[name].classes,
         outputs="logits",
         confidence=confidence,
-        backend=backend,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        cache_dir=cache_dir,
+        **runtime,
     )
 
 
-def _load_dlib_classifier(
-    name: str,
-    backend: str,
-    device: str | torch.device,
-    precision: str,
-    confidence: str,
-    batch_size: int | None,
-    cache_dir: str | Path | None,
-) -> Scorer:
-    """Scorer of ``"age"`` / ``"gender-dlib"``: RGB dlib chip (padding 0.2), dlib's normalisation."""
+def _load_dlib_classifier(name: str, confidence: str, runtime: dict[str, Any]) -> Scorer:
+    """Scorer of ``"age"`` / ``"gender-dlib"``: RGB dlib chip (padding 0.2), dlib's normalisation;
+    ``runtime``: :func:`load`'s backend, device, precision, batch_size and cache_dir."""
     from facesal_fast.models.dlib_cydral import AGE_CHIP_SIZE, CHIP_PADDING, GENDER_CHIP_SIZE, ExpectedAge, load_age_net
-    from facesal_fast.models.dlib_resnet import DLIB_INPUT_STD, DLIB_MEAN_RGB
+    from facesal_fast.models.dlib_resnet import chip_preprocessing
 
     expected_age = confidence == "expected-age"
     if expected_age and name != "age":
@@ -239,20 +211,11 @@ def _load_dlib_classifier(
     module = load_age_net() if expected_age else load_module(name)
     classes = tuple(str(a) for a in range(81)) if expected_age else DLIB_CLASSIFIERS[name].classes
     scorer = Scorer.from_torch(
-        module.to(device),
-        AGE_CHIP_SIZE if name == "age" else GENDER_CHIP_SIZE,
-        mean=DLIB_MEAN_RGB,
-        std=DLIB_INPUT_STD,
-        scale=1.0,
-        crop="chip",
-        chip_padding=CHIP_PADDING,
+        module.to(runtime["device"]),
+        spec=chip_preprocessing(AGE_CHIP_SIZE if name == "age" else GENDER_CHIP_SIZE, CHIP_PADDING),
         classes=classes,
         outputs="logits",
         confidence="softmax" if expected_age else confidence,
-        backend=backend,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        cache_dir=cache_dir,
+        **runtime,
     )
     return scorer.with_confidence(ExpectedAge()) if expected_age else scorer
