@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from facesal_fast.align.canonical import N_MESH_VERTICES, canonical_geometry
+from facesal_fast.align.geometry import similarity_transform
 from facesal_fast.scoring.scorer import Scorer
 
 __all__ = [
@@ -63,17 +64,14 @@ def landmark_model_path() -> Path:
 
 def rigid_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity ``target ~ s R source + t`` of two ``(N, 3)`` point sets
-    (Umeyama, proper rotation). Returns ``(s, R (3, 3), t (3,))``."""
+    (:func:`~facesal_fast.align.geometry.similarity_transform`: Umeyama, proper rotation).
+    Returns ``(s, R (3, 3), t (3,))``."""
     source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
     if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 3 or len(source) < 3:
         raise ValueError(f"rigid_fit needs two N x 3 point sets (N >= 3), got {source.shape} and {target.shape}")
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    s0, t0 = source - mu_s, target - mu_t
-    u, sig, vt = np.linalg.svd(t0.T @ s0 / len(source))
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rot = u @ d @ vt
-    scale = float(np.trace(np.diag(sig) @ d) / s0.var(0).sum())
-    return scale, rot, mu_t - scale * rot @ mu_s
+    affine = similarity_transform(source, target)
+    scale = float(np.linalg.norm(affine[:, 0]))
+    return scale, affine[:, :3] / scale, affine[:, 3]
 
 
 def yaw_pitch(landmarks: np.ndarray) -> tuple[float, float]:
