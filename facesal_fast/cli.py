@@ -34,6 +34,22 @@ __all__ = ["EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "main", "run_audit
 
 EXIT_OK, EXIT_NOTHING_SUCCEEDED, EXIT_USAGE = 0, 1, 2
 DEMO_DIR = "data/demo_faces"
+#: What ``facesal evaluate --methods`` takes: ``facesal_fast.evaluation.EVALUATION_METHODS``, the
+#: method registry's names (``facesal_fast.methods.registry``), named here so ``--help`` needs no torch.
+EVALUATION_METHODS = (
+    "cms",
+    "cis",
+    "occlusion",
+    "occlusion-skin",
+    "gradcam",
+    "gradcam++",
+    "scorecam",
+    "guided-backprop",
+    "lrp-epsilon",
+    "lrp-alpha-beta",
+)
+#: The registry's aliases, alias -> canonical name.
+METHOD_ALIASES = {"gradcampp": "gradcam++", "gb": "guided-backprop", "lrp": "lrp-epsilon"}
 #: Optional package (import name) -> the extra that installs it.
 EXTRAS = {
     "captum": "methods",
@@ -207,14 +223,13 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("photos", help="folder of face photos")
     evaluate.add_argument("--out", required=True, help="run folder; results go to OUT/evaluate/")
     evaluate.add_argument("--model", default="gender", help=f"bundled model: {', '.join(MODEL_NAMES)}")
+    aliases = ", ".join(f"{a} = {n}" for a, n in METHOD_ALIASES.items())
     evaluate.add_argument(
         "--methods",
-        default="cms,cis,gradcam,gradcampp,scorecam,gb,lrp",
-        help="comma-separated: cms, cis, occlusion, gradcam, gradcampp, scorecam, gb, lrp",
+        default="cms,cis,gradcam,gradcam++,scorecam,guided-backprop,lrp-epsilon",
+        help=f"comma-separated: {', '.join(EVALUATION_METHODS)} (aliases: {aliases})",
     )
-    evaluate.add_argument(
-        "--patch", type=_positive_int, default=15, help="CIS patch in the papers' 224 px geometry (scaled to the input)"
-    )
+    _add_patch(evaluate)
     evaluate.add_argument("--mode", default="grid", choices=["exact", "grid"])
     evaluate.add_argument("--grid-step", type=_positive_int, default=2)
     evaluate.add_argument("--stride", type=_positive_int, default=1)
@@ -228,7 +243,12 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
         "--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)"
     )
     evaluate.add_argument("--max-images", type=_positive_int, default=None)
-    evaluate.add_argument("--backend", default="onnx", choices=["auto", "torch", "onnx", "tensorrt"])
+    evaluate.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnx", "tensorrt"],
+        help="backend of M(.) and occlusion (the gradient methods use the torch module)",
+    )
     evaluate.add_argument(
         "--gb-output",
         dest="gb_output",
@@ -261,13 +281,18 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_cis_options(parser: argparse.ArgumentParser) -> None:
+def _add_patch(parser: argparse.ArgumentParser) -> None:
+    """``--patch``: one meaning in every command."""
     parser.add_argument(
         "--patch",
         type=_positive_int,
         default=None,
-        help="occlusion window in model-input pixels (None: 15 px at 224 px, scaled)",
+        help="occlusion window in model-input pixels (None: 15 px at 224 px, scaled to the input and made odd)",
     )
+
+
+def _add_cis_options(parser: argparse.ArgumentParser) -> None:
+    _add_patch(parser)
     parser.add_argument("--stride", type=_positive_int, default=1, help="keep every STRIDE-th correspondence point")
     parser.add_argument("--mode", default="exact", choices=["exact", "grid", "adaptive"])
     parser.add_argument(
@@ -342,7 +367,7 @@ def _run_command(args: argparse.Namespace) -> int:
         check_model(args.model)
         if not Path(args.photos).is_dir():
             raise FileNotFoundError(f"{args.photos}: no such photo folder")
-        from facesal_fast.evaluate import run_cli
+        from facesal_fast.evaluation import run_cli
 
         return run_cli(args)
     if args.command == "tasks":

@@ -20,35 +20,25 @@ import numpy as np
 from facesal_fast import models
 from facesal_fast.align import default_aligner
 from facesal_fast.audit.runner import list_images
-from facesal_fast.evaluate import (
-    _cis_maps,
-    _classic_map,
-    _prepare,
-    _reproject,
-    _tensor,
-    normalised_zero,
-    odd_patch,
-    score_images,
-)
+from facesal_fast.evaluation import normalised_zero, prepare_items, reproject, score_images
+from facesal_fast.evaluation.maps import cis_results
+from facesal_fast.methods import registry
 from facesal_fast.metrics import deletion_curve, equal_mass, explanation_image, faithfulness_table, insertion_curve
+from facesal_fast.saliency.cis import odd_patch
 
-CLASSIC = ("gradcam", "gradcampp", "scorecam", "lrp")
+CLASSIC = ("gradcam", "gradcampp", "scorecam", "lrp")  # the method registry's aliases, as in the old tables
 
 
 def _maps(items, scorer, module, patch: int, gb_output: str) -> dict[str, list[np.ndarray]]:
     """Every method's map in input geometry (CIS / CMS at ``patch``, GB from ``gb_output``)."""
-    results = _cis_maps(items, scorer, patch=patch, mode="grid", grid_step=2, stride=1, fill="black")
+    results = cis_results(items, scorer, patch=patch, mode="grid", grid_step=2, stride=1, fill="black")
     cms = np.mean(np.stack([r.canonical for r in results]), 0)
     maps = {
-        "cms": [_reproject(cms, it) for it in items],
-        "cis": [_reproject(r.canonical, it) for r, it in zip(results, items)],
+        "cms": [reproject(cms, it) for it in items],
+        "cis": [reproject(r.canonical, it) for r, it in zip(results, items)],
     }
-    xs = [_tensor(it, scorer) for it in items]
-    for m in CLASSIC:
-        maps[m] = [np.asarray(_classic_map(m, module, x, it.target, scorer), np.float32) for x, it in zip(xs, items)]
-    maps["gb"] = [
-        np.asarray(_classic_map("gb", module, x, it.target, scorer, gb_output), np.float32) for x, it in zip(xs, items)
-    ]
+    for m in (*CLASSIC, "gb"):
+        maps[m] = [registry.compute(m, it.model_input(scorer, module), it.target, output=gb_output) for it in items]
     return maps
 
 
@@ -90,7 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     scorer = models.load(args.model, backend="onnx")
     module = models.load_module(args.model).eval()
-    items, _ = _prepare(list_images(Path(args.photos))[: args.images], scorer, default_aligner(), print)
+    items, _ = prepare_items(list_images(Path(args.photos))[: args.images], scorer, default_aligner(), print)
     old = _maps(items, scorer, module, 4, "logit")
     new = _maps(items, scorer, module, odd_patch(15, 64), "probability")
     f_old, f_new = _faithfulness(items, old, scorer, False), _faithfulness(items, new, scorer, True)

@@ -72,6 +72,24 @@ def test_model_names_in_help_are_the_bundled_classifiers():
     assert sorted(cli.AUDIT_MODEL_NAMES) == sorted(models.CLASSIFIERS)  # what audit takes
 
 
+def test_evaluate_help_lists_the_method_registry_and_patch_has_one_meaning():
+    from facesal_fast.methods import registry
+
+    assert cli.EVALUATION_METHODS == registry.names() and cli.METHOD_ALIASES == dict(registry.ALIASES)
+    helps = {command: _facesal(command, "--help").stdout for command in ("audit", "evaluate")}
+    listed = " ".join(helps["evaluate"].split())  # argparse wraps the help text
+    assert all(name in listed for name in (*registry.names(), *registry.ALIASES))
+
+    def option(text: str, name: str) -> str:
+        block = text[text.index(f"  {name} ") :].split("\n  -")[0]
+        return " ".join(block.split())
+
+    assert option(helps["audit"], "--patch") == option(helps["evaluate"], "--patch")  # input pixels in both
+    assert "model-input pixels" in option(helps["evaluate"], "--patch")
+    defaults = {c: cli._parser().parse_args([c, "photos", "--out", "run"]) for c in ("audit", "evaluate")}
+    assert {(a.backend, a.patch) for a in defaults.values()} == {("auto", None)}  # one default backend and patch
+
+
 @pytest.mark.parametrize("command", ["audit", "evaluate"])
 def test_unknown_model_exits_2_in_audit_and_evaluate(command, tmp_path):
     proc = _facesal(command, tmp_path, "--out", tmp_path / "run", "--model", "nope")
@@ -89,7 +107,7 @@ def test_usage_errors_exit_2_and_debug_shows_the_traceback(tmp_path):
 
 
 def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, capsys):
-    import facesal_fast.evaluate
+    import facesal_fast.evaluation
 
     def without_captum(args: argparse.Namespace) -> int:
         import captum.attr  # noqa: F401 - made unimportable below
@@ -98,7 +116,7 @@ def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setitem(sys.modules, "captum", None)
     monkeypatch.setitem(sys.modules, "captum.attr", None)
-    monkeypatch.setattr(facesal_fast.evaluate, "run_cli", without_captum)
+    monkeypatch.setattr(facesal_fast.evaluation, "run_cli", without_captum)
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "run")]) == EXIT_USAGE
     assert 'pip install "facesal_fast[methods]"' in capsys.readouterr().err
 

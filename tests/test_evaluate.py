@@ -1,5 +1,5 @@
 """facesal evaluate: scoring in the model geometry, the randomisation check on a real model,
-and the command end to end on two bundled photos."""
+and the command end to end on two bundled photos (through the public facesal_fast.evaluation)."""
 
 import json
 from importlib import resources
@@ -9,8 +9,21 @@ import numpy as np
 import pytest
 
 from facesal_fast import models
-from facesal_fast.evaluate import _classic_map, _tensor, scaled_patch, score_images, to_input
+from facesal_fast.align import default_aligner
+from facesal_fast.align.geometry import similarity_transform
+from facesal_fast.evaluation import (
+    EvalConfig,
+    evaluate,
+    normalised_zero,
+    prepare_items,
+    sanity_cis,
+    score_images,
+    to_input,
+)
+from facesal_fast.evaluation.ablations import keypoints_input
+from facesal_fast.methods import registry
 from facesal_fast.metrics import cascading_randomization
+from facesal_fast.saliency.cis import odd_patch
 
 DEMO = Path(str(resources.files("facesal_fast").joinpath("data/demo_faces")))
 
@@ -22,17 +35,14 @@ def gender():
 
 @pytest.fixture(scope="module")
 def item(gender):
-    from facesal_fast.align import default_aligner
-    from facesal_fast.evaluate import _prepare
-
-    items, failed = _prepare([DEMO / "img1.jpg"], gender[0], default_aligner(), lambda msg: None)
+    items, failed = prepare_items([DEMO / "img1.jpg"], gender[0], default_aligner(), lambda msg: None)
     assert not failed
     return items[0]
 
 
-def test_scaled_patch_sizes():
-    assert [scaled_patch(p, 64) for p in (5, 9, 15, 25)] == [1, 3, 5, 7]  # odd: the nearest odd size
-    assert scaled_patch(15, 224) == 15
+def test_paper_patches_scaled_to_the_input():
+    assert [odd_patch(p, 64) for p in (5, 9, 15, 25)] == [1, 3, 5, 7]  # odd: the nearest odd size
+    assert odd_patch(15, 224) == 15
 
 
 def test_score_images_matches_the_scorer(gender, item):
@@ -56,15 +66,20 @@ def test_to_input_carries_the_photo_map_through_the_crop(item):
 
 def test_randomisation_decorrelates_on_the_real_gender_model(gender, item):
     scorer, module = gender
-    x = _tensor(item, scorer)
-    explainers = {m: (lambda model, i, m=m: _classic_map(m, model, x, item.target, None)) for m in ("gb", "gradcam")}
+
+    def explainer(method):  # the model under randomisation scores its own inputs; GB from P(y)
+        return lambda model, i: registry.compute(
+            method, item.model_input(scorer, model, scored_by_scorer=False), item.target, output="probability"
+        )
+
+    explainers = {m: explainer(m) for m in ("guided-backprop", "gradcam")}
     rows, _ = cascading_randomization(module, explainers, 1, seed=0)
     last = max(r["step"] for r in rows)
     assert last == 15  # every weighted layer of mini-XCEPTION, output first
     for m in explainers:
         final = next(r for r in rows if r["method"] == m and r["step"] == last)
         assert final["spearman"] < 0.5 and final["ssim"] < 0.5, (m, final)
-    gb = [r["spearman"] for r in rows if r["method"] == "gb"]
+    gb = [r["spearman"] for r in rows if r["method"] == "guided-backprop"]
     assert gb[-1] < gb[1] < 1.0  # gets further from the trained map as more layers are randomised
 
 
@@ -93,6 +108,8 @@ def test_evaluate_command_end_to_end(tmp_path):
             "0",
             "--sanity-images",
             "0",
+            "--patch",
+            "3",
         ]
     )
     assert rc == 0
@@ -116,6 +133,10 @@ def test_evaluate_command_end_to_end(tmp_path):
     page = (ev / "evaluate.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "Average Drop" in page
     cfg = summary["config"]  # the papers' conventions by default, and the page says so
+    assert cfg["methods"] == ["cms", "cis", "gradcam", "guided-backprop"]  # the registry's canonical names
+    # --patch in input pixels, as in audit (not scaled from 224 px); the backend used, not "auto"
+    assert cfg["patch"] == summary["patch_input_px"] == 3 and summary["requested"] == {"patch": 3, "backend": "auto"}
+    assert cfg["backend"] not in ("auto", None)
     assert (cfg["ties"], cfg["deletion_fill"], cfg["insertion_blur"], cfg["gb_output"]) == (
         "random",
         "grey",
@@ -128,8 +149,6 @@ def test_evaluate_command_end_to_end(tmp_path):
 
 
 def test_five_point_similarity_alignment(item):
-    from facesal_fast.evaluate import _keypoints_input, similarity_transform
-
     rng = np.random.default_rng(0)
     src = rng.random((5, 2)) * 50
     th, k = 0.3, 1.7
@@ -138,7 +157,7 @@ def test_five_point_similarity_alignment(item):
     np.testing.assert_allclose(A, np.c_[R, [3.0, -4.0]], atol=1e-9)
     # a real (smiling) face: the 5 points land near their canonical places; a similarity cannot
     # follow the expression (wide mouth: ~16 canonical px off), which is what dense alignment adds
-    src, dst = _keypoints_input(item)
+    src, dst = keypoints_input(item)
     A = similarity_transform(src, dst)
     err = np.linalg.norm(src @ A[:, :2].T + A[:, 2] - dst, axis=1)
     assert err.mean() < 0.05 * 256 and err.max() < 0.08 * 256
@@ -146,8 +165,6 @@ def test_five_point_similarity_alignment(item):
 
 def test_ablation_section(tmp_path):
     import csv
-
-    from facesal_fast.evaluate import EvalConfig, evaluate
 
     photos = [DEMO / "img1.jpg", DEMO / "img2.jpg"]
     cfg = EvalConfig(methods=("cms", "cis"), steps=2, ablation_images=2, sanity_images=0)
@@ -167,13 +184,12 @@ def test_ablation_section(tmp_path):
         assert (ev / name).is_file()
     assert not (ev / "sanity.csv").exists()  # --sanity-images 0 switches the check off
     assert summary["images"] == 2
+    assert summary["config"]["patch"] == 5  # default: 15 px at 224 px, scaled to the 64 px input and made odd
 
 
 def test_every_method_enters_through_its_positive_part(gender, item, tmp_path):
-    from facesal_fast.evaluate import EvalConfig, evaluate, normalised_zero
-
     scorer, module = gender
-    signed = _classic_map("lrp", module, _tensor(item, scorer), item.target, scorer)
+    signed = registry.compute("lrp", item.model_input(scorer, module), item.target)
     assert signed.min() < 0 < signed.max()  # no LRP-only clipping: equal_mass takes every map's positive part
     np.testing.assert_allclose(normalised_zero(scorer), [127.5])  # (127.5 / 255 - 0.5) / 0.5 = 0: RISE's grey
     for bad in (
@@ -182,6 +198,7 @@ def test_every_method_enters_through_its_positive_part(gender, item, tmp_path):
         {"insertion_blur": "box"},
         {"gb_output": "x"},
         {"tie_draws": 0},
+        {"methods": ("saliency-difference",)},  # needs other=: not an evaluation method
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             evaluate([DEMO / "img1.jpg"], tmp_path / "bad", EvalConfig(**bad), scorer=scorer, module=module)
@@ -195,7 +212,6 @@ def test_sanity_cis_sees_weights_randomised_in_place(gender, item):
     import torch
 
     from facesal_fast.align import canonical_mask
-    from facesal_fast.evaluate import sanity_cis
     from facesal_fast.metrics import randomizable_layers, randomize_layer, spearman
 
     scorer, module = gender

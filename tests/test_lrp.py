@@ -157,12 +157,12 @@ class Doubling(nn.Module):
 
 
 def test_evaluate_runs_lrp_with_the_conservation_check_on():
-    from facesal_fast.evaluate import _classic_map
+    from facesal_fast.methods.registry import ModelInput, compute
 
     torch.manual_seed(2)
-    x = torch.randn(1, 1, 8, 8)
+    image = torch.randint(0, 256, (8, 8, 1), dtype=torch.uint8).numpy()
     with pytest.raises(RelevanceNotConservedError, match="whole model"):
-        _classic_map("lrp", Doubling().eval(), x, 0, None)
+        compute("lrp", ModelInput(image, Doubling().eval(), mean=0.5, std=0.25), 0)  # evaluate's call
 
 
 def test_guarded_epsilon_uses_z_plus_where_contributions_cancel():

@@ -100,6 +100,10 @@ class Method:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     required: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or (self.run is None) != (self.kind == "canonical"):
+            raise ValueError(f"method {self.name!r}: kind must be one of {KINDS}, with a run unless 'canonical'")
+
 
 def _guided_backprop(inp: ModelInput, target: int, *, output: str) -> np.ndarray:
     return guided_backprop.guided_backprop(inp.torch_model("guided-backprop"), inp.tensor(), target, output)

@@ -1,6 +1,7 @@
 """Report figures (matplotlib, no display): maps that share one colour scale per panel, each
 with its colour bar, on the mean face; region shares with confidence intervals; the
-convergence and split-half reliability curves.
+convergence and split-half reliability curves; and the plain picture grids and line charts of
+``facesal evaluate``.
 
 Saliency maps use a sequential colour map whose range starts below 0 when any map of the
 panel is negative (negative saliency: occlusion raised the score), so negative pixels are
@@ -16,6 +17,8 @@ from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from facesal_fast.align import canonical_face, canonical_mask
 from facesal_fast.saliency.stats import Reliability
@@ -24,6 +27,8 @@ __all__ = [
     "DIFFERENCE_CMAP",
     "SALIENCY_CMAP",
     "convergence_figure",
+    "image_grid_figure",
+    "line_figure",
     "map_figure",
     "panel_limits",
     "png",
@@ -35,9 +40,7 @@ SALIENCY_CMAP = "inferno"
 DIFFERENCE_CMAP = "RdBu_r"
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
+def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=100)
 
 
@@ -139,8 +142,6 @@ def _chart(draw: Callable, width: float = 7.0, height: float = 3.4):
 
 def _log_counts(ax) -> None:
     """A log x axis labelled with plain image counts."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -214,3 +215,52 @@ def reliability_figure(reliability: dict[str, Reliability]):
         ax.set_ylabel("split-half reliability")
 
     return _chart(draw)
+
+
+def image_grid_figure(
+    rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], col_titles: Sequence[str], title: str
+) -> Figure:
+    """A grid of pictures: ``h x w x 3`` uint8 images as they are, ``h x w`` maps in ``jet``;
+    a title over each column of the first row and beside each row."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig = _figure(1.6 * n_cols + 0.6, 1.7 * n_rows + 0.4)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j < len(row):
+                ax.imshow(row[j], cmap=None if row[j].ndim == 3 else "jet")
+            if i == 0 and j < len(col_titles):
+                ax.set_title(plain(col_titles[j]), fontsize=7)
+        label = plain(row_titles[i])
+        axes[i][0].text(
+            -0.08, 0.5, label, transform=axes[i][0].transAxes, rotation=90, va="center", ha="right", fontsize=7
+        )
+    fig.suptitle(plain(title), fontsize=9)
+    return fig
+
+
+def line_figure(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    *,
+    log_counts: bool = False,
+) -> Figure:
+    """One line with markers per ``name -> (x, y)`` series, with a legend; ``log_counts``: a
+    log x axis labelled with plain counts."""
+
+    def draw(ax) -> None:
+        for name, (x, y) in series.items():
+            ax.plot(x, y, marker="o", ms=3, label=plain(name))
+        if log_counts:
+            _log_counts(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(plain(title), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+    return _chart(draw, 5.2, 3.4)

@@ -1,0 +1,54 @@
+"""Every method's map of every face, in the scorer's input geometry.
+
+CIS runs once per face (:func:`facesal_fast.cis`); ``cis`` is each face's own canonical map
+and ``cms`` their mean, both reprojected onto the crop; every other method is run through
+the one method registry (:func:`facesal_fast.methods.registry.compute`) on the crop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from facesal_fast.evaluation.items import Item, reproject
+from facesal_fast.methods import registry
+from facesal_fast.saliency.cis import CISResult, cis
+
+__all__ = ["cis_results", "method_options", "method_maps"]
+
+
+def cis_results(items: Sequence[Item], scorer: Any, **cis_options: Any) -> list[CISResult]:
+    """CIS of each face for its predicted class (``cis_options``: ``patch``, ``mode``,
+    ``grid_step``, ``stride``, ``fill`` of :func:`facesal_fast.cis`)."""
+    return [cis(it.face.image, scorer, it.target, face=it.face, **cis_options) for it in items]
+
+
+def method_options(cis_options: dict[str, Any], gb_output: str) -> dict[str, Any]:
+    """The registry options of an evaluation: Guided Backprop from ``gb_output``; occlusion
+    with the CIS window, grid step and fill; LRP with its conservation check on."""
+    window = {k: cis_options[k] for k in ("patch", "fill")}
+    return {"output": gb_output, "stride": cis_options["grid_step"], **window}
+
+
+def method_maps(
+    methods: Sequence[str],
+    items: Sequence[Item],
+    canonical: Sequence[np.ndarray],
+    scorer: Any,
+    module: torch.nn.Module,
+    options: dict[str, Any],
+) -> dict[str, list[np.ndarray]]:
+    """``{method: [h x w float32 map per face]}`` (``canonical``: each face's CIS map)."""
+    cms = np.mean(np.stack(canonical), axis=0).astype(np.float32)
+    maps: dict[str, list[np.ndarray]] = {}
+    for m in methods:
+        if m == "cms":
+            maps[m] = [reproject(cms, it) for it in items]
+        elif m == "cis":
+            maps[m] = [reproject(c, it) for c, it in zip(canonical, items)]
+        else:
+            maps[m] = [registry.compute(m, it.model_input(scorer, module), it.target, **options) for it in items]
+    return maps

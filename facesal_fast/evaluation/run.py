@@ -1,0 +1,185 @@
+"""``facesal evaluate``'s driver: prepare the faces, compute every method's map, run the
+stages (faithfulness, deletion / insertion, the CMS's regions and stability, ablations, the
+sanity check) and hand their sections to the one writer."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facesal_fast import models
+from facesal_fast.align import default_aligner
+from facesal_fast.audit.runner import list_images
+from facesal_fast.evaluation.ablations import ablation_section
+from facesal_fast.evaluation.config import EvalConfig
+from facesal_fast.evaluation.curves import curves_section
+from facesal_fast.evaluation.faithfulness import faithfulness_section
+from facesal_fast.evaluation.items import prepare_items
+from facesal_fast.evaluation.maps import cis_results, method_maps, method_options
+from facesal_fast.evaluation.report import Section, write_evaluation
+from facesal_fast.evaluation.sanity import sanity_section
+from facesal_fast.evaluation.stability import regions_section, stability_section
+from facesal_fast.saliency.cis import resolve_patch
+
+__all__ = ["evaluate", "run_cli"]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _photos(photos: str | Path | Sequence[str | Path], max_images: int | None) -> list[Path]:
+    paths = list_images(photos) if isinstance(photos, (str, Path)) else [Path(p) for p in photos]
+    paths = paths[:max_images] if max_images is not None else paths
+    if not paths:
+        raise ValueError(f"no image found in {photos}")
+    return paths
+
+
+def _scorer(cfg: EvalConfig) -> Any:
+    if cfg.model not in models.MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; bundled models: {sorted(models.MODELS)}")
+    return models.load(cfg.model, backend=cfg.backend)
+
+
+def _timed(log: Callable[[str], None], what: str, stage: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``stage(*args, **kwargs)``, logging how long it took."""
+    start = time.perf_counter()
+    result = stage(*args, **kwargs)
+    log(f"  {what} in {time.perf_counter() - start:.1f} s")
+    return result
+
+
+def _intro(cfg: EvalConfig, summary: dict[str, Any]) -> list[str]:
+    """The page's opening paragraphs (HTML)."""
+    resolved = summary["config"]
+    return [
+        f"{summary['images']} images ({len(summary['failed'])} failed), methods "
+        f"{escape(', '.join(resolved['methods']))}; CIS patch {resolved['patch']} px at the {summary['input_size']} "
+        f"input, mode {escape(cfg.mode)} (grid step {cfg.grid_step}), stride {cfg.stride}, fill {escape(cfg.fill)}; "
+        f"backend {escape(resolved['backend'])}; equal mass s = {cfg.budget:g} x input pixels. M(.) = softmax "
+        "probability of the class predicted on the unmodified crop; explanation images built in the model's input "
+        "geometry.",
+        f"Conventions: {escape(summary['conventions'])}.",
+        f"Command: <code>{escape(summary['command'])}</code>",
+    ]
+
+
+def evaluate(
+    photos: str | Path | Sequence[str | Path],
+    out: str | Path,
+    config: EvalConfig | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
+    scorer: Any = None,
+    module: torch.nn.Module | None = None,
+    aligner: Any = None,
+) -> dict[str, Any]:
+    """Run the whole evaluation and write ``out/evaluate/``; returns ``summary.json``'s content.
+
+    Args:
+        photos: folder of face photos or a list of paths.
+        out: run directory (created); results go to ``out/evaluate``.
+        config: :class:`EvalConfig` (defaults otherwise).
+        log: where progress lines go (default: stderr).
+        scorer, module, aligner: override the bundled model's scorer / torch module / the
+            default aligner (tests).
+    Returns:
+        the summary: the settings as resolved (``config["patch"]`` in input pixels,
+        ``config["backend"]`` the backend used), every table's rows, the failed photos.
+    """
+    cfg = config or EvalConfig()
+    cfg.check()
+    log = log or _stderr
+    start = time.perf_counter()
+    paths = _photos(photos, cfg.max_images)
+    scorer = scorer if scorer is not None else _scorer(cfg)
+    module = (module if module is not None else models.load_module(cfg.model)).eval()
+    methods = cfg.method_names()
+    cis_options = dict(
+        patch=resolve_patch(cfg.patch, scorer.input_size),
+        mode=cfg.mode,
+        grid_step=cfg.grid_step,
+        stride=cfg.stride,
+        fill=cfg.fill,
+    )
+    options = method_options(cis_options, cfg.gb_output)
+    log(f"facesal evaluate: {len(paths)} photos, model {cfg.model}")
+    items, failed = prepare_items(paths, scorer, aligner or default_aligner(), log)
+    if not items:
+        raise ValueError("no face could be aligned in the photos")
+    h, w = items[0].input_image.shape[:2]
+    mass = cfg.budget * h * w
+
+    results = _timed(log, f"CIS of {len(items)} images", cis_results, items, scorer, **cis_options)
+    canonical = [r.canonical for r in results]
+    cms = np.mean(np.stack(canonical), axis=0).astype(np.float32)
+    maps = _timed(log, "method maps", method_maps, methods, items, canonical, scorer, module, options)
+    sections: list[Section] = [
+        _timed(log, "faithfulness", faithfulness_section, items, maps, scorer, mass, cfg),
+        _timed(log, "deletion/insertion", curves_section, items, maps, scorer, cfg),
+        regions_section(cms, cfg.model, len(items)),
+        stability_section(canonical, cfg.seed),
+    ]
+    n_ablation, n_sanity = min(cfg.ablation_images, len(items)), min(cfg.sanity_images, len(items))
+    if n_ablation >= 2:
+        ablated = (items[:n_ablation], scorer, cis_options, results[:n_ablation], mass)
+        sections.append(_timed(log, "ablations", ablation_section, *ablated))
+    if n_sanity >= 1:
+        checked = (items[:n_sanity], scorer, module, cis_options, options, cfg.seed)
+        sections.append(_timed(log, "sanity check", sanity_section, *checked))
+    summary = {
+        "config": {
+            **asdict(cfg),
+            "methods": list(methods),
+            "patch": cis_options["patch"],
+            "backend": scorer.backend.name,
+        },
+        "requested": {"patch": cfg.patch, "backend": cfg.backend},
+        "patch_input_px": cis_options["patch"],
+        "input_size": f"{w} x {h}",
+        "conventions": cfg.conventions(),
+        "command": " ".join(sys.argv),
+        "images": len(items),
+        "failed": failed,
+        **{k: v for section in sections for k, v in section.summary.items()},
+        "seconds": time.perf_counter() - start,
+    }
+    final = write_evaluation(Path(out), f"facesal evaluate: {cfg.model}", _intro(cfg, summary), sections, summary)
+    log(f"facesal evaluate: wrote {final} in {summary['seconds']:.0f} s")
+    return summary
+
+
+_CONVENTION_OPTIONS = ("gb_output", "ties", "tie_draws", "deletion_fill", "insertion_blur")
+
+
+def run_cli(args: Any) -> int:
+    """``facesal evaluate`` (argparse namespace from :mod:`facesal_fast.cli`); exit status 0.
+    A bad setting raises ValueError, which the CLI turns into one line and exit status 2."""
+    cfg = EvalConfig(
+        model=args.model,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        patch=args.patch,
+        mode=args.mode,
+        grid_step=args.grid_step,
+        stride=args.stride,
+        fill=args.fill,
+        budget=args.budget,
+        steps=args.steps,
+        ablation_images=args.ablation_images,
+        sanity_images=args.sanity_images,
+        max_images=args.max_images,
+        backend=args.backend,
+        **{k: getattr(args, k) for k in _CONVENTION_OPTIONS if getattr(args, k, None) is not None},
+    )
+    evaluate(args.photos, args.out, cfg)
+    print(f"facesal evaluate: {Path(args.out) / 'evaluate' / 'evaluate.html'}")
+    return 0
