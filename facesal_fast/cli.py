@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import logging
+import os
 import sys
 import time
 import traceback
@@ -34,6 +36,7 @@ __all__ = ["EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "main", "run_audit
 
 EXIT_OK, EXIT_NOTHING_SUCCEEDED, EXIT_USAGE = 0, 1, 2
 DEMO_DIR = "data/demo_faces"
+VERBOSE_HELP = "show MediaPipe's native logs and facesal_fast's INFO lines (backend probe, faces found)"
 #: What ``facesal evaluate --methods`` takes: ``facesal_fast.evaluation.EVALUATION_METHODS``, the
 #: method registry's names (``facesal_fast.methods.registry``), named here so ``--help`` needs no torch.
 EVALUATION_METHODS = (
@@ -144,8 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"facesal_fast {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line messages")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, *examples: str) -> argparse.ArgumentParser:
@@ -181,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo", "audit the bundled photos with the bundled gender model, then report", "facesal demo --out runs/demo"
     )
     demo.add_argument("--out", default="runs/demo", help="run folder")
-    demo.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
+    _add_backend(demo)
     demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     from facesal_fast.comparison import add_compare_arguments
 
@@ -201,13 +206,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     from facesal_fast.tasks import add_tasks_arguments
 
-    add_tasks_arguments(
-        command(
-            "tasks",
-            "CMS of recognition, gender, age, head pose and expression side by side",
-            "facesal tasks photos/ --out runs/tasks --max-images 8",
-        )
+    tasks = command(
+        "tasks",
+        "CMS of recognition, gender, age, head pose and expression side by side",
+        "facesal tasks photos/ --out runs/tasks --max-images 8",
     )
+    add_tasks_arguments(tasks)
+    _add_patch(tasks)
+    _add_backend(tasks)
     bench = command(
         "bench",
         "end-to-end CIS benchmark suite vs captum and the published CSM loop",
@@ -291,6 +297,16 @@ def _add_patch(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_backend(parser: argparse.ArgumentParser) -> None:
+    """``--backend``: one default (``auto``) in every command."""
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnx", "tensorrt"],
+        help="inference backend; auto: the fastest one that agrees with torch eager, by a timed probe",
+    )
+
+
 def _add_cis_options(parser: argparse.ArgumentParser) -> None:
     _add_patch(parser)
     parser.add_argument("--stride", type=_positive_int, default=1, help="keep every STRIDE-th correspondence point")
@@ -300,7 +316,7 @@ def _add_cis_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fill", default="black", choices=["black", "mean", "blur"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
+    _add_backend(parser)
     parser.add_argument(
         "--quality",
         default=None,
@@ -421,11 +437,37 @@ def _run_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextmanager
+def _verbose(on: bool) -> Iterator[None]:
+    """With ``--verbose``: facesal_fast's INFO lines (backend probe, faces found) on stderr and
+    MediaPipe's native logs shown (``FACESAL_MEDIAPIPE_LOGS=1``), for this command only."""
+    if not on:
+        yield
+        return
+    from facesal_fast.align.aligner import MEDIAPIPE_LOGS_ENV  # not at import: --help needs no MediaPipe
+
+    logger, handler = logging.getLogger("facesal_fast"), logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("facesal: %(name)s: %(message)s"))
+    level, env = logger.level, os.environ.get(MEDIAPIPE_LOGS_ENV)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    os.environ[MEDIAPIPE_LOGS_ENV] = "1"
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        if env is None:
+            del os.environ[MEDIAPIPE_LOGS_ENV]
+        else:
+            os.environ[MEDIAPIPE_LOGS_ENV] = env
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``facesal`` command; returns the exit code (0 done, 1 nothing succeeded, 2 usage error)."""
     args = _parser().parse_args(argv)
     try:
-        with _warnings_as_lines():
+        with _warnings_as_lines(), _verbose(args.verbose):
             return _run_command(args)
     except KeyboardInterrupt:
         print("facesal: interrupted; re-run the same command to resume", file=sys.stderr)

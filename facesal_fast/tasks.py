@@ -269,7 +269,7 @@ def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
 
 
 def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``facesal tasks``."""
+    """Options of ``facesal tasks`` (``--patch`` and ``--backend``, shared by every command, come from the CLI)."""
     parser.add_argument("photos", help="folder of face photos")
     parser.add_argument("--out", required=True, help="output folder (tasks.html, tasks.png, tasks.json)")
     parser.add_argument(
@@ -279,14 +279,7 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mode", default="grid", choices=["exact", "grid", "adaptive"])
     parser.add_argument("--grid-step", type=int, default=4, help="grid step in model-input pixels")
-    parser.add_argument(
-        "--patch",
-        type=int,
-        default=None,
-        help="occlusion window in the model's input pixels (None: 15 px at a 224 px input, scaled to each model)",
-    )
     parser.add_argument("--max-images", type=int, default=None, help="use the first N photos")
-    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"])
 
 
 def run_tasks_cli(args: argparse.Namespace) -> int:

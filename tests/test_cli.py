@@ -3,6 +3,8 @@ examples without importing torch, one exit-code convention (0 done, 1 nothing su
 2 usage error) with a one-line message and no traceback unless ``--debug``."""
 
 import argparse
+import logging
+import os
 import re
 import shutil
 import subprocess
@@ -147,3 +149,30 @@ def test_tasks_shows_one_bar_and_checks_its_options_first(tmp_path, monkeypatch,
     assert main(["tasks", str(photos), "--out", str(tmp_path / "out"), *options]) == 0
     assert set(re.findall(r"([a-z][a-z ]*): +\d+%\|", capsys.readouterr().err)) == {"tasks"}
     assert (tmp_path / "out" / "tasks.html").is_file()
+
+
+def test_verbose_shows_info_lines_and_mediapipe_logs_for_the_command_only(monkeypatch, capsys):
+    from facesal_fast.align.aligner import MEDIAPIPE_LOGS_ENV
+
+    monkeypatch.delenv(MEDIAPIPE_LOGS_ENV, raising=False)
+    seen = []
+
+    def command(args: argparse.Namespace) -> int:
+        seen.append(os.environ.get(MEDIAPIPE_LOGS_ENV))
+        logging.getLogger("facesal_fast.scoring").info("backend probe: chose onnx-cpu")
+        return 0
+
+    monkeypatch.setattr(cli, "_run_command", command)
+    assert main(["--verbose", "report", "runs/x"]) == 0 and main(["report", "runs/x", "--verbose"]) == 0
+    assert capsys.readouterr().err.count("facesal: facesal_fast.scoring: backend probe: chose onnx-cpu") == 2
+    assert main(["report", "runs/x"]) == 0 and "backend probe" not in capsys.readouterr().err
+    assert seen == ["1", "1", None] and MEDIAPIPE_LOGS_ENV not in os.environ
+
+
+@pytest.mark.parametrize("command", ["audit", "demo", "tasks", "evaluate"])
+def test_patch_and_backend_mean_the_same_in_every_command(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--backend {auto,torch,onnx,tensorrt}" in out and "(default: auto)" in out
+    assert command == "demo" or "occlusion window in model-input pixels" in out
