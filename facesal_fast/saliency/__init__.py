@@ -1,6 +1,7 @@
 """Canonical saliency: CIS per image (Algorithm 1) and the streamed CMS accumulator.
 
-:func:`facesal_fast.cms` (in :mod:`facesal_fast.audit.cms`) runs the accumulator over files.
+:func:`facesal_fast.cms` (in :mod:`facesal_fast.audit.cms`) runs the accumulator over files;
+:mod:`facesal_fast.saliency.identity` explains identification and verification (eqs. 7, 8).
 """
 
 from facesal_fast.saliency.cis import CISResult, cis, default_patch
