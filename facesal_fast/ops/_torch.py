@@ -9,10 +9,13 @@ splat sums in float64 added to the outputs in a fixed order.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
-from facesal_fast.ops._native import OccludeCall, SplatCall
+if TYPE_CHECKING:
+    from facesal_fast.ops._native import OccludeCall, SplatCall
 
 __all__ = ["windows", "occlude_batch", "splat_add"]
 
