@@ -32,6 +32,7 @@ from facesal_fast.methods import (
     scorecam,
     skin_colour,
 )
+from facesal_fast.ops import occlude as occlude_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -304,9 +305,13 @@ def test_occlusion_matches_the_per_patch_loop(image64):
 def test_occlusion_uses_one_batched_occlude_call(image64, monkeypatch):
     calls = []
     real = ops.occlude_batch
-    monkeypatch.setattr(
-        ops, "occlude_batch", lambda img, centers, *a, **k: calls.append(len(centers)) or real(img, centers, *a, **k)
-    )
+
+    def counted(img, centers, *a, **k):
+        calls.append(len(centers))
+        return real(img, centers, *a, **k)
+
+    monkeypatch.setattr(ops, "occlude_batch", counted)
+    monkeypatch.setattr(occlude_module, "occlude_batch", counted)  # ops.unoccluded calls it there
     occlusion(small_net(), image64, 0, patch=8, stride=4)
     assert sorted(calls) == [1, 256]  # the unoccluded input, then all 16 x 16 centres at once
 
