@@ -44,16 +44,16 @@ def scorer() -> Scorer:
     return Scorer.from_torch(net, 32, backend="torch", crop="face")
 
 
-def _audit(scorer, out):
-    return Audit(scorer, out, stride=16)
+def _audit(scorer, out, **options):
+    return Audit(scorer, out, stride=16, **options)
 
 
 def test_dataloader_resume_with_two_batch_sizes_and_orders(scorer, tmp_path):
     dataset = Photos()
-    first = _audit(scorer, tmp_path / "run")
+    first = _audit(scorer, tmp_path / "run", photos_per_round=2)
     for n, _ in enumerate(first.feed(DataLoader(dataset, batch_size=3), progress=False)):
         if n == 1:
-            break  # killed after two images
+            break  # killed after two images (one round of two photos explained together)
     first.store.close()  # the run folder's lock goes with it
     shuffled = DataLoader(dataset, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(3))
     second = _audit(scorer, tmp_path / "run")

@@ -571,3 +571,24 @@ def test_a_failing_photo_of_a_batch_raises_its_own_error(tmp_path):
     photo = ROOT / "facesal_fast" / "data" / "demo_faces" / "img1.jpg"
     with pytest.raises(ImageError, match="broken.jpg"):
         cis([photo, broken], models.load("gender", backend="torch"), stride=50)
+
+
+def test_an_audit_explains_a_round_of_photos_in_shared_batches():
+    from facesal_fast import models
+    from facesal_fast.audit.runner import Audit
+
+    scorer = models.load("gender", backend="torch")
+    recording = scorer.backend = _RecordingBackend(scorer.backend)
+    photos = [ROOT / "facesal_fast" / "data" / "demo_faces" / f"img{k}.jpg" for k in (1, 2, 3)]
+    results = {}
+    for per_round in (1, 3):
+        recording.sizes.clear()
+        audit = Audit(scorer, stride=25, incremental=False, photos_per_round=per_round)
+        items = list(audit.feed(photos, progress=False))
+        results[per_round] = ([item.result for item in items], [n for n in recording.sizes if n > 1])
+    (alone, alone_batches), (shared, shared_batches) = results[1], results[3]
+    assert sum(shared_batches) == sum(alone_batches) and len(shared_batches) < len(alone_batches)
+    for one, together in zip(alone, shared):
+        np.testing.assert_allclose(together.canonical, one.canonical, atol=1e-6)
+    with pytest.raises(ValueError, match="photos_per_round"):
+        Audit(scorer, photos_per_round=0)
