@@ -199,6 +199,7 @@ def test_every_method_enters_through_its_positive_part(gender, item, tmp_path):
         {"gb_output": "x"},
         {"tie_draws": 0},
         {"methods": ("saliency-difference",)},  # needs other=: not an evaluation method
+        {"patch": 0},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             evaluate([DEMO / "img1.jpg"], tmp_path / "bad", EvalConfig(**bad), scorer=scorer, module=module)

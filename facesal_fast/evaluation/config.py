@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from facesal_fast._validate import positive_int
 from facesal_fast.methods import registry
 from facesal_fast.methods.guided_backprop import OUTPUTS
 from facesal_fast.metrics import BLURS, TIES
@@ -74,6 +75,8 @@ class EvalConfig:
     def check(self) -> None:
         """ValueError naming the setting when one is out of range or unknown."""
         self.method_names()
+        if self.patch is not None:
+            positive_int(self.patch, "patch", " (model-input pixels)")
         if not 0 < self.budget < 1:
             raise ValueError(f"budget must be in (0, 1), got {self.budget}")
         for name, value, allowed in (
