@@ -75,7 +75,7 @@ def parse_target(value: str, model: str | None = None) -> int | str | None:
     target = int(value) if value.lstrip("-").isdigit() else value
     if model is not None:
         from facesal_fast.models import BLACK_BOX_MODELS, DLIB_CLASSIFIERS, MODELS  # torch: see above
-        from facesal_fast.scoring.confidence import resolve_class
+        from facesal_fast.scoring.confidence import resolve_class  # torch too
 
         classes = {**MODELS, **DLIB_CLASSIFIERS, **BLACK_BOX_MODELS}[model].classes
         try:

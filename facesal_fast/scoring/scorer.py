@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from facesal_fast import ops
+from facesal_fast.align import default_aligner
 from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend, export_onnx
 from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
 from facesal_fast.scoring.confidence import Confidence, class_confidence, class_scores, resolve_class
@@ -399,8 +400,6 @@ class Scorer:
         if key in _CHIP_POINTS_CACHE:
             _CHIP_POINTS_CACHE.move_to_end(key)
             return _CHIP_POINTS_CACHE[key]
-        from facesal_fast.align import default_aligner  # scoring sits below alignment: only here
-
         aligner = default_aligner()
         if box is None:
             chosen = aligner(image)
