@@ -424,7 +424,8 @@ def test_default_cis_picks_incremental_on_a_bundled_model_and_equals_exact(gende
 def test_quality_presets_resolve_by_patch_size():
     from facesal_fast.speed.auto import resolve_quality
 
-    assert resolve_quality("high", 15) == dict(mode="adaptive", grid_step=10, refine=0.3)
+    assert resolve_quality("high", 15) == dict(mode="grid", grid_step=5, refine=0.0)
+    assert resolve_quality("high", 11)["grid_step"] == 4
     assert resolve_quality("fast", 11) == dict(mode="grid", grid_step=7, refine=0.0)
     assert resolve_quality("high", 5)["mode"] == "exact"  # small patches: no approximation kept 0.95
     assert resolve_quality("fast", 5) == dict(mode="grid", grid_step=2, refine=0.0)

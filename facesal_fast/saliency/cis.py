@@ -324,7 +324,7 @@ def cis(
             fraction of windows with the largest coarse drops scored exactly; Krypton's drill-down).
         refine: fraction of windows refined exactly in ``"adaptive"`` mode.
         quality: a preset instead of ``mode``/``grid_step``/``refine``: ``"exact"``,
-            ``"high"`` (adaptive, SSIM >= 0.95 against exact on the benchmark models) or
+            ``"high"`` (a grid of a third of the patch, SSIM >= 0.95 against exact on the benchmark models) or
             ``"fast"`` (grid, SSIM >= 0.90); see :func:`facesal_fast.speed.auto.resolve_quality`.
         incremental: ``"auto"``: incremental inference where the model traces and its
             multiply-add count says it pays (same maps up to float error), else the scorer as
