@@ -22,12 +22,12 @@ from facesal_fast.evaluation.ablations import ablation_section
 from facesal_fast.evaluation.config import EvalConfig
 from facesal_fast.evaluation.curves import curves_section
 from facesal_fast.evaluation.faithfulness import faithfulness_section
-from facesal_fast.evaluation.items import prepare_items
+from facesal_fast.evaluation.items import Item, prepare_items
 from facesal_fast.evaluation.maps import cis_results, method_maps, method_options
 from facesal_fast.evaluation.report import Section, write_evaluation
 from facesal_fast.evaluation.sanity import sanity_section
 from facesal_fast.evaluation.stability import regions_section, stability_section
-from facesal_fast.saliency.cis import resolve_patch
+from facesal_fast.saliency.cis import CISResult, resolve_patch
 
 __all__ = ["evaluate", "run_cli"]
 
@@ -103,7 +103,6 @@ def evaluate(
     paths = _photos(photos, cfg.max_images)
     scorer = scorer if scorer is not None else _scorer(cfg)
     module = (module if module is not None else models.load_module(cfg.model)).eval()
-    methods = cfg.method_names()
     cis_options = dict(
         patch=resolve_patch(cfg.patch, scorer.input_size),
         mode=cfg.mode,
@@ -111,19 +110,60 @@ def evaluate(
         stride=cfg.stride,
         fill=cfg.fill,
     )
-    options = method_options(cis_options, cfg.gb_output)
     log(f"facesal evaluate: {len(paths)} photos, model {cfg.model}")
     items, failed = prepare_items(paths, scorer, aligner or default_aligner(), log)
     if not items:
         raise ValueError("no face could be aligned in the photos")
+    results = _timed(log, f"CIS of {len(items)} images", cis_results, items, scorer, **cis_options)
+    sections = _sections(cfg, items, results, scorer, module, cis_options, log)
+    summary = _summary(cfg, scorer, cis_options["patch"], items, failed, sections, start)
+    final = write_evaluation(Path(out), f"facesal evaluate: {cfg.model}", _intro(cfg, summary), sections, summary)
+    log(f"facesal evaluate: wrote {final} in {summary['seconds']:.0f} s")
+    return summary
+
+
+def _summary(
+    cfg: EvalConfig,
+    scorer: Any,
+    patch: int,
+    items: list[Item],
+    failed: list[dict[str, str]],
+    sections: list[Section],
+    start: float,
+) -> dict[str, Any]:
+    """``summary.json``: the settings as used (``config``) and as asked (``requested``), the
+    photos, every section's summary and the time taken."""
+    return {
+        "config": {**asdict(cfg), "methods": list(cfg.method_names()), "patch": patch, "backend": scorer.backend.name},
+        "requested": {"patch": cfg.patch, "backend": cfg.backend},
+        "patch_input_px": patch,
+        "input_size": "{1} x {0}".format(*items[0].input_image.shape[:2]),
+        "conventions": cfg.conventions(),
+        "command": " ".join(sys.argv),
+        "images": len(items),
+        "failed": failed,
+        **{k: v for section in sections for k, v in section.summary.items()},
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _sections(
+    cfg: EvalConfig,
+    items: list[Item],
+    results: list[CISResult],
+    scorer: Any,
+    module: torch.nn.Module,
+    cis_options: dict[str, Any],
+    log: Callable[[str], None],
+) -> list[Section]:
+    """Every stage's section, in page order (``results``: the items' CIS)."""
     h, w = items[0].input_image.shape[:2]
     mass = cfg.budget * h * w
-
-    results = _timed(log, f"CIS of {len(items)} images", cis_results, items, scorer, **cis_options)
+    options = method_options(cis_options, cfg.gb_output)
     canonical = [r.canonical for r in results]
     cms = np.mean(np.stack(canonical), axis=0).astype(np.float32)
-    maps = _timed(log, "method maps", method_maps, methods, items, canonical, scorer, module, options)
-    sections: list[Section] = [
+    maps = _timed(log, "method maps", method_maps, cfg.method_names(), items, canonical, scorer, module, options)
+    sections = [
         _timed(log, "faithfulness", faithfulness_section, items, maps, scorer, mass, cfg),
         _timed(log, "deletion/insertion", curves_section, items, maps, scorer, cfg),
         regions_section(cms, cfg.model, len(items)),
@@ -136,26 +176,7 @@ def evaluate(
     if n_sanity >= 1:
         checked = (items[:n_sanity], scorer, module, cis_options, options, cfg.seed)
         sections.append(_timed(log, "sanity check", sanity_section, *checked))
-    summary = {
-        "config": {
-            **asdict(cfg),
-            "methods": list(methods),
-            "patch": cis_options["patch"],
-            "backend": scorer.backend.name,
-        },
-        "requested": {"patch": cfg.patch, "backend": cfg.backend},
-        "patch_input_px": cis_options["patch"],
-        "input_size": f"{w} x {h}",
-        "conventions": cfg.conventions(),
-        "command": " ".join(sys.argv),
-        "images": len(items),
-        "failed": failed,
-        **{k: v for section in sections for k, v in section.summary.items()},
-        "seconds": time.perf_counter() - start,
-    }
-    final = write_evaluation(Path(out), f"facesal evaluate: {cfg.model}", _intro(cfg, summary), sections, summary)
-    log(f"facesal evaluate: wrote {final} in {summary['seconds']:.0f} s")
-    return summary
+    return sections
 
 
 _CONVENTION_OPTIONS = ("gb_output", "ties", "tie_draws", "deletion_fill", "insertion_blur")
