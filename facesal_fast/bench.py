@@ -41,6 +41,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--tiny", action="store_true", help="only the equality checks on a tiny random network (seconds)"
     )
     parser.add_argument(
+        "--shared",
+        action="store_true",
+        help="only the shared-batches table: --audit-photos photos (default 4) one at a time vs together, per model",
+    )
+    parser.add_argument(
         "--presets",
         action="store_true",
         help="only the default-path table: cis exact / quality high / fast as a user calls it, per model "

@@ -6,5 +6,7 @@ the quality presets, audit throughput); the kernels' benchmarks live in ``benchm
   and the CSM loop (``facesal bench``).
 * :mod:`~facesal_fast.benchmark.presets`: the default path and the quality presets
   (``facesal bench --presets``).
+* :mod:`~facesal_fast.benchmark.shared_batches`: photos one at a time against together
+  (``facesal bench --shared``).
 * :mod:`~facesal_fast.benchmark.audit_throughput`: ``Audit`` over bundled photos in a fresh process.
 """

@@ -58,6 +58,7 @@ from facesal_fast.benchmark.cases import (
     window_centres,
 )
 from facesal_fast.benchmark.presets import run_presets
+from facesal_fast.benchmark.shared_batches import run_shared
 from facesal_fast.scoring import Scorer
 from facesal_fast.speed import IncrementalScorer
 from facesal_fast.speed.adaptive import adaptive_drops
@@ -333,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
     photo = FACES / args.photo
     if args.presets:
         return run_presets(args, info, photo)
+    if args.shared:
+        return run_shared(args, info)
     import captum  # noqa: F401 - the peer of every image-space row: missing, it is said before any work
 
     rows = [row for name in args.models.split(",") for row in bench_model(name, photo, args)]
