@@ -81,6 +81,8 @@ def run_audit(
     progress: bool = True,
     quality: str | None = None,
     incremental: bool | str = "auto",
+    face_index: int | None = None,
+    faces: str | None = None,
 ) -> dict[str, int]:
     """Audit every photo in a folder with a bundled model; returns the summary counts.
     Every argument is checked (:func:`plan_audit`) before the model is loaded or
@@ -100,6 +102,8 @@ def run_audit(
         backend=backend,
         quality=quality,
         incremental=incremental,
+        face_index=face_index,
+        faces=faces,
     )
     from facesal_fast import models
     from facesal_fast.audit.runner import Audit
@@ -176,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         help="shard over Ray workers: a local Ray (no ADDRESS) or a cluster (auto, ray://head:10001)",
     )
     _add_cis_options(audit)
+    _add_face_choice(audit)
     report = command("report", "write the run's self-contained HTML report", "facesal report runs/gender")
     report.add_argument("run", help="run folder")
     report.add_argument("--out", help="HTML path (default: RUN/report.html)")
@@ -294,6 +299,31 @@ def _add_patch(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=None,
         help="occlusion window in model-input pixels (None: 15 px at 224 px, scaled to the input and made odd)",
+    )
+
+
+def _face_index(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 0 (the largest face), 1, 2, ..., got {text!r}")
+    return int(text)
+
+
+def _add_face_choice(parser: argparse.ArgumentParser) -> None:
+    """``--face-index K`` or ``--faces all``: which face of a photo with several is explained."""
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--face-index",
+        type=_face_index,
+        default=None,
+        metavar="K",
+        help="on photos with several faces explain the K-th largest (0: the largest); by default the "
+        "largest, named with its box in a warning",
+    )
+    choice.add_argument(
+        "--faces",
+        choices=["all"],
+        default=None,
+        help="explain every face of each photo, each stored as PHOTO#faceK (K = 1 for the largest)",
     )
 
 
@@ -428,6 +458,8 @@ def _run_command(args: argparse.Namespace) -> int:
             backend=args.backend,
             quality=args.quality,
             incremental=args.incremental,
+            face_index=args.face_index,
+            faces=args.faces,
         )
     if summary["done"] + summary["skipped"] == 0:
         print("facesal: no image succeeded", file=sys.stderr)

@@ -382,9 +382,13 @@ def run_audit_ray(
     progress: bool = True,
     quality: str | None = None,
     incremental: bool | str = "auto",
+    face_index: int | None = None,
+    faces: str | None = None,
 ) -> dict[str, int]:
     """``facesal audit --ray [ADDRESS]``: :func:`facesal_fast.cli.run_audit` on Ray (same run directory,
-    same checks before any work)."""
+    same checks before any work). A worker explains one face per photo: ``faces="all"`` is refused."""
+    if faces is not None:
+        raise ValueError(f"--faces {faces} works without --ray (a Ray worker explains one face per photo)")
     plan = plan_audit(
         photos,
         out,
@@ -400,6 +404,7 @@ def run_audit_ray(
         backend=backend,
         quality=quality,
         incremental=incremental,
+        face_index=face_index,
     )
     start = time.perf_counter()
     result = cms_ray(

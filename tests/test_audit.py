@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from browser import chromium_dom
 
+from facesal_fast.audit.cms import cms
 from facesal_fast.audit.runner import Audit, cms_from_store
 from facesal_fast.audit.store import RunStore, SettingsMismatchError
 from facesal_fast.cli import main
@@ -98,6 +99,43 @@ def test_an_audit_shows_one_bar_not_one_per_image(tmp_path, gender, photos, monk
     assert bars == {"audit"}
     gender.score_occluded(np.zeros((64, 64, 1), np.uint8), np.full((3, 2), 30.0), 5, target=0)
     assert "occlusion" in capsys.readouterr().err  # outside an audit the per-image bar is back
+
+
+def test_audit_chooses_the_face_of_group_photos(tmp_path, gender, caplog):
+    import logging
+
+    from facesal_fast.align import default_aligner
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("couple.jpg", "img1.jpg"):
+        shutil.copy(FACES / name, folder / name)
+    faces = default_aligner()(FACES / "couple.jpg", all_faces=True)
+    fast = dict(mode="grid", grid_step=8)
+    with Audit(gender, tmp_path / "run", faces="all", **fast) as audit:
+        items = list(audit.feed(folder, progress=False))
+    assert [i.key for i in items] == ["couple.jpg#face1", "couple.jpg#face2", "img1.jpg#face1"]
+    assert [i.result.face.face_box for i in items[:2]] == [f.face_box for f in faces]
+    assert all(i.source == str(folder / "couple.jpg") for i in items[:2])
+    with Audit(gender, tmp_path / "run", faces="all", **fast) as again:  # resumes: every photo done
+        assert again.run(folder, progress=False) == {"done": 0, "failed": 0, "skipped": 2}
+    with pytest.raises(SettingsMismatchError):
+        Audit(gender, tmp_path / "run", **fast)
+    assert cms([folder / "couple.jpg"], gender, faces="all", progress=False, **fast).count == 2
+    with caplog.at_level(logging.WARNING, logger="facesal_fast.align.aligner"):
+        (largest,) = Audit(gender, **fast).feed([folder / "couple.jpg"], progress=False)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("couple.jpg: 2 faces found, explaining the largest, box (x0, y0, x1, y1) = (" in m for m in warned)
+    (second,) = Audit(gender, face_index=1, **fast).feed([folder / "couple.jpg"], progress=False)
+    assert second.result.face.face_box == faces[1].face_box
+    centre = lambda box: np.array([box[0] + box[2], box[1] + box[3]]) / 2  # noqa: E731
+    box = largest.result.face.face_box  # the same face, boxed by the full-range detector alone
+    assert np.linalg.norm(centre(box) - centre(faces[0].face_box)) < 0.25 * (box[2] - box[0])
+    for bad, match in (({"faces": "some"}, "faces must be 'all'"), ({"face_index": -1}, "face_index must be")):
+        with pytest.raises(ValueError, match=match):
+            Audit(gender, **bad)
+    with pytest.raises(ValueError, match="not both"):
+        Audit(gender, face_index=0, faces="all")
 
 
 def test_nan_scores_fail_with_a_clear_message(tmp_path):

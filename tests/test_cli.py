@@ -3,6 +3,7 @@ examples without importing torch, one exit-code convention (0 done, 1 nothing su
 2 usage error) with a one-line message and no traceback unless ``--debug``."""
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -176,3 +177,23 @@ def test_patch_and_backend_mean_the_same_in_every_command(command, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--backend {auto,torch,onnx,tensorrt}" in out and "(default: auto)" in out
     assert command == "demo" or "occlusion window in model-input pixels" in out
+
+
+def test_audit_face_choice_on_group_photos(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("couple.jpg", "img1.jpg"):
+        shutil.copy(BUNDLED / name, photos / name)
+    fast = ["--mode", "grid", "--grid-step", "16", "--backend", "onnx"]
+    largest = _facesal("audit", photos, "--out", tmp_path / "largest", *fast)
+    assert largest.returncode == 0 and "2 done" in largest.stdout, largest.stderr
+    assert re.search(
+        r"couple\.jpg: 2 faces found, explaining the largest, box \(x0, y0, x1, y1\) = \(\d+", largest.stderr
+    )
+    every = _facesal("audit", photos, "--out", tmp_path / "all", "--faces", "all", *fast)
+    assert every.returncode == 0 and "3 done" in every.stdout and "faces found" not in every.stderr, every.stderr
+    assert json.loads((tmp_path / "all" / "run.json").read_text())["settings"]["faces"] == "all"
+    for extra in (["--faces", "all", "--face-index", "1"], ["--faces", "all", "--ray"], ["--face-index", "-1"]):
+        proc = _facesal("audit", photos, "--out", tmp_path / "refused", *fast, *extra)
+        assert proc.returncode == EXIT_USAGE and "Traceback" not in proc.stderr, (extra, proc.stderr)
+        assert not (tmp_path / "refused").exists()

@@ -152,9 +152,13 @@ def plan_audit(
     backend: str = "auto",
     quality: str | None = None,
     incremental: bool | str = "auto",
+    face_index: int | None = None,
+    faces: str | None = None,
 ) -> AuditPlan:
     """Check every argument of an audit before any work: model, device, photo folder, run
     folder, target against the model's classes, groups CSV against the photos.
+    ``face_index`` / ``faces``: the face of group photos (:class:`~facesal_fast.audit.Audit`),
+    CIS options only when given (so that a run started without them resumes).
 
     Raises:
         ValueError / FileNotFoundError: naming the option or file.
@@ -181,6 +185,9 @@ def plan_audit(
     }
     cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
     cis_options.update(speed_options(quality, incremental, mode))
+    cis_options.update(
+        {name: value for name, value in (("face_index", face_index), ("faces", faces)) if value is not None}
+    )
     target_value = parse_target(target, model)
     return AuditPlan(photos, out, model, device, backend, target_value, groups_value, settings, cis_options)
 

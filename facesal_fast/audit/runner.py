@@ -168,12 +168,13 @@ def iter_inputs(
             yield key, key, (lambda a=image, s=key: _image_from_tensor(a, s))
 
 
-def _check_same_photos(store: RunStore, items: list[tuple[str, str, Any]]) -> None:
+def _check_same_photos(store: RunStore, items: list[tuple[str, str, Any]], stored_key: Callable[[str], str]) -> None:
     """Refuse a photo folder whose files differ from those the run already holds under the
-    same names (another folder with a photo of the same name)."""
+    same names (another folder with a photo of the same name); ``stored_key``: a photo's
+    key -> the key its result is stored under."""
     stored = {row.key: row.source for row in store.rows()}
     for key, source, _ in items:
-        old = stored.get(storable(key))
+        old = stored.get(storable(stored_key(key)))
         if old is not None and os.path.realpath(old) != os.path.realpath(storable(source)):
             raise ValueError(
                 f"{store.path} holds {key!r} from {old}, not from {source}: this is another photo "
@@ -203,7 +204,19 @@ def group_of(groups: Groups, index: int, key: str, result: CISResult | None) -> 
 #: What :func:`facesal_fast.cis` takes besides the image, scorer, target and face.
 _CIS_OPTIONS = tuple(
     name for name in inspect.signature(cis).parameters if name not in ("image", "scorer", "target", "aligner", "face")
-)
+) + ("face_index", "faces")
+
+
+def _check_face_choice(face_index: Any, faces: Any) -> None:
+    """``face_index`` (an integer >= 0) or ``faces="all"``, not both (``ValueError`` naming them)."""
+    if faces not in (None, "all"):
+        raise ValueError(f"faces must be 'all' or None, got {faces!r}")
+    if face_index is None:
+        return
+    if faces is not None:
+        raise ValueError("pass face_index= or faces='all', not both")
+    if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)) or face_index < 0:
+        raise ValueError(f"face_index must be an integer >= 0 (0: the largest face), got {face_index!r}")
 
 
 def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,6 +236,7 @@ def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]
     for name in ("stride", "grid_step"):
         if name in checked:
             positive_int(checked[name], name)
+    _check_face_choice(checked.get("face_index"), checked.get("faces"))
     fill = checked.get("fill", "black")
     if isinstance(fill, str) and fill not in ("black", "mean", "blur"):
         raise ValueError(f"fill must be 'black', 'mean', 'blur', a colour or an image, got {fill!r}")
@@ -257,7 +271,10 @@ class Audit:
         settings: extra settings recorded in the run (e.g. the model name and hash).
         photos_per_round: photos explained together: their occluded windows are scored in
             shared batches, so a small model keeps the runtime busy (maps as one at a time).
-        **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
+        **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...);
+            on photos with several faces ``face_index=k`` explains the k-th largest (default:
+            the largest, logged at WARNING with its box) and ``faces="all"`` every face, each
+            its own result keyed ``"<photo key>#face<k>"`` (k = 1 for the largest).
     """
 
     def __init__(
@@ -274,6 +291,8 @@ class Audit:
         self.scorer, self.target = scorer, target
         self.photos_per_round = positive_int(photos_per_round, "photos_per_round")
         self.cis_options = check_cis_options(scorer, cis_options)
+        self._face_index = self.cis_options.pop("face_index", None)
+        self._all_faces = self.cis_options.pop("faces", None) == "all"
         _check_target(scorer, target)
         self.aligner = aligner or default_aligner()
         resolved = {
@@ -288,15 +307,27 @@ class Audit:
 
     def explain(self, key: str, source: str, load: Callable[[], np.ndarray]) -> CISResult:
         """Load one input, align it and compute its CIS with the audit's settings (raises on
-        bad input; :meth:`feed` records failures instead). For workers that shard an audit."""
+        bad input; :meth:`feed` records failures instead). For workers that shard an audit;
+        one face per photo (``faces="all"`` is for :meth:`feed`)."""
+        if self._all_faces:
+            raise ValueError("explain() gives one result per photo; faces='all' works with feed() and run()")
         image, face, _ = self._align(source, load)
         return self._explain_aligned(image, face)
 
     def _align(self, source: str, load: Callable[[], np.ndarray]) -> tuple[np.ndarray, Any, float]:
-        """(image, aligned face, seconds taken): an input's work before scoring."""
+        """(image, aligned face (a list of them for ``faces="all"``), seconds taken): an input's
+        work before scoring."""
         start = time.perf_counter()
         image = load()
-        return image, self.aligner(image, source=source), time.perf_counter() - start
+        choice = {"all_faces": True} if self._all_faces else {}
+        if self._face_index is not None:
+            choice["face_index"] = self._face_index
+        return image, self.aligner(image, source=source, **choice), time.perf_counter() - start
+
+    def _stored_key(self, key: str) -> str:
+        """The store key that says whether photo ``key`` is done: with ``faces="all"`` its
+        largest face's, recorded last (:meth:`_finish`)."""
+        return f"{key}#face1" if self._all_faces else key
 
     def _explain_aligned(self, image: np.ndarray, face: Any) -> CISResult:
         """CIS of one aligned image; its occlusion bar is off (the audit's bar, or a Ray
@@ -317,7 +348,7 @@ class Audit:
         next round's items are loaded and aligned in ``pool`` while this round is scored."""
         ahead: deque[tuple[int, str, str, Future | None]] = deque()
         for index, (key, source, load) in enumerate(items):
-            done_before = self.store is not None and self.store.status(key) == "done"
+            done_before = self.store is not None and self.store.status(self._stored_key(key)) == "done"
             ahead.append((index, key, source, None if done_before else pool.submit(self._align, source, load)))
             if len(ahead) > self.photos_per_round:
                 yield ahead.popleft()
@@ -375,7 +406,7 @@ class Audit:
             else iter_inputs(inputs, item_groups=item_groups)
         )
         if self.store is not None and isinstance(items, list):
-            _check_same_photos(self.store, items)
+            _check_same_photos(self.store, items, self._stored_key)
         total = len(items) if isinstance(items, list) else None
         if isinstance(items, list) and isinstance(groups, Mapping):
             message = match_groups(groups, [key for key, _, _ in items])
@@ -399,38 +430,54 @@ class Audit:
 
     def _finish(self, chunk: list[tuple[int, str, str, Future | None]], groups: Groups) -> list[AuditItem]:
         """Score a round of aligned inputs together (recording why any failed); their
-        :class:`AuditItem` in order."""
-        items: dict[int, AuditItem] = {}
+        :class:`AuditItem` in order, one per face with ``faces="all"`` (recorded largest face
+        last, so that a photo whose ``#face1`` is done is done whole)."""
+        items: dict[int, list[AuditItem]] = {}
         aligned = []
         for position, (index, key, source, job) in enumerate(chunk):
             if job is None:
                 self.summary["skipped"] += 1
-                items[position] = AuditItem(key, source, "skipped")
+                items[position] = [AuditItem(key, source, "skipped")]
                 continue
             try:
-                image, face, align_seconds = job.result()
+                image, found, align_seconds = job.result()
             except Exception as err:  # noqa: BLE001 - every failure is recorded, the audit goes on
-                items[position] = self._failed(index, key, source, err, groups)
+                items[position] = [self._failed(index, key, key, source, err, groups)]
                 continue
-            aligned.append((position, index, key, source, image, face, align_seconds))
+            faces = self._keyed_faces(key, found)
+            seconds = align_seconds / len(faces)
+            aligned += [(position, index, key, face_key, source, image, face, seconds) for face_key, face in faces]
         start = time.perf_counter()
         outcomes = self._explain_together([(image, face) for *_, image, face, _ in aligned])
         share = (time.perf_counter() - start) / max(len(aligned), 1)  # scoring time, split evenly
-        for (position, index, key, source, _, _, align_seconds), outcome in zip(aligned, outcomes):
-            if isinstance(outcome, Exception):
-                items[position] = self._failed(index, key, source, outcome, groups)
-                continue
-            group = group_of(groups, index, key, outcome)
-            self.record(key, source, group, outcome, align_seconds + share)
-            self.summary["done"] += 1
-            items[position] = AuditItem(key, source, "done", group, outcome)
-        return [items[position] for position in range(len(chunk))]
+        for (position, index, photo, key, source, _, _, seconds), outcome in reversed(list(zip(aligned, outcomes))):
+            item = self._outcome(index, photo, key, source, outcome, groups, seconds + share)
+            items.setdefault(position, []).insert(0, item)
+        return [item for position in range(len(chunk)) for item in items[position]]
 
-    def _failed(self, index: int, key: str, source: str, err: Exception, groups: Groups) -> AuditItem:
-        """Record why one input failed; its :class:`AuditItem`."""
+    def _keyed_faces(self, key: str, found: Any) -> list[tuple[str, Any]]:
+        """``(result key, face)`` of an aligned photo ``key``: its one face, or with
+        ``faces="all"`` each face as ``key#faceK``."""
+        if not self._all_faces:
+            return [(key, found)]
+        return [(f"{key}#face{k}", face) for k, face in enumerate(found, start=1)]
+
+    def _outcome(
+        self, index: int, photo: str, key: str, source: str, outcome: Any, groups: Groups, seconds: float
+    ) -> AuditItem:
+        """Record one face's result (or error) under ``key``; its group is photo ``photo``'s."""
+        if isinstance(outcome, Exception):
+            return self._failed(index, photo, key, source, outcome, groups)
+        group = group_of(groups, index, photo, outcome)
+        self.record(key, source, group, outcome, seconds)
+        self.summary["done"] += 1
+        return AuditItem(key, source, "done", group, outcome)
+
+    def _failed(self, index: int, photo: str, key: str, source: str, err: Exception, groups: Groups) -> AuditItem:
+        """Record why ``key`` (of photo ``photo``) failed; its :class:`AuditItem`."""
         message = f"{source}: {err}" if source not in str(err) else str(err)
         if self.store is not None:
-            self.store.save_failed(key, source, message, group_of(groups, index, key, None))
+            self.store.save_failed(key, source, message, group_of(groups, index, photo, None))
         self.summary["failed"] += 1
         return AuditItem(key, source, "failed", error=message)
 
