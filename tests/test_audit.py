@@ -138,6 +138,19 @@ def test_audit_chooses_the_face_of_group_photos(tmp_path, gender, caplog):
         Audit(gender, face_index=0, faces="all")
 
 
+def test_run_json_and_results_record_the_patches_used(tmp_path, gender):
+    import json
+
+    with Audit(gender, tmp_path / "run", mode="grid", grid_step=8) as audit:
+        (item,) = audit.feed([FACES / "img1.jpg"], progress=False)
+        stored = audit.store.load(item.key)
+    resolved = json.loads((tmp_path / "run" / "run.json").read_text())["resolved"]
+    assert resolved["patch"] == item.result.patch == 5 and resolved["backend"] == "onnx-cpu"
+    assert (
+        resolved["canonical_patch"].startswith("per image") and stored["canonical_patch"] == item.result.canonical_patch
+    )
+
+
 def test_nan_scores_fail_with_a_clear_message(tmp_path):
     from facesal_fast.scoring import Scorer
 

@@ -298,6 +298,8 @@ class Audit:
         resolved = {
             "backend": getattr(getattr(scorer, "backend", None), "name", None),
             "patch": self.cis_options.get("patch"),
+            "canonical_patch": self.cis_options.get("canonical_patch")
+            or "per image: patch x canonical face size / face size in the input (canonical_patch in its results file)",
         }
         self.store = (
             None if out is None else RunStore(out, run_settings(target, cis_options, settings), versions(), resolved)
@@ -369,6 +371,7 @@ class Audit:
             drops=result.drops,
             affine=result.affine,
             face_box=np.asarray(result.face.face_box, np.float32),
+            canonical_patch=np.asarray(result.canonical_patch, np.int32),
         )
         self.store.save_done(
             key,
