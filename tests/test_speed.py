@@ -205,6 +205,33 @@ def test_unsupported_layers_fall_back_to_full_inference():
     torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
 
 
+class _Viewed(nn.Module):
+    """Flattens with ``.view``, which needs NCHW strides."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 8 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv(x))
+        return self.head(y.view(y.size(0), -1))
+
+
+def test_incremental_runs_channels_last_and_falls_back_to_nchw_for_views():
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    resnet_like = small_nets()["separable-residual"]
+    model = IncrementalModel(resnet_like)
+    model.cache(torch.randn(1, 3, 32, 32))
+    assert model.channels_last  # the fast layout where the model allows it
+    torch.manual_seed(0)
+    viewed = _Viewed().eval()
+    full, incremental = _full_and_incremental(viewed, x, CENTRES[:5] / 4, 3)
+    torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
+    model = IncrementalModel(viewed)
+    model.cache(x)
+    assert not model.channels_last
+
+
 def test_incremental_scorer_needs_a_torch_backend():
     scorer = Scorer.from_callable(lambda b: b.reshape(len(b), -1)[:, :2], 8)
     with pytest.raises(ValueError, match="torch"):

