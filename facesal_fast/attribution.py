@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from facesal_fast.align.image_io import _is_tensor, tensor_images
-from facesal_fast.inputs import ScorerLike
+from facesal_fast.inputs import AlignerLike, ScorerLike
 
 __all__ = ["CanonicalOcclusion"]
 
@@ -56,7 +56,7 @@ class CanonicalOcclusion:
         model_or_scorer: nn.Module | ScorerLike,
         input_size: int | Sequence[int] | None = None,
         *,
-        aligner: Any = None,
+        aligner: AlignerLike | None = None,
         **scorer_options: Any,
     ) -> None:
         from facesal_fast.scoring import Scorer

@@ -25,7 +25,7 @@ import torch
 from facesal_fast.align.errors import ImageError, NoFaceError
 from facesal_fast.align.image_io import _is_tensor, tensor_images
 
-__all__ = ["ImageInput", "ImagesInput", "Photo", "ScorerLike", "as_numpy", "per_photo", "photos"]
+__all__ = ["AlignerLike", "ImageInput", "ImagesInput", "Photo", "ScorerLike", "as_numpy", "per_photo", "photos"]
 
 #: One image: a file path, an ``H x W x 3`` array, or a ``C x H x W`` torch tensor.
 ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
@@ -59,6 +59,18 @@ class ScorerLike(Protocol):
         batch_size: int | None = None,
     ) -> np.ndarray:
         """phi of ``K`` occluded copies (``K x 2`` centres) -> ``(K,)``."""
+
+
+@runtime_checkable
+class AlignerLike(Protocol):
+    """What ``cis``/``cms``/``Audit``/``CanonicalOcclusion`` need of an aligner
+    (:class:`facesal_fast.align.Aligner` implements it): a photo's aligned face(s)."""
+
+    def __call__(
+        self, image: Any, *, all_faces: bool = False, source: str | None = None, face_index: int | None = None
+    ) -> Any:
+        """``H x W x 3`` uint8 photo (or its path) -> its :class:`~facesal_fast.align.AlignedFace`
+        (the largest, or the ``face_index``-th by size; every face, largest first, with ``all_faces``)."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Inputs of the public API: value ranges of array images, torch tensors and batches in,
 tensors out, face choice, scorer output and normalisation checks, reprs."""
 
+import inspect
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ from facesal_fast.align import (
     default_aligner,
     load_image,
 )
-from facesal_fast.inputs import ScorerLike, photos
+from facesal_fast.inputs import AlignerLike, ScorerLike, photos
 from facesal_fast.scoring import Scorer
 from facesal_fast.scoring.selection import ProbingBackend
 
@@ -212,6 +213,15 @@ def test_face_choice_on_a_group_photo(scorer, caplog):
 def test_scorer_satisfies_the_scorer_protocol(scorer):
     assert isinstance(scorer, ScorerLike)
     assert photos([PHOTO])[1] and not photos(PHOTO)[1]
+
+
+def test_public_api_types_scorers_aligners_and_images_by_protocol():
+    assert isinstance(default_aligner(), AlignerLike)
+    entry_points = (fs.cis, fs.cms, fs.Audit.__init__, fs.CanonicalOcclusion.__init__, fs.CanonicalOcclusion.attribute)
+    for function in entry_points:
+        for name, parameter in inspect.signature(function).parameters.items():
+            if name in ("image", "images", "inputs", "scorer", "model_or_scorer", "aligner", "target"):
+                assert "Any" not in str(parameter.annotation), (function.__qualname__, name, parameter.annotation)
 
 
 # ----------------------------------------------------------------------------- quiet by default

@@ -40,7 +40,7 @@ from facesal_fast.scoring.progress import inside_outer_bar
 from facesal_fast.speed.auto import resolve_quality
 
 if TYPE_CHECKING:
-    from facesal_fast.inputs import ScorerLike
+    from facesal_fast.inputs import AlignerLike, ScorerLike
 
 __all__ = [
     "Audit",
@@ -283,7 +283,7 @@ class Audit:
         out: str | Path | None = None,
         *,
         target: int | str | None = None,
-        aligner: Any = None,
+        aligner: AlignerLike | None = None,
         settings: dict[str, Any] | None = None,
         photos_per_round: int = 4,
         **cis_options: Any,

@@ -24,7 +24,7 @@ from facesal_fast import ops
 from facesal_fast._validate import positive_int
 from facesal_fast.align import AlignedFace, canonical_face, find_face, region_shares, to_image
 from facesal_fast.grid import bilinear, bounding_grid, unique_windows
-from facesal_fast.inputs import ImagesInput, ScorerLike, as_numpy, per_photo
+from facesal_fast.inputs import AlignerLike, ImagesInput, ScorerLike, as_numpy, per_photo
 from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.batching import Steps, Windows, run_steps
 from facesal_fast.scoring.confidence import resolve_class
@@ -225,7 +225,7 @@ def cis_steps(
     refine: float = 0.2,
     quality: str | None = None,
     incremental: bool | str = "auto",
-    aligner: Any = None,
+    aligner: AlignerLike | None = None,
     face: AlignedFace | None = None,
 ) -> Steps:
     """:func:`cis` of one photo (a path or an ``H x W x 3`` array) as requests
@@ -299,7 +299,7 @@ def cis(
     refine: float = 0.2,
     quality: str | None = None,
     incremental: bool | str = "auto",
-    aligner: Any = None,
+    aligner: AlignerLike | None = None,
     face: AlignedFace | None = None,
 ) -> CISResult:
     """Canonical Image Saliency of one image (Algorithm 1), or of each image of a batch.
