@@ -459,6 +459,15 @@ def test_quality_presets_resolve_by_patch_size():
     assert resolve_quality("exact", 15)["mode"] == "exact"
 
 
+def test_a_preset_grid_is_used_only_where_it_scores_fewer_windows_than_exact():
+    from facesal_fast.speed.auto import grid_pays
+
+    dense = np.stack(np.meshgrid(np.arange(10.0), np.arange(10.0)), -1).reshape(-1, 2)  # 100 distinct windows
+    assert grid_pays(dense, (32, 32), 3) and not grid_pays(dense, (32, 32), 1)
+    sparse = dense[::7]  # 15 windows spread over the same box
+    assert not grid_pays(sparse, (32, 32), 3)
+
+
 def test_quality_presets_meet_their_ssim_bound_on_a_real_photo(gender_photo):
     """The bundled gender model at the benchmark's ~2200 vertices: ``high`` >= 0.95 and
     ``fast`` >= 0.90 SSIM against exact, ``fast`` with fewer forward passes, settings recorded."""

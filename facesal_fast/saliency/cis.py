@@ -29,7 +29,7 @@ from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.batching import Steps, Windows, run_steps
 from facesal_fast.scoring.confidence import resolve_class
 from facesal_fast.speed.adaptive import adaptive_steps
-from facesal_fast.speed.auto import choose_incremental, resolve_quality
+from facesal_fast.speed.auto import choose_incremental, grid_pays, resolve_quality
 
 __all__ = ["CISResult", "cis", "cis_steps", "default_patch", "occlusion_drops", "occlusion_steps", "odd_patch"]
 
@@ -247,6 +247,8 @@ def cis_steps(
     used = np.asarray(face.visible, bool).copy()
     used[np.arange(len(used)) % stride != 0] = False
     points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
+    if quality is not None and not grid_pays(points_in, input_image.shape[:2], grid_step):
+        mode = "exact"  # a preset never scores more windows than exact mode
     windows = Windows(choice.scorer, input_image, np.zeros((0, 2), np.float32), patch, fill, score_target)
     drops, passes = yield from occlusion_steps(windows, points_in, base, mode, grid_step, refine)
     _check_finite_scores(base, drops, scorer, target_index)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facesal_fast.grid import bounding_grid, unique_windows
 from facesal_fast.speed.incremental import IncrementalModel, IncrementalScorer, patch_boxes
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "SMALL_PATCH",
     "IncrementalChoice",
     "choose_incremental",
+    "grid_pays",
     "mac_ratio",
     "resolve_quality",
 ]
@@ -77,6 +79,13 @@ def resolve_quality(quality: str, patch: int) -> dict[str, Any]:
         raise ValueError(f"quality must be one of {tuple(QUALITY_PRESETS)}, got {quality!r}")
     mode, step, refine = QUALITY_PRESETS[quality][int(patch) < SMALL_PATCH]
     return dict(mode=mode, grid_step=max(2, int(round(step * patch))), refine=refine)
+
+
+def grid_pays(points: np.ndarray, shape: tuple[int, int], step: int) -> bool:
+    """Whether a grid of ``step`` px over ``points`` (``N x 2`` input pixels, in an ``H x W``
+    input) scores fewer windows than exact mode's distinct windows (dense points, e.g. dlib's
+    150 px chip at patch 10, can have fewer distinct windows than a fine grid has nodes)."""
+    return len(bounding_grid(points, shape, step)[2]) < len(unique_windows(points)[0])
 
 
 @dataclass(frozen=True)
