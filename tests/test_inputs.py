@@ -303,6 +303,20 @@ def test_slow_model_load_says_so_with_the_backend_and_a_fast_one_is_silent(monke
     assert re.fullmatch(r"facesal_fast: loading model 'gender': done in \d+\.\d s, backend torch-fp32", lines[1])
 
 
+def test_windows_of_several_images_in_shared_batches_show_one_bar(monkeypatch, capsys):
+    from facesal_fast.scoring import progress
+    from facesal_fast.scoring.batching import Windows, score_windows
+
+    scorer = Scorer.from_callable(lambda b: np.zeros((len(b), 2), np.float32), 8, batch_size=2)
+    requests = [Windows(scorer, np.zeros((8, 8, 3), np.uint8), np.full((3, 2), 4.0), 3, target=0)] * 2
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
+    score_windows(requests)
+    assert len(re.findall(r"occlusion: +0%\|.*0/6 ", capsys.readouterr().err)) == 1  # one stream, one bar
+    with progress.inside_outer_bar():
+        score_windows(requests)
+    assert "occlusion" not in capsys.readouterr().err
+
+
 def test_backend_probe_logs_its_choice_and_time(caplog, tmp_path):
     with caplog.at_level(logging.INFO, logger="facesal_fast.scoring"):
         scorer = Scorer.from_torch(_tiny_net(), 16, backend="auto", cache_dir=tmp_path)

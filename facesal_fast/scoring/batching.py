@@ -22,6 +22,8 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 import torch
 
+from facesal_fast.scoring.progress import step_bar
+
 __all__ = ["Windows", "auto_batch_size", "run_pipelined", "run_steps", "run_together", "score_windows"]
 
 _CPU_ELEMENTS, _CPU_MAX = 1 << 21, 256  # ~8 MiB of float32 input per CPU batch
@@ -166,9 +168,11 @@ def _score_shared(requests: Sequence[Windows]) -> list[np.ndarray]:
         for k, a, b in pieces(lo, done[0]):
             scores.append(confidences[k](outputs[row : row + b - a]).reshape(-1))
             row += b - a
+        bar.update(len(batch))
         return torch.cat(scores)
 
-    flat = run_pipelined(produce, consume, total, size, scorer.backend.device)
+    with step_bar(total=total, desc="occlusion", unit="window") as bar:  # as one image's windows: after 2 s
+        flat = run_pipelined(produce, consume, total, size, scorer.backend.device)
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
