@@ -317,6 +317,14 @@ def test_windows_of_several_images_in_shared_batches_show_one_bar(monkeypatch, c
     assert "occlusion" not in capsys.readouterr().err
 
 
+def test_aligning_many_photos_shows_a_bar(monkeypatch, capsys, image, scorer):
+    from facesal_fast.scoring import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
+    fs.cis([image, image], scorer, **FAST)
+    assert len(re.findall(r"align: +0%\|.*0/2 ", capsys.readouterr().err)) == 1
+
+
 def test_backend_probe_logs_its_choice_and_time(caplog, tmp_path):
     with caplog.at_level(logging.INFO, logger="facesal_fast.scoring"):
         scorer = Scorer.from_torch(_tiny_net(), 16, backend="auto", cache_dir=tmp_path)

@@ -216,7 +216,7 @@ def run_together(all_steps: Sequence[Steps]) -> list[Any]:
         except Exception as err:  # noqa: BLE001 - one image's failure is its outcome, the others go on
             outcomes[i] = err
 
-    for i in range(len(all_steps)):
+    for i in step_bar(range(len(all_steps)), desc="align", unit="photo"):  # each one's work up to its first request
         advance(i, None)
     while pending:
         order = sorted(pending)
