@@ -121,7 +121,11 @@ def test_audit_chooses_the_face_of_group_photos(tmp_path, gender, caplog):
         assert again.run(folder, progress=False) == {"done": 0, "failed": 0, "skipped": 2}
     with pytest.raises(SettingsMismatchError):
         Audit(gender, tmp_path / "run", **fast)
-    assert cms([folder / "couple.jpg"], gender, faces="all", progress=False, **fast).count == 2
+    assert [i.face for i in items] == [1, 2, 1]
+    per_group = cms(
+        [folder / "couple.jpg", folder / "img1.jpg"], gender, groups=["a", "b"], faces="all", progress=False, **fast
+    )
+    assert per_group.count == 3 and per_group.groups["a"][1] == 2  # groups per photo, one map per face
     with caplog.at_level(logging.WARNING, logger="facesal_fast.align.aligner"):
         (largest,) = Audit(gender, **fast).feed([folder / "couple.jpg"], progress=False)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

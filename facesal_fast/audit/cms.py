@@ -82,7 +82,7 @@ def cms(
     audit = Audit(scorer, target=target, **cis_options)
     seen, failed = 0, []
     for item in audit.feed(images, groups=groups, progress=progress):
-        seen += 1
+        seen += item.face in (None, 1)  # photos, with faces="all" too
         if item.status == "failed":
             failed.append(item.error or item.source)
     if isinstance(groups, _GroupList) and seen != len(groups):

@@ -59,7 +59,8 @@ Groups = None | str | Sequence[str] | Mapping[str, str]
 
 @dataclass
 class AuditItem:
-    """One input's outcome: ``status`` is ``"done"``, ``"failed"`` or ``"skipped"`` (done before)."""
+    """One input's outcome: ``status`` is ``"done"``, ``"failed"`` or ``"skipped"`` (done before);
+    ``face``: which face of the photo (1 = the largest) with ``faces="all"``, else None."""
 
     key: str
     source: str
@@ -67,6 +68,19 @@ class AuditItem:
     group: str | None = None
     result: CISResult | None = None
     error: str | None = None
+    face: int | None = None
+
+
+@dataclass(frozen=True)
+class _Face:
+    """One face to explain: its photo's ``index`` and ``photo`` key, the result's ``key``, its
+    ``number`` (1 = the largest, with ``faces="all"``; None otherwise) and the ``source``."""
+
+    index: int
+    photo: str
+    key: str
+    number: int | None
+    source: str
 
 
 def list_images(folder: str | Path, exclude: str | Path | None = None) -> list[Path]:
@@ -445,44 +459,40 @@ class Audit:
             try:
                 image, found, align_seconds = job.result()
             except Exception as err:  # noqa: BLE001 - every failure is recorded, the audit goes on
-                items[position] = [self._failed(index, key, key, source, err, groups)]
+                items[position] = [self._failed(_Face(index, key, key, None, source), err, groups)]
                 continue
-            faces = self._keyed_faces(key, found)
-            seconds = align_seconds / len(faces)
-            aligned += [(position, index, key, face_key, source, image, face, seconds) for face_key, face in faces]
+            faces = self._faces_of(index, key, source, found)
+            aligned += [(position, which, image, face, align_seconds / len(faces)) for which, face in faces]
         start = time.perf_counter()
-        outcomes = self._explain_together([(image, face) for *_, image, face, _ in aligned])
+        outcomes = self._explain_together([(image, face) for _, _, image, face, _ in aligned])
         share = (time.perf_counter() - start) / max(len(aligned), 1)  # scoring time, split evenly
-        for (position, index, photo, key, source, _, _, seconds), outcome in reversed(list(zip(aligned, outcomes))):
-            item = self._outcome(index, photo, key, source, outcome, groups, seconds + share)
-            items.setdefault(position, []).insert(0, item)
+        for (position, which, _, _, seconds), outcome in reversed(list(zip(aligned, outcomes))):
+            items.setdefault(position, []).insert(0, self._outcome(which, outcome, groups, seconds + share))
         return [item for position in range(len(chunk)) for item in items[position]]
 
-    def _keyed_faces(self, key: str, found: Any) -> list[tuple[str, Any]]:
-        """``(result key, face)`` of an aligned photo ``key``: its one face, or with
-        ``faces="all"`` each face as ``key#faceK``."""
+    def _faces_of(self, index: int, key: str, source: str, found: Any) -> list[tuple[_Face, Any]]:
+        """Each face to explain of an aligned photo: its one face, or with ``faces="all"``
+        every face, keyed ``key#faceK``."""
         if not self._all_faces:
-            return [(key, found)]
-        return [(f"{key}#face{k}", face) for k, face in enumerate(found, start=1)]
+            return [(_Face(index, key, key, None, source), found)]
+        return [(_Face(index, key, f"{key}#face{k}", k, source), face) for k, face in enumerate(found, start=1)]
 
-    def _outcome(
-        self, index: int, photo: str, key: str, source: str, outcome: Any, groups: Groups, seconds: float
-    ) -> AuditItem:
-        """Record one face's result (or error) under ``key``; its group is photo ``photo``'s."""
+    def _outcome(self, which: _Face, outcome: Any, groups: Groups, seconds: float) -> AuditItem:
+        """Record one face's result (or error); its group is its photo's."""
         if isinstance(outcome, Exception):
-            return self._failed(index, photo, key, source, outcome, groups)
-        group = group_of(groups, index, photo, outcome)
-        self.record(key, source, group, outcome, seconds)
+            return self._failed(which, outcome, groups)
+        group = group_of(groups, which.index, which.photo, outcome)
+        self.record(which.key, which.source, group, outcome, seconds)
         self.summary["done"] += 1
-        return AuditItem(key, source, "done", group, outcome)
+        return AuditItem(which.key, which.source, "done", group, outcome, face=which.number)
 
-    def _failed(self, index: int, photo: str, key: str, source: str, err: Exception, groups: Groups) -> AuditItem:
-        """Record why ``key`` (of photo ``photo``) failed; its :class:`AuditItem`."""
-        message = f"{source}: {err}" if source not in str(err) else str(err)
+    def _failed(self, which: _Face, err: Exception, groups: Groups) -> AuditItem:
+        """Record why one face (or its whole photo) failed; its :class:`AuditItem`."""
+        message = f"{which.source}: {err}" if which.source not in str(err) else str(err)
         if self.store is not None:
-            self.store.save_failed(key, source, message, group_of(groups, index, photo, None))
+            self.store.save_failed(which.key, which.source, message, group_of(groups, which.index, which.photo, None))
         self.summary["failed"] += 1
-        return AuditItem(key, source, "failed", error=message)
+        return AuditItem(which.key, which.source, "failed", error=message, face=which.number)
 
     def run(self, inputs: Any, groups: Groups = None, progress: bool = True) -> dict[str, int]:
         """Feed every input; returns the summary ``{"done", "failed", "skipped"}``."""
