@@ -431,19 +431,13 @@ class Audit:
                 warnings.warn(message, stacklevel=2)
         groups = item_groups if groups is None else groups  # a dataset's own groups, filled as items arrive
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesal-align") as pool:
-            bar = tqdm(
-                self._aligned_ahead(items, pool),
-                total=total,
-                disable=not progress,
-                unit="img",
-                desc="audit",
-                dynamic_ncols=True,
-            )
-            entries = iter(bar)
-            while chunk := list(islice(entries, self.photos_per_round)):
-                for item in self._finish(chunk, groups):
+            entries = self._aligned_ahead(items, pool)
+            with tqdm(total=total, disable=not progress, unit="img", desc="audit", dynamic_ncols=True) as bar:
+                while chunk := list(islice(entries, self.photos_per_round)):
+                    done = self._finish(chunk, groups)
                     bar.set_postfix(failed=self.summary["failed"], refresh=False)
-                    yield item
+                    bar.update(len(chunk))  # photos finished, not photos taken ahead
+                    yield from done
 
     def _finish(self, chunk: list[tuple[int, str, str, Future | None]], groups: Groups) -> list[AuditItem]:
         """Score a round of aligned inputs together (recording why any failed); their
