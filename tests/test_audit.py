@@ -155,6 +155,29 @@ def test_run_json_and_results_record_the_patches_used(tmp_path, gender):
     )
 
 
+def test_the_audit_bar_counts_photos_finished(tmp_path, gender, photos, monkeypatch):
+    from tqdm import tqdm
+
+    from facesal_fast.audit import runner
+
+    bars, counted_while_scoring = [], []
+
+    class Recorded(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    def explain_together(self, aligned):
+        counted_while_scoring.append(bars[0].n)
+        return scored(self, aligned)
+
+    scored = runner.Audit._explain_together
+    monkeypatch.setattr(runner, "tqdm", Recorded)
+    monkeypatch.setattr(runner.Audit, "_explain_together", explain_together)
+    Audit(gender, mode="grid", grid_step=8, photos_per_round=2).run(photos)
+    assert counted_while_scoring == [0, 2] and bars[0].n == 4  # not the round being scored
+
+
 def test_nan_scores_fail_with_a_clear_message(tmp_path):
     from facesal_fast.scoring import Scorer
 
