@@ -128,9 +128,12 @@ Steps = Generator[Windows, np.ndarray, Any]
 
 
 def _shares_batches(scorer: Any) -> bool:
-    """Whether ``scorer`` builds batches with the ``Scorer`` methods (an ``IncrementalScorer``
-    or a bare ``score_occluded`` object scores each request alone)."""
-    return callable(getattr(type(scorer), "occluded_batch", None)) and hasattr(scorer, "confidence_for")
+    """Whether ``scorer`` scores windows as ``Scorer.score_occluded`` does, so that its requests
+    may share batches (an ``IncrementalScorer``, a subclass with its own ``score_occluded`` or
+    any other object scores each request alone)."""
+    from facesal_fast.scoring.scorer import Scorer  # scorer.py imports this module
+
+    return isinstance(scorer, Scorer) and type(scorer).score_occluded is Scorer.score_occluded
 
 
 def _score_shared(requests: Sequence[Windows]) -> list[np.ndarray]:
