@@ -131,9 +131,8 @@ def _shares_batches(scorer: Any) -> bool:
     """Whether ``scorer`` scores windows as ``Scorer.score_occluded`` does, so that its requests
     may share batches (an ``IncrementalScorer``, a subclass with its own ``score_occluded`` or
     any other object scores each request alone)."""
-    from facesal_fast.scoring.scorer import Scorer  # scorer.py imports this module
-
-    return isinstance(scorer, Scorer) and type(scorer).score_occluded is Scorer.score_occluded
+    method = getattr(type(scorer), "score_occluded", None)  # by name: scorer.py imports this module
+    return getattr(method, "__qualname__", None) == "Scorer.score_occluded" and hasattr(scorer, "occluded_batch")
 
 
 def _score_shared(requests: Sequence[Windows]) -> list[np.ndarray]:
