@@ -2,6 +2,7 @@
 and the command end to end on two bundled photos (through the public facesal_fast.evaluation)."""
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -83,8 +84,11 @@ def test_randomisation_decorrelates_on_the_real_gender_model(gender, item):
     assert gb[-1] < gb[1] < 1.0  # gets further from the trained map as more layers are randomised
 
 
-def test_evaluate_command_end_to_end(tmp_path):
+def test_evaluate_command_end_to_end(tmp_path, monkeypatch, capsys):
     from facesal_fast.cli import main
+    from facesal_fast.scoring import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)  # every bar would show at once
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -145,6 +149,10 @@ def test_evaluate_command_end_to_end(tmp_path):
     )
     assert "random tie order" in summary["conventions"] and "mean grey" in page and "GB from probability" in page
     assert not [p for p in out.iterdir() if p.name.startswith(".evaluate")]  # no temporary folder left
+    err = capsys.readouterr().err  # each stage shows its bar; the per-face occlusion bars inside stay off
+    for stage in ("faces", "CIS", "gradcam", "guided-backprop", "faithfulness", "deletion/insertion"):
+        assert re.search(rf"(^|\r){re.escape(stage)}: +0%\|", err, re.M), stage
+    assert "occlusion" not in err
     assert main(["evaluate", str(photos), "--out", str(out), "--methods", "nope"]) == 2
 
 
@@ -163,9 +171,12 @@ def test_five_point_similarity_alignment(item):
     assert err.mean() < 0.05 * 256 and err.max() < 0.08 * 256
 
 
-def test_ablation_section(tmp_path):
+def test_ablation_section(tmp_path, monkeypatch, capsys):
     import csv
 
+    from facesal_fast.scoring import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
     photos = [DEMO / "img1.jpg", DEMO / "img2.jpg"]
     cfg = EvalConfig(methods=("cms", "cis"), steps=2, ablation_images=2, sanity_images=0)
     summary = evaluate(photos, tmp_path, cfg, log=lambda msg: None)
@@ -184,6 +195,9 @@ def test_ablation_section(tmp_path):
         assert (ev / name).is_file()
     assert not (ev / "sanity.csv").exists()  # --sanity-images 0 switches the check off
     assert summary["images"] == 2
+    err = capsys.readouterr().err  # a bar over the settings, one over the faces occluded; none inside them
+    assert re.search(r"(^|\r)ablations: +0%\|.*0/11 ", err, re.M) and "occlusion" not in err
+    assert re.search(r"(^|\r)ablations: alignment: +0%\|.*0/2 ", err, re.M)
     assert summary["config"]["patch"] == 5  # default: 15 px at 224 px, scaled to the 64 px input and made odd
 
 

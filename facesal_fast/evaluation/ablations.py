@@ -26,6 +26,7 @@ from facesal_fast.methods import registry
 from facesal_fast.metrics import faithfulness_table, win_percent
 from facesal_fast.report.figures import image_grid_figure, png
 from facesal_fast.saliency.cis import odd_patch
+from facesal_fast.scoring.progress import outer_bar
 
 __all__ = ["KEYPOINTS", "PAPER_PATCHES", "ablation_section", "keypoints_input", "settings"]
 
@@ -72,10 +73,11 @@ def _cis_rows(
     mass: float,
     input_side: int,
 ) -> tuple[list[dict[str, Any]], dict[str, list[tuple[str, np.ndarray]]]]:
-    """Rows and CMS pictures of the patch, stride and fill families."""
+    """Rows and CMS pictures of the patch, stride and fill families; a bar ("ablations", one
+    step per setting) after 2 s."""
     cache: dict[str, np.ndarray] = {}
     rows, pictures = [], {}
-    for family, label, opts in settings(cis_options, input_side):
+    for family, label, opts in outer_bar(settings(cis_options, input_side), desc="ablations", unit="setting"):
         default = opts == cis_options
         key = json.dumps(opts, sort_keys=True, default=str)
         if key not in cache:
@@ -108,9 +110,11 @@ def _alignment_rows(
     items: Sequence[Item], scorer: Any, cis_options: dict[str, Any], default_cms: np.ndarray, mass: float
 ) -> tuple[list[dict[str, Any]], list[tuple[str, np.ndarray]]]:
     """Rows and pictures of the alignment family: the image-space occlusion map of the crop
-    averaged as it is, through a 5-point similarity onto the canonical face, and the CMS."""
+    averaged as it is, through a 5-point similarity onto the canonical face, and the CMS; a
+    bar ("ablations: alignment") after 2 s."""
     options = {"patch": cis_options["patch"], "stride": cis_options["grid_step"], "fill": cis_options["fill"]}
-    occluded = [registry.compute("occlusion", it.model_input(scorer, None), it.target, **options) for it in items]
+    faces = outer_bar(items, desc="ablations: alignment", unit="face")
+    occluded = [registry.compute("occlusion", it.model_input(scorer, None), it.target, **options) for it in faces]
     none_map = np.mean(np.stack(occluded), 0)
     h, w = items[0].input_image.shape[:2]
     side_h, side_w = default_cms.shape

@@ -14,6 +14,7 @@ from facesal_fast.evaluation.items import Item, normalised_zero, score_images
 from facesal_fast.evaluation.report import Section, Table
 from facesal_fast.metrics import deletion_curve, insertion_curve
 from facesal_fast.report.figures import line_figure, png
+from facesal_fast.scoring.progress import outer_bar
 
 __all__ = ["curves_section"]
 
@@ -30,10 +31,14 @@ def _curves(item: Item, heat: np.ndarray, scorer: Any, cfg: EvalConfig) -> tuple
 
 
 def curves_section(items: Sequence[Item], maps: dict[str, list[np.ndarray]], scorer: Any, cfg: EvalConfig) -> Section:
-    """Mean deletion / insertion AUC (and SD) per method, and the mean curves."""
+    """Mean deletion / insertion AUC (and SD) per method, and the mean curves; a bar
+    ("deletion/insertion", one step per map) after 2 s."""
+    pairs = [(m, it, heat) for m, per_image in maps.items() for it, heat in zip(items, per_image)]
+    curves: dict[str, list] = {m: [] for m in maps}
+    for m, it, heat in outer_bar(pairs, desc="deletion/insertion", unit="map"):
+        curves[m].append(_curves(it, heat, scorer, cfg))
     rows, deletion, insertion = [], {}, {}
-    for m, per_image in maps.items():
-        runs = [_curves(it, heat, scorer, cfg) for it, heat in zip(items, per_image)]
+    for m, runs in curves.items():
         fractions = runs[0][0]
         d_auc, i_auc = [r[1][1] for r in runs], [r[2][1] for r in runs]
         deletion[m] = (fractions, np.mean([r[1][0] for r in runs], 0))

@@ -19,6 +19,7 @@ from facesal_fast.evaluation.report import Section, Table
 from facesal_fast.metrics import equal_mass, explanation_image, faithfulness_table, minmax
 from facesal_fast.report.figures import image_grid_figure, png
 from facesal_fast.saliency.overlay import heat_overlay
+from facesal_fast.scoring.progress import outer_bar
 
 __all__ = ["PAPER_METHODS", "explained_scores", "faithfulness_section", "overlay", "rgb"]
 
@@ -30,9 +31,10 @@ _EXAMPLES = 4
 def explained_scores(
     items: Sequence[Item], maps: dict[str, list[np.ndarray]], scorer: Any, mass: float
 ) -> dict[str, np.ndarray]:
-    """``M(E_n)`` per method: ``(N,)`` float64 for the ``N`` items (``mass``: ``s`` in pixels)."""
+    """``M(E_n)`` per method: ``(N,)`` float64 for the ``N`` items (``mass``: ``s`` in pixels);
+    a bar ("faithfulness") after 2 s."""
     out = {}
-    for name, per_image in maps.items():
+    for name, per_image in outer_bar(maps.items(), desc="faithfulness", total=len(maps), unit="method"):
         es = [explanation_image(it.input_image, equal_mass(m, mass)) for it, m in zip(items, per_image)]
         out[name] = np.array([score_images(scorer, e[None], it.target)[0] for e, it in zip(es, items)])
     return out

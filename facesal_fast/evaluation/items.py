@@ -19,6 +19,7 @@ import torch
 
 from facesal_fast.align import load_image, to_image
 from facesal_fast.methods.registry import ModelInput
+from facesal_fast.scoring.progress import outer_bar
 
 __all__ = ["Item", "normalised_zero", "prepare_items", "reproject", "score_images", "to_input"]
 
@@ -61,9 +62,10 @@ def prepare_items(
 ) -> tuple[list[Item], list[dict[str, str]]]:
     """Align each photo and prepare its crop: (items, failed ``[{"image", "error"}]``).
 
-    A photo that cannot be read or shows no face is recorded as failed, not fatal."""
+    A photo that cannot be read or shows no face is recorded as failed, not fatal; a bar
+    ("faces") shows after 2 s."""
     items, failed = [], []
-    for path in photos:
+    for path in outer_bar(photos, desc="faces", unit="photo"):
         try:
             face = aligner(load_image(path))
         except Exception as err:  # noqa: BLE001 - unreadable file or no face: recorded, not fatal

@@ -16,14 +16,17 @@ import torch
 from facesal_fast.evaluation.items import Item, reproject
 from facesal_fast.methods import registry
 from facesal_fast.saliency.cis import CISResult, cis
+from facesal_fast.scoring.progress import outer_bar
 
 __all__ = ["cis_results", "method_options", "method_maps"]
 
 
 def cis_results(items: Sequence[Item], scorer: Any, **cis_options: Any) -> list[CISResult]:
     """CIS of each face for its predicted class (``cis_options``: ``patch``, ``mode``,
-    ``grid_step``, ``stride``, ``fill`` of :func:`facesal_fast.cis`)."""
-    return [cis(it.face.image, scorer, it.target, face=it.face, **cis_options) for it in items]
+    ``grid_step``, ``stride``, ``fill`` of :func:`facesal_fast.cis`); one bar ("CIS") after 2 s,
+    the per-face occlusion bars off."""
+    faces = outer_bar(items, desc="CIS", unit="face")
+    return [cis(it.face.image, scorer, it.target, face=it.face, **cis_options) for it in faces]
 
 
 def method_options(cis_options: dict[str, Any], gb_output: str) -> dict[str, Any]:
@@ -41,7 +44,8 @@ def method_maps(
     module: torch.nn.Module,
     options: dict[str, Any],
 ) -> dict[str, list[np.ndarray]]:
-    """``{method: [h x w float32 map per face]}`` (``canonical``: each face's CIS map)."""
+    """``{method: [h x w float32 map per face]}`` (``canonical``: each face's CIS map); a bar
+    per method (its name) after 2 s."""
     cms = np.mean(np.stack(canonical), axis=0).astype(np.float32)
     maps: dict[str, list[np.ndarray]] = {}
     for m in methods:
@@ -50,5 +54,6 @@ def method_maps(
         elif m == "cis":
             maps[m] = [reproject(c, it) for c, it in zip(canonical, items)]
         else:
-            maps[m] = [registry.compute(m, it.model_input(scorer, module), it.target, **options) for it in items]
+            faces = outer_bar(items, desc=m, unit="face")
+            maps[m] = [registry.compute(m, it.model_input(scorer, module), it.target, **options) for it in faces]
     return maps

@@ -14,9 +14,10 @@ from facesal_fast.align import canonical_mask
 from facesal_fast.evaluation.items import Item
 from facesal_fast.evaluation.report import Section, Table
 from facesal_fast.methods import registry
-from facesal_fast.metrics import cascading_randomization, minmax
+from facesal_fast.metrics import cascading_randomization, minmax, randomizable_layers
 from facesal_fast.report.figures import image_grid_figure, line_figure, png
 from facesal_fast.saliency.cis import cis
+from facesal_fast.scoring.progress import inside_outer_bar, step_bar
 from facesal_fast.scoring.scorer import Scorer
 
 __all__ = ["GRADIENT_METHODS", "sanity_cis", "sanity_section"]
@@ -60,6 +61,23 @@ def _explainers(
             m, items[i].model_input(scorer, model, scored_by_scorer=False), items[i].target, **options
         )
     return explainers
+
+
+def _counted(
+    explainers: dict[str, Callable[[torch.nn.Module, int], np.ndarray]], bar: Any
+) -> dict[str, Callable[[torch.nn.Module, int], np.ndarray]]:
+    """The explainers, each call run with inner bars off and counted on ``bar``."""
+
+    def counted(fn: Callable[[torch.nn.Module, int], np.ndarray]) -> Callable[[torch.nn.Module, int], np.ndarray]:
+        def run(model: torch.nn.Module, i: int) -> np.ndarray:
+            with inside_outer_bar():
+                found = fn(model, i)
+            bar.update(1)
+            return found
+
+        return run
+
+    return {m: counted(fn) for m, fn in explainers.items()}
 
 
 def _mean_rows(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
@@ -117,10 +135,14 @@ def sanity_section(
     seed: int,
 ) -> Section:
     """Cascading randomisation of ``module`` on ``items``: CIS (on the face) and
-    :data:`GRADIENT_METHODS` (``options``: the registry options, e.g. GB's ``output``)."""
+    :data:`GRADIENT_METHODS` (``options``: the registry options, e.g. GB's ``output``); a bar
+    ("sanity check", one step per map) after 2 s."""
     explainers = _explainers(items, scorer, cis_options, options)
     face_mask = canonical_mask(items[0].face.canonical_shape)
-    rows, maps = cascading_randomization(module, explainers, len(items), seed=seed, masks={"cis": face_mask})
+    total = (len(randomizable_layers(module)) + 1) * len(items) * len(explainers)
+    with step_bar(total=total, desc="sanity check", unit="map") as bar:
+        counted = _counted(explainers, bar)
+        rows, maps = cascading_randomization(module, counted, len(items), seed=seed, masks={"cis": face_mask})
     agg = _mean_rows(rows, list(explainers))
     return Section(
         f"Sanity check: cascading layer randomisation ({len(items)} images)",

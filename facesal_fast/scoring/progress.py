@@ -2,8 +2,9 @@
 
 A step still running after :data:`PROGRESS_DELAY` seconds shows a tqdm bar (:func:`step_bar`)
 or one status line (:func:`status_line`); faster steps print nothing. While an outer loop
-shows its own bar (an audit, ``cms``, the five-task page), the steps inside it (occlusion of
-one image, a backend probe) show none: the loop runs them under :func:`inside_outer_bar`.
+shows its own bar (an audit, ``cms``, the five-task page, an evaluation stage), the steps
+inside it (occlusion of one image, a backend probe) show none: the loop runs them under
+:func:`inside_outer_bar`, or iterates :func:`outer_bar`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["PROGRESS_DELAY", "inside_outer_bar", "status_line", "step_bar"]
+__all__ = ["PROGRESS_DELAY", "inside_outer_bar", "outer_bar", "status_line", "step_bar"]
 
 #: Progress bars and status lines appear only for steps still running after this many seconds.
 PROGRESS_DELAY = 2.0
 
 _outer = threading.local()
+_T = TypeVar("_T")
 
 
 def _under_outer_bar() -> bool:
@@ -43,6 +45,15 @@ def step_bar(iterable: Any = None, **options: Any) -> tqdm:
     """``tqdm(iterable, **options)`` shown after :data:`PROGRESS_DELAY` s, removed when done,
     and off inside an outer bar."""
     return tqdm(iterable, delay=PROGRESS_DELAY, leave=False, disable=_under_outer_bar(), **options)
+
+
+def outer_bar(iterable: Iterable[_T], **options: Any) -> Iterator[_T]:
+    """The items of ``iterable`` under a :func:`step_bar` (``options``: tqdm's, e.g. ``desc``,
+    ``total``), the loop's body running under :func:`inside_outer_bar`: this bar is the only one."""
+    with step_bar(iterable, **options) as bar:
+        for item in bar:
+            with inside_outer_bar():
+                yield item
 
 
 @contextmanager
