@@ -155,6 +155,10 @@ class _Worker:
         self.partial.add(key, result.canonical, group)
         return self.store.last_row, os.getpid()
 
+    def resolved(self) -> dict[str, Any]:
+        """The values this actor's audit resolved its settings to (backend chosen, patch, ...)."""
+        return self.audit.resolved
+
     def partials(self) -> PartialSums:
         """The float64 partial sums of every image this actor (since its last restart) computed."""
         return self.partial
@@ -331,6 +335,7 @@ def _run(
                 on_item(row, pid)
 
     try:
+        store.record_resolved(ray.get(actors[0].resolved.remote()))  # as a single-process run records them
         for index, (key, source) in enumerate(items):
             if store.status(key) == "done":
                 summary["skipped"] += 1

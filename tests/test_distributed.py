@@ -1,5 +1,6 @@
 """Audits on Ray (a local 2-CPU Ray, real photos): a killed worker, equality with one process, resume, the CLI."""
 
+import json
 import os
 import shutil
 import signal
@@ -114,6 +115,9 @@ def test_killed_worker_is_retried_and_finished_images_are_not_recomputed(tmp_pat
     assert _mtimes(run)[first] == finished_before_kill[first], "a finished image was recomputed"
     np.testing.assert_array_equal(result.cms.cms, reference[1].cms)
     _assert_same_run(run, reference[0], reference[1])
+    # run.json records what the settings resolved to (backend chosen, patch in input pixels), as one process does
+    resolved = [json.loads((r / "run.json").read_text())["resolved"] for r in (run, reference[0])]
+    assert resolved[0] == resolved[1] and resolved[0]["backend"] == "onnx-cpu" and resolved[0]["patch"] == 5
 
 
 def test_cli_ray_resumes_a_single_process_run(tmp_path, photos, local_ray, reference, capsys):

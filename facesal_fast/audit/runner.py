@@ -309,14 +309,16 @@ class Audit:
         self._all_faces = self.cis_options.pop("faces", None) == "all"
         _check_target(scorer, target)
         self.aligner = aligner or default_aligner()
-        resolved = {
+        self.resolved = {  # recorded in run.json: the values the settings resolved to
             "backend": getattr(getattr(scorer, "backend", None), "name", None),
             "patch": self.cis_options.get("patch"),
             "canonical_patch": self.cis_options.get("canonical_patch")
             or "per image: patch x canonical face size / face size in the input (canonical_patch in its results file)",
         }
         self.store = (
-            None if out is None else RunStore(out, run_settings(target, cis_options, settings), versions(), resolved)
+            None
+            if out is None
+            else RunStore(out, run_settings(target, cis_options, settings), versions(), self.resolved)
         )
         self._memory: CMSAccumulator | None = None
         self.summary = {"done": 0, "failed": 0, "skipped": 0}

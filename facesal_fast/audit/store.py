@@ -241,6 +241,14 @@ class RunStore:
             )
         return meta
 
+    def record_resolved(self, resolved: dict[str, Any]) -> None:
+        """Record ``resolved`` in ``run.json`` when the run has no resolved values yet (a Ray
+        driver learns them from its first worker, after the store checked the settings)."""
+        if self.meta.get("resolved"):
+            return
+        self.meta["resolved"] = json.loads(json.dumps(resolved, default=str))
+        atomic_write_bytes(self.path / "run.json", json.dumps(self.meta, indent=2, sort_keys=True).encode())
+
     @property
     def settings(self) -> dict[str, Any]:
         return self.meta["settings"]
