@@ -19,7 +19,16 @@ gradient. :func:`canonize` follows the data flow instead: it traces the model wi
   gradient would copy the whole relevance onto both branches (relevance doubled per block);
 - turns functional ReLUs (``torch.relu(x)``, ``F.relu``, ``x.relu()``) into ``nn.ReLU``
   modules, so that the composites' pass rule applies to them: a plain ReLU gradient would
-  drop the relevance that reaches a switched-off unit.
+  drop the relevance that reaches a switched-off unit;
+- turns functional average pooling (``F.avg_pool2d`` and its 1d / 3d / adaptive twins) into
+  the matching ``nn`` pooling module and a mean over axes (``x.mean(dim=...)``,
+  ``torch.mean``) into a :class:`Mean` module, so that an LRP composite can give them a
+  rule (:class:`facesal_fast.methods.lrp.PoolNorm`: over inputs of one sign, relevance in
+  proportion to each). Left as plain gradients they spread relevance evenly over their
+  inputs, switched-off ReLU units included; at a residual sum before such a unit's ReLU the
+  summands nearly cancel and the sum's ``Norm`` rule multiplies that relevance thousands of
+  times (dlib's age network: 34,000 x the logit inside a residual branch, 2 % of it lost
+  on the way).
 
 The returned module computes the same function as the original (up to float rounding).
 """
@@ -33,12 +42,22 @@ import torch
 import torch.fx
 from zennit.layer import Sum
 
-__all__ = ["ResidualSum", "canonize", "input_layers", "stack_summands"]
+__all__ = ["Mean", "ResidualSum", "canonize", "input_layers", "stack_summands"]
 
 _BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 _MERGEABLE = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 _ADDS = (operator.add, operator.iadd, torch.add)
 _RELUS = (torch.relu, torch.relu_, torch.nn.functional.relu)
+_F = torch.nn.functional
+#: Functional average pooling -> the ``nn`` module taking the same arguments (after the input).
+_POOLS = {
+    _F.avg_pool1d: torch.nn.AvgPool1d,
+    _F.avg_pool2d: torch.nn.AvgPool2d,
+    _F.avg_pool3d: torch.nn.AvgPool3d,
+    _F.adaptive_avg_pool1d: torch.nn.AdaptiveAvgPool1d,
+    _F.adaptive_avg_pool2d: torch.nn.AdaptiveAvgPool2d,
+    _F.adaptive_avg_pool3d: torch.nn.AdaptiveAvgPool3d,
+}
 
 
 class ResidualSum(Sum):
@@ -51,6 +70,21 @@ class ResidualSum(Sum):
 
     def extra_repr(self) -> str:
         return f"source={self.source!r}"
+
+
+class Mean(torch.nn.Module):
+    """``x.mean(dim=dim, keepdim=keepdim)`` as a module (a global average pool, e.g.
+    ``N x C x H x W -> N x C`` for ``dim=(2, 3)``), so an LRP composite can give it a rule."""
+
+    def __init__(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False):
+        super().__init__()
+        self.dim, self.keepdim = dim, keepdim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=self.dim, keepdim=self.keepdim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, keepdim={self.keepdim}"
 
 
 def stack_summands(*summands: torch.Tensor) -> torch.Tensor:
@@ -164,6 +198,35 @@ def _relu_modules(gm: torch.fx.GraphModule) -> int:
     return _replace_calls(gm, _is_relu_call, "lrp_relu", lambda node: torch.nn.ReLU(), lambda node: node.args[0])
 
 
+def _is_mean_call(node: torch.fx.Node) -> bool:
+    is_mean = (node.op == "call_method" and node.target == "mean") or (
+        node.op == "call_function" and node.target is torch.mean
+    )
+    return is_mean and set(node.kwargs) <= {"dim", "keepdim"} and len(node.args) <= 3
+
+
+def _with_source(module: torch.nn.Module, node: torch.fx.Node) -> torch.nn.Module:
+    """``module``, its ``source`` set to the model's name for the operation it replaces."""
+    module.source = _source_name(node)
+    return module
+
+
+def _mean_module(node: torch.fx.Node) -> torch.nn.Module:
+    return _with_source(Mean(**dict(zip(("dim", "keepdim"), node.args[1:]), **node.kwargs)), node)
+
+
+def _pool_modules(gm: torch.fx.GraphModule) -> int:
+    """Replace functional average pools and means over axes by modules (see module doc)."""
+    pools = _replace_calls(
+        gm,
+        lambda node: node.op == "call_function" and node.target in _POOLS,
+        "lrp_pool",
+        lambda node: _with_source(_POOLS[node.target](*node.args[1:], **node.kwargs), node),
+        lambda node: node.args[0],
+    )
+    return pools + _replace_calls(gm, _is_mean_call, "lrp_mean", _mean_module, lambda node: node.args[0])
+
+
 def input_layers(gm: torch.fx.GraphModule) -> frozenset[str]:
     """Names of the convolution / linear layers that see the model input (through padding,
     identities, pooling or reshapes only): the layers whose inputs are raw, signed pixels."""
@@ -192,7 +255,8 @@ def canonize(model: torch.nn.Module) -> torch.fx.GraphModule:
     Returns:
         A ``torch.fx.GraphModule`` in eval mode, same input and output shapes as ``model``;
         its layers keep the model's qualified names (``blocks.conv2d_1.1``), residual sums
-        are ``lrp_sum_<k>`` modules, functional ReLUs ``lrp_relu_<k>``.
+        are ``lrp_sum_<k>`` modules, functional ReLUs ``lrp_relu_<k>``, functional average
+        pools ``lrp_pool_<k>`` and means ``lrp_mean_<k>``.
 
     Raises:
         ValueError: the model cannot be traced, or a BatchNorm cannot be merged (naming it).
@@ -203,6 +267,7 @@ def canonize(model: torch.nn.Module) -> torch.fx.GraphModule:
     _merge_batch_norms(gm)
     _explicit_sums(gm)
     _relu_modules(gm)
+    _pool_modules(gm)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()

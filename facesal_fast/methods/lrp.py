@@ -8,8 +8,12 @@ The model is first canonized by :func:`facesal_fast.methods.canonizers.canonize`
 graph: every BatchNorm merged into the convolution feeding it, residual sums made explicit
 modules). Rules:
 
-- ReLUs pass relevance on; max pools route it to the winner (plain gradient); average pools
-  and residual sums redistribute it in proportion to their inputs (zennit ``Norm``).
+- ReLUs pass relevance on; max pools route it to the winner (plain gradient); residual sums
+  redistribute it in proportion to their summands (zennit ``Norm``). Average pools
+  (functional ones and means over axes included, made modules by the canonizer) do the same
+  where a window's inputs share one sign (:class:`PoolNorm`), so a switched-off ReLU unit
+  receives none, and split it evenly (the flat rule) where they mix signs, where the
+  proportions would cancel (a global average pool over signed class maps).
 - ``"alpha-beta"`` (every convolution and linear layer): ``R_i = sum_j (alpha z+_ij / z+_j -
   beta z-_ij / z-_j) R_j`` with ``z_ij = a_i w_ij`` split by sign. The paper writes the
   negative weight as ``beta = -1`` in ``alpha z+/z+ + beta z-/z-``; zennit (and this module)
@@ -30,7 +34,7 @@ modules). Rules:
   2020, "Towards best practice in explaining neural network decisions with LRP").
 
 :func:`lrp_relevance` reports the relevance totals leaving and entering every rule layer
-(convolutions, linear layers, residual sums), and :func:`check_conservation` checks that
+(convolutions, linear layers, residual sums, average pools), and :func:`check_conservation` checks that
 each of them, and the model as a whole, conserves it.
 """
 
@@ -44,16 +48,17 @@ import torch
 from zennit.canonizers import Canonizer
 from zennit.core import BasicHook, Composite, ParamMod
 from zennit.layer import Sum
-from zennit.rules import ClampMod, Norm, Pass, zero_bias
+from zennit.rules import ClampMod, NoMod, Norm, Pass, zero_bias
 from zennit.types import Activation, AvgPool, Convolution, Linear
 
 from facesal_fast.methods._common import check_input, check_logits, check_target, eval_mode
-from facesal_fast.methods.canonizers import ResidualSum, canonize, input_layers
+from facesal_fast.methods.canonizers import Mean, ResidualSum, canonize, input_layers
 
 __all__ = [
     "GuardedEpsilon",
     "LayerRelevance",
     "LRPResult",
+    "PoolNorm",
     "RelevanceNotConservedError",
     "SignSplit",
     "lrp_composite",
@@ -63,6 +68,8 @@ __all__ = [
 ]
 
 RULES = ("epsilon", "alpha-beta")
+#: Layers with a relevance rule, whose conservation :func:`lrp_relevance` records.
+_RULE_LAYERS = (Convolution, Linear, Sum, AvgPool, Mean)
 #: A neuron's contributions "cancel" when ``|z_j| < CANCEL * sum_i |z_ij|`` (epsilon rule).
 CANCEL = 0.01
 
@@ -169,6 +176,31 @@ class GuardedEpsilon(_SplitHook):
         super().__init__(_guarded_epsilon_mapper(epsilon, cancel), zero_params)
 
 
+def _pool_mapper(out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Output-gradient weights of :class:`PoolNorm`: ``1 / z_j`` on both signed parts of a
+    one-signed window, ``1 / sum_i w_ij`` on the flat part of a mixed or all-zero one."""
+    pos, neg, weights = outputs
+    one_signed = (pos > 0) != (neg < 0)
+    grad = out_grad * one_signed / torch.where(one_signed, pos + neg, 1.0)
+    return [grad, grad, out_grad * ~one_signed / weights]
+
+
+class PoolNorm(BasicHook):
+    """Rule of an average pool (or mean): ``R_i = a_i w_ij / z_j R_j`` (zennit ``Norm``,
+    LRP-0) at a window whose inputs share one sign, ``R_i = w_ij / sum_i w_ij R_j`` (the flat
+    rule; for the pool's equal weights also the ``w^2`` rule) at a window whose inputs mix
+    signs or are all zero. Conserves at every window (see module doc)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            input_modifiers=[lambda a: a.clamp(min=0), lambda a: a.clamp(max=0), torch.ones_like],
+            param_modifiers=[NoMod(param_keys=[])] * 3,
+            output_modifiers=[lambda z: z] * 3,
+            gradient_mapper=_pool_mapper,
+            reducer=lambda a, g: a[0] * g[0] + a[1] * g[1] + a[2] * g[2],
+        )
+
+
 @dataclass(frozen=True)
 class LayerRelevance:
     """Total relevance leaving (``output_total``) and entering (``input_total``) one rule layer."""
@@ -186,7 +218,8 @@ class LRPResult:
         relevance: ``C x H x W`` float32 input relevance.
         output_total: relevance put on the output (the target logit).
         input_total: total input relevance.
-        layers: relevance totals of every convolution / linear layer, in backward order.
+        layers: relevance totals of every rule layer (convolution, linear layer, residual
+            sum, average pool), in backward order.
     """
 
     relevance: np.ndarray
@@ -226,7 +259,14 @@ def lrp_composite(
         layer_rule = pointwise_rule = SignSplit(alpha, beta, zero_params)
     else:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    by_type = [(Activation, Pass()), (Sum, Norm()), (AvgPool, Norm()), (Convolution, layer_rule), (Linear, layer_rule)]
+    by_type = [
+        (Activation, Pass()),
+        (Sum, Norm()),
+        (AvgPool, PoolNorm()),
+        (Mean, PoolNorm()),
+        (Convolution, layer_rule),
+        (Linear, layer_rule),
+    ]
 
     def module_map(ctx: dict, name: str, module: torch.nn.Module) -> BasicHook | None:
         if _is_pointwise(module) or (name in input_layers and isinstance(module, (Convolution, Linear))):
@@ -237,12 +277,15 @@ def lrp_composite(
 
 
 def _layer_name(name: str, module: torch.nn.Module) -> str:
-    return f"{name} (residual sum {module.source})" if isinstance(module, ResidualSum) else name
+    """``name``, for a module the canonizer made also the model's name for the operation."""
+    if not hasattr(module, "source"):
+        return name
+    return f"{name} ({'residual sum' if isinstance(module, ResidualSum) else 'average pool'} {module.source})"
 
 
 def _tap_relevance(model: torch.nn.Module, totals: dict[str, dict[str, torch.Tensor]]) -> list:
     """Hooks recording the relevance total at the output and input of every rule layer
-    (convolution, linear, sum), registered so that they run outside zennit's own hooks."""
+    (convolution, linear, sum, average pool), registered so that they run outside zennit's own hooks."""
 
     def keep(name: str, side: str):
         return lambda grad: totals.setdefault(name, {}).__setitem__(side, grad.detach().double().sum())
@@ -266,7 +309,7 @@ def _tap_relevance(model: torch.nn.Module, totals: dict[str, dict[str, torch.Ten
 
         return hook
 
-    layers = [(_layer_name(n, m), m) for n, m in model.named_modules() if isinstance(m, (Convolution, Linear, Sum))]
+    layers = [(_layer_name(n, m), m) for n, m in model.named_modules() if isinstance(m, _RULE_LAYERS)]
     return [m.register_forward_pre_hook(pre_hook(n), prepend=True) for n, m in layers] + [
         m.register_forward_hook(forward_hook(n)) for n, m in layers
     ]
