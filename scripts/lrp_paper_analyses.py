@@ -14,8 +14,13 @@ positive relevance (``align.region_shares``):
    features (eyes, eyebrows, nose, mouth) against the outline (jaw, chin, forehead) for the
    predicted class of the bundled gender and age models.
 
+``--conservation`` instead measures the paper's eq. 1 on every bundled classifier: the worst
+relative relevance change at any layer or from the logit to the pixels, both rules, every
+class (``methods.check_conservation``).
+
 Prints Markdown tables (the numbers in docs/results.md).
-Usage: ``python scripts/lrp_paper_analyses.py [PHOTOS_DIR] [--rule alpha-beta|epsilon] [--fig2-only]``.
+Usage: ``python scripts/lrp_paper_analyses.py [PHOTOS_DIR] [--rule alpha-beta|epsilon]
+[--fig2-only | --conservation]``.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
+from facesal_fast import ops
 from facesal_fast.align import default_aligner, load_image, region_masks, region_shares
-from facesal_fast.methods import explain, skin_colour
-from facesal_fast.models import load
+from facesal_fast.methods import check_conservation, explain, lrp_relevance, skin_colour
+from facesal_fast.methods.lrp import RULES
+from facesal_fast.models import load, load_module
 
 BUNDLED = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 GROUPS = {
@@ -129,17 +137,40 @@ def gender_vs_age(faces: list, rule: str) -> None:
         )
 
 
+def conservation(faces: list) -> None:
+    """Worst relative relevance change (any layer, or logit to pixels) per model and rule."""
+    print(f"\n### relevance conservation ({len(faces)} photos, every class)\n")
+    print("| model | " + " | ".join(f"{rule} (photo, class)" for rule in RULES) + " |")
+    print("|---|" + "---:|" * len(RULES))
+    for model in ("gender", "expression-fer", "expression-kdef", "gender-dlib", "age"):
+        scorer, module = load(model, backend="torch"), load_module(model)
+        worst = {rule: (0.0, "") for rule in RULES}
+        for name, image, face in faces:
+            chip, _ = scorer.prepare(image, face)
+            x = torch.from_numpy(ops.unoccluded(chip, scorer.mean, scorer.std, scale=scorer.scale))
+            for rule in RULES:
+                for target in range(len(scorer.classes)):
+                    change = check_conservation(lrp_relevance(module, x, target, rule), rtol=np.inf)
+                    worst[rule] = max(worst[rule], (change, f"{name}, {scorer.classes[target]}"))
+        print(f"| {model} | " + " | ".join(f"{w:.1e} ({where})" for w, where in worst.values()) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photos", nargs="?", default=str(BUNDLED))
     parser.add_argument("--rule", default="alpha-beta", choices=["alpha-beta", "epsilon"])
-    parser.add_argument("--fig2-only", action="store_true", help="only the gender vs age comparison")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--fig2-only", action="store_true", help="only the gender vs age comparison")
+    only.add_argument("--conservation", action="store_true", help="only the conservation check (both rules)")
     args = parser.parse_args()
     aligner = default_aligner()
     faces = []
     for path in sorted(Path(args.photos).glob("*.jpg")):
         image = load_image(path)
         faces.append((path.name, image, aligner(image)))
+    if args.conservation:
+        conservation(faces)
+        return
     if not args.fig2_only:
         for model in ("expression-fer", "expression-kdef"):
             analyse(model, faces, args.rule)
