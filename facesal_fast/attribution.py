@@ -23,8 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from facesal_fast.align import default_aligner
 from facesal_fast.align.image_io import _is_tensor, tensor_images
 from facesal_fast.inputs import AlignerLike, ScorerLike
+from facesal_fast.methods.occlusion import to_photo
+from facesal_fast.saliency import cis
+from facesal_fast.scoring import Scorer
+from facesal_fast.scoring.confidence import class_scores
 
 __all__ = ["CanonicalOcclusion"]
 
@@ -59,8 +64,6 @@ class CanonicalOcclusion:
         aligner: AlignerLike | None = None,
         **scorer_options: Any,
     ) -> None:
-        from facesal_fast.scoring import Scorer
-
         if isinstance(model_or_scorer, nn.Module):
             if input_size is None:
                 raise ValueError("input_size is required with a torch module (its input side, e.g. 224)")
@@ -99,9 +102,6 @@ class CanonicalOcclusion:
             target's confidence) warped from the model's crop onto the photo, 0 outside the
             crop, repeated over the channels.
         """
-        from facesal_fast.methods.occlusion import to_photo
-        from facesal_fast.saliency import cis
-
         if isinstance(inputs, tuple) and len(inputs) == 1:
             return (self.attribute(inputs[0], target, **options),)
         batch = self._batch(inputs)
@@ -129,8 +129,6 @@ class CanonicalOcclusion:
         or logit, what :meth:`attribute` measures drops of) on the inputs' device. Each
         photo is aligned (cached by content) and cropped as the scorer does; for captum's
         ``infidelity(forward_func=co.forward, ...)``."""
-        from facesal_fast.scoring.confidence import class_scores
-
         if isinstance(inputs, tuple) and len(inputs) == 1:
             inputs = inputs[0]
         batch = self._batch(inputs)
@@ -152,8 +150,6 @@ class CanonicalOcclusion:
 
     def _face(self, photo: np.ndarray) -> Any:
         """The aligned face of ``photo``, cached by content (captum's metrics repeat inputs)."""
-        from facesal_fast.align import default_aligner
-
         key = hashlib.blake2b(photo.data, digest_size=16).hexdigest() + str(photo.shape)
         if key not in self._faces:
             self._faces[key] = (self.aligner or default_aligner())(photo)

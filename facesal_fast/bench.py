@@ -7,7 +7,10 @@ The suite ships inside the package, so it runs from an installed wheel; its peer
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["add_bench_arguments", "run_bench"]
 
@@ -55,6 +58,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the suite with parsed options (see :func:`add_bench_arguments`); its exit code."""
-    from facesal_fast.benchmark.cis_end_to_end import run
+    from facesal_fast.benchmark.cis_end_to_end import run  # lazy: keeps torch out of facesal --help
 
     return int(run(args))

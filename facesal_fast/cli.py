@@ -31,6 +31,11 @@ from typing import Any, Iterator, Sequence
 
 from facesal_fast import __version__
 from facesal_fast.audit.options import AUDIT_MODEL_NAMES, MODEL_NAMES, check_model, plan_audit, print_summary
+from facesal_fast.audit.store import RunStore
+from facesal_fast.bench import add_bench_arguments, run_bench
+from facesal_fast.comparison import add_compare_arguments, add_statistics_arguments, statistics_options
+from facesal_fast.comparison import run_cli as run_compare
+from facesal_fast.tasks import add_tasks_arguments, run_tasks_cli
 
 __all__ = ["EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "main", "run_audit"]
 
@@ -105,6 +110,7 @@ def run_audit(
         face_index=face_index,
         faces=faces,
     )
+    # lazy: keeps torch out of facesal --help
     from facesal_fast import models
     from facesal_fast.audit.runner import Audit
 
@@ -184,8 +190,6 @@ def _parser() -> argparse.ArgumentParser:
     report = command("report", "write the run's self-contained HTML report", "facesal report runs/gender")
     report.add_argument("run", help="run folder")
     report.add_argument("--out", help="HTML path (default: RUN/report.html)")
-    from facesal_fast.comparison import add_statistics_arguments
-
     add_statistics_arguments(report)
     demo = command(
         "demo", "audit the bundled photos with the bundled gender model, then report", "facesal demo --out runs/demo"
@@ -193,8 +197,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run folder")
     _add_backend(demo)
     demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    from facesal_fast.comparison import add_compare_arguments
-
     add_compare_arguments(
         command(
             "compare",
@@ -209,8 +211,6 @@ def _parser() -> argparse.ArgumentParser:
             "facesal evaluate photos/ --out runs/gender --methods cms,gradcam --max-images 8",
         )
     )
-    from facesal_fast.tasks import add_tasks_arguments
-
     tasks = command(
         "tasks",
         "CMS of recognition, gender, age, head pose and expression side by side",
@@ -224,8 +224,6 @@ def _parser() -> argparse.ArgumentParser:
         "end-to-end CIS benchmark suite vs captum and the published CSM loop",
         "facesal bench --quick",
     )
-    from facesal_fast.bench import add_bench_arguments
-
     add_bench_arguments(bench)
     return parser
 
@@ -406,33 +404,23 @@ def _warnings_as_lines() -> Iterator[None]:
 
 def _run_command(args: argparse.Namespace) -> int:
     if args.command == "compare":
-        from facesal_fast.comparison import run_cli as run_compare
-
         return run_compare(args)
     if args.command == "evaluate":
         check_model(args.model)
         if not Path(args.photos).is_dir():
             raise FileNotFoundError(f"{args.photos}: no such photo folder")
-        from facesal_fast.evaluation import run_cli
+        from facesal_fast.evaluation import run_cli  # lazy: keeps torch out of facesal --help
 
         return run_cli(args)
     if args.command == "tasks":
-        from facesal_fast.tasks import run_tasks_cli
-
         return run_tasks_cli(args)
     if args.command == "bench":
-        from facesal_fast.bench import run_bench
-
         return run_bench(args)
     if args.command == "report":
-        from facesal_fast.audit.store import RunStore
-
         RunStore(args.run).close()  # a missing or corrupt run is said before the report's heavy imports
-    from facesal_fast.report.html import write_report
+    from facesal_fast.report.html import write_report  # lazy: keeps torch out of facesal --help
 
     if args.command == "report":
-        from facesal_fast.comparison import statistics_options
-
         print(f"facesal report: {write_report(args.run, args.out, **statistics_options(args))}")
         return EXIT_OK
     if args.command == "demo":
@@ -440,7 +428,7 @@ def _run_command(args: argparse.Namespace) -> int:
     else:
         audit = run_audit
         if args.ray is not None:
-            from facesal_fast.distributed import run_audit_ray
+            from facesal_fast.distributed import run_audit_ray  # lazy: keeps torch out of facesal --help
 
             audit = functools.partial(run_audit_ray, address=None if args.ray == "local" else args.ray)
         summary = audit(
@@ -476,7 +464,7 @@ def _verbose(on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    from facesal_fast.align.aligner import MEDIAPIPE_LOGS_ENV  # not at import: --help needs no MediaPipe
+    from facesal_fast.align.aligner import MEDIAPIPE_LOGS_ENV  # lazy: keeps cv2 out of facesal --help
 
     logger, handler = logging.getLogger("facesal_fast"), logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("facesal: %(name)s: %(message)s"))

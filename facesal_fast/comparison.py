@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facesal_fast.audit.store import RunStore, atomic_write_bytes
+
 if TYPE_CHECKING:  # the statistics import the saliency package (heavy); the CLI parser must not
-    from facesal_fast.audit.store import RunStore
     from facesal_fast.saliency.stats import GroupDifference
 
 __all__ = [
@@ -85,8 +86,6 @@ class _RunData:
 
 
 def _open_run(path: str | Path) -> RunStore:
-    from facesal_fast.audit.store import RunStore
-
     path = Path(path)
     if not (path / "run.json").is_file():
         raise ValueError(
@@ -97,6 +96,7 @@ def _open_run(path: str | Path) -> RunStore:
 
 def _load(path: str | Path, size: int, masks: dict | None) -> _RunData:
     """Stream a run's stored maps: keep only a small copy and the region shares of each."""
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.align import region_masks
     from facesal_fast.saliency.cms import _shares, small_map
 
@@ -141,6 +141,7 @@ def compare(
     ``difference`` is ``a - b``. Raises ``ValueError`` naming the folder when one is not a
     run, has no finished image, or the canonical maps differ in size.
     """
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.align import region_masks
     from facesal_fast.saliency.cms import _shares
     from facesal_fast.saliency.stats import check_test_options, group_difference
@@ -193,6 +194,7 @@ def _labels(a: Path, b: Path) -> tuple[str, str]:
 
 
 def _shares_table(c: Comparison) -> str:
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.report.html import region_label
 
     head = f"<tr><th>region</th><th>{html.escape(c.a)}</th><th>{html.escape(c.b)}</th></tr>"
@@ -210,7 +212,7 @@ def _model(meta: dict) -> str:
 
 def write_compare_report(c: Comparison, out: str | Path) -> Path:
     """Write ``out/compare.html`` (self-contained, in the report's style); returns its path."""
-    from facesal_fast.audit.store import atomic_write_bytes
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.report.figures import map_figure
     from facesal_fast.report.html import difference_section, findings, map_html, page
 

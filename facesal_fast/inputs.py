@@ -22,8 +22,10 @@ from typing import Any, Protocol, Union, runtime_checkable
 import numpy as np
 import torch
 
+from facesal_fast.align import default_aligner
 from facesal_fast.align.errors import ImageError, NoFaceError
-from facesal_fast.align.image_io import _is_tensor, tensor_images
+from facesal_fast.align.image_io import _is_tensor, load_image, tensor_images
+from facesal_fast.scoring.batching import run_together
 
 __all__ = ["AlignerLike", "ImageInput", "ImagesInput", "Photo", "ScorerLike", "as_numpy", "per_photo", "photos"]
 
@@ -194,8 +196,6 @@ def _read(photo: Photo) -> Photo:
     """``photo`` with a path read into an ``H x W x 3`` uint8 array."""
     if not isinstance(photo.image, (str, os.PathLike)):
         return photo
-    from facesal_fast.align.image_io import load_image
-
     return dataclasses.replace(photo, image=load_image(photo.image), source=os.fspath(photo.image))
 
 
@@ -242,8 +242,6 @@ def _together(
 ) -> list[Any]:
     """:func:`_call` for every photo of a batch, their ``steps`` driven together
     (:func:`~facesal_fast.scoring.batching.run_together`); the first photo's error is raised."""
-    from facesal_fast.scoring.batching import run_together
-
     arguments = [_face_arguments(bound, param, photo, face_index, faces) for photo in items]
     outcomes = iter(run_together([steps(**a) for per_face in arguments for a in per_face]))
     out = []
@@ -269,8 +267,6 @@ def _chosen_faces(photo: Photo, arguments: dict, face_index: int | None, faces: 
         raise ValueError("pass face_index= or faces='all', not both")
     if arguments.get("face") is not None:
         raise ValueError("face= already chooses the face: drop face_index= / faces=")
-    from facesal_fast.align import default_aligner
-
     aligner = arguments.get("aligner") or default_aligner()
     if faces == "all":
         return list(aligner(photo.image, all_faces=True, source=photo.source))

@@ -19,7 +19,6 @@ Output: ``OUT/tasks.png``, ``OUT/tasks.html`` (self-contained) and ``OUT/tasks.j
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -27,10 +26,16 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from facesal_fast._validate import positive_int
+from facesal_fast.audit.store import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["TASK_MODELS", "TaskMaps", "add_tasks_arguments", "five_tasks", "run_tasks_cli", "write_tasks_page"]
 
@@ -68,6 +73,7 @@ class TaskMaps:
 
 
 def _scorers(names: Sequence[str], backend: str) -> dict[str, Any]:
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast import models
 
     return {name: models.load(name, backend=backend) for name in names}
@@ -77,6 +83,7 @@ def _bound(name: str, scorer: Any, image: np.ndarray, face: Any) -> Any:
     """The scorer explained for this photo: recognition binds eq. 7 to the photo's own descriptor."""
     if name != "dlib-resnet":
         return scorer
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.saliency.identity import identification_scorer
 
     return identification_scorer(scorer.embed(image, face)[None], ["self"], "self", scorer=scorer)
@@ -85,6 +92,7 @@ def _bound(name: str, scorer: Any, image: np.ndarray, face: Any) -> Any:
 def _photo_maps(
     image: np.ndarray, face: Any, scorers: dict[str, Any], options: dict[str, Any]
 ) -> dict[str, np.ndarray]:
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.saliency.cis import cis
 
     maps = {}
@@ -122,6 +130,7 @@ def five_tasks(
     Raises:
         ValueError: an unknown model, no photos, or a bad CIS option, before any model loads.
     """
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.align import canonical_mask, default_aligner, load_image, region_shares
     from facesal_fast.saliency.cms import CMSAccumulator
     from facesal_fast.scoring.progress import inside_outer_bar
@@ -168,7 +177,7 @@ def five_tasks(
 
 def _checked_options(mode: str, grid_step: int, patch: int | None) -> dict[str, Any]:
     """The CIS options of the page, ``ValueError`` naming a bad one."""
-    from facesal_fast._validate import positive_int
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.saliency.cis import MODES
 
     if mode not in MODES:
@@ -181,6 +190,7 @@ def _checked_options(mode: str, grid_step: int, patch: int | None) -> dict[str, 
 
 def _figure_png(result: TaskMaps) -> bytes:
     """The maps over the mean face in one row, one colour scale, with one colour bar."""
+    # lazy: keeps matplotlib, cv2 and torch out of facesal --help
     from matplotlib.figure import Figure
 
     from facesal_fast.align import canonical_face, canonical_mask
@@ -229,8 +239,6 @@ def _interval(result: TaskMaps, name: str, region: str) -> str:
 
 def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
     """Write ``out/tasks.png``, ``out/tasks.json`` and the self-contained ``out/tasks.html``; returns the page."""
-    from facesal_fast.audit.store import atomic_write_bytes
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figure = _figure_png(result)
@@ -284,6 +292,7 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_tasks_cli(args: argparse.Namespace) -> int:
     """``facesal tasks``: compute the maps and write the page; returns the exit code."""
+    # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.audit.runner import list_images
 
     if args.max_images is not None and args.max_images < 1:

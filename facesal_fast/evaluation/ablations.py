@@ -10,8 +10,7 @@ scaled to the input and made odd (:func:`facesal_fast.saliency.cis.odd_patch`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -27,6 +26,9 @@ from facesal_fast.metrics import faithfulness_table, win_percent
 from facesal_fast.report.figures import image_grid_figure, png
 from facesal_fast.saliency.cis import odd_patch
 from facesal_fast.scoring.progress import outer_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["KEYPOINTS", "PAPER_PATCHES", "ablation_section", "keypoints_input", "settings"]
 

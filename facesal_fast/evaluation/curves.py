@@ -4,17 +4,20 @@ random tie order averaged over seeded draws, deleted pixels set to the value tha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facesal_fast.evaluation.config import EvalConfig
 from facesal_fast.evaluation.items import Item, normalised_zero, score_images
 from facesal_fast.evaluation.report import Section, Table
 from facesal_fast.metrics import deletion_curve, insertion_curve
 from facesal_fast.report.figures import line_figure, png
 from facesal_fast.scoring.progress import outer_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from facesal_fast.evaluation.config import EvalConfig
 
 __all__ = ["curves_section"]
 

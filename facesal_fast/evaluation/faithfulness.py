@@ -8,18 +8,21 @@ part at equal mass ``s`` (:func:`facesal_fast.metrics.equal_mass`), no method sp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facesal_fast.evaluation.config import EvalConfig
 from facesal_fast.evaluation.items import Item, score_images
 from facesal_fast.evaluation.report import Section, Table
 from facesal_fast.metrics import equal_mass, explanation_image, faithfulness_table, minmax
 from facesal_fast.report.figures import image_grid_figure, png
 from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.progress import outer_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from facesal_fast.evaluation.config import EvalConfig
 
 __all__ = ["PAPER_METHODS", "explained_scores", "faithfulness_section", "overlay", "rgb"]
 

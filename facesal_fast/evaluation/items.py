@@ -8,18 +8,21 @@ input; ``M(.)`` is the softmax probability of the class predicted on the unmodif
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
 from facesal_fast.align import load_image, to_image
 from facesal_fast.methods.registry import ModelInput
 from facesal_fast.scoring.progress import outer_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    import torch
 
 __all__ = ["Item", "normalised_zero", "prepare_items", "reproject", "score_images", "to_input"]
 

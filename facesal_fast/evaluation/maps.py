@@ -7,16 +7,19 @@ the one method registry (:func:`facesal_fast.methods.registry.compute`) on the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from facesal_fast.evaluation.items import Item, reproject
 from facesal_fast.methods import registry
 from facesal_fast.saliency.cis import CISResult, cis
 from facesal_fast.scoring.progress import outer_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import torch
 
 __all__ = ["cis_results", "method_options", "method_maps"]
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from facesal_fast import models
 from facesal_fast.align import default_aligner
@@ -28,6 +26,11 @@ from facesal_fast.evaluation.report import Section, write_evaluation
 from facesal_fast.evaluation.sanity import sanity_section
 from facesal_fast.evaluation.stability import regions_section, stability_section
 from facesal_fast.saliency.cis import CISResult, resolve_patch
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import torch
 
 __all__ = ["evaluate", "run_cli"]
 

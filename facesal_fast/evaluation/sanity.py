@@ -3,15 +3,12 @@ CIS and the gradient methods on the first images; Spearman and SSIM against the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
 from facesal_fast.align import canonical_mask
-from facesal_fast.evaluation.items import Item
 from facesal_fast.evaluation.report import Section, Table
 from facesal_fast.methods import registry
 from facesal_fast.metrics import cascading_randomization, minmax, randomizable_layers
@@ -19,6 +16,13 @@ from facesal_fast.report.figures import image_grid_figure, line_figure, png
 from facesal_fast.saliency.cis import cis
 from facesal_fast.scoring.progress import inside_outer_bar, step_bar
 from facesal_fast.scoring.scorer import Scorer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import torch
+
+    from facesal_fast.evaluation.items import Item
 
 __all__ = ["GRADIENT_METHODS", "sanity_cis", "sanity_section"]
 

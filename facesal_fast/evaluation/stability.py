@@ -3,8 +3,7 @@ split-half correlation."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +12,9 @@ from facesal_fast.evaluation.report import Section, Table
 from facesal_fast.metrics import convergence_curve, split_half
 from facesal_fast.report.figures import image_grid_figure, line_figure, png
 from facesal_fast.saliency.overlay import heat_overlay
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["ORDERS", "cms_overlay", "region_rows", "regions_section", "stability_section"]
 

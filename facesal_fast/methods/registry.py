@@ -10,16 +10,18 @@ is here, but they are computed by :mod:`facesal_fast.saliency`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from facesal_fast import ops
 from facesal_fast.methods import cams, guided_backprop, lrp, occlusion
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["ALIASES", "KINDS", "METHODS", "OPTIONS", "Method", "ModelInput", "compute", "names", "resolve"]
 

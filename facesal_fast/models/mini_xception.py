@@ -11,13 +11,16 @@ checking a port layer by layer against Keras.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from facesal_fast.models.keras_h5 import KerasLayer, KerasModelFile, read_keras_h5
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["KerasGraphNet", "from_keras_h5"]
 

@@ -26,16 +26,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from facesal_fast.models import head_pose
-from facesal_fast.models.dlib_cydral import AGE_BINS
+from facesal_fast.models.dlib_cydral import (
+    AGE_BINS,
+    AGE_CHIP_SIZE,
+    CHIP_PADDING,
+    GENDER_CHIP_SIZE,
+    AgeBins,
+    ExpectedAge,
+    load_age_net,
+    load_gender_net,
+)
+from facesal_fast.models.dlib_resnet import chip_preprocessing, load_dlib_resnet
 from facesal_fast.models.head_pose import POSE_BINS
 from facesal_fast.models.mini_xception import from_keras_h5
 from facesal_fast.scoring.progress import status_line
 from facesal_fast.scoring.scorer import Scorer
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BLACK_BOX_MODELS",
@@ -112,8 +123,6 @@ def load_module(name: str) -> torch.nn.Module:
     (mini-XCEPTIONs: ``N x 1 x 64 x 64``; ``"age"``: ``N x 3 x 64 x 64`` -> 9 bin logits,
     :class:`~facesal_fast.models.dlib_cydral.AgeBins`; ``"gender-dlib"``: ``N x 3 x 32 x 32``)."""
     if name in DLIB_CLASSIFIERS:
-        from facesal_fast.models.dlib_cydral import AgeBins, load_age_net, load_gender_net
-
         return AgeBins(load_age_net()) if name == "age" else load_gender_net()
     if name in BLACK_BOX_MODELS:
         raise ValueError(f"{name!r} is a black-box scorer (MediaPipe), it has no torch module; use load({name!r})")
@@ -168,8 +177,6 @@ def _load(
     """:func:`load`'s work: the scorer of ``name`` (arguments as there)."""
     runtime = dict(backend=backend, device=device, precision=precision, batch_size=batch_size, cache_dir=cache_dir)
     if name in EMBEDDING_MODELS:
-        from facesal_fast.models.dlib_resnet import chip_preprocessing, load_dlib_resnet
-
         return Scorer.from_torch(
             load_dlib_resnet(device=device), spec=chip_preprocessing(), classes=None, outputs="embedding", **runtime
         )
@@ -202,9 +209,6 @@ def _load(
 def _load_dlib_classifier(name: str, confidence: str, runtime: dict[str, Any]) -> Scorer:
     """Scorer of ``"age"`` / ``"gender-dlib"``: RGB dlib chip (padding 0.2), dlib's normalisation;
     ``runtime``: :func:`load`'s backend, device, precision, batch_size and cache_dir."""
-    from facesal_fast.models.dlib_cydral import AGE_CHIP_SIZE, CHIP_PADDING, GENDER_CHIP_SIZE, ExpectedAge, load_age_net
-    from facesal_fast.models.dlib_resnet import chip_preprocessing
-
     expected_age = confidence == "expected-age"
     if expected_age and name != "age":
         raise ValueError(f"confidence='expected-age' is for the 'age' model, not {name!r}")

@@ -13,7 +13,7 @@ frontal, so the subject's left is on the right of every map; the figures say so.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -21,7 +21,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from facesal_fast.align import canonical_face, canonical_mask
-from facesal_fast.saliency.stats import Reliability
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from facesal_fast.saliency.stats import Reliability
 
 __all__ = [
     "DIFFERENCE_CMAP",

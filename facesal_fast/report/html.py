@@ -14,7 +14,6 @@ import base64
 import html
 import json
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,8 @@ from facesal_fast.report.figures import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from facesal_fast.saliency.cms import CMSResult
     from facesal_fast.saliency.stats import GroupDifference
 

@@ -16,8 +16,7 @@ import sys
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -40,6 +39,9 @@ from facesal_fast.scoring.selection import (
     torch_backend,
 )
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["Preprocessing", "Prediction", "Scorer"]
 
