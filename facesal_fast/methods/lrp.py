@@ -34,8 +34,8 @@ modules). Rules:
   2020, "Towards best practice in explaining neural network decisions with LRP").
 
 :func:`lrp_relevance` reports the relevance totals leaving and entering every rule layer
-(convolutions, linear layers, residual sums, average pools), and :func:`check_conservation` checks that
-each of them, and the model as a whole, conserves it.
+(convolutions, linear layers, residual sums, average pools), and :func:`check_conservation`
+checks that each of them, and the model as a whole, conserves it.
 """
 
 from __future__ import annotations
