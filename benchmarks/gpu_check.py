@@ -380,7 +380,8 @@ def step_captum(ctx: Context) -> dict:
         from captum.attr import Occlusion
     except ImportError as err:
         raise Skip(f"captum is not installed: {err}") from err
-    occlusion = _benchmarks_module("occlusion")
+    from facesal_fast.benchmark import cases as occlusion
+
     scorer = models.load("gender", backend="torch", device=device)
     module = scorer.backend.module
     rng = np.random.default_rng(0)
