@@ -29,7 +29,6 @@ captum is imported when first needed (``pip install "facesal_fast[methods]"``).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.metadata
 import json
@@ -37,7 +36,7 @@ import os
 import platform
 import resource
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -63,6 +62,9 @@ from facesal_fast.scoring import Scorer
 from facesal_fast.speed import IncrementalScorer
 from facesal_fast.speed.adaptive import adaptive_drops
 from facesal_fast.speed.auto import mac_ratio
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["bench_canonical", "bench_image_space", "bench_model", "machine", "run", "tiny_equality_case"]
 

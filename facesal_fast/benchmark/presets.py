@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from facesal_fast.benchmark.cases import Case, csm_loop, default_path_case, table, timed
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["bench_presets", "run_presets"]
 

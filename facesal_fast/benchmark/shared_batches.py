@@ -9,15 +9,17 @@ the best of each kept.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from facesal_fast.benchmark.cases import FACES, table, timed
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["bench_shared", "run_shared"]
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -21,6 +20,9 @@ from torch import nn
 from facesal_fast.scoring.backends import Backend, OnnxBackend, TorchBackend, export_onnx
 from facesal_fast.scoring.progress import step_bar
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend, tensorrt_available
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["BACKENDS", "ProbeResult", "ProbingBackend", "torch_backend", "select_backend"]
 
