@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from facesal_fast import __version__
-from facesal_fast.audit.options import AUDIT_MODEL_NAMES, MODEL_NAMES, check_model, plan_audit, print_summary
+from facesal_fast.audit.options import (
+    AUDIT_MODEL_NAMES,
+    MODEL_NAMES,
+    AuditPlan,
+    check_model,
+    plan_audit,
+    print_summary,
+)
 from facesal_fast.audit.store import RunStore
 from facesal_fast.bench import add_bench_arguments, run_bench
 from facesal_fast.comparison import add_compare_arguments, add_statistics_arguments, statistics_options
@@ -69,47 +76,9 @@ EXTRAS = {
 }
 
 
-def run_audit(
-    photos: str | Path,
-    out: str | Path,
-    *,
-    model: str = "gender",
-    target: str = "predicted",
-    groups: str | None = None,
-    patch: int | None = None,
-    stride: int = 1,
-    mode: str = "exact",
-    grid_step: int = 2,
-    fill: str = "black",
-    device: str = "cpu",
-    backend: str = "auto",
-    progress: bool = True,
-    quality: str | None = None,
-    incremental: bool | str = "auto",
-    face_index: int | None = None,
-    faces: str | None = None,
-) -> dict[str, int]:
-    """Audit every photo in a folder with a bundled model; returns the summary counts.
-    Every argument is checked (:func:`plan_audit`) before the model is loaded or
-    ``run.json`` written."""
-    plan = plan_audit(
-        photos,
-        out,
-        model=model,
-        target=target,
-        groups=groups,
-        patch=patch,
-        stride=stride,
-        mode=mode,
-        grid_step=grid_step,
-        fill=fill,
-        device=device,
-        backend=backend,
-        quality=quality,
-        incremental=incremental,
-        face_index=face_index,
-        faces=faces,
-    )
+def run_audit(plan: AuditPlan, *, progress: bool = True) -> dict[str, int]:
+    """Audit every photo of a checked :class:`~facesal_fast.audit.options.AuditPlan` (from
+    :func:`~facesal_fast.audit.options.plan_audit`) with its bundled model; returns the summary counts."""
     # lazy: keeps torch out of facesal --help
     from facesal_fast import models
     from facesal_fast.audit.runner import Audit
@@ -119,9 +88,7 @@ def run_audit(
     try:
         start = time.perf_counter()
         summary = audit.run(plan.photos, groups=plan.groups, progress=progress)
-        print_summary(summary, time.perf_counter() - start, f"backend {scorer.backend.name}", out)
-        for row in audit.store.rows("failed"):
-            print(f"  failed: {row.error}", file=sys.stderr)
+        print_summary(summary, time.perf_counter() - start, f"backend {scorer.backend.name}", audit.store)
     finally:
         audit.store.close()
     return summary
@@ -252,12 +219,7 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
         "--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)"
     )
     evaluate.add_argument("--max-images", type=_positive_int, default=None)
-    evaluate.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "torch", "onnx", "tensorrt"],
-        help="backend of M(.) and occlusion (the gradient methods use the torch module)",
-    )
+    _add_backend(evaluate, "backend of M(.) and occlusion (the gradient methods use the torch module)")
     evaluate.add_argument(
         "--gb-output",
         dest="gb_output",
@@ -325,14 +287,12 @@ def _add_face_choice(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_backend(parser: argparse.ArgumentParser) -> None:
-    """``--backend``: one default (``auto``) in every command."""
-    parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "torch", "onnx", "tensorrt"],
-        help="inference backend; auto: the fastest one that agrees with torch eager, by a timed probe",
-    )
+def _add_backend(
+    parser: argparse.ArgumentParser,
+    text: str = "inference backend; auto: the fastest one that agrees with torch eager, by a timed probe",
+) -> None:
+    """``--backend`` with the help ``text``: one default (``auto``) and one set of choices in every command."""
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"], help=text)
 
 
 def _add_cis_options(parser: argparse.ArgumentParser) -> None:
@@ -424,7 +384,9 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"facesal report: {write_report(args.run, args.out, **statistics_options(args))}")
         return EXIT_OK
     if args.command == "demo":
-        summary = run_audit(_demo_photos(), args.out, groups="predicted", backend=args.backend, device=args.device)
+        summary = run_audit(
+            plan_audit(_demo_photos(), args.out, groups="predicted", backend=args.backend, device=args.device)
+        )
     else:
         audit = run_audit
         if args.ray is not None:
@@ -432,22 +394,24 @@ def _run_command(args: argparse.Namespace) -> int:
 
             audit = functools.partial(run_audit_ray, address=None if args.ray == "local" else args.ray)
         summary = audit(
-            args.photos,
-            args.out,
-            model=args.model,
-            target=args.target,
-            groups=args.groups,
-            patch=args.patch,
-            stride=args.stride,
-            mode=args.mode,
-            grid_step=args.grid_step,
-            fill=args.fill,
-            device=args.device,
-            backend=args.backend,
-            quality=args.quality,
-            incremental=args.incremental,
-            face_index=args.face_index,
-            faces=args.faces,
+            plan_audit(
+                args.photos,
+                args.out,
+                model=args.model,
+                target=args.target,
+                groups=args.groups,
+                patch=args.patch,
+                stride=args.stride,
+                mode=args.mode,
+                grid_step=args.grid_step,
+                fill=args.fill,
+                device=args.device,
+                backend=args.backend,
+                quality=args.quality,
+                incremental=args.incremental,
+                face_index=args.face_index,
+                faces=args.faces,
+            )
         )
     if summary["done"] + summary["skipped"] == 0:
         print("facesal: no image succeeded", file=sys.stderr)

@@ -21,7 +21,6 @@ outstanding; no process holds more than one image's maps plus its partial sums.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +31,12 @@ from tqdm.auto import tqdm
 
 from facesal_fast import models
 from facesal_fast.align import load_image
-from facesal_fast.audit.options import plan_audit, print_summary
+from facesal_fast.audit.options import print_summary
 from facesal_fast.audit.runner import Audit, Groups, cms_from_store, group_of, iter_inputs, run_settings, versions
 from facesal_fast.audit.store import RunStore, StoredImage
 
 if TYPE_CHECKING:
+    from facesal_fast.audit.options import AuditPlan
     from facesal_fast.saliency.cms import CMSResult
 
 __all__ = ["PartialSums", "RayAuditResult", "cms_ray", "run_audit_ray"]
@@ -99,7 +99,7 @@ class _ShardStore(RunStore):
     """A worker's view of the run directory: writes result files, hands index rows back.
 
     It inherits :meth:`RunStore.save_done` / :meth:`RunStore.save_failed` (same file names,
-    same atomic write) but never opens the SQLite index: the row lands in ``last_row``.
+    same atomic write) but never opens the SQLite index: :meth:`put` leaves the row in ``last_row``.
     """
 
     def __init__(self, path: str | Path) -> None:  # noqa: D107 - no index, no run.json check
@@ -107,19 +107,9 @@ class _ShardStore(RunStore):
         self.results_dir = self.path / "results"
         self.last_row: StoredImage | None = None
 
-    def _upsert(
-        self,
-        key: str,
-        source: str,
-        status: str,
-        group: str | None,
-        target: int | None,
-        target_name: str | None,
-        base_score: float | None,
-        seconds: float | None,
-        error: str | None,
-    ) -> None:
-        self.last_row = StoredImage(key, source, status, group, target, target_name, base_score, seconds, error)
+    def put(self, row: StoredImage) -> None:
+        """Hand the row back (the driver commits it) instead of writing the index."""
+        self.last_row = row
 
 
 class _Worker:
@@ -369,48 +359,13 @@ def _run(
     return RayAuditResult(summary, cms, reduced, recovered.keys, n_workers)
 
 
-def run_audit_ray(
-    photos: str | Path,
-    out: str | Path,
-    *,
-    address: str | None = None,
-    model: str = "gender",
-    target: str = "predicted",
-    groups: str | None = None,
-    patch: int | None = None,
-    stride: int = 1,
-    mode: str = "exact",
-    grid_step: int = 2,
-    fill: str = "black",
-    device: str = "cpu",
-    backend: str = "auto",
-    progress: bool = True,
-    quality: str | None = None,
-    incremental: bool | str = "auto",
-    face_index: int | None = None,
-    faces: str | None = None,
-) -> dict[str, int]:
+def run_audit_ray(plan: AuditPlan, *, address: str | None = None, progress: bool = True) -> dict[str, int]:
     """``facesal audit --ray [ADDRESS]``: :func:`facesal_fast.cli.run_audit` on Ray (same run directory,
     same checks before any work). A worker explains one face per photo: ``faces="all"`` is refused."""
-    if faces is not None:
-        raise ValueError(f"--faces {faces} works without --ray (a Ray worker explains one face per photo)")
-    plan = plan_audit(
-        photos,
-        out,
-        model=model,
-        target=target,
-        groups=groups,
-        patch=patch,
-        stride=stride,
-        mode=mode,
-        grid_step=grid_step,
-        fill=fill,
-        device=device,
-        backend=backend,
-        quality=quality,
-        incremental=incremental,
-        face_index=face_index,
-    )
+    if "faces" in plan.cis_options:
+        raise ValueError(
+            f"--faces {plan.cis_options['faces']} works without --ray (a Ray worker explains one face per photo)"
+        )
     start = time.perf_counter()
     result = cms_ray(
         plan.photos,
@@ -425,10 +380,7 @@ def run_audit_ray(
         progress=progress,
         **plan.cis_options,
     )
-    summary = result.summary
-    print_summary(summary, time.perf_counter() - start, f"{result.workers} Ray workers", out)
-    store = RunStore(out)
-    for row in store.rows("failed"):
-        print(f"  failed: {row.error}", file=sys.stderr)
+    store = RunStore(plan.out)
+    print_summary(result.summary, time.perf_counter() - start, f"{result.workers} Ray workers", store)
     store.close()
-    return summary
+    return result.summary

@@ -293,18 +293,23 @@ def test_missing_run_is_not_created(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_store_keeps_non_utf8_keys(tmp_path):
-    store = RunStore(tmp_path / "run", {"a": 1})
+def _save_ones(store: RunStore, key: str, source: str, group: str | None = None) -> None:
+    """A done image whose canonical map is ``2 x 2`` ones."""
     store.save_done(
-        NON_UTF8,
-        NON_UTF8,
+        key,
+        source,
         {"canonical": np.ones((2, 2), np.float32)},
-        group=NON_UTF8,
+        group=group,
         target=0,
         target_name=None,
         base_score=0.5,
         seconds=0.1,
     )
+
+
+def test_store_keeps_non_utf8_keys(tmp_path):
+    store = RunStore(tmp_path / "run", {"a": 1})
+    _save_ones(store, NON_UTF8, NON_UTF8, group=NON_UTF8)
     store.save_failed("x" + NON_UTF8, "x" + NON_UTF8, f"{NON_UTF8}: no face found")
     assert store.status(NON_UTF8) == "done" and store.status("x" + NON_UTF8) == "failed"
     assert store.rows("failed")[0].error == "bad\\xffname.jpg: no face found"
@@ -320,16 +325,7 @@ def test_settings_mismatch_names_old_and_new_values(tmp_path):
 
 def test_a_done_image_whose_result_file_is_gone_is_redone(tmp_path):
     store = RunStore(tmp_path / "run", {"a": 1})
-    store.save_done(
-        "k",
-        "k.jpg",
-        {"canonical": np.ones((2, 2), np.float32)},
-        group=None,
-        target=0,
-        target_name=None,
-        base_score=0.5,
-        seconds=0.1,
-    )
+    _save_ones(store, "k", "k.jpg")
     store.result_path("k").unlink()
     assert store.status("k") is None
     store.close()

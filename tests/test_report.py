@@ -126,39 +126,10 @@ def test_compare_pairs_the_same_photos_and_fails_on_a_shift(gender_run, tmp_path
     c = compare(after, before, permutations=500)
     assert c.paired and c.difference.n_a == 16 and c.difference.significant_regions[0] == "forehead"
     assert c.shifts(2.0)[0] == "forehead" and c.shifts(50.0) == []
-    assert (
-        main(
-            [
-                "compare",
-                str(after),
-                str(before),
-                "--out",
-                str(tmp_path / "cmp"),
-                "--fail-on-shift",
-                "2",
-                "--permutations",
-                "500",
-            ]
-        )
-        == 1
-    )
+    command = ["compare", str(after), str(before), "--out", str(tmp_path / "cmp"), "--permutations", "500"]
+    assert main([*command, "--fail-on-shift", "2"]) == 1
     assert "forehead moved +" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "compare",
-                str(after),
-                str(before),
-                "--out",
-                str(tmp_path / "cmp"),
-                "--fail-on-shift",
-                "50",
-                "--permutations",
-                "500",
-            ]
-        )
-        == 0
-    )
+    assert main([*command, "--fail-on-shift", "50"]) == 0
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "points more of its saliency on the forehead" in page and "paired test" in page
     unpaired = compare(_fake_run(tmp_path / "other", shifted[:12], keys[:12]), before, permutations=500)

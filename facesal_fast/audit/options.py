@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from facesal_fast.audit.groups import groups_digest, match_groups, read_groups_csv
+
+if TYPE_CHECKING:
+    from facesal_fast.audit.store import RunStore
 
 __all__ = [
     "AUDIT_MODEL_NAMES",
@@ -192,10 +196,13 @@ def plan_audit(
     return AuditPlan(photos, out, model, device, backend, target_value, groups_value, settings, cis_options)
 
 
-def print_summary(summary: Mapping[str, int], seconds: float, how: str, out: str | Path) -> None:
-    """The closing line of ``facesal audit``: counts, time, rate, ``how`` it ran, the run folder."""
+def print_summary(summary: Mapping[str, int], seconds: float, how: str, store: RunStore) -> None:
+    """The closing lines of ``facesal audit``: counts, time, rate, ``how`` it ran and the run
+    folder on stdout, then each failure of the run ``store`` on stderr."""
     rate = summary["done"] / seconds if seconds > 0 else 0.0
     print(
         f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
-        f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {how}); results in {out}"
+        f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {how}); results in {store.path}"
     )
+    for row in store.rows("failed"):
+        print(f"  failed: {row.error}", file=sys.stderr)

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import tempfile
 import zipfile
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -266,35 +266,6 @@ class RunStore:
     def _next_seq(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM images").fetchone()[0])
 
-    def _upsert(
-        self,
-        key: str,
-        source: str,
-        status: str,
-        group: str | None,
-        target: int | None,
-        target_name: str | None,
-        base_score: float | None,
-        seconds: float | None,
-        error: str | None,
-    ) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                storable(key),
-                storable(source),
-                status,
-                None if group is None else storable(str(group)),
-                target,
-                target_name,
-                base_score,
-                seconds,
-                None if error is None else storable(error),
-                self._next_seq(),
-            ),
-        )
-        self._db.commit()
-
     def save_done(
         self,
         key: str,
@@ -309,15 +280,30 @@ class RunStore:
     ) -> None:
         """Write the image's arrays atomically, then mark it done."""
         atomic_write_bytes(self.result_path(key), npz_bytes(arrays))
-        self._upsert(key, source, "done", group, target, target_name, base_score, seconds, None)
+        self.put(StoredImage(key, source, "done", group, target, target_name, base_score, seconds, None))
 
     def put(self, row: StoredImage) -> None:
         """Write an index row as it is (e.g. one a worker reported); the caller has already
         written its result file."""
-        self._upsert(*astuple(row))
+        self._db.execute(
+            "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                storable(row.key),
+                storable(row.source),
+                row.status,
+                None if row.group is None else storable(str(row.group)),
+                row.target,
+                row.target_name,
+                row.base_score,
+                row.seconds,
+                None if row.error is None else storable(row.error),
+                self._next_seq(),
+            ),
+        )
+        self._db.commit()
 
     def save_failed(self, key: str, source: str, error: str, group: str | None = None) -> None:
-        self._upsert(key, source, "failed", group, None, None, None, None, error)
+        self.put(StoredImage(key, source, "failed", group, None, None, None, None, error))
 
     def rows(self, status: str | None = None) -> list[StoredImage]:
         """Index rows in key order (a fixed order, whatever order they finished in)."""
