@@ -171,6 +171,7 @@ class Aligner:
         (:func:`native_stderr_silenced`; ``FACESAL_MEDIAPIPE_LOGS=1`` shows them)."""
         if self._mp is None:
             with native_stderr_silenced():
+                # mediapipe: 1-2 s to import, so on first use, its native log lines silenced
                 from mediapipe.python.solutions import face_detection, face_mesh
 
                 c = self.min_detection_confidence

@@ -17,6 +17,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .mesh import rasterize_triangles
@@ -87,8 +88,6 @@ def canonical_geometry() -> CanonicalGeometry:
 
 @functools.lru_cache(maxsize=1)
 def _texture() -> np.ndarray:
-    import cv2
-
     with _data_path("texture.png").open("rb") as f:
         buf = np.frombuffer(f.read(), np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
@@ -97,8 +96,6 @@ def _texture() -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _canonical_face(size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
     tex = _texture()
     h, w = size
     s = min(h, w)

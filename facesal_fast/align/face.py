@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from . import warp
@@ -196,7 +197,7 @@ class AlignedFace:
         depth = None
         if mode == "mesh":
             if triangles is None:
-                from scipy.spatial import Delaunay
+                from scipy.spatial import Delaunay  # about 1 s to import: only for a sparse mesh without triangles
 
                 triangles = Delaunay(vc[:, :2].astype(np.float64)).simplices
             tris = np.asarray(triangles, np.int32)
@@ -261,8 +262,6 @@ class AlignedFace:
 
 
 def _hull_area(p: np.ndarray) -> float:
-    import cv2
-
     if len(p) < 3:
         return 0.0
     q = np.ascontiguousarray(np.asarray(p, np.float32)[:, :2]).reshape(-1, 1, 2)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -103,8 +104,6 @@ def load_image(path: PathLike) -> np.ndarray:
     CMYK, 16-bit and 32-bit images are converted. Raises :class:`ImageError` naming the
     file for a missing, corrupt or non-image file, or one with more than ``MAX_PIXELS``.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     p = Path(path)
     if not p.is_file():
         raise ImageError(p, "file not found")

@@ -24,7 +24,10 @@ from typing import Any, Callable
 
 import torch
 
+from facesal_fast import models
+from facesal_fast.audit.runner import Audit
 from facesal_fast.benchmark.cases import FACES
+from facesal_fast.scoring import Scorer, auto_batch_size
 
 __all__ = ["bench_audit", "main"]
 
@@ -32,8 +35,6 @@ __all__ = ["bench_audit", "main"]
 def _counting_occlusions(sizes: list[int]) -> Callable[[], None]:
     """Record the window count of every ``Scorer.score_occluded`` call into ``sizes``
     (instrumentation only); returns the function that undoes it."""
-    from facesal_fast.scoring import Scorer
-
     original = Scorer.score_occluded
 
     def counted(self: Any, image: Any, centers: Any, *args: Any, **kwargs: Any) -> Any:
@@ -47,8 +48,6 @@ def _counting_occlusions(sizes: list[int]) -> Callable[[], None]:
 def _bare_forward(scorer: Any) -> tuple[int, Callable[[list[int]], float]]:
     """(the audit's batch size, seconds of a list of window counts through the model alone
     in batches of that size)."""
-    from facesal_fast.scoring import auto_batch_size
-
     shape = (scorer.channels, *scorer.input_size)
     size = auto_batch_size(shape, scorer.backend.device, None, scorer.backend.cpu_max_batch)
     batch = torch.randn(size, *shape)
@@ -72,9 +71,6 @@ def _peak_rss_kib() -> int:
 
 def measure(folder: Path, out: Path, model: str, backend: str) -> dict:
     """The measurement of :func:`bench_audit`, in this process."""
-    from facesal_fast import models
-    from facesal_fast.audit.runner import Audit
-
     start = time.perf_counter()
     scorer = models.load(model, backend=backend)
     audit = Audit(scorer, out, settings={"model": model})

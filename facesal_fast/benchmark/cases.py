@@ -8,10 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 import torch
+from scipy.ndimage import uniform_filter
 
 from facesal_fast import models, ops
+from facesal_fast.align import default_aligner, load_image
+from facesal_fast.saliency.cis import default_patch
+from facesal_fast.saliency.identity import verification_scorer
 from facesal_fast.scoring import Scorer
 
 __all__ = [
@@ -47,8 +52,6 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
 def ssim(a: np.ndarray, b: np.ndarray, window: int = 7) -> float:
     """Mean structural similarity of two maps (uniform ``window``, constants from Wang et
     al. 2004 with the data range of ``b``)."""
-    from scipy.ndimage import uniform_filter
-
     a, b = a.astype(np.float64), b.astype(np.float64)
     rng = float(b.max() - b.min()) or 1.0
     c1, c2 = (0.01 * rng) ** 2, (0.03 * rng) ** 2
@@ -112,9 +115,6 @@ class Case:
 
 def bundled_case(name: str, photo: Path) -> tuple[Case, Any]:
     """Case for a bundled model on ``photo`` (face crop, 64 x 64 grey) and the aligned face."""
-    from facesal_fast.align import default_aligner, load_image
-    from facesal_fast.saliency.cis import default_patch
-
     face = default_aligner()(load_image(photo), source=photo.name)
     scorer = models.load(name, backend="torch")
     input_image, _ = scorer.prepare(face.image, face.face_box)
@@ -134,9 +134,6 @@ def dlib_case(photo: Path) -> Case:
     """dlib's face ResNet (real weights, 150 px chip) on ``photo``: the confidence is eq. 8
     against the photo's own unoccluded descriptor (c = +1, the calibrated tau), so a
     window's drop says how far occluding it moves the identity descriptor."""
-    from facesal_fast.align import default_aligner, load_image
-    from facesal_fast.saliency.identity import verification_scorer
-
     face = default_aligner()(load_image(photo), source=photo.name)
     base = models.load("dlib-resnet", backend="torch")
     scorer = verification_scorer(face, 1, 0.921, scorer=base)  # tau calibrated in docs/identity.md
@@ -147,9 +144,7 @@ def dlib_case(photo: Path) -> Case:
 def torchvision_case(name: str, photo: Path, size: int = 224) -> Case:
     """A torchvision classifier (``resnet50``, ``vgg16``; random weights: no download at run
     time) on ``photo``'s face crop, patch 15."""
-    import torchvision
-
-    from facesal_fast.align import load_image
+    import torchvision  # about 1.5 s to import: only for the torchvision cases
 
     torch.manual_seed(0)
     net = getattr(torchvision.models, name)(weights=None).eval()
@@ -168,11 +163,8 @@ def default_path_case(name: str, photo: Path) -> tuple[Case, Any, Any]:
     on the photo cropped to CelebA's 218 x 178 and aligned there, patch 15; bundled models
     come from ``models.load(name)`` and dlib's ResNet as eq. 8 verification, all with
     ``backend="auto"``."""
-    from facesal_fast.align import default_aligner, load_image
-
     if name == "resnet18":
-        import cv2
-        import torchvision
+        import torchvision  # about 1.5 s to import: only for the torchvision case
 
         image = load_image(photo)
         h, w = image.shape[:2]
@@ -189,8 +181,6 @@ def default_path_case(name: str, photo: Path) -> tuple[Case, Any, Any]:
         input_image, _ = eager.prepare(face.image, face)
         return Case(name, eager, net, input_image, 15, eager.predict_input(input_image).index), face, user
     if name == "dlib-resnet":
-        from facesal_fast.saliency.identity import verification_scorer
-
         case = dlib_case(photo)
         face = default_aligner()(load_image(photo), source=photo.name)
         return case, face, verification_scorer(face, 1, 0.921, scorer=models.load("dlib-resnet"))

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from facesal_fast import ops
 from facesal_fast.benchmark.audit_throughput import bench_audit
@@ -58,6 +59,8 @@ from facesal_fast.benchmark.cases import (
 )
 from facesal_fast.benchmark.presets import run_presets
 from facesal_fast.benchmark.shared_batches import run_shared
+from facesal_fast.saliency import cis
+from facesal_fast.saliency.cis import apply_affine
 from facesal_fast.scoring import Scorer
 from facesal_fast.speed import IncrementalScorer
 from facesal_fast.speed.adaptive import adaptive_drops
@@ -74,7 +77,7 @@ __all__ = ["bench_canonical", "bench_image_space", "bench_model", "machine", "ru
 
 def captum_map(case: Case, stride: int, per_eval: int) -> np.ndarray:
     """captum Occlusion attribution (H x W) for the case's target, softmax confidence."""
-    from captum.attr import Occlusion
+    from captum.attr import Occlusion  # optional extra: captum
 
     module = case.module
 
@@ -192,9 +195,6 @@ def bench_canonical(
     ``csm_vertices``: run the (slow) CSM loop on the first that many vertices only, check
     their drops, and extrapolate its time to all vertices (None: the whole loop, maps checked).
     """
-    from facesal_fast.saliency import cis
-    from facesal_fast.saliency.cis import apply_affine
-
     visible = int(np.asarray(face.visible).sum())
     stride = max(1, visible // vertices)
     run = dict(target=case.target, patch=case.patch, stride=stride, face=face)
@@ -249,8 +249,6 @@ def bench_canonical(
 def tiny_equality_case() -> list[dict]:
     """The suite's equality assertions on a tiny random conv net (seconds; ``facesal bench
     --tiny`` and the tests); its rows."""
-    from torch import nn
-
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(3, 6, 3, padding=1),

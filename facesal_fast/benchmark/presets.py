@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facesal_fast.benchmark.cases import Case, csm_loop, default_path_case, table, timed
+from facesal_fast.metrics.similarity import ssim as gaussian_ssim
+from facesal_fast.saliency import cis
+from facesal_fast.saliency.cis import apply_affine
 
 if TYPE_CHECKING:
     import argparse
@@ -27,10 +30,6 @@ def bench_presets(
     loop (classifiers; timed on ``csm_vertices`` and extrapolated, drops checked) and the
     forward passes; the approximate maps report SSIM (Gaussian window, data range of the
     exact map) and Pearson against exact, and the exact paths are asserted equal first."""
-    from facesal_fast.metrics.similarity import ssim as gaussian_ssim
-    from facesal_fast.saliency import cis
-    from facesal_fast.saliency.cis import apply_affine
-
     stride = max(1, int(np.asarray(face.visible).sum()) // vertices)
     run = dict(target=case.target, patch=case.patch, stride=stride, face=face)
     configs = {

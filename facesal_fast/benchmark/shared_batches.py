@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facesal_fast import models
+from facesal_fast.align import default_aligner, load_image
 from facesal_fast.benchmark.cases import FACES, table, timed
+from facesal_fast.saliency.cis import cis, cis_steps
+from facesal_fast.scoring.batching import run_together
 
 if TYPE_CHECKING:
     import argparse
@@ -26,11 +30,6 @@ __all__ = ["bench_shared", "run_shared"]
 
 def bench_shared(name: str, photos: list[Path], rounds: int = 2, **options: Any) -> list[dict]:
     """Rows for ``name``: its photos' CIS one at a time and together (``options`` go to ``cis``)."""
-    from facesal_fast import models
-    from facesal_fast.align import default_aligner, load_image
-    from facesal_fast.saliency.cis import cis, cis_steps
-    from facesal_fast.scoring.batching import run_together
-
     scorer = models.load(name)
     aligner = default_aligner()
     faces = [aligner(load_image(photo), source=photo.name) for photo in photos]

@@ -84,6 +84,7 @@ def onnx_path(task: str) -> Path:
 
 def _read_graph(path: Path) -> tuple[list, dict[str, np.ndarray]]:
     """``(nodes, initializers)`` of an ONNX file; nodes as ``(op_type, inputs, attributes)``."""
+    # onnx: about 2 s to import, only to read a bundled graph's weights
     import onnx
     from onnx import numpy_helper
 

@@ -254,6 +254,7 @@ class DlibReference:
     """
 
     def __init__(self) -> None:
+        # optional extra: dlib
         import dlib
         import face_recognition_models as frm
 

@@ -57,7 +57,7 @@ INPUT_SIZE, CROP_MARGIN = 128, 0.5
 
 def landmark_model_path() -> Path:
     """MediaPipe's Face Mesh landmark network (``face_landmark.tflite``, Apache-2.0, in the mediapipe wheel)."""
-    import mediapipe
+    import mediapipe  # 1-2 s to import: only to find the file
 
     return Path(mediapipe.__file__).resolve().parent / "modules" / "face_landmark" / "face_landmark.tflite"
 
@@ -122,7 +122,7 @@ class FaceMeshPose:
 
     def _graph(self):
         if self._mesh is None:
-            from mediapipe.python.solutions import face_mesh
+            from mediapipe.python.solutions import face_mesh  # 1-2 s to import: on first use
 
             self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False)
         return self._mesh

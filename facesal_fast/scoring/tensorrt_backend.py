@@ -52,7 +52,7 @@ class TensorRTBackend(Backend):
         ok, reason = tensorrt_available()
         if not ok:
             raise ValueError(f"TensorRT backend unavailable: {reason}")
-        import tensorrt as trt
+        import tensorrt as trt  # optional extra: tensorrt
 
         self.device = torch.device(device)
         if self.device.type != "cuda":
