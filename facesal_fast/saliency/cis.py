@@ -82,7 +82,7 @@ def occlusion_drops(
     refine: float = 0.2,
 ) -> tuple[np.ndarray, int]:
     """Score drops ``S (N,)`` at ``points`` (input pixels) and the number of forward passes."""
-    windows = Windows(scorer, input_image, np.zeros((0, 2), np.float32), patch, fill, target)
+    windows = Windows.template(scorer, input_image, patch, fill, target)
     return run_steps(occlusion_steps(windows, points, base_score, mode, grid_step, refine))
 
 
@@ -249,7 +249,7 @@ def cis_steps(
     points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
     if quality is not None and not grid_pays(points_in, input_image.shape[:2], grid_step):
         mode = "exact"  # a preset never scores more windows than exact mode
-    windows = Windows(choice.scorer, input_image, np.zeros((0, 2), np.float32), patch, fill, score_target)
+    windows = Windows.template(choice.scorer, input_image, patch, fill, score_target)
     drops, passes = yield from occlusion_steps(windows, points_in, base, mode, grid_step, refine)
     _check_finite_scores(base, drops, scorer, target_index)
     c_patch = face.canonical_patch(patch, affine) if canonical_patch is None else int(canonical_patch)

@@ -118,6 +118,12 @@ class Windows:
     fill: Any = "black"
     target: Any = None
 
+    @classmethod
+    def template(cls, scorer: Any, image: np.ndarray, patch: int, fill: Any = "black", target: Any = None) -> Windows:
+        """The request without windows (``centers`` ``0 x 2``); a steps generator yields
+        ``dataclasses.replace(template, centers=...)`` for each batch of centres it wants scored."""
+        return cls(scorer, image, np.zeros((0, 2), np.float32), patch, fill, target)
+
     def score(self) -> np.ndarray:
         """``(K,)`` scores, this request alone."""
         return self.scorer.score_occluded(self.image, self.centers, self.patch, fill=self.fill, target=self.target)

@@ -67,7 +67,7 @@ def adaptive_drops(
     Returns:
         :class:`AdaptiveDrops`.
     """
-    windows = Windows(scorer, input_image, np.zeros((0, 2), np.float32), patch, fill, target)
+    windows = Windows.template(scorer, input_image, patch, fill, target)
     return run_steps(adaptive_steps(windows, points, base_score, coarse_step, refine, threshold))
 
 
