@@ -159,7 +159,7 @@ def test_lrp_matches_zennit_and_conserves_relevance(x64, rule):
     logit = float(net(x64)[0, 2])
     assert result.output_total == pytest.approx(logit, rel=1e-6)
     assert result.input_total == pytest.approx(logit, rel=1e-3)
-    assert [layer.name for layer in result.layers] == ["8", "4", "0"]
+    assert [layer.name for layer in result.layers] == ["8", "6", "4", "0"]  # linear, average pool, convolutions
     assert check_conservation(result, rtol=1e-3) < 1e-3
     np.testing.assert_allclose(lrp(net, x64, 2, rule), result.relevance.sum(0), rtol=1e-6)
 
@@ -220,7 +220,7 @@ def test_lrp_resnet_conserves_relevance_through_residual_sums():
     net = torchvision.models.resnet18(num_classes=3).eval()
     x = torch.randn(1, 3, 64, 64)
     result = lrp_relevance(net, x, 1, "epsilon")
-    assert len(result.layers) == 21 + 8  # 20 convolutions, the linear layer, 8 residual sums
+    assert len(result.layers) == 21 + 8 + 1  # 20 convolutions, the linear layer, 8 residual sums, the average pool
     assert check_conservation(result, rtol=1e-2) < 1e-2
 
 
