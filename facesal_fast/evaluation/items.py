@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     import torch
 
+    from facesal_fast.inputs import AlignerLike
+
 __all__ = ["Item", "normalised_zero", "prepare_items", "reproject", "score_images", "to_input"]
 
 _SCORE_BATCH = 256
@@ -61,7 +63,7 @@ class Item:
 
 
 def prepare_items(
-    photos: Sequence[Path], scorer: Any, aligner: Any, log: Callable[[str], None]
+    photos: Sequence[Path], scorer: Any, aligner: AlignerLike, log: Callable[[str], None]
 ) -> tuple[list[Item], list[dict[str, str]]]:
     """Align each photo and prepare its crop: (items, failed ``[{"image", "error"}]``).
 
@@ -70,7 +72,7 @@ def prepare_items(
     items, failed = [], []
     for path in outer_bar(photos, desc="faces", unit="photo"):
         try:
-            face = aligner(load_image(path))
+            face = aligner(load_image(path), source=path.name)  # messages name the file
         except Exception as err:  # noqa: BLE001 - unreadable file or no face: recorded, not fatal
             failed.append({"image": path.name, "error": f"{type(err).__name__}: {err}"})
             continue

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
     import torch
 
+    from facesal_fast.inputs import AlignerLike
+
 __all__ = ["evaluate", "run_cli"]
 
 
@@ -84,7 +86,7 @@ def evaluate(
     log: Callable[[str], None] | None = None,
     scorer: Any = None,
     module: torch.nn.Module | None = None,
-    aligner: Any = None,
+    aligner: AlignerLike | None = None,
 ) -> dict[str, Any]:
     """Run the whole evaluation and write ``out/evaluate/``; returns ``summary.json``'s content.
 
