@@ -5,8 +5,9 @@ facesal_fast.benchmark.audit_throughput``), so that start-up and peak memory are
 audit's own: steady-state photos/s and occluded images/s (alignment, occlusion, inference,
 splatting and result files included; start-up, i.e. imports and the first photo, reported
 apart), peak RSS, and the ratio to the backend's bare forward throughput at the same batch
-size: the same images in the same batches through the model alone, run after each photo
-(interleaved, so that drifts of the machine's speed hit both sides alike).
+size: as many images through the model alone, each request's windows in batches of that
+size, run after each round of photos (interleaved, so that drifts of the machine's speed hit
+both sides alike).
 """
 
 from __future__ import annotations
@@ -27,22 +28,24 @@ import torch
 from facesal_fast import models
 from facesal_fast.audit.runner import Audit
 from facesal_fast.benchmark.cases import FACES
-from facesal_fast.scoring import Scorer, auto_batch_size
+from facesal_fast.scoring import auto_batch_size, batching
 
 __all__ = ["bench_audit", "main"]
 
 
 def _counting_occlusions(sizes: list[int]) -> Callable[[], None]:
-    """Record the window count of every ``Scorer.score_occluded`` call into ``sizes``
-    (instrumentation only); returns the function that undoes it."""
-    original = Scorer.score_occluded
+    """Record the window count of every request the audit scores into ``sizes``
+    (instrumentation only: ``Audit`` scores its rounds through ``batching.score_windows``,
+    which is wrapped, not replaced, so shared batches stay on); returns the function that
+    undoes it."""
+    original = batching.score_windows
 
-    def counted(self: Any, image: Any, centers: Any, *args: Any, **kwargs: Any) -> Any:
-        sizes.append(len(centers))
-        return original(self, image, centers, *args, **kwargs)
+    def counted(requests: Any) -> Any:
+        sizes.extend(len(r.centers) for r in requests)
+        return original(requests)
 
-    Scorer.score_occluded = counted
-    return lambda: setattr(Scorer, "score_occluded", original)
+    batching.score_windows = counted
+    return lambda: setattr(batching, "score_windows", original)
 
 
 def _bare_forward(scorer: Any) -> tuple[int, Callable[[list[int]], float]]:
@@ -81,11 +84,12 @@ def measure(folder: Path, out: Path, model: str, backend: str) -> dict:
     undo = _counting_occlusions(sizes)
     batch_size, bare = _bare_forward(scorer)
     seconds = bare_seconds = 0.0
-    done, start = 0, time.perf_counter()
-    for item in audit.feed(photos[1:], progress=False):  # interleaved with the bare runs, photo by photo
+    done, timed, start = 0, 0, time.perf_counter()
+    for item in audit.feed(photos[1:], progress=False):  # interleaved with the bare runs, round by round
         seconds += time.perf_counter() - start
         done += item.status == "done"
-        bare_seconds += bare(sizes[-1:] if item.status == "done" else [])
+        bare_seconds += bare(sizes[timed:])  # the windows scored since the last item (a round's, once)
+        timed = len(sizes)
         start = time.perf_counter()
     undo()
     audit.close()
