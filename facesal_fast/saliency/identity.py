@@ -172,7 +172,9 @@ def verification_cis(
     size = (
         batch_size
         or scorer.batch_size
-        or auto_batch_size((scorer.channels, *chip1.shape[:2]), scorer.backend.device, len(unique))
+        or auto_batch_size(
+            (scorer.channels, *chip1.shape[:2]), scorer.backend.device, len(unique), scorer.backend.cpu_max_batch
+        )
     )
     pair = dict(c=c, tau=tau, fill=fill, batch_size=size)
     far = np.full((1, 2), FAR_CENTER, np.float32)  # occludes nothing: the intact pair, same kernel
