@@ -142,6 +142,16 @@ def test_audit_chooses_the_face_of_group_photos(tmp_path, gender, caplog):
         Audit(gender, face_index=0, faces="all")
 
 
+def test_audit_records_an_aligner_finding_no_face_with_faces_all(gender):
+    def no_faces(image, **choice):  # an aligner of its own: an empty list, no exception
+        return []
+
+    audit = Audit(gender, faces="all", aligner=no_faces)
+    (item,) = audit.feed([np.zeros((64, 64, 3), np.uint8)], progress=False)
+    assert item.status == "failed" and "no face found" in item.error
+    assert audit.summary == {"done": 0, "failed": 1, "skipped": 0}
+
+
 def test_run_json_and_results_record_the_patches_used(tmp_path, gender):
     import json
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from facesal_fast import __version__
 from facesal_fast._validate import positive_int
 from facesal_fast.align import as_rgb_uint8, default_aligner, load_image
-from facesal_fast.align.errors import ImageError
+from facesal_fast.align.errors import ImageError, NoFaceError
 from facesal_fast.align.image_io import _is_tensor, tensor_images
 from facesal_fast.audit.groups import group_for, match_groups
 from facesal_fast.audit.store import RunStore, storable
@@ -454,10 +454,10 @@ class Audit:
                 continue
             try:
                 image, found, align_seconds = job.result()
+                faces = self._faces_of(index, key, source, found)
             except Exception as err:  # noqa: BLE001 - every failure is recorded, the audit goes on
                 items[position] = [self._failed(_Face(index, key, key, None, source), err, groups)]
                 continue
-            faces = self._faces_of(index, key, source, found)
             aligned += [(position, which, image, face, align_seconds / len(faces)) for which, face in faces]
         start = time.perf_counter()
         outcomes = self._explain_together([(image, face) for _, _, image, face, _ in aligned])
@@ -471,6 +471,8 @@ class Audit:
         every face, keyed ``key#faceK``."""
         if not self._all_faces:
             return [(_Face(index, key, key, None, source), found)]
+        if not found:  # an aligner of its own may answer no face with an empty list
+            raise NoFaceError(source, "no face found")
         return [(_Face(index, key, f"{key}#face{k}", k, source), face) for k, face in enumerate(found, start=1)]
 
     def _outcome(self, which: _Face, outcome: Any, groups: Groups, seconds: float) -> AuditItem:
