@@ -217,6 +217,9 @@ def test_every_method_enters_through_its_positive_part(gender, item, tmp_path):
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             evaluate([DEMO / "img1.jpg"], tmp_path / "bad", EvalConfig(**bad), scorer=scorer, module=module)
+    for bad in ({"mode": "fine"}, {"grid_step": 0}, {"stride": 0}):  # refused before the photos are read
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            evaluate([], tmp_path / "bad", EvalConfig(**bad), scorer=scorer, module=module)
 
 
 def test_sanity_cis_sees_weights_randomised_in_place(gender, item):

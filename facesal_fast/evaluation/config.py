@@ -8,6 +8,7 @@ from facesal_fast._validate import positive_int
 from facesal_fast.methods import registry
 from facesal_fast.methods.guided_backprop import OUTPUTS
 from facesal_fast.metrics import BLURS, TIES
+from facesal_fast.saliency.cis import MODES
 
 __all__ = ["DELETION_FILLS", "EVALUATION_METHODS", "EvalConfig"]
 
@@ -77,6 +78,10 @@ class EvalConfig:
         self.method_names()
         if self.patch is not None:
             positive_int(self.patch, "patch", " (model-input pixels)")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        positive_int(self.grid_step, "grid_step")
+        positive_int(self.stride, "stride")
         if not 0 < self.budget < 1:
             raise ValueError(f"budget must be in (0, 1), got {self.budget}")
         for name, value, allowed in (
