@@ -80,15 +80,16 @@ def cms(
     """
     groups = _checked_groups(images, groups)
     audit = Audit(scorer, target=target, **cis_options)
-    seen, failed = 0, []
+    seen, failed = 0, {}  # failed: photo -> first error (faces="all" may fail several faces of one photo)
     for item in audit.feed(images, groups=groups, progress=progress):
         seen += item.face in (None, 1)  # photos, with faces="all" too
         if item.status == "failed":
-            failed.append(item.error or item.source)
+            failed.setdefault(item.source, item.error or item.source)
     if isinstance(groups, _GroupList) and seen != len(groups):
         raise ValueError(f"groups has {len(groups)} names but images had {seen} items: give one group per image")
     if failed:
         warnings.warn(
-            f"{len(failed)} of {seen} images failed and were left out of the CMS: " + "; ".join(failed), stacklevel=2
+            f"{len(failed)} of {seen} images failed and were left out of the CMS: " + "; ".join(failed.values()),
+            stacklevel=2,
         )
     return audit.cms()
