@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from facesal_fast import ops
 from facesal_fast.align import load_image, to_image
 from facesal_fast.methods.registry import ModelInput
 from facesal_fast.scoring.progress import outer_bar
@@ -112,16 +113,14 @@ def reproject(canonical: np.ndarray, item: Item) -> np.ndarray:
 
 def score_images(scorer: Any, images: np.ndarray, target: int) -> np.ndarray:
     """``M(.)`` of float images in input geometry (``K x h x w x C`` or ``K x h x w``, pixel
-    units): the scorer's normalisation ``(v * scale - mean) / std`` in its layout, then its
+    units): the scorer's normalisation ``(v * scale - mean) / std`` in its layout
+    (:func:`facesal_fast.ops.unoccluded`, the kernel that normalises occluded copies), then its
     confidence; ``(K,)`` float64."""
-    x = np.asarray(images, np.float32)
-    if x.ndim == 3:
-        x = x[..., None]
-    mean = np.asarray(scorer.mean, np.float32).reshape(-1)
-    std = np.asarray(scorer.std, np.float32).reshape(-1)
-    x = (x * np.float32(scorer.scale) - mean) / std
-    if scorer.backend.layout == "nchw":
-        x = x.transpose(0, 3, 1, 2)
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    norm = dict(mean=scorer.mean, std=scorer.std, scale=scorer.scale, layout=scorer.backend.layout)
+    x = np.concatenate([ops.unoccluded(image, **norm) for image in images])
     out = [
         scorer.score(np.ascontiguousarray(x[lo : lo + _SCORE_BATCH]), target) for lo in range(0, len(x), _SCORE_BATCH)
     ]

@@ -36,19 +36,7 @@ def sanity_cis(model: torch.nn.Module, item: Item, scorer: Any, cis_options: dic
 
     ``incremental=False``: the cascade randomises one module object in place, and an
     incremental model's cached activations of the input would outlive its weights."""
-    sc = Scorer.from_torch(
-        model,
-        scorer.input_size,
-        mean=scorer.mean,
-        std=scorer.std,
-        scale=scorer.scale,
-        grayscale=scorer.channels == 1,
-        crop=scorer.crop,
-        crop_margin=scorer.crop_margin,
-        classes=scorer.classes,
-        backend="torch",
-        batch_size=256,
-    )
+    sc = Scorer.from_torch(model, spec=scorer.spec, classes=scorer.classes, backend="torch", batch_size=256)
     opts = {**cis_options, "mode": "grid", "grid_step": max(4, cis_options["grid_step"])}
     return cis(item.face.image, sc, item.target, face=item.face, incremental=False, **opts).canonical
 
