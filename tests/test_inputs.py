@@ -248,6 +248,39 @@ def test_mediapipe_native_logs_are_silenced_in_a_fresh_process(shown):
     assert (len(lines) > 0) if shown else (lines == []), done.stderr
 
 
+_USER_PATHS_SCRIPT = f"""
+import sys
+import facesal_fast as fs
+photos = [{str(PHOTO)!r}, {str(BUNDLED / "img2.jpg")!r}]
+fast = dict(mode="grid", grid_step=16, stride=16)
+fs.cis(photos[0], fs.models.load("gender", backend="onnx"), **fast)
+with fs.Audit(fs.models.load("expression-fer", backend="onnx"), sys.argv[1] + "/run", **fast) as audit:
+    assert [item.status for item in audit.feed(photos, progress=False)] == ["done", "done"]
+fs.cis(photos[1], fs.models.load("head-pose"), **fast)
+"""
+
+
+def test_no_mediapipe_line_from_cis_audit_feed_or_tasks(tmp_path):
+    """MediaPipe opens its calculators on its own threads after the graph's constructor returns;
+    their lines (feedback manager, NORM_RECT) must not reach stderr from the user's paths: fs.cis,
+    Audit.feed and facesal tasks (head pose runs its own Face Mesh graph)."""
+    env = dict(os.environ, FACESAL_MEDIAPIPE_LOGS="0")
+    api = subprocess.run(
+        [sys.executable, "-c", _USER_PATHS_SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert api.returncode == 0, api.stderr
+    tasks = subprocess.run(
+        [sys.executable, "-m", "facesal_fast", "tasks", str(BUNDLED), "--out", str(tmp_path / "tasks")]
+        + ["--models", "gender,head-pose", "--max-images", "2", "--grid-step", "16", "--backend", "onnx"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert tasks.returncode == 0, tasks.stderr
+    assert _MEDIAPIPE_LINE.findall(api.stderr + tasks.stderr) == [], api.stderr + tasks.stderr
+
+
 # ----------------------------------------------------------------------------- defaults said out loud
 
 

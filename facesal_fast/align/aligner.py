@@ -63,11 +63,14 @@ def native_stderr_silenced() -> Iterator[None]:
                 os.close(_STDERR_STATE["saved"])
 
 
-class _QuietGraph:
-    """A MediaPipe solution whose first ``process`` call (when its graph starts and logs)
-    runs with native stderr silenced; later calls go straight through."""
+class QuietGraph:
+    """A MediaPipe solution whose start (its calculators open on MediaPipe's own threads and
+    log there, after the constructor has returned) and first ``process`` call run with native
+    stderr silenced; later calls go straight through."""
 
     def __init__(self, graph: object) -> None:
+        with native_stderr_silenced():
+            graph._graph.wait_until_idle()  # the calculators' Open (and its log lines) done here
         self.graph, self._started = graph, False
 
     def process(self, image: np.ndarray) -> object:
@@ -176,7 +179,7 @@ class Aligner:
 
                 c = self.min_detection_confidence
                 self._mp = dict(
-                    mesh=_QuietGraph(
+                    mesh=QuietGraph(
                         face_mesh.FaceMesh(
                             static_image_mode=True,
                             max_num_faces=self.max_faces,
@@ -184,7 +187,7 @@ class Aligner:
                             min_detection_confidence=c,
                         )
                     ),
-                    crop=_QuietGraph(
+                    crop=QuietGraph(
                         face_mesh.FaceMesh(
                             static_image_mode=True,
                             max_num_faces=1,
@@ -193,7 +196,7 @@ class Aligner:
                         )
                     ),
                     det=[
-                        _QuietGraph(face_detection.FaceDetection(model_selection=m, min_detection_confidence=c))
+                        QuietGraph(face_detection.FaceDetection(model_selection=m, min_detection_confidence=c))
                         for m in (0, 1)
                     ],
                 )
@@ -346,6 +349,12 @@ class Aligner:
             else cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
         )
         fx, fy = work.shape[1] / w, work.shape[0] / h
+        shrunk = (  # said in a no-face message: a face in a panorama may be too small once shrunk
+            ""
+            if f == 1.0
+            else f" (the {w}x{h} px photo was shrunk to {work.shape[1]}x{work.shape[0]} px for detection, "
+            f"max_side={self.max_side}; crop it around the face)"
+        )
 
         def detect(models):
             return [((b[0] / fx, b[1] / fy, b[2] / fx, b[3] / fy), s) for b, s in self.detect(work, models)]
@@ -366,7 +375,7 @@ class Aligner:
         pending = [(None, tuple(float(v) for v in b), s, "detector") for k, (b, s) in enumerate(dets) if k not in used]
         cands = faces + pending
         if not cands:
-            raise NoFaceError(source, "no face found")
+            raise NoFaceError(source, "no face found" + shrunk)
 
         def size(c) -> float:
             """Face size in px: the detector box side, or for a meshed face 3x the RMS radius of
@@ -397,7 +406,7 @@ class Aligner:
             if not all_faces:
                 break
         if not done:
-            raise NoFaceError(source, "no face found (detector boxes gave no landmarks)")
+            raise NoFaceError(source, "no face found (detector boxes gave no landmarks)" + shrunk)
         if not all_faces:
             n = len(big)
             note = f"largest of {n} faces" if n > 1 else "single face"

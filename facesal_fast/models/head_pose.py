@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facesal_fast.align.aligner import QuietGraph, native_stderr_silenced
 from facesal_fast.align.canonical import N_MESH_VERTICES, canonical_geometry
 from facesal_fast.align.geometry import similarity_transform
 from facesal_fast.scoring.scorer import Scorer
@@ -124,7 +125,9 @@ class FaceMeshPose:
         if self._mesh is None:
             from mediapipe.python.solutions import face_mesh  # 1-2 s to import: on first use
 
-            self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False)
+            with native_stderr_silenced():
+                mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False)
+            self._mesh = QuietGraph(mesh)
         return self._mesh
 
     def pose(self, image: np.ndarray) -> tuple[float, float] | None:
