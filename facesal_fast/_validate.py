@@ -13,3 +13,50 @@ def positive_int(value: Any, name: str, hint: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer{hint}, got {value!r}")
     return int(value)
+
+
+def torch_device(device: Any, name: str = "device") -> Any:
+    """``device`` as a ``torch.device`` where this machine has it (the CPU, or a CUDA GPU that
+    is visible), else ``ValueError`` naming ``name``; ``meta`` (no data) is refused too."""
+    import torch  # here, not at the top: the command line imports this module before it needs torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{name}={device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from err
+    if dev.type == "meta":
+        raise ValueError(f"{name}={device!r}: the meta device holds no data; use 'cpu' or 'cuda'")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise ValueError(f"{name}={device!r}: no such CUDA GPU here ({count} visible); use {name}='cpu'")
+    return dev
+
+
+#: Fewest correspondence points a ``stride`` may leave (fewer give a map of a few windows).
+MIN_STRIDE_POINTS = 16
+
+
+def check_window_sizes(input_shape: tuple[int, int], patch: int, grid_step: int | None = None) -> None:
+    """``ValueError`` naming ``patch`` or ``grid_step`` when it cannot make a map on a model
+    input of ``input_shape`` ``(H, W)`` px: a window larger than the input (it hides the whole
+    face: a flat map), or a grid step of at least the input's shorter side (one window per
+    axis). ``grid_step=None``: not used (exact mode)."""
+    h, w = (int(s) for s in input_shape)
+    if positive_int(patch, "patch") > max(h, w):
+        raise ValueError(f"patch {patch} is larger than the model input {h} x {w} px (the window must fit in it)")
+    if grid_step is not None and positive_int(grid_step, "grid_step") >= min(h, w):
+        raise ValueError(
+            f"grid_step {grid_step} is not smaller than the model input {h} x {w} px "
+            "(a step that large scores one window per axis)"
+        )
+
+
+def check_stride(stride: int, kept: int, visible: int) -> None:
+    """``ValueError`` naming ``stride`` when it keeps fewer than :data:`MIN_STRIDE_POINTS`
+    (``kept``) of a face's ``visible`` correspondence points (``stride=1`` keeps them all)."""
+    if stride > 1 and kept < MIN_STRIDE_POINTS:
+        raise ValueError(
+            f"stride {stride} keeps {kept} of the face's {visible} visible points; a map needs at least "
+            f"{MIN_STRIDE_POINTS}: use a smaller stride"
+        )

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from facesal_fast import __version__
-from facesal_fast._validate import positive_int
+from facesal_fast._validate import check_window_sizes, positive_int
 from facesal_fast.align import as_rgb_uint8, default_aligner, load_image
 from facesal_fast.align.errors import ImageError, NoFaceError
 from facesal_fast.align.image_io import _is_tensor, tensor_images
@@ -239,7 +239,8 @@ def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]
 
     Raises:
         ValueError: naming the option (unknown name, mode, non-positive stride/grid_step/patch,
-            a patch larger than the model input, an unknown fill name).
+            a patch larger than the model input or a grid step not smaller than it, an
+            unknown fill name).
     """
     unknown = sorted(set(options) - set(_CIS_OPTIONS))
     if unknown:
@@ -259,8 +260,9 @@ def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]
     size = getattr(scorer, "input_size", None)
     if size is not None:
         patch = resolve_patch(checked.get("patch"), size)
-        if patch > max(size):
-            raise ValueError(f"patch {patch} is larger than the model input {size[0]} x {size[1]} px")
+        check_window_sizes(
+            size, patch, None if checked.get("mode", "exact") == "exact" else checked.get("grid_step", 2)
+        )
         checked["patch"] = patch
     return checked
 

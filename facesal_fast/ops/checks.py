@@ -39,6 +39,7 @@ __all__ = [
     "float32",
     "alloc",
     "per_channel",
+    "check_no_overlap",
     "check_threads",
     "check_size",
     "check_patch",
@@ -116,6 +117,26 @@ def per_channel(v: float | Sequence[float] | Array, C: int, name: str) -> list[f
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or Inf")
     return [float(a) for a in arr] + [0.0] * (3 - C)
+
+
+def _byte_span(t: torch.Tensor) -> tuple[int, int]:
+    """``[first byte, one past the last byte]`` of the memory ``t`` reads."""
+    extent = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) + 1
+    return t.data_ptr(), t.data_ptr() + extent * t.element_size()
+
+
+def check_no_overlap(output: torch.Tensor, output_name: str, inputs: dict[str, torch.Tensor | None]) -> None:
+    """``ValueError`` when ``output`` (written in place) shares memory with one of ``inputs``
+    (name -> tensor or None): the kernel would read values it has already overwritten."""
+    if not output.numel():
+        return
+    out_start, out_end = _byte_span(output)
+    for name, t in inputs.items():
+        if t is None or not t.numel() or t.device != output.device:
+            continue
+        start, end = _byte_span(t)
+        if start < out_end and out_start < end:
+            raise ValueError(f"{output_name} shares memory with {name}: pass separate buffers (it is written in place)")
 
 
 def check_threads(threads: int | None) -> int:

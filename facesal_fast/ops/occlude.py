@@ -42,6 +42,10 @@ __all__ = ["FAR_CENTER", "Fill", "occlude_batch", "unoccluded"]
 def _fill_arguments(fill: Fill, image: torch.Tensor, blur_sigma: float) -> tuple[torch.Tensor | None, list[float]]:
     """(fill image H x W x C float32 or None, per-channel constant fill)."""
     H, W, C = image.shape
+    is_array = isinstance(fill, (np.ndarray, torch.Tensor))
+    if not H * W and (fill in ("mean", "blur") if isinstance(fill, str) else is_array and np.ndim(fill) >= 2):
+        what = repr(fill) if isinstance(fill, str) else "image"
+        raise ValueError(f"fill {what}: the image is empty ({H} x {W} px), there is nothing to fill from")
     if isinstance(fill, str):
         if fill == "black":
             return None, [0.0, 0.0, 0.0]
@@ -51,7 +55,7 @@ def _fill_arguments(fill: Fill, image: torch.Tensor, blur_sigma: float) -> tuple
             sigma = positive_float(blur_sigma, "blur_sigma")
             return gaussian_blur(image.float(), sigma), [0.0, 0.0, 0.0]
         raise ValueError(f"fill must be 'black', 'mean', 'blur', a colour or an image, got {fill!r}")
-    if isinstance(fill, (np.ndarray, torch.Tensor)) and np.ndim(fill) >= 2:
+    if is_array and np.ndim(fill) >= 2:
         fill_image = float32(fill, "fill", image.device, "(H x W x C image)")
         if fill_image.ndim == 2:
             fill_image = fill_image.unsqueeze(-1)

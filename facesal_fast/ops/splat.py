@@ -16,7 +16,17 @@ import torch
 from facesal_fast._validate import positive_int
 from facesal_fast.ops import _dispatch
 from facesal_fast.ops._native import SplatCall
-from facesal_fast.ops.checks import FLOAT32_MAX, Array, alloc, check_patch, check_size, float32, restore, to_tensor
+from facesal_fast.ops.checks import (
+    FLOAT32_MAX,
+    Array,
+    alloc,
+    check_no_overlap,
+    check_patch,
+    check_size,
+    float32,
+    restore,
+    to_tensor,
+)
 
 __all__ = ["splat_add", "splat_add_grouped", "splat_mean", "normalize_by_counts"]
 
@@ -81,7 +91,8 @@ def _check_out(
     out: tuple[Array, Array], sums_shape: tuple, counts_shape: tuple, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(sums, counts)`` buffers as tensors sharing memory with ``out``, checked to be
-    contiguous, float32 or float64 alike, of the given shapes and on ``device``."""
+    contiguous, float32 or float64 alike, of the given shapes, on ``device`` and apart from
+    each other."""
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise ValueError("out must be a (sums, counts) pair")
     for o, name in zip(out, ("out sums", "out counts")):
@@ -99,6 +110,7 @@ def _check_out(
             raise ValueError(f"{name} is on {t.device}, expected {device}")
     if sums.dtype != counts.dtype:
         raise ValueError(f"out sums and counts must share a dtype, got {sums.dtype} and {counts.dtype}")
+    check_no_overlap(sums, "out sums", {"out counts": counts})
     return sums, counts
 
 
@@ -125,7 +137,8 @@ def splat_add(
         weights: optional ``N`` or ``B x N`` weights (e.g. 0/1 visibility per image);
             with ``B x N`` weights the counts are per map, ``B x H x W``.
         out: optional ``(sums, counts)`` float32 or float64 buffers to accumulate into
-            (streaming); they are returned.
+            (streaming); they are returned. They must not share memory with each other or
+            with ``values``, ``points`` or ``weights`` (``ValueError``).
 
     Returns:
         ``(sums B x H x W, counts H x W or B x H x W)``, float32 unless ``out`` says otherwise.
@@ -154,6 +167,8 @@ def splat_add(
         counts = alloc(torch.zeros, counts_shape, torch.float32, device, "the counts")
     else:
         sums, counts = _check_out(out, (B, H, W), counts_shape, device)
+        for buffer, name in ((sums, "out sums"), (counts, "out counts")):
+            check_no_overlap(buffer, name, {"values": vals, "points": pts, "weights": w})
         _check_sum_range(call, sums.dtype)
     _dispatch.splat_add(call, sums, counts)
     if out is not None:

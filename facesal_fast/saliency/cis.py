@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from facesal_fast import ops
-from facesal_fast._validate import positive_int
+from facesal_fast._validate import check_stride, check_window_sizes, positive_int
 from facesal_fast.align import AlignedFace, canonical_face, find_face, region_shares, to_image
 from facesal_fast.grid import bilinear, bounding_grid, unique_windows
 from facesal_fast.inputs import AlignerLike, ImagesInput, ScorerLike, as_numpy, per_photo
@@ -237,6 +237,7 @@ def cis_steps(
     face = find_face(image, face, aligner)
     input_image, affine = scorer.prepare(face.image, face)
     patch = resolve_patch(patch, input_image.shape[:2])
+    check_window_sizes(input_image.shape[:2], patch, None if mode == "exact" else grid_step)
     if quality is not None:
         if mode != "exact":
             raise ValueError(f"pass either quality ({quality!r}) or mode ({mode!r}), not both")
@@ -246,6 +247,7 @@ def cis_steps(
     base = float(scorer.base_score(input_image, score_target))
     used = np.asarray(face.visible, bool).copy()
     used[np.arange(len(used)) % stride != 0] = False
+    check_stride(stride, int(used.sum()), int(np.count_nonzero(face.visible)))
     points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
     if quality is not None and not grid_pays(points_in, input_image.shape[:2], grid_step):
         mode = "exact"  # a preset never scores more windows than exact mode

@@ -42,6 +42,15 @@ class Backend(ABC):
 def _as_2d(out: torch.Tensor) -> torch.Tensor:
     out = out.float()
     return out.reshape(out.shape[0], -1)
+    """A model's outputs ``K x ...`` as float32 ``K x D``; anything but a tensor of real
+    numbers with data (e.g. None, strings, a tuple, a meta tensor) is a ``ValueError``."""
+    if not isinstance(out, torch.Tensor) or out.is_meta or out.is_complex() or out.ndim == 0:
+        what = (
+            f"a {'meta' if out.is_meta else str(out.dtype)} tensor of shape {tuple(out.shape)}"
+            if isinstance(out, torch.Tensor)
+            else type(out).__name__
+        )
+        raise ValueError(f"the model returned {what}; expected a K x D tensor of real numbers (one row per image)")
 
 
 class TorchBackend(Backend):
@@ -250,7 +259,14 @@ class CallableBackend(Backend):
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         out = self.fn(batch.numpy() if self.array == "numpy" else batch)
-        out = torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out, device=self.device)
+        if not isinstance(out, torch.Tensor):
+            array = np.asarray(out)
+            if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+                raise ValueError(
+                    f"the model callable returned {type(out).__name__} of dtype {array.dtype}; expected K x D numbers"
+                )
+            out = torch.as_tensor(array)
+        out = out if out.is_meta else out.to(self.device)
         if out.ndim == 0 or out.shape[0] != batch.shape[0]:
             raise ValueError(
                 f"the model callable must return one row per image ({batch.shape[0]}), got shape {tuple(out.shape)}"

@@ -71,3 +71,27 @@ def class_scores(out: torch.Tensor, kind: str, outputs: str) -> torch.Tensor:
     if kind == "softmax":
         return torch.softmax(out, dim=1) if outputs == "logits" else out
     return out if outputs == "logits" else torch.log(out)
+
+
+#: How far ``outputs="probabilities"`` may stray from [0, 1] and from rows summing to 1
+#: (float16 rounding, a softmax computed in reduced precision).
+PROBABILITY_TOLERANCE = 1e-2
+
+
+def check_probabilities(out: torch.Tensor) -> None:
+    """``ValueError`` unless every row of ``out`` (``K x D``) is a probability distribution:
+    values in [0, 1] and rows summing to 1, within :data:`PROBABILITY_TOLERANCE`."""
+    if not out.numel():
+        return
+    values = out.detach().double()
+    low, high = float(values.min()), float(values.max())
+    sums = values.sum(dim=1)
+    worst = float((sums - 1.0).abs().max())
+    tol = PROBABILITY_TOLERANCE
+    if low >= -tol and high <= 1.0 + tol and worst <= tol:
+        return
+    raise ValueError(
+        f"outputs='probabilities' but the model returned values in [{low:.4g}, {high:.4g}] with row sums "
+        f"{float(sums.min()):.4g} to {float(sums.max()):.4g} (probabilities lie in [0, 1] and sum to 1); "
+        "if the model returns logits (scores before a softmax), build the scorer with outputs='logits'"
+    )

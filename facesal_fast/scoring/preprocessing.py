@@ -50,12 +50,22 @@ def check_normalisation(mean: Any, std: Any, scale: float, channels: int, half: 
         )
 
 
+#: Largest model input side ``input_size`` accepts (a model input, not a photo: photos of any
+#: size up to the aligner's pixel limit are cropped or resized to it).
+MAX_INPUT_SIDE = 4096
+
+
 def _size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if input_size is None:
         return None
     size = (int(input_size), int(input_size)) if np.ndim(input_size) == 0 else tuple(int(s) for s in input_size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"input_size must be a positive int or (height, width), got {input_size!r}")
+    if max(size) > MAX_INPUT_SIDE:
+        raise ValueError(
+            f"input_size must be at most {MAX_INPUT_SIDE} px a side (one {MAX_INPUT_SIDE} x {MAX_INPUT_SIDE} RGB "
+            f"float32 input is 200 MB), got {input_size!r}"
+        )
     return size
 
 

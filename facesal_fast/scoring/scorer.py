@@ -24,11 +24,19 @@ import torch
 from torch import nn
 
 from facesal_fast import ops
+from facesal_fast._validate import torch_device
 from facesal_fast.align import default_aligner
 from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend, export_onnx
 from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
-from facesal_fast.scoring.confidence import Confidence, class_confidence, class_scores, resolve_class
+from facesal_fast.scoring.confidence import (
+    Confidence,
+    check_probabilities,
+    class_confidence,
+    class_scores,
+    resolve_class,
+)
 from facesal_fast.scoring.geometry import FaceBox, box_tuple, chip_geometry, five_points, to_model_geometry
+from facesal_fast.scoring.model_checks import check_first_forward
 from facesal_fast.scoring.preprocessing import Preprocessing, check_normalisation
 from facesal_fast.scoring.progress import step_bar
 from facesal_fast.scoring.selection import (
@@ -215,13 +223,17 @@ class Scorer:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         first = next(module.parameters(), None)
         dev = (
-            torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+            torch_device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+        if first is not None and first.is_meta:
+            raise ValueError("the module's weights are on the meta device (not loaded): load them before from_torch")
         )
         shape = (spec.channels, *spec.input_size) if spec.input_size else None
         if backend not in ("torch", "auto") and shape is None:
             raise ValueError(f"backend={backend!r} needs a fixed input_size (the export shape)")
         bs = batch_size or (auto_batch_size(shape, dev) if shape else None)
         probe: list[ProbeResult] = []
+        if shape is not None:
+            check_first_forward(module, shape, dev)
         if backend == "auto" and shape is None:  # images keep their own size: probed per shape, when it pays
             chosen: Backend = ProbingBackend(module, dev, precision, compile, cache_dir)
         elif backend == "torch":
@@ -278,7 +290,7 @@ class Scorer:
         else:
             raise ValueError(f"{path}: cannot find a 1- or 3-channel axis in input shape {dims}")
         spec = Preprocessing.of(spec, input_size=size, channels=channels, **preprocessing)
-        dev = torch.device(device)
+        dev = torch_device(device)
         if backend == "tensorrt":
             if layout != "nchw":
                 raise ValueError("the TensorRT backend takes NCHW models")
@@ -313,7 +325,7 @@ class Scorer:
         if input_size is not None:
             preprocessing["input_size"] = input_size
         return cls(
-            CallableBackend(fn, layout, array, device),
+            CallableBackend(fn, layout, array, torch_device(device)),
             Preprocessing.of(spec, **preprocessing),
             classes=classes,
             outputs=outputs,
@@ -467,8 +479,10 @@ class Scorer:
 
         Raises ``ValueError`` naming the expected shape when ``D`` differs from the number
         of class names, or when ``D`` is 1 under a softmax of logits (the probability of
-        the only class is always 1: every occlusion drop would be 0, an all-zero map). A
-        model returning ``(K,)`` arrives here as ``K x 1``."""
+        the only class is always 1: every occlusion drop would be 0, an all-zero map), or
+        when ``outputs="probabilities"`` and a row is no probability distribution
+        (:func:`~facesal_fast.scoring.confidence.check_probabilities`). A model returning
+        ``(K,)`` arrives here as ``K x 1``."""
         if self._confidence is not None or self.outputs == "embedding":
             return outputs
         k, d = int(outputs.shape[0]), int(outputs.shape[1])
@@ -482,6 +496,8 @@ class Scorer:
                 f"the model returned one score per image (shape {(k, d)}); a softmax over one logit is always 1. "
                 f"Return ({k}, D) scores with D >= 2 classes, or use confidence='logit' for a single score"
             )
+        if self.outputs == "probabilities":
+            check_probabilities(outputs)
         return outputs
 
     def confidence_for(self, img: torch.Tensor, target: Target, base_outputs: torch.Tensor | None = None) -> Confidence:
