@@ -34,6 +34,7 @@ from facesal_fast.align import load_image
 from facesal_fast.audit.options import print_summary
 from facesal_fast.audit.runner import Audit, Groups, cms_from_store, group_of, iter_inputs, run_settings, versions
 from facesal_fast.audit.store import RunStore, StoredImage
+from facesal_fast.saliency.cms import covered_mean
 
 if TYPE_CHECKING:
     from facesal_fast.audit.options import AuditPlan
@@ -46,33 +47,37 @@ ScorerSpec = str | Callable[[], Any]
 
 @dataclass
 class PartialSums:
-    """float64 sums and counts of CIS maps, overall and per group, and the keys they cover."""
+    """float64 sums of CIS maps, images covering each pixel and image counts, overall and per
+    group (name -> ``(sum, covered, n)``), and the keys they cover."""
 
     keys: list[str] = field(default_factory=list)
     total: np.ndarray | None = None
+    covered: np.ndarray | None = None
     count: int = 0
-    groups: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+    groups: dict[str, tuple[np.ndarray, np.ndarray, int]] = field(default_factory=dict)
 
-    def add(self, key: str, canonical: np.ndarray, group: str | None) -> None:
-        """Add one image's canonical map (to its group, when given)."""
+    def add(self, key: str, canonical: np.ndarray, group: str | None, counts: np.ndarray | None = None) -> None:
+        """Add one image's canonical map (to its group, when given); ``counts``: its CIS density
+        (the pixels it covers are ``counts > 0``; None: all)."""
         cmap = np.asarray(canonical, np.float64)
-        self.keys.append(key)
-        self.total = cmap.copy() if self.total is None else self.total + cmap
-        self.count += 1
-        if group is not None:
-            old, n = self.groups.get(str(group), (0.0, 0))
-            self.groups[str(group)] = (old + cmap, n + 1)
+        covered = np.ones(cmap.shape) if counts is None else (np.asarray(counts) > 0).astype(np.float64)
+        self._merge(
+            [key], cmap * covered, covered, 1, {} if group is None else {str(group): (cmap * covered, covered, 1)}
+        )
 
     def merge(self, other: PartialSums) -> None:
         """Add another partial (the reduction step)."""
-        if other.total is None:
-            return
-        self.keys.extend(other.keys)
-        self.total = other.total.copy() if self.total is None else self.total + other.total
-        self.count += other.count
-        for group, (total, n) in other.groups.items():
-            old, m = self.groups.get(group, (0.0, 0))
-            self.groups[group] = (old + total, m + n)
+        if other.total is not None:
+            self._merge(other.keys, other.total, other.covered, other.count, other.groups)
+
+    def _merge(self, keys, total, covered, count, groups) -> None:
+        self.keys.extend(keys)
+        self.total = total.copy() if self.total is None else self.total + total
+        self.covered = covered.copy() if self.covered is None else self.covered + covered
+        self.count += count
+        for group, (g_total, g_covered, n) in groups.items():
+            old, old_covered, m = self.groups.get(group, (0.0, 0.0, 0))
+            self.groups[group] = (old + g_total, old_covered + g_covered, m + n)
 
 
 @dataclass
@@ -142,7 +147,7 @@ class _Worker:
             return self.store.last_row, os.getpid()
         group = group_of(self.groups, index, key, result)
         self.audit.record(key, source, group, result, time.perf_counter() - start)
-        self.partial.add(key, result.canonical, group)
+        self.partial.add(key, result.canonical, group, result.counts)
         return self.store.last_row, os.getpid()
 
     def resolved(self) -> dict[str, Any]:
@@ -184,11 +189,11 @@ def _check_reduction(reduced: PartialSums, cms: CMSResult) -> None:
     problems = []
     if reduced.count != cms.count or reduced.total is None:
         problems.append(f"{reduced.count} maps reduced, {cms.count} in the store")
-    elif not np.allclose(reduced.total / reduced.count, cms.cms, rtol=1e-5, atol=1e-8):
+    elif not np.allclose(covered_mean(reduced.total, reduced.covered), cms.cms, rtol=1e-5, atol=1e-8):
         problems.append("the overall CMS differs")
     for group, (cmap, n) in cms.groups.items():
-        total, m = reduced.groups.get(group, (None, 0))
-        if m != n or not np.allclose(total / m, cmap, rtol=1e-5, atol=1e-8):
+        total, covered, m = reduced.groups.get(group, (None, None, 0))
+        if m != n or not np.allclose(covered_mean(total, covered), cmap, rtol=1e-5, atol=1e-8):
             problems.append(f"group {group!r} differs ({m} vs {n} maps)")
     if problems or set(reduced.groups) != set(cms.groups):
         raise RuntimeError(
@@ -350,7 +355,8 @@ def _run(
     recovered = PartialSums()
     for row in store.rows("done"):
         if row.key not in covered:
-            recovered.add(row.key, store.load(row.key)["canonical"], row.group)
+            arrays = store.load(row.key)
+            recovered.add(row.key, arrays["canonical"], row.group, arrays.get("counts"))
     reduced.merge(recovered)
     cms = cms_from_store(store, **cms_options) if store.rows("done") else None
     if cms is not None:

@@ -11,9 +11,9 @@ On the same photos, the CMS (mean CIS over the photos) of every bundled model of
 
 Every classifier explains its predicted class. The maps are drawn over the mean face on one
 colour scale (all confidences are probabilities or cosines, so drops share a unit) with
-each model's region shares (:func:`facesal_fast.align.region_shares`, positive mass; the maps
-are cut to the canonical face first) and the bootstrap interval over photos of the mean
-per-photo share.
+each model's region shares: the mean over the photos of each photo's share of its positive
+saliency on the face (the maps are cut to the canonical face first), with its bootstrap
+interval over photos.
 Output: ``OUT/tasks.png``, ``OUT/tasks.html`` (self-contained) and ``OUT/tasks.json``.
 """
 
@@ -54,10 +54,12 @@ class TaskMaps:
     """CMS of each model over the same photos.
 
     Attributes:
-        cms: model name -> ``H_F x W_F`` float32 mean CIS.
-        shares: model name -> ``{region: share}`` of that CMS (positive mass).
+        cms: model name -> ``H_F x W_F`` float32 mean CIS (per pixel over the photos covering it).
+        shares: model name -> ``{region: mean per-photo share}`` (positive mass on the face; the
+            estimates of ``intervals``), then ``"other"``: the rest of the face's mass.
         intervals: model name -> ``{region: (mean per-photo share, CI low, CI high)}``, the
             bootstrap interval over photos of :class:`~facesal_fast.saliency.CMSAccumulator`.
+        confidence: the level of ``intervals``.
         task: model name -> its task.
         photos: the photos used (every model succeeded on each); failed: ``(photo, message)``.
         settings: the CIS options used.
@@ -70,6 +72,7 @@ class TaskMaps:
     intervals: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    confidence: float = 0.95
 
 
 def _scorers(names: Sequence[str], backend: str) -> dict[str, Any]:
@@ -91,15 +94,24 @@ def _bound(name: str, scorer: Any, image: np.ndarray, face: Any) -> Any:
 
 def _photo_maps(
     image: np.ndarray, face: Any, scorers: dict[str, Any], options: dict[str, Any]
-) -> dict[str, np.ndarray]:
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Model name -> (``H_F x W_F`` CIS map, its density ``counts``: the pixels the photo covers)."""
     # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.saliency.cis import cis
 
     maps = {}
     for name, scorer in scorers.items():
         result = cis(image, _bound(name, scorer, image, face), None, face=face, **options)
-        maps[name] = np.asarray(result.canonical, np.float64)
+        maps[name] = (np.asarray(result.canonical, np.float64), np.asarray(result.counts))
     return maps
+
+
+def _mean_shares(intervals: dict[str, tuple[float, float, float]]) -> dict[str, float]:
+    """The estimates of ``intervals`` (mean per-photo shares), then ``"other"``: the rest of the
+    face's mass (regions are disjoint but for ``mouth`` = lips + opening)."""
+    shares = {region: mean for region, (mean, _, _) in intervals.items()}
+    opening = shares["mouth"] - shares["upper_lip"] - shares["lower_lip"]
+    return {**shares, "other": 1.0 - sum(v for k, v in shares.items() if k != "mouth") - opening}
 
 
 def five_tasks(
@@ -131,7 +143,7 @@ def five_tasks(
         ValueError: an unknown model, no photos, or a bad CIS option, before any model loads.
     """
     # lazy: keeps torch and cv2 out of facesal --help
-    from facesal_fast.align import canonical_mask, default_aligner, load_image, region_shares
+    from facesal_fast.align import canonical_mask, default_aligner, load_image
     from facesal_fast.saliency.cms import CMSAccumulator
     from facesal_fast.scoring.progress import inside_outer_bar
 
@@ -155,9 +167,9 @@ def five_tasks(
             failed.append((str(path), str(err)))
             continue
         used.append(str(path))
-        for name, canonical in maps.items():  # the face only, so shares are of the face's mass (as region_shares)
+        for name, (canonical, counts) in maps.items():  # the face only: shares of the face's mass
             accumulators.setdefault(name, CMSAccumulator(canonical.shape, min_group=2)).add(
-                canonical * canonical_mask(canonical.shape), "all"
+                canonical * canonical_mask(canonical.shape), "all", counts
             )
     if not used:
         raise ValueError(f"no photo could be explained: {failed}")
@@ -166,12 +178,13 @@ def five_tasks(
         results = {name: accumulators[name].result() for name in names}
     return TaskMaps(
         {n: r.cms for n, r in results.items()},
-        {n: region_shares(r.cms) for n, r in results.items()},
+        {n: _mean_shares(r.share_intervals["all"]) for n, r in results.items()},
         {m: task_of[m] for m in names},
         used,
         {n: r.share_intervals["all"] for n, r in results.items()},
         failed,
         {**options, "backend": backend},
+        results[names[0]].confidence,
     )
 
 
@@ -232,7 +245,7 @@ def _shares_table(result: TaskMaps) -> str:
 
 
 def _interval(result: TaskMaps, name: str, region: str) -> str:
-    """`` [low, high]``: the bootstrap CI of the mean per-photo share, when there is one."""
+    """`` [low, high]``: the bootstrap CI of the mean per-photo share printed above it, when there is one."""
     found = result.intervals.get(name, {}).get(region)
     return f"<br><small>[{found[1]:.3f}, {found[2]:.3f}]</small>" if found else ""
 
@@ -264,8 +277,8 @@ def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
         "colour scale (mean drop of the predicted class's probability, or of the identification cosine).</p>"
         f'<img src="data:image/png;base64,{base64.b64encode(figure).decode()}" alt="CMS per task" '
         'style="max-width:100%">'
-        "<h2>Region shares (positive saliency mass of the CMS; under each, the 95% bootstrap interval over photos "
-        f"of the mean per-photo share)</h2>{_shares_table(result)}"
+        "<h2>Region shares (mean over the photos of each photo's share of its positive saliency on the face; "
+        f"under each, its {100 * result.confidence:g}% bootstrap interval over photos)</h2>{_shares_table(result)}"
         + (f"<h2>Left out</h2><ul>{failed}</ul>" if failed else "")
     )
     page = (

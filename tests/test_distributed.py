@@ -160,10 +160,10 @@ def test_the_reduction_check_catches_a_lost_partial(reference):
     rows = store.rows("done")
     every, all_but_one = PartialSums(), PartialSums()
     for i, row in enumerate(rows):
-        canonical = store.load(row.key)["canonical"]
-        every.add(row.key, canonical, row.group)
+        arrays = store.load(row.key)
+        every.add(row.key, arrays["canonical"], row.group, arrays["counts"])
         if i:
-            all_but_one.add(row.key, canonical, row.group)
+            all_but_one.add(row.key, arrays["canonical"], row.group, arrays["counts"])
     store.close()
     _check_reduction(every, reference[1])
     with pytest.raises(RuntimeError, match="3 maps reduced, 4 in the store"):

@@ -97,14 +97,20 @@ def test_report_has_colour_bars_findings_and_renders(gender_run, tmp_path, capsy
     assert "too few images in group" not in capsys.readouterr().err + page.read_text()
 
 
-def _fake_run(path: Path, maps: np.ndarray, keys: list[str]) -> Path:
+def _fake_run(
+    path: Path, maps: np.ndarray, keys: list[str], groups: list[str] | None = None, counts: np.ndarray | None = None
+) -> Path:
+    """A run of ``maps`` (``n x H x W``) under ``keys``; ``groups`` per map, ``counts`` (``n x H x W``) stored too."""
     store = RunStore(path, {"model": "synthetic"}, {})
-    for key, m in zip(keys, maps):
+    for i, (key, m) in enumerate(zip(keys, maps)):
+        arrays = {"canonical": m.astype(np.float32), "face_box": np.zeros(4, np.float32)}
+        if counts is not None:
+            arrays["counts"] = counts[i].astype(np.float32)
         store.save_done(
             key,
             key,
-            {"canonical": m.astype(np.float32), "face_box": np.zeros(4, np.float32)},
-            group=None,
+            arrays,
+            group=None if groups is None else groups[i],
             target=0,
             target_name="x",
             base_score=0.9,

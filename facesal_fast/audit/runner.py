@@ -380,7 +380,7 @@ class Audit:
         if self.store is None:
             if self._memory is None:
                 self._memory = CMSAccumulator(result.canonical.shape)
-            self._memory.add(result.canonical, group)
+            self._memory.add(result.canonical, group, result.counts)
             return
         arrays = dict(
             canonical=result.canonical,
@@ -527,7 +527,7 @@ def cms_from_store(store: RunStore, **options: Any) -> CMSResult:
     for row, arrays in store.iter_done():
         if accumulator is None:
             accumulator = CMSAccumulator(arrays["canonical"].shape, **options)
-        accumulator.add(arrays["canonical"], row.group)
+        accumulator.add(arrays["canonical"], row.group, arrays.get("counts"))  # a run without counts: all covered
     if accumulator is None:
         raise ValueError(f"{store.path} has no finished image")
     return accumulator.result()

@@ -151,19 +151,18 @@ def _log_counts(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def region_share_figure(
-    overall: dict[str, float], intervals: dict[str, dict[str, tuple[float, float, float]]], counts: dict[str, int]
-):
-    """Bars: each region's share of the overall CMS, and each group's mean per-image share
-    with its bootstrap CI as error bars."""
-    regions = list(overall)
+def region_share_figure(bars: Sequence[tuple[str, dict[str, tuple[float, float, float]]]], confidence: float = 0.95):
+    """Bars: per region, each column's mean per-image share with its ``confidence`` CI as error bars.
+
+    ``bars``: ``(label, region -> (mean share, CI low, CI high))`` per column (all images first,
+    then each group: the numbers of the region table, so bars and table never disagree).
+    """
+    regions = list(bars[0][1])
 
     def draw(ax):
-        columns = 1 + len(intervals)
-        width = 0.8 / columns
+        width = 0.8 / len(bars)
         x = np.arange(len(regions))
-        ax.bar(x, [100 * overall[r] for r in regions], width, label="all images (share of the CMS)", color="0.6")
-        for i, (group, shares) in enumerate(intervals.items(), start=1):
+        for i, (label, shares) in enumerate(bars):
             mean = np.array([100 * shares[r][0] for r in regions])
             err = np.array(
                 [[100 * (shares[r][0] - shares[r][1]), 100 * (shares[r][2] - shares[r][0])] for r in regions]
@@ -174,10 +173,11 @@ def region_share_figure(
                 width,
                 yerr=np.maximum(err, 0),
                 capsize=2,
-                label=plain(f"{group} (n={counts[group]}, mean per image, 95% CI)"),
+                color="0.6" if i == 0 else None,
+                label=plain(f"{label}, mean per image, {100 * confidence:g}% CI"),
             )
         ax.set_xticks(
-            x + width * (columns - 1) / 2, [r.replace("_", " ") for r in regions], rotation=45, ha="right", fontsize=8
+            x + width * (len(bars) - 1) / 2, [r.replace("_", " ") for r in regions], rotation=45, ha="right", fontsize=8
         )
         ax.set_ylabel("share of positive saliency (%)")
         ax.legend(fontsize=7)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from facesal_fast.align import load_image
+from facesal_fast.align import canonical_mask, load_image
 from facesal_fast.audit.runner import cms_from_store
 from facesal_fast.audit.store import RunStore, atomic_write_bytes
 from facesal_fast.report.figures import (
@@ -38,7 +38,15 @@ if TYPE_CHECKING:
     from facesal_fast.saliency.cms import CMSResult
     from facesal_fast.saliency.stats import GroupDifference
 
-__all__ = ["difference_section", "findings", "page", "small_group_messages", "write_report"]
+__all__ = [
+    "difference_section",
+    "findings",
+    "page",
+    "share_cell",
+    "share_columns",
+    "small_group_messages",
+    "write_report",
+]
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
@@ -111,8 +119,19 @@ def _level(d: GroupDifference) -> str:
     )
 
 
-def _finding(d: GroupDifference, unit: str) -> tuple[str, list[str]]:
-    """(summary sentence, one sentence per significant region, largest shift first)."""
+def _mean_shares(shares: dict[str, dict[str, float]] | None, first: str, second: str, region: str) -> str:
+    """``on average 13.9% of an image's saliency against 7.2%; `` (the region table's numbers), or ``""``."""
+    if not shares or first not in shares or second not in shares:
+        return ""
+    return (
+        f"on average {100 * shares[first][region]:.1f}% of an image's saliency against "
+        f"{100 * shares[second][region]:.1f}%; "
+    )
+
+
+def _finding(d: GroupDifference, unit: str, shares: dict[str, dict[str, float]] | None = None) -> tuple[str, list[str]]:
+    """(summary sentence, one sentence per significant region, largest shift first); ``shares``:
+    name -> region -> mean per-image share, quoted beside each shift."""
     n = f"n = {d.n_a} / {d.n_b}" + (" pairs" if d.paired else "")
     if d.too_few:
         return f"No difference between {unit} {d.a} and {unit} {d.b} is claimed: {'; '.join(d.too_few)}.", []
@@ -124,7 +143,8 @@ def _finding(d: GroupDifference, unit: str) -> tuple[str, list[str]]:
         first, second, low, high = (d.a, d.b, t.low, t.high) if t.difference > 0 else (d.b, d.a, -t.high, -t.low)
         sentences.append(
             f"For {unit} {first} the model puts {100 * abs(t.difference):.1f} points more of its saliency on the "
-            f"{region_label(region)} than for {unit} {second} ({100 * d.confidence:g}% CI {100 * low:.1f} to "
+            f"{region_label(region)} than for {unit} {second} ({_mean_shares(shares, first, second, region)}"
+            f"{100 * d.confidence:g}% CI {100 * low:.1f} to "
             f"{100 * high:.1f}, adjusted {_p_is(t.p_adjusted)}, effect size {abs(t.effect_size):.2f}, {n})."
         )
     count = len(sentences)
@@ -136,10 +156,16 @@ def _finding(d: GroupDifference, unit: str) -> tuple[str, list[str]]:
 
 
 def findings(
-    differences: Sequence[GroupDifference], unit: str = "group", groups: dict[str, int] | None = None, caveat: str = ""
+    differences: Sequence[GroupDifference],
+    unit: str = "group",
+    groups: dict[str, int] | None = None,
+    caveat: str = "",
+    shares: dict[str, dict[str, float]] | None = None,
 ) -> str:
     """The findings paragraph, written from the tests (``<div id="findings">``); ``groups``
-    (name -> images) explains why there is nothing to compare; ``caveat`` is added at the end."""
+    (name -> images) explains why there is nothing to compare; ``caveat`` is added at the end;
+    ``shares`` (name -> region -> mean per-image share, as the region table shows them) are
+    quoted beside each shift."""
     if not differences and groups:
         only = ", ".join(f"{html.escape(g)} (n={n})" for g, n in groups.items())
         text = f"Only one group was found ({only}), so no group difference was tested."
@@ -148,7 +174,7 @@ def findings(
     else:
         parts = []
         for d in differences:
-            summary, sentences = _finding(d, unit)
+            summary, sentences = _finding(d, unit, shares)
             items = "".join(f"<li>{html.escape(s)}</li>" for s in sentences)
             parts.append(html.escape(summary) + (f"<ul>{items}</ul>" if items else " "))
         text = "".join(parts)
@@ -197,17 +223,59 @@ def _group_maps(result: CMSResult) -> str:
     return map_html(map_figure(maps), "every group on one colour scale")
 
 
+def share_columns(result: CMSResult) -> list[tuple[str, dict[str, tuple[float, float, float]]]]:
+    """``(label, region -> (mean per-image share, CI low, CI high))``: all images, then each group;
+    the columns of the region table and of the bars."""
+    counts = {g: n for g, (_, n) in result.groups.items()}
+    return [
+        (f"all images (n={result.count})", result.overall_intervals),
+        *((f"{g} (n={counts[g]})", intervals) for g, intervals in result.share_intervals.items()),
+    ]
+
+
+def share_cell(mean: float, low: float, high: float) -> str:
+    """``13.9% [12.1, 15.8]``: a mean share (fraction) and its interval, in percent."""
+    return f"{100 * mean:.1f}% <small>[{100 * low:.1f}, {100 * high:.1f}]</small>"
+
+
 def _region_table(result: CMSResult) -> str:
-    columns = ["all images", *result.group_shares]
-    shares = [result.overall_shares, *result.group_shares.values()]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    columns = share_columns(result)
+    head = "".join(f"<th>{html.escape(label)}</th>" for label, _ in columns)
     body = "".join(
         f"<tr><td>{html.escape(region_label(r))}</td>"
-        + "".join(f"<td>{100 * s[r]:.1f}%</td>" for s in shares)
+        + "".join(f"<td>{share_cell(*shares[r])}</td>" for _, shares in columns)
         + "</tr>"
-        for r in result.overall_shares
+        for r in result.overall_intervals
     )
-    return f"<p>Share of the positive mass of each CMS.</p><table><tr><th>region</th>{head}</tr>{body}</table>"
+    return (
+        "<p>Each cell: the mean over the images of each image's share of its positive saliency, and its "
+        f"{100 * result.confidence:g}% bootstrap CI. The group tests compare these means (a difference in the "
+        "tables above is the difference of two cells of this table).</p>"
+        f"<table class=shares><tr><th>region</th>{head}</tr>{body}</table>"
+    )
+
+
+def _coverage(result: CMSResult) -> str:
+    """The coverage maps (fraction of images covering each pixel) and what they mean for the CMS."""
+    if result.coverage is None:
+        return ""
+    face = canonical_mask(result.coverage.shape)
+    on_face = result.coverage[face]
+    lowest = float(on_face.min())
+    text = (
+        f"{100 * float((on_face >= 1).mean()):.0f}% of the canonical face's pixels are covered by every image; the "
+        f"least covered pixel by {round(lowest * result.count)} of {result.count} images. Each pixel of a CMS is "
+        "the mean over the images that cover it (a face turned aside or cut by the photo's edge covers part of the "
+        "canonical face), so a pixel covered by few images rests on those alone."
+    )
+    if lowest < 1:
+        text += " The pixel tests compare low-resolution copies in which an image's uncovered pixels count as 0."
+    maps = [("all images", result.coverage)]
+    maps += [(f"{g} (n={result.groups[g][1]})", c) for g, c in result.group_coverage.items()]
+    fig = map_figure(maps, label="fraction of images covering the pixel", limits=(0.0, 1.0))
+    return (
+        f"<p class=coverage>{html.escape(text)}</p>{map_html(fig, 'coverage: fraction of images covering each pixel')}"
+    )
 
 
 def _reliability(result: CMSResult) -> str:
@@ -321,12 +389,19 @@ def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> li
     counts = {g: n for g, (_, n) in result.groups.items()}
     return [
         f"<h1>facesal audit: {html.escape(str(settings['settings'].get('model', 'model')))}</h1>",
-        findings(result.differences, groups=counts, caveat=_caveat(settings["settings"].get("groups"))),
+        findings(
+            result.differences,
+            groups=counts,
+            caveat=_caveat(settings["settings"].get("groups")),
+            shares=result.group_shares,
+        ),
         f"<p>{result.count} images explained, {len(failed)} failed. Canonical Model Saliency = mean of the "
         "per-image Canonical Image Saliency maps (occlusion drop of the model's confidence, splatted on one canonical "
         "face, shown frontal: the subject's left is on the right).</p>",
         "<h2>Canonical Model Saliency</h2>",
         map_html(map_figure([("CMS, all images", result.cms)]), "CMS over the mean face"),
+        "<h2>Coverage</h2>",
+        _coverage(result),
         "<h2>Groups</h2>",
         "".join(
             f'<p class="warn">{html.escape(m)}: no significance is claimed for it.</p>' for m in result.small_groups
@@ -336,8 +411,9 @@ def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> li
         "<h2>Region shares</h2>",
         _region_table(result),
         chart_html(
-            region_share_figure(result.overall_shares, result.share_intervals, counts),
-            "share of positive saliency per region; error bars: 95% bootstrap CI of each group's mean",
+            region_share_figure(share_columns(result), result.confidence),
+            f"mean per-image share of positive saliency per region (the table's numbers); error bars: "
+            f"{100 * result.confidence:g}% bootstrap CI of each mean",
         ),
         "<h2>Convergence</h2>",
         chart_html(

@@ -1,11 +1,16 @@
 """Canonical Model Saliency (CMS): the mean of CIS maps, streamed, overall and per group.
 
-``CMS = (1/|D|) sum_i CIS_i`` (eq. 6). Maps are added one at a time into float64 sums, so
-memory does not grow with the number of images, except for what the group statistics
-need: a low-resolution copy of each grouped map (``bootstrap_size``, default 32 x 32) and
-its region-share vector. From those, every pair of groups gets permutation tests (region
-and pixel level, family-wise adjusted), bootstrap confidence intervals and effect sizes
-(:mod:`facesal_fast.saliency.stats`), and every group a split-half reliability.
+``CMS = (1/|D|) sum_i CIS_i`` (eq. 6), taken per pixel over the images that cover the pixel
+(a face seen from the side, or cut by the photo's edge, covers part of the canonical face:
+counting it as 0 elsewhere would leave a hard edge in the mean); the coverage map (the
+fraction of images covering each pixel) comes with it. Maps are added one at a time into
+float64 sums, so memory does not grow with the number of images, except for what the
+statistics need: each image's region-share vector, and a low-resolution copy of each
+grouped map (``bootstrap_size``, default 32 x 32). From those, every pair of groups gets
+permutation tests (region and pixel level, family-wise adjusted), bootstrap confidence
+intervals and effect sizes (:mod:`facesal_fast.saliency.stats`), and every group a
+split-half reliability. Region shares are always the mean of the per-image shares: the
+numbers the tests compare are the numbers the tables show.
 """
 
 from __future__ import annotations
@@ -41,18 +46,24 @@ class CMSResult:
     """Model-level saliency.
 
     Attributes:
-        cms: ``H_F x W_F`` float32, mean CIS over all images.
+        cms: ``H_F x W_F`` float32, per pixel the mean CIS over the images covering it (0 where
+            none does).
         count: number of images.
-        groups: group name -> (CMS ``H_F x W_F``, image count).
+        groups: group name -> (CMS ``H_F x W_F``, image count), the CMS as ``cms``.
         differences: every pair of groups, see :class:`GroupDifference`.
-        overall_shares: region -> share of positive mass of the overall CMS.
-        group_shares: group -> region -> share of positive mass of the group's CMS (a group
-            may be called anything, ``"all"`` included: it never replaces ``overall_shares``).
+        overall_shares: region -> mean over all images of the image's share of its positive
+            saliency mass (the quantity the region tests compare).
+        group_shares: group -> region -> the same mean over the group's images (a group may be
+            called anything, ``"all"`` included: it never replaces ``overall_shares``).
         convergence: ``[(n, relative L2 distance of the running CMS to the final)]`` at every
             checkpoint of :func:`convergence_checkpoints` below ``count``, then ``(count, 0)``.
         share_intervals: group -> region -> (mean per-image share, CI low, CI high).
         reliability: group -> :class:`~facesal_fast.saliency.stats.Reliability` (split-half).
         min_group, confidence: the thresholds the statistics used.
+        coverage: ``H_F x W_F`` float32 fraction of the images covering each pixel (None: not
+            computed, e.g. a result built by hand).
+        group_coverage: group -> ``H_F x W_F`` float32 fraction of the group's images.
+        overall_intervals: region -> (mean per-image share over all images, CI low, CI high).
     """
 
     cms: np.ndarray
@@ -66,6 +77,9 @@ class CMSResult:
     reliability: dict[str, Reliability] = field(default_factory=dict)
     min_group: int = 10
     confidence: float = 0.95
+    coverage: np.ndarray | None = None
+    group_coverage: dict[str, np.ndarray] = field(default_factory=dict)
+    overall_intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """Shape, counts and key figures, not arrays."""
@@ -99,6 +113,24 @@ def _shares(masks: dict[str, np.ndarray], canonical_map: np.ndarray) -> np.ndarr
     positive = np.clip(canonical_map, 0, None)
     total = float(positive.sum())
     return np.array([float(positive[m].sum()) / total if total > 0 else 0.0 for m in masks.values()])
+
+
+def covered_mean(total: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """``H x W`` float32 per-pixel mean: ``total / covered`` where ``covered`` (images covering the
+    pixel) > 0, else 0."""
+    return np.divide(total, covered, out=np.zeros(np.shape(total)), where=covered > 0).astype(np.float32)
+
+
+def _coverage_mask(coverage: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """``H x W`` bool pixels an image covers: ``coverage > 0`` (e.g. its CIS ``counts``), all when None."""
+    if coverage is None:
+        return np.ones(shape, bool)
+    coverage = np.asarray(coverage)
+    if coverage.shape != shape:
+        raise ValueError(f"coverage has shape {coverage.shape}, expected the CIS map's {shape}")
+    if not np.isfinite(coverage).all():
+        raise ValueError("coverage contains NaN or Inf: give the CIS counts (or a bool mask) of the same image")
+    return coverage > 0
 
 
 def small_map(canonical_map: np.ndarray, size: int) -> np.ndarray:
@@ -142,40 +174,54 @@ class CMSAccumulator:
         self.reliability_target = reliability_target
         self.masks = region_masks(self.shape)
         self._sums: dict[str, np.ndarray] = {}
+        self._covered: dict[str, np.ndarray] = {}  # group -> images covering each pixel
         self._counts: dict[str, int] = {}
         self._small: dict[str, list[np.ndarray]] = {}
         self._region: dict[str, list[np.ndarray]] = {}
+        self._all_shares: list[np.ndarray] = []  # every image's region shares, grouped or not
         self._total = np.zeros(self.shape, np.float64)
+        self._total_covered = np.zeros(self.shape, np.int64)
         self._count = 0
         self._checkpoints = iter(convergence_checkpoints())
         self._next_checkpoint = next(self._checkpoints)
         self._snapshots: list[tuple[int, np.ndarray]] = []
 
-    def add(self, cis_map: np.ndarray, group: str | None = None) -> None:
-        """Add one ``H_F x W_F`` CIS map (to its group, when given)."""
+    def add(self, cis_map: np.ndarray, group: str | None = None, coverage: np.ndarray | None = None) -> None:
+        """Add one ``H_F x W_F`` CIS map (to its group, when given).
+
+        ``coverage``: ``H_F x W_F``, the pixels this image covers (``> 0``; its CIS ``counts``);
+        the map is 0 elsewhere and the CMS there is the mean of the other images. None: all.
+        """
         cis_map = np.asarray(cis_map, np.float64)
         if cis_map.shape != self.shape:
             raise ValueError(f"CIS map has shape {cis_map.shape}, expected {self.shape}")
         if not np.isfinite(cis_map).all():
             raise ValueError("CIS map contains NaN or Inf")
+        covered = _coverage_mask(coverage, self.shape)
+        cis_map = np.where(covered, cis_map, 0.0)
+        shares = _shares(self.masks, cis_map)
         self._total += cis_map
+        self._total_covered += covered
+        self._all_shares.append(shares)
         self._count += 1
         if self._count == self._next_checkpoint:
-            self._snapshots.append((self._count, (self._total / self._count).astype(np.float32)))
+            self._snapshots.append((self._count, covered_mean(self._total, self._total_covered)))
             self._next_checkpoint = next(self._checkpoints)
         if group is None:
             return
         group = str(group)
         if group not in self._sums:
             self._sums[group], self._counts[group] = np.zeros(self.shape, np.float64), 0
+            self._covered[group] = np.zeros(self.shape, np.int64)
             self._small[group], self._region[group] = [], []
         self._sums[group] += cis_map
+        self._covered[group] += covered
         self._counts[group] += 1
         self._small[group].append(small_map(cis_map, self.bootstrap_size))
-        self._region[group].append(_shares(self.masks, cis_map))
+        self._region[group].append(shares)
 
     def _difference(self, a: str, b: str, rng: np.random.Generator) -> GroupDifference:
-        diff = self._sums[a] / self._counts[a] - self._sums[b] / self._counts[b]
+        diff = covered_mean(self._sums[a], self._covered[a]) - covered_mean(self._sums[b], self._covered[b])
         return group_difference(
             a,
             b,
@@ -191,41 +237,48 @@ class CMSAccumulator:
             rng=rng,
         )
 
-    def result(self) -> CMSResult:
-        """The CMS, per-group CMS, pairwise group tests, region shares, reliability and convergence."""
-        if self._count == 0:
-            raise ValueError("no CIS map was added: every image failed or the input was empty")
-        cms = (self._total / self._count).astype(np.float32)
-        groups = {
-            g: ((self._sums[g] / self._counts[g]).astype(np.float32), self._counts[g]) for g in sorted(self._sums)
-        }
-        rng = np.random.default_rng(self.seed)
-        differences = [self._difference(a, b, rng) for a, b in combinations(groups, 2)]
-        names = list(self.masks)
-        intervals = {
-            g: share_intervals(
-                np.stack(self._region[g]), names, resamples=self.bootstrap, confidence=self.confidence, rng=rng
-            )
-            for g in groups
-        }
-        reliability = {
-            g: split_half_reliability(np.stack(self._small[g]), target=self.reliability_target, seed=self.seed)
-            for g in groups
-        }
+    def _convergence(self, cms: np.ndarray) -> list[tuple[int, float]]:
         norm = float(np.linalg.norm(cms)) or 1.0
         convergence = [(n, float(np.linalg.norm(snap - cms)) / norm) for n, snap in self._snapshots]
         if not convergence or convergence[-1][0] != self._count:
             convergence.append((self._count, 0.0))
+        return convergence
+
+    def result(self) -> CMSResult:
+        """The CMS, per-group CMS, coverage, pairwise group tests, region shares, reliability and convergence."""
+        if self._count == 0:
+            raise ValueError("no CIS map was added: every image failed or the input was empty")
+        cms = covered_mean(self._total, self._total_covered)
+        order = sorted(self._sums)
+        groups = {g: (covered_mean(self._sums[g], self._covered[g]), self._counts[g]) for g in order}
+        rng = np.random.default_rng(self.seed)
+        differences = [self._difference(a, b, rng) for a, b in combinations(groups, 2)]
+        names = list(self.masks)
+
+        def intervals_of(shares: list[np.ndarray]) -> dict[str, tuple[float, float, float]]:
+            return share_intervals(
+                np.stack(shares), names, resamples=self.bootstrap, confidence=self.confidence, rng=rng
+            )
+
+        intervals = {g: intervals_of(self._region[g]) for g in groups}
+        overall = intervals_of(self._all_shares)  # drawn after the groups': their intervals stay as before
+        reliability = {
+            g: split_half_reliability(np.stack(self._small[g]), target=self.reliability_target, seed=self.seed)
+            for g in groups
+        }
         return CMSResult(
             cms,
             self._count,
             groups,
             differences,
-            dict(zip(names, _shares(self.masks, cms).tolist())),
-            {g: dict(zip(names, _shares(self.masks, m).tolist())) for g, (m, _) in groups.items()},
-            convergence,
+            {r: mean for r, (mean, _, _) in overall.items()},
+            {g: {r: mean for r, (mean, _, _) in intervals[g].items()} for g in groups},
+            self._convergence(cms),
             intervals,
             reliability,
             self.min_group,
             self.confidence,
+            (self._total_covered / self._count).astype(np.float32),
+            {g: (self._covered[g] / self._counts[g]).astype(np.float32) for g in groups},
+            overall,
         )

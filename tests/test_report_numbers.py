@@ -1,0 +1,123 @@
+"""The report's numbers: one definition per number (the findings, the region table and the
+bars show the mean per-image shares the tests compare), intervals around their estimates and
+labelled with the confidence asked for, and the CMS as a per-pixel mean over the images that
+cover the pixel, with its coverage map."""
+
+import re
+
+import numpy as np
+import pytest
+from test_report import _fake_run
+
+import facesal_fast.report.html as report_html
+from facesal_fast.align import canonical_mask, region_masks
+from facesal_fast.audit.runner import cms_from_store
+from facesal_fast.audit.store import RunStore
+from facesal_fast.report.html import write_report
+from facesal_fast.saliency import CMSAccumulator
+
+SHAPE = (64, 64)
+FAST_STATS = {"permutations": 400, "bootstrap": 300}
+
+
+def _grouped_maps(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """12 "man" maps ten times as strong as 12 "woman" maps, which put more on the nose."""
+    nose = region_masks(SHAPE)["nose"]
+    man = 10 * rng.random((12, *SHAPE))
+    woman = rng.random((12, *SHAPE)) + 0.8 * nose
+    return np.concatenate([man, woman]), ["man"] * 12 + ["woman"] * 12
+
+
+def _cells(page: str) -> tuple[list[str], dict[str, list[tuple[float, float, float]]]]:
+    """The region table: column labels and region label -> [(mean, low, high)] in percent."""
+    table = re.search(r"<table class=shares>(.*?)</table>", page).group(1)
+    labels = re.findall(r"<th>([^<]*)</th>", table)[1:]
+    rows = {}
+    for region, cells in re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", table):
+        found = re.findall(r"<td>([-\d.]+)% <small>\[([-\d.]+), ([-\d.]+)\]</small></td>", cells)
+        rows[region] = [tuple(map(float, cell)) for cell in found]
+    return labels, rows
+
+
+def test_findings_table_and_bars_show_one_number_per_region_and_group(tmp_path, monkeypatch):
+    maps, groups = _grouped_maps(np.random.default_rng(0))
+    run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(24)], groups)
+    drawn = []
+    real_figure = report_html.region_share_figure
+    monkeypatch.setattr(report_html, "region_share_figure", lambda *a: drawn.append(real_figure(*a)) or drawn[-1])
+    page = (write_report(run, **FAST_STATS)).read_text()
+    labels, rows = _cells(page)
+    assert labels == ["all images (n=24)", "man (n=12)", "woman (n=12)"]
+    sentence = re.search(
+        r"For group woman the model puts ([\d.]+) points more of its saliency on the nose than for group man "
+        r"\(on average ([\d.]+)% of an image&#x27;s saliency against ([\d.]+)%",
+        page,
+    )
+    assert sentence, "the planted nose shift is found and its sentence quotes both groups' shares"
+    shift, woman, man = map(float, sentence.groups())
+    every, man_cell, woman_cell = rows["nose"]
+    assert (woman, man) == (woman_cell[0], man_cell[0])  # the sentence's numbers are the table's
+    assert shift == pytest.approx(woman - man, abs=0.11)  # its shift is their difference (each rounded)
+    # "all images" is the mean over all 24 images: between the groups, not the strong group's share
+    assert every[0] == pytest.approx((man + woman) / 2, abs=0.11)
+    for cells in rows.values():  # every printed interval is around the estimate printed beside it
+        assert all(low <= mean <= high for mean, low, high in cells)
+    (figure,) = drawn
+    heights = [np.round(c.datavalues, 1) for c in figure.axes[0].containers if hasattr(c, "datavalues")]
+    names = list(region_masks(SHAPE))
+    assert [h[names.index("nose")] for h in heights] == [every[0], man_cell[0], woman_cell[0]]
+
+
+def test_interval_labels_follow_the_confidence(tmp_path, monkeypatch):
+    maps, groups = _grouped_maps(np.random.default_rng(1))
+    run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(24)], groups)
+    drawn = []
+    real_figure = report_html.region_share_figure
+    monkeypatch.setattr(report_html, "region_share_figure", lambda *a: drawn.append(real_figure(*a)) or drawn[-1])
+    page = write_report(run, confidence=0.9, **FAST_STATS).read_text()
+    assert "90% bootstrap CI" in page and "90% CI" in page and "95%" not in page
+    legend = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    assert legend and all("90% CI" in text for text in legend)
+
+
+def _partly_covered_run(tmp_path) -> tuple[RunStore, np.ndarray]:
+    """12 maps of 1.0 on the face; 6 of them cover only its left 83% (counts 0 on the right)."""
+    face = canonical_mask(SHAPE)
+    cut = int(0.83 * SHAPE[1])
+    counts = np.repeat(face[None].astype(np.float32), 12, axis=0)
+    counts[6:, :, cut:] = 0
+    maps = (counts > 0).astype(np.float32)
+    run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(12)], ["a", "b"] * 6, counts)
+    strip = face.copy()
+    strip[:, :cut] = False
+    return run, strip
+
+
+def test_cms_is_the_mean_over_the_images_covering_each_pixel(tmp_path):
+    run, strip = _partly_covered_run(tmp_path)
+    face = canonical_mask(SHAPE)
+    with RunStore(run) as store:
+        result = cms_from_store(store)
+    assert strip.any() and np.allclose(result.cms[face], 1.0)  # no stripe where half the faces end
+    assert np.allclose(result.coverage[strip], 0.5) and np.allclose(result.coverage[face & ~strip], 1.0)
+    for group, (cmap, n) in result.groups.items():
+        assert n == 6 and np.allclose(cmap[face], 1.0), group
+        assert np.allclose(result.group_coverage[group][strip], 0.5)
+    page = write_report(run, **FAST_STATS).read_text()
+    assert "<h2>Coverage</h2>" in page and "least covered pixel by 6 of 12 images" in page
+    assert "fraction of images covering each pixel" in page
+
+
+def test_accumulator_coverage_is_checked_and_defaults_to_every_pixel():
+    acc = CMSAccumulator((8, 8))
+    with pytest.raises(ValueError, match="coverage has shape"):
+        acc.add(np.ones((8, 8)), coverage=np.ones((4, 4)))
+    with pytest.raises(ValueError, match="coverage contains NaN"):
+        acc.add(np.ones((8, 8)), coverage=np.full((8, 8), np.nan))
+    acc.add(np.ones((8, 8)))
+    left = np.zeros((8, 8))
+    left[:, :4] = 1
+    acc.add(np.full((8, 8), 3.0), coverage=left)  # values outside the coverage do not count
+    result = acc.result()
+    assert np.allclose(result.cms[:, :4], 2.0) and np.allclose(result.cms[:, 4:], 1.0)
+    assert np.allclose(result.coverage[:, :4], 1.0) and np.allclose(result.coverage[:, 4:], 0.5)
