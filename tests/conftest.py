@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from facesal_fast.ops import has_cuda
+from facesal_fast.scoring.probe_cache import CACHE_ENV
 
 CUDA_REASON = "needs a CUDA GPU and a CUDA build of facesal_fast._C"
 requires_cuda = pytest.mark.skipif(not has_cuda(), reason=CUDA_REASON)
@@ -20,6 +21,13 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "cuda" in item.name or "tensorrt" in item.name:
             item.add_marker(pytest.mark.cuda)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _probe_cache_in_a_tmp_dir(tmp_path_factory):
+    """Backend probes are stored in a folder of this test session, not the user's cache
+    (``FACESAL_CACHE_DIR``; subprocesses inherit it)."""
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("facesal_cache"))
 
 
 @pytest.fixture(autouse=True, scope="session")

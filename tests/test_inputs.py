@@ -358,17 +358,16 @@ def test_aligning_many_photos_shows_a_bar(monkeypatch, capsys, image, scorer):
     assert len(re.findall(r"align: +0%\|.*0/2 ", capsys.readouterr().err)) == 1
 
 
-def test_backend_probe_logs_its_choice_and_time(caplog, tmp_path):
-    with caplog.at_level(logging.INFO, logger="facesal_fast.scoring"):
-        scorer = Scorer.from_torch(_tiny_net(), 16, backend="auto", cache_dir=tmp_path)
-    lines = [r.getMessage() for r in caplog.records if "backend probe" in r.getMessage()]
-    assert len(lines) == 1 and f"chose {scorer.backend.name}" in lines[0] and "torch-fp32" in lines[0]
-    assert re.search(r"in \d+\.\d s", lines[0])
-    caplog.clear()
+def test_backend_probe_logs_its_choice_and_time(caplog, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACESAL_CACHE_DIR", str(tmp_path))  # no probe stored yet
     with caplog.at_level(logging.INFO, logger="facesal_fast.scoring"):
         probing = ProbingBackend(_tiny_net(), torch.device("cpu"), cache_dir=tmp_path, probe_after=0.0)
         probing(torch.zeros(2, 3, 16, 16))  # eager, then the probe for this shape
-    assert len([r for r in caplog.records if "backend probe" in r.getMessage()]) == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert "torch eager, no stored probe" in lines[0]  # what runs, and why, before the probe
+    lines = [line for line in lines if "backend probe" in line]
+    assert len(lines) == 1 and f"chose {probing.chosen[(3, 16, 16)].name}" in lines[0] and "torch-fp32" in lines[0]
+    assert re.search(r"in \d+\.\d s", lines[0])
 
 
 # ----------------------------------------------------------------------------- types and reprs

@@ -282,8 +282,14 @@ def test_onnx_export_is_cached_and_from_onnx_reads_nhwc_models(tmp_path):
     assert isinstance(OnnxBackend(path), OnnxBackend)
 
 
-def test_auto_backend_probes_and_keeps_a_correct_one(tmp_path):
+def test_auto_backend_probes_and_keeps_a_correct_one(tmp_path, monkeypatch):
+    from facesal_fast.scoring.selection import ProbingBackend, select_backend
+
+    monkeypatch.setenv("FACESAL_CACHE_DIR", str(tmp_path / "cache"))
     net, image = _net(), _image()
+    first = _scorer(net, backend="auto", cache_dir=tmp_path)  # nothing stored: eager until the work pays
+    assert isinstance(first.backend, ProbingBackend) and first.probe == []
+    select_backend(net, (3, 20, 24), torch.device("cpu"), "fp32", 8, tmp_path)  # a full probe, stored
     scorer = _scorer(net, backend="auto", cache_dir=tmp_path)
     names = [p.name for p in scorer.probe]
     assert "torch-fp32" in names and "onnx-cpu" in names and scorer.backend.name in names

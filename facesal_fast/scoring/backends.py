@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from facesal_fast.scoring.probe_cache import weights_digest
+
 __all__ = ["Backend", "TorchBackend", "OnnxBackend", "CallableBackend", "export_onnx"]
 
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -40,8 +42,6 @@ class Backend(ABC):
 
 
 def _as_2d(out: torch.Tensor) -> torch.Tensor:
-    out = out.float()
-    return out.reshape(out.shape[0], -1)
     """A model's outputs ``K x ...`` as float32 ``K x D``; anything but a tensor of real
     numbers with data (e.g. None, strings, a tuple, a meta tensor) is a ``ValueError``."""
     if not isinstance(out, torch.Tensor) or out.is_meta or out.is_complex() or out.ndim == 0:
@@ -51,6 +51,8 @@ def _as_2d(out: torch.Tensor) -> torch.Tensor:
             else type(out).__name__
         )
         raise ValueError(f"the model returned {what}; expected a K x D tensor of real numbers (one row per image)")
+    out = out.float()
+    return out.reshape(out.shape[0], -1)
 
 
 class TorchBackend(Backend):
@@ -133,12 +135,7 @@ class TorchBackend(Backend):
 
 
 def _module_digest(module: nn.Module, input_shape: tuple[int, ...]) -> str:
-    h = hashlib.sha1(repr(input_shape).encode())
-    h.update(repr(module).encode())
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return hashlib.sha1(f"{input_shape!r} {weights_digest(module)}".encode()).hexdigest()[:16]
 
 
 def export_onnx(module: nn.Module, input_shape: tuple[int, int, int], cache_dir: str | Path | None = None) -> Path:

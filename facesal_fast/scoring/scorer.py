@@ -42,8 +42,7 @@ from facesal_fast.scoring.progress import step_bar
 from facesal_fast.scoring.selection import (
     BACKENDS,
     ProbeResult,
-    ProbingBackend,
-    select_backend,
+    auto_backend,
     torch_backend,
 )
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
@@ -129,7 +128,9 @@ class Scorer:
             :func:`facesal_fast.saliency.identity.identification_scorer`).
         kind: classification confidence ``"softmax"`` or ``"logit"``.
         batch_size: fixed batch size, or None for :func:`auto_batch_size`.
-        probe: the ``backend="auto"`` probe table (empty when a backend was named).
+        probe: the ``backend="auto"`` probe table read from the probe stored on disk (empty
+            when a backend was named, and before a first probe: then the backend's
+            ``probes`` fills per input shape once the work pays for it).
         module: the torch module the scorer was built from (``from_torch``), or None; used
             by incremental inference whatever the backend.
     """
@@ -203,10 +204,11 @@ class Scorer:
         face crop whenever a face is known, so the face fills the input) and ``"none"``
         without one (without a ``spec``); see the class doc.
 
-        ``backend``: ``"auto"`` (timed probe over torch eager / channels_last / CUDA graphs,
-        onnxruntime and TensorRT where available; when ``input_size`` is None, torch eager
-        until the work on one input shape pays for a probe of that shape, see
-        :class:`~facesal_fast.scoring.selection.ProbingBackend`), ``"torch"``,
+        ``backend``: ``"auto"`` (the fastest of torch eager / channels_last / CUDA graphs,
+        onnxruntime and TensorRT where available that agrees with torch eager, by a timed
+        probe stored on disk per model and machine (``scorer.probe``); with none stored,
+        torch eager until the work on an input shape has cost what a probe costs, then a
+        probe, see :class:`~facesal_fast.scoring.selection.ProbingBackend`), ``"torch"``,
         ``"onnx"`` (exported once into ``cache_dir``) or ``"tensorrt"`` (CUDA).
         ``precision``: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA.
         """
@@ -222,28 +224,26 @@ class Scorer:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         first = next(module.parameters(), None)
-        dev = (
-            torch_device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
         if first is not None and first.is_meta:
             raise ValueError("the module's weights are on the meta device (not loaded): load them before from_torch")
+        dev = (
+            torch_device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
         )
         shape = (spec.channels, *spec.input_size) if spec.input_size else None
         if backend not in ("torch", "auto") and shape is None:
             raise ValueError(f"backend={backend!r} needs a fixed input_size (the export shape)")
-        bs = batch_size or (auto_batch_size(shape, dev) if shape else None)
-        probe: list[ProbeResult] = []
         if shape is not None:
             check_first_forward(module, shape, dev)
-        if backend == "auto" and shape is None:  # images keep their own size: probed per shape, when it pays
-            chosen: Backend = ProbingBackend(module, dev, precision, compile, cache_dir)
+        bs = batch_size or (auto_batch_size(shape, dev) if shape else None)
+        probe: list[ProbeResult] = []
+        if backend == "auto":  # a probe stored on disk, else probed per shape once the work pays for it
+            chosen, probe = auto_backend(module, shape, dev, precision, bs, cache_dir, compile)
         elif backend == "torch":
             chosen = torch_backend(module, dev, precision, channels_last, cuda_graphs, compile)
         elif backend == "onnx":
             chosen = OnnxBackend(export_onnx(module, shape, cache_dir), dev)
-        elif backend == "tensorrt":
-            chosen = TensorRTBackend(export_onnx(module, shape, cache_dir), shape, bs, dev, fp16=precision != "fp32")
         else:
-            chosen, probe = select_backend(module, shape, dev, precision, bs, cache_dir, compile)
+            chosen = TensorRTBackend(export_onnx(module, shape, cache_dir), shape, bs, dev, fp16=precision != "fp32")
         return cls(
             chosen,
             spec,

@@ -1,34 +1,51 @@
-"""Backend construction by name, and ``backend="auto"``: a short timed probe at start-up.
+"""Backend construction by name, and ``backend="auto"``: a short timed probe, once per machine.
 
 The probe builds every candidate that can run here, checks that it agrees with torch
 eager on a random batch, times it, and keeps the fastest correct one. A candidate that
 cannot be probed for, fails to build or run, or disagrees (NaN included) is skipped, never
 fatal: its reason is logged (logger ``facesal_fast.scoring``, WARNING) and kept in the
-:class:`ProbeResult` rows (on the scorer as ``scorer.probe``).
+:class:`ProbeResult` rows (``scorer.probe``, or ``scorer.backend.probes`` per shape).
+
+A probe is stored on disk (:mod:`~facesal_fast.scoring.probe_cache`) and reused by later
+loads of the same model on the same machine; with nothing stored, ``backend="auto"`` runs
+torch eager and probes only once the work has cost as much as the probe would
+(:class:`ProbingBackend`). Each decision is one INFO line (logger ``facesal_fast.scoring``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from facesal_fast.scoring.backends import Backend, OnnxBackend, TorchBackend, export_onnx
+from facesal_fast.scoring.probe_cache import CachedProbe, load_probe, probe_key, store_probe
 from facesal_fast.scoring.progress import step_bar
 from facesal_fast.scoring.tensorrt_backend import TensorRTBackend, tensorrt_available
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["BACKENDS", "ProbeResult", "ProbingBackend", "torch_backend", "select_backend"]
+__all__ = [
+    "BACKENDS",
+    "PROBE_BATCH",
+    "ProbeResult",
+    "ProbingBackend",
+    "auto_backend",
+    "select_backend",
+    "torch_backend",
+]
 
 log = logging.getLogger("facesal_fast.scoring")
 
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
+#: Images per timed batch of a CPU probe (16 ranked the candidates as 32 did, in half the time).
+PROBE_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -48,9 +65,8 @@ def _onnx_cuda_available() -> bool:
 
 
 def _time(backend: Backend, batch: torch.Tensor, min_seconds: float = 0.2, max_runs: int = 5) -> float:
-    """Best seconds per call over a few runs (after one warm-up)."""
+    """Best seconds per call over a few runs (the caller has run ``backend`` once: the warm-up)."""
     sync = torch.cuda.synchronize if backend.device.type == "cuda" else (lambda: None)
-    backend(batch)
     sync()
     best, spent, runs = float("inf"), 0.0, 0
     while runs < 2 or (spent < min_seconds and runs < max_runs):
@@ -121,9 +137,23 @@ def _candidates(
                     lambda: TensorRTBackend(onnx_path(), input_shape, batch_size, device, fp16=precision != "fp32"),
                 )
             )
-    elif precision == "fp32":
-        found.append(("onnx-cpu", lambda: OnnxBackend(onnx_path(), "cpu")))
+    elif precision == "fp32":  # before channels_last: the usual winner on CPUs, first when time is short
+        found.insert(1, ("onnx-cpu", lambda: OnnxBackend(onnx_path(), "cpu")))
     return found
+
+
+def _agreement(backend: Backend, x: torch.Tensor, reference: torch.Tensor) -> float:
+    """max |outputs - reference| of ``backend`` on ``x`` (``K x C x H x W``, given in its layout)."""
+    batch = x.permute(0, 2, 3, 1).contiguous() if backend.layout == "nhwc" else x
+    return float((backend(batch.to(backend.input_dtype)) - reference).abs().max())
+
+
+def _tolerance(reference: torch.Tensor, precision: str) -> float:
+    return (1e-3 if precision == "fp32" else 5e-2) * (1.0 + float(reference.abs().max()))
+
+
+def _random_batch(size: int, input_shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.randn((size, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def select_backend(
@@ -134,45 +164,92 @@ def select_backend(
     batch_size: int,
     cache_dir: str | Path | None = None,
     compile: bool = False,
-    layouts: tuple[str, ...] = ("nchw", "nhwc"),
+    budget: float | None = None,
 ) -> tuple[Backend, list[ProbeResult]]:
     """The fastest backend for ``module`` that agrees with torch eager, and the probe table.
 
+    A probe of the same model, shape and machine stored on disk
+    (:mod:`~facesal_fast.scoring.probe_cache`) is used instead of probing, once its choice is
+    built and agrees with torch eager on two images; a complete probe is stored.
     Agreement: max |diff| of outputs <= 1e-3 + 1e-3 * max |reference| (fp32), or 5e-2
-    relative for fp16/bf16 runs. ``layouts``: the batch layouts a candidate may take.
+    relative for fp16/bf16 runs. ``budget``: seconds the probe may take (None: no limit);
+    candidates left when it is spent are skipped, and such a partial probe is not stored.
     """
+    key = probe_key(module, input_shape, device, precision, compile)
+    found = _from_cache(key, module, input_shape, device, precision, batch_size, cache_dir, compile)
+    if found is not None:
+        return found
     started = time.perf_counter()
-    probe_batch = min(batch_size, 32 if device.type == "cpu" else batch_size)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn((probe_batch, *input_shape), generator=generator).to(device)
+    probe_batch = min(batch_size, PROBE_BATCH if device.type == "cpu" else batch_size)
+    x = _random_batch(probe_batch, input_shape, device)
     reference = TorchBackend(module, device, "fp32")(x)
-    tol = (1e-3 if precision == "fp32" else 5e-2) * (1.0 + float(reference.abs().max()))
+    tol = _tolerance(reference, precision)
     results: list[ProbeResult] = []
-    best: tuple[float, Backend] | None = None
+    best: tuple[float, str, Backend] | None = None
     candidates = _candidates(module, input_shape, device, precision, batch_size, cache_dir, compile)
     for name, build in step_bar(candidates, desc="backend probe", unit="backend"):
+        if best is not None and budget is not None and time.perf_counter() - started >= budget:
+            results.append(ProbeResult(name, None, None, f"not probed: the probe's budget of {budget:.1f} s was spent"))
+            continue
         try:
             backend = build()
-            if backend.layout not in layouts:
-                results.append(ProbeResult(backend.name, None, None, f"takes {backend.layout} batches"))
-                continue
-            batch = x.permute(0, 2, 3, 1).contiguous() if backend.layout == "nhwc" else x
-            batch = batch.to(backend.input_dtype)
-            diff = float((backend(batch) - reference).abs().max())
+            diff = _agreement(backend, x, reference)  # also the warm-up run of the timing
             if not diff <= tol:  # NaN disagrees too
                 results.append(_skipped(backend.name, f"disagrees with torch eager (tol {tol:.2g})", diff))
                 continue
-            seconds = _time(backend, batch)
+            batch = x.permute(0, 2, 3, 1).contiguous() if backend.layout == "nhwc" else x
+            seconds = _time(backend, batch.to(backend.input_dtype))
         except Exception as err:  # a candidate that cannot run here is skipped, with its reason
             results.append(_skipped(name, f"{type(err).__name__}: {err}"))
             continue
         results.append(ProbeResult(backend.name, 1e3 * seconds / probe_batch, diff))
         if best is None or seconds < best[0]:
-            best = (seconds, backend)
+            best = (seconds, name, backend)
     if best is None:
         raise ValueError(f"no backend could run this model: {results}")
-    _log_choice(best[1].name, results, time.perf_counter() - started, input_shape)
-    return best[1], results
+    _log_choice(best[2].name, results, time.perf_counter() - started, input_shape)
+    if not any(r.note.startswith("not probed") for r in results):
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        store_probe(key, CachedProbe(best[1], [astuple(r) for r in results], stamp))
+    return best[2], results
+
+
+def _from_cache(
+    key: str, module, input_shape, device, precision, batch_size, cache_dir, compile
+) -> tuple[Backend, list[ProbeResult]] | None:
+    """The stored probe's choice, built and checked against torch eager on two images, with
+    its table; None when nothing is stored or the choice no longer runs or agrees (logged)."""
+    entry = load_probe(key)
+    if entry is None:
+        return None
+    builds = dict(_candidates(module, input_shape, device, precision, batch_size, cache_dir, compile))
+    try:
+        backend = builds[entry.chosen]()
+        x = _random_batch(2, input_shape, device)
+        reference = TorchBackend(module, device, "fp32")(x)
+        diff = _agreement(backend, x, reference)
+        if not diff <= _tolerance(reference, precision):
+            raise ValueError(f"disagrees with torch eager (max |diff| {diff:.3g})")
+    except Exception as err:  # whatever went wrong, a fresh probe decides
+        log.warning(
+            "backend=auto: the stored probe's choice %s fails (%s: %s); probing again",
+            entry.chosen,
+            type(err).__name__,
+            err,
+        )
+        return None
+    rows = [ProbeResult(*row) for row in entry.rows]
+    times = {r.name: r.ms_per_image for r in rows if r.ms_per_image}
+    ratio = times.get("torch-fp32", 0.0) / times.get(backend.name, float("inf"))
+    log.info(
+        "backend for input %s: %s, the fastest in the probe stored on %s (%.1fx torch eager; no probe run; "
+        "backend= overrides)",
+        tuple(input_shape),
+        backend.name,
+        entry.probed_at,
+        ratio,
+    )
+    return backend, rows
 
 
 def _log_choice(chosen: str, results: list[ProbeResult], seconds: float, input_shape: tuple[int, ...]) -> None:
@@ -181,20 +258,46 @@ def _log_choice(chosen: str, results: list[ProbeResult], seconds: float, input_s
     log.info("backend probe for input %s: chose %s in %.1f s (per image: %s)", input_shape, chosen, seconds, table)
 
 
+class _AsNchw(Backend):
+    """A backend taking ``nhwc`` batches, fed ``nchw`` ones (one copy per batch): what a
+    probe chose after the scorer had declared its layout."""
+
+    layout, input_dtype = "nchw", torch.float32
+
+    def __init__(self, backend: Backend):
+        self.backend, self.device, self.name = backend, backend.device, backend.name
+        self.cpu_max_batch = backend.cpu_max_batch
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.backend(batch.permute(0, 2, 3, 1).contiguous().to(self.backend.input_dtype))
+
+
+def _nchw(backend: Backend) -> Backend:
+    return _AsNchw(backend) if backend.layout != "nchw" or backend.input_dtype != torch.float32 else backend
+
+
+#: Runs of each candidate in a probe (agreement check as warm-up, 2 or 3 timed runs), for
+#: :class:`ProbingBackend`'s estimate of what a probe costs.
+_PROBE_RUNS = 4
+
+
 class ProbingBackend(Backend):
-    """``backend="auto"`` for a model without a fixed input size: torch eager, and for each
-    input shape a probe (:func:`select_backend`, NCHW candidates) once the eager time spent
-    on that shape reaches ``probe_after`` seconds, about what a probe costs (so the probe is
-    skipped for tiny work, and never costs more than the work it could speed up); from then
-    on that shape runs on the probe's choice. Probes are cached per shape.
+    """``backend="auto"`` before a probe. Per input shape: the probe stored on disk for this
+    model and machine, at once; or else torch eager until the eager time spent on that shape
+    reaches what a probe would cost (``probe_after``; default: estimated from the eager time
+    per image as candidates x 4 timed batches of :data:`PROBE_BATCH` images, plus 1 s of
+    building), then a probe (:func:`select_backend`) whose budget is the eager time already
+    spent, so that probing never takes longer than the work before it; that shape then runs
+    on the probe's choice. Tiny work is never probed.
 
     Args:
         module: ``N x C x H x W`` -> outputs.
         device, precision, compile, cache_dir: as :meth:`Scorer.from_torch`.
-        probe_after: eager seconds on one shape before it is probed.
+        probe_after: eager seconds on one shape before it is probed (None: estimated).
 
     Attributes:
         probes: input shape ``(C, H, W)`` -> the probe table.
+        chosen: input shape -> the backend it runs on (absent: torch eager, not yet probed).
     """
 
     layout, input_dtype = "nchw", torch.float32
@@ -207,39 +310,87 @@ class ProbingBackend(Backend):
         precision: str = "fp32",
         compile: bool = False,
         cache_dir: str | Path | None = None,
-        probe_after: float = 5.0,
+        probe_after: float | None = None,
     ):
         self.eager = TorchBackend(module, device, precision, compile=compile)
         self.device, self.module = self.eager.device, module
         self.precision, self.compile, self.cache_dir, self.probe_after = precision, compile, cache_dir, probe_after
         self.chosen: dict[tuple[int, ...], Backend] = {}
         self.probes: dict[tuple[int, ...], list[ProbeResult]] = {}
-        self._spent: dict[tuple[int, ...], float] = {}
+        self._spent: dict[tuple[int, ...], list[float]] = {}  # shape -> [eager seconds, images]
 
     @property
     def name(self) -> str:
         probed = sorted({b.name for b in self.chosen.values()})
         return f"auto({self.eager.name}{''.join(', ' + n for n in probed)})"
 
-    def speedup(self, shape: tuple[int, ...]) -> float:
-        """Speed of the backend used for ``shape`` (C x H x W) over torch eager (1 until probed)."""
+    def speedup(self, shape: tuple[int, ...]) -> float | None:
+        """Speed of the backend chosen for ``shape`` (C x H x W) over torch eager; None while
+        the shape runs on torch eager, not yet probed."""
         if shape not in self.chosen:
-            return 1.0
+            return None
         times = {p.name: p.ms_per_image for p in self.probes[shape] if p.ms_per_image}
         return times.get("torch-fp32", 1.0) / times.get(self.chosen[shape].name, 1.0)
 
+    def probe_cost(self, shape: tuple[int, ...]) -> float:
+        """Seconds of eager work on ``shape`` after which it is probed (see the class doc)."""
+        if self.probe_after is not None:
+            return self.probe_after
+        seconds, images = self._spent[shape]
+        candidates = len(_candidates(self.module, shape, self.device, self.precision, 1, self.cache_dir, self.compile))
+        return candidates * _PROBE_RUNS * PROBE_BATCH * seconds / max(images, 1) + 1.0
+
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         shape = tuple(int(d) for d in batch.shape[1:])
+        if shape not in self._spent and shape not in self.chosen:
+            self._first_batch(shape, len(batch))
         if shape in self.chosen:
             return self.chosen[shape](batch)
         start = time.perf_counter()
         out = self.eager(batch)
-        self._spent[shape] = self._spent.get(shape, 0.0) + time.perf_counter() - start
-        if self._spent[shape] >= self.probe_after:
-            self._probe(shape, len(batch))
+        spent = self._spent[shape]
+        spent[0], spent[1] = spent[0] + time.perf_counter() - start, spent[1] + len(batch)
+        if spent[0] >= self.probe_cost(shape):
+            self._probe(shape, len(batch), budget=spent[0])
         return out
 
-    def _probe(self, shape: tuple[int, ...], batch_size: int) -> None:
-        self.chosen[shape], self.probes[shape] = select_backend(
-            self.module, shape, self.device, self.precision, batch_size, self.cache_dir, self.compile, ("nchw",)
+    def _first_batch(self, shape: tuple[int, ...], batch_size: int) -> None:
+        """A stored probe for ``shape``, or torch eager until the work pays for one (said once)."""
+        key = probe_key(self.module, shape, self.device, self.precision, self.compile)
+        found = _from_cache(
+            key, self.module, shape, self.device, self.precision, batch_size, self.cache_dir, self.compile
+        )
+        if found is not None:
+            self.chosen[shape], self.probes[shape] = _nchw(found[0]), found[1]
+            return
+        self._spent[shape] = [0.0, 0]
+        log.info(
+            "backend for input %s: torch eager, no stored probe; probed once the work on it has cost what a "
+            "probe costs (backend= overrides)",
+            shape,
+        )
+
+    def _probe(self, shape: tuple[int, ...], batch_size: int, budget: float) -> None:
+        chosen, self.probes[shape] = select_backend(
+            self.module, shape, self.device, self.precision, batch_size, self.cache_dir, self.compile, budget
         )  # select_backend logs the choice and its time, once
+        self.chosen[shape] = _nchw(chosen)
+
+
+def auto_backend(
+    module: nn.Module,
+    input_shape: tuple[int, int, int] | None,
+    device: torch.device,
+    precision: str,
+    batch_size: int | None,
+    cache_dir: str | Path | None = None,
+    compile: bool = False,
+) -> tuple[Backend, list[ProbeResult]]:
+    """``backend="auto"``: for a fixed ``input_shape`` (``C x H x W``) with a probe stored on
+    disk, its choice and table (no probe run); otherwise a :class:`ProbingBackend` and no table."""
+    if input_shape is not None:
+        key = probe_key(module, input_shape, device, precision, compile)
+        found = _from_cache(key, module, input_shape, device, precision, batch_size or 1, cache_dir, compile)
+        if found is not None:
+            return found
+    return ProbingBackend(module, device, precision, compile, cache_dir), []

@@ -8,8 +8,10 @@ module that ``torch.fx`` traces, and the trace's multiply-add count says it pays
     full multiply-adds / incremental multiply-adds  >=  INCREMENTAL_MIN_MAC_RATIO x
     (speed of the scorer's backend over torch eager, from its ``backend="auto"`` probe)
 
-counted (``Conv2d`` and ``Linear``) on 16 patch positions spread over the input.
-Otherwise the scorer is used as it is, silently; each decision is logged once (logger
+counted (``Conv2d`` and ``Linear``) on 16 patch positions spread over the input. Before
+``backend="auto"`` has a probe of the input shape (none stored on disk) the speed is not
+known: full batches run, so that the probe happens once the work pays for it. Otherwise
+the scorer is used as it is, silently; each decision is logged once (logger
 ``facesal_fast.speed``, INFO) per model, input shape and patch, and cached.
 
 :func:`resolve_quality` maps ``quality="exact" | "high" | "fast"`` to CIS settings (see
@@ -153,9 +155,10 @@ def _ratio(scorer: Any, model: IncrementalModel, input_image: Any, patch: int) -
 def backend_speedup(scorer: Any, input_shape: tuple[int, ...]) -> float | None:
     """How much faster the scorer's backend runs than torch eager on inputs of
     ``input_shape`` (``C x H x W``): 1 for torch eager, the probe's ratio for a probed
-    backend, None when unknown (a backend named explicitly, or a compiled module)."""
+    backend, None when unknown (a backend named explicitly, a compiled module, or
+    ``backend="auto"`` before its first probe of this shape)."""
     backend = scorer.backend
-    if hasattr(backend, "speedup"):  # backend="auto" without input size: probed per shape
+    if hasattr(backend, "speedup"):  # backend="auto" with no stored probe: probed per shape
         return backend.speedup(input_shape)
     if backend.name == "torch-fp32":
         return 1.0
@@ -175,6 +178,10 @@ def _unsupported(scorer: Any) -> str | None:
     return None
 
 
+_NOT_PROBED = (
+    "backend auto has not probed this input shape yet: full batches until the work pays for a probe, "
+    "then the probe's speed decides (stored on disk for the next run)"
+)
 _LOGGED: "weakref.WeakKeyDictionary[Any, set[tuple]]" = weakref.WeakKeyDictionary()  # owner -> logged keys
 
 
@@ -193,6 +200,8 @@ def _weighed(scorer: Any, input_image: Any, patch: int, model: IncrementalModel)
     if scorer.backend.device.type != "cpu":
         return IncrementalChoice(scorer, False, "full batches on an accelerator (the threshold was measured on CPUs)")
     speedup = backend_speedup(scorer, (shape[2] if len(shape) == 3 else 1, *shape[:2]))
+    if speedup is None and hasattr(scorer.backend, "speedup"):
+        return IncrementalChoice(scorer, False, _NOT_PROBED)
     if speedup is None:
         return IncrementalChoice(scorer, False, f"backend {scorer.backend.name} was named explicitly")
     ratio = _ratio(scorer, model, input_image, patch)
@@ -232,4 +241,4 @@ def choose_incremental(
     if incremental is True:
         return IncrementalChoice(IncrementalScorer(scorer, model=model), True, "incremental=True")
     choice = _weighed(scorer, input_image, patch, model)
-    return _decided(choice, scorer.module, (scorer.backend.name, tuple(np.shape(input_image)), int(patch)))
+    return _decided(choice, scorer.module, (choice.reason, tuple(np.shape(input_image)), int(patch)))
