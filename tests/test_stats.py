@@ -1,6 +1,8 @@
-"""Group statistics: permutation tests calibrated on real CIS maps (null: false positive
-rate; planted effect: power), max-T / BH corrections, split-half reliability, convergence
-checkpoints, group-name collisions and ``fs.cms`` argument checks."""
+"""Group statistics: family-wise error on real CIS maps under realistic nulls (unequal spread
+and size, skewed paired differences, several photos per person, three groups), power for a
+planted shift, exact small-sample p-values, interval coverage, the smallest detectable
+shift, reliability intervals, convergence checkpoints, group-name collisions and argument
+checks. The full measurement is ``benchmarks/calibration.py``."""
 
 from pathlib import Path
 
@@ -9,12 +11,16 @@ import pytest
 
 from facesal_fast.align import load_image, region_masks
 from facesal_fast.saliency import CMSAccumulator
-from facesal_fast.saliency.calibration import calibrate, plant
+from facesal_fast.saliency.calibration import Rows, Scenario, coverage, error_rate, plant, power
 from facesal_fast.saliency.cms import _shares, convergence_checkpoints, small_map
+from facesal_fast.saliency.resampling import exact_minimum
 from facesal_fast.saliency.stats import (
     benjamini_hochberg,
+    difference_test,
     group_difference,
+    group_differences,
     permutation_test,
+    share_estimates,
     split_half_reliability,
 )
 
@@ -33,43 +39,127 @@ def real_maps() -> np.ndarray:
     )
 
 
-def test_region_tests_are_calibrated_on_real_maps(real_maps):
-    result = calibrate(real_maps, region="left_eye", fraction=0.06, draws=200, permutations=300)
-    assert 3.0 < result.shift_points < 6.0  # a realistic shift: a few points of the saliency moved onto one eye
-    assert result.false_positive_rate <= 0.1, result  # family-wise over 13 regions at 0.95
-    assert result.power >= 0.8, result
+@pytest.fixture(scope="module")
+def region_rows(real_maps) -> Rows:
+    return Rows.of(real_maps, "regions", region="left_eye", points=4.0)
 
 
-def test_pixel_max_t_controls_the_family_wise_error_on_real_maps(real_maps):
-    result = calibrate(real_maps, region="nose", fraction=0.3, level="pixels", draws=100, permutations=300)
-    assert result.false_positive_rate <= 0.1, result
-    assert result.power >= 0.8, result
-    small = np.stack([small_map(m, 16) for m in real_maps]).reshape(len(real_maps), -1)
-    planted = np.stack([small_map(m, 16) for m in plant(real_maps, "nose", 0.3)]).reshape(len(real_maps), -1)
-    nose = small_map(region_masks(real_maps.shape[1:])["nose"].astype(np.float32), 16).reshape(-1) > 0.5
-    test = permutation_test(planted, small, permutations=500, seed=1)
-    hits = test.p_adjusted < 0.05
-    assert hits.any() and hits[nose].mean() > hits[~nose].mean()
-    assert hits.sum() <= (test.p_raw < 0.05).sum()  # the max-T family is stricter than pixel-by-pixel
+def test_three_vs_three_cannot_go_below_the_exact_minimum():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(1, 0.1, (3, 13)), rng.normal(0, 0.1, (3, 13))
+    for method in ("bootstrap", "permutation"):
+        test = difference_test(a, b, method=method, permutations=2000)
+        assert test.p_adjusted.min() >= 0.1 and test.p_raw.min() >= 0.1, method  # 2 of C(6, 3) = 20 labellings
+    exact = permutation_test(a, b, permutations=2000)
+    assert exact.exact and exact.permutations == 20 and (exact.p_error == 0).all()
+    assert exact.p_adjusted.min() == pytest.approx(0.1)  # the observed split and its mirror: one code path, no rounding
+    assert exact_minimum((3, 3)) == 0.1 and exact_minimum((3, 4)) == pytest.approx(1 / 35)
+    assert exact_minimum((10,), one_sample=True) == pytest.approx(2 / 1024)
+    signs = permutation_test(a - b, permutations=2000)
+    assert signs.exact and signs.permutations == 8 and signs.p_adjusted.min() == pytest.approx(0.25)
 
 
-def test_permutation_p_values_and_corrections():
+def test_unequal_spread_keeps_the_family_wise_error_on_real_maps(region_rows):
+    wide = Scenario("3x spread, 10 vs 40", (10, 40), (3.0, 1.0))
+    valid = error_rate(region_rows, wide, draws=100, resamples=200, seed=1)
+    exchangeable = error_rate(region_rows, wide, method="permutation", draws=100, resamples=200, seed=1)
+    assert valid.rate <= 0.1, valid  # 0.05 expected; the default test's null is "equal means"
+    assert exchangeable.rate >= 0.15, exchangeable  # shuffling labels of unlike groups finds what is not there
+
+
+def test_skewed_paired_differences_and_repeated_persons_keep_the_error(region_rows):
+    skewed = Scenario("skewed paired, 10", (10,), paired=True, skewed=True)
+    assert error_rate(region_rows, skewed, draws=100, resamples=200, seed=2).rate <= 0.1
+    persons = Scenario("10 persons x 4 photos", (10, 10), photos=4)
+    assert error_rate(region_rows, persons, draws=60, resamples=200, seed=3).rate <= 0.1
+    # the same photos as if each were another person: the test is fooled
+    rng, hits = np.random.default_rng(3), 0
+    from facesal_fast.saliency.calibration import draw
+
+    for _ in range(60):
+        groups, _ = draw(region_rows, persons, rng)
+        hits += bool((difference_test(*groups, permutations=200, seed=rng).p_adjusted < 0.05).any())
+    assert hits / 60 >= 0.15
+
+
+def test_power_for_a_planted_eye_shift_on_real_maps(region_rows):
+    found = power(region_rows, Scenario("20 vs 20"), draws=60, resamples=300, seed=4)
+    assert 3.5 < region_rows.shift_points < 4.5
+    assert found.rate >= 0.7, found  # the permutation test's power before issue 31 at 20 vs 20
+
+
+def test_intervals_cover_at_ten_per_group(region_rows):
+    difference = coverage(region_rows, Scenario("10 vs 10", (10, 10)), draws=60, resamples=300, seed=5)
+    assert difference.rate >= 0.93, difference
+    estimate = coverage(region_rows, Scenario("10", (10, 10)), estimate=True, draws=60, resamples=300, seed=5)
+    assert estimate.rate >= 0.88, estimate
+    shares = np.random.default_rng(6).dirichlet(np.ones(4), 12)
+    wide = share_estimates(shares, list("abcd"), confidence=0.99)
+    narrow = share_estimates(shares, list("abcd"), confidence=0.8)
+    for r in "abcd":
+        assert wide[r].low < narrow[r].low <= narrow[r].mean <= narrow[r].high < wide[r].high
+        assert narrow[r].mean == pytest.approx(shares[:, "abcd".index(r)].mean())  # the mean of per-image shares
+
+
+def test_three_groups_form_one_family():
+    rng = np.random.default_rng(7)
+    small = [rng.normal(size=(12, 4, 4)) for _ in range(3)]
+    shares = [rng.normal(size=(12, 5)) for _ in range(3)]
+    shares[0][:, 1] += 1.2
+    means = [s.mean(0) for s in small]
+    joint = group_differences("abc", means, small, shares, list("vwxyz"), permutations=400, min_group=5)
+    alone = group_difference("a", "b", means[0] - means[1], small[:2], shares[:2], list("vwxyz"), permutations=400)
+    assert [(d.a, d.b) for d in joint] == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert joint[0].region_tests["w"].significant and joint[0].region_tests["w"].difference > 1
+    assert joint[0].threshold > alone.threshold + 0.2  # the critical |t| of the max over 3 pairs, not 1
+    assert "3 pairs of groups x 5 regions" in joint[0].controlled and "16 face pixels" in joint[0].controlled
+    assert "mean per-image share is the same in a and b" in joint[0].null_hypothesis
+
+
+def test_persons_are_resampled_whole_and_counted_toward_min_group():
+    rng = np.random.default_rng(8)
+    acc = CMSAccumulator((16, 16), bootstrap_size=8, permutations=200, bootstrap=200, min_group=4)
+    for i in range(24):  # 3 persons per group, 4 photos each
+        acc.add(rng.random((16, 16)), "ab"[i % 2], person=f"p{i % 6}")
+    result = acc.result()
+    (difference,) = result.differences
+    assert result.persons == {"a": 3, "b": 3} and (difference.persons_a, difference.n_a) == (3, 12)
+    assert difference.too_few == ["too few persons in group a (n=3 < 4)", "too few persons in group b (n=3 < 4)"]
+    assert result.small_groups == difference.too_few and "whole persons" in difference.null_hypothesis
+    labels = np.repeat(np.arange(3), 4)
+    test = permutation_test(rng.random((12, 3)), rng.random((12, 3)), persons=(labels, labels))
+    assert test.exact and test.permutations == 20  # C(6, 3) labellings of whole persons, not C(24, 12) of photos
+
+
+def test_detectable_shift_is_found_with_about_80_percent_power():
+    rng = np.random.default_rng(9)
+    first = difference_test(rng.normal(size=(15, 5)), rng.normal(size=(15, 5)), permutations=400, seed=0)
+    shift, hits = first.detectable[0], 0
+    assert 0.5 < shift < 2.5  # about (critical t + 0.84) standard errors of sqrt(2 / 15)
+    for i in range(80):
+        a, b = rng.normal(size=(15, 5)), rng.normal(size=(15, 5))
+        a[:, 0] += shift
+        hits += bool(difference_test(a, b, permutations=300, seed=i).p_adjusted[0] < 0.05)
+    assert 0.6 <= hits / 80 <= 0.97
+
+
+def test_p_values_corrections_and_monte_carlo_error():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(15, 6)), rng.normal(size=(15, 6))
     a[:, 2] += 2.0
-    test = permutation_test(a, b, permutations=999, seed=3)
-    assert test.p_adjusted[2] < 0.01 and (test.p_adjusted >= test.p_raw - 1e-12).all()
-    assert test.p_raw.min() >= 1 / 1000 and test.effect_size[2] > 1.5
-    again = permutation_test(a, b, permutations=999, seed=3)
-    np.testing.assert_array_equal(test.p_adjusted, again.p_adjusted)  # seeded
-    fdr = permutation_test(a, b, permutations=999, seed=3, correction="fdr")
+    for method in ("bootstrap", "permutation"):
+        test = difference_test(a, b, method=method, permutations=999, seed=3)
+        assert test.p_adjusted[2] < 0.01 and (test.p_adjusted >= test.p_raw - 1e-12).all(), method
+        assert not test.exact and (test.p_error > 0).all() and test.low[2] > 0 and test.high[0] > 0 > test.low[0]
+        again = difference_test(a, b, method=method, permutations=999, seed=3)
+        np.testing.assert_array_equal(test.p_adjusted, again.p_adjusted)  # seeded
+    fdr = difference_test(a, b, permutations=999, seed=3, correction="fdr")
     np.testing.assert_allclose(fdr.p_adjusted, benjamini_hochberg(fdr.p_raw))
     np.testing.assert_allclose(
         benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5])), [0.04, 0.16 / 3, 0.16 / 3, 0.5]
     )  # R: p.adjust(.., "BH")
-    paired = permutation_test(a, a - 0.3 + rng.normal(0, 0.05, a.shape), paired=True, permutations=999)
+    paired = difference_test(a, a - 0.3 + rng.normal(0, 0.05, a.shape), paired=True, permutations=999)
     assert paired.paired and (paired.p_adjusted < 0.01).all()  # a consistent per-image shift
-    assert not (permutation_test(a, b, paired=False, permutations=999).p_adjusted[[0, 1, 3, 4, 5]] < 0.05).any()
 
 
 def test_bad_test_options_name_the_argument():
@@ -78,15 +168,19 @@ def test_bad_test_options_name_the_argument():
         ({"permutations": 0}, "permutations"),
         ({"correction": "bonferroni"}, "correction"),
         ({"alpha": 1.5}, "alpha must be a number between 0 and 1"),
+        ({"method": "wild"}, "method must be 'bootstrap'"),
+        ({"persons": (np.arange(3), None)}, "persons must give one person label per image"),
     ):
         with pytest.raises(ValueError, match=word):
-            permutation_test(x, x, **kwargs)
+            difference_test(x, x, **kwargs)
     with pytest.raises(ValueError, match="paired"):
         permutation_test(x, x[:3], paired=True)
     with pytest.raises(ValueError, match="min_group"):
         CMSAccumulator((8, 8), min_group=0)
     with pytest.raises(ValueError, match="confidence"):
         CMSAccumulator((8, 8), confidence=95)
+    with pytest.raises(ValueError, match="method"):
+        CMSAccumulator((8, 8), method="wild")
 
 
 def test_small_groups_claim_nothing():
@@ -128,17 +222,21 @@ def test_group_named_all_does_not_replace_the_overall_shares():
     assert result.region_shares["other"] == result.group_shares["other"]
 
 
-def test_split_half_reliability_predicts_the_images_needed():
+def test_reliability_is_unbiased_and_its_intervals_cover():
     rng = np.random.default_rng(3)
     signal = np.linspace(0, 1, 64).reshape(8, 8)
-    noisy = signal + rng.normal(0, 2.0, (12, 8, 8))
-    low = split_half_reliability(noisy, target=0.95)
-    assert low.reliability < 0.95 and low.images_needed > 12 and low.more_needed == low.images_needed - 12
-    # the prediction holds: that many maps from the same source reach about the target
-    more = signal + rng.normal(0, 2.0, (low.images_needed, 8, 8))
-    assert split_half_reliability(more, target=0.95).reliability > 0.9
-    assert [m for m, _ in low.curve] == [4, 6, 8, 12]
-    assert split_half_reliability(noisy[:3]).images_needed is None  # too few to split
+    rho = signal.var() / (signal.var() + 0.3**2)  # one map's reliability
+    truth = 10 * rho / (1 + 9 * rho)
+    needed = 0.95 * (1 - rho) / (rho * 0.05)
+    runs = [split_half_reliability(signal + rng.normal(0, 0.3, (10, 8, 8)), target=0.95) for _ in range(40)]
+    assert abs(np.mean([r.reliability for r in runs]) - truth) < 0.03  # the random-split estimate was biased low
+    assert np.mean([r.low <= truth <= r.high for r in runs]) >= 0.85
+    assert np.mean([r.needed_low <= needed <= (r.needed_high or np.inf) for r in runs]) >= 0.85
+    one = runs[0]
+    assert one.low <= one.reliability <= one.high and one.needed_low <= one.images_needed
+    assert one.more_needed == one.images_needed - 10 and one.more_needed_range[0] == one.needed_low - 10
+    assert [m for m, _ in one.curve] == [4, 6, 8, 10]
+    assert split_half_reliability(signal[None].repeat(3, 0)).images_needed is None  # too few to split
 
 
 def test_paired_group_difference_uses_the_same_images(real_maps):
@@ -147,9 +245,11 @@ def test_paired_group_difference_uses_the_same_images(real_maps):
     small = [np.stack([small_map(m, 16) for m in s]) for s in (shifted, real_maps)]
     shares = [np.stack([_shares(masks, m) for m in s]) for s in (shifted, real_maps)]
     args = ("A", "B", shifted.mean(0) - real_maps.mean(0), tuple(small), tuple(shares), list(masks))
-    paired = group_difference(*args, paired=True, permutations=500, bootstrap=200)
-    unpaired = group_difference(*args, paired=False, permutations=500, bootstrap=200)
+    paired = group_difference(*args, paired=True, permutations=500, bootstrap=200, min_group=5)
+    unpaired = group_difference(*args, paired=False, permutations=500, bootstrap=200, min_group=5)
     forehead_p = paired.region_tests["forehead"].p_adjusted
     assert paired.paired and paired.region_tests["forehead"].significant and forehead_p < 0.01
     assert unpaired.region_tests["forehead"].p_adjusted > forehead_p  # pairing removes the between-image spread
     assert paired.significant_regions[0] == "forehead"
+    assert "need not be symmetric" in paired.null_hypothesis
+    assert (paired.p_adjusted[0, 0], paired.p_raw[0, 0]) == (1.0, 1.0)  # an off-face corner: not in the family

@@ -1,13 +1,16 @@
-"""Check the group tests on your own maps: false positive rate under the null, power for a
-planted effect.
+"""Check the group tests on real maps: family-wise error under realistic nulls, power for a
+planted shift, coverage of the intervals.
 
-Two groups are drawn at random (with replacement) from one set of real CIS maps, so they do
-not differ: the share of draws in which the test declares anything significant is the
-false positive rate, which must stay near ``1 - confidence``. Then a known effect is planted
-in one group (extra saliency, a fixed fraction of each map's positive mass, spread over one
-region) and the share of draws in which that region is found significant is the power.
-``tests/test_stats.py`` runs a small version on the bundled photos; ``benchmarks/calibration.py``
-a larger one.
+Groups are drawn at random (with replacement) from one set of real CIS maps, reduced to the
+rows the tests compare (region shares, or the pixels of low-resolution copies). A
+:class:`Scenario` says how the draws depart from "two interchangeable groups" while the
+groups' *means* stay equal: a group's spread scaled about the common mean, unequal sizes,
+several groups, several photos per person (a person's photos: one real map plus half the
+difference of two others), or paired differences that are skewed but of mean 0. The share of
+draws with anything significant is the family-wise error; a shift planted in one group
+(extra saliency on one region, :func:`plant`) gives the power; the share of intervals that
+hold the true value gives the coverage. ``tests/test_stats.py`` runs small versions on the
+bundled photos; ``benchmarks/calibration.py`` the full table.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import numpy as np
 
 from facesal_fast.align import region_masks
 from facesal_fast.saliency.cms import _shares, small_map
-from facesal_fast.saliency.stats import permutation_test
+from facesal_fast.saliency.difference import run_family
 
-__all__ = ["Calibration", "calibrate", "plant"]
+__all__ = ["Rate", "Rows", "Scenario", "coverage", "draw", "error_rate", "plant", "power", "shift_fraction"]
+
+_WITHIN = 0.5  # a person's photos: the person's map plus this times the difference of two others / sqrt 2
 
 
 def plant(maps: np.ndarray, region: str, fraction: float) -> np.ndarray:
@@ -34,71 +39,214 @@ def plant(maps: np.ndarray, region: str, fraction: float) -> np.ndarray:
     return maps + mask[None] * (fraction * mass / mask.sum())[:, None, None]
 
 
+def shift_fraction(maps: np.ndarray, region: str, points: float) -> float:
+    """The ``fraction`` of :func:`plant` that moves ``region``'s mean share by ``points``."""
+    column = list(region_masks(maps.shape[1:])).index(region)
+    before = _share_rows(maps)[:, column].mean()
+    low, high = 0.0, 4.0
+    for _ in range(30):  # bisection: the shift grows with the fraction
+        mid = (low + high) / 2
+        low, high = (
+            (mid, high)
+            if 100 * (_share_rows(plant(maps, region, mid))[:, column].mean() - before) < points
+            else (low, mid)
+        )
+    return (low + high) / 2
+
+
+def _share_rows(maps: np.ndarray) -> np.ndarray:
+    masks = region_masks(maps.shape[1:])
+    return np.stack([_shares(masks, m) for m in maps])
+
+
 @dataclass
-class Calibration:
-    """Outcome of :func:`calibrate`.
+class Rows:
+    """The rows the tests compare, of real maps and of the same maps with a planted shift.
 
     Attributes:
-        false_positive_rate: share of null draws with any column (region, or pixel) significant.
-        power: share of planted draws in which the planted region was significant (regions
-            level), or any pixel of it (pixel level).
-        shift_points: mean planted shift of the region's share, in percentage points.
-        draws, size, permutations, level: how it was run (``level``: "regions" or "pixels").
+        level: ``"regions"`` (``N x 13`` shares) or ``"pixels"`` (``N x side^2``).
+        null, planted: ``N x D`` rows. target: ``(D,)`` bool columns of the planted region.
+        shift_points: mean planted change of the region's share, in points.
     """
 
-    false_positive_rate: float
-    power: float
-    shift_points: float
-    draws: int
-    size: int
-    permutations: int
     level: str
+    null: np.ndarray
+    planted: np.ndarray
+    target: np.ndarray
+    shift_points: float
 
-
-def _rows(maps: np.ndarray, level: str, side: int) -> np.ndarray:
-    if level == "regions":
+    @classmethod
+    def of(cls, maps: np.ndarray, level: str, region: str = "left_eye", points: float = 4.0, side: int = 32) -> Rows:
+        """Rows of ``maps`` (``N x H_F x W_F``) with ``points`` planted on ``region``."""
+        if level not in ("regions", "pixels"):
+            raise ValueError(f"level must be 'regions' or 'pixels', got {level!r}")
         masks = region_masks(maps.shape[1:])
-        return np.stack([_shares(masks, m) for m in maps])
-    return np.stack([small_map(m, side) for m in maps]).reshape(len(maps), -1)
+        planted = plant(maps, region, shift_fraction(maps, region, points))
+        column = list(masks).index(region)
+        shift = 100 * float((_share_rows(planted)[:, column] - _share_rows(maps)[:, column]).mean())
+        if level == "regions":
+            target = np.arange(len(masks)) == column
+            return cls(level, _share_rows(maps), _share_rows(planted), target, shift)
+        target = small_map(masks[region].astype(np.float32), side).reshape(-1) > 0.5
+
+        def pixels(m):
+            return np.stack([small_map(x, side) for x in m]).reshape(len(m), -1).astype(np.float64)
+
+        return cls(level, pixels(maps), pixels(planted), target, shift)
 
 
-def calibrate(
-    maps: np.ndarray,
-    *,
-    region: str = "left_eye",
-    fraction: float = 0.06,
-    level: str = "regions",
-    draws: int = 200,
-    size: int = 12,
-    permutations: int = 300,
-    confidence: float = 0.95,
-    side: int = 16,
-    seed: int = 7,
-) -> Calibration:
-    """False positive rate and power of the ``level`` test ("regions" or "pixels", at
-    ``side x side``) for two groups of ``size`` maps drawn from ``maps`` (``n x H_F x W_F``)."""
-    if level not in ("regions", "pixels"):
-        raise ValueError(f"level must be 'regions' or 'pixels', got {level!r}")
-    null_rows, planted = _rows(maps, level, side), plant(maps, region, fraction)
-    effect_rows = _rows(planted, level, side)
-    masks = region_masks(maps.shape[1:])
-    column = list(masks).index(region)
-    target = (small_map(masks[region].astype(np.float32), side).reshape(-1) > 0.5) if level == "pixels" else column
-    shares_before, shares_after = (np.stack([_shares(masks, m) for m in s])[:, column] for s in (maps, planted))
-    rng, alpha = np.random.default_rng(seed), 1 - confidence
-    false, found = 0, 0
-    for i in range(draws):
-        a, b = rng.integers(0, len(maps), size), rng.integers(0, len(maps), size)
-        null = permutation_test(null_rows[a], null_rows[b], permutations=permutations, alpha=alpha, seed=i)
-        false += bool((null.p_adjusted < alpha).any())
-        effect = permutation_test(effect_rows[a], null_rows[b], permutations=permutations, alpha=alpha, seed=i)
-        found += bool(np.any(effect.p_adjusted[target] < alpha))
-    return Calibration(
-        false / draws,
-        found / draws,
-        float(100 * (shares_after - shares_before).mean()),
-        draws,
-        size,
-        permutations,
-        level,
+@dataclass(frozen=True)
+class Scenario:
+    """How the groups are drawn. ``sizes``: persons per group; ``spread``: each group's spread
+    about the common mean (1: as the real maps); ``photos``: photos per person (persons are
+    given to the test when > 1); ``paired``: one group of ``sizes[0]`` images seen twice, the
+    second time shifted by a mean-0 difference, ``skewed`` (exponential - 1) or symmetric."""
+
+    name: str
+    sizes: tuple[int, ...] = (20, 20)
+    spread: tuple[float, ...] = (1.0, 1.0)
+    photos: int = 1
+    paired: bool = False
+    skewed: bool = False
+
+
+def _group(rows: np.ndarray, mean: np.ndarray, scenario: Scenario, g: int, rng, source: np.ndarray):
+    """One group's rows (from ``source``: null or planted rows) and person labels."""
+    n, photos = scenario.sizes[g], scenario.photos
+    base = source[rng.integers(0, len(rows), n)]
+    if photos > 1:
+        noise = rows[rng.integers(0, len(rows), (n, photos))] - rows[rng.integers(0, len(rows), (n, photos))]
+        base = (base[:, None] + _WITHIN * noise / np.sqrt(2)).reshape(n * photos, -1)
+    return mean + scenario.spread[g] * (base - mean), (np.repeat(np.arange(n), photos) if photos > 1 else None)
+
+
+def draw(rows: Rows, scenario: Scenario, rng: np.random.Generator, planted: bool = False):
+    """One draw: the groups' rows and person labels (group 0 from the planted rows when
+    ``planted``); paired: ``([shifted, original], [None, None])``."""
+    mean = rows.null.mean(0)
+    if scenario.paired:
+        index = rng.integers(0, len(rows.null), scenario.sizes[0])
+        other = rows.null[rng.integers(0, len(rows.null), (2, len(index)))]
+        if scenario.skewed:
+            difference = (rng.exponential(1.0, (len(index), 1)) - 1) * np.abs(other[0] - mean)
+        else:
+            difference = _WITHIN * (other[0] - other[1]) / np.sqrt(2)
+        first = (rows.planted if planted else rows.null)[index]
+        return [first + difference, rows.null[index]], [None, None]
+    groups = [
+        _group(rows.null, mean, scenario, g, rng, rows.planted if planted and g == 0 else rows.null)
+        for g in range(len(scenario.sizes))
+    ]
+    return [x for x, _ in groups], [p for _, p in groups]
+
+
+def _family(rows: Rows, groups, persons, scenario: Scenario, method: str, resamples: int, confidence: float, rng):
+    if scenario.paired:
+        groups, persons = [groups[0] - groups[1]], persons[:1]
+    family, _ = run_family(
+        groups,
+        persons,
+        paired=scenario.paired,
+        level=rows.level,
+        method=method,
+        draws=resamples,
+        bootstrap=resamples,
+        confidence=confidence,
+        correction="fwer",
+        rng=rng,
     )
+    return family
+
+
+@dataclass
+class Rate:
+    """A share of draws (``rate``) out of ``draws``; ``error``: its binomial standard error.
+    ``worst``: for a coverage, the lowest share over the columns."""
+
+    rate: float
+    draws: int
+    worst: float = float("nan")
+
+    @property
+    def error(self) -> float:
+        return float(np.sqrt(self.rate * (1 - self.rate) / self.draws))
+
+
+def error_rate(
+    rows: Rows,
+    scenario: Scenario,
+    *,
+    method: str = "bootstrap",
+    draws: int = 200,
+    resamples: int = 500,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Rate:
+    """Family-wise error: the share of null draws with any pair x column significant."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(draws):
+        groups, persons = draw(rows, scenario, rng)
+        family = _family(rows, groups, persons, scenario, method, resamples, confidence, rng)
+        hits += bool((family.p_adjusted < 1 - confidence).any())
+    return Rate(hits / draws, draws)
+
+
+def power(
+    rows: Rows,
+    scenario: Scenario,
+    *,
+    method: str = "bootstrap",
+    draws: int = 200,
+    resamples: int = 500,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Rate:
+    """The share of draws with the planted shift (in group 0) found: its region (regions), or
+    any pixel of it (pixels), significant in the pair of groups 0 and 1."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(draws):
+        groups, persons = draw(rows, scenario, rng, planted=True)
+        family = _family(rows, groups, persons, scenario, method, resamples, confidence, rng)
+        hits += bool((family.p_adjusted[0, rows.target] < 1 - confidence).any())
+    return Rate(hits / draws, draws)
+
+
+def coverage(
+    rows: Rows,
+    scenario: Scenario,
+    *,
+    estimate: bool = False,
+    draws: int = 200,
+    resamples: int = 500,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Rate:
+    """The share of intervals that hold the true value, over draws and columns (``worst``: the
+    lowest column): of the difference between groups 0 and 1 (true value 0), or with
+    ``estimate`` of group 0's mean (true value: the mean of all rows), as the report prints."""
+    rng = np.random.default_rng(seed)
+    truth = rows.null.mean(0)
+    held = []
+    for _ in range(draws):
+        groups, persons = draw(rows, scenario, rng)
+        if estimate:
+            family, _ = run_family(
+                groups[:1],
+                persons[:1],
+                paired=True,
+                level="estimate",
+                method="bootstrap",
+                draws=resamples,
+                bootstrap=resamples,
+                confidence=confidence,
+                correction="fwer",
+                rng=rng,
+            )
+            held.append((family.low[0] <= truth) & (truth <= family.high[0]))
+        else:
+            family = _family(rows, groups, persons, scenario, "bootstrap", resamples, confidence, rng)
+            held.append((family.low[0] <= 0) & (0 <= family.high[0]))
+    held = np.array(held)[:, np.ptp(rows.null, axis=0) > 0]
+    return Rate(float(held.mean()), draws, float(held.mean(0).min()))

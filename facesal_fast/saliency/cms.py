@@ -16,7 +16,6 @@ numbers the tests compare are the numbers the tables show.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import combinations
 
 import cv2
 import numpy as np
@@ -26,7 +25,7 @@ from facesal_fast.saliency.stats import (
     GroupDifference,
     Reliability,
     check_test_options,
-    group_difference,
+    group_differences,
     share_intervals,
     split_half_reliability,
 )
@@ -64,6 +63,8 @@ class CMSResult:
             computed, e.g. a result built by hand).
         group_coverage: group -> ``H_F x W_F`` float32 fraction of the group's images.
         overall_intervals: region -> (mean per-image share over all images, CI low, CI high).
+        persons: group -> persons in it, for groups whose photos were given persons (they
+            count toward ``min_group`` instead of photos).
     """
 
     cms: np.ndarray
@@ -80,6 +81,7 @@ class CMSResult:
     coverage: np.ndarray | None = None
     group_coverage: dict[str, np.ndarray] = field(default_factory=dict)
     overall_intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    persons: dict[str, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """Shape, counts and key figures, not arrays."""
@@ -101,9 +103,13 @@ class CMSResult:
     @property
     def small_groups(self) -> list[str]:
         """Messages for every group below ``min_group`` (no significance is claimed for them)."""
-        return [
-            f"too few images in group {g} (n={n} < {self.min_group})"
+        counts = {
+            g: (("persons", self.persons[g]) if g in self.persons else ("images", n))
             for g, (_, n) in self.groups.items()
+        }
+        return [
+            f"too few {unit} in group {g} (n={n} < {self.min_group})"
+            for g, (unit, n) in counts.items()
             if n < self.min_group
         ]
 
@@ -152,6 +158,9 @@ class CMSAccumulator:
         correction: ``"fwer"`` (max-T family-wise, default) or ``"fdr"`` (Benjamini-Hochberg)
             for the pixel and region tests.
         reliability_target: split-half reliability the "images needed" estimate aims at.
+        method: ``"bootstrap"`` (default: equal means, valid whatever the groups' spread and
+            size) or ``"permutation"`` (interchangeable groups), see
+            :mod:`facesal_fast.saliency.stats`. All pairs of groups form one family.
     """
 
     def __init__(
@@ -166,8 +175,11 @@ class CMSAccumulator:
         min_group: int = 10,
         correction: str = "fwer",
         reliability_target: float = 0.9,
+        method: str = "bootstrap",
     ) -> None:
-        check_test_options(permutations, confidence, min_group, correction)
+        check_test_options(permutations, confidence, min_group, correction, method)
+        self.method = method
+        self._persons: dict[str, list[str | None]] = {}  # group -> person of each image (None: unknown)
         self.shape = (int(shape[0]), int(shape[1]))
         self.bootstrap_size, self.bootstrap, self.confidence, self.seed = bootstrap_size, bootstrap, confidence, seed
         self.permutations, self.min_group, self.correction = permutations, min_group, correction
@@ -186,8 +198,17 @@ class CMSAccumulator:
         self._next_checkpoint = next(self._checkpoints)
         self._snapshots: list[tuple[int, np.ndarray]] = []
 
-    def add(self, cis_map: np.ndarray, group: str | None = None, coverage: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        cis_map: np.ndarray,
+        group: str | None = None,
+        coverage: np.ndarray | None = None,
+        person: str | None = None,
+    ) -> None:
         """Add one ``H_F x W_F`` CIS map (to its group, when given).
+
+        ``person``: who the photo shows (any label; None: a person of its own). A group's
+        photos of one person are resampled together and count once toward ``min_group``.
 
         ``coverage``: ``H_F x W_F``, the pixels this image covers (``> 0``; its CIS ``counts``);
         the map is 0 elsewhere and the CMS there is the mean of the other images. None: all.
@@ -213,22 +234,34 @@ class CMSAccumulator:
         if group not in self._sums:
             self._sums[group], self._counts[group] = np.zeros(self.shape, np.float64), 0
             self._covered[group] = np.zeros(self.shape, np.int64)
-            self._small[group], self._region[group] = [], []
+            self._small[group], self._region[group], self._persons[group] = [], [], []
+        self._persons[group].append(None if person is None else str(person))
         self._sums[group] += cis_map
         self._covered[group] += covered
         self._counts[group] += 1
         self._small[group].append(small_map(cis_map, self.bootstrap_size))
         self._region[group].append(shares)
 
-    def _difference(self, a: str, b: str, rng: np.random.Generator) -> GroupDifference:
-        diff = covered_mean(self._sums[a], self._covered[a]) - covered_mean(self._sums[b], self._covered[b])
-        return group_difference(
-            a,
-            b,
-            diff,
-            (np.stack(self._small[a]), np.stack(self._small[b])),
-            (np.stack(self._region[a]), np.stack(self._region[b])),
+    def _person_labels(self, group: str) -> np.ndarray | None:
+        """One label per image of ``group`` (an unlabelled image is a person of its own), or
+        None when no image of the group has a person."""
+        labels = self._persons[group]
+        if all(p is None for p in labels):
+            return None
+        return np.array([f"person:{p}" if p is not None else f"image:{i}" for i, p in enumerate(labels)])
+
+    def _differences(self, order: list[str], rng: np.random.Generator) -> list[GroupDifference]:
+        """Every pair of groups, tested as one family (all pairs x regions; all pairs x pixels)."""
+        if len(order) < 2:
+            return []
+        return group_differences(
+            order,
+            [covered_mean(self._sums[g], self._covered[g]) for g in order],
+            [np.stack(self._small[g]) for g in order],
+            [np.stack(self._region[g]) for g in order],
             list(self.masks),
+            persons=[self._person_labels(g) for g in order],
+            method=self.method,
             permutations=self.permutations,
             bootstrap=self.bootstrap,
             confidence=self.confidence,
@@ -252,15 +285,15 @@ class CMSAccumulator:
         order = sorted(self._sums)
         groups = {g: (covered_mean(self._sums[g], self._covered[g]), self._counts[g]) for g in order}
         rng = np.random.default_rng(self.seed)
-        differences = [self._difference(a, b, rng) for a, b in combinations(groups, 2)]
+        differences = self._differences(order, rng)
         names = list(self.masks)
 
-        def intervals_of(shares: list[np.ndarray]) -> dict[str, tuple[float, float, float]]:
+        def intervals_of(shares: list[np.ndarray], persons=None) -> dict[str, tuple[float, float, float]]:
             return share_intervals(
-                np.stack(shares), names, resamples=self.bootstrap, confidence=self.confidence, rng=rng
+                np.stack(shares), names, persons=persons, resamples=self.bootstrap, confidence=self.confidence, rng=rng
             )
 
-        intervals = {g: intervals_of(self._region[g]) for g in groups}
+        intervals = {g: intervals_of(self._region[g], self._person_labels(g)) for g in groups}
         overall = intervals_of(self._all_shares)  # drawn after the groups': their intervals stay as before
         reliability = {
             g: split_half_reliability(np.stack(self._small[g]), target=self.reliability_target, seed=self.seed)
@@ -281,4 +314,5 @@ class CMSAccumulator:
             (self._total_covered / self._count).astype(np.float32),
             {g: (self._covered[g] / self._counts[g]).astype(np.float32) for g in groups},
             overall,
+            {g: len(set(labels)) for g in groups if (labels := self._person_labels(g)) is not None},
         )

@@ -1,245 +1,113 @@
-"""Group statistics for saliency maps: permutation tests with family-wise (max-T) or FDR
-control, bootstrap confidence intervals, effect sizes and split-half reliability.
+"""Group statistics for saliency maps: tests of a difference in mean share (per region) and
+mean map value (per pixel) between groups of images, family-wise (step-down max-T) or FDR
+controlled over all pairs of groups at once, studentised bootstrap intervals, effect sizes,
+the smallest shift the data could have found, and the share estimates the report prints.
 
-Every test compares per-image values (a region's share of an image's saliency, or a pixel
-of a low-resolution copy of its map) between two sets of images:
+Every test compares per-image values (a region's share of an image's positive saliency, or a
+pixel of a low-resolution copy of its map) between sets of images:
 
-* **unpaired** (two groups of different images): the group labels are exchangeable under
-  the null hypothesis, so they are shuffled ``permutations`` times;
-* **paired** (the same images under two models): the sign of each image's difference is
-  exchangeable, so signs are flipped at random.
+* **unpaired** (groups of different images), ``method="bootstrap"`` (default): the null is
+  "equal means"; each group is resampled around its own mean (studentised bootstrap,
+  Welch t), so unequal spread and unequal sizes do not make false findings.
+  ``method="permutation"``: the null is "the groups' maps are interchangeable" (group
+  labels shuffled); valid only when the groups are alike in spread and shape too.
+* **paired** (the same images under two models): ``"bootstrap"`` resamples the per-image
+  differences centred at their mean (null: mean difference 0, no symmetry needed);
+  ``"permutation"`` flips signs (null: each difference symmetric about 0).
 
-The statistic is a t statistic per column (Welch's for unpaired data, one-sample for
-paired), with a variance floor so that nearly constant pixels cannot dominate. Raw p-values
-compare each column's |t| with its own permutation distribution; family-wise adjusted
-p-values use the step-down max-T procedure of Westfall & Young (1993, Algorithm 2.8), the
-same max-statistic idea Nichols & Holmes (2002) use for images; ``correction="fdr"`` uses
-Benjamini & Hochberg (1995) on the raw permutation p-values instead. All randomness is
-seeded.
+With ``persons`` (one label per image) whole persons are resampled or relabelled and counted
+toward ``min_group``. The engine is :mod:`facesal_fast.saliency.resampling`: one code path for
+observed and null statistics, exact enumeration when the distinct labellings are fewer than
+the draws asked, p-values never below the exact minimum. All randomness is seeded.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facesal_fast._validate import positive_int
-from facesal_fast.metrics.stability import split_half
+from facesal_fast.saliency.difference import (
+    METHODS,
+    DifferenceTest,
+    PermutationTest,
+    ShareEstimate,
+    as_persons,
+    as_rows,
+    bootstrap_interval,
+    check_test_options,
+    difference_test,
+    effect_size,
+    family_columns,
+    permutation_test,
+    run_family,
+    share_estimates,
+    share_intervals,
+)
+from facesal_fast.saliency.reliability import Reliability, split_half_reliability
+from facesal_fast.saliency.resampling import Family, benjamini_hochberg
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
+    "METHODS",
+    "DifferenceTest",
     "GroupDifference",
     "PermutationTest",
     "RegionTest",
     "Reliability",
+    "ShareEstimate",
     "benjamini_hochberg",
     "bootstrap_interval",
     "check_test_options",
+    "controlled",
+    "difference_test",
     "group_difference",
+    "group_differences",
+    "null_hypothesis",
     "permutation_test",
+    "share_estimates",
     "share_intervals",
     "split_half_reliability",
 ]
 
-_CHUNK = 256  # permutations evaluated per matrix product (bounds memory for large groups)
-_FLOOR = 0.01  # variance floor: this fraction of the mean pooled variance over columns
 
-
-@dataclass
-class PermutationTest:
-    """A permutation test of ``D`` columns at once.
-
-    Attributes:
-        difference: ``(D,)`` mean of a minus mean of b (paired: mean of the differences).
-        statistic: ``(D,)`` observed t statistic.
-        effect_size: ``(D,)`` standardised difference: Cohen's d with the pooled SD
-            (unpaired), or d_z = mean / SD of the differences (paired); 0 where the SD is 0.
-        p_raw: ``(D,)`` two-sided permutation p-value of each column alone.
-        p_adjusted: ``(D,)`` step-down max-T family-wise adjusted p (``correction="fwer"``)
-            or Benjamini-Hochberg adjusted p (``"fdr"``).
-        threshold: the single-step max-T critical ``|t|`` at ``alpha`` (the ``1 - alpha``
-            quantile of the permutation distribution of ``max_j |t_j|``).
-        permutations, paired, correction: how it was computed.
-    """
-
-    difference: np.ndarray
-    statistic: np.ndarray
-    effect_size: np.ndarray
-    p_raw: np.ndarray
-    p_adjusted: np.ndarray
-    threshold: float
-    permutations: int
-    paired: bool
-    correction: str
-
-
-def _check_fraction(value: float, name: str, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number between 0 and 1 (e.g. {example}), got {value!r}")
-
-
-def check_test_options(permutations: int, confidence: float, min_group: int, correction: str) -> None:
-    """``ValueError`` naming the argument when a test option is out of range."""
-    positive_int(permutations, "permutations")
-    positive_int(min_group, "min_group")
-    _check_fraction(confidence, "confidence", "0.95")
-    if correction not in ("fwer", "fdr"):
-        raise ValueError(
-            f"correction must be 'fwer' (max-T family-wise) or 'fdr' (Benjamini-Hochberg), got {correction!r}"
+def null_hypothesis(method: str, paired: bool, a: str = "a", b: str = "b", persons: bool = False) -> str:
+    """The null hypothesis of a test, in one sentence (the report prints it)."""
+    unit = "person" if persons else "photo"
+    if paired and method == "bootstrap":
+        return (
+            f"In every region and pixel the mean per-{unit} difference between {a} and {b} is 0 (studentised "
+            f"bootstrap of the paired differences centred at their mean; the differences need not be symmetric)."
         )
-
-
-def _as_rows(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2 or len(x) == 0 or not np.isfinite(x).all():
-        raise ValueError(f"{name} must be a non-empty, finite n x D array, got shape {np.shape(x)}")
-    return x
-
-
-def _welch_t(sa, qa, na, sb, qb, nb, floor):
-    """Welch t from sums ``s`` and sums of squares ``q`` (any leading shape)."""
-    ma, mb = sa / na, sb / nb
-    va = np.maximum(qa - na * ma**2, 0) / max(na - 1, 1)
-    vb = np.maximum(qb - nb * mb**2, 0) / max(nb - 1, 1)
-    return (ma - mb) / np.sqrt(va / na + vb / nb + floor)
-
-
-def _one_sample_t(s, q, n, floor):
-    m = s / n
-    v = np.maximum(q - n * m**2, 0) / max(n - 1, 1)
-    return m / np.sqrt(v / n + floor)
-
-
-def _null_chunks(a: np.ndarray, b: np.ndarray | None, permutations: int, rng: np.random.Generator, floor: float):
-    """Yield ``(chunk, D)`` arrays of |t| under random relabelling (or sign flips when b is None)."""
-    if b is None:
-        q = (a**2).sum(0)
-        for start in range(0, permutations, _CHUNK):
-            signs = rng.choice([-1.0, 1.0], size=(min(_CHUNK, permutations - start), len(a)))
-            yield np.abs(_one_sample_t(signs @ a, q, len(a), floor))
-        return
-    data = np.concatenate([a, b])
-    total, squares, n, na = data.sum(0), (data**2).sum(0), len(data), len(a)
-    for start in range(0, permutations, _CHUNK):
-        size = min(_CHUNK, permutations - start)
-        order = rng.permuted(np.tile(np.arange(n), (size, 1)), axis=1)[:, :na]
-        labels = np.zeros((size, n))
-        np.put_along_axis(labels, order, 1.0, axis=1)
-        sa, qa = labels @ data, labels @ data**2
-        yield np.abs(_welch_t(sa, qa, na, total - sa, squares - qa, n - na, floor))
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg (1995) adjusted p-values (q-values) of any-shape ``p``."""
-    flat = np.asarray(p, np.float64).ravel()
-    order = np.argsort(flat)
-    ranked = flat[order] * len(flat) / np.arange(1, len(flat) + 1)
-    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty_like(flat)
-    out[order] = np.minimum(adjusted, 1.0)
-    return out.reshape(np.shape(p))
-
-
-def permutation_test(
-    a: np.ndarray,
-    b: np.ndarray | None = None,
-    *,
-    paired: bool = False,
-    permutations: int = 2000,
-    alpha: float = 0.05,
-    correction: str = "fwer",
-    seed: int | np.random.Generator = 0,
-) -> PermutationTest:
-    """Two-sided permutation test of every column of ``a`` (``n_a x D``) against ``b`` (``n_b x D``).
-
-    ``paired=True`` needs ``n_a == n_b`` (row i of a and of b: the same image) and flips the
-    sign of each row of ``a - b``. ``b=None`` tests ``a`` (already differences) against 0.
-    """
-    _check_fraction(alpha, "alpha", "0.05")
-    check_test_options(permutations, 0.95, 1, correction)
-    a = _as_rows(a, "a")
-    if b is not None:
-        b = _as_rows(b, "b")
-        if b.shape[1] != a.shape[1]:
-            raise ValueError(f"a and b must have the same number of columns, got {a.shape[1]} and {b.shape[1]}")
-        if paired:
-            if len(a) != len(b):
-                raise ValueError(f"a paired test needs as many rows in a as in b, got {len(a)} and {len(b)}")
-            a, b = a - b, None
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    if b is None:
-        floor = _FLOOR * float((a**2).mean()) / len(a) + 1e-300  # mean square: invariant under sign flips
-        observed = _one_sample_t(a.sum(0), (a**2).sum(0), len(a), floor)
-        difference, sd = a.mean(0), a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
-    else:
-        pooled_all = np.concatenate([a, b]).var(0, ddof=1).mean()
-        floor = _FLOOR * float(pooled_all) * (1 / len(a) + 1 / len(b)) + 1e-300
-        observed = _welch_t(a.sum(0), (a**2).sum(0), len(a), b.sum(0), (b**2).sum(0), len(b), floor)
-        difference = a.mean(0) - b.mean(0)
-        dof = max(len(a) + len(b) - 2, 1)
-        sd = np.sqrt(
-            ((len(a) - 1) * a.var(0, ddof=min(1, len(a) - 1)) + (len(b) - 1) * b.var(0, ddof=min(1, len(b) - 1))) / dof
+    if paired:
+        return f"Every {unit}'s difference between {a} and {b} is symmetric about 0 (sign-flip permutation test)."
+    if method == "bootstrap":
+        return (
+            f"In every region and pixel the mean per-image share is the same in {a} and {b}, whatever their spread "
+            f"and size (studentised bootstrap, each group resampled {'by whole persons ' if persons else ''}"
+            f"around its own mean)."
         )
-    p_raw, p_fwer, maxima = _permutation_p_values(
-        np.abs(observed), _null_chunks(a, b, permutations, rng, floor), permutations
+    return (
+        f"The maps of {a} and {b} are interchangeable: same distribution, spread and shape included "
+        f"(group labels of whole {unit}s shuffled)."
     )
-    p_adjusted = p_fwer if correction == "fwer" else benjamini_hochberg(p_raw)
-    effect = np.divide(difference, sd, out=np.zeros_like(difference), where=sd > 0)
-    threshold = float(np.quantile(maxima, 1 - alpha))
-    return PermutationTest(
-        difference, observed, effect, p_raw, p_adjusted, threshold, permutations, b is None, correction
-    )
-
-
-def _permutation_p_values(observed: np.ndarray, chunks, permutations: int):
-    """Raw and step-down max-T adjusted p-values, ``(1 + #{null >= observed}) / (1 + permutations)``,
-    and the per-permutation maxima."""
-    order = np.argsort(-observed)  # most significant column first
-    sorted_obs = observed[order]
-    raw_hits = np.zeros(len(observed))
-    step_hits = np.zeros(len(observed))
-    maxima = []
-    for null in chunks:
-        raw_hits += (null >= observed).sum(0)
-        successive = np.maximum.accumulate(null[:, order][:, ::-1], axis=1)[:, ::-1]  # max over columns ranked >= k
-        step_hits += (successive >= sorted_obs).sum(0)
-        maxima.append(successive[:, 0])
-    step = np.maximum.accumulate((1 + step_hits) / (1 + permutations))  # monotone in the ranking
-    adjusted = np.empty_like(step)
-    adjusted[order] = step
-    return (1 + raw_hits) / (1 + permutations), adjusted, np.concatenate(maxima)
-
-
-def bootstrap_interval(
-    a: np.ndarray, b: np.ndarray | None, *, paired: bool, resamples: int, confidence: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap CI of ``mean(a) - mean(b)`` per column (rows = images); paired
-    resamples images jointly; ``b=None`` gives the CI of ``mean(a)``."""
-    a = _as_rows(a, "a")
-    alpha = (1 - confidence) / 2
-
-    def weights(n: int) -> np.ndarray:
-        return rng.multinomial(n, np.full(n, 1 / n), size=resamples) / n
-
-    if b is None:
-        boot = weights(len(a)) @ a
-    elif paired:
-        boot = weights(len(a)) @ (a - _as_rows(b, "b"))
-    else:
-        boot = weights(len(a)) @ a - weights(len(b)) @ _as_rows(b, "b")
-    return np.quantile(boot, alpha, axis=0), np.quantile(boot, 1 - alpha, axis=0)
 
 
 @dataclass
 class RegionTest:
     """One region of a comparison: shares are fractions (0.081 = 8.1 points).
 
-    ``difference`` is mean share in a minus in b, ``low``/``high`` its bootstrap CI,
-    ``effect_size`` the standardised difference, ``p_raw`` / ``p_adjusted`` the permutation
-    p-values, ``significant`` = ``p_adjusted < 1 - confidence`` and both groups >= ``min_group``.
+    ``difference`` is mean share in a minus in b, ``low``/``high`` its studentised bootstrap
+    CI at ``confidence``, ``effect_size`` the standardised difference, ``p_raw`` /
+    ``p_adjusted`` the p-values (adjusted over the whole family: all pairs x regions),
+    ``significant`` = ``p_adjusted < 1 - confidence`` and both groups >= ``min_group``,
+    ``p_error`` the Monte-Carlo standard error of ``p_adjusted`` (0: exact), ``detectable``
+    the smallest shift (fraction) these groups find with 80% power in this region.
     """
 
     difference: float
@@ -249,25 +117,31 @@ class RegionTest:
     p_raw: float
     p_adjusted: float
     significant: bool
+    p_error: float = 0.0
+    detectable: float = math.nan
 
 
 @dataclass
 class GroupDifference:
-    """``CMS[a] - CMS[b]`` with permutation tests and bootstrap confidence intervals.
+    """``CMS[a] - CMS[b]`` with tests and studentised bootstrap confidence intervals.
 
     Attributes:
         a, b: group (or run) names.
         difference: ``H_F x W_F`` float32 full-resolution difference map.
-        low, high: ``h x w`` float32 per-pixel bootstrap CI bounds at the test resolution.
-        significant: ``h x w`` bool: adjusted pixel p-value below ``1 - confidence`` (max-T
-            family-wise over all pixels, or FDR with ``correction="fdr"``); all False when a
-            group has fewer than ``min_group`` images.
-        regions: region -> (difference of mean shares, CI low, CI high), as before.
+        low, high: ``h x w`` float32 per-pixel CI bounds at the test resolution.
+        significant: ``h x w`` bool: adjusted pixel p-value below ``1 - confidence``; all False
+            when a group has fewer than ``min_group`` persons (images, without persons).
+        regions: region -> (difference of mean shares, CI low, CI high).
         n_a, n_b: images per side (paired: both the number of pairs).
-        p_raw, p_adjusted: ``h x w`` permutation p-values per pixel.
-        threshold: single-step max-T critical ``|t|`` of the pixel test.
-        region_tests: region -> :class:`RegionTest` (adjusted over the regions of this comparison).
+        p_raw, p_adjusted: ``h x w`` p-values per pixel (1 off the face: not tested).
+        threshold: single-step max-T critical ``|t|`` of the pixel family.
+        region_tests: region -> :class:`RegionTest`.
         paired, correction, confidence, min_group, permutations: how it was computed.
+        method: ``"bootstrap"`` or ``"permutation"``. null_hypothesis: one sentence.
+        controlled: what the adjusted p-values control, over which family (one sentence).
+        persons_a, persons_b: persons per side (= images when no persons were given).
+        p_error: ``h x w`` Monte-Carlo standard error of the adjusted pixel p-values.
+        exact: the null draws were every distinct labelling.
     """
 
     a: str
@@ -288,13 +162,22 @@ class GroupDifference:
     confidence: float = 0.95
     min_group: int = 10
     permutations: int = 2000
+    method: str = "bootstrap"
+    null_hypothesis: str = ""
+    controlled: str = ""
+    persons_a: int | None = None
+    persons_b: int | None = None
+    p_error: np.ndarray | None = None
+    exact: bool = False
 
     @property
     def too_few(self) -> list[str]:
         """Messages for each side below ``min_group`` (empty when both are large enough)."""
+        unit = "images" if self.persons_a is None else "persons"
+        counts = (self.n_a, self.n_b) if self.persons_a is None else (self.persons_a, self.persons_b)
         return [
-            f"too few images in group {name} (n={n} < {self.min_group})"
-            for name, n in ((self.a, self.n_a), (self.b, self.n_b))
+            f"too few {unit} in group {name} (n={n} < {self.min_group})"
+            for name, n in zip((self.a, self.b), counts)
             if n < self.min_group
         ]
 
@@ -303,6 +186,132 @@ class GroupDifference:
         """Regions whose adjusted test is significant, largest shift first."""
         hits = [r for r, t in self.region_tests.items() if t.significant]
         return sorted(hits, key=lambda r: -abs(self.region_tests[r].difference))
+
+    @property
+    def detectable_shifts(self) -> dict[str, float]:
+        """Region -> smallest shift in share points found with 80% power (the report prints it
+        beside "no significant difference")."""
+        return {r: 100 * t.detectable for r, t in self.region_tests.items()}
+
+
+def controlled(correction: str, confidence: float, pairs: int, regions: int, pixels: int) -> str:
+    """What the adjusted p-values control, over which family, in one sentence."""
+    what = (
+        "family-wise error (chance of any false finding) by step-down max-T"
+        if correction == "fwer"
+        else "false discovery rate by Benjamini-Hochberg"
+    )
+    s = "s" if pairs > 1 else ""
+    return (
+        f"{what} at {1 - confidence:g} over all {pairs} pair{s} of groups x {regions} regions, and separately over "
+        f"the {pairs} pair{s} x {pixels} face pixels"
+    )
+
+
+def _checked_groups(small, shares, persons, paired: bool):
+    """Per-group flattened maps, shares and person labels; paired: the one group of differences."""
+    flat = [as_rows(np.reshape(s, (len(s), -1)), "small maps") for s in small]
+    share_rows = [as_rows(s, "shares") for s in shares]
+    labels = [as_persons(p, r, "persons") for p, r in zip(persons or [None] * len(flat), flat)]
+    if not paired:
+        return flat, share_rows, labels
+    if len(flat) != 2 or len(flat[0]) != len(flat[1]):
+        raise ValueError(f"a paired test needs two sides with as many images each, got {[len(f) for f in flat]}")
+    return [flat[0] - flat[1]], [share_rows[0] - share_rows[1]], labels[:1]
+
+
+def _region_tests(
+    regions: Family, p: int, region_names: list[str], effect: np.ndarray, enough: bool, confidence: float
+) -> dict[str, RegionTest]:
+    """Region -> :class:`RegionTest` of pair ``p`` of the region family."""
+    return {
+        name: RegionTest(
+            float(regions.difference[p, r]),
+            float(regions.low[p, r]),
+            float(regions.high[p, r]),
+            float(effect[r]),
+            float(regions.p_raw[p, r]),
+            float(regions.p_adjusted[p, r]),
+            bool(enough and regions.p_adjusted[p, r] < 1 - confidence),
+            float(regions.p_error[p, r]),
+            float(regions.detectable[p, r]),
+        )
+        for r, name in enumerate(region_names)
+    }
+
+
+def group_differences(
+    names: Sequence[str],
+    means: Sequence[np.ndarray],
+    small: Sequence[np.ndarray],
+    shares: Sequence[np.ndarray],
+    region_names: list[str],
+    *,
+    persons: Sequence[np.ndarray | None] | None = None,
+    paired: bool = False,
+    method: str = "bootstrap",
+    permutations: int = 2000,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    min_group: int = 10,
+    correction: str = "fwer",
+    rng: np.random.Generator | None = None,
+) -> list[GroupDifference]:
+    """Every pair ``(i, j)``, ``i < j``, of the groups tested as one family at region level
+    (all pairs x regions) and one at pixel level (all pairs x face pixels).
+
+    Args:
+        names: group names. means: full-resolution ``H_F x W_F`` mean map per group.
+        small: per-image low-resolution maps per group (``n_g x h x w``).
+        shares: per-image region shares per group (``n_g x R``, columns in ``region_names`` order).
+        persons: per group, one person label per image (or None: each image its own person).
+        paired: two sides, row i of each the same image (persons: the first side's labels).
+    """
+    check_test_options(permutations, confidence, min_group, correction, method)
+    rng = rng or np.random.default_rng(0)
+    side = np.shape(small[0])[1:]
+    flat, share_rows, labels = _checked_groups(small, shares, persons, paired)
+    options = dict(paired=paired, method=method, draws=permutations, bootstrap=bootstrap, confidence=confidence)
+    pixels, units = run_family(flat, labels, level="pixels", correction=correction, rng=rng, **options)
+    regions, _ = run_family(share_rows, labels, level="regions", correction=correction, rng=rng, **options)
+    pairs = [(0, 1)] if paired else list(combinations(range(len(names)), 2))
+    units, given = (units * 2 if paired else units), labels[0] is not None
+    control = controlled(correction, confidence, len(pairs), len(region_names), int(family_columns(flat, paired).sum()))
+    out = []
+    for p, (i, j) in enumerate(pairs):
+        enough = min(units[i], units[j]) >= min_group
+        effect = effect_size(share_rows[0], None) if paired else effect_size(share_rows[i], share_rows[j])
+        tests = _region_tests(regions, p, region_names, effect, enough, confidence)
+        out.append(
+            GroupDifference(
+                names[i],
+                names[j],
+                np.asarray(means[i], np.float32) - np.asarray(means[j], np.float32),
+                pixels.low[p].reshape(side).astype(np.float32),
+                pixels.high[p].reshape(side).astype(np.float32),
+                (pixels.p_adjusted[p].reshape(side) < 1 - confidence) & enough,
+                {r: (t.difference, t.low, t.high) for r, t in tests.items()},
+                len(small[i]),
+                len(small[j]),
+                pixels.p_raw[p].reshape(side),
+                pixels.p_adjusted[p].reshape(side),
+                pixels.threshold,
+                tests,
+                paired,
+                correction,
+                confidence,
+                min_group,
+                pixels.draws,
+                method,
+                null_hypothesis(method, paired, names[i], names[j], given),
+                control,
+                units[i] if given else None,
+                units[j] if given else None,
+                pixels.p_error[p].reshape(side),
+                regions.exact,
+            )
+        )
+    return out
 
 
 def group_difference(
@@ -314,6 +323,8 @@ def group_difference(
     region_names: list[str],
     *,
     paired: bool = False,
+    method: str = "bootstrap",
+    persons: tuple[np.ndarray | None, np.ndarray | None] | None = None,
     permutations: int = 2000,
     bootstrap: int = 1000,
     confidence: float = 0.95,
@@ -321,141 +332,31 @@ def group_difference(
     correction: str = "fwer",
     rng: np.random.Generator | None = None,
 ) -> GroupDifference:
-    """Test a against b at region and pixel level.
+    """Test a against b at region and pixel level (:func:`group_differences` for two groups).
 
     Args:
         a, b: names. difference: full-resolution ``H_F x W_F`` difference map (kept as is).
         small: per-image low-resolution maps ``(n_a x h x w, n_b x h x w)``.
         shares: per-image region shares ``(n_a x R, n_b x R)``, columns in ``region_names`` order.
-        paired: row i of a and of b are the same image (sign-flip test, paired bootstrap).
+        paired: row i of a and of b are the same image (default method: studentised bootstrap
+            of the differences centred at their mean; ``"permutation"``: sign flips).
+        persons: one person label per image of each side (paired: of the pairs), or None.
     """
-    check_test_options(permutations, confidence, min_group, correction)
-    rng = rng or np.random.default_rng(0)
-    alpha, (small_a, small_b), (share_a, share_b) = 1 - confidence, small, shares
-    n_a, n_b = len(small_a), len(small_b)
-    enough = min(n_a, n_b) >= min_group
-    side = small_a.shape[1:]
-    flat_a, flat_b = small_a.reshape(n_a, -1), small_b.reshape(n_b, -1)
-    low, high = bootstrap_interval(flat_a, flat_b, paired=paired, resamples=bootstrap, confidence=confidence, rng=rng)
-    pixels = permutation_test(
-        flat_a, flat_b, paired=paired, permutations=permutations, alpha=alpha, correction=correction, seed=rng
+    zero = np.zeros_like(np.asarray(difference, np.float32))
+    (result,) = group_differences(
+        (a, b),
+        (np.asarray(difference, np.float32), zero),
+        small,
+        shares,
+        region_names,
+        persons=persons,
+        paired=paired,
+        method=method,
+        permutations=permutations,
+        bootstrap=bootstrap,
+        confidence=confidence,
+        min_group=min_group,
+        correction=correction,
+        rng=rng,
     )
-    reg_low, reg_high = bootstrap_interval(
-        share_a, share_b, paired=paired, resamples=bootstrap, confidence=confidence, rng=rng
-    )
-    reg = permutation_test(
-        share_a, share_b, paired=paired, permutations=permutations, alpha=alpha, correction=correction, seed=rng
-    )
-    tests = {
-        name: RegionTest(
-            float(reg.difference[i]),
-            float(reg_low[i]),
-            float(reg_high[i]),
-            float(reg.effect_size[i]),
-            float(reg.p_raw[i]),
-            float(reg.p_adjusted[i]),
-            bool(enough and reg.p_adjusted[i] < alpha),
-        )
-        for i, name in enumerate(region_names)
-    }
-    return GroupDifference(
-        a,
-        b,
-        np.asarray(difference, np.float32),
-        low.reshape(side).astype(np.float32),
-        high.reshape(side).astype(np.float32),
-        (pixels.p_adjusted.reshape(side) < alpha) & enough,
-        {r: (t.difference, t.low, t.high) for r, t in tests.items()},
-        n_a,
-        n_b,
-        pixels.p_raw.reshape(side),
-        pixels.p_adjusted.reshape(side),
-        pixels.threshold,
-        tests,
-        paired,
-        correction,
-        confidence,
-        min_group,
-        permutations,
-    )
-
-
-def share_intervals(
-    shares: np.ndarray,
-    region_names: list[str],
-    *,
-    resamples: int = 1000,
-    confidence: float = 0.95,
-    rng: np.random.Generator | None = None,
-) -> dict[str, tuple[float, float, float]]:
-    """Mean per-image share of each region with its percentile bootstrap CI; ``shares``: ``n x R``."""
-    shares = _as_rows(shares, "shares")
-    low, high = bootstrap_interval(
-        shares, None, paired=False, resamples=resamples, confidence=confidence, rng=rng or np.random.default_rng(0)
-    )
-    mean = shares.mean(0)
-    return {name: (float(mean[i]), float(low[i]), float(high[i])) for i, name in enumerate(region_names)}
-
-
-@dataclass
-class Reliability:
-    """Split-half reliability of one group's CMS.
-
-    Attributes:
-        n: images in the group.
-        reliability: Spearman-Brown corrected split-half correlation of the group CMS with all
-            ``n`` images (NaN below 4 images).
-        curve: ``[(m, reliability of the CMS of m images)]`` measured on random subsets.
-        target: the reliability asked for.
-        images_needed: images at which the Spearman-Brown prophecy reaches ``target`` (None
-            when it cannot be predicted: too few images or no consistent signal).
-    """
-
-    n: int
-    reliability: float
-    curve: list[tuple[int, float]]
-    target: float
-    images_needed: int | None
-
-    @property
-    def more_needed(self) -> int | None:
-        """Images still to collect (0 when the target is met; None when unknown)."""
-        return None if self.images_needed is None else max(self.images_needed - self.n, 0)
-
-
-def _per_image_reliability(r_half: float, half: int) -> float:
-    """Reliability of one image's map from the correlation of two means of ``half`` images each."""
-    return r_half / (half - (half - 1) * r_half)
-
-
-def split_half_reliability(maps: np.ndarray, *, target: float = 0.9, repeats: int = 40, seed: int = 0) -> Reliability:
-    """Split-half reliability of the mean of ``maps`` (``n x h x w``) and the images needed to reach ``target``.
-
-    Random halves are correlated (:func:`facesal_fast.metrics.stability.split_half`) for
-    random subsets of growing size (8 subsets per size); each mean correlation is corrected
-    to the subset's full size by Spearman-Brown
-    (``2 r / (1 + r)``). The per-image reliability ``rho`` from the full split gives the
-    number of images ``N = target (1 - rho) / (rho (1 - target))`` at which the prophecy
-    ``N rho / (1 + (N - 1) rho)`` reaches ``target``.
-    """
-    maps = np.asarray(maps, np.float64)
-    n = len(maps)
-    if n < 4 or not np.abs(maps).sum() > 0:
-        return Reliability(n, math.nan, [], target, None)
-    rng = np.random.default_rng(seed)
-    sizes = sorted({m for m in (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if m < n} | {n})
-    subsets = 8  # a subset size's point averages random subsets, not one draw
-    curve = []
-    for m in sizes:
-        draws = [maps[rng.choice(n, m, replace=False)] for _ in range(subsets)] if m < n else [maps] * subsets
-        rs = [split_half(d, repeats=max(repeats // subsets, 1), seed=int(rng.integers(2**31)))["r"] for d in draws]
-        curve.append((m, float(np.nanmean(rs)) if np.isfinite(rs).any() else math.nan))
-    r_half = curve[-1][1]
-    points = [(m, 2 * r / (1 + r) if np.isfinite(r) and r > -1 else math.nan) for m, r in curve]
-    if not np.isfinite(r_half) or r_half <= 0:
-        return Reliability(n, points[-1][1], points, target, None)
-    rho = _per_image_reliability(r_half, n // 2)
-    if points[-1][1] >= target:
-        return Reliability(n, points[-1][1], points, target, n)
-    needed = max(math.ceil(target * (1 - rho) / (rho * (1 - target))), n + 1)
-    return Reliability(n, points[-1][1], points, target, needed)
+    return result

@@ -1,0 +1,354 @@
+"""Tests of columns of per-image values between groups (or of paired differences), and
+one group's share estimates: the checked front of :mod:`facesal_fast.saliency.resampling`,
+with the variance floor and the family of columns tested. :mod:`facesal_fast.saliency.stats`
+builds the group comparisons on it and re-exports these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from facesal_fast._validate import positive_int
+from facesal_fast.saliency.resampling import Family, family_test, pool
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "METHODS",
+    "DifferenceTest",
+    "PermutationTest",
+    "ShareEstimate",
+    "bootstrap_interval",
+    "check_test_options",
+    "difference_test",
+    "permutation_test",
+    "share_estimates",
+    "share_intervals",
+]
+
+METHODS = ("bootstrap", "permutation")
+_FLOOR = 0.01  # variance floor, see _floor
+
+
+def _check_fraction(value: float, name: str, example: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number between 0 and 1 (e.g. {example}), got {value!r}")
+
+
+def check_test_options(
+    permutations: int, confidence: float, min_group: int, correction: str, method: str = "bootstrap"
+) -> None:
+    """``ValueError`` naming the argument when a test option is out of range."""
+    positive_int(permutations, "permutations")
+    positive_int(min_group, "min_group")
+    _check_fraction(confidence, "confidence", "0.95")
+    if correction not in ("fwer", "fdr"):
+        raise ValueError(
+            f"correction must be 'fwer' (max-T family-wise) or 'fdr' (Benjamini-Hochberg), got {correction!r}"
+        )
+    if method not in METHODS:
+        raise ValueError(
+            f"method must be 'bootstrap' (equal means, any spread) or 'permutation' (interchangeable groups), "
+            f"got {method!r}"
+        )
+
+
+def as_rows(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or len(x) == 0 or not np.isfinite(x).all():
+        raise ValueError(f"{name} must be a non-empty, finite n x D array, got shape {np.shape(x)}")
+    return x
+
+
+def as_persons(persons, rows: np.ndarray, name: str) -> np.ndarray | None:
+    if persons is None:
+        return None
+    labels = np.asarray(persons)
+    if labels.shape != (len(rows),):
+        raise ValueError(f"{name} must give one person label per image ({len(rows)}), got shape {labels.shape}")
+    return labels
+
+
+def _floor(rows: Sequence[np.ndarray], paired: bool, level: str, columns: np.ndarray) -> np.ndarray:
+    """``(D,)`` variance floor per unit (divided by the persons of a group later): 1% of each
+    column's pooled variance (mean square when paired) for regions; for pixels 1% of the mean
+    over the family's pixels, so nearly constant pixels cannot dominate; none for an
+    ``"estimate"`` (the interval of one group's mean share)."""
+    data = np.concatenate(rows)
+    if level == "estimate":
+        return np.full(data.shape[1], 1e-300)
+    base = (data**2).mean(0) if paired else data.var(0, ddof=1 if len(data) > 1 else 0)
+    if level == "pixels" and columns.any():
+        base = np.full_like(base, base[columns].mean())
+    return _FLOOR * base + 1e-300
+
+
+def family_columns(rows: Sequence[np.ndarray], paired: bool) -> np.ndarray:
+    """Columns tested: not constant over all images (unpaired), not all 0 (paired differences).
+    Off-face pixels of the low-resolution maps (constant 0) are thus outside the family."""
+    data = np.concatenate(rows)
+    return np.any(data != 0, axis=0) if paired else np.ptp(data, axis=0) > 0
+
+
+def run_family(
+    rows: Sequence[np.ndarray],
+    persons: Sequence[np.ndarray | None],
+    *,
+    paired: bool,
+    level: str,
+    method: str,
+    draws: int,
+    bootstrap: int,
+    confidence: float,
+    correction: str,
+    rng: np.random.Generator,
+) -> tuple[Family, list[int]]:
+    """One family over all pairs of ``rows`` (groups, ``n_g x D``; paired: one group of
+    differences tested against 0); also the persons per group."""
+    sample = pool(list(rows), list(persons))
+    units = sample.sizes
+    pairs = [(0, -1)] if paired else list(combinations(range(len(rows)), 2))
+    columns = family_columns(rows, paired)
+    unit_floor = _floor(rows, paired, level, columns)
+    floor = np.stack([unit_floor * (1 / units[i] + (1 / units[j] if j >= 0 else 0)) for i, j in pairs])
+    family = family_test(
+        sample,
+        pairs,
+        floor,
+        columns,
+        method=method,
+        draws=draws,
+        bootstrap=bootstrap,
+        confidence=confidence,
+        correction=correction,
+        rng=rng,
+    )
+    return family, units
+
+
+def effect_size(a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """Cohen's d with the pooled SD (unpaired) or d_z = mean / SD (``b=None``: differences)."""
+    if b is None:
+        difference, sd = a.mean(0), a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
+    else:
+        difference = a.mean(0) - b.mean(0)
+        dof = max(len(a) + len(b) - 2, 1)
+        sd = np.sqrt(
+            ((len(a) - 1) * a.var(0, ddof=min(1, len(a) - 1)) + (len(b) - 1) * b.var(0, ddof=min(1, len(b) - 1))) / dof
+        )
+    return np.divide(difference, sd, out=np.zeros_like(difference), where=sd > 0)
+
+
+@dataclass
+class DifferenceTest:
+    """A test of ``D`` columns at once (one family).
+
+    Attributes:
+        difference: ``(D,)`` mean of a minus mean of b (paired: mean of the differences).
+        statistic: ``(D,)`` observed t (Welch's, cluster-robust with persons; 0 outside the family).
+        effect_size: ``(D,)`` Cohen's d (pooled SD) or d_z (paired); 0 where the SD is 0.
+        p_raw: ``(D,)`` two-sided p-value of each column alone.
+        p_adjusted: ``(D,)`` step-down max-T family-wise adjusted p (``correction="fwer"``)
+            or Benjamini-Hochberg adjusted p (``"fdr"``); 1 outside the family.
+        threshold: single-step max-T critical ``|t|`` at ``alpha``.
+        permutations: null draws made (all distinct labellings when ``exact``).
+        paired, correction, method: how it was computed.
+        p_error: ``(D,)`` Monte-Carlo standard error of ``p_adjusted`` (0 when exact).
+        low, high: ``(D,)`` studentised bootstrap interval of ``difference`` at ``1 - alpha``.
+        detectable: ``(D,)`` smallest |difference| found with 80% power at this family's
+            critical value, for these sizes and spreads.
+        exact: the null draws were every distinct labelling (or sign pattern).
+    """
+
+    difference: np.ndarray
+    statistic: np.ndarray
+    effect_size: np.ndarray
+    p_raw: np.ndarray
+    p_adjusted: np.ndarray
+    threshold: float
+    permutations: int
+    paired: bool
+    correction: str
+    method: str = "bootstrap"
+    p_error: np.ndarray | None = None
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    detectable: np.ndarray | None = None
+    exact: bool = False
+
+
+PermutationTest = DifferenceTest  # the name before issue 31
+
+
+def difference_test(
+    a: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    paired: bool = False,
+    method: str = "bootstrap",
+    permutations: int = 2000,
+    alpha: float = 0.05,
+    correction: str = "fwer",
+    seed: int | np.random.Generator = 0,
+    persons: tuple | None = None,
+    level: str = "regions",
+) -> DifferenceTest:
+    """Two-sided test of every column of ``a`` (``n_a x D``) against ``b`` (``n_b x D``).
+
+    ``paired=True`` needs ``n_a == n_b`` (row i of a and of b: the same image) and tests the
+    differences ``a - b``; ``b=None`` tests ``a`` (already differences) against 0.
+    ``persons``: ``(labels of a, labels of b)`` (paired or ``b=None``: ``(labels,)``), one per
+    row, or None. ``level``: ``"regions"`` or ``"pixels"`` (the variance floor's rule).
+    """
+    _check_fraction(alpha, "alpha", "0.05")
+    check_test_options(permutations, 0.95, 1, correction, method)
+    a = as_rows(a, "a")
+    rows = [a]
+    if b is not None:
+        b = as_rows(b, "b")
+        if b.shape[1] != a.shape[1]:
+            raise ValueError(f"a and b must have the same number of columns, got {a.shape[1]} and {b.shape[1]}")
+        if paired and len(a) != len(b):
+            raise ValueError(f"a paired test needs as many rows in a as in b, got {len(a)} and {len(b)}")
+        rows = [a - b] if paired else [a, b]
+    one_sample = len(rows) == 1
+    labels = [as_persons(p, r, "persons") for p, r in zip(persons or (None,) * len(rows), rows)]
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    family, _ = run_family(
+        rows,
+        labels,
+        paired=one_sample,
+        level=level,
+        method=method,
+        draws=permutations,
+        bootstrap=permutations,
+        confidence=1 - alpha,
+        correction=correction,
+        rng=rng,
+    )
+    return DifferenceTest(
+        family.difference[0],
+        family.statistic[0],
+        effect_size(rows[0], None if one_sample else rows[1]),
+        family.p_raw[0],
+        family.p_adjusted[0],
+        family.threshold,
+        family.draws,
+        one_sample,
+        correction,
+        method,
+        family.p_error[0],
+        family.low[0],
+        family.high[0],
+        family.detectable[0],
+        family.exact,
+    )
+
+
+def permutation_test(
+    a: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    paired: bool = False,
+    permutations: int = 2000,
+    alpha: float = 0.05,
+    correction: str = "fwer",
+    seed: int | np.random.Generator = 0,
+    persons: tuple | None = None,
+) -> DifferenceTest:
+    """:func:`difference_test` with ``method="permutation"`` (interchangeable groups; paired:
+    sign flips of symmetric differences)."""
+    return difference_test(
+        a,
+        b,
+        paired=paired,
+        method="permutation",
+        permutations=permutations,
+        alpha=alpha,
+        correction=correction,
+        seed=seed,
+        persons=persons,
+    )
+
+
+def bootstrap_interval(
+    a: np.ndarray, b: np.ndarray | None, *, paired: bool, resamples: int, confidence: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric studentised bootstrap CI of ``mean(a) - mean(b)`` per column (rows = images);
+    paired: of the mean difference; ``b=None``: of ``mean(a)``. Columns constant over all
+    images get the zero-width interval at their value."""
+    test = difference_test(a, b, paired=paired, permutations=resamples, alpha=1 - confidence, seed=rng)
+    return test.low, test.high
+
+
+@dataclass
+class ShareEstimate:
+    """A group's share of one region: the mean over its images of each image's share of its
+    positive saliency (the quantity the tests compare), with its studentised bootstrap CI.
+    ``images`` and ``persons`` (None without person labels) say what it rests on."""
+
+    mean: float
+    low: float
+    high: float
+    images: int
+    persons: int | None = None
+
+
+def share_estimates(
+    shares: np.ndarray,
+    region_names: list[str],
+    *,
+    persons: np.ndarray | None = None,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | None = None,
+) -> dict[str, ShareEstimate]:
+    """Region -> :class:`ShareEstimate` of one group; ``shares``: ``n x R`` per-image shares.
+    The report's share tables and bars print these (one definition of a share everywhere)."""
+    shares = as_rows(shares, "shares")
+    labels = as_persons(persons, shares, "persons")
+    family, units = run_family(
+        [shares],
+        [labels],
+        paired=True,
+        level="estimate",
+        method="bootstrap",
+        draws=resamples,
+        bootstrap=resamples,
+        confidence=confidence,
+        correction="fwer",
+        rng=rng or np.random.default_rng(0),
+    )
+    return {
+        name: ShareEstimate(
+            float(family.difference[0, r]),
+            float(family.low[0, r]),
+            float(family.high[0, r]),
+            len(shares),
+            units[0] if labels is not None else None,
+        )
+        for r, name in enumerate(region_names)
+    }
+
+
+def share_intervals(
+    shares: np.ndarray,
+    region_names: list[str],
+    *,
+    persons: np.ndarray | None = None,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | None = None,
+) -> dict[str, tuple[float, float, float]]:
+    """:func:`share_estimates` as region -> (mean per-image share, CI low, CI high)."""
+    estimates = share_estimates(
+        shares, region_names, persons=persons, resamples=resamples, confidence=confidence, rng=rng
+    )
+    return {name: (e.mean, e.low, e.high) for name, e in estimates.items()}
