@@ -72,7 +72,8 @@ class AlignerLike(Protocol):
         self, image: Any, *, all_faces: bool = False, source: str | None = None, face_index: int | None = None
     ) -> Any:
         """``H x W x 3`` uint8 photo (or its path) -> its :class:`~facesal_fast.align.AlignedFace`
-        (the largest, or the ``face_index``-th by size; every face, largest first, with ``all_faces``)."""
+        (the default face, or the ``face_index``-th; every face with ``all_faces``; in the order of
+        :class:`~facesal_fast.align.Aligner`'s face-choice rule: confident faces largest first)."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,19 @@ import cv2
 import numpy as np
 
 from .canonical import N_MESH_VERTICES, canonical_geometry
+from .choice import (
+    box_iou,
+    choice_note,
+    choice_warning,
+    face_at,
+    face_confidence,
+    face_size,
+    rank_faces,
+    turn_candidate,
+    turn_image,
+    turned_note,
+    upside_down,
+)
 from .errors import ImageError, NoFaceError
 from .face import AlignedFace, MeshBinding
 from .image_io import MAX_PIXELS, as_rgb_uint8, load_image
@@ -86,14 +99,6 @@ class QuietGraph:
 CORE_LANDMARKS = (33, 133, 362, 263, 1, 4, 61, 291, 13, 14)
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / ua if ua > 0 else 0.0
-
-
 class Aligner:
     """MediaPipe Face Mesh aligner producing :class:`AlignedFace` objects.
 
@@ -101,7 +106,9 @@ class Aligner:
         density: dense points per canonical pixel along each axis (grid stride ``1/density``);
             1.0 gives one point per canonical pixel inside the face (N ~ 38k at 256x256).
         canonical_size: canonical face size, int (square) or ``(H_F, W_F)``.
-        max_faces: most faces looked for per image.
+        max_faces: most faces Face Mesh looks for in one pass over a photo; with
+            ``all_faces`` every face the detectors find is returned, those beyond
+            ``max_faces`` meshed on a crop around their detector box.
         min_face_size: faces whose box is smaller than this (pixels) are refused.
         max_side: images are downscaled to this longest side for detection and landmarks
             (landmarks are mapped back to full resolution; warps use the full image).
@@ -109,6 +116,13 @@ class Aligner:
         depth_tol: z-buffer tolerance as a fraction of ``face_scale``.
         refine_landmarks: Face Mesh attention model (adds the 10 iris landmarks, 478 total).
         stride: alternative to ``density``: canonical grid spacing in pixels (``1 / density``).
+        check_orientation: align a photo turned 180 degrees when the face detectors score it
+            higher that way up (an upside-down face; see :mod:`facesal_fast.align.choice`).
+
+    Face choice: faces are ranked by detector confidence as well as size. Those whose
+    detector score is within ``choice.SCORE_MARGIN`` (0.2) of the photo's best come first,
+    largest first, then the others, largest first; the default face is the first (a large
+    low-score detection such as an emblem does not beat a real face by size alone).
     """
 
     def __init__(
@@ -123,6 +137,7 @@ class Aligner:
         depth_tol: float = 0.08,
         refine_landmarks: bool = True,
         stride: float | None = None,
+        check_orientation: bool = True,
     ) -> None:
         if stride is not None:
             if stride <= 0:
@@ -141,6 +156,7 @@ class Aligner:
         self.min_detection_confidence = float(min_detection_confidence)
         self.depth_tol = float(depth_tol)
         self.refine_landmarks = bool(refine_landmarks)
+        self.check_orientation = bool(check_orientation)
         geo = canonical_geometry()
         self.triangles = geo.triangles
         self.canon_verts = geo.layout_pixels(self.canonical_shape)
@@ -218,7 +234,7 @@ class Aligner:
         found.sort(key=lambda t: -t[1])
         keep: list = []
         for box, s in found:
-            if all(_iou(box, k[0]) < 0.3 for k in keep):
+            if all(box_iou(box, k[0]) < 0.3 for k in keep):
                 keep.append((box, s))
         return keep
 
@@ -237,8 +253,8 @@ class Aligner:
                 inside = (
                     (core[:, 0] >= b[0]) & (core[:, 0] <= b[2]) & (core[:, 1] >= b[1]) & (core[:, 1] <= b[3])
                 ).mean()
-                if inside >= 0.8 and _iou(b, lb) > best_iou:
-                    best, best_iou = k, _iou(b, lb)
+                if inside >= 0.8 and box_iou(b, lb) > best_iou:
+                    best, best_iou = k, box_iou(b, lb)
             if best is not None:
                 used.add(best)
                 faces.append((lm, tuple(float(v) for v in dets[best][0]), dets[best][1], "detector"))
@@ -290,11 +306,14 @@ class Aligner:
             image: ``(H, W, 3) uint8`` RGB array (grayscale/RGBA/16-bit/float arrays are
                 converted by :func:`as_rgb_uint8`'s value-range rule) or a file path (read
                 with :func:`load_image`).
-            all_faces: return every face found (a list, largest first) instead of the largest.
+            all_faces: return every face found (a list, in the order of the face-choice rule
+                of the class doc: confident faces largest first, then the others) instead of
+                the first.
             source: name used in messages (defaults to the file name for a path).
-            face_index: return the ``face_index``-th face by size (0: the largest) instead
-                of the largest; on a photo with several faces and no ``face_index`` the
-                face used is logged at WARNING with its box.
+            face_index: return the ``face_index``-th face in that order (0: the default
+                face); on a photo with several faces and no ``face_index`` the face used is
+                logged at WARNING with its box and detector score. An upside-down photo is
+                aligned turned (``check_orientation``), said at WARNING and in the note.
         Raises:
             NoFaceError: no face, or only faces smaller than ``min_face_size``.
             ImageError: unreadable file or unusable array.
@@ -309,7 +328,7 @@ class Aligner:
                 return self._align(img, all_faces, source)
         with self._lock:
             faces = self._align(img, True, source)
-        return _face_at(faces, face_index, source)
+        return face_at(faces, face_index, source)
 
     def batch(
         self,
@@ -348,55 +367,41 @@ class Aligner:
             if f == 1.0
             else cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
         )
-        fx, fy = work.shape[1] / w, work.shape[0] / h
         shrunk = (  # said in a no-face message: a face in a panorama may be too small once shrunk
             ""
             if f == 1.0
             else f" (the {w}x{h} px photo was shrunk to {work.shape[1]}x{work.shape[0]} px for detection, "
             f"max_side={self.max_side}; crop it around the face)"
         )
+        photo, turned, union = img, False, self.detect(work)  # both detectors: orientation, confidences
+        if self.check_orientation:
+            union_turned = self.detect(turn_image(work))
+            turned = upside_down(union, union_turned)
+        if turned:  # MediaPipe fits an upright mesh to an upside-down face: align the photo turned
+            img, work, union = turn_image(img), turn_image(work), union_turned
+            _log.warning("%s: the face is upside down; aligning the photo turned 180 degrees", source or "<array>")
+        fx, fy = work.shape[1] / w, work.shape[0] / h
+        union = [((b[0] / fx, b[1] / fy, b[2] / fx, b[3] / fy), s) for b, s in union]
 
-        def detect(models):
-            return [((b[0] / fx, b[1] / fy, b[2] / fx, b[3] / fy), s) for b, s in self.detect(work, models)]
-
-        # full-range detector first; the short-range one too for all_faces or unmatched meshes
-        both = all_faces
-        dets = detect((1, 0) if both else (1,))
-        meshes = self._landmarks(self._models()["mesh"], work)
-        for lm in meshes:
-            lm[:, 0] /= fx
-            lm[:, 1] /= fy
-            lm[:, 2] /= fx
-        faces, used = self._match(meshes, dets)
-        if not both and (not dets or any(f[3] != "detector" for f in faces)):
-            dets = detect((1, 0))
-            faces, used = self._match(meshes, dets)
-        # detector boxes without a mesh: candidates, meshed on a crop around them when needed
-        pending = [(None, tuple(float(v) for v in b), s, "detector") for k, (b, s) in enumerate(dets) if k not in used]
-        cands = faces + pending
+        cands = self._candidates(work, (fx, fy), all_faces)
         if not cands:
             raise NoFaceError(source, "no face found" + shrunk)
+        size = face_size
 
-        def size(c) -> float:
-            """Face size in px: the detector box side, or for a meshed face 3x the RMS radius of
-            its 3D landmarks (the same scale as MediaPipe's boxes, independent of the detector
-            that supplied the box, and of the head's yaw)."""
-            if c[0] is None:
-                return max(c[1][2] - c[1][0], c[1][3] - c[1][1])
-            v = c[0][:N_MESH_VERTICES].astype(np.float64)
-            return 3.0 * float(np.sqrt(((v - v.mean(axis=0)) ** 2).sum(axis=1).mean()))
+        def confidence(c: tuple) -> float:
+            return face_confidence(c, union, self.min_detection_confidence)
 
-        cands.sort(key=lambda c: -size(c))
-        big = [c for c in cands if size(c) >= self.min_face_size][: self.max_faces]
+        big = rank_faces([c for c in cands if size(c) >= self.min_face_size], size, confidence)
         if not big:
-            raise NoFaceError(
-                source, f"face too small: {size(cands[0]):.0f} px < min_face_size={self.min_face_size} px"
-            )
+            largest = max(size(c) for c in cands)
+            raise NoFaceError(source, f"face too small: {largest:.0f} px < min_face_size={self.min_face_size} px")
         done: list = []
+        unmeshed = 0  # detector boxes whose crop gave no landmarks
         for c in big:
             if c[0] is None:
                 lm = self._crop_landmarks(img, c[1])
                 if lm is None:
+                    unmeshed += 1
                     continue
                 core = lm[list(CORE_LANDMARKS), :2].mean(axis=0)
                 if any(d[1][0] <= core[0] <= d[1][2] and d[1][1] <= core[1] <= d[1][3] for d in done):
@@ -407,24 +412,45 @@ class Aligner:
                 break
         if not done:
             raise NoFaceError(source, "no face found (detector boxes gave no landmarks)" + shrunk)
+        if turned:
+            done = [turn_candidate(c, photo.shape[:2]) for c in done]
+        if all_faces and unmeshed:
+            _log.warning("%s: %d detected face(s) gave no landmarks and are left out", source or "<array>", unmeshed)
         if not all_faces:
-            n = len(big)
-            note = f"largest of {n} faces" if n > 1 else "single face"
-            if n > 1:
-                box = tuple(round(float(v)) for v in done[0][1])
-                _log.warning(
-                    "%s: %d faces found, explaining the largest, box (x0, y0, x1, y1) = %s "
-                    "(face_index= or faces='all' to choose)",
-                    source or "<array>",
-                    n,
-                    box,
-                )
-            return self._make_face(img, *done[0], source=source, n_faces=n, index=0, note=note)
+            note = turned_note(choice_note(done[0], big, size, confidence), turned)
+            if len(big) > 1:
+                _log.warning("%s", choice_warning(source or "<array>", done[0], big, size, confidence))
+            return self._make_face(photo, *done[0], source=source, n_faces=len(big), index=0, note=note)
         n = len(done)
         return [
-            self._make_face(img, *c, source=source, n_faces=n, index=r, note=f"face {r + 1} of {n} (by size)")
+            self._make_face(
+                photo, *c, source=source, n_faces=n, index=r, note=turned_note(f"face {r + 1} of {n}", turned)
+            )
             for r, c in enumerate(done)
         ]
+
+    def _candidates(self, work: np.ndarray, scale: tuple[float, float], all_faces: bool) -> list:
+        """Candidate faces ``(landmarks or None, box, score, box source)`` of the detection
+        image ``work`` (the photo scaled by ``scale`` = ``(fx, fy)``), in photo pixels: meshes
+        paired with detector boxes, then detector boxes without a mesh (meshed on a crop later)."""
+        fx, fy = scale
+
+        def detect(models):
+            return [((b[0] / fx, b[1] / fy, b[2] / fx, b[3] / fy), s) for b, s in self.detect(work, models)]
+
+        # full-range detector first; the short-range one too for all_faces or unmatched meshes
+        dets = detect((1, 0) if all_faces else (1,))
+        meshes = self._landmarks(self._models()["mesh"], work)
+        for lm in meshes:
+            lm[:, 0] /= fx
+            lm[:, 1] /= fy
+            lm[:, 2] /= fx
+        faces, used = self._match(meshes, dets)
+        if not all_faces and (not dets or any(f[3] != "detector" for f in faces)):
+            dets = detect((1, 0))
+            faces, used = self._match(meshes, dets)
+        pending = [(None, tuple(float(v) for v in b), s, "detector") for k, (b, s) in enumerate(dets) if k not in used]
+        return faces + pending
 
     def _make_face(self, img, lm, box, score, box_source, *, source, n_faces, index, note) -> AlignedFace:
         v = lm[:N_MESH_VERTICES]
@@ -462,15 +488,6 @@ class Aligner:
             box_source=box_source,
             mesh=mesh,
         )
-
-
-def _face_at(faces: list[AlignedFace], face_index: int, source: str | None) -> AlignedFace:
-    """``faces[face_index]`` (faces largest first), range-checked."""
-    if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)):
-        raise ValueError(f"face_index must be an integer, got {face_index!r}")
-    if not 0 <= face_index < len(faces):
-        raise ValueError(f"{source or '<array>'}: face_index={face_index} but {len(faces)} face(s) were found")
-    return faces[int(face_index)]
 
 
 @functools.lru_cache(maxsize=4)

@@ -69,8 +69,11 @@ class AlignedFace:
         landmarks: ``(L, 3) float32`` raw landmarks (x, y, depth) in image pixels, or None.
         depth: ``(N,) float32`` depth of each point (pixels, smaller = nearer), or None.
         score: detector confidence, or None.
-        n_faces: number of faces found in the image; ``face_index`` this face's rank by size.
-        note: how this face was chosen (e.g. "largest of 3 faces").
+        n_faces: number of faces found in the image; ``face_index`` this face's rank in the
+            face-choice order (:class:`~facesal_fast.align.Aligner`: confident faces first,
+            largest first).
+        note: how this face was chosen (e.g. "largest of 3 faces, detector score 0.95"; it
+            ends "upside down: aligned turned 180 degrees" for an upside-down photo).
         mesh: the fitted :class:`MeshBinding`, or None for a plain point correspondence.
     """
 
