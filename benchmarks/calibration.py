@@ -1,10 +1,14 @@
-"""Calibration of the group tests on real maps, larger than the test suite's version.
+"""Calibration of the group tests on real maps (issue 31), larger than the test suite's version.
 
-CIS maps of the bundled photos under a bundled model; two groups drawn at random from them
-(no true difference) many times: false positive rate of "any region significant" and of
-"any pixel significant"; then an effect planted in one region: power. Prints one table.
+CIS maps of the bundled single-face photos under a bundled model, reduced to region shares and
+32 x 32 pixel rows. For each scenario of :mod:`facesal_fast.saliency.calibration` (unequal
+spread and size, skewed paired differences, three groups, several photos per person with the
+persons given) the family-wise error of the default test (``bootstrap``) and of the
+exchangeable permutation test; the power for a 4 and an 8 point shift planted on the left
+eye; the coverage of the intervals at 10 per group; the power at the reported detectable
+shift. Prints markdown tables (``benchmarks/RESULTS.md`` keeps them).
 
-    python benchmarks/calibration.py --draws 1000 --permutations 1000 --sizes 10 20
+    nice python benchmarks/calibration.py --draws 400 --pixel-draws 100 --resamples 500
 """
 
 from __future__ import annotations
@@ -31,49 +35,132 @@ def real_maps(model: str, grid_step: int, stride: int) -> np.ndarray:
     )
 
 
+def scenarios():
+    """Null scenarios: (scenario, also at pixel level)."""
+    from facesal_fast.saliency.calibration import Scenario
+
+    return [
+        (Scenario("interchangeable, 20 vs 20"), True),
+        (Scenario("interchangeable, 10 vs 10", (10, 10)), False),
+        (Scenario("spread 1.5x, 10 vs 40", (10, 40), (1.5, 1)), False),
+        (Scenario("spread 2x, 10 vs 40", (10, 40), (2, 1)), True),
+        (Scenario("spread 3x, 10 vs 40", (10, 40), (3, 1)), True),
+        (Scenario("spread 1.5x, 10 vs 10", (10, 10), (1.5, 1)), False),
+        (Scenario("spread 2x, 10 vs 10", (10, 10), (2, 1)), True),
+        (Scenario("spread 3x, 10 vs 10", (10, 10), (3, 1)), False),
+        (Scenario("paired symmetric, 10", (10,), paired=True), False),
+        (Scenario("paired skewed, 10", (10,), paired=True, skewed=True), True),
+        (Scenario("paired skewed, 25", (25,), paired=True, skewed=True), False),
+        (Scenario("paired skewed, 50", (50,), paired=True, skewed=True), False),
+        (Scenario("3 groups of 10", (10, 10, 10), (1, 1, 1)), True),
+        (Scenario("5 persons x 2 photos per group", (5, 5), photos=2), False),
+        (Scenario("5 persons x 4 photos per group", (5, 5), photos=4), True),
+        (Scenario("10 persons x 2 photos per group", (10, 10), photos=2), False),
+        (Scenario("10 persons x 4 photos per group", (10, 10), photos=4), False),
+    ]
+
+
+def _cell(rate) -> str:
+    return f"{rate.rate:.3f} ± {rate.error:.3f}"
+
+
+def error_table(rows, pixels, draws: int, pixel_draws: int, resamples: int) -> None:
+    from facesal_fast.saliency.calibration import error_rate
+
+    print("\n| scenario | level | bootstrap (default) | permutation |\n|---|---|---:|---:|")
+    for scenario, at_pixels in scenarios():
+        for level, data, n in (("regions", rows, draws), ("pixels", pixels, pixel_draws)):
+            if level == "pixels" and not at_pixels:
+                continue
+            cells = [
+                error_rate(data, scenario, method=m, draws=n, resamples=resamples) for m in ("bootstrap", "permutation")
+            ]
+            print(f"| {scenario.name} | {level} | {_cell(cells[0])} | {_cell(cells[1])} |", flush=True)
+
+
+def power_table(maps, draws: int, pixel_draws: int, resamples: int) -> None:
+    from facesal_fast.saliency.calibration import Rows, Scenario, power
+
+    print("\n| planted on left eye | per group | level | bootstrap (default) | permutation |\n|---|---:|---|---:|---:|")
+    for points in (4.0, 8.0):
+        for level, n in (("regions", draws), ("pixels", pixel_draws)):
+            data = Rows.of(maps, level, points=points)
+            for size in (20, 10):
+                scenario = Scenario(f"{size} vs {size}", (size, size))
+                cells = [
+                    power(data, scenario, method=m, draws=n, resamples=resamples) for m in ("bootstrap", "permutation")
+                ]
+                rates = " | ".join(f"{c.rate:.2f}" for c in cells)
+                print(f"| {data.shift_points:.1f} points | {size} | {level} | {rates} |", flush=True)
+
+
+def coverage_table(rows, draws: int, resamples: int) -> None:
+    from facesal_fast.saliency.calibration import Scenario, coverage
+
+    print("\n| interval (95%) | scenario | coverage | worst region |\n|---|---|---:|---:|")
+    cases = [
+        ("difference of mean shares", Scenario("10 vs 10", (10, 10)), False),
+        ("difference of mean shares", Scenario("spread 2x, 10 vs 10", (10, 10), (2, 1)), False),
+        ("paired mean difference", Scenario("10 pairs, skewed", (10,), paired=True, skewed=True), False),
+        ("one group's mean share", Scenario("10 images", (10, 10)), True),
+        ("one group's mean share", Scenario("20 images", (20, 20)), True),
+    ]
+    for what, scenario, estimate in cases:
+        c = coverage(rows, scenario, estimate=estimate, draws=draws, resamples=resamples)
+        print(f"| {what} | {scenario.name} | {c.rate:.3f} | {c.worst:.2f} |", flush=True)
+
+
+def detectable_check(maps, draws: int, resamples: int) -> None:
+    """Plant the shift the test reports as detectable (median over draws) and measure its power."""
+    from facesal_fast.saliency.calibration import Rows, Scenario, draw, power
+    from facesal_fast.saliency.stats import difference_test
+
+    base = Rows.of(maps, "regions")
+    rng, scenario = np.random.default_rng(11), Scenario("20 vs 20")
+    column = int(np.flatnonzero(base.target)[0])
+    shifts = [
+        difference_test(*draw(base, scenario, rng)[0], permutations=resamples, seed=rng).detectable[column]
+        for _ in range(20)
+    ]
+    points = 100 * float(np.median(shifts))
+    planted = Rows.of(maps, "regions", points=points)
+    found = power(planted, scenario, draws=draws, resamples=resamples)
+    print(
+        f"\nleft eye, 20 vs 20: reported detectable shift (median of 20 draws) {points:.1f} points; "
+        f"power when that shift is planted: {found.rate:.2f} ± {found.error:.2f} (aim 0.80)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gender")
-    parser.add_argument("--draws", type=int, default=500)
-    parser.add_argument("--permutations", type=int, default=1000)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20], help="images per group")
+    parser.add_argument("--draws", type=int, default=400, help="null / planted draws per region-level row")
+    parser.add_argument("--pixel-draws", type=int, default=100, help="draws per pixel-level row")
+    parser.add_argument("--resamples", type=int, default=500, help="bootstrap resamples / permutations per test")
     parser.add_argument("--grid-step", type=int, default=4)
     parser.add_argument("--stride", type=int, default=8)
+    parser.add_argument("--maps", type=Path, help="cache of the CIS maps (.npy): read if present, else written")
     args = parser.parse_args()
-    from facesal_fast.saliency.calibration import calibrate
+    from facesal_fast.saliency.calibration import Rows
 
     start = time.perf_counter()
-    maps = real_maps(args.model, args.grid_step, args.stride)
+    if args.maps and args.maps.exists():
+        maps = np.load(args.maps)
+    else:
+        maps = real_maps(args.model, args.grid_step, args.stride)
+        if args.maps:
+            np.save(args.maps, maps)
     print(
-        f"{len(maps)} real CIS maps ({args.model}, grid step {args.grid_step}, stride {args.stride}) in "
-        f"{time.perf_counter() - start:.0f} s; {args.draws} draws, {args.permutations} permutations, 95% level"
+        f"{len(maps)} real CIS maps ({args.model}, grid step {args.grid_step}, stride {args.stride}); "
+        f"{args.draws} draws per region row, {args.pixel_draws} per pixel row, {args.resamples} resamples per test, "
+        f"95% level; ± is the binomial standard error"
     )
-    print("| level | per group | planted | shift (points) | false positive rate | power |")
-    print("|---|---:|---|---:|---:|---:|")
-    cases = [
-        ("regions", "left_eye", 0.04),
-        ("regions", "left_eye", 0.06),
-        ("regions", "nose", 0.10),
-        ("pixels", "nose", 0.30),
-    ]
-    for size in args.sizes:
-        for level, region, fraction in cases:
-            c = calibrate(
-                maps,
-                region=region,
-                fraction=fraction,
-                level=level,
-                draws=args.draws,
-                size=size,
-                permutations=args.permutations,
-                side=32,
-            )
-            se = (c.false_positive_rate * (1 - c.false_positive_rate) / c.draws) ** 0.5
-            print(
-                f"| {level} | {size} | {region} +{100 * fraction:.0f}% of mass | {c.shift_points:.1f} | "
-                f"{c.false_positive_rate:.3f} ± {se:.3f} | {c.power:.2f} |",
-                flush=True,
-            )
+    rows, pixels = Rows.of(maps, "regions"), Rows.of(maps, "pixels")
+    error_table(rows, pixels, args.draws, args.pixel_draws, args.resamples)
+    power_table(maps, args.draws, args.pixel_draws, args.resamples)
+    coverage_table(rows, args.draws, args.resamples)
+    detectable_check(maps, args.draws, args.resamples)
+    print(f"\n{time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

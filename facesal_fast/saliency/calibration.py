@@ -141,6 +141,7 @@ def draw(rows: Rows, scenario: Scenario, rng: np.random.Generator, planted: bool
 
 
 def _family(rows: Rows, groups, persons, scenario: Scenario, method: str, resamples: int, confidence: float, rng):
+    """The test of one draw (no extra bootstrap for intervals after a permutation test)."""
     if scenario.paired:
         groups, persons = [groups[0] - groups[1]], persons[:1]
     family, _ = run_family(
@@ -150,7 +151,7 @@ def _family(rows: Rows, groups, persons, scenario: Scenario, method: str, resamp
         level=rows.level,
         method=method,
         draws=resamples,
-        bootstrap=resamples,
+        bootstrap=0,
         confidence=confidence,
         correction="fwer",
         rng=rng,

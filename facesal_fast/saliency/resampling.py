@@ -279,7 +279,8 @@ def family_test(
     floor added to each squared standard error. ``method``: ``"bootstrap"`` (equal means,
     each group resampled around its own mean) or ``"permutation"`` (interchangeable groups,
     or symmetric differences when one-sample). Intervals come from the studentised bootstrap
-    (the test's own draws when ``method="bootstrap"``, else ``bootstrap`` more draws)."""
+    (the test's own draws when ``method="bootstrap"``, else ``bootstrap`` more draws; 0: no
+    intervals, NaN)."""
     difference, error = (x[0] for x in _pair_t(sample, _observed_weights(sample), pairs, floor))
     t_obs = difference / error
     observed, store = np.abs(t_obs[:, columns]).ravel(), []
@@ -301,9 +302,8 @@ def family_test(
     p_raw, p_adj = _floored(p_raw, p_adj, sample.sizes, pairs, columns.sum())
     alpha = 1 - confidence
     threshold = float(np.quantile(maxima, 1 - alpha))
-    boot = np.concatenate(store)  # (B, P, D_family)
-    half = np.quantile(np.abs(boot), confidence, axis=0) * error[:, columns]
-    tail = np.maximum(-np.quantile(boot, 0.2, axis=0), np.quantile(boot, 0.8, axis=0))
+    half, tail = _bootstrap_spread(store, confidence)
+    half = half * error[:, columns]
     full = np.zeros_like(t_obs)
     spread = (full.copy(), full.copy())
     spread[0][:, columns], spread[1][:, columns] = half, (threshold + tail) * error[:, columns]
@@ -325,6 +325,16 @@ def family_test(
         count,
         exact,
     )
+
+
+def _bootstrap_spread(store: list[np.ndarray], confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """From the bootstrap t ``(b, P, D_family)`` chunks: the ``confidence`` quantile of |t|
+    and the larger of the 80% one-sided quantiles (NaN without draws: ``bootstrap=0``)."""
+    if not store:
+        return np.array(math.nan), np.array(math.nan)
+    boot = np.concatenate(store).astype(np.float64)
+    tail = np.maximum(-np.quantile(boot, 0.2, axis=0), np.quantile(boot, 0.8, axis=0))
+    return np.quantile(np.abs(boot), confidence, axis=0), tail
 
 
 def _floored(p_raw: np.ndarray, p_adj: np.ndarray, sizes: list[int], pairs, width: int):
