@@ -355,6 +355,16 @@ class Aligner:
         return out
 
     # ------------------------------------------------------------------ internals
+    def _shrunk_note(self, shape: tuple[int, ...], work: tuple[int, ...]) -> str:
+        """What a no-face message adds when the photo (``shape``) was shrunk to ``work`` for
+        detection: a face in a panorama may be too small once shrunk."""
+        if work[:2] == shape[:2]:
+            return ""
+        return (
+            f" (the {shape[1]}x{shape[0]} px photo was shrunk to {work[1]}x{work[0]} px for detection, "
+            f"max_side={self.max_side}; crop it around the face)"
+        )
+
     def _align(self, img: np.ndarray, all_faces: bool, source) -> AlignedFace | list[AlignedFace]:
         h, w = img.shape[:2]
         if h * w > MAX_PIXELS:
@@ -367,12 +377,7 @@ class Aligner:
             if f == 1.0
             else cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
         )
-        shrunk = (  # said in a no-face message: a face in a panorama may be too small once shrunk
-            ""
-            if f == 1.0
-            else f" (the {w}x{h} px photo was shrunk to {work.shape[1]}x{work.shape[0]} px for detection, "
-            f"max_side={self.max_side}; crop it around the face)"
-        )
+        shrunk = self._shrunk_note(img.shape, work.shape)
         photo, turned, union = img, False, self.detect(work)  # both detectors: orientation, confidences
         if self.check_orientation:
             union_turned = self.detect(turn_image(work))

@@ -22,9 +22,10 @@ from facesal_fast.evaluation.curves import curves_section
 from facesal_fast.evaluation.faithfulness import faithfulness_section
 from facesal_fast.evaluation.items import Item, prepare_items
 from facesal_fast.evaluation.maps import cis_results, method_maps, method_options
-from facesal_fast.evaluation.report import Section, write_evaluation
+from facesal_fast.evaluation.report import Section, check_evaluate_folder, write_evaluation
 from facesal_fast.evaluation.sanity import sanity_section
 from facesal_fast.evaluation.stability import regions_section, stability_section
+from facesal_fast.report.safe_text import terminal_text
 from facesal_fast.saliency.cis import CISResult, resolve_patch
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ __all__ = ["evaluate", "run_cli"]
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(terminal_text(message), file=sys.stderr, flush=True)
 
 
 def _photos(photos: str | Path | Sequence[str | Path], max_images: int | None) -> list[Path]:
@@ -103,6 +104,7 @@ def evaluate(
     """
     cfg = config or EvalConfig()
     cfg.check()
+    check_evaluate_folder(Path(out))  # before any work: a folder the tool did not write is never replaced
     log = log or _stderr
     start = time.perf_counter()
     paths = _photos(photos, cfg.max_images)
