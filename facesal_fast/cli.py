@@ -87,7 +87,9 @@ def run_audit(plan: AuditPlan, *, progress: bool = True) -> dict[str, int]:
     audit = Audit(scorer, plan.out, target=plan.target, settings=plan.settings, **plan.cis_options)
     try:
         start = time.perf_counter()
-        summary = audit.run(plan.photos, groups=plan.groups, progress=progress)
+        summary = audit.run(
+            plan.photos, groups=plan.groups, progress=progress, persons=plan.persons, groups_from=plan.groups_from
+        )
         print_summary(summary, time.perf_counter() - start, f"backend {scorer.backend.name}", audit.store)
     finally:
         audit.store.close()

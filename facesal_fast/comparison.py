@@ -1,10 +1,11 @@
 """``facesal compare`` / ``facesal_fast.compare``: two finished audits (two models, a model
 before and after retraining, or two datasets) compared region by region and pixel by pixel.
 
-When both runs explained the same photos (the same image keys), each photo is its own
-control: the test flips the sign of each photo's difference (paired permutation test) and
-the bootstrap resamples photos jointly. Otherwise the runs are two independent samples and
-the run labels are permuted (unpaired test). Either way p-values are family-wise adjusted
+Photos are paired by content, never by name (:mod:`facesal_fast.audit.pairing`): when the
+runs share photos of identical content (equal SHA-256, the same face), the comparison is
+paired over those photos, each its own control, and the photos of either run without a
+twin are listed and left out. When they share none, the runs are two independent samples
+(unpaired test) over all their photos. Either way p-values are family-wise adjusted
 (max-T, Westfall & Young 1993) over the regions, and over the pixels of the low-resolution
 maps, exactly as for group differences (:mod:`facesal_fast.saliency.stats`).
 """
@@ -16,13 +17,14 @@ import html
 import json
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from facesal_fast.audit.store import RunStore, atomic_write_bytes
+from facesal_fast.audit.pairing import Pairing, pair_by_content
+from facesal_fast.audit.store import RunStore, StoredImage, atomic_write_bytes
 
 if TYPE_CHECKING:  # the statistics import the saliency package (heavy); the CLI parser must not
     from facesal_fast.saliency.stats import GroupDifference
@@ -47,8 +49,11 @@ class Comparison:
         runs: the two run folders.
         cms_a, cms_b: ``H_F x W_F`` float32 CMS of each run (over the images compared).
         difference: :class:`GroupDifference` of a minus b (``paired`` says which test).
-        shares_a, shares_b: region -> share of the positive mass of each CMS.
+        shares_a, shares_b: region -> mean over the photos compared of each photo's share of its
+            positive saliency (the numbers the region tests compare).
         settings: each run's ``run.json`` content.
+        pairing: the runs' photos paired by content (paired over ``pairing.pairs`` when
+            there are any; the unmatched photos are left out of a paired comparison).
     """
 
     a: str
@@ -60,10 +65,30 @@ class Comparison:
     shares_a: dict[str, float]
     shares_b: dict[str, float]
     settings: tuple[dict, dict]
+    pairing: Pairing = field(default_factory=Pairing)
 
     @property
     def paired(self) -> bool:
         return self.difference.paired
+
+    @property
+    def pairing_notes(self) -> list[str]:
+        """What pairing by content left out, one sentence each (empty when nothing was)."""
+        p, notes = self.pairing, []
+        if self.paired and (p.unmatched_a or p.unmatched_b):
+            left = p.unmatched_a + p.unmatched_b
+            examples = ", ".join(repr(k) for k in left[:3]) + (", ..." if len(left) > 3 else "")
+            notes.append(
+                f"{len(p.unmatched_a)} photos of {self.a} and {len(p.unmatched_b)} of {self.b} have no photo of "
+                f"identical content in the other run and are left out ({examples})"
+            )
+        for name, count in ((self.a, p.unhashed_a), (self.b, p.unhashed_b)):
+            if count:
+                notes.append(
+                    f"{count} photos of {name} were audited before runs recorded content hashes and cannot be "
+                    "paired: re-run that audit's command to record them"
+                )
+        return notes
 
     def shifts(self, points: float) -> list[str]:
         """Regions whose share moved by more than ``points`` percentage points, significantly."""
@@ -76,13 +101,15 @@ class Comparison:
 
 @dataclass
 class _RunData:
-    """One run's per-image data: low-resolution maps and region shares by key, and the map sum."""
+    """One run's per-image data: low-resolution maps and region shares by key, and the
+    ``H_F x W_F`` shape of its canonical maps (full maps are streamed, never all held)."""
 
     path: Path
     meta: dict
     small: dict[str, np.ndarray]
     shares: dict[str, np.ndarray]
-    total: dict[str, np.ndarray]
+    shape: tuple[int, int]
+    rows: dict[str, StoredImage]
 
 
 def _open_run(path: str | Path) -> RunStore:
@@ -94,30 +121,53 @@ def _open_run(path: str | Path) -> RunStore:
     return RunStore(path)
 
 
-def _load(path: str | Path, size: int, masks: dict | None) -> _RunData:
-    """Stream a run's stored maps: keep only a small copy and the region shares of each."""
+def _canonical_maps(store: RunStore, shape: tuple[int, ...] | None) -> Iterator[tuple[str, np.ndarray]]:
+    """(key, ``H_F x W_F`` float64 canonical map) of each finished image, one at a time; every
+    map must have ``shape`` (default: the first map's), else ``ValueError`` naming the file."""
+    for row, arrays in store.iter_done():
+        canonical = np.asarray(arrays["canonical"], np.float64)
+        shape = shape or canonical.shape
+        if canonical.shape != shape:
+            raise ValueError(
+                f"{store.result_path(row.key)}: canonical map of {canonical.shape[0]} x {canonical.shape[1]} px, "
+                f"but {shape[0]} x {shape[1]} px expected: both runs must use the same canonical face size"
+            )
+        yield row.key, canonical
+
+
+def _load(path: str | Path, size: int, shape: tuple[int, ...] | None) -> _RunData:
+    """Stream a run's stored maps: keep only a small copy and the region shares of each
+    (``shape``: the canonical size the maps must have, default the first map's)."""
     # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.align import region_masks
     from facesal_fast.saliency.cms import _shares, small_map
 
     store = _open_run(path)
-    small, shares, total = {}, {}, {}
+    small, shares, masks = {}, {}, None
     try:
-        for row, arrays in store.iter_done():
-            canonical = np.asarray(arrays["canonical"], np.float64)
+        for key, canonical in _canonical_maps(store, shape):
             masks = masks or region_masks(canonical.shape)
-            small[row.key], shares[row.key] = small_map(canonical, size), _shares(masks, canonical)
-            total[row.key] = canonical.astype(np.float32)
-        meta = store.meta
+            small[key], shares[key] = small_map(canonical, size), _shares(masks, canonical)
+            shape = canonical.shape
+        meta, rows = store.meta, {row.key: row for row in store.rows("done")}
     finally:
         store.close()
     if not small:
         raise ValueError(f"{path} has no finished image to compare")
-    return _RunData(Path(path), meta, small, shares, total)
+    return _RunData(Path(path), meta, small, shares, shape, rows)
 
 
 def _mean(run: _RunData, keys: list[str]) -> np.ndarray:
-    return np.mean([run.total[k] for k in keys], axis=0).astype(np.float32)
+    """The mean canonical map of ``keys``, read again from the run one map at a time."""
+    wanted, total = set(keys), np.zeros(run.shape, np.float64)
+    store = _open_run(run.path)
+    try:
+        for key, canonical in _canonical_maps(store, run.shape):
+            if key in wanted:
+                total += canonical
+    finally:
+        store.close()
+    return (total / len(wanted)).astype(np.float32)
 
 
 def compare(
@@ -136,25 +186,30 @@ def compare(
     """Compare the CMS of run ``a`` with run ``b``
     (folders written by ``facesal audit`` / :class:`~facesal_fast.Audit`).
 
-    Paired (sign flips per photo) when both runs finished exactly the same image keys,
-    unpaired (label permutations) otherwise. Returns a :class:`Comparison`; its
+    Paired over the photos of identical content in both runs (their content hashes, not
+    their names; the others are listed in ``pairing`` and left out) when there are any,
+    unpaired over all photos otherwise. Returns a :class:`Comparison`; its
     ``difference`` is ``a - b``. Raises ``ValueError`` naming the folder when one is not a
     run, has no finished image, or the canonical maps differ in size.
     """
     # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.align import region_masks
-    from facesal_fast.saliency.cms import _shares
     from facesal_fast.saliency.stats import check_test_options, group_difference
 
     check_test_options(permutations, confidence, min_group, correction)
     run_a = _load(a, bootstrap_size, None)
-    shape = next(iter(run_a.total.values())).shape
-    run_b = _load(b, bootstrap_size, region_masks(shape))
-    if next(iter(run_b.total.values())).shape != shape:
-        raise ValueError(f"{b} has canonical maps of another size than {a}: runs must use the same canonical face size")
+    shape = run_a.shape
+    run_b = _load(b, bootstrap_size, shape)
     names = labels or _labels(Path(a), Path(b))
-    keys_a, keys_b = sorted(run_a.small), sorted(run_b.small)
-    paired = keys_a == keys_b
+    pairing = pair_by_content(
+        run_a.rows.values(), run_b.rows.values(), tuple(r.meta["settings"].get("face_index") for r in (run_a, run_b))
+    )
+    paired = bool(pairing.pairs)
+    keys_a, keys_b = (
+        ([k for k, _ in pairing.pairs], [k for _, k in pairing.pairs])
+        if paired
+        else (sorted(run_a.small), sorted(run_b.small))
+    )
     mean_a, mean_b = _mean(run_a, keys_a), _mean(run_b, keys_b)
     difference = group_difference(
         names[0],
@@ -164,6 +219,7 @@ def compare(
         (np.stack([run_a.shares[k] for k in keys_a]), np.stack([run_b.shares[k] for k in keys_b])),
         list(region_masks(shape)),
         paired=paired,
+        persons=_persons(run_a, keys_a, run_b, keys_b, paired),
         permutations=permutations,
         bootstrap=bootstrap,
         confidence=confidence,
@@ -171,8 +227,11 @@ def compare(
         correction=correction,
         rng=np.random.default_rng(seed),
     )
-    masks = region_masks(shape)
-    shares = [dict(zip(masks, _shares(masks, m).tolist())) for m in (mean_a, mean_b)]
+    regions = list(region_masks(shape))
+    shares = [  # the mean per-photo shares the test compares (not the shares of the mean maps)
+        dict(zip(regions, np.mean([run.shares[k] for k in keys], axis=0).tolist()))
+        for run, keys in ((run_a, keys_a), (run_b, keys_b))
+    ]
     return Comparison(
         names[0],
         names[1],
@@ -183,7 +242,22 @@ def compare(
         shares[0],
         shares[1],
         (run_a.meta, run_b.meta),
+        pairing,
     )
+
+
+def _persons(
+    run_a: _RunData, keys_a: list[str], run_b: _RunData, keys_b: list[str], paired: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Person labels of the photos compared (a photo without one is a person of its own),
+    or None when no photo of either run has one; paired: the first run's, for both sides."""
+    if not any(run.rows[k].person for run, keys in ((run_a, keys_a), (run_b, keys_b)) for k in keys):
+        return None
+    labels = [
+        np.array([run.rows[k].person or f"photo {k}" for k in keys], dtype=object)
+        for run, keys in ((run_a, keys_a), (run_b, keys_b))
+    ]
+    return (labels[0], labels[0]) if paired else (labels[0], labels[1])
 
 
 def _labels(a: Path, b: Path) -> tuple[str, str]:
@@ -203,7 +277,11 @@ def _shares_table(c: Comparison) -> str:
         f"<td>{100 * c.shares_b[r]:.1f}%</td></tr>"
         for r in c.shares_a
     )
-    return f"<p>Share of the positive mass of each CMS.</p><table>{head}{rows}</table>"
+    return (
+        "<p>Each cell: the mean over the photos compared of each photo's share of its positive saliency; the "
+        "difference table above is the difference of the two columns.</p>"
+        f"<table class=shares>{head}{rows}</table>"
+    )
 
 
 def _model(meta: dict) -> str:
@@ -218,13 +296,14 @@ def write_compare_report(c: Comparison, out: str | Path) -> Path:
 
     d = c.difference
     how = (
-        f"paired test: the same {d.n_a} photos in both runs, sign flips of each photo's difference"
+        f"paired test over the {d.n_a} photos of identical content in both runs (paired by content hash, not name)"
         if c.paired
-        else f"unpaired test: different photos ({d.n_a} / {d.n_b}), run labels permuted"
+        else f"unpaired test: no photo of identical content in both runs ({d.n_a} / {d.n_b} photos)"
     )
+    how = "; ".join([how, *c.pairing_notes])
     sections = [
         f"<h1>facesal compare: {html.escape(c.a)} vs {html.escape(c.b)}</h1>",
-        findings([d], unit="run"),
+        findings([d], unit="run", shares={c.a: c.shares_a, c.b: c.shares_b}),
         f"<p>Run {html.escape(c.a)} ({html.escape(_model(c.settings[0]))}, {html.escape(str(c.runs[0]))}) against run "
         f"{html.escape(c.b)} ({html.escape(_model(c.settings[1]))}, {html.escape(str(c.runs[1]))}); "
         f"{html.escape(how)}; "
@@ -298,6 +377,8 @@ def run_cli(args: argparse.Namespace) -> int:
     path = write_compare_report(c, args.out)
     for message in c.difference.too_few:
         warnings.warn(f"{message}: no significance is claimed", stacklevel=2)
+    for message in c.pairing_notes:
+        warnings.warn(message, stacklevel=2)
     print(f"facesal compare: {path}")
     shifted = [] if args.fail_on_shift is None else c.shifts(args.fail_on_shift)
     for region in shifted:

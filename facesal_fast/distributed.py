@@ -24,16 +24,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from facesal_fast import models
 from facesal_fast.align import load_image
+from facesal_fast.audit.groups import label_of
 from facesal_fast.audit.options import print_summary
+from facesal_fast.audit.resume import Resume
 from facesal_fast.audit.runner import Audit, Groups, cms_from_store, group_of, iter_inputs, run_settings, versions
-from facesal_fast.audit.store import RunStore, StoredImage
+from facesal_fast.audit.store import RunStore, StoredImage, file_sha256
 from facesal_fast.saliency.cms import covered_mean
 
 if TYPE_CHECKING:
@@ -210,6 +212,7 @@ def cms_ray(
     device: str = "cpu",
     target: int | str | None = None,
     groups: Groups = None,
+    persons: Sequence[str] | Mapping[str, str] | None = None,
     settings: dict[str, Any] | None = None,
     address: str | None = None,
     num_cpus: int = 2,
@@ -234,7 +237,8 @@ def cms_ray(
         scorer: a bundled model name (loaded in each actor with ``backend``/``device``)
             or a picklable zero-argument callable returning a scorer.
         backend, device: for a bundled model; ``device="cuda"`` gives each actor one GPU.
-        target, groups, settings: as for :class:`~facesal_fast.Audit` / ``Audit.feed``.
+        target, groups, persons, settings: as for :class:`~facesal_fast.Audit` /
+            ``Audit.feed`` (a photo is skipped when done with the same content hash).
         address: Ray cluster address (``"auto"``, ``"ray://head:10001"``); ``None`` starts a
             local Ray with ``num_cpus`` CPUs. An already initialised Ray is used as it is.
         num_cpus: CPUs of the local Ray (ignored with ``address``).
@@ -271,6 +275,7 @@ def cms_ray(
             progress,
             cms_options or {},
             cis_options,
+            persons=persons,
         )
     finally:
         if started:
@@ -294,6 +299,8 @@ def _run(
     progress: bool,
     cms_options: dict[str, Any],
     cis_options: dict[str, Any],
+    *,
+    persons: Sequence[str] | Mapping[str, str] | None = None,
 ) -> RayAuditResult:
     store = RunStore(out, run_settings(target, cis_options, settings), versions())
     gpu = device.startswith("cuda")
@@ -306,8 +313,11 @@ def _run(
         actor.remote(str(Path(out).resolve()), scorer, backend, device, target, groups, cis_options)
         for _ in range(n_workers)
     ]
-    summary = {"done": 0, "failed": 0, "skipped": 0}
+    summary = {"done": 0, "failed": 0, "skipped": 0, "changed": 0, "gone": 0}
     items = list(_paths(inputs, out)) if isinstance(inputs, (str, Path)) else _paths(inputs, out)
+    resume, photo = Resume(store, False, summary), {}  # photo: key -> (content hash, person)
+    if isinstance(items, list):  # a folder: photos gone from it are left out
+        resume.leave_out_gone(inputs, [(key, source, None) for key, source in items])
     bar = tqdm(
         total=len(items) if isinstance(items, list) else None,
         disable=not progress,
@@ -323,6 +333,7 @@ def _run(
         for ref in ready:
             load[pending.pop(ref)] -= 1
             row, pid = ray.get(ref)
+            row.sha256, row.person = photo.pop(row.key, (None, None))
             _commit(store, row)
             summary[row.status] += 1
             bar.update()
@@ -332,13 +343,15 @@ def _run(
     try:
         store.record_resolved(ray.get(actors[0].resolved.remote()))  # as a single-process run records them
         for index, (key, source) in enumerate(items):
-            if store.status(key) == "done":
+            sha256 = file_sha256(source)
+            if resume.is_done(key, sha256):
                 summary["skipped"] += 1
                 bar.update()
                 continue
             while len(pending) >= in_flight * n_workers:
                 collect()
             w = load.index(min(load))
+            photo[key] = (sha256, label_of(persons, index, key))
             pending[actors[w].explain.remote(index, key, source, str(Path(source).resolve()))] = w
             load[w] += 1
         while pending:
@@ -381,6 +394,7 @@ def run_audit_ray(plan: AuditPlan, *, address: str | None = None, progress: bool
         device=plan.device,
         target=plan.target,
         groups=plan.groups,
+        persons=plan.persons,
         settings=plan.settings,
         address=address,
         progress=progress,

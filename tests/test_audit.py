@@ -68,14 +68,15 @@ def test_bad_input_is_recorded_and_the_audit_goes_on(tmp_path, gender):
     for name in ("corrupt.jpg", "empty.jpg", "notes.jpg", "blank.png", "tiny.png"):
         assert items[name].status == "failed" and name in items[name].error, items[name]
     assert "no face" in items["blank.png"].error.lower()
-    assert len(audit.store.rows("failed")) == 5 and audit.summary == {"done": 5, "failed": 5, "skipped": 0}
+    assert len(audit.store.rows("failed")) == 5
+    assert audit.summary == {"done": 5, "failed": 5, "skipped": 0, "changed": 0, "gone": 0}
 
 
 def test_audit_takes_a_torch_dataloader(gender):
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from facesal_fast.audit.runner import content_key
+    from facesal_fast.audit.inputs import content_key
 
     photos = [
         cv2.cvtColor(cv2.resize(cv2.imread(str(FACES / n)), (256, 256)), cv2.COLOR_BGR2RGB)
@@ -118,7 +119,7 @@ def test_audit_chooses_the_face_of_group_photos(tmp_path, gender, caplog):
     assert [i.result.face.face_box for i in items[:2]] == [f.face_box for f in faces]
     assert all(i.source == str(folder / "couple.jpg") for i in items[:2])
     with Audit(gender, tmp_path / "run", faces="all", **fast) as again:  # resumes: every photo done
-        assert again.run(folder, progress=False) == {"done": 0, "failed": 0, "skipped": 2}
+        assert again.run(folder, progress=False) == {"done": 0, "failed": 0, "skipped": 2, "changed": 0, "gone": 0}
     with pytest.raises(SettingsMismatchError):
         Audit(gender, tmp_path / "run", **fast)
     assert [i.face for i in items] == [1, 2, 1]
@@ -149,7 +150,7 @@ def test_audit_records_an_aligner_finding_no_face_with_faces_all(gender):
     audit = Audit(gender, faces="all", aligner=no_faces)
     (item,) = audit.feed([np.zeros((64, 64, 3), np.uint8)], progress=False)
     assert item.status == "failed" and "no face found" in item.error
-    assert audit.summary == {"done": 0, "failed": 1, "skipped": 0}
+    assert audit.summary == {"done": 0, "failed": 1, "skipped": 0, "changed": 0, "gone": 0}
 
 
 def test_run_json_and_results_record_the_patches_used(tmp_path, gender):
@@ -204,9 +205,9 @@ def test_resume_skips_done_images_and_refuses_other_settings(tmp_path, gender, p
         with Audit(gender, run, settings={"model": "gender"}) as audit:  # leaving the block releases the lock
             return audit.run(inputs, progress=False)
 
-    assert audit_run([photos / "img1.jpg"]) == {"done": 1, "failed": 0, "skipped": 0}
+    assert audit_run([photos / "img1.jpg"]) == {"done": 1, "failed": 0, "skipped": 0, "changed": 0, "gone": 0}
     assert audit_run(photos)["skipped"] == 0  # keys differ: a path list vs a folder's relative names
-    assert audit_run(photos) == {"done": 0, "failed": 0, "skipped": 4}
+    assert audit_run(photos) == {"done": 0, "failed": 0, "skipped": 4, "changed": 0, "gone": 0}
     with pytest.raises(SettingsMismatchError, match="patch"):
         Audit(gender, run, settings={"model": "gender"}, patch=9)
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facesal_fast import Audit
 from facesal_fast.align import load_image
-from facesal_fast.audit.runner import content_key
+from facesal_fast.audit.inputs import content_key
 from facesal_fast.scoring import Scorer
 
 NAMES = ("img1.jpg", "img2.jpg", "img5.jpg", "img20.jpg")

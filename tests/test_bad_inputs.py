@@ -24,7 +24,7 @@ import pytest
 from photos import BUNDLED
 from PIL import Image
 
-from facesal_fast.audit.groups import groups_digest, match_groups, read_groups_csv
+from facesal_fast.audit.groups import assign, groups_digest, read_groups_csv
 from facesal_fast.audit.runner import list_images
 from facesal_fast.audit.store import RunLockedError, RunStore, SettingsMismatchError, storable
 from facesal_fast.cli import main
@@ -368,9 +368,9 @@ def test_bad_groups_csv_is_refused_naming_file_and_line(tmp_path, data, message)
 def test_groups_that_match_no_photo_are_refused_and_partial_matches_counted():
     groups = {"a.jpg": "x", "sub/b.jpg": "y"}
     with pytest.raises(ValueError, match="none of its 2 image names"):
-        match_groups(groups, ["c.jpg", "d.jpg"])
-    assert match_groups(groups, ["a.jpg", "sub/b.jpg"]) is None
-    assert "1 of 2 photos have a group" in match_groups(groups, ["dir/a.jpg", "c.jpg"])
+        assign(groups, ["c.jpg", "d.jpg"])
+    assert assign(groups, ["a.jpg", "sub/b.jpg"]) == (groups, None)
+    assert "1 of 2 photos have a group; the other 1 ('c.jpg')" in assign(groups, ["dir/a.jpg", "c.jpg"])[1]
     assert groups_digest(groups) == groups_digest(dict(reversed(list(groups.items()))))
     assert groups_digest(groups) != groups_digest({**groups, "a.jpg": "z"})
 

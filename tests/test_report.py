@@ -2,6 +2,7 @@
 written from the tests, pages that render in headless Chromium, paired/unpaired model
 comparison and ``--fail-on-shift``."""
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -98,9 +99,15 @@ def test_report_has_colour_bars_findings_and_renders(gender_run, tmp_path, capsy
 
 
 def _fake_run(
-    path: Path, maps: np.ndarray, keys: list[str], groups: list[str] | None = None, counts: np.ndarray | None = None
+    path: Path,
+    maps: np.ndarray,
+    keys: list[str],
+    groups: list[str] | None = None,
+    counts: np.ndarray | None = None,
+    photos: str = "photos",
 ) -> Path:
-    """A run of ``maps`` (``n x H x W``) under ``keys``; ``groups`` per map, ``counts`` (``n x H x W``) stored too."""
+    """A run of ``maps`` (``n x H x W``) under ``keys``; ``groups`` per map, ``counts`` (``n x H x W``) stored too;
+    the photo content hash of each key is that of ``photos/KEY`` (another ``photos``: other photos, same names)."""
     store = RunStore(path, {"model": "synthetic"}, {})
     for i, (key, m) in enumerate(zip(keys, maps)):
         arrays = {"canonical": m.astype(np.float32), "face_box": np.zeros(4, np.float32)}
@@ -115,6 +122,7 @@ def _fake_run(
             target_name="x",
             base_score=0.9,
             seconds=0.0,
+            sha256=hashlib.sha256(f"{photos}/{key}".encode()).hexdigest(),
         )
     store.close()
     return path
@@ -138,7 +146,8 @@ def test_compare_pairs_the_same_photos_and_fails_on_a_shift(gender_run, tmp_path
     assert main([*command, "--fail-on-shift", "50"]) == 0
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "points more of its saliency on the forehead" in page and "paired test" in page
-    unpaired = compare(_fake_run(tmp_path / "other", shifted[:12], keys[:12]), before, permutations=500)
+    other = _fake_run(tmp_path / "other", shifted[:12], keys[:12], photos="other photos")  # same names, not content
+    unpaired = compare(other, before, permutations=500)
     assert not unpaired.paired and unpaired.difference.n_a == 12 and unpaired.difference.n_b == 16
     assert unpaired.difference.region_tests["forehead"].p_adjusted >= c.difference.region_tests["forehead"].p_adjusted
 

@@ -26,28 +26,35 @@ def _known_length(items: Any) -> int | None:
 
 
 class _GroupList(Sequence):
-    """A list of group names that says which argument is short instead of raising ``IndexError``."""
+    """A list of group (or person) names that says which argument is short instead of
+    raising ``IndexError``."""
 
-    def __init__(self, names: Sequence[Any]) -> None:
-        self.names = list(names)
+    def __init__(self, names: Sequence[Any], argument: str = "groups") -> None:
+        self.names, self.argument = list(names), argument
+        self.what = "group" if argument == "groups" else "person"
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, int) and index >= len(self.names):
-            raise ValueError(f"groups has {len(self.names)} names but images has more items: give one group per image")
+            raise ValueError(
+                f"{self.argument} has {len(self.names)} names but images has more items: give one {self.what} per image"
+            )
         return self.names[index]
 
 
-def _checked_groups(images: Any, groups: Any) -> Any:
-    """``groups`` ready for :meth:`Audit.feed`: a length mismatch is a ``ValueError`` before any work."""
+def _checked_groups(images: Any, groups: Any, argument: str = "groups") -> Any:
+    """``groups`` (or persons) ready for :meth:`Audit.feed`: a length mismatch is a
+    ``ValueError`` before any work."""
     if groups is None or isinstance(groups, (str, Mapping)):
         return groups
-    names = _GroupList(groups)
+    names = _GroupList(groups, argument)
     count = None if isinstance(images, (str, os.PathLike)) else _known_length(images)  # a folder: counted as fed
     if count is not None and not hasattr(images, "batch_size") and count != len(names):
-        raise ValueError(f"groups has {len(names)} names but images has {count} items: give one group per image")
+        raise ValueError(
+            f"{argument} has {len(names)} names but images has {count} items: give one {names.what} per image"
+        )
     return names
 
 
@@ -55,8 +62,9 @@ def cms(
     images: Iterable[ImageInput],
     scorer: ScorerLike,
     target: int | str | None = None,
-    groups: Iterable[str] | None = None,
+    groups: Iterable[str] | Mapping[str, str] | None = None,
     *,
+    persons: Iterable[str] | Mapping[str, str] | None = None,
     progress: bool = True,
     **cis_options: Any,
 ) -> CMSResult:
@@ -66,7 +74,12 @@ def cms(
         images: photos to explain, streamed (an iterator is fine).
         scorer: a :class:`~facesal_fast.scoring.Scorer`.
         target: class index or name, or ``None``/``"predicted"`` for each image's predicted class.
-        groups: one group name per image (e.g. a demographic attribute), or ``None``.
+        groups: one group name per image (e.g. a demographic attribute), a mapping from
+            photo names (paths, or file names when no two photos share one) to groups, or
+            ``None``. A mapping that names no photo is a ``ValueError``; one that leaves some
+            out warns, naming how many and examples.
+        persons: who each image shows (one name per image, or a mapping like ``groups``):
+            the group statistics count and resample persons, not photos.
         progress: show a progress bar.
         **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
 
@@ -75,18 +88,22 @@ def cms(
         warning that names each failed image and its error.
 
     Raises:
-        ValueError: ``groups`` does not give one name per image (checked before any work
-            when both lengths are known), or no image succeeded.
+        ValueError: ``groups`` / ``persons`` does not give one name per image (checked before
+            any work when both lengths are known), a mapping names no photo or one line names
+            two photos, or no image succeeded.
     """
-    groups = _checked_groups(images, groups)
+    groups, persons = _checked_groups(images, groups), _checked_groups(images, persons, "persons")
     audit = Audit(scorer, target=target, **cis_options)
     seen, failed = 0, {}  # failed: photo -> first error (faces="all" may fail several faces of one photo)
-    for item in audit.feed(images, groups=groups, progress=progress):
+    for item in audit.feed(images, groups=groups, progress=progress, persons=persons):
         seen += item.face in (None, 1)  # photos, with faces="all" too
         if item.status == "failed":
             failed.setdefault(item.source, item.error or item.source)
-    if isinstance(groups, _GroupList) and seen != len(groups):
-        raise ValueError(f"groups has {len(groups)} names but images had {seen} items: give one group per image")
+    for names in (groups, persons):
+        if isinstance(names, _GroupList) and seen != len(names):
+            raise ValueError(
+                f"{names.argument} has {len(names)} names but images had {seen} items: give one {names.what} per image"
+            )
     if failed:
         warnings.warn(
             f"{len(failed)} of {seen} images failed and were left out of the CMS: " + "; ".join(failed.values()),

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from facesal_fast.audit.groups import groups_digest, match_groups, read_groups_csv
+from facesal_fast.audit.groups import assign, groups_digest, read_groups_table
+from facesal_fast.audit.run_files import check_run_folder
+from facesal_fast.report.safe_text import terminal_text
 
 if TYPE_CHECKING:
     from facesal_fast.audit.store import RunStore
@@ -28,6 +30,7 @@ __all__ = [
     "MODEL_NAMES",
     "AuditPlan",
     "check_device",
+    "check_out_folder",
     "check_model",
     "model_hash",
     "parse_target",
@@ -89,20 +92,42 @@ def parse_target(value: str, model: str | None = None) -> int | str | None:
     return target
 
 
-def read_groups(value: str | None, keys: Sequence[str] = ()) -> tuple[str | dict[str, str] | None, str | None]:
-    """(groups for the audit, what the run's identity records): ``None``, ``"predicted"``
-    or ``{image: group}`` from the CSV file ``value``, checked against the photos' ``keys``
-    (a mismatch is a warning; a bad file a ``ValueError`` / ``FileNotFoundError``)."""
+def read_groups(
+    value: str | None, keys: Sequence[str] = ()
+) -> tuple[str | dict[str, str] | None, dict[str, str] | None, str | None]:
+    """(groups for the audit, persons or None, what the run's identity records): ``None``,
+    ``"predicted"`` or ``{photo key: group}`` from the CSV file ``value`` (persons from its
+    optional ``person`` column), matched to the photos' ``keys`` (photos without a line are
+    a warning; a bad file, no photo named or a line naming two photos a ``ValueError`` /
+    ``FileNotFoundError``)."""
     if value in (None, "predicted"):
-        return value, value
-    groups = read_groups_csv(value)
-    message = match_groups(groups, keys, where=f"--groups {value}")
+        return value, None, value
+    table, persons = read_groups_table(value)
+    groups, message = assign(table, keys, where=f"--groups {value}")
     if message:
         warnings.warn(message, stacklevel=2)
-    return groups, f"csv sha256:{groups_digest(groups)}"
+    found_persons = assign(persons, keys, where=f"--groups {value}", what="person")[0] if persons else None
+    return groups, found_persons, f"csv sha256:{groups_digest(table, persons)}"
 
 
-def speed_options(quality: str | None, incremental: bool | str, mode: str) -> dict[str, Any]:
+def check_out_folder(photos: Path, out: Path, *, run: bool = True) -> None:
+    """``--out`` can hold the results of the photo folder ``photos``: not a file, not the
+    photo folder itself nor a folder above it and, for a ``run``, not a folder of the user's
+    that is not a run (:func:`~facesal_fast.audit.run_files.check_run_folder`); ``ValueError``
+    naming ``--out``."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run folder")
+    here, photo_folder = out.resolve(), photos.resolve()
+    if here == photo_folder or here in photo_folder.parents:
+        where = "is the photo folder itself" if here == photo_folder else f"holds the photo folder {photos}"
+        raise ValueError(
+            f"--out {out} {where}; give a run folder of its own (a new folder, or a subfolder of the photo folder)"
+        )
+    if run:
+        check_run_folder(out)
+
+
+def speed_options(quality: str | float | None, incremental: bool | str, mode: str) -> dict[str, Any]:
     """``quality`` / ``incremental`` CIS options, only when not the defaults (so that a run
     started before they existed resumes); ``ValueError`` for ``--quality`` with ``--mode``."""
     if quality is not None and mode != "exact":
@@ -123,10 +148,12 @@ class AuditPlan:
         out: the run folder.
         model, device, backend: as given.
         target: class index or name, ``None`` for the predicted class.
-        groups: ``None``, ``"predicted"`` or ``{image: group}``.
+        groups: ``None``, ``"predicted"`` or ``{photo key: group}`` (matched from the CSV).
         settings: the run's identity beyond the CIS options: model and weights hash,
             resolved photo folder, groups (``csv sha256:...`` for a CSV), backend.
         cis_options: patch, stride, mode, grid_step, fill (and quality, incremental when given).
+        persons: ``{photo key: person}`` from the CSV's ``person`` column, or None.
+        groups_from: how messages name the groups (``--groups FILE``).
     """
 
     photos: Path
@@ -138,6 +165,8 @@ class AuditPlan:
     groups: str | Mapping[str, str] | None
     settings: dict[str, Any]
     cis_options: dict[str, Any]
+    persons: Mapping[str, str] | None = None
+    groups_from: str = "groups"
 
 
 def plan_audit(
@@ -154,7 +183,7 @@ def plan_audit(
     fill: str = "black",
     device: str = "cpu",
     backend: str = "auto",
-    quality: str | None = None,
+    quality: str | float | None = None,
     incremental: bool | str = "auto",
     face_index: int | None = None,
     faces: str | None = None,
@@ -174,12 +203,11 @@ def plan_audit(
     photos, out = Path(photos), Path(out)
     if not photos.is_dir():
         raise FileNotFoundError(f"{photos}: no such photo folder")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a run folder")
+    check_out_folder(photos, out)
     keys = [key for key, _, _ in iter_inputs(photos, exclude=out)]
     if not keys:
         raise ValueError(f"{photos}: no photo files in this folder")
-    groups_value, groups_setting = read_groups(groups, keys)
+    groups_value, persons, groups_setting = read_groups(groups, keys)
     settings = {
         "model": model,
         "model_sha256": model_hash(model),
@@ -187,22 +215,40 @@ def plan_audit(
         "groups": groups_setting,
         "backend": backend,
     }
-    cis_options = {"patch": patch, "stride": stride, "mode": mode, "grid_step": grid_step, "fill": fill}
+    cis_options = {"patch": patch, "stride": stride, "fill": fill}
+    if quality is None:  # a quality sets mode and grid step per photo: none is recorded for it
+        cis_options.update(mode=mode, grid_step=grid_step)
     cis_options.update(speed_options(quality, incremental, mode))
     cis_options.update(
         {name: value for name, value in (("face_index", face_index), ("faces", faces)) if value is not None}
     )
     target_value = parse_target(target, model)
-    return AuditPlan(photos, out, model, device, backend, target_value, groups_value, settings, cis_options)
+    return AuditPlan(
+        photos,
+        out,
+        model,
+        device,
+        backend,
+        target_value,
+        groups_value,
+        settings,
+        cis_options,
+        persons,
+        f"--groups {groups}",
+    )
 
 
 def print_summary(summary: Mapping[str, int], seconds: float, how: str, store: RunStore) -> None:
-    """The closing lines of ``facesal audit``: counts, time, rate, ``how`` it ran and the run
-    folder on stdout, then each failure of the run ``store`` on stderr."""
+    """The closing lines of ``facesal audit``: counts (photos changed since the last run and
+    explained again, photos gone from the folder and left out, when any), time, rate, ``how``
+    it ran and the run folder on stdout, then each failure of the run ``store`` on stderr."""
     rate = summary["done"] / seconds if seconds > 0 else 0.0
+    changed = f", {summary['changed']} changed (re-explained)" if summary.get("changed") else ""
+    gone = f", {summary['gone']} gone (left out)" if summary.get("gone") else ""
     print(
         f"facesal audit: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
-        f"(already done) in {seconds:.1f} s ({rate:.2f} images/s, {how}); results in {store.path}"
+        f"(already done){changed}{gone} in {seconds:.1f} s ({rate:.2f} images/s, {how}); "
+        f"results in {terminal_text(str(store.path))}"
     )
     for row in store.rows("failed"):
-        print(f"  failed: {row.error}", file=sys.stderr)
+        print(f"  failed: {terminal_text(row.error or '')}", file=sys.stderr)

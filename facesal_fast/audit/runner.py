@@ -8,10 +8,8 @@ resumed run gives exactly the result of an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
-import os
 import platform
 import time
 import warnings
@@ -27,11 +25,12 @@ from tqdm.auto import tqdm
 
 from facesal_fast import __version__
 from facesal_fast._validate import check_window_sizes, positive_int
-from facesal_fast.align import as_rgb_uint8, default_aligner, load_image
-from facesal_fast.align.errors import ImageError, NoFaceError
-from facesal_fast.align.image_io import _is_tensor, tensor_images
-from facesal_fast.audit.groups import group_for, match_groups
-from facesal_fast.audit.store import RunStore, storable
+from facesal_fast.align import default_aligner
+from facesal_fast.align.errors import NoFaceError
+from facesal_fast.audit.groups import Groups, MatchAsReached, assigned, check_groups, group_of, label_of
+from facesal_fast.audit.inputs import IMAGE_SUFFIXES, iter_inputs, list_images
+from facesal_fast.audit.resume import Resume
+from facesal_fast.audit.store import RunStore
 from facesal_fast.saliency.cis import MODES, CISResult, cis, cis_steps, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
 from facesal_fast.scoring.batching import run_together
@@ -53,8 +52,7 @@ __all__ = [
     "versions",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-Groups = None | str | Sequence[str] | Mapping[str, str]
+Persons = None | Sequence[str] | Mapping[str, str]
 
 
 @dataclass
@@ -81,138 +79,27 @@ class _Face:
     key: str
     number: int | None
     source: str
+    sha256: str | None = None
 
 
-def list_images(folder: str | Path, exclude: str | Path | None = None) -> list[Path]:
-    """Every file under ``folder`` (recursively, sorted) except hidden ones, CSV/JSON/text
-    sidecars and anything under ``exclude`` (a run folder inside the photo folder). Broken
-    symbolic links are listed, so that the audit records them as failed instead of
-    skipping them without a word."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a directory")
-    skip = {".csv", ".json", ".txt", ".md"}
-    skipped = Path(exclude).resolve() if exclude is not None else None
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if (p.is_file() or p.is_symlink() and not p.exists())
-        and not p.name.startswith(".")
-        and p.suffix.lower() not in skip
-        and (skipped is None or skipped not in p.resolve().parents)
-    )
+@dataclass(frozen=True)
+class _Entry:
+    """One photo of a round: its ``index`` among the inputs, ``key``, ``source``, content hash,
+    and the future of its alignment (None when it is done as it is)."""
+
+    index: int
+    key: str
+    source: str
+    sha256: str | None
+    job: Future | None
 
 
-def _load_file(path: Path) -> np.ndarray:
-    """:func:`load_image`, with a broken symbolic link said as such."""
-    if path.is_symlink() and not path.exists():
-        raise ImageError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)")
-    return load_image(path)
+@dataclass(frozen=True)
+class _Labels:
+    """The groups and persons of a feed (each None, a sequence by position or a mapping by key)."""
 
-
-def _image_from_tensor(t: Any, source: str | None = None) -> np.ndarray:
-    """``C x H x W`` tensor (float in [0, 1] or uint8), or an ``H x W x C`` / ``C x H x W``
-    array -> ``H x W x 3`` uint8, by the value-range rule of :func:`as_rgb_uint8`."""
-    if _is_tensor(t):
-        return tensor_images(t, source)[0]
-    a = np.asarray(t)
-    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3):
-        a = a.transpose(1, 2, 0)
-    return as_rgb_uint8(a, source)
-
-
-def content_key(image: Any) -> str:
-    """A key for an image without a name: a digest of its shape, dtype and pixels, the same
-    whatever the batch size or order it arrives in (so a resumed run skips it)."""
-    a = image.detach().cpu().contiguous().numpy() if _is_tensor(image) else np.ascontiguousarray(image)
-    digest = hashlib.blake2b(f"{a.shape}{a.dtype}".encode(), digest_size=10)
-    digest.update(a.data)
-    return f"image-{digest.hexdigest()}"
-
-
-def _nth(value: Any, j: int, size: int) -> Any:
-    """Element ``j`` of a collated batch field (a list, tuple or tensor of ``size``), or None."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or len(value) != size:
-        raise ValueError(f"a batch of {size} images has a key/group field of {value!r}; expected one per image")
-    item = value[j]
-    return item.item() if _is_tensor(item) else item
-
-
-def _records(item: Any) -> Iterator[tuple[Any, Any, Any]]:
-    """``(image, key or None, group or None)`` of a dataset item or a DataLoader batch: a dict
-    with ``image`` and optional ``key`` and ``group`` (or ``label``), an ``(image, label, ...)``
-    tuple (the label is not a group), or an image; a 4-D image is a batch of them."""
-    if isinstance(item, Mapping):
-        if "image" not in item:
-            raise ValueError(f"a dataset item given as a dict needs an 'image' entry, got keys {sorted(item)}")
-        image, key, group = item["image"], item.get("key"), item.get("group", item.get("label"))
-    else:
-        image, key, group = (item[0] if isinstance(item, (tuple, list)) else item), None, None
-    if len(getattr(image, "shape", ())) == 4:
-        for j in range(len(image)):
-            yield image[j], _nth(key, j, len(image)), _nth(group, j, len(image))
-    else:
-        yield image, (key.item() if _is_tensor(key) else key), (group.item() if _is_tensor(group) else group)
-
-
-def iter_inputs(
-    inputs: Any, exclude: str | Path | None = None, item_groups: dict[str, str] | None = None
-) -> Iterator[tuple[str, str, Callable[[], np.ndarray]]]:
-    """(key, source, loader) for each image of a folder (without ``exclude``), paths, arrays, a
-    torch Dataset or a DataLoader (see :meth:`Audit.feed`); groups given by dataset items go
-    into ``item_groups`` (key -> group) as their images are reached."""
-    if isinstance(inputs, (str, Path)):
-        root = Path(inputs)
-        for path in list_images(root, exclude):
-            yield str(path.relative_to(root)), str(path), (lambda p=path: _load_file(p))
-        return
-    for i, item in enumerate(inputs):
-        if isinstance(item, (str, Path)):
-            yield str(item), str(item), (lambda p=Path(item): _load_file(p))
-            continue
-        if isinstance(item, np.ndarray) and item.ndim in (2, 3):
-            yield f"array-{i:06d}", f"array #{i}", (lambda a=item, s=f"array #{i}": _image_from_tensor(a, s))
-            continue
-        for image, key, group in _records(item):
-            key = content_key(image) if key is None else str(key)
-            if group is not None and item_groups is not None:
-                item_groups[key] = str(group)
-            yield key, key, (lambda a=image, s=key: _image_from_tensor(a, s))
-
-
-def _check_same_photos(store: RunStore, items: list[tuple[str, str, Any]], stored_key: Callable[[str], str]) -> None:
-    """Refuse a photo folder whose files differ from those the run already holds under the
-    same names (another folder with a photo of the same name); ``stored_key``: a photo's
-    key -> the key its result is stored under."""
-    stored = {row.key: row.source for row in store.rows()}
-    for key, source, _ in items:
-        old = stored.get(storable(stored_key(key)))
-        if old is not None and os.path.realpath(old) != os.path.realpath(storable(source)):
-            raise ValueError(
-                f"{store.path} holds {key!r} from {old}, not from {source}: this is another photo "
-                "folder; start a new run with another --out folder"
-            )
-
-
-def _check_groups(groups: Groups) -> None:
-    if isinstance(groups, str) and groups != "predicted":
-        raise ValueError(f"groups must be 'predicted', a sequence or a mapping, got {groups!r}")
-
-
-def group_of(groups: Groups, index: int, key: str, result: CISResult | None) -> str | None:
-    """The group of the ``index``-th image ``key``: ``groups[key]`` of a mapping, ``groups[index]``
-    of a sequence, the class explained in ``result`` for ``"predicted"`` (``None`` for a failed
-    image), ``None`` without groups."""
-    if groups is None:
-        return None
-    if isinstance(groups, str):
-        _check_groups(groups)
-        return None if result is None else (result.target_name or str(result.target))
-    if isinstance(groups, Mapping):
-        return group_for(groups, key)
-    return str(groups[index])
+    groups: Groups
+    persons: Persons
 
 
 #: What :func:`facesal_fast.cis` takes besides the image, scorer, target and face.
@@ -323,7 +210,8 @@ class Audit:
             else RunStore(out, run_settings(target, cis_options, settings), versions(), self.resolved)
         )
         self._memory: CMSAccumulator | None = None
-        self.summary = {"done": 0, "failed": 0, "skipped": 0}
+        self.summary = {"done": 0, "failed": 0, "skipped": 0, "changed": 0, "gone": 0}
+        self._resume = None if self.store is None else Resume(self.store, self._all_faces, self.summary)
 
     def explain(self, key: str, source: str, load: Callable[[], np.ndarray]) -> CISResult:
         """Load one input, align it and compute its CIS with the audit's settings (raises on
@@ -344,11 +232,6 @@ class Audit:
             choice["face_index"] = self._face_index
         return image, self.aligner(image, source=source, **choice), time.perf_counter() - start
 
-    def _stored_key(self, key: str) -> str:
-        """The store key that says whether photo ``key`` is done: with ``faces="all"`` its
-        largest face's, recorded last (:meth:`_finish`)."""
-        return f"{key}#face1" if self._all_faces else key
-
     def _explain_aligned(self, image: np.ndarray, face: Any) -> CISResult:
         """CIS of one aligned image; its occlusion bar is off (the audit's bar, or a Ray
         driver's, tells the progress)."""
@@ -363,24 +246,37 @@ class Audit:
                 [cis_steps(image, self.scorer, self.target, face=face, **self.cis_options) for image, face in aligned]
             )
 
-    def _aligned_ahead(self, items: Any, pool: ThreadPoolExecutor) -> Iterator[tuple[int, str, str, Future | None]]:
-        """``(index, key, source, future of _align, or None when done before)`` per item; the
-        next round's items are loaded and aligned in ``pool`` while this round is scored."""
-        ahead: deque[tuple[int, str, str, Future | None]] = deque()
+    def _aligned_ahead(self, items: Any, pool: ThreadPoolExecutor) -> Iterator[_Entry]:
+        """An :class:`_Entry` per item (its job None when it is done with the content it has
+        now); the next round's items are loaded and aligned in ``pool`` while this round is
+        scored."""
+        ahead: deque[_Entry] = deque()
         for index, (key, source, load) in enumerate(items):
-            done_before = self.store is not None and self.store.status(self._stored_key(key)) == "done"
-            ahead.append((index, key, source, None if done_before else pool.submit(self._align, source, load)))
+            sha256 = None if self._resume is None else load.sha256()
+            done = self._resume is not None and self._resume.is_done(key, sha256)
+            ahead.append(_Entry(index, key, source, sha256, None if done else pool.submit(self._align, source, load)))
             if len(ahead) > self.photos_per_round:
                 yield ahead.popleft()
         yield from ahead
 
-    def record(self, key: str, source: str, group: str | None, result: CISResult, seconds: float) -> None:
+    def record(
+        self,
+        key: str,
+        source: str,
+        group: str | None,
+        result: CISResult,
+        seconds: float,
+        *,
+        sha256: str | None = None,
+        person: str | None = None,
+    ) -> None:
         """Keep one finished result: into the run store (arrays written atomically, then the
-        index row), or into the in-memory CMS when the audit has no run directory."""
+        index row with its photo's content hash ``sha256`` and ``person``), or into the
+        in-memory CMS when the audit has no run directory."""
         if self.store is None:
             if self._memory is None:
                 self._memory = CMSAccumulator(result.canonical.shape)
-            self._memory.add(result.canonical, group, result.counts)
+            self._memory.add(result.canonical, group, result.counts, person=person)
             return
         arrays = dict(
             canonical=result.canonical,
@@ -400,9 +296,19 @@ class Audit:
             target_name=result.target_name,
             base_score=result.base_score,
             seconds=seconds,
+            sha256=sha256,
+            person=person,
         )
 
-    def feed(self, inputs: Any, groups: Groups = None, progress: bool = True) -> Iterator[AuditItem]:
+    def feed(
+        self,
+        inputs: Any,
+        groups: Groups = None,
+        progress: bool = True,
+        *,
+        persons: Persons = None,
+        groups_from: str = "groups",
+    ) -> Iterator[AuditItem]:
         """Explain every input, yielding an :class:`AuditItem` as each finishes.
 
         ``inputs``: a photo folder, a sequence of paths or ``H x W x 3`` arrays, or a torch
@@ -413,90 +319,140 @@ class Audit:
         (:func:`content_key`), so keys do not depend on batch size or order and a resumed
         run skips what was done; items' groups are used when ``groups`` is None.
 
+        ``groups`` / ``persons``: one name per input, or a mapping from photo names (paths
+        relative to the folder, or file names when no two photos share one) to groups /
+        persons (who each photo shows; the statistics resample persons, not photos). A
+        mapping that names no photo, or one line naming two photos, is a ``ValueError``;
+        photos it leaves out are a warning (``groups_from`` names the groups in messages).
+
+        With a run directory, a photo is skipped when it is done with the same content (its
+        content hash); a photo replaced under the same name is explained again, and with a
+        folder, the results of photos gone from it are left out (``summary["changed"]``,
+        ``summary["gone"]``).
+
         A failure (unreadable file, no face, NaN scores, ...) is recorded with a message
         naming the input and the audit carries on. Inputs are explained in rounds of
         ``photos_per_round`` whose occluded windows share batches; the next round is loaded and
         aligned in a background thread while this one is scored.
         """
-        _check_groups(groups)
-        exclude = None if self.store is None else self.store.path
-        item_groups: dict[str, str] = {}
-        items = (
-            list(iter_inputs(inputs, exclude))
-            if isinstance(inputs, (str, Path))
-            else iter_inputs(inputs, item_groups=item_groups)
-        )
-        if self.store is not None and isinstance(items, list):
-            _check_same_photos(self.store, items, self._stored_key)
+        check_groups(groups)
+        items, labels, matchers = self._inputs(inputs, _Labels(groups, persons), groups_from)
         total = len(items) if isinstance(items, list) else None
-        if isinstance(items, list) and isinstance(groups, Mapping):
-            message = match_groups(groups, [key for key, _, _ in items])
-            if message:
-                warnings.warn(message, stacklevel=2)
-        groups = item_groups if groups is None else groups  # a dataset's own groups, filled as items arrive
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesal-align") as pool:
             entries = self._aligned_ahead(items, pool)
             with tqdm(total=total, disable=not progress, unit="img", desc="audit", dynamic_ncols=True) as bar:
                 while chunk := list(islice(entries, self.photos_per_round)):
-                    done = self._finish(chunk, groups)
+                    done = self._finish(chunk, labels)
                     bar.set_postfix(failed=self.summary["failed"], refresh=False)
                     bar.update(len(chunk))  # photos finished, not photos taken ahead
                     yield from done
+        for matcher in matchers:
+            matcher.check()
+        message = None if self._resume is None else self._resume.unhashed_warning()
+        if message:
+            warnings.warn(message, stacklevel=2)
 
-    def _finish(self, chunk: list[tuple[int, str, str, Future | None]], groups: Groups) -> list[AuditItem]:
+    def _inputs(self, inputs: Any, labels: _Labels, where: str) -> tuple[Any, _Labels, list[MatchAsReached]]:
+        """(items, labels by key, matchers to check at the end): a folder's or a list's items
+        listed, checked against the run (another folder's photos refused, photos gone from the
+        folder left out) and matched to mapping labels now; other inputs' items as they come,
+        matched as they arrive."""
+        item_groups: dict[str, str] = {}
+        folder = isinstance(inputs, (str, Path))
+        if self._resume is not None and not folder:
+            self._resume.refuse_position_keys()
+        if not (folder or isinstance(inputs, (list, tuple))):
+            items = iter_inputs(inputs, item_groups=item_groups)
+            matchers, found = [], []
+            for table, what in ((labels.groups, "group"), (labels.persons, "person")):
+                if isinstance(table, Mapping):
+                    matchers.append(MatchAsReached(table, where if what == "group" else "persons", what))
+                    items = matchers[-1].wrap(items)
+                found.append(matchers[-1].found if isinstance(table, Mapping) else table)
+            return items, _Labels(item_groups if found[0] is None else found[0], found[1]), matchers
+        items = list(iter_inputs(inputs, None if self.store is None else self.store.path, item_groups))
+        if self._resume is not None and folder:
+            self._resume.check_same_photos(items)
+            self._resume.leave_out_gone(inputs, items)
+        keys = [key for key, _, _ in items]
+        groups = assigned(labels.groups, keys, where, "group")
+        persons = assigned(labels.persons, keys, where if where != "groups" else "persons", "person")
+        return items, _Labels(item_groups if groups is None else groups, persons), []
+
+    def _finish(self, chunk: list[_Entry], labels: _Labels) -> list[AuditItem]:
         """Score a round of aligned inputs together (recording why any failed); their
         :class:`AuditItem` in order, one per face with ``faces="all"`` (recorded largest face
         last, so that a photo whose ``#face1`` is done is done whole)."""
         items: dict[int, list[AuditItem]] = {}
         aligned = []
-        for position, (index, key, source, job) in enumerate(chunk):
-            if job is None:
+        for position, entry in enumerate(chunk):
+            if entry.job is None:
                 self.summary["skipped"] += 1
-                items[position] = [AuditItem(key, source, "skipped")]
+                items[position] = [AuditItem(entry.key, entry.source, "skipped")]
                 continue
             try:
-                image, found, align_seconds = job.result()
-                faces = self._faces_of(index, key, source, found)
+                image, found, align_seconds = entry.job.result()
+                faces = self._faces_of(entry, found)
             except Exception as err:  # noqa: BLE001 - every failure is recorded, the audit goes on
-                items[position] = [self._failed(_Face(index, key, key, None, source), err, groups)]
+                photo = _Face(entry.index, entry.key, entry.key, None, entry.source, entry.sha256)
+                items[position] = [self._failed(photo, err, labels)]
                 continue
             aligned += [(position, which, image, face, align_seconds / len(faces)) for which, face in faces]
         start = time.perf_counter()
         outcomes = self._explain_together([(image, face) for _, _, image, face, _ in aligned])
         share = (time.perf_counter() - start) / max(len(aligned), 1)  # scoring time, split evenly
         for (position, which, _, _, seconds), outcome in reversed(list(zip(aligned, outcomes))):
-            items.setdefault(position, []).insert(0, self._outcome(which, outcome, groups, seconds + share))
+            items.setdefault(position, []).insert(0, self._outcome(which, outcome, labels, seconds + share))
         return [item for position in range(len(chunk)) for item in items[position]]
 
-    def _faces_of(self, index: int, key: str, source: str, found: Any) -> list[tuple[_Face, Any]]:
+    def _faces_of(self, entry: _Entry, found: Any) -> list[tuple[_Face, Any]]:
         """Each face to explain of an aligned photo: its one face, or with ``faces="all"``
         every face, keyed ``key#faceK``."""
+        index, key, source, sha256 = entry.index, entry.key, entry.source, entry.sha256
         if not self._all_faces:
-            return [(_Face(index, key, key, None, source), found)]
+            return [(_Face(index, key, key, None, source, sha256), found)]
         if not found:  # an aligner of its own may answer no face with an empty list
             raise NoFaceError(source, "no face found")
-        return [(_Face(index, key, f"{key}#face{k}", k, source), face) for k, face in enumerate(found, start=1)]
+        return [(_Face(index, key, f"{key}#face{k}", k, source, sha256), face) for k, face in enumerate(found, start=1)]
 
-    def _outcome(self, which: _Face, outcome: Any, groups: Groups, seconds: float) -> AuditItem:
-        """Record one face's result (or error); its group is its photo's."""
+    def _outcome(self, which: _Face, outcome: Any, labels: _Labels, seconds: float) -> AuditItem:
+        """Record one face's result (or error); its group and person are its photo's."""
         if isinstance(outcome, Exception):
-            return self._failed(which, outcome, groups)
-        group = group_of(groups, which.index, which.photo, outcome)
-        self.record(which.key, which.source, group, outcome, seconds)
+            return self._failed(which, outcome, labels)
+        group = group_of(labels.groups, which.index, which.photo, outcome)
+        person = label_of(labels.persons, which.index, which.photo)
+        self.record(which.key, which.source, group, outcome, seconds, sha256=which.sha256, person=person)
         self.summary["done"] += 1
         return AuditItem(which.key, which.source, "done", group, outcome, face=which.number)
 
-    def _failed(self, which: _Face, err: Exception, groups: Groups) -> AuditItem:
+    def _failed(self, which: _Face, err: Exception, labels: _Labels) -> AuditItem:
         """Record why one face (or its whole photo) failed; its :class:`AuditItem`."""
         message = f"{which.source}: {err}" if which.source not in str(err) else str(err)
         if self.store is not None:
-            self.store.save_failed(which.key, which.source, message, group_of(groups, which.index, which.photo, None))
+            self.store.save_failed(
+                which.key,
+                which.source,
+                message,
+                group_of(labels.groups, which.index, which.photo, None),
+                sha256=which.sha256,
+                person=label_of(labels.persons, which.index, which.photo),
+            )
         self.summary["failed"] += 1
         return AuditItem(which.key, which.source, "failed", error=message, face=which.number)
 
-    def run(self, inputs: Any, groups: Groups = None, progress: bool = True) -> dict[str, int]:
-        """Feed every input; returns the summary ``{"done", "failed", "skipped"}``."""
-        for _ in self.feed(inputs, groups, progress):
+    def run(
+        self,
+        inputs: Any,
+        groups: Groups = None,
+        progress: bool = True,
+        *,
+        persons: Persons = None,
+        groups_from: str = "groups",
+    ) -> dict[str, int]:
+        """Feed every input (see :meth:`feed`); returns the summary ``{"done", "failed",
+        "skipped", "changed", "gone"}`` (changed: photos explained again because their content
+        changed; gone: photos whose results were left out because they left the folder)."""
+        for _ in self.feed(inputs, groups, progress, persons=persons, groups_from=groups_from):
             pass
         return dict(self.summary)
 
@@ -527,7 +483,8 @@ def cms_from_store(store: RunStore, **options: Any) -> CMSResult:
     for row, arrays in store.iter_done():
         if accumulator is None:
             accumulator = CMSAccumulator(arrays["canonical"].shape, **options)
-        accumulator.add(arrays["canonical"], row.group, arrays.get("counts"))  # a run without counts: all covered
+        # a run without counts: all covered; without persons: each photo its own person
+        accumulator.add(arrays["canonical"], row.group, arrays.get("counts"), person=row.person)
     if accumulator is None:
         raise ValueError(f"{store.path} has no finished image")
     return accumulator.result()

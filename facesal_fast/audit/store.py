@@ -4,12 +4,15 @@ Layout of ``runs/NAME/``::
 
     run.json          settings, model hash, package versions (checked on resume)
     .lock             held (flock) by the one audit writing to the run
-    index.sqlite      one row per image: key, source, status (done/failed), group, error, ...
+    index.sqlite      one row per image: key, source, status (done/failed/gone), group, error,
+                      sha256 (its photo's content hash), person, ...
     results/KEY.npz   canonical map, counts, occlusion map, drops, scores (done images only)
 
 A result file is written to a temporary name and renamed into place, then its index row
 is committed, so a killed run leaves either a finished image or nothing: re-running the
-same command skips finished images and redoes the rest.
+same command skips finished images and redoes the rest. A photo replaced under the same
+name (another content hash) is explained again; the rows of a photo gone from the folder
+are marked ``gone`` and left out of everything read from the run.
 """
 
 from __future__ import annotations
@@ -22,13 +25,33 @@ import os
 import sqlite3
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["RunLockedError", "RunStore", "SettingsMismatchError", "StoredImage", "atomic_write_bytes", "storable"]
+from facesal_fast.audit.run_files import (
+    check_images_table,
+    check_result_arrays,
+    check_result_file,
+    check_row,
+    check_run_folder,
+    open_index_readonly,
+    read_meta_text,
+    sqlite_os_error,
+)
+
+__all__ = [
+    "RunLockedError",
+    "RunStore",
+    "SettingsMismatchError",
+    "StoredImage",
+    "atomic_write_bytes",
+    "file_sha256",
+    "storable",
+]
 
 
 class SettingsMismatchError(ValueError):
@@ -86,11 +109,27 @@ class StoredImage:
     base_score: float | None
     seconds: float | None
     error: str | None
+    sha256: str | None = None
+    person: str | None = None
 
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS images (
     key TEXT PRIMARY KEY, source TEXT, status TEXT, grp TEXT, target INTEGER, target_name TEXT,
-    base_score REAL, seconds REAL, error TEXT, seq INTEGER)"""
+    base_score REAL, seconds REAL, error TEXT, seq INTEGER, sha256 TEXT, person TEXT)"""
+#: The index columns of a :class:`StoredImage`, in its order (``grp`` is its ``group``).
+_COLUMNS = ("key", "source", "status", "grp", "target", "target_name", "base_score", "seconds", "error")
+#: Columns a run written before content hashes and persons lacks (added when it is resumed).
+_LATER_COLUMNS = ("sha256", "person")
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """SHA-256 (hex) of a file's bytes, or ``None`` when it cannot be read (gone, a broken
+    link, no permission): a photo's content hash."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def storable(text: str) -> str:
@@ -115,10 +154,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     meta_path = path / "run.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path} is not a facesal run (no run.json)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{meta_path}: corrupt run file ({err}); start a new run with another --out folder") from err
+    meta = read_meta_text(meta_path)
     if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict):
         raise ValueError(
             f"{meta_path}: not a facesal run file (no settings); start a new run with another --out folder"
@@ -130,12 +166,25 @@ def _make_run_folder(path: Path) -> None:
     """Create the run folder, or say why it cannot be one (a file, not writable)."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a run folder; give --out a folder path")
+    check_run_folder(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(f"{path}: cannot create the run folder ({err.strerror})") from err
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{path}: the run folder is not writable")
+
+
+@contextmanager
+def _index_errors(db_path: Path) -> Iterator[None]:
+    """An SQLite error that is a full disk or an I/O error raised as that ``OSError``."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        os_error = sqlite_os_error(err, db_path)
+        if os_error is None:
+            raise
+        raise os_error from err
 
 
 def _lock_run(path: Path) -> IO[str]:
@@ -157,19 +206,36 @@ def _connect(db_path: Path, readonly: bool) -> sqlite3.Connection:
     ``ValueError`` naming the file when it is corrupt."""
     try:
         if readonly and db_path.exists():
-            db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+            db = open_index_readonly(db_path)
         else:
             db = sqlite3.connect(":memory:" if readonly else db_path)
+            check_images_table(db)
             db.execute(_SCHEMA)
+            _add_later_columns(db)
             db.commit()
-        db.execute(
-            "SELECT key, source, status, grp, target, target_name, base_score, seconds, error, seq FROM images LIMIT 1"
-        )
+        db.execute(f"SELECT {_select(db)}, seq FROM images LIMIT 1")
         return db
     except sqlite3.DatabaseError as err:
-        raise ValueError(
+        raise sqlite_os_error(err, db_path) or ValueError(
             f"{db_path}: corrupt or unreadable run index ({err}); start a new run with another --out folder"
         ) from err
+
+
+def _add_later_columns(db: sqlite3.Connection) -> None:
+    """Give the index of a run written before content hashes and persons their columns
+    (``NULL`` for its rows: an image's hash is recorded when the run is resumed)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+    for column in _LATER_COLUMNS:
+        if column not in present:
+            db.execute(f"ALTER TABLE images ADD COLUMN {column} TEXT")
+
+
+def _select(db: sqlite3.Connection) -> str:
+    """The SELECT list of a :class:`StoredImage` (``NULL`` for the later columns an old
+    index, opened read-only, lacks)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+    later = (column if column in present else f"NULL AS {column}" for column in _LATER_COLUMNS)
+    return ", ".join((*_COLUMNS, *later))
 
 
 class RunStore:
@@ -277,16 +343,26 @@ class RunStore:
         target_name: str | None,
         base_score: float,
         seconds: float,
+        sha256: str | None = None,
+        person: str | None = None,
     ) -> None:
-        """Write the image's arrays atomically, then mark it done."""
+        """Write the image's arrays atomically, then mark it done (``sha256``: its photo's
+        content hash; ``person``: who it shows, when the groups say)."""
         atomic_write_bytes(self.result_path(key), npz_bytes(arrays))
-        self.put(StoredImage(key, source, "done", group, target, target_name, base_score, seconds, None))
+        self.put(
+            StoredImage(key, source, "done", group, target, target_name, base_score, seconds, None, sha256, person)
+        )
 
     def put(self, row: StoredImage) -> None:
         """Write an index row as it is (e.g. one a worker reported); the caller has already
-        written its result file."""
+        written its result file. A full disk is an ``OSError`` (``ENOSPC``) naming the index."""
+        with _index_errors(self.path / "index.sqlite"):
+            self._put(row)
+
+    def _put(self, row: StoredImage) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO images ({', '.join(_COLUMNS)}, seq, {', '.join(_LATER_COLUMNS)}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 storable(row.key),
                 storable(row.source),
@@ -298,27 +374,67 @@ class RunStore:
                 row.seconds,
                 None if row.error is None else storable(row.error),
                 self._next_seq(),
+                row.sha256,
+                None if row.person is None else storable(str(row.person)),
             ),
         )
         self._db.commit()
 
-    def save_failed(self, key: str, source: str, error: str, group: str | None = None) -> None:
-        self.put(StoredImage(key, source, "failed", group, None, None, None, None, error))
+    def save_failed(
+        self,
+        key: str,
+        source: str,
+        error: str,
+        group: str | None = None,
+        *,
+        sha256: str | None = None,
+        person: str | None = None,
+    ) -> None:
+        self.put(StoredImage(key, source, "failed", group, None, None, None, None, error, sha256, person))
 
     def rows(self, status: str | None = None) -> list[StoredImage]:
-        """Index rows in key order (a fixed order, whatever order they finished in)."""
-        query = "SELECT key, source, status, grp, target, target_name, base_score, seconds, error FROM images"
-        rows = self._db.execute(
-            query + (" WHERE status = ?" if status else "") + " ORDER BY key", (status,) if status else ()
+        """Index rows in key order (a fixed order, whatever order they finished in); rows of
+        photos gone from the folder (status ``"gone"``) only when asked for."""
+        query = f"SELECT {_select(self._db)} FROM images WHERE " + ("status = ?" if status else "status != 'gone'")
+        rows = self._db.execute(query + " ORDER BY key", (status,) if status else ())
+        return [check_row(StoredImage(*row), self.path / "index.sqlite") for row in rows]
+
+    def row(self, key: str) -> StoredImage | None:
+        """The index row of ``key`` (whatever its status), or None."""
+        found = self._db.execute(f"SELECT {_select(self._db)} FROM images WHERE key = ?", (storable(key),))
+        return next((StoredImage(*row) for row in found), None)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Keys (of rows not gone) that start with ``prefix``."""
+        prefix = storable(prefix)
+        found = self._db.execute(
+            "SELECT key FROM images WHERE status != 'gone' AND substr(key, 1, ?) = ? ORDER BY key",
+            (len(prefix), prefix),
         )
-        return [StoredImage(*row) for row in rows]
+        return [key for (key,) in found]
+
+    def record_sha256(self, key: str, sha256: str | None) -> None:
+        """Record the content hash of a row written before runs recorded them."""
+        with _index_errors(self.path / "index.sqlite"):
+            self._db.execute("UPDATE images SET sha256 = ? WHERE key = ?", (sha256, storable(key)))
+            self._db.commit()
+
+    def leave_out(self, keys: Iterable[str]) -> None:
+        """Mark the rows ``keys`` ``"gone"``: their photo left the folder, or changed and is
+        explained again; the CMS, report and compare leave them out (result files stay)."""
+        with _index_errors(self.path / "index.sqlite"):
+            self._db.executemany("UPDATE images SET status = 'gone' WHERE key = ?", [(storable(k),) for k in keys])
+            self._db.commit()
 
     def load(self, key: str) -> dict[str, np.ndarray]:
         """The arrays of a done image; ``ValueError`` naming the file when it is corrupt."""
         path = self.result_path(key)
         try:
+            check_result_file(path)
             with np.load(path, allow_pickle=False) as data:
-                return {name: data[name] for name in data.files}
+                arrays = {name: data[name] for name in data.files}
+            check_result_arrays(arrays)
+            return arrays
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(
                 f"{path}: unreadable result file of {key!r} ({type(err).__name__}: {err}); delete it and "
