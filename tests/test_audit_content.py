@@ -155,6 +155,9 @@ def test_groups_csv_person_column_is_read_checked_and_part_of_the_run_identity(t
     groups, persons = read_groups_table(path)
     assert persons == {"a.jpg": "ann", "b.jpg": "ann", "c.jpg": "bob"}
     assert groups_digest(groups) != groups_digest(groups, persons)
+    matched, by_key, setting = read_groups(str(path), ["x/a.jpg", "b.jpg", "c.jpg"])  # what facesal audit takes
+    assert by_key == {"x/a.jpg": "ann", "b.jpg": "ann", "c.jpg": "bob"} and matched["x/a.jpg"] == "x"
+    assert setting == f"csv sha256:{groups_digest(groups, persons)}"
     path.write_text("image,group\na.jpg,x\n")
     assert read_groups_table(path)[1] == {}  # no person column: the digest older runs recorded
     path.write_text("image,group,person\na.jpg,x,\n")

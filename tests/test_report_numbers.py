@@ -3,6 +3,7 @@ bars show the mean per-image shares the tests compare), intervals around their e
 labelled with the confidence asked for, and the CMS as a per-pixel mean over the images that
 cover the pixel, with its coverage map."""
 
+import html
 import re
 
 import numpy as np
@@ -13,6 +14,7 @@ import facesal_fast.report.html as report_html
 from facesal_fast.align import canonical_mask, region_masks
 from facesal_fast.audit.runner import cms_from_store
 from facesal_fast.audit.store import RunStore
+from facesal_fast.comparison import compare, write_compare_report
 from facesal_fast.report.html import write_report
 from facesal_fast.saliency import CMSAccumulator
 
@@ -68,6 +70,33 @@ def test_findings_table_and_bars_show_one_number_per_region_and_group(tmp_path, 
     assert [h[names.index("nose")] for h in heights] == [every[0], man_cell[0], woman_cell[0]]
 
 
+def _quoted_shift(page: str, unit: str, first: str, second: str, region: str) -> tuple[float, float, float]:
+    """(shift, first's share, second's share) in points / percent, from the findings sentence."""
+    sentence = re.search(
+        rf"For {unit} {first} the model puts ([\d.]+) points more of its saliency on the {region} than for {unit} "
+        rf"{second} \(on average ([\d.]+)% of an image&#x27;s saliency against ([\d.]+)%",
+        page,
+    )
+    assert sentence, f"the planted {region} shift is found and its sentence quotes both shares"
+    return tuple(map(float, sentence.groups()))
+
+
+def test_compare_page_quotes_the_numbers_of_its_table(tmp_path):
+    rng = np.random.default_rng(2)
+    maps = 10 * rng.random((16, *SHAPE))
+    keys = [f"p{i:02d}.jpg" for i in range(16)]
+    before = _fake_run(tmp_path / "before", maps, keys)
+    after = _fake_run(tmp_path / "after", maps / 10 + 0.8 * region_masks(SHAPE)["nose"], keys)
+    c = compare(after, before, **FAST_STATS)
+    page = write_compare_report(c, tmp_path / "cmp").read_text()
+    shift, first, second = _quoted_shift(page, "run", "after", "before", "nose")
+    table = re.search(r"<table class=shares>(.*?)</table>", page).group(1)
+    cells = re.search(r"<tr><td>nose</td><td>([\d.]+)%</td><td>([\d.]+)%</td></tr>", table).groups()
+    assert (first, second) == tuple(map(float, cells))  # the sentence's numbers are the table's
+    assert shift == pytest.approx(first - second, abs=0.11)
+    assert c.shares_a["nose"] - c.shares_b["nose"] == pytest.approx(c.difference.region_tests["nose"].difference)
+
+
 def test_interval_labels_follow_the_confidence(tmp_path, monkeypatch):
     maps, groups = _grouped_maps(np.random.default_rng(1))
     run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(24)], groups)
@@ -121,3 +150,47 @@ def test_accumulator_coverage_is_checked_and_defaults_to_every_pixel():
     result = acc.result()
     assert np.allclose(result.cms[:, :4], 2.0) and np.allclose(result.cms[:, 4:], 1.0)
     assert np.allclose(result.coverage[:, :4], 1.0) and np.allclose(result.coverage[:, 4:], 0.5)
+
+
+def test_no_difference_says_what_could_have_been_found_and_states_the_test(tmp_path):
+    rng = np.random.default_rng(3)
+    signal = np.linspace(0, 1, SHAPE[0] * SHAPE[1]).reshape(SHAPE)
+    maps = signal + rng.normal(0, 0.6, (24, *SHAPE))  # the same distribution in both groups
+    run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(24)], ["a", "b"] * 12)
+    with RunStore(run) as store:
+        (d,) = cms_from_store(store, **FAST_STATS).differences
+    page = write_report(run, **FAST_STATS).read_text()
+    assert "No region differs between group a and group b" in page
+    found = re.search(
+        r"with these groups a shift of ([\d.]+) points \(([^)]+)\) to ([\d.]+) points \(([^)]+)\) would be found "
+        r"with 80% power",
+        page,
+    )
+    shifts = d.detectable_shifts
+    assert found and [float(found.group(1)), float(found.group(3))] == [
+        round(min(shifts.values()), 1),
+        round(max(shifts.values()), 1),
+    ]
+    assert f"Null hypothesis: {html.escape(d.null_hypothesis)}" in page and d.null_hypothesis
+    assert f"Controlled: {html.escape(d.controlled)}." in page and d.controlled
+    assert "detectable shift (points, 80% power)" in page
+
+
+def test_reliability_and_images_needed_are_printed_with_intervals_around_them(tmp_path):
+    rng = np.random.default_rng(5)
+    signal = np.linspace(0, 1, SHAPE[0] * SHAPE[1]).reshape(SHAPE)
+    maps = signal + rng.normal(0, 4.0, (24, *SHAPE))  # a weak pattern: more images are needed
+    run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(24)], ["a", "b"] * 12)
+    page = write_report(run, confidence=0.9, **FAST_STATS).read_text()
+    lines = re.findall(r"<li>(group [ab] \(n=12\): split-half reliability[^<]*)</li>", page)
+    assert len(lines) == 2
+    for line in lines:
+        value, low, high = map(
+            float, re.search(r"reliability ([-\d.]+) \(90% CI ([-\d.]+) to ([-\d.]+)\)", line).groups()
+        )
+        assert low <= value <= high
+        needed = re.search(r"collect about (\d+) more images of group [ab] \(90% CI (\w+) to (\w+)\)", line)
+        assert needed, line
+        more, fewest, most = needed.groups()
+        assert fewest == "unknown" or int(fewest) <= int(more)
+        assert most == "unknown" or int(more) <= int(most)

@@ -440,19 +440,12 @@ class Audit:
         self.summary["failed"] += 1
         return AuditItem(which.key, which.source, "failed", error=message, face=which.number)
 
-    def run(
-        self,
-        inputs: Any,
-        groups: Groups = None,
-        progress: bool = True,
-        *,
-        persons: Persons = None,
-        groups_from: str = "groups",
-    ) -> dict[str, int]:
-        """Feed every input (see :meth:`feed`); returns the summary ``{"done", "failed",
-        "skipped", "changed", "gone"}`` (changed: photos explained again because their content
-        changed; gone: photos whose results were left out because they left the folder)."""
-        for _ in self.feed(inputs, groups, progress, persons=persons, groups_from=groups_from):
+    def run(self, inputs: Any, groups: Groups = None, progress: bool = True, **labels: Any) -> dict[str, int]:
+        """Feed every input (see :meth:`feed`; ``labels``: its ``persons`` and ``groups_from``);
+        returns the summary ``{"done", "failed", "skipped", "changed", "gone"}`` (changed: photos
+        explained again because their content changed; gone: photos whose results were left out
+        because they left the folder)."""
+        for _ in self.feed(inputs, groups, progress, **labels):
             pass
         return dict(self.summary)
 

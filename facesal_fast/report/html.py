@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from facesal_fast.saliency.cms import CMSResult
-    from facesal_fast.saliency.stats import GroupDifference
+    from facesal_fast.saliency.stats import GroupDifference, Reliability
 
 __all__ = [
     "difference_section",
@@ -96,13 +97,29 @@ def region_label(name: str) -> str:
     return f"subject's {words}" if words.startswith(("left", "right")) else words
 
 
-def _p(value: float) -> str:
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+def _p(value: float, error: float = 0.0) -> str:
+    """``0.004``, ``< 0.001``, or with its Monte-Carlo standard error ``0.012 ± 0.002``."""
+    text = "< 0.001" if value < 0.001 else f"{value:.3f}"
+    return f"{text} ± {error:.3f}" if error >= 0.0005 else text
 
 
-def _p_is(value: float) -> str:
-    """``p = 0.004`` or ``p < 0.001``."""
-    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+def _p_is(value: float, error: float = 0.0) -> str:
+    """``p = 0.004``, ``p < 0.001`` or ``p = 0.012 ± 0.002``."""
+    text = _p(value, error)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def _detectable(d: GroupDifference, unit: str) -> str:
+    """What the test could have found: ``; these groups find a shift of 2.1 points (nose) to 7.9
+    points (forehead) with 80% power``, or ``""`` when no region's is known."""
+    shifts = {r: s for r, s in d.detectable_shifts.items() if math.isfinite(s)}
+    if not shifts:
+        return ""
+    low, high = min(shifts, key=shifts.get), max(shifts, key=shifts.get)
+    return (
+        f"; with these {unit}s a shift of {shifts[low]:.1f} points ({region_label(low)}) to {shifts[high]:.1f} points "
+        f"({region_label(high)}) would be found with 80% power"
+    )
 
 
 def small_group_messages(differences: Sequence[GroupDifference]) -> list[str]:
@@ -136,7 +153,10 @@ def _finding(d: GroupDifference, unit: str, shares: dict[str, dict[str, float]] 
     if d.too_few:
         return f"No difference between {unit} {d.a} and {unit} {d.b} is claimed: {'; '.join(d.too_few)}.", []
     if not d.significant_regions:
-        return f"No region differs between {unit} {d.a} and {unit} {d.b} at the {_level(d)} ({n}).", []
+        return (
+            f"No region differs between {unit} {d.a} and {unit} {d.b} at the {_level(d)} ({n}){_detectable(d, unit)}.",
+            [],
+        )
     sentences = []
     for region in d.significant_regions:
         t = d.region_tests[region]
@@ -145,7 +165,7 @@ def _finding(d: GroupDifference, unit: str, shares: dict[str, dict[str, float]] 
             f"For {unit} {first} the model puts {100 * abs(t.difference):.1f} points more of its saliency on the "
             f"{region_label(region)} than for {unit} {second} ({_mean_shares(shares, first, second, region)}"
             f"{100 * d.confidence:g}% CI {100 * low:.1f} to "
-            f"{100 * high:.1f}, adjusted {_p_is(t.p_adjusted)}, effect size {abs(t.effect_size):.2f}, {n})."
+            f"{100 * high:.1f}, adjusted {_p_is(t.p_adjusted, t.p_error)}, effect size {abs(t.effect_size):.2f}, {n})."
         )
     count = len(sentences)
     summary = (
@@ -177,23 +197,27 @@ def findings(
             summary, sentences = _finding(d, unit, shares)
             items = "".join(f"<li>{html.escape(s)}</li>" for s in sentences)
             parts.append(html.escape(summary) + (f"<ul>{items}</ul>" if items else " "))
-        text = "".join(parts)
+        control = " ".join(dict.fromkeys(f"Controlled: {d.controlled}." for d in differences if d.controlled))
+        text = "".join(parts) + (f"<p class=controlled>{html.escape(control)}</p>" if control else "")
     note = f'<p class="warn">{html.escape(caveat)}</p>' if caveat else ""
     return f'<div id="findings"><strong>Findings.</strong> {text}{note}</div>'
 
 
 def difference_table(d: GroupDifference) -> str:
-    """Per region: difference of shares, CI, effect size, raw and adjusted p, n, significant."""
+    """Per region: difference of shares, CI, effect size, raw and adjusted p (± Monte-Carlo error), n,
+    significant, and the smallest shift these groups find with 80% power."""
     a, b = html.escape(d.a), html.escape(d.b)
     adjusted = "adjusted p (max-T)" if d.correction == "fwer" else "adjusted p (BH)"
     head = (
         f"<tr><th>region</th><th>share {a} - {b} (points)</th><th>{100 * d.confidence:g}% CI</th>"
-        f"<th>effect size (d)</th><th>raw p</th><th>{adjusted}</th><th>n {a} / {b}</th><th>significant</th></tr>"
+        f"<th>effect size (d)</th><th>raw p</th><th>{adjusted}</th><th>n {a} / {b}</th><th>significant</th>"
+        "<th>detectable shift (points, 80% power)</th></tr>"
     )
     rows = "".join(
         f"<tr><td>{html.escape(region_label(r))}</td><td>{100 * t.difference:+.1f}</td>"
         f"<td>[{100 * t.low:+.1f}, {100 * t.high:+.1f}]</td><td>{t.effect_size:+.2f}</td><td>{_p(t.p_raw)}</td>"
-        f"<td>{_p(t.p_adjusted)}</td><td>{d.n_a} / {d.n_b}</td><td>{'yes' if t.significant else ''}</td></tr>"
+        f"<td>{_p(t.p_adjusted, t.p_error)}</td><td>{d.n_a} / {d.n_b}</td><td>{'yes' if t.significant else ''}</td>"
+        f"<td>{f'{100 * t.detectable:.1f}' if math.isfinite(t.detectable) else 'unknown'}</td></tr>"
         for r, t in d.region_tests.items()
     )
     return f"<table class=differences>{head}{rows}</table>"
@@ -209,11 +233,13 @@ def difference_section(d: GroupDifference, unit: str = "group") -> str:
         label=f"difference (red: {d.a} higher)",
     )
     warn = "".join(f'<p class="warn">{html.escape(m)}: no significance is claimed.</p>' for m in d.too_few)
+    draws = "bootstrap resamples" if d.method == "bootstrap" else "sign flips" if d.paired else "permutations"
     caption = (
         f"{unit} {d.a} minus {unit} {d.b}; outlined: pixels significant at the {test} level "
-        f"({d.permutations} {'sign flips' if d.paired else 'permutations'})"
+        f"({'every labelling' if d.exact else f'{d.permutations} {draws}'})"
     )
-    return f"<h3>{html.escape(d.a)} vs {html.escape(d.b)}</h3>{warn}{map_html(fig, caption)}{difference_table(d)}"
+    null = f"<p class=null>Null hypothesis: {html.escape(d.null_hypothesis)}</p>" if d.null_hypothesis else ""
+    return f"<h3>{html.escape(d.a)} vs {html.escape(d.b)}</h3>{warn}{null}{map_html(fig, caption)}{difference_table(d)}"
 
 
 def _group_maps(result: CMSResult) -> str:
@@ -278,25 +304,31 @@ def _coverage(result: CMSResult) -> str:
     )
 
 
+def _reliability_line(group: str, rel: Reliability) -> str:
+    """One group's split-half reliability with its interval, and the images still needed with theirs."""
+    text = f"group {group} (n={rel.n}): "
+    if not math.isfinite(rel.reliability):
+        return text + "too few images to measure the reliability or predict the images needed"
+    level = f"{100 * rel.confidence:g}% CI"
+    known = math.isfinite(rel.low) and math.isfinite(rel.high)
+    text += f"split-half reliability {rel.reliability:.2f}" + (
+        f" ({level} {rel.low:.2f} to {rel.high:.2f})" if known else ""
+    )
+    if rel.images_needed is None:
+        return text + "; no consistent pattern yet to predict the images needed"
+    if rel.more_needed == 0:
+        return text + f", reaching {rel.target:g}"
+    low, high = ("unknown" if end is None else end for end in rel.more_needed_range)
+    return (
+        text + f"; collect about {rel.more_needed} more image{'s' if rel.more_needed > 1 else ''} of group {group} "
+        f"({level} {low} to {high}) to reach {rel.target:g}"
+    )
+
+
 def _reliability(result: CMSResult) -> str:
     if not result.reliability:
         return "<p>No groups were given.</p>"
-    lines = []
-    for group, rel in result.reliability.items():
-        if rel.images_needed is None:
-            lines.append(
-                f"group {group} (n={rel.n}): too few images or no consistent pattern yet to predict the images needed"
-            )
-        elif rel.more_needed == 0:
-            lines.append(
-                f"group {group} (n={rel.n}): split-half reliability {rel.reliability:.2f} reaches {rel.target:g}"
-            )
-        else:
-            lines.append(
-                f"group {group} (n={rel.n}): split-half reliability {rel.reliability:.2f}; collect about "
-                f"{rel.more_needed} more image{'s' if rel.more_needed > 1 else ''} of group {group} to reach "
-                f"{rel.target:g}"
-            )
+    lines = [_reliability_line(group, rel) for group, rel in result.reliability.items()]
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     chart = chart_html(
         reliability_figure(result.reliability),

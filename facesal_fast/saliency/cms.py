@@ -296,7 +296,9 @@ class CMSAccumulator:
         intervals = {g: intervals_of(self._region[g], self._person_labels(g)) for g in groups}
         overall = intervals_of(self._all_shares)  # drawn after the groups': their intervals stay as before
         reliability = {
-            g: split_half_reliability(np.stack(self._small[g]), target=self.reliability_target, seed=self.seed)
+            g: split_half_reliability(
+                np.stack(self._small[g]), target=self.reliability_target, seed=self.seed, confidence=self.confidence
+            )
             for g in groups
         }
         return CMSResult(
