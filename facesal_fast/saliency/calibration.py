@@ -21,7 +21,7 @@ import numpy as np
 
 from facesal_fast.align import region_masks
 from facesal_fast.saliency.cms import _shares, small_map
-from facesal_fast.saliency.difference import run_family
+from facesal_fast.saliency.difference import estimate_family, run_family
 
 __all__ = ["Rate", "Rows", "Scenario", "coverage", "draw", "error_rate", "plant", "power", "shift_fraction"]
 
@@ -173,6 +173,19 @@ class Rate:
         return float(np.sqrt(self.rate * (1 - self.rate) / self.draws))
 
 
+def _share_of_draws(rows: Rows, scenario: Scenario, planted: bool, method: str, draws, resamples, confidence, seed):
+    """The share of draws (group 0 planted or not) with a significant column: any (null), or
+    one of the planted region's (planted), in the pair of groups 0 and 1."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(draws):
+        groups, persons = draw(rows, scenario, rng, planted=planted)
+        family = _family(rows, groups, persons, scenario, method, resamples, confidence, rng)
+        found = family.p_adjusted[0, rows.target] if planted else family.p_adjusted
+        hits += bool((found < 1 - confidence).any())
+    return Rate(hits / draws, draws)
+
+
 def error_rate(
     rows: Rows,
     scenario: Scenario,
@@ -184,34 +197,15 @@ def error_rate(
     seed: int = 0,
 ) -> Rate:
     """Family-wise error: the share of null draws with any pair x column significant."""
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for _ in range(draws):
-        groups, persons = draw(rows, scenario, rng)
-        family = _family(rows, groups, persons, scenario, method, resamples, confidence, rng)
-        hits += bool((family.p_adjusted < 1 - confidence).any())
-    return Rate(hits / draws, draws)
+    return _share_of_draws(rows, scenario, False, method, draws, resamples, confidence, seed)
 
 
-def power(
-    rows: Rows,
-    scenario: Scenario,
-    *,
-    method: str = "bootstrap",
-    draws: int = 200,
-    resamples: int = 500,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Rate:
+def power(rows: Rows, scenario: Scenario, **options) -> Rate:
     """The share of draws with the planted shift (in group 0) found: its region (regions), or
-    any pixel of it (pixels), significant in the pair of groups 0 and 1."""
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for _ in range(draws):
-        groups, persons = draw(rows, scenario, rng, planted=True)
-        family = _family(rows, groups, persons, scenario, method, resamples, confidence, rng)
-        hits += bool((family.p_adjusted[0, rows.target] < 1 - confidence).any())
-    return Rate(hits / draws, draws)
+    any pixel of it (pixels), significant in the pair of groups 0 and 1. ``options``: as
+    :func:`error_rate`."""
+    settings = {"method": "bootstrap", "draws": 200, "resamples": 500, "confidence": 0.95, "seed": 0, **options}
+    return _share_of_draws(rows, scenario, True, **settings)
 
 
 def coverage(
@@ -233,18 +227,7 @@ def coverage(
     for _ in range(draws):
         groups, persons = draw(rows, scenario, rng)
         if estimate:
-            family, _ = run_family(
-                groups[:1],
-                persons[:1],
-                paired=True,
-                level="estimate",
-                method="bootstrap",
-                draws=resamples,
-                bootstrap=resamples,
-                confidence=confidence,
-                correction="fwer",
-                rng=rng,
-            )
+            family = estimate_family(groups[0], persons[0], resamples, confidence, rng)
             held.append((family.low[0] <= truth) & (truth <= family.high[0]))
         else:
             family = _family(rows, groups, persons, scenario, "bootstrap", resamples, confidence, rng)

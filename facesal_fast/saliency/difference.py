@@ -288,6 +288,25 @@ def bootstrap_interval(
     return test.low, test.high
 
 
+def estimate_family(
+    rows: np.ndarray, persons: np.ndarray | None, resamples: int, confidence: float, rng: np.random.Generator
+) -> Family:
+    """One group's means (``rows``: ``n x D``) with studentised bootstrap intervals (pair 0)."""
+    family, _ = run_family(
+        [rows],
+        [persons],
+        paired=True,
+        level="estimate",
+        method="bootstrap",
+        draws=resamples,
+        bootstrap=resamples,
+        confidence=confidence,
+        correction="fwer",
+        rng=rng,
+    )
+    return family
+
+
 @dataclass
 class ShareEstimate:
     """A group's share of one region: the mean over its images of each image's share of its
@@ -314,41 +333,20 @@ def share_estimates(
     The report's share tables and bars print these (one definition of a share everywhere)."""
     shares = as_rows(shares, "shares")
     labels = as_persons(persons, shares, "persons")
-    family, units = run_family(
-        [shares],
-        [labels],
-        paired=True,
-        level="estimate",
-        method="bootstrap",
-        draws=resamples,
-        bootstrap=resamples,
-        confidence=confidence,
-        correction="fwer",
-        rng=rng or np.random.default_rng(0),
-    )
+    family = estimate_family(shares, labels, resamples, confidence, rng or np.random.default_rng(0))
+    units = len(np.unique(labels)) if labels is not None else None
     return {
         name: ShareEstimate(
             float(family.difference[0, r]),
             float(family.low[0, r]),
             float(family.high[0, r]),
             len(shares),
-            units[0] if labels is not None else None,
+            units,
         )
         for r, name in enumerate(region_names)
     }
 
 
-def share_intervals(
-    shares: np.ndarray,
-    region_names: list[str],
-    *,
-    persons: np.ndarray | None = None,
-    resamples: int = 1000,
-    confidence: float = 0.95,
-    rng: np.random.Generator | None = None,
-) -> dict[str, tuple[float, float, float]]:
-    """:func:`share_estimates` as region -> (mean per-image share, CI low, CI high)."""
-    estimates = share_estimates(
-        shares, region_names, persons=persons, resamples=resamples, confidence=confidence, rng=rng
-    )
-    return {name: (e.mean, e.low, e.high) for name, e in estimates.items()}
+def share_intervals(shares: np.ndarray, region_names: list[str], **options) -> dict[str, tuple[float, float, float]]:
+    """:func:`share_estimates` (same ``options``) as region -> (mean per-image share, CI low, CI high)."""
+    return {name: (e.mean, e.low, e.high) for name, e in share_estimates(shares, region_names, **options).items()}

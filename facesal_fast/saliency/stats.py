@@ -323,14 +323,8 @@ def group_difference(
     region_names: list[str],
     *,
     paired: bool = False,
-    method: str = "bootstrap",
     persons: tuple[np.ndarray | None, np.ndarray | None] | None = None,
-    permutations: int = 2000,
-    bootstrap: int = 1000,
-    confidence: float = 0.95,
-    min_group: int = 10,
-    correction: str = "fwer",
-    rng: np.random.Generator | None = None,
+    **options,
 ) -> GroupDifference:
     """Test a against b at region and pixel level (:func:`group_differences` for two groups).
 
@@ -341,6 +335,8 @@ def group_difference(
         paired: row i of a and of b are the same image (default method: studentised bootstrap
             of the differences centred at their mean; ``"permutation"``: sign flips).
         persons: one person label per image of each side (paired: of the pairs), or None.
+        **options: ``method``, ``permutations``, ``bootstrap``, ``confidence``, ``min_group``,
+            ``correction``, ``rng``, as :func:`group_differences`.
     """
     zero = np.zeros_like(np.asarray(difference, np.float32))
     (result,) = group_differences(
@@ -351,12 +347,6 @@ def group_difference(
         region_names,
         persons=persons,
         paired=paired,
-        method=method,
-        permutations=permutations,
-        bootstrap=bootstrap,
-        confidence=confidence,
-        min_group=min_group,
-        correction=correction,
-        rng=rng,
+        **options,
     )
     return result
