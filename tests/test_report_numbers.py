@@ -41,35 +41,6 @@ def _cells(page: str) -> tuple[list[str], dict[str, list[tuple[float, float, flo
     return labels, rows
 
 
-def test_findings_table_and_bars_show_one_number_per_region_and_group(tmp_path, monkeypatch):
-    maps, groups = _grouped_maps(np.random.default_rng(0))
-    run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(24)], groups)
-    drawn = []
-    real_figure = report_html.region_share_figure
-    monkeypatch.setattr(report_html, "region_share_figure", lambda *a: drawn.append(real_figure(*a)) or drawn[-1])
-    page = (write_report(run, **FAST_STATS)).read_text()
-    labels, rows = _cells(page)
-    assert labels == ["all images (n=24)", "man (n=12)", "woman (n=12)"]
-    sentence = re.search(
-        r"For group woman the model puts ([\d.]+) points more of its saliency on the nose than for group man "
-        r"\(on average ([\d.]+)% of an image&#x27;s saliency against ([\d.]+)%",
-        page,
-    )
-    assert sentence, "the planted nose shift is found and its sentence quotes both groups' shares"
-    shift, woman, man = map(float, sentence.groups())
-    every, man_cell, woman_cell = rows["nose"]
-    assert (woman, man) == (woman_cell[0], man_cell[0])  # the sentence's numbers are the table's
-    assert shift == pytest.approx(woman - man, abs=0.11)  # its shift is their difference (each rounded)
-    # "all images" is the mean over all 24 images: between the groups, not the strong group's share
-    assert every[0] == pytest.approx((man + woman) / 2, abs=0.11)
-    for cells in rows.values():  # every printed interval is around the estimate printed beside it
-        assert all(low <= mean <= high for mean, low, high in cells)
-    (figure,) = drawn
-    heights = [np.round(c.datavalues, 1) for c in figure.axes[0].containers if hasattr(c, "datavalues")]
-    names = list(region_masks(SHAPE))
-    assert [h[names.index("nose")] for h in heights] == [every[0], man_cell[0], woman_cell[0]]
-
-
 def _quoted_shift(page: str, unit: str, first: str, second: str, region: str) -> tuple[float, float, float]:
     """(shift, first's share, second's share) in points / percent, from the findings sentence."""
     sentence = re.search(
@@ -79,6 +50,35 @@ def _quoted_shift(page: str, unit: str, first: str, second: str, region: str) ->
     )
     assert sentence, f"the planted {region} shift is found and its sentence quotes both shares"
     return tuple(map(float, sentence.groups()))
+
+
+def _report_and_bars(tmp_path, monkeypatch, seed: int, **options):
+    """The report of :func:`_grouped_maps` as a run, and the region-share figure it drew."""
+    maps, groups = _grouped_maps(np.random.default_rng(seed))
+    run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(24)], groups)
+    drawn = []
+    real_figure = report_html.region_share_figure
+    monkeypatch.setattr(report_html, "region_share_figure", lambda *a: drawn.append(real_figure(*a)) or drawn[-1])
+    page = write_report(run, **options, **FAST_STATS).read_text()
+    (figure,) = drawn
+    return page, figure
+
+
+def test_findings_table_and_bars_show_one_number_per_region_and_group(tmp_path, monkeypatch):
+    page, figure = _report_and_bars(tmp_path, monkeypatch, 0)
+    labels, rows = _cells(page)
+    assert labels == ["all images (n=24)", "man (n=12)", "woman (n=12)"]
+    shift, woman, man = _quoted_shift(page, "group", "woman", "man", "nose")
+    every, man_cell, woman_cell = rows["nose"]
+    assert (woman, man) == (woman_cell[0], man_cell[0])  # the sentence's numbers are the table's
+    assert shift == pytest.approx(woman - man, abs=0.11)  # its shift is their difference (each rounded)
+    # "all images" is the mean over all 24 images: between the groups, not the strong group's share
+    assert every[0] == pytest.approx((man + woman) / 2, abs=0.11)
+    for cells in rows.values():  # every printed interval is around the estimate printed beside it
+        assert all(low <= mean <= high for mean, low, high in cells)
+    heights = [np.round(c.datavalues, 1) for c in figure.axes[0].containers if hasattr(c, "datavalues")]
+    names = list(region_masks(SHAPE))
+    assert [h[names.index("nose")] for h in heights] == [every[0], man_cell[0], woman_cell[0]]
 
 
 def test_compare_page_quotes_the_numbers_of_its_table(tmp_path):
@@ -98,14 +98,9 @@ def test_compare_page_quotes_the_numbers_of_its_table(tmp_path):
 
 
 def test_interval_labels_follow_the_confidence(tmp_path, monkeypatch):
-    maps, groups = _grouped_maps(np.random.default_rng(1))
-    run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(24)], groups)
-    drawn = []
-    real_figure = report_html.region_share_figure
-    monkeypatch.setattr(report_html, "region_share_figure", lambda *a: drawn.append(real_figure(*a)) or drawn[-1])
-    page = write_report(run, confidence=0.9, **FAST_STATS).read_text()
+    page, figure = _report_and_bars(tmp_path, monkeypatch, 1, confidence=0.9)
     assert "90% bootstrap CI" in page and "90% CI" in page and "95%" not in page
-    legend = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert legend and all("90% CI" in text for text in legend)
 
 

@@ -209,7 +209,7 @@ def difference_table(d: GroupDifference) -> str:
     a, b = html.escape(d.a), html.escape(d.b)
     adjusted = "adjusted p (max-T)" if d.correction == "fwer" else "adjusted p (BH)"
     head = (
-        f"<tr><th>region</th><th>share {a} - {b} (points)</th><th>{100 * d.confidence:g}% CI</th>"
+        f"<tr><th>region</th><th>share {a} - {b} (points)</th><th>{100 * d.confidence:g}% CI (this region alone)</th>"
         f"<th>effect size (d)</th><th>raw p</th><th>{adjusted}</th><th>n {a} / {b}</th><th>significant</th>"
         "<th>detectable shift (points, 80% power)</th></tr>"
     )
