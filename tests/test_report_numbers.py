@@ -76,6 +76,8 @@ def test_findings_table_and_bars_show_one_number_per_region_and_group(tmp_path, 
     assert every[0] == pytest.approx((man + woman) / 2, abs=0.11)
     for cells in rows.values():  # every printed interval is around the estimate printed beside it
         assert all(low <= mean <= high for mean, low, high in cells)
+    differences = re.findall(r"<td>([-+][\d.]+)</td><td>\[([-+][\d.]+), ([-+][\d.]+)\]</td>", page)
+    assert len(differences) == len(rows) and all(float(lo) <= float(d) <= float(hi) for d, lo, hi in differences)
     heights = [np.round(c.datavalues, 1) for c in figure.axes[0].containers if hasattr(c, "datavalues")]
     names = list(region_masks(SHAPE))
     assert [h[names.index("nose")] for h in heights] == [every[0], man_cell[0], woman_cell[0]]
