@@ -284,6 +284,20 @@ def _shares_table(c: Comparison) -> str:
     )
 
 
+def _unmatched_section(c: Comparison, most: int = 200) -> str:
+    """The photos a paired comparison left out (no photo of identical content in the other
+    run), per run, at most ``most`` named each; empty when none was left out."""
+    if not c.paired:
+        return ""
+    parts = []
+    for name, keys in ((c.a, c.pairing.unmatched_a), (c.b, c.pairing.unmatched_b)):
+        if keys:
+            more = f" and {len(keys) - most} more" if len(keys) > most else ""
+            listed = ", ".join(f"<code>{html.escape(k)}</code>" for k in keys[:most])
+            parts.append(f"<p>Only in {html.escape(name)} ({len(keys)}): {listed}{more}.</p>")
+    return "<h2>Photos left out</h2>" + "".join(parts) if parts else ""
+
+
 def _model(meta: dict) -> str:
     return str(meta.get("settings", {}).get("model", "model"))
 
@@ -317,6 +331,7 @@ def write_compare_report(c: Comparison, out: str | Path) -> Path:
         difference_section(d, unit="run"),
         "<h2>Region shares</h2>",
         _shares_table(c),
+        _unmatched_section(c),
         "<h2>Settings</h2>",
         f"<pre>{html.escape(json.dumps({c.a: c.settings[0], c.b: c.settings[1]}, indent=2, sort_keys=True))}</pre>",
     ]

@@ -19,7 +19,7 @@ from facesal_fast.audit.groups import assign, groups_digest, read_groups_table
 from facesal_fast.audit.options import print_summary, read_groups
 from facesal_fast.audit.runner import cms_from_store
 from facesal_fast.audit.store import RunStore, file_sha256
-from facesal_fast.comparison import compare
+from facesal_fast.comparison import compare, write_compare_report
 from facesal_fast.scoring import Scorer
 
 FAST = {"stride": 16}
@@ -207,3 +207,8 @@ def test_compare_pairs_photos_by_content_not_by_name(tmp_path):
     assert paired.paired and paired.difference.n_a == 11 and paired.pairing.unmatched_a == ["p05.jpg"]
     assert "1 photos of a and 0 of b have no photo of identical content" in paired.pairing_notes[0]
     assert renamed.paired and renamed.difference.n_a == 12 and renamed.pairing.pairs[0] == ("p00.jpg", "xp00.jpg")
+    page = write_compare_report(paired, tmp_path / "cmp").read_text()
+    assert "paired test over the 11 photos of identical content" in page
+    assert "Only in a (1): <code>p05.jpg</code>" in page
+    page = write_compare_report(unpaired, tmp_path / "cmp").read_text()
+    assert "unpaired test: no photo of identical content in both runs" in page and "Only in" not in page
