@@ -5,13 +5,16 @@ cover the pixel, with its coverage map."""
 
 import html
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from test_report import _fake_run
 
+import facesal_fast as fs
 import facesal_fast.report.html as report_html
-from facesal_fast.align import canonical_mask, region_masks
+from facesal_fast import models
+from facesal_fast.align import canonical_mask, load_image, region_masks
 from facesal_fast.audit.runner import cms_from_store
 from facesal_fast.audit.store import RunStore
 from facesal_fast.comparison import compare, write_compare_report
@@ -132,6 +135,20 @@ def test_cms_is_the_mean_over_the_images_covering_each_pixel(tmp_path):
     page = write_report(run, **FAST_STATS).read_text()
     assert "<h2>Coverage</h2>" in page and "least covered pixel by 6 of 12 images" in page
     assert "fraction of images covering each pixel" in page
+
+
+def test_a_face_cut_by_the_photo_edge_leaves_no_stripe_in_the_cms():
+    photo = load_image(Path(fs.__file__).parent / "data" / "demo_faces" / "img1.jpg")
+    scorer = models.load("gender", backend="onnx")
+    options = {"mode": "grid", "grid_step": 8, "stride": 8}
+    full = fs.cis(photo, scorer, **options)
+    x0, _, x1, _ = full.face.face_box
+    cut = np.ascontiguousarray(photo[:, : int(x0 + 0.8 * (x1 - x0))])  # the subject's left fifth is gone
+    result = fs.cms([photo, cut], scorer, progress=False, **options)
+    face = canonical_mask(full.canonical.shape)
+    alone = face & (result.coverage == 0.5)  # where only the whole face covers
+    assert 0.03 < alone.sum() / face.sum() < 0.3
+    np.testing.assert_allclose(result.cms[alone], full.canonical[alone], rtol=1e-5, atol=1e-7)
 
 
 def test_accumulator_coverage_is_checked_and_defaults_to_every_pixel():
