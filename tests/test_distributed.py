@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,62 @@ def photos(tmp_path_factory):
     return folder
 
 
+#: Ray on a busy machine: more time for health checks, worker registration and GCS reconnects,
+#: and a small object store (its start timed out at a load average of 4 on 2 cores).
+RAY_OPTIONS = {
+    "num_cpus": 2,
+    "include_dashboard": False,
+    "log_to_driver": False,
+    "object_store_memory": 256 * 2**20,
+    "_system_config": {
+        "health_check_timeout_ms": 60_000,
+        "health_check_failure_threshold": 10,
+        "worker_register_timeout_seconds": 180,
+        "gcs_rpc_server_reconnect_timeout_s": 180,
+    },
+}
+RAY_START_ATTEMPTS = 3
+
+
+def start_ray(init=None, shutdown=None, attempts: int = RAY_START_ATTEMPTS, pause: float = 10.0) -> int:
+    """Start a local 2-CPU Ray (:data:`RAY_OPTIONS`); returns the attempts it took. A start can
+    time out on a busy machine (Ray waits a fixed 30 s for its raylet: "The current node timed
+    out during startup ... or the GCS has become overloaded"): the half-started Ray is shut
+    down and started again, up to ``attempts`` times, ``pause`` seconds apart."""
+    init, shutdown = init or ray.init, shutdown or ray.shutdown
+    for attempt in range(1, attempts):
+        try:
+            init(**RAY_OPTIONS)
+            return attempt
+        except Exception:  # whatever the start raised: tried again
+            shutdown()
+            time.sleep(pause)
+    init(**RAY_OPTIONS)  # the last attempt: its error is the test's
+    return attempts
+
+
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray()
     yield
     ray.shutdown()
+
+
+def test_a_ray_start_that_times_out_is_retried():
+    calls: list[str] = []
+
+    def init(**options):
+        calls.append("init")
+        assert options == RAY_OPTIONS
+        if calls.count("init") < 3:
+            raise Exception("The current node timed out during startup. ... or the GCS has become overloaded.")
+
+    assert start_ray(init, lambda: calls.append("shutdown"), pause=0) == 3
+    assert calls == ["init", "shutdown", "init", "shutdown", "init"]
+    calls.clear()
+    with pytest.raises(Exception, match="GCS has become overloaded"):
+        start_ray(init, lambda: calls.append("shutdown"), attempts=2, pause=0)
+    assert calls == ["init", "shutdown", "init"]
 
 
 @pytest.fixture(scope="module")
