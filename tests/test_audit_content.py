@@ -2,6 +2,7 @@
 photo gone from the folder is left out, arrays keyed by content), groups matched by path
 before name, persons per photo, and ``compare`` pairing photos by content, never by name."""
 
+import re
 import shutil
 import sqlite3
 import warnings
@@ -70,6 +71,19 @@ def test_a_replaced_photo_is_explained_again_and_a_gone_photo_left_out(scorer, t
     )
     again = _run(scorer, tmp_path / "run", photos)  # nothing changed since: everything skipped, nothing recounted
     assert again == {"done": 0, "failed": 0, "skipped": 2, "changed": 0, "gone": 0}
+
+
+def test_the_report_shows_no_crop_of_a_photo_replaced_since_the_audit(scorer, tmp_path):
+    from facesal_fast.report.html import write_report
+
+    photos = _folder(tmp_path / "photos", {"a.jpg": "img1.jpg", "b.jpg": "img5.jpg"})
+    with Audit(scorer, tmp_path / "run", settings={"photos": str(photos.resolve())}, **FAST) as audit:
+        audit.run(photos, progress=False)
+    shutil.copy(BUNDLED / "img3.jpg", photos / "b.jpg")  # replaced, not yet audited again
+    page = write_report(tmp_path / "run", tmp_path / "report.html", permutations=20).read_text()
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", page)
+    assert [c.split(":")[0] for c in captions if "changed since the audit" in c] == ["b.jpg"]
+    assert page.count('class="photo"') == 1  # a.jpg's crop only
 
 
 def test_a_run_written_before_content_hashes_resumes_and_records_them(scorer, tmp_path):
