@@ -24,6 +24,7 @@ from facesal_fast.comparison import compare, write_compare_report
 from facesal_fast.scoring import Scorer
 
 FAST = {"stride": 16}
+CLI_FAST = ["--backend", "onnx", "--mode", "grid", "--grid-step", "8", "--stride", "16"]
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +190,25 @@ def test_persons_are_stored_per_photo_and_counted_toward_min_group(scorer, tmp_p
         result = cms_from_store(store, min_group=2, permutations=50, bootstrap=20)
     assert result.persons == {"x": 1, "y": 1}
     assert "too few persons in group x (n=1 < 2)" in result.small_groups
+
+
+def test_facesal_audit_stores_the_csv_persons_and_says_what_changed(tmp_path, capsys):
+    from facesal_fast.cli import main
+
+    photos = _folder(tmp_path / "photos", {"m/IMG_0001.jpg": "img1.jpg", "w/IMG_0001.jpg": "img5.jpg"})
+    csv_path = tmp_path / "groups.csv"
+    csv_path.write_text("image,group,person\nm/IMG_0001.jpg,men,ann\nw/IMG_0001.jpg,women,bob\n")
+    command = ["audit", str(photos), "--out", str(tmp_path / "run"), "--groups", str(csv_path), *CLI_FAST]
+    assert main(command) == 0
+    with RunStore(tmp_path / "run") as store:
+        assert [(r.key, r.group, r.person) for r in store.rows("done")] == [
+            ("m/IMG_0001.jpg", "men", "ann"),
+            ("w/IMG_0001.jpg", "women", "bob"),
+        ]
+    shutil.copy(BUNDLED / "img20.jpg", photos / "w" / "IMG_0001.jpg")
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "1 done, 0 failed, 1 skipped (already done), 1 changed (re-explained) in" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- issue 31.5
