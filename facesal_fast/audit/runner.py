@@ -204,11 +204,13 @@ class Audit:
             "canonical_patch": self.cis_options.get("canonical_patch")
             or "per image: patch x canonical face size / face size in the input (canonical_patch in its results file)",
         }
+        self._resumed = out is not None and (Path(out) / "run.json").is_file()
         self.store = (
             None
             if out is None
             else RunStore(out, run_settings(target, cis_options, settings), versions(), self.resolved)
         )
+        self._record_backend()
         self._memory: CMSAccumulator | None = None
         self.summary = {"done": 0, "failed": 0, "skipped": 0, "changed": 0, "gone": 0}
         self._resume = None if self.store is None else Resume(self.store, self._all_faces, self.summary)
@@ -447,7 +449,15 @@ class Audit:
         because they left the folder)."""
         for _ in self.feed(inputs, groups, progress, **labels):
             pass
+        self._record_backend()  # backend="auto" may have probed and switched meanwhile
         return dict(self.summary)
+
+    def _record_backend(self) -> None:
+        """Record the backend this session runs on in run.json (a resumed run switching: a warning)."""
+        name = getattr(getattr(self.scorer, "backend", None), "name", None)
+        if self.store is not None and name is not None and (switched := self.store.record_backend(name)):
+            if self._resumed:
+                warnings.warn(switched, stacklevel=3)
 
     def close(self) -> None:
         """Close the run store and release the run folder's lock (also done on leaving a

@@ -238,6 +238,12 @@ def _select(db: sqlite3.Connection) -> str:
     return ", ".join((*_COLUMNS, *later))
 
 
+def _backends_in(name: str) -> set[str]:
+    """The backends a backend name stands for: ``auto(torch-fp32, onnx-cpu)`` -> both."""
+    inner = name[5:-1] if name.startswith("auto(") and name.endswith(")") else name
+    return {part.strip() for part in inner.split(",")}
+
+
 class RunStore:
     """A run directory. ``RunStore(path, settings)`` creates it or checks it matches;
     ``RunStore(path)`` opens an existing run read-only (e.g. for the report).
@@ -314,6 +320,25 @@ class RunStore:
             return
         self.meta["resolved"] = json.loads(json.dumps(resolved, default=str))
         atomic_write_bytes(self.path / "run.json", json.dumps(self.meta, indent=2, sort_keys=True).encode())
+
+    def record_backend(self, name: str) -> str | None:
+        """Add backend ``name`` to those the run has run on (``resolved["backends"]`` in
+        run.json, in order of first use). Returns what to warn about when ``name`` (``auto(a,
+        b)`` names a and b) holds a backend the run had not run on, else None."""
+        resolved = self.meta.setdefault("resolved", {})
+        names = list(resolved.get("backends") or ([resolved["backend"]] if resolved.get("backend") else []))
+        if not names or name in names:
+            return None
+        resolved["backends"] = [*names, name]
+        atomic_write_bytes(self.path / "run.json", json.dumps(self.meta, indent=2, sort_keys=True).encode())
+        new = _backends_in(name) - set().union(*map(_backends_in, names))
+        return (
+            f"{self.path} was started on backend {names[0]}; this session runs on {', '.join(sorted(new))} (e.g. "
+            "onnxruntime missing, or another --backend): its maps agree within float tolerance, not bit for bit; "
+            "run.json lists every backend used under resolved.backends"
+            if new
+            else None
+        )
 
     @property
     def settings(self) -> dict[str, Any]:
