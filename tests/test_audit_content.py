@@ -121,6 +121,11 @@ def test_arrays_are_keyed_by_content_not_position(scorer, tmp_path):
         items = list(audit.feed([c, a, b], progress=False))
         assert [i.status for i in items] == ["done", "skipped", "skipped"]
         assert len({i.key for i in items}) == 3 and len(audit.store.rows("done")) == 3
+    with RunStore(tmp_path / "old", {"target": None, **FAST}) as store:  # arrays keyed by position, as before
+        store.save_failed("array-000000", "array #0", "array #0: no face found")
+    with Audit(scorer, tmp_path / "old", **FAST) as audit:
+        with pytest.raises(ValueError, match="holds 1 arrays keyed by their position \\('array-000000', ...\\)"):
+            audit.run([c], progress=False)
 
 
 # ----------------------------------------------------------------------------- issue 27.3
