@@ -361,24 +361,23 @@ class Audit:
         matched as they arrive."""
         item_groups: dict[str, str] = {}
         folder = isinstance(inputs, (str, Path))
+        tables = (("group", labels.groups), ("person", labels.persons))
+        wheres = {"group": where, "person": "persons" if where == "groups" else where}
         if self._resume is not None and not folder:
             self._resume.refuse_position_keys()
         if not (folder or isinstance(inputs, (list, tuple))):
             items = iter_inputs(inputs, item_groups=item_groups)
-            matchers, found = [], []
-            for table, what in ((labels.groups, "group"), (labels.persons, "person")):
-                if isinstance(table, Mapping):
-                    matchers.append(MatchAsReached(table, where if what == "group" else "persons", what))
-                    items = matchers[-1].wrap(items)
-                found.append(matchers[-1].found if isinstance(table, Mapping) else table)
-            return items, _Labels(item_groups if found[0] is None else found[0], found[1]), matchers
+            matchers = {w: MatchAsReached(t, wheres[w], w) for w, t in tables if isinstance(t, Mapping)}
+            for matcher in matchers.values():
+                items = matcher.wrap(items)
+            groups, persons = (matchers[w].found if w in matchers else t for w, t in tables)
+            return items, _Labels(item_groups if groups is None else groups, persons), list(matchers.values())
         items = list(iter_inputs(inputs, None if self.store is None else self.store.path, item_groups))
         if self._resume is not None and folder:
             self._resume.check_same_photos(items)
             self._resume.leave_out_gone(inputs, items)
         keys = [key for key, _, _ in items]
-        groups = assigned(labels.groups, keys, where, "group")
-        persons = assigned(labels.persons, keys, where if where != "groups" else "persons", "person")
+        groups, persons = (assigned(t, keys, wheres[w], w) for w, t in tables)
         return items, _Labels(item_groups if groups is None else groups, persons), []
 
     def _finish(self, chunk: list[_Entry], labels: _Labels) -> list[AuditItem]:
