@@ -6,7 +6,10 @@ import re
 import shutil
 import sqlite3
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,6 +112,78 @@ def test_every_face_of_a_replaced_group_photo_is_replaced(scorer, tmp_path):
     with RunStore(tmp_path / "run") as store:
         assert [r.key for r in store.rows("done")] == ["group.jpg#face1"]
         assert [r.key for r in store.rows("gone")] == ["group.jpg#face2"]
+
+
+@dataclass(eq=False)
+class _Ref:
+    """A task's reference (hashable by identity), its result inside."""
+
+    value: Any
+
+
+class _InProcessRay:
+    """Just enough of ``ray`` for the Ray driver (:func:`facesal_fast.distributed._run`) to run
+    its actors in this process: a task runs when submitted, its reference holds the result."""
+
+    class _Method:
+        def __init__(self, method):
+            self.method = method
+
+        def remote(self, *args):
+            return _Ref(self.method(*args))
+
+    class _Actor:
+        def __init__(self, cls):
+            self.cls = cls
+
+        def options(self, **_):
+            return self
+
+        def remote(self, *args):
+            instance = self.cls(*args)
+            return SimpleNamespace(
+                **{n: _InProcessRay._Method(getattr(instance, n)) for n in ("explain", "resolved", "partials")}
+            )
+
+    remote = _Actor
+
+    @staticmethod
+    def cluster_resources():
+        return {"CPU": 1}
+
+    @staticmethod
+    def wait(refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    @staticmethod
+    def get(ref):
+        return [r.value for r in ref] if isinstance(ref, list) else ref.value
+
+    @staticmethod
+    def kill(_):
+        pass
+
+
+def test_a_ray_audit_resumes_by_content_and_stores_persons(scorer, tmp_path):
+    from facesal_fast.distributed import _run
+
+    photos = _folder(tmp_path / "photos", {"a.jpg": "img1.jpg", "b.jpg": "img5.jpg", "c.jpg": "img20.jpg"})
+    persons = {"a.jpg": "ann", "b.jpg": "bob", "c.jpg": "cy"}
+
+    def ray_audit():
+        options = (None, None, 1, 1, 0, None, False, {}, FAST)  # groups .. cis_options
+        return _run(
+            _InProcessRay, photos, tmp_path / "run", lambda: scorer, "torch", "cpu", None, *options, persons=persons
+        )
+
+    assert ray_audit().summary["done"] == 3
+    shutil.copy(BUNDLED / "img3.jpg", photos / "b.jpg")
+    (photos / "c.jpg").unlink()
+    assert ray_audit().summary == {"done": 1, "failed": 0, "skipped": 1, "changed": 1, "gone": 1}
+    with RunStore(tmp_path / "run") as store:
+        rows = store.rows("done")
+        assert [(r.key, r.person) for r in rows] == [("a.jpg", "ann"), ("b.jpg", "bob")]
+        assert all(r.sha256 == file_sha256(photos / r.key) for r in rows)
 
 
 # ----------------------------------------------------------------------------- issue 27.4
