@@ -270,6 +270,11 @@ def test_persons_are_stored_per_photo_and_counted_toward_min_group(scorer, tmp_p
         result = cms_from_store(store, min_group=2, permutations=50, bootstrap=20)
     assert result.persons == {"x": 1, "y": 1}
     assert "too few persons in group x (n=1 < 2)" in result.small_groups
+    paths = [photos / f"p{i}.jpg" for i in range(3)]  # fs.cms without a run folder: one name per image
+    in_memory = cms(paths, scorer, groups=["x", "x", "y"], persons=["ann", "ann", "bob"], progress=False, **FAST)
+    assert in_memory.persons == {"x": 1, "y": 1}
+    with pytest.raises(ValueError, match="persons has 2 names but images has 3 items: give one person per image"):
+        cms(paths, scorer, persons=["ann", "bob"], progress=False, **FAST)
 
 
 def test_facesal_audit_stores_the_csv_persons_and_says_what_changed(tmp_path, capsys):
