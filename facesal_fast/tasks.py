@@ -9,9 +9,11 @@ On the same photos, the CMS (mean CIS over the photos) of every bundled model of
 - head pose: ``head-pose`` (MediaPipe Face Mesh, 9 yaw x pitch bins);
 - expression: ``expression-fer`` and ``expression-kdef``.
 
-Every classifier explains its predicted class. The maps are drawn over the mean face on one
-colour scale (all confidences are probabilities or cosines, so drops share a unit) with
-each model's region shares: the mean over the photos of each photo's share of its positive
+Every classifier explains its predicted class. The confidences differ in unit (probability,
+cosine) and the drops in size, so each map is drawn over the mean face divided by its own
+positive mass, all on one colour scale, with its magnitude (mean positive drop) written
+under it (:func:`facesal_fast.report.figures.task_maps_figure`); beside the figure, each
+model's region shares in percent: the mean over the photos of each photo's share of its positive
 saliency on the face (the maps are cut to the canonical face first), with its bootstrap
 interval over photos.
 Output: ``OUT/tasks.png``, ``OUT/tasks.html`` (self-contained) and ``OUT/tasks.json``.
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -202,35 +203,27 @@ def _checked_options(mode: str, grid_step: int, patch: int | None) -> dict[str, 
 
 
 def _figure_png(result: TaskMaps) -> bytes:
-    """The maps over the mean face in one row, one colour scale, with one colour bar."""
+    """The maps over the mean face, each over its own positive mass, on one colour scale, with
+    each model's magnitude (mean positive drop, in its confidence's unit) under its map."""
     # lazy: keeps matplotlib, cv2 and torch out of facesal --help
-    from matplotlib.figure import Figure
+    from facesal_fast.report.figures import png, task_maps_figure
 
-    from facesal_fast.align import canonical_face, canonical_mask
+    maps = [
+        (f"{result.task[n]}\n{n}", result.cms[n], "cosine" if result.task[n] == "recognition" else "probability")
+        for n in result.cms
+    ]
+    return png(task_maps_figure(maps))
 
-    names = list(result.cms)
-    top = max(float(np.max(m)) for m in result.cms.values()) or 1.0
-    fig = Figure(figsize=(2.6 * len(names) + 0.8, 3.2), dpi=100)
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    image = None
-    for ax, name in zip(axes, names):
-        heat = result.cms[name]
-        ax.imshow(canonical_face(heat.shape).mean(axis=2), cmap="gray", vmin=0, vmax=255)
-        image = ax.imshow(
-            np.where(canonical_mask(heat.shape), np.clip(heat, 0, None), np.nan),
-            cmap="inferno",
-            vmin=0.0,
-            vmax=top,
-            alpha=0.85,
-        )
-        ax.set_title(f"{result.task[name]}\n{name}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    bar = fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01)
-    bar.set_label("mean confidence drop (CMS)", fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    """The CIS options in words: ``grid mode, step 8 px, default patch, backend onnx``."""
+    patch = settings.get("patch")
+    return (
+        f"{settings.get('mode')} mode, grid step {settings.get('grid_step')} px, "
+        + (f"patch {patch} px" if patch else "default patch (15 px at a 224 px input, scaled to each model)")
+        + (f", backend {settings['backend']}" if settings.get("backend") else "")
+        + " (sizes in each model's input pixels)"
+    )
 
 
 def _shares_table(result: TaskMaps) -> str:
@@ -239,15 +232,20 @@ def _shares_table(result: TaskMaps) -> str:
     head = "".join(f"<th>{html.escape(result.task[n])}<br>{html.escape(n)}</th>" for n in names)
     rows = []
     for region in regions:
-        cells = "".join(f"<td>{result.shares[n][region]:.3f}{_interval(result, n, region)}</td>" for n in names)
+        cells = "".join(f"<td>{_share(result, n, region)}</td>" for n in names)
         rows.append(f"<tr><td>{html.escape(region.replace('_', ' '))}</td>{cells}</tr>")
     return f"<table><tr><th>region (subject's left/right)</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _interval(result: TaskMaps, name: str, region: str) -> str:
-    """`` [low, high]``: the bootstrap CI of the mean per-photo share printed above it, when there is one."""
+def _share(result: TaskMaps, name: str, region: str) -> str:
+    """``13.9% [12.1, 15.8]``: the mean per-photo share in percent and, when there is one, its
+    bootstrap interval (the report's and compare's unit)."""
+    # lazy: keeps cv2 and torch out of facesal --help
+    from facesal_fast.report.html import share_cell
+
     found = result.intervals.get(name, {}).get(region)
-    return f"<br><small>[{found[1]:.3f}, {found[2]:.3f}]</small>" if found else ""
+    share = result.shares[name][region]
+    return share_cell(share, found[1], found[2]) if found else f"{100 * share:.1f}%"
 
 
 def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
@@ -273,19 +271,20 @@ def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
     failed = "".join(f"<li>{html.escape(p)}: {html.escape(m)}</li>" for p, m in result.failed)
     body = (
         "<h1>Five face tasks: canonical model saliency</h1>"
-        f"<p>{len(result.photos)} photos; CIS options {html.escape(json.dumps(result.settings))}; every map on one "
-        "colour scale (mean drop of the predicted class's probability, or of the identification cosine).</p>"
+        f"<p>{len(result.photos)} photos; {html.escape(_settings_text(result.settings))}. The models' confidence "
+        "drops differ in unit (the predicted class's probability, the identification cosine) and in size, so each "
+        "map is divided by its own positive mass and all share one colour scale (1 = spread evenly over the face); "
+        "under each map, its magnitude: the mean positive drop over the face and the largest drop.</p>"
         f'<img src="data:image/png;base64,{base64.b64encode(figure).decode()}" alt="CMS per task" '
         'style="max-width:100%">'
         "<h2>Region shares (mean over the photos of each photo's share of its positive saliency on the face; "
         f"under each, its {100 * result.confidence:g}% bootstrap interval over photos)</h2>{_shares_table(result)}"
         + (f"<h2>Left out</h2><ul>{failed}</ul>" if failed else "")
     )
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>facesal tasks</title><style>body{{font-family:"
-        f"sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}</style></head><body>{body}</body></html>"
-    )
-    atomic_write_bytes(out / "tasks.html", page.encode())
+    # lazy: keeps cv2 and torch out of facesal --help
+    from facesal_fast.report.html import page
+
+    atomic_write_bytes(out / "tasks.html", page("facesal tasks", [body]))  # the report's style
     return out / "tasks.html"
 
 

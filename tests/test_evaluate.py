@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from figure_text import assert_readable, recording_figures
 
 from facesal_fast import models
 from facesal_fast.align import default_aligner
@@ -96,27 +97,29 @@ def test_evaluate_command_end_to_end(tmp_path, monkeypatch, capsys):
         (photos / name).write_bytes((DEMO / name).read_bytes())
     (photos / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "run"
-    rc = main(
-        [
-            "evaluate",
-            str(photos),
-            "--model",
-            "gender",
-            "--methods",
-            "cms,cis,gradcam,gb",
-            "--out",
-            str(out),
-            "--steps",
-            "4",
-            "--ablation-images",
-            "0",
-            "--sanity-images",
-            "0",
-            "--patch",
-            "3",
-        ]
-    )
+    with recording_figures() as figures:
+        rc = main(
+            [
+                "evaluate",
+                str(photos),
+                "--model",
+                "gender",
+                "--methods",
+                "cms,cis,gradcam,gb",
+                "--out",
+                str(out),
+                "--steps",
+                "4",
+                "--ablation-images",
+                "0",
+                "--sanity-images",
+                "0",
+                "--patch",
+                "3",
+            ]
+        )
     assert rc == 0
+    assert_readable(figures)  # the page's figures: no overlapping text, none cut by the figure's edge
     ev = out / "evaluate"
     for name in (
         "faithfulness.csv",
@@ -179,7 +182,9 @@ def test_ablation_section(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
     photos = [DEMO / "img1.jpg", DEMO / "img2.jpg"]
     cfg = EvalConfig(methods=("cms", "cis"), steps=2, ablation_images=2, sanity_images=0)
-    summary = evaluate(photos, tmp_path, cfg, log=lambda msg: None)
+    with recording_figures() as figures:
+        summary = evaluate(photos, tmp_path, cfg, log=lambda msg: None)
+    assert_readable(figures)
     ev = tmp_path / "evaluate"
     rows = list(csv.DictReader((ev / "ablations.csv").open()))
     families = {}

@@ -3,19 +3,21 @@ written from the tests, pages that render in headless Chromium, paired/unpaired 
 comparison and ``--fail-on-shift``."""
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from browser import chromium_dom
+from figure_text import assert_readable, recording_figures
 
 from facesal_fast.align import region_masks
 from facesal_fast.audit.store import RunStore
 from facesal_fast.cli import main
-from facesal_fast.comparison import compare
+from facesal_fast.comparison import compare, write_compare_report
 from facesal_fast.report.figures import map_figure, png
-from facesal_fast.report.html import findings
+from facesal_fast.report.html import findings, write_report
 from facesal_fast.saliency import CMSAccumulator
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
@@ -96,6 +98,31 @@ def test_report_has_colour_bars_findings_and_renders(gender_run, tmp_path, capsy
     page = tmp_path / "small-groups-allowed.html"
     assert main(["report", str(gender_run), "--out", str(page), "--min-group", "1", "--correction", "fdr"]) == 0
     assert "too few images in group" not in capsys.readouterr().err + page.read_text()
+
+
+def test_report_and_compare_figures_share_scales_pair_photos_and_keep_text_clear(gender_run, tmp_path):
+    with recording_figures() as figures:
+        page = write_report(gender_run, tmp_path / "report.html", permutations=200).read_text()
+    assert_readable(figures)  # no two texts of any figure overlap, none is cut by the figure's edge
+    scales = {
+        ax.get_title(): ax.images[-1].get_clim()
+        for fig in figures
+        for ax in fig.axes
+        if re.match("CMS[ ,]", ax.get_title()) and ax.images
+    }
+    assert any(title.startswith("CMS, all images") for title in scales) and len(scales) >= 2
+    assert len(set(scales.values())) == 1  # the CMS of all images on the scale of the group maps
+    cells = re.findall(r'<figure class="pair">(.*?)</figure>', page)  # the gallery: each photo beside its map
+    assert len(cells) == 4 and all(c.count('class="photo"') == 1 and c.count('class="map"') == 1 for c in cells)
+    store = RunStore(gender_run)
+    keys, maps = zip(*((row.key, arrays["canonical"]) for row, arrays in store.iter_done()))
+    store.close()
+    mirrored = _fake_run(tmp_path / "mirrored", np.stack(maps)[:, :, ::-1], list(keys))
+    labels = ("a-retrained-model-with-a-long-run-name/2026-12-07", "the-baseline-model-before-retraining")
+    with recording_figures() as figures:
+        c = compare(mirrored, gender_run, labels=labels, permutations=200, min_group=2)
+        write_compare_report(c, tmp_path / "cmp")
+    assert_readable(figures)
 
 
 def _fake_run(

@@ -20,6 +20,8 @@ __all__ = ["ORDERS", "cms_overlay", "region_rows", "regions_section", "stability
 
 #: Image orders averaged in the convergence curve (the given one and seeded permutations).
 ORDERS = 20
+#: Fewest images whose split-half correlation the page shows without a warning (halves of 5).
+SPLIT_HALF_IMAGES = 10
 
 
 def cms_overlay(cms: np.ndarray) -> np.ndarray:
@@ -79,4 +81,17 @@ def stability_section(canonical: Sequence[np.ndarray], seed: int) -> Section:
         [Table("cms_convergence", rows, 3), Table("cms_split_half", [halves] if halves else [], 3)],
         {"convergence.png": png(figure)},
         {"cms_convergence": rows, "cms_split_half": halves},
+        warnings=_split_half_warning(halves),
     )
+
+
+def _split_half_warning(halves: dict[str, float]) -> list[str]:
+    """A warning when the split-half correlation comes from fewer than :data:`SPLIT_HALF_IMAGES` images."""
+    if not halves or 2 * halves["halves_of"] >= SPLIT_HALF_IMAGES:
+        return []
+    return [
+        f"The split-half correlation compares halves of only {halves['halves_of']:.0f} image"
+        f"{'s' if halves['halves_of'] > 1 else ''}: it swings from split to split (5th to 95th percentile "
+        f"{halves['r_p05']:.2f} to {halves['r_p95']:.2f}) and says little about the CMS's reliability; use at "
+        f"least {SPLIT_HALF_IMAGES} images before reading it."
+    ]

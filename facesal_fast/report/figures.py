@@ -1,7 +1,10 @@
 """Report figures (matplotlib, no display): maps that share one colour scale per panel, each
 with its colour bar, on the mean face; region shares with confidence intervals; the
-convergence and split-half reliability curves; and the plain picture grids and line charts of
-``facesal evaluate``.
+convergence and split-half reliability curves; the maps of ``facesal tasks`` (models of
+different confidence units, each over its own positive mass, on one scale); and the plain
+picture grids and line charts of ``facesal evaluate``. Titles and labels too long for their
+place are wrapped (:func:`wrapped`), and the grids and the tasks figure are laid out by
+matplotlib's constrained layout, so no text overlaps another or leaves the figure.
 
 Saliency maps use a sequential colour map whose range starts below 0 when any map of the
 panel is negative (negative saliency: occlusion raised the score), so negative pixels are
@@ -13,6 +16,7 @@ frontal, so the subject's left is on the right of every map; the figures say so.
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import TYPE_CHECKING
 
 import cv2
@@ -36,8 +40,11 @@ __all__ = [
     "map_figure",
     "panel_limits",
     "png",
+    "positive_density",
     "region_share_figure",
     "reliability_figure",
+    "task_maps_figure",
+    "wrapped",
 ]
 
 SALIENCY_CMAP = "inferno"
@@ -67,6 +74,18 @@ def plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
+def wrapped(text: str, width: float, fontsize: float) -> str:
+    """``text`` shown literally, broken into lines no wider than ``width`` inches at ``fontsize``
+    points (long file and group names would be cut by the figure's edge or run into a neighbour)."""
+    per_line = max(6, int(width * 72 / (0.62 * fontsize)))
+    lines = [
+        wrapped_line
+        for line in str(text).split("\n")
+        for wrapped_line in textwrap.wrap(line, per_line, break_long_words=True, break_on_hyphens=False) or [""]
+    ]
+    return plain("\n".join(lines))
+
+
 def _face_gray(shape: tuple[int, int]) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(canonical_face(shape)), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
 
@@ -92,7 +111,8 @@ def map_figure(
     """One row of ``H_F x W_F`` maps on one colour scale, each with a colour bar.
 
     Args:
-        maps: (title, map) pairs; every map of one call shares ``vmin``/``vmax``.
+        maps: (title, map) pairs; every map of one call shares ``vmin``/``vmax``; a title too
+            wide for its map is wrapped (``""``: none, as in the report's gallery).
         kind: ``"saliency"`` (sequential, mean face dimmed under the map) or ``"difference"``
             (diverging, centred at 0, mean face faintly visible).
         significant: per map, an ``h x w`` bool mask (any resolution) outlined in black, or None.
@@ -104,7 +124,7 @@ def map_figure(
     if kind not in ("saliency", "difference"):
         raise ValueError(f"kind must be 'saliency' or 'difference', got {kind!r}")
     vmin, vmax = limits or panel_limits([m for _, m in maps], kind)
-    fig = _figure(3.4 * len(maps), 3.3)
+    fig = _figure(3.4 * len(maps), 3.3 if any(title for title, _ in maps) else 3.0)
     for i, (title, heat) in enumerate(maps):
         ax = fig.add_subplot(1, len(maps), i + 1)
         shape = heat.shape
@@ -127,12 +147,66 @@ def map_figure(
             ax.contour(
                 np.linspace(0, 1, shape[1]), np.linspace(0, 1, shape[0]), up, levels=[0.5], colors="k", linewidths=0.8
             )
-        ax.set_title(plain(title), fontsize=9)
+        ax.set_title(wrapped(title, 3.0, 9), fontsize=9)
         _sides(ax)
         bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
-        bar.set_label(plain(label), fontsize=7)
+        bar.set_label(wrapped(label, 2.2, 7), fontsize=7)
         bar.ax.tick_params(labelsize=7)
     fig.tight_layout()
+    return fig
+
+
+def positive_density(heat: np.ndarray) -> tuple[np.ndarray, float]:
+    """A map divided by its own positive mass on the canonical face.
+
+    Args:
+        heat: ``H_F x W_F`` map (any confidence unit).
+    Returns:
+        ``(density, mean)``: ``H_F x W_F`` density of the positive part (0 off the face; 1 =
+        the mass spread evenly over the face), and ``mean``, the positive part's mean over
+        the face's pixels in ``heat``'s unit (``heat``'s positive part = ``density * mean``).
+    """
+    inside = canonical_mask(heat.shape)
+    positive = np.where(inside, np.clip(heat, 0, None), 0.0)
+    mean = float(positive.sum() / max(int(inside.sum()), 1))
+    return (positive / mean if mean > 0 else positive).astype(np.float32), mean
+
+
+def task_maps_figure(maps: Sequence[tuple[str, np.ndarray, str]], columns: int = 4) -> Figure:
+    """Maps of models whose confidences differ in unit and size, on one colour scale: each
+    map divided by its own positive mass (:func:`positive_density`), with its magnitude (the
+    mean positive drop, in its unit, and the largest drop) written under it.
+
+    Args:
+        maps: ``(title, H_F x W_F map, unit)`` per model, e.g. ``("gender", cms, "probability")``.
+        columns: maps per row.
+    Returns:
+        a ``Figure``: the maps on ``ceil(n / columns)`` rows and one colour bar.
+    """
+    columns = min(columns, len(maps))
+    n_rows = -(-len(maps) // columns)
+    fig = Figure(figsize=(3.0 * columns + 1.0, 3.5 * n_rows), dpi=100, layout="constrained")
+    axes = fig.subplots(n_rows, columns, squeeze=False).ravel()
+    densities = [positive_density(heat) for _, heat, _ in maps]
+    top = max(max(float(d.max()) for d, _ in densities), 1.0)
+    image = None
+    for ax, (title, heat, unit), (density, mean) in zip(axes, maps, densities):
+        ax.imshow(_face_gray(heat.shape), cmap="gray", vmin=0, vmax=1, extent=(0, 1, 1, 0))
+        shown = np.where(canonical_mask(heat.shape), density, np.nan)
+        image = ax.imshow(shown, cmap=SALIENCY_CMAP, vmin=0, vmax=top, alpha=0.85, extent=(0, 1, 1, 0))
+        ax.set_title(wrapped(title, 2.8, 9), fontsize=9)
+        _sides(ax)
+        magnitude = (
+            f"mean positive drop {mean:.3g}\nlargest drop {float(np.max(heat)):.3g} ({unit})"
+            if mean > 0
+            else f"no positive drop ({unit})"
+        )
+        ax.set_xlabel(plain(magnitude), fontsize=8)
+    for ax in axes[len(maps) :]:
+        ax.set_visible(False)
+    bar = fig.colorbar(image, ax=list(axes[: len(maps)]), fraction=0.03, pad=0.02)
+    scale = "saliency density: each map over its own positive mass (1 = spread evenly over the face)"
+    bar.set_label(wrapped(scale, 3.5 * n_rows - 0.6, 8), fontsize=8)
     return fig
 
 
@@ -160,29 +234,29 @@ def region_share_figure(bars: Sequence[tuple[str, dict[str, tuple[float, float, 
     regions = list(bars[0][1])
 
     def draw(ax):
-        width = 0.8 / len(bars)
-        x = np.arange(len(regions))
+        height = 0.8 / len(bars)
+        y = np.arange(len(regions))
         for i, (label, shares) in enumerate(bars):
             mean = np.array([100 * shares[r][0] for r in regions])
             err = np.array(
                 [[100 * (shares[r][0] - shares[r][1]), 100 * (shares[r][2] - shares[r][0])] for r in regions]
             ).T
-            ax.bar(
-                x + i * width,
+            ax.barh(
+                y + i * height,
                 mean,
-                width,
-                yerr=np.maximum(err, 0),
+                height,
+                xerr=np.maximum(err, 0),
                 capsize=2,
                 color="0.6" if i == 0 else None,
-                label=plain(f"{label}, mean per image, {100 * confidence:g}% CI"),
+                label=wrapped(f"{label}, mean per image, {100 * confidence:g}% CI", 2.2, 7),
             )
-        ax.set_xticks(
-            x + width * (len(bars) - 1) / 2, [r.replace("_", " ") for r in regions], rotation=45, ha="right", fontsize=8
-        )
-        ax.set_ylabel("share of positive saliency (%)")
-        ax.legend(fontsize=7)
+        ax.set_yticks(y + height * (len(bars) - 1) / 2, [r.replace("_", " ") for r in regions], fontsize=8)
+        ax.invert_yaxis()  # the first region on top, as in the table
+        ax.set_ylabel("region (subject's left / right)")
+        ax.set_xlabel("share of positive saliency (%)")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
-    return _chart(draw, 8.0, 3.8)
+    return _chart(draw, 8.0, 1.0 + 0.09 * len(regions) * (1 + len(bars)))
 
 
 def convergence_figure(convergence: Sequence[tuple[int, float]]):
@@ -225,23 +299,23 @@ def image_grid_figure(
     rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], col_titles: Sequence[str], title: str
 ) -> Figure:
     """A grid of pictures: ``h x w x 3`` uint8 images as they are, ``h x w`` maps in ``jet``;
-    a title over each column of the first row and beside each row."""
+    a title over each column of the first row, a label left of each row (horizontal, wrapped
+    to the margin) and the figure's title above; the layout keeps every text clear of the others."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig = _figure(1.6 * n_cols + 0.6, 1.7 * n_rows + 0.4)
+    cell, margin = 1.6, 1.3  # inches: one picture; the row labels
+    fig = Figure(figsize=(cell * n_cols + margin, (cell + 0.1) * n_rows + 0.7), dpi=100, layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for i, row in enumerate(rows):
-        for j in range(n_cols):
-            ax = axes[i][j]
-            ax.axis("off")
+        for j, ax in enumerate(axes[i]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
             if j < len(row):
                 ax.imshow(row[j], cmap=None if row[j].ndim == 3 else "jet")
             if i == 0 and j < len(col_titles):
-                ax.set_title(plain(col_titles[j]), fontsize=7)
-        label = plain(row_titles[i])
-        axes[i][0].text(
-            -0.08, 0.5, label, transform=axes[i][0].transAxes, rotation=90, va="center", ha="right", fontsize=7
-        )
-    fig.suptitle(plain(title), fontsize=9)
+                ax.set_title(wrapped(col_titles[j], cell - 0.15, 7), fontsize=7)
+        axes[i][0].set_ylabel(wrapped(row_titles[i], margin - 0.2, 7), rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(wrapped(title, cell * n_cols + margin - 0.2, 9), fontsize=9)
     return fig
 
 

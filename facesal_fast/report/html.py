@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ import numpy as np
 
 from facesal_fast.align import canonical_mask, load_image
 from facesal_fast.audit.runner import cms_from_store
-from facesal_fast.audit.store import RunStore, atomic_write_bytes
+from facesal_fast.audit.store import RunStore, atomic_write_bytes, file_sha256
 from facesal_fast.report.figures import (
     convergence_figure,
     map_figure,
@@ -36,6 +37,7 @@ from facesal_fast.report.figures import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from facesal_fast.audit.store import StoredImage
     from facesal_fast.saliency.cms import CMSResult
     from facesal_fast.saliency.stats import GroupDifference, Reliability
 
@@ -49,9 +51,10 @@ __all__ = [
     "write_report",
 ]
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 figure{display:inline-block;margin:.4em;text-align:center;vertical-align:top}figcaption{font-size:.85em;color:#555}
+.pair .pics{display:flex;align-items:center;gap:.3em}.pair figcaption{max-width:430px;overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:.9em;margin:.6em 0}
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 td{white-space:nowrap}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.bad{color:#a00}code{font-size:.9em}
@@ -242,11 +245,17 @@ def difference_section(d: GroupDifference, unit: str = "group") -> str:
     return f"<h3>{html.escape(d.a)} vs {html.escape(d.b)}</h3>{warn}{null}{map_html(fig, caption)}{difference_table(d)}"
 
 
-def _group_maps(result: CMSResult) -> str:
+def _cms_maps(result: CMSResult) -> tuple[str, str]:
+    """The CMS of all images and the group maps, on one colour scale: (CMS figure, group figure)."""
+    limits = panel_limits([result.cms, *(m for m, _ in result.groups.values())], "saliency")
+    cms = map_html(
+        map_figure([(f"CMS, all images (n={result.count})", result.cms)], limits=limits),
+        "CMS over the mean face" + (", on the colour scale of the group maps" if result.groups else ""),
+    )
     if not result.groups:
-        return "<p>No groups were given (use <code>--groups</code>).</p>"
+        return cms, "<p>No groups were given (use <code>--groups</code>).</p>"
     maps = [(f"CMS {g} (n={n})", m) for g, (m, n) in result.groups.items()]
-    return map_html(map_figure(maps), "every group on one colour scale")
+    return cms, map_html(map_figure(maps, limits=limits), "every group on one colour scale, that of the CMS above")
 
 
 def share_columns(result: CMSResult) -> list[tuple[str, dict[str, tuple[float, float, float]]]]:
@@ -349,13 +358,38 @@ def _gallery(store: RunStore, count: int) -> str:
     for row in picks:
         arrays = maps[row.key]
         caption = f"{row.key}: {row.target_name or row.target} ({row.base_score:.2f})"
-        crop = _crop(row.source, arrays["face_box"])
+        photo, box = _photo_of(store, row), arrays.get("face_box")
+        crop = None if photo is None or box is None else _crop(photo, box)
         if crop is None:  # the photo moved, or was replaced by a smaller one, since the audit
             caption += " (photo missing or changed since the audit)"
-        else:
-            parts.append(_img(_photo_png(crop), row.key, 160, "photo"))
-        parts.append(map_html(map_figure([(caption, arrays["canonical"])], limits=limits), caption, 300))
+        figure = map_figure([("", arrays["canonical"])], limits=limits)  # the caption is the cell's, in HTML
+        parts.append(_pair(None if crop is None else _photo_png(crop), png(figure), caption))
     return "".join(parts)
+
+
+def _pair(photo: bytes | None, heat: bytes, caption: str) -> str:
+    """One gallery cell: the face crop (PNG, when there is one) beside its map (PNG with its
+    colour bar), under one caption that wraps instead of being cut."""
+    alt = html.escape(caption)
+    face = f'<img class="photo" src="{_data_uri(photo)}" width="160" alt="photo: {alt}">' if photo else ""
+    return (
+        f'<figure class="pair"><div class="pics">{face}<img class="map" data-colorbar=1 src="{_data_uri(heat)}" '
+        f'width="260" alt="map: {alt}"></div><figcaption>{alt}</figcaption></figure>'
+    )
+
+
+def _photo_of(store: RunStore, row: StoredImage) -> str | None:
+    """The photo of a result, when the report may read it: a file inside the photo folder the
+    run recorded (``settings["photos"]``), unchanged when the run recorded its content hash.
+    A run folder from elsewhere (its index names any file) so never makes the report embed
+    another file of this machine; a run without a photo folder shows its maps alone."""
+    folder = store.settings.get("photos")
+    if not isinstance(folder, str) or not folder:
+        return None
+    root, path = os.path.realpath(folder), os.path.realpath(row.source)
+    if path == root or os.path.commonpath([root, path]) != root or not os.path.isfile(path):
+        return None
+    return path if row.sha256 is None or file_sha256(path) == row.sha256 else None
 
 
 def _crop(source: str, box: np.ndarray) -> np.ndarray | None:
@@ -419,6 +453,7 @@ def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> li
     failed = store.rows("failed")
     settings = store.meta
     counts = {g: n for g, (_, n) in result.groups.items()}
+    cms_figure, group_figure = _cms_maps(result)
     return [
         f"<h1>facesal audit: {html.escape(str(settings['settings'].get('model', 'model')))}</h1>",
         findings(
@@ -431,14 +466,14 @@ def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> li
         "per-image Canonical Image Saliency maps (occlusion drop of the model's confidence, splatted on one canonical "
         "face, shown frontal: the subject's left is on the right).</p>",
         "<h2>Canonical Model Saliency</h2>",
-        map_html(map_figure([("CMS, all images", result.cms)]), "CMS over the mean face"),
+        cms_figure,
         "<h2>Coverage</h2>",
         _coverage(result),
         "<h2>Groups</h2>",
         "".join(
             f'<p class="warn">{html.escape(m)}: no significance is claimed for it.</p>' for m in result.small_groups
         ),
-        _group_maps(result),
+        group_figure,
         "".join(difference_section(d) for d in result.differences),
         "<h2>Region shares</h2>",
         _region_table(result),
