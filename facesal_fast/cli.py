@@ -35,6 +35,7 @@ from facesal_fast.audit.options import (
     MODEL_NAMES,
     AuditPlan,
     check_model,
+    check_out_folder,
     plan_audit,
     print_summary,
 )
@@ -42,6 +43,7 @@ from facesal_fast.audit.store import RunStore
 from facesal_fast.bench import add_bench_arguments, run_bench
 from facesal_fast.comparison import add_compare_arguments, add_statistics_arguments, statistics_options
 from facesal_fast.comparison import run_cli as run_compare
+from facesal_fast.report.safe_text import terminal_text
 from facesal_fast.tasks import add_tasks_arguments, run_tasks_cli
 
 __all__ = ["EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "main", "run_audit"]
@@ -356,7 +358,7 @@ def _warnings_as_lines() -> Iterator[None]:
     def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
         if str(message) not in seen:
             seen.add(str(message))
-            print(f"facesal: warning: {message}", file=sys.stderr)
+            print(f"facesal: warning: {terminal_text(str(message))}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
@@ -371,6 +373,7 @@ def _run_command(args: argparse.Namespace) -> int:
         check_model(args.model)
         if not Path(args.photos).is_dir():
             raise FileNotFoundError(f"{args.photos}: no such photo folder")
+        check_out_folder(Path(args.photos), Path(args.out), run=False)
         from facesal_fast.evaluation import run_cli  # lazy: keeps torch out of facesal --help
 
         return run_cli(args)
@@ -383,7 +386,7 @@ def _run_command(args: argparse.Namespace) -> int:
     from facesal_fast.report.html import write_report  # lazy: keeps torch out of facesal --help
 
     if args.command == "report":
-        print(f"facesal report: {write_report(args.run, args.out, **statistics_options(args))}")
+        print(f"facesal report: {terminal_text(str(write_report(args.run, args.out, **statistics_options(args))))}")
         return EXIT_OK
     if args.command == "demo":
         summary = run_audit(
@@ -464,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if args.debug:
             traceback.print_exc()
-        print(f"facesal: {message}", file=sys.stderr)
+        print(f"facesal: {terminal_text(message)}", file=sys.stderr)
         return EXIT_USAGE
 
 
