@@ -20,6 +20,7 @@ from facesal_fast.audit.store import RunStore
 from facesal_fast.comparison import compare, write_compare_report
 from facesal_fast.report.html import write_report
 from facesal_fast.saliency import CMSAccumulator
+from facesal_fast.saliency.stats import share_intervals, split_half_reliability
 
 SHAPE = (64, 64)
 FAST_STATS = {"permutations": 400, "bootstrap": 300}
@@ -208,3 +209,13 @@ def test_reliability_and_images_needed_are_printed_with_intervals_around_them(tm
         more, fewest, most = needed.groups()
         assert fewest == "unknown" or int(fewest) <= int(more)
         assert most == "unknown" or int(more) <= int(most)
+
+
+def test_engine_intervals_hold_their_estimates_and_stay_where_the_quantity_lies():
+    column = np.array([0.001, 0.0, 0.002, 0.0, 0.03, 0.0015, 0.0, 0.001, 0.0005, 0.0])  # a skewed share near 0
+    rare = np.stack([column, column[::-1], np.roll(column, 3)], axis=1)
+    for mean, low, high in share_intervals(rare, ["a", "b", "c"]).values():
+        assert 0 <= low <= mean <= high <= 1
+    for seed in range(4):  # no pattern: the reliability can come out below 0
+        rel = split_half_reliability(np.random.default_rng(seed).random((12, 16, 16)))
+        assert rel.low <= rel.reliability <= rel.high, (seed, rel.low, rel.reliability, rel.high)

@@ -330,7 +330,8 @@ def share_estimates(
     rng: np.random.Generator | None = None,
 ) -> dict[str, ShareEstimate]:
     """Region -> :class:`ShareEstimate` of one group; ``shares``: ``n x R`` per-image shares.
-    The report's share tables and bars print these (one definition of a share everywhere)."""
+    The report's share tables and bars print these (one definition of a share everywhere);
+    intervals are cut to [0, 1], where a share lies."""
     shares = as_rows(shares, "shares")
     labels = as_persons(persons, shares, "persons")
     family = estimate_family(shares, labels, resamples, confidence, rng or np.random.default_rng(0))
@@ -338,8 +339,8 @@ def share_estimates(
     return {
         name: ShareEstimate(
             float(family.difference[0, r]),
-            float(family.low[0, r]),
-            float(family.high[0, r]),
+            float(max(family.low[0, r], 0.0)),  # a share lies in [0, 1]; its mean too, so stays inside
+            float(min(family.high[0, r], 1.0)),
             len(shares),
             units,
         )

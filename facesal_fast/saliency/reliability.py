@@ -133,7 +133,8 @@ def split_half_reliability(
     if not np.isfinite(alpha):
         return Reliability(n, alpha, curve, target, None, confidence=confidence)
     rho = float(_per_image(alpha, n))
-    low, high = _jackknife_rho(flat, confidence)
+    low, high = _jackknife_rho(flat, confidence)  # centred on the bias-corrected estimate: widened to hold rho
+    low, high = min(max(low, 0.0), rho), max(min(high, 1.0), rho)
     needed = n if alpha >= target else _needed(rho, target, n + 1)
     return Reliability(
         n,
@@ -141,9 +142,9 @@ def split_half_reliability(
         curve,
         target,
         needed,
-        _prophecy(max(low, 0.0), n),
-        _prophecy(min(high, 1.0), n),
-        n if _prophecy(min(high, 1.0), n) >= target else _needed(min(high, 1.0), target, n + 1),
-        n if _prophecy(max(low, 0.0), n) >= target else _needed(low, target, n + 1),
+        _prophecy(low, n),
+        _prophecy(high, n),
+        n if _prophecy(high, n) >= target else _needed(high, target, n + 1),
+        n if _prophecy(low, n) >= target else _needed(low, target, n + 1),
         confidence,
     )
