@@ -162,11 +162,14 @@ def _family(rows: Rows, groups, persons, scenario: Scenario, method: str, resamp
 @dataclass
 class Rate:
     """A share of draws (``rate``) out of ``draws``; ``error``: its binomial standard error.
-    ``worst``: for a coverage, the lowest share over the columns."""
+    ``worst``: for a coverage, the lowest share over the columns. ``other``: for a power, the
+    share of draws in which a column outside the planted region was significant too (shares
+    form a composition: a shift in one region moves the others)."""
 
     rate: float
     draws: int
     worst: float = float("nan")
+    other: float = float("nan")
 
     @property
     def error(self) -> float:
@@ -177,13 +180,14 @@ def _share_of_draws(rows: Rows, scenario: Scenario, planted: bool, method: str, 
     """The share of draws (group 0 planted or not) with a significant column: any (null), or
     one of the planted region's (planted), in the pair of groups 0 and 1."""
     rng = np.random.default_rng(seed)
-    hits = 0
+    hits, elsewhere = 0, 0
     for _ in range(draws):
         groups, persons = draw(rows, scenario, rng, planted=planted)
         family = _family(rows, groups, persons, scenario, method, resamples, confidence, rng)
         found = family.p_adjusted[0, rows.target] if planted else family.p_adjusted
         hits += bool((found < 1 - confidence).any())
-    return Rate(hits / draws, draws)
+        elsewhere += bool((family.p_adjusted[0, ~rows.target] < 1 - confidence).any())
+    return Rate(hits / draws, draws, other=elsewhere / draws if planted else float("nan"))
 
 
 def error_rate(
