@@ -35,7 +35,7 @@ __all__ = ["CanonicalOcclusion"]
 
 Target = int | str | None
 #: What :meth:`CanonicalOcclusion.attribute` takes as ``target``: one for every photo, or one per photo.
-Targets = Target | Sequence[int | str] | torch.Tensor
+Targets = Target | Sequence[int | str] | torch.Tensor | np.ndarray
 
 
 class CanonicalOcclusion:
@@ -91,8 +91,8 @@ class CanonicalOcclusion:
             inputs: ``N x 3 x H x W`` (or ``3 x H x W``) photos, float in ``[0, 1]`` or uint8,
                 channels first; each must show a face. A 1-tuple of such a tensor (captum's
                 tuple form) gives a 1-tuple back.
-            target: class index or name for every photo, one per photo (list, tuple or
-                tensor of ``N``), or None / ``"predicted"`` for each photo's predicted class.
+            target: class index or name for every photo, one per photo (list, tuple, tensor
+                or numpy array of ``N``), or None / ``"predicted"`` for each photo's predicted class.
             options: passed to :func:`facesal_fast.cis` (``patch``, ``stride``, ``mode``,
                 ``fill``, ``face_index``, ...).
 
@@ -160,11 +160,13 @@ class CanonicalOcclusion:
 
 
 def _targets(target: Targets, n: int) -> list[Target]:
-    """One target per photo from a scalar, a name, None, or a sequence/tensor of ``n``."""
+    """One target per photo from a scalar, a name, None, or a sequence/tensor/numpy array of ``n``."""
     if _is_tensor(target):
-        target = target.reshape(-1).tolist() if target.numel() != 1 else target.item()
+        target = target.detach().cpu().numpy()
+    if isinstance(target, (np.ndarray, np.generic)):
+        target = target.reshape(-1).tolist() if target.size != 1 else target.reshape(-1)[0].item()
     if isinstance(target, (list, tuple)):
         if len(target) != n:
             raise ValueError(f"target has {len(target)} entries for {n} inputs")
-        return [int(t) if isinstance(t, (np.integer,)) else t for t in target]
+        return [t.item() if isinstance(t, np.generic) else t for t in target]
     return [target] * n

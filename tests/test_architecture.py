@@ -28,7 +28,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("align", frozenset({"align"})),
     ("scoring", frozenset({"scoring"})),
     ("models, inputs", frozenset({"models", "inputs"})),
-    ("saliency, methods, metrics, speed", frozenset({"saliency", "methods", "metrics", "speed", "attribution"})),
+    (
+        "saliency, methods, metrics, speed, interop",
+        frozenset({"saliency", "methods", "metrics", "speed", "attribution", "interop"}),
+    ),
     (
         "audit, evaluation, distributed",
         frozenset({"audit", "evaluation", "distributed", "report", "comparison", "tasks", "benchmark"}),

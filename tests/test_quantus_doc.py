@@ -1,0 +1,37 @@
+"""docs/quantus.md runs: every python block, in order, in one namespace (skipped without quantus)."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "quantus.md"
+
+pytest.importorskip("quantus")
+
+
+def _blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+
+
+def test_the_page_uses_one_metric_of_each_quantus_category():
+    text = "\n".join(_blocks())
+    for needle in ("FaithfulnessCorrelation(", "MaxSensitivity(", "Sparseness(", "RandomLogit(", "PixelFlipping("):
+        assert needle in text
+
+
+def test_quantus_page_runs():
+    namespace: dict = {}
+    for k, block in enumerate(_blocks()):
+        try:
+            exec(compile(block, f"{DOC.name} block {k + 1}", "exec"), namespace)
+        except Exception as e:  # name the block that failed
+            raise AssertionError(f"{DOC.name}, python block {k + 1} failed: {e!r}\n{block}") from e
+    scores = namespace["scores"]
+    assert set(scores) == {"FaithfulnessCorrelation", "MaxSensitivity", "Sparseness", "RandomLogit"}
+    for name, values in scores.items():
+        values = np.asarray(values, float)
+        assert values.shape == (2,) and np.isfinite(values).all(), (name, values)
+    assert 0 < min(scores["Sparseness"]) and max(scores["Sparseness"]) < 1
+    assert float(np.ravel(namespace["sparse_photo"])[0]) > float(scores["Sparseness"][0])  # the zeros outside the crop
