@@ -426,29 +426,38 @@ def _run_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _TerminalFormatter(logging.Formatter):
+    """Log lines with control characters shown escaped: a file name in a warning (``2 faces
+    found`` in ``\x1b[2J.jpg``) cannot drive the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_text(super().format(record))
+
+
 @contextmanager
 def _verbose(on: bool) -> Iterator[None]:
-    """With ``--verbose``: facesal_fast's INFO lines (backend probe, faces found) on stderr and
-    MediaPipe's native logs shown (``FACESAL_MEDIAPIPE_LOGS=1``), for this command only."""
-    if not on:
-        yield
-        return
-    from facesal_fast.align.aligner import MEDIAPIPE_LOGS_ENV  # lazy: keeps cv2 out of facesal --help
-
+    """facesal_fast's WARNING lines on stderr, escaped; with ``--verbose`` its INFO lines too
+    (backend probe, faces found) and MediaPipe's native logs (``FACESAL_MEDIAPIPE_LOGS=1``),
+    for this command only."""
     logger, handler = logging.getLogger("facesal_fast"), logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("facesal: %(name)s: %(message)s"))
-    level, env = logger.level, os.environ.get(MEDIAPIPE_LOGS_ENV)
+    handler.setFormatter(_TerminalFormatter("facesal: %(name)s: %(message)s" if on else "%(message)s"))
+    handler.setLevel(logging.INFO if on else logging.WARNING)
+    level, env = logger.level, None
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    os.environ[MEDIAPIPE_LOGS_ENV] = "1"
+    if on:
+        from facesal_fast.align.aligner import MEDIAPIPE_LOGS_ENV  # lazy: keeps cv2 out of facesal --help
+
+        env = os.environ.get(MEDIAPIPE_LOGS_ENV)
+        logger.setLevel(logging.INFO)
+        os.environ[MEDIAPIPE_LOGS_ENV] = "1"
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-        if env is None:
+        if on and env is None:
             del os.environ[MEDIAPIPE_LOGS_ENV]
-        else:
+        elif on:
             os.environ[MEDIAPIPE_LOGS_ENV] = env
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from photos import BUNDLED
 from test_bad_inputs import FAST, _cli, _face, _one_line
 
 from facesal_fast.audit import store as store_module
@@ -113,9 +114,11 @@ def test_failed_photo_with_escapes_in_its_name_is_listed_escaped(tmp_path):
     photos.mkdir()
     _face().save(photos / "a.jpg")
     (photos / ESCAPE_NAME).write_text("not an image")
+    shutil.copy(BUNDLED / "couple.jpg", photos / "\x1b[2Jcouple.jpg")  # two faces: a logged warning names it
     code, out, err = _cli("audit", photos, "--out", tmp_path / "run", *FAST)
     assert code == 0 and "1 failed" in out, err
     assert "\x1b" not in out + err and "\x07" not in out + err and "\\x1b]0;pwned\\x07" in err
+    assert "\\x1b[2Jcouple.jpg: 2 faces found" in err
 
 
 # item 15: an existing folder that is not a run
