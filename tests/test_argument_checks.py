@@ -10,7 +10,7 @@ from torch import nn
 
 import facesal_fast as fs
 from facesal_fast import ops
-from facesal_fast.align import default_aligner
+from facesal_fast.align import ImageError, default_aligner
 from facesal_fast.scoring import Scorer
 
 INPUT = 32  # model input side: small, so that each cis call is quick
@@ -98,6 +98,15 @@ def test_a_meta_model_is_refused():
 
     with pytest.raises(ValueError, match="the model returned a meta tensor"):
         Scorer.from_torch(MetaOut(), 8, backend="torch")
+
+
+def test_a_meta_or_complex_image_tensor_is_refused(scorer, tmp_path):
+    with pytest.raises(ImageError, match="must hold real pixel values, got a torch.float32 tensor on meta"):
+        fs.cis(torch.empty((3, 64, 64), device="meta"), scorer)
+    with pytest.raises(ImageError, match="must hold real pixel values, got a torch.complex64 tensor on cpu"):
+        fs.cis(torch.zeros((3, 64, 64), dtype=torch.complex64), scorer)
+    with pytest.raises(ImageError, match="an image tensor on the meta device holds no pixels"):
+        fs.Audit(scorer, tmp_path / "run").run([torch.empty((3, 64, 64), device="meta")], progress=False)
 
 
 @pytest.mark.parametrize("backend", ["torch", "auto"])

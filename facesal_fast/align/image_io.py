@@ -147,9 +147,12 @@ def tensor_images(tensor: object, source: object = None) -> list[np.ndarray]:
     ``tensor`` is channels-first, as torchvision's ``ToTensor`` / ``read_image`` give:
     ``C x H x W`` (one image) or ``N x C x H x W`` (a batch), ``C`` 1 (grey) or 3 (RGB),
     ``uint8`` in 0..255 or floating point in ``[0, 1]`` (the rule of :func:`as_rgb_uint8`).
-    Raises :class:`ImageError` for other shapes, out-of-range or non-finite values.
+    Raises :class:`ImageError` for other shapes, out-of-range or non-finite values, and for a
+    meta tensor (no data) or a complex one.
     """
     t = tensor.detach()
+    if t.is_meta or t.is_complex():
+        raise ImageError(source, f"an image tensor must hold real pixel values, got a {t.dtype} tensor on {t.device}")
     if t.ndim not in (3, 4) or t.shape[-3] not in (1, 3):
         raise ImageError(
             source,

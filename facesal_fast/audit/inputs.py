@@ -66,7 +66,10 @@ def _image_from_tensor(t: Any, source: str | None = None) -> np.ndarray:
 
 
 def _pixels(image: Any) -> np.ndarray:
-    """An array or tensor as a contiguous numpy array (what its content hashes are of)."""
+    """An array or tensor as a contiguous numpy array (what its content hashes are of); a meta
+    tensor (no data) is an :class:`ImageError`."""
+    if _is_tensor(image) and image.is_meta:
+        raise ImageError(None, f"an image tensor on the meta device holds no pixels (shape {tuple(image.shape)})")
     return image.detach().cpu().contiguous().numpy() if _is_tensor(image) else np.ascontiguousarray(image)
 
 
