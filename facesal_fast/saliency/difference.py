@@ -128,6 +128,7 @@ def run_family(
         bootstrap=bootstrap,
         confidence=confidence,
         correction=correction,
+        equal_tails=level == "estimate",  # one group's mean share: skewed, so equal tails
         rng=rng,
     )
     return family, units

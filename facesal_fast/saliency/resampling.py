@@ -272,6 +272,7 @@ def family_test(
     bootstrap: int = 1000,
     confidence: float = 0.95,
     correction: str = "fwer",
+    equal_tails: bool = False,
     rng: np.random.Generator,
 ) -> Family:
     """Test every pair (``(i, j)``: group i minus group j; ``(0, -1)``: group 0 against 0) at
@@ -280,7 +281,9 @@ def family_test(
     each group resampled around its own mean) or ``"permutation"`` (interchangeable groups,
     or symmetric differences when one-sample). Intervals come from the studentised bootstrap
     (the test's own draws when ``method="bootstrap"``, else ``bootstrap`` more draws; 0: no
-    intervals, NaN)."""
+    intervals, NaN): symmetric (estimate +- the |t| quantile x SE), or with ``equal_tails``
+    the equal-tailed bootstrap-t interval expanded by ``sqrt(u / (u - 1))`` (``u``: persons
+    of group 0), for one group's skewed mean."""
     difference, error = (x[0] for x in _pair_t(sample, _observed_weights(sample), pairs, floor))
     t_obs = difference / error
     observed, store = np.abs(t_obs[:, columns]).ravel(), []
@@ -302,11 +305,11 @@ def family_test(
     p_raw, p_adj = _floored(p_raw, p_adj, sample.sizes, pairs, columns.sum())
     alpha = 1 - confidence
     threshold = float(np.quantile(maxima, 1 - alpha))
-    half, tail = _bootstrap_spread(store, confidence)
-    half = half * error[:, columns]
-    full = np.zeros_like(t_obs)
-    spread = (full.copy(), full.copy())
-    spread[0][:, columns], spread[1][:, columns] = half, (threshold + tail) * error[:, columns]
+    expand = math.sqrt(sample.sizes[0] / max(sample.sizes[0] - 1, 1)) if equal_tails else 1.0
+    below, above, tail = (x * error[:, columns] for x in _bootstrap_spread(store, confidence, equal_tails))
+    spread = tuple(np.zeros_like(t_obs) for _ in range(3))
+    spread[0][:, columns], spread[1][:, columns] = expand * below, expand * above
+    spread[2][:, columns] = threshold * error[:, columns] + tail
     p = (np.ones_like(t_obs), np.ones_like(t_obs))
     p[0][:, columns], p[1][:, columns] = p_raw.reshape(len(pairs), -1), p_adj.reshape(len(pairs), -1)
     p_error = np.zeros_like(t_obs) if exact else np.sqrt(p[1] * (1 - p[1]) / count)
@@ -319,22 +322,28 @@ def family_test(
         p[1],
         p_error,
         difference - spread[0],
-        difference + spread[0],
-        spread[1],
+        difference + spread[1],
+        spread[2],
         threshold,
         count,
         exact,
     )
 
 
-def _bootstrap_spread(store: list[np.ndarray], confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """From the bootstrap t ``(b, P, D_family)`` chunks: the ``confidence`` quantile of |t|
-    and the larger of the 80% one-sided quantiles (NaN without draws: ``bootstrap=0``)."""
+def _bootstrap_spread(store: list[np.ndarray], confidence: float, equal_tails: bool):
+    """From the bootstrap t ``(b, P, D_family)`` chunks, in units of t: how far the interval
+    reaches below and above the estimate (the ``confidence`` quantile of |t| both ways, or
+    the upper and lower ``(1 +- confidence) / 2`` quantiles of t), and the larger of the 80%
+    one-sided quantiles (for the detectable shift). NaN without draws (``bootstrap=0``)."""
     if not store:
-        return np.array(math.nan), np.array(math.nan)
+        return (np.array(math.nan),) * 3
     boot = np.concatenate(store).astype(np.float64)
     tail = np.maximum(-np.quantile(boot, 0.2, axis=0), np.quantile(boot, 0.8, axis=0))
-    return np.quantile(np.abs(boot), confidence, axis=0), tail
+    if equal_tails:
+        low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+        return high, -low, tail
+    both = np.quantile(np.abs(boot), confidence, axis=0)
+    return both, both, tail
 
 
 def _floored(p_raw: np.ndarray, p_adj: np.ndarray, sizes: list[int], pairs, width: int):
