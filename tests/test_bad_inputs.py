@@ -402,7 +402,7 @@ def test_index_rows_survive_sqlite_reopen(tmp_path):
         ({"mode": "fast"}, "mode must be one of"),
         ({"stride": -1}, "stride must be a positive integer"),
         ({"fill": "grey"}, "fill must be 'black', 'mean', 'blur'"),
-        ({"quality": "best"}, "quality must be one of"),
+        ({"quality": "best"}, "quality must be 'exact', 'high'"),
         ({"pach": 4}, "unknown CIS option(s) ['pach']"),
     ],
 )

@@ -448,53 +448,6 @@ def test_default_cis_picks_incremental_on_a_bundled_model_and_equals_exact(gende
     np.testing.assert_allclose(fast.canonical, plain.canonical, atol=1e-5)
 
 
-def test_quality_presets_resolve_by_patch_size():
-    from facesal_fast.speed.auto import resolve_quality
-
-    assert resolve_quality("high", 15) == dict(mode="grid", grid_step=5, refine=0.0)
-    assert resolve_quality("high", 11)["grid_step"] == 4
-    assert resolve_quality("fast", 11) == dict(mode="grid", grid_step=7, refine=0.0)
-    assert resolve_quality("high", 5)["mode"] == "exact"  # small patches: no approximation kept 0.95
-    assert resolve_quality("fast", 5) == dict(mode="grid", grid_step=2, refine=0.0)
-    assert resolve_quality("exact", 15)["mode"] == "exact"
-
-
-def test_a_preset_grid_is_used_only_where_it_scores_fewer_windows_than_exact():
-    from facesal_fast.speed.auto import grid_pays
-
-    dense = np.stack(np.meshgrid(np.arange(10.0), np.arange(10.0)), -1).reshape(-1, 2)  # 100 distinct windows
-    assert grid_pays(dense, (32, 32), 3) and not grid_pays(dense, (32, 32), 1)
-    sparse = dense[::7]  # 15 windows spread over the same box
-    assert not grid_pays(sparse, (32, 32), 3)
-
-
-def test_quality_presets_meet_their_ssim_bound_on_a_real_photo(gender_photo):
-    """The bundled gender model at the benchmark's ~2200 vertices: ``high`` >= 0.95 and
-    ``fast`` >= 0.90 SSIM against exact, ``fast`` with fewer forward passes, settings recorded."""
-    from facesal_fast import models
-    from facesal_fast.metrics.similarity import ssim
-    from facesal_fast.saliency import cis
-    from facesal_fast.speed.auto import resolve_quality
-
-    scorer, face = models.load("gender", backend="onnx"), gender_photo
-    stride = max(1, int(np.asarray(face.visible).sum()) // 2194)
-    exact = cis(face.image, scorer, face=face, stride=stride, quality="exact")
-    assert exact.settings["mode"] == "exact" and exact.settings["quality"] == "exact"
-    span = float(np.ptp(exact.canonical))
-    for quality, bound in [("high", 0.95), ("fast", 0.90)]:
-        result = cis(face.image, scorer, face=face, stride=stride, quality=quality)
-        expected = resolve_quality(quality, exact.patch)
-        assert result.settings["quality"] == quality
-        assert {k: result.settings[k] for k in expected} == expected
-        assert result.settings["forward_passes"] == result.forward_passes <= exact.forward_passes
-        assert ssim(result.canonical, exact.canonical, data_range=span) >= bound
-    assert result.forward_passes < exact.forward_passes / 2  # fast
-    with pytest.raises(ValueError, match="quality must be one of"):
-        cis(face.image, scorer, face=face, stride=stride, quality="best")
-    with pytest.raises(ValueError, match="either quality"):
-        cis(face.image, scorer, face=face, stride=stride, quality="fast", mode="grid")
-
-
 def test_cli_quality_and_no_incremental_reach_the_audit(tmp_path):
     from facesal_fast.audit.options import plan_audit
     from facesal_fast.cli import _parser

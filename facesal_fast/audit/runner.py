@@ -27,6 +27,7 @@ from facesal_fast import __version__
 from facesal_fast._validate import check_window_sizes, positive_int
 from facesal_fast.align import default_aligner
 from facesal_fast.align.errors import NoFaceError
+from facesal_fast.audit.approximation import record_approximation, settings_array
 from facesal_fast.audit.groups import Groups, MatchAsReached, assigned, check_groups, group_of, label_of
 from facesal_fast.audit.inputs import IMAGE_SUFFIXES, iter_inputs, list_images
 from facesal_fast.audit.resume import Resume
@@ -36,7 +37,7 @@ from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
 from facesal_fast.scoring.batching import run_together
 from facesal_fast.scoring.confidence import resolve_class
 from facesal_fast.scoring.progress import inside_outer_bar
-from facesal_fast.speed.auto import resolve_quality
+from facesal_fast.speed.certified import quality_target
 
 if TYPE_CHECKING:
     from facesal_fast.inputs import AlignerLike, ScorerLike
@@ -143,7 +144,7 @@ def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]
     if isinstance(fill, str) and fill not in ("black", "mean", "blur"):
         raise ValueError(f"fill must be 'black', 'mean', 'blur', a colour or an image, got {fill!r}")
     if checked.get("quality") is not None:
-        resolve_quality(checked["quality"], 1)
+        quality_target(checked["quality"])
     size = getattr(scorer, "input_size", None)
     if size is not None:
         patch = resolve_patch(checked.get("patch"), size)
@@ -288,6 +289,7 @@ class Audit:
             affine=result.affine,
             face_box=np.asarray(result.face.face_box, np.float32),
             canonical_patch=np.asarray(result.canonical_patch, np.int32),
+            settings=settings_array(result.settings),  # the mode used and its certificate
         )
         self.store.save_done(
             key,
@@ -449,6 +451,8 @@ class Audit:
         for _ in self.feed(inputs, groups, progress, **labels):
             pass
         self._record_backend()  # backend="auto" may have probed and switched meanwhile
+        if self.store is not None:
+            record_approximation(self.store)
         return dict(self.summary)
 
     def _record_backend(self) -> None:

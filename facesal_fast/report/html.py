@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from facesal_fast.align import canonical_mask, load_image
+from facesal_fast.audit.approximation import approximation_line
 from facesal_fast.audit.runner import cms_from_store
 from facesal_fast.audit.store import RunStore, atomic_write_bytes, file_sha256
 from facesal_fast.report.figures import (
@@ -496,5 +497,6 @@ def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> li
         if failed
         else "<p>None.</p>",
         "<h2>Settings and versions</h2>",
+        *[f"<p>{html.escape(line)}</p>" for line in [approximation_line(settings)] if line],
         f"<pre>{html.escape(json.dumps(settings, indent=2, sort_keys=True))}</pre>",
     ]

@@ -29,7 +29,8 @@ from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.batching import Steps, Windows, run_steps
 from facesal_fast.scoring.confidence import resolve_class
 from facesal_fast.speed.adaptive import adaptive_steps
-from facesal_fast.speed.auto import choose_incremental, grid_pays, resolve_quality
+from facesal_fast.speed.auto import choose_incremental
+from facesal_fast.speed.certified import CanonicalSplat, Certificate, certificate_steps, certified_steps, quality_target
 
 __all__ = ["CISResult", "cis", "cis_steps", "default_patch", "occlusion_drops", "occlusion_steps", "odd_patch"]
 
@@ -96,22 +97,74 @@ def occlusion_steps(
 ) -> Steps:
     """:func:`occlusion_drops` as requests (:mod:`facesal_fast.scoring.batching`): ``windows``
     gives the scorer, image, patch, fill and target; returns ``(drops, forward passes)``."""
+    drops, passes, _ = yield from _mode_steps(windows, points, base_score, mode, grid_step, refine)
+    return drops, passes
+
+
+def _mode_steps(
+    windows: Windows, points: np.ndarray, base_score: float, mode: str, grid_step: int, refine: float
+) -> Steps:
+    """:func:`occlusion_steps`, also returning which points' windows were scored exactly
+    (``(drops (N,), forward passes, exact (N,) bool)``)."""
     if len(points) == 0:
         raise ValueError("no visible correspondence point to occlude (all self-occluded or removed by the stride)")
     if mode == "exact":
         centers, inverse = unique_windows(points)
         scores = yield replace(windows, centers=centers)
-        return (base_score - np.asarray(scores, np.float64)).astype(np.float32)[inverse], len(centers)
+        drops = (base_score - np.asarray(scores, np.float64)).astype(np.float32)[inverse]
+        return drops, len(centers), np.ones(len(points), bool)
     if mode == "grid":
         xs, ys, centers = bounding_grid(points, windows.image.shape[:2], positive_int(grid_step, "grid_step"))
         scores = yield replace(windows, centers=centers)
         drops = (base_score - np.asarray(scores, np.float64)).reshape(len(ys), len(xs))
         window_centres = np.floor(points + 0.5)  # where exact mode would occlude
-        return bilinear(drops, xs, ys, window_centres), len(centers)
+        on_grid = np.isin(window_centres[:, 0], xs) & np.isin(window_centres[:, 1], ys)
+        return bilinear(drops, xs, ys, window_centres), len(centers), on_grid
     if mode == "adaptive":
         result = yield from adaptive_steps(windows, points, base_score, grid_step, refine)
-        return result.drops, result.forward_passes
+        return result.drops, result.forward_passes, result.exact
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """The drops (``(N,)``) of one photo, how they were found and their certificate (None
+    when not asked for)."""
+
+    drops: np.ndarray
+    forward_passes: int
+    certificate: Certificate | None
+    mode: str
+    grid_step: int
+
+
+def _scored_steps(
+    windows: Windows,
+    points: np.ndarray,
+    base_score: float,
+    splat: CanonicalSplat,
+    how: dict[str, Any],
+    target_ssim: float | None,
+    certify: bool,
+) -> Steps:
+    """Drops at ``points`` (``N x 2`` input pixels) by the preset promising ``target_ssim``,
+    or by ``how`` (``mode``, ``grid_step``, ``refine``), certified when ``certify``;
+    returns :class:`_Scored`."""
+    if target_ssim is not None:
+        found = yield from certified_steps(windows, points, base_score, target_ssim, splat)
+        return _Scored(found.drops, found.forward_passes, found.certificate, found.mode, found.grid_step)
+    drops, passes, exact = yield from _mode_steps(windows, points, base_score, **how)
+    if how["mode"] == "exact" or not certify:
+        return _Scored(
+            drops, passes, Certificate.exact() if how["mode"] == "exact" else None, how["mode"], how["grid_step"]
+        )
+    centers, inverse = unique_windows(points)
+    first = np.zeros(len(centers), np.int64)
+    first[inverse] = np.arange(len(points))
+    certificate, _ = yield from certificate_steps(
+        windows, base_score, drops[first].astype(np.float64), ~exact[first], centers, inverse, splat
+    )
+    return _Scored(drops, passes + certificate.sampled, certificate, how["mode"], how["grid_step"])
 
 
 @dataclass
@@ -174,6 +227,18 @@ class CISResult:
         )
 
 
+def _certificate_settings(certificate: Certificate | None) -> dict[str, Any]:
+    """``estimated_ssim``, ``estimated_share_error`` (points) and ``certificate_passes`` of a
+    result's settings; ``None`` when no certificate was asked for."""
+    if certificate is None:
+        return dict(estimated_ssim=None, estimated_share_error=None, certificate_passes=0)
+    return dict(
+        estimated_ssim=round(certificate.ssim, 4),
+        estimated_share_error=round(certificate.share_error, 3),
+        certificate_passes=certificate.sampled,
+    )
+
+
 def _binds_target(scorer: Any) -> bool:
     """True for scorers whose confidence carries its own target (identification, verification)."""
     return getattr(scorer, "bound_confidence", None) is not None
@@ -223,7 +288,8 @@ def cis_steps(
     mode: str = "exact",
     grid_step: int = 2,
     refine: float = 0.2,
-    quality: str | None = None,
+    quality: str | float | None = None,
+    certify: bool = True,
     incremental: bool | str = "auto",
     aligner: AlignerLike | None = None,
     face: AlignedFace | None = None,
@@ -238,10 +304,9 @@ def cis_steps(
     input_image, affine = scorer.prepare(face.image, face)
     patch = resolve_patch(patch, input_image.shape[:2])
     check_window_sizes(input_image.shape[:2], patch, None if mode == "exact" else grid_step)
-    if quality is not None:
-        if mode != "exact":
-            raise ValueError(f"pass either quality ({quality!r}) or mode ({mode!r}), not both")
-        mode, grid_step, refine = resolve_quality(quality, patch).values()
+    target_ssim = None if quality is None else quality_target(quality)
+    if quality is not None and mode != "exact":
+        raise ValueError(f"pass either quality ({quality!r}) or mode ({mode!r}), not both")
     choice = choose_incremental(scorer, input_image, patch, incremental)
     target_index, score_target = _resolve_target(scorer, input_image, target)
     base = float(scorer.base_score(input_image, score_target))
@@ -249,13 +314,14 @@ def cis_steps(
     used[np.arange(len(used)) % stride != 0] = False
     check_stride(stride, int(used.sum()), int(np.count_nonzero(face.visible)))
     points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
-    if quality is not None and not grid_pays(points_in, input_image.shape[:2], grid_step):
-        mode = "exact"  # a preset never scores more windows than exact mode
-    windows = Windows.template(choice.scorer, input_image, patch, fill, score_target)
-    drops, passes = yield from occlusion_steps(windows, points_in, base, mode, grid_step, refine)
-    _check_finite_scores(base, drops, scorer, target_index)
     c_patch = face.canonical_patch(patch, affine) if canonical_patch is None else int(canonical_patch)
     canonical_points = np.asarray(face.verts_canonical, np.float32)[used, :2]
+    splat = CanonicalSplat(canonical_points, c_patch, face.canonical_shape)
+    windows = Windows.template(choice.scorer, input_image, patch, fill, score_target)
+    how = dict(mode=mode, grid_step=grid_step, refine=refine)
+    scored = yield from _scored_steps(windows, points_in, base, splat, how, target_ssim, certify)
+    drops, passes = scored.drops, scored.forward_passes
+    _check_finite_scores(base, drops, scorer, target_index)
     canonical, counts = ops.splat_mean(drops, canonical_points, c_patch, face.canonical_shape)
     return CISResult(
         canonical=canonical,
@@ -277,13 +343,15 @@ def cis_steps(
             canonical_patch=c_patch,
             stride=int(stride),
             fill=str(fill),
-            mode=mode,
-            grid_step=int(grid_step),
-            refine=float(refine),
+            mode=scored.mode,
+            grid_step=int(scored.grid_step),
+            refine=float(refine) if quality is None else 0.0,
             quality=quality,
+            target_ssim=target_ssim,
             incremental=choice.incremental,
             incremental_reason=choice.reason,
             forward_passes=passes,
+            **_certificate_settings(scored.certificate),
         ),
     )
 
@@ -301,7 +369,8 @@ def cis(
     mode: str = "exact",
     grid_step: int = 2,
     refine: float = 0.2,
-    quality: str | None = None,
+    quality: str | float | None = None,
+    certify: bool = True,
     incremental: bool | str = "auto",
     aligner: AlignerLike | None = None,
     face: AlignedFace | None = None,
@@ -327,9 +396,16 @@ def cis(
             bilinear interpolation), or ``"adaptive"`` (that grid first, then the ``refine``
             fraction of windows with the largest coarse drops scored exactly; Krypton's drill-down).
         refine: fraction of windows refined exactly in ``"adaptive"`` mode.
-        quality: a preset instead of ``mode``/``grid_step``/``refine``: ``"exact"``,
-            ``"high"`` (a grid of a third of the patch, SSIM >= 0.95 against exact on the benchmark models) or
-            ``"fast"`` (grid, SSIM >= 0.90); see :func:`facesal_fast.speed.auto.resolve_quality`.
+        quality: a promise instead of ``mode``/``grid_step``/``refine``: ``"exact"``,
+            ``"high"`` (estimated SSIM against exact >= 0.95 on this photo), ``"fast"``
+            (>= 0.90) or a target SSIM in (0, 1]: a coarse grid refined where its sampled
+            error is largest until the estimate meets the target, or exact when refining
+            would cost more (:mod:`facesal_fast.speed.certified`); ``settings["mode"]`` says
+            which (``"certified"`` or ``"exact"``).
+        certify: approximate modes score a random sample of the windows they skipped and
+            record ``settings["estimated_ssim"]`` (against exact) and
+            ``settings["estimated_share_error"]`` (largest region-share error, points);
+            exact results record 1 and 0. ``False`` skips the sample (both ``None``).
         incremental: ``"auto"``: incremental inference where the model traces and its
             multiply-add count says it pays (same maps up to float error), else the scorer as
             it is; ``True`` to insist, ``False`` to opt out (see :mod:`facesal_fast.speed.auto`).
@@ -355,6 +431,7 @@ def cis(
             grid_step=grid_step,
             refine=refine,
             quality=quality,
+            certify=certify,
             incremental=incremental,
             aligner=aligner,
             face=face,

@@ -14,8 +14,8 @@ known: full batches run, so that the probe happens once the work pays for it. Ot
 the scorer is used as it is, silently; each decision is logged once (logger
 ``facesal_fast.speed``, INFO) per model, input shape and patch, and cached.
 
-:func:`resolve_quality` maps ``quality="exact" | "high" | "fast"`` to CIS settings (see
-:data:`QUALITY_PRESETS`).
+The ``quality`` presets, which promise an SSIM against exact per photo, are
+:mod:`facesal_fast.speed.certified`.
 """
 
 from __future__ import annotations
@@ -28,18 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from facesal_fast.grid import bounding_grid, unique_windows
 from facesal_fast.speed.incremental import IncrementalModel, IncrementalScorer, patch_boxes
 
 __all__ = [
     "INCREMENTAL_MIN_MAC_RATIO",
-    "QUALITY_PRESETS",
-    "SMALL_PATCH",
     "IncrementalChoice",
     "choose_incremental",
-    "grid_pays",
     "mac_ratio",
-    "resolve_quality",
 ]
 
 log = logging.getLogger("facesal_fast.speed")
@@ -51,43 +46,7 @@ log = logging.getLogger("facesal_fast.speed")
 #: about breaks even and the rest gain.
 INCREMENTAL_MIN_MAC_RATIO = 1.5
 
-#: ``quality`` -> ((mode, coarse grid step / patch, refine) for patches of at least
-#: :data:`SMALL_PATCH` px, (the same) for smaller patches); a step is at least 2 px. Chosen
-#: on the benchmark suite's models (docs/performance.md, benchmarks/RESULTS.md) so that the
-#: CIS map's SSIM against exact stays >= 0.95 (``high``) and >= 0.90 (``fast``). From dense
-#: drops of every window (two photos, every grid phase), a plain grid beat adaptive
-#: refinement per forward pass: on ResNet-18 at patch 15, step 5 kept SSIM >= 0.952 at every
-#: phase with 300-360 passes (of ~2,000 windows), while adaptive step 10 refine 0.3 needed
-#: 700 for 0.951 and step 6 fell to 0.948 at one phase. At the 64 px models' 5 px patch no
-#: grid coarser than 2 px kept 0.90, and a 2 px grid kept 0.95 on every photo only with
-#: half of the windows refined (10 % fewer passes than exact), so there ``high`` is exact
-#: (incremental inference where it pays is its only saving) and ``fast`` is a 2 px grid.
-QUALITY_PRESETS: dict[str, tuple[tuple[str, float, float], tuple[str, float, float]]] = {
-    "exact": (("exact", 0.0, 0.0), ("exact", 0.0, 0.0)),
-    "high": (("grid", 1 / 3, 0.0), ("exact", 0.0, 0.0)),
-    "fast": (("grid", 0.67, 0.0), ("grid", 0.0, 0.0)),
-}
-SMALL_PATCH = 8
 _POSITIONS = 4  # the multiply-add count occludes a 4 x 4 grid of patch positions
-
-
-def resolve_quality(quality: str, patch: int) -> dict[str, Any]:
-    """CIS settings of a preset for a ``patch``-pixel window: ``mode``, ``grid_step``, ``refine``.
-
-    Raises:
-        ValueError: unknown ``quality``.
-    """
-    if quality not in QUALITY_PRESETS:
-        raise ValueError(f"quality must be one of {tuple(QUALITY_PRESETS)}, got {quality!r}")
-    mode, step, refine = QUALITY_PRESETS[quality][int(patch) < SMALL_PATCH]
-    return dict(mode=mode, grid_step=max(2, int(round(step * patch))), refine=refine)
-
-
-def grid_pays(points: np.ndarray, shape: tuple[int, int], step: int) -> bool:
-    """Whether a grid of ``step`` px over ``points`` (``N x 2`` input pixels, in an ``H x W``
-    input) scores fewer windows than exact mode's distinct windows (dense points, e.g. dlib's
-    150 px chip at patch 10, can have fewer distinct windows than a fine grid has nodes)."""
-    return len(bounding_grid(points, shape, step)[2]) < len(unique_windows(points)[0])
 
 
 @dataclass(frozen=True)

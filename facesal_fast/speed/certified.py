@@ -1,0 +1,309 @@
+"""Approximate CIS that states its own error, and presets defined by the error they promise.
+
+**Certificate.** An approximate CIS (``mode="grid"``, ``"adaptive"``, a ``quality`` preset)
+scores exactly a random sample of the windows it did not score (seeded, so reproducible)
+and compares those drops with the values it interpolated. The residuals stand in for the
+unknown errors of the other skipped windows: in each of :data:`SIMULATIONS` draws every
+skipped window takes the residual of one of its :data:`NEIGHBOURS` nearest sampled windows
+(residuals resampled with replacement, so that the draws also carry the sampling error),
+the drawn drops are splatted into a canonical map, and that map plays the exact one. The
+mean over the draws of the SSIM of the approximate map against it (the SSIM of
+docs/performance.md: Gaussian window, data range of the exact map) is
+``estimated_ssim``; the mean of the largest region-share difference, in percentage
+points, is ``estimated_share_error``. The sampled drops are *not* put into the map, so the
+estimate is of the map returned.
+
+**Presets.** ``quality="high"`` promises SSIM >= 0.95 against exact, ``"fast"`` >= 0.90,
+a float in (0, 1) that SSIM. Per photo: score a coarse grid (step ``max(2, round(8 (1 -
+target) p))`` for patch p), interpolate the other windows linearly over the Delaunay
+triangles of what was scored, certify; while the estimate is below ``target +``
+:data:`MARGIN`, add the sampled windows to the scored ones and refine where the sampled
+residuals are largest (the best window of each of the worst cells, as many as the deficit
+asks for), then certify again. When the next round would bring the scored windows past
+:data:`EXACT_FRACTION` of all windows, score the rest exactly instead (the result is exact,
+its certificate 1 and 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from numbers import Real
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facesal_fast import ops
+from facesal_fast.align import region_shares
+from facesal_fast.grid import bounding_grid, unique_windows
+from facesal_fast.metrics.similarity import ssim
+
+if TYPE_CHECKING:
+    from facesal_fast.scoring.batching import Steps, Windows
+
+__all__ = [
+    "EXACT_FRACTION",
+    "MARGIN",
+    "QUALITY_TARGETS",
+    "Certificate",
+    "CanonicalSplat",
+    "certificate_steps",
+    "certified_steps",
+    "quality_target",
+]
+
+#: The SSIM each named preset promises per photo; ``"exact"`` promises the exact map.
+QUALITY_TARGETS = {"high": 0.95, "fast": 0.90}
+#: A preset stops refining once its estimate is at least ``target + MARGIN``.
+MARGIN = 0.01
+#: A preset that would score more than this fraction of the windows scores them all.
+EXACT_FRACTION = 0.7
+SAMPLE_FRACTION, SAMPLE_MIN = 0.04, 32  # windows sampled per certificate
+NEIGHBOURS = 3  # sampled windows whose residuals predict an unscored window's error
+#: Calibration of the shrinkage (:func:`shrinkage`), fitted on photos img3-img6 (docs/performance.md).
+KAPPA = 0.85
+SEED = 0
+MAX_ROUNDS = 6
+
+
+def quality_target(quality: Any) -> float | None:
+    """The SSIM a ``quality`` promises: ``"high"`` 0.95, ``"fast"`` 0.90, a float in (0, 1)
+    itself, ``"exact"`` (or a target of 1) ``None``: the exact map.
+
+    Raises:
+        ValueError: naming ``quality`` and what it accepts.
+    """
+    if isinstance(quality, str) and quality in (*QUALITY_TARGETS, "exact"):
+        return QUALITY_TARGETS.get(quality)
+    if isinstance(quality, Real) and not isinstance(quality, bool) and 0.0 < float(quality) <= 1.0:
+        return None if float(quality) == 1.0 else float(quality)
+    raise ValueError(
+        f"quality must be 'exact', 'high' (SSIM >= 0.95 against exact), 'fast' (>= 0.90) or a target SSIM "
+        f"in (0, 1], got {quality!r}"
+    )
+
+
+@dataclass(frozen=True)
+class CanonicalSplat:
+    """How drops become the CIS map: ``points`` ``N x 2`` canonical positions, the splat
+    window ``patch`` and the map ``shape`` ``(H_F, W_F)``."""
+
+    points: np.ndarray
+    patch: int
+    shape: tuple[int, int]
+
+    def maps(self, drops: np.ndarray) -> np.ndarray:
+        """``(N,)`` drops -> ``H_F x W_F`` map; ``B x N`` -> ``B x H_F x W_F``."""
+        return ops.splat_mean(np.asarray(drops, np.float32), self.points, self.patch, self.shape)[0]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """An approximate map's estimated distance from the exact one.
+
+    Attributes:
+        ssim: estimated SSIM against the exact map.
+        share_error: estimated largest region-share error, percentage points.
+        sampled: skipped windows scored exactly to estimate it (extra forward passes).
+    """
+
+    ssim: float
+    share_error: float
+    sampled: int
+
+    @classmethod
+    def exact(cls) -> Certificate:
+        return cls(1.0, 0.0, 0)
+
+
+def _sample_size(skipped: int) -> int:
+    return min(skipped, max(SAMPLE_MIN, int(round(SAMPLE_FRACTION * skipped))))
+
+
+def _nearest(centers: np.ndarray, sample: np.ndarray, k: int) -> np.ndarray:
+    """``(U, k)`` indices into ``sample`` (``S x 2``) of each centre's ``k`` nearest sampled windows."""
+    d = ((centers[:, None, :] - sample[None, :, :]) ** 2).sum(-1)
+    k = min(k, len(sample))
+    return np.argpartition(d, k - 1, axis=1)[:, :k]
+
+
+def _largest_share_gap(a: dict[str, float], b: dict[str, float]) -> float:
+    return 100.0 * max(abs(a[name] - b[name]) for name in a)
+
+
+def shrinkage(patch: int, skipped: int, sampled: int) -> float:
+    """How much of a sampled residual the windows around it take: ``min(1, sqrt(KAPPA^2 p /
+    (3 s)))`` for patch ``p`` and sample spacing ``s = sqrt(skipped / sampled)`` px (see the
+    module docstring)."""
+    spacing = np.sqrt(max(skipped, 1) / max(sampled, 1))
+    return float(min(1.0, KAPPA * np.sqrt(patch / (3.0 * spacing))) ** 0.5)
+
+
+def estimate_error(
+    drops: np.ndarray,
+    skipped: np.ndarray,
+    centers: np.ndarray,
+    inverse: np.ndarray,
+    sample: np.ndarray,
+    residuals: np.ndarray,
+    splat: CanonicalSplat,
+    patch: int,
+) -> Certificate:
+    """The certificate of the map of ``drops`` (``(U,)`` per distinct window at ``centers``
+    ``U x 2``; ``inverse`` ``(N,)`` maps points to windows), whose ``skipped`` windows
+    (``(U,)`` bool) are interpolated; ``residuals`` are exact minus interpolated drops at the
+    ``sample`` windows (indices into ``centers``, all skipped); ``patch`` in input pixels."""
+    approx = splat.maps(drops[inverse])
+    nearest = _nearest(centers[skipped], centers[sample], 1)[:, 0]
+    likely = drops.astype(np.float64).copy()
+    likely[skipped] += shrinkage(patch, int(skipped.sum()), len(sample)) * residuals[nearest]
+    truth = splat.maps(likely[inverse])
+    similarity = ssim(approx, truth, data_range=float(np.ptp(truth)) or 1.0)
+    return Certificate(float(similarity), _largest_share_gap(region_shares(approx), region_shares(truth)), len(sample))
+
+
+def certificate_steps(
+    windows: Windows,
+    base_score: float,
+    drops: np.ndarray,
+    skipped: np.ndarray,
+    centers: np.ndarray,
+    inverse: np.ndarray,
+    splat: CanonicalSplat,
+    rng: np.random.Generator | None = None,
+) -> Steps:
+    """As requests: score a random sample of the ``skipped`` windows (``(U,)`` bool over
+    ``centers`` ``U x 2``, drops ``(U,)``) and return :func:`estimate_error`'s
+    :class:`Certificate` (and ``(sample indices, exact drops)``)."""
+    rng = np.random.default_rng(SEED) if rng is None else rng
+    candidates = np.flatnonzero(skipped)
+    if len(candidates) == 0:
+        return Certificate.exact(), (candidates, np.zeros(0))
+    sample = np.sort(rng.choice(candidates, _sample_size(len(candidates)), replace=False))
+    scores = yield replace(windows, centers=centers[sample])
+    exact = base_score - np.asarray(scores, np.float64)
+    residuals = exact - drops[sample]
+    certificate = estimate_error(drops, skipped, centers, inverse, sample, residuals, splat, windows.patch)
+    return certificate, (sample, exact)
+
+
+def _interpolate(anchors: np.ndarray, values: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Piecewise-linear interpolation over the Delaunay triangles of ``anchors`` (``A x 2``,
+    ``values`` ``(A,)``) at ``centers`` (``U x 2``, clamped to the anchors' box)."""
+    from scipy.interpolate import LinearNDInterpolator  # scipy.spatial (~1 s): only the presets need it
+
+    query = np.clip(centers, anchors.min(0), anchors.max(0))
+    out = LinearNDInterpolator(anchors.astype(np.float64), values)(query.astype(np.float64))
+    return np.nan_to_num(out, nan=float(np.mean(values)))
+
+
+def _refinement(
+    centers: np.ndarray, scored: np.ndarray, sample: np.ndarray, residuals: np.ndarray, count: int, cell: int
+) -> np.ndarray:
+    """Indices of up to ``count`` unscored windows to score next: each unscored window's
+    expected error is the mean ``|residual|`` of its nearest sampled windows; the best window
+    of each ``cell``-pixel cell competes, the cells with the largest errors win."""
+    todo = np.flatnonzero(~scored)
+    if len(todo) == 0 or count <= 0:
+        return todo[:0]
+    nearest = _nearest(centers[todo], centers[sample], NEIGHBOURS)
+    error = np.abs(residuals)[nearest].mean(1)
+    cells = np.floor(centers[todo] / max(cell, 1)).astype(np.int64)
+    key = cells[:, 0] * 1_000_003 + cells[:, 1]
+    order = np.lexsort((-error, key))  # per cell, largest error first
+    first = order[np.r_[True, key[order][1:] != key[order][:-1]]]
+    best = first[np.argsort(-error[first], kind="stable")][:count]
+    return todo[best]
+
+
+@dataclass
+class CertifiedDrops:
+    """What :func:`certified_steps` found for N points.
+
+    Attributes:
+        drops: ``(N,)`` float32 drops (exact at scored windows, interpolated elsewhere).
+        forward_passes: occluded images scored (grid, refinements and certificate samples).
+        certificate: the :class:`Certificate` of the map of ``drops``.
+        mode: ``"certified"``, or ``"exact"`` when it fell back to scoring every window.
+        grid_step: the starting grid's step; rounds: certificates computed.
+    """
+
+    drops: np.ndarray
+    forward_passes: int
+    certificate: Certificate
+    mode: str
+    grid_step: int
+    rounds: int
+
+
+def start_step(target: float, patch: int) -> int:
+    """The coarse grid a preset starts from: ``max(2, round(8 (1 - target) patch))`` px."""
+    return max(2, int(round(8.0 * (1.0 - target) * int(patch))))
+
+
+def certified_steps(
+    windows: Windows, points: np.ndarray, base_score: float, target: float, splat: CanonicalSplat
+) -> Steps:
+    """Drops at ``points`` (``N x 2`` input pixels) whose map's estimated SSIM against exact
+    is at least ``target`` (see the module docstring), as requests; returns
+    :class:`CertifiedDrops`."""
+    centers, inverse = unique_windows(points)
+    step = start_step(target, windows.patch)
+    _, _, anchors = bounding_grid(points, windows.image.shape[:2], step)
+    if len(anchors) >= EXACT_FRACTION * len(centers):  # dense points: the grid saves nothing
+        exact = base_score - np.asarray((yield replace(windows, centers=centers)), np.float64)
+        return CertifiedDrops(exact[inverse].astype(np.float32), len(centers), Certificate.exact(), "exact", step, 0)
+    values = base_score - np.asarray((yield replace(windows, centers=anchors)), np.float64)
+    passes, rng = len(anchors), np.random.default_rng(SEED)
+    drops = np.zeros(len(centers))
+    scored = _coincide(centers, anchors)
+    drops[scored] = values[_coincide_index(centers[scored], anchors)]
+    for rounds in range(1, MAX_ROUNDS + 1):
+        estimate = _interpolate(anchors, values, centers)
+        estimate[scored] = drops[scored]
+        cert, (sample, exact) = yield from certificate_steps(
+            windows, base_score, estimate, ~scored, centers, inverse, splat, rng
+        )
+        passes += cert.sampled
+        if cert.ssim >= target + MARGIN or cert.sampled == 0:
+            return CertifiedDrops(estimate[inverse].astype(np.float32), passes, cert, "certified", step, rounds)
+        residuals = exact - estimate[sample]
+        drops[sample], scored[sample] = exact, True
+        anchors, values = np.vstack([anchors, centers[sample]]), np.append(values, exact)
+        count = min(_refine_count(int(scored.sum()), cert.ssim, target), passes)  # at most doubling per round
+        if passes + count + _sample_size(int((~scored).sum())) >= EXACT_FRACTION * len(centers):
+            break
+        chosen = _refinement(centers, scored, sample, residuals, count, max(1, step // 2**rounds))
+        if len(chosen):
+            more = base_score - np.asarray((yield replace(windows, centers=centers[chosen])), np.float64)
+            drops[chosen], scored[chosen], passes = more, True, passes + len(chosen)
+            anchors, values = np.vstack([anchors, centers[chosen]]), np.append(values, more)
+    rest = np.flatnonzero(~scored)
+    if len(rest):
+        drops[rest] = base_score - np.asarray((yield replace(windows, centers=centers[rest])), np.float64)
+    return CertifiedDrops(
+        drops[inverse].astype(np.float32), passes + len(rest), Certificate.exact(), "exact", step, MAX_ROUNDS
+    )
+
+
+def _refine_count(scored: int, estimate: float, target: float) -> int:
+    """Windows to add so that the deficit ``1 - SSIM`` falls to ``1 - target - MARGIN``,
+    taking it as inversely proportional to the scored windows (at least a tenth more)."""
+    now, goal = max(1.0 - estimate, 1e-6), max(1.0 - target - MARGIN, 1e-6)
+    return int(np.ceil(scored * max(now / goal - 1.0, 0.1)))
+
+
+def _coincide(centers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """``(U,)`` bool: the windows whose centre is one of ``anchors``."""
+    return np.isin(_keys(centers), _keys(anchors))
+
+
+def _coincide_index(centers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Index into ``anchors`` of each of ``centers`` (all of which are anchors)."""
+    keys = _keys(anchors)
+    order = np.argsort(keys)
+    return order[np.searchsorted(keys[order], _keys(centers))]
+
+
+def _keys(xy: np.ndarray) -> np.ndarray:
+    pixels = np.floor(np.asarray(xy, np.float64) + 0.5).astype(np.int64)
+    return pixels[:, 0] * 1_000_003 + pixels[:, 1]
