@@ -39,8 +39,8 @@ def test_upside_down_photo_is_aligned_turned_and_mapped_back(aligner, caplog):
     upright = aligner(photo)
     with caplog.at_level(logging.WARNING):
         turned = aligner(np.ascontiguousarray(photo[::-1, ::-1]), source="upside-down.jpg")
-    assert "upside-down.jpg: the face is upside down; aligning the photo turned 180 degrees" in caplog.text
-    assert turned.note.endswith("upside down: aligned turned 180 degrees")
+    assert "upside-down.jpg: aligning the photo turned 180 degrees: the face detectors score it higher" in caplog.text
+    assert turned.note.endswith("aligned turned 180 degrees (it scored higher that way up)")
     expected = _quarter_turns(upright.landmarks[:, :2], photo.shape[:2], 2)
     np.testing.assert_allclose(turned.landmarks[:, :2], expected, atol=1e-3)  # off by ~76 px before the fix
     eyes, mouth = turned.landmarks[[33, 263], 1].mean(), turned.landmarks[[13, 14], 1].mean()
@@ -50,6 +50,8 @@ def test_upside_down_photo_is_aligned_turned_and_mapped_back(aligner, caplog):
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_a_quarter_turned_photo_still_aligns(aligner, k):
+    """MediaPipe's mesh follows a face on its side; aligned as it is or turned 180 degrees
+    (whichever the detectors score higher), the landmarks land on the face."""
     photo = load_image(BUNDLED / "img1.jpg")
     upright = aligner(photo)
     turned = aligner(np.ascontiguousarray(np.rot90(photo, k)))
@@ -59,7 +61,7 @@ def test_a_quarter_turned_photo_still_aligns(aligner, k):
 
 def test_no_bundled_upright_photo_is_turned(aligner):
     notes = {p.name: aligner(p, all_faces=True)[0].note for p in sorted(BUNDLED.glob("*.jpg"))}
-    assert not [name for name, note in notes.items() if "upside down" in note]
+    assert not [name for name, note in notes.items() if "turned 180 degrees" in note]
 
 
 # ----------------------------------------------------------------------------- item 6: face choice

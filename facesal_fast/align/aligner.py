@@ -33,6 +33,7 @@ from .choice import (
     turn_candidate,
     turn_image,
     turned_note,
+    turned_warning,
     upside_down,
 )
 from .errors import ImageError, NoFaceError
@@ -384,7 +385,7 @@ class Aligner:
             turned = upside_down(union, union_turned)
         if turned:  # MediaPipe fits an upright mesh to an upside-down face: align the photo turned
             img, work, union = turn_image(img), turn_image(work), union_turned
-            _log.warning("%s: the face is upside down; aligning the photo turned 180 degrees", source or "<array>")
+            _log.warning("%s", turned_warning(source or "<array>", union, union_turned))
         fx, fy = work.shape[1] / w, work.shape[0] / h
         union = [((b[0] / fx, b[1] / fy, b[2] / fx, b[3] / fy), s) for b, s in union]
 

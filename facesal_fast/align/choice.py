@@ -18,7 +18,9 @@ its detectors score the face lower than upright. A photo whose best detector sco
 by 180 degrees beats its score as it is by more than :data:`UPSIDE_DOWN_MARGIN` is aligned
 turned, and the landmarks are mapped back to the photo's pixels. On the 89 real photos we
 checked (the bundled demo faces and the deepface unit photos), the upright score beat the
-turned one by at least 0.10. A face turned 90 degrees needs nothing: the mesh follows it.
+turned one by at least 0.10. A face on its side (turned 90 degrees) needs nothing, as the mesh
+follows it; it may still be aligned turned 180 degrees when that way up scores higher, with
+the same landmarks within about a pixel.
 """
 
 from __future__ import annotations
@@ -157,4 +159,13 @@ def choice_warning(source: str, chosen: Candidate, ranked: list[Candidate], size
 
 def turned_note(note: str, turned: bool) -> str:
     """``note`` with the orientation said when the photo was aligned turned."""
-    return f"{note}; upside down: aligned turned 180 degrees" if turned else note
+    return f"{note}; aligned turned 180 degrees (it scored higher that way up)" if turned else note
+
+
+def turned_warning(source: str, upright: Sequence, turned: Sequence) -> str:
+    """The warning for a photo aligned turned: the detectors' best scores both ways."""
+    return (
+        f"{source}: aligning the photo turned 180 degrees: the face detectors score it higher that way up "
+        f"({best_score(turned):.2f} against {best_score(upright):.2f} as it is; an upside-down face, or one on "
+        "its side); the landmarks are mapped back to the photo"
+    )

@@ -73,7 +73,8 @@ class AlignedFace:
             face-choice order (:class:`~facesal_fast.align.Aligner`: confident faces first,
             largest first).
         note: how this face was chosen (e.g. "largest of 3 faces, detector score 0.95"; it
-            ends "upside down: aligned turned 180 degrees" for an upside-down photo).
+            ends "aligned turned 180 degrees (it scored higher that way up)" for an upside-down
+            photo).
         mesh: the fitted :class:`MeshBinding`, or None for a plain point correspondence.
     """
 
