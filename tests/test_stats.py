@@ -11,7 +11,7 @@ import pytest
 
 from facesal_fast.align import load_image, region_masks
 from facesal_fast.saliency import CMSAccumulator
-from facesal_fast.saliency.calibration import Rows, Scenario, coverage, error_rate, plant, power
+from facesal_fast.saliency.calibration import Rows, Scenario, calibrate, coverage, error_rate, plant, power
 from facesal_fast.saliency.cms import _shares, convergence_checkpoints, small_map
 from facesal_fast.saliency.resampling import exact_minimum
 from facesal_fast.saliency.stats import (
@@ -82,10 +82,12 @@ def test_skewed_paired_differences_and_repeated_persons_keep_the_error(region_ro
     assert hits / 60 >= 0.15
 
 
-def test_power_for_a_planted_eye_shift_on_real_maps(region_rows):
+def test_power_for_a_planted_eye_shift_on_real_maps(region_rows, real_maps):
     found = power(region_rows, Scenario("20 vs 20"), draws=60, resamples=300, seed=4)
     assert 3.5 < region_rows.shift_points < 4.5
     assert found.rate >= 0.7, found  # the permutation test's power before issue 31 at 20 vs 20
+    old_interface = calibrate(real_maps, fraction=0.06, draws=40, permutations=200)
+    assert old_interface.false_positive_rate <= 0.1 and 3.0 < old_interface.shift_points < 6.0
 
 
 def test_intervals_cover_at_ten_per_group(region_rows):

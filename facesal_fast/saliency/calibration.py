@@ -23,7 +23,19 @@ from facesal_fast.align import region_masks
 from facesal_fast.saliency.cms import _shares, small_map
 from facesal_fast.saliency.difference import estimate_family, run_family
 
-__all__ = ["Rate", "Rows", "Scenario", "coverage", "draw", "error_rate", "plant", "power", "shift_fraction"]
+__all__ = [
+    "Calibration",
+    "calibrate",
+    "Rate",
+    "Rows",
+    "Scenario",
+    "coverage",
+    "draw",
+    "error_rate",
+    "plant",
+    "power",
+    "shift_fraction",
+]
 
 _WITHIN = 0.5  # a person's photos: the person's map plus this times the difference of two others / sqrt 2
 
@@ -76,12 +88,21 @@ class Rows:
     shift_points: float
 
     @classmethod
-    def of(cls, maps: np.ndarray, level: str, region: str = "left_eye", points: float = 4.0, side: int = 32) -> Rows:
-        """Rows of ``maps`` (``N x H_F x W_F``) with ``points`` planted on ``region``."""
+    def of(
+        cls,
+        maps: np.ndarray,
+        level: str,
+        region: str = "left_eye",
+        points: float = 4.0,
+        side: int = 32,
+        fraction: float | None = None,
+    ) -> Rows:
+        """Rows of ``maps`` (``N x H_F x W_F``) with ``points`` planted on ``region`` (or
+        ``fraction`` of each map's positive mass, as :func:`plant`, when given)."""
         if level not in ("regions", "pixels"):
             raise ValueError(f"level must be 'regions' or 'pixels', got {level!r}")
         masks = region_masks(maps.shape[1:])
-        planted = plant(maps, region, shift_fraction(maps, region, points))
+        planted = plant(maps, region, shift_fraction(maps, region, points) if fraction is None else fraction)
         column = list(masks).index(region)
         shift = 100 * float((_share_rows(planted)[:, column] - _share_rows(maps)[:, column]).mean())
         if level == "regions":
@@ -238,3 +259,47 @@ def coverage(
             held.append((family.low[0] <= 0) & (0 <= family.high[0]))
     held = np.array(held)[:, np.ptp(rows.null, axis=0) > 0]
     return Rate(float(held.mean()), draws, float(held.mean(0).min()))
+
+
+@dataclass
+class Calibration:
+    """Outcome of :func:`calibrate` (the interface before issue 31).
+
+    Attributes:
+        false_positive_rate: share of null draws with any column significant.
+        power: share of planted draws with the planted region (or a pixel of it) significant.
+        shift_points: mean planted shift of the region's share, in percentage points.
+        draws, size, permutations, level: how it was run.
+    """
+
+    false_positive_rate: float
+    power: float
+    shift_points: float
+    draws: int
+    size: int
+    permutations: int
+    level: str
+
+
+def calibrate(
+    maps: np.ndarray,
+    *,
+    region: str = "left_eye",
+    fraction: float = 0.06,
+    level: str = "regions",
+    draws: int = 200,
+    size: int = 12,
+    permutations: int = 300,
+    confidence: float = 0.95,
+    side: int = 16,
+    seed: int = 7,
+    method: str = "bootstrap",
+) -> Calibration:
+    """False positive rate and power of the ``level`` test for two interchangeable groups of
+    ``size`` maps drawn from ``maps``; :func:`error_rate` and :func:`power` take any
+    :class:`Scenario`."""
+    rows = Rows.of(maps, level, region, side=side, fraction=fraction)
+    scenario = Scenario(f"{size} vs {size}", (size, size))
+    options = {"method": method, "draws": draws, "resamples": permutations, "confidence": confidence, "seed": seed}
+    null, found = error_rate(rows, scenario, **options), power(rows, scenario, **options)
+    return Calibration(null.rate, found.rate, rows.shift_points, draws, size, permutations, level)
