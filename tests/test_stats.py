@@ -171,6 +171,7 @@ def test_bad_test_options_name_the_argument():
         ({"correction": "bonferroni"}, "correction"),
         ({"alpha": 1.5}, "alpha must be a number between 0 and 1"),
         ({"method": "wild"}, "method must be 'bootstrap'"),
+        ({"level": "voxels"}, "level must be 'regions' or 'pixels'"),
         ({"persons": (np.arange(3), None)}, "persons must give one person label per image"),
     ):
         with pytest.raises(ValueError, match=word):

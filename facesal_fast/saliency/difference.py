@@ -59,6 +59,7 @@ def check_test_options(
 
 
 def as_rows(x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` as a float64 ``n x D`` array (a vector: one column); ``ValueError`` naming it if not."""
     x = np.asarray(x, np.float64)
     if x.ndim == 1:
         x = x[:, None]
@@ -68,6 +69,7 @@ def as_rows(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def as_persons(persons, rows: np.ndarray, name: str) -> np.ndarray | None:
+    """One person label per row of ``rows`` (or None); ``ValueError`` naming ``name`` if not."""
     if persons is None:
         return None
     labels = np.asarray(persons)
@@ -210,6 +212,8 @@ def difference_test(
     """
     _check_fraction(alpha, "alpha", "0.05")
     check_test_options(permutations, 0.95, 1, correction, method)
+    if level not in ("regions", "pixels"):
+        raise ValueError(f"level must be 'regions' or 'pixels' (the variance floor's rule), got {level!r}")
     a = as_rows(a, "a")
     rows = [a]
     if b is not None:

@@ -29,7 +29,7 @@ from itertools import combinations, product
 
 import numpy as np
 
-__all__ = ["Family", "Sample", "exact_minimum", "family_test", "pool"]
+__all__ = ["Family", "Sample", "benjamini_hochberg", "distinct_labellings", "exact_minimum", "family_test", "pool"]
 
 _CHUNK = 256  # draws evaluated per matrix product (bounds memory)
 _TIES = 1e-9  # a null |t| within this relative distance of the observed one counts as a tie (>=)
