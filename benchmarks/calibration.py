@@ -36,6 +36,17 @@ def real_maps(model: str, grid_step: int, stride: int) -> np.ndarray:
     )
 
 
+def cached_maps(cache: Path | None, model: str = "gender", grid_step: int = 4, stride: int = 8) -> np.ndarray:
+    """:func:`real_maps`, read from the ``.npy`` file ``cache`` when it exists, else computed
+    (and written there when ``cache`` is given)."""
+    if cache and cache.exists():
+        return np.load(cache)
+    maps = real_maps(model, grid_step, stride)
+    if cache:
+        np.save(cache, maps)
+    return maps
+
+
 def scenarios():
     """Null scenarios: (scenario, also at pixel level)."""
     from facesal_fast.saliency.calibration import Scenario
@@ -152,12 +163,7 @@ def main() -> None:
     from facesal_fast.saliency.calibration import Rows
 
     start = time.perf_counter()
-    if args.maps and args.maps.exists():
-        maps = np.load(args.maps)
-    else:
-        maps = real_maps(args.model, args.grid_step, args.stride)
-        if args.maps:
-            np.save(args.maps, maps)
+    maps = cached_maps(args.maps, args.model, args.grid_step, args.stride)
     print(
         f"{len(maps)} real CIS maps ({args.model}, grid step {args.grid_step}, stride {args.stride}); "
         f"{args.draws} draws per region row, {args.pixel_draws} per pixel row, {args.resamples} resamples per test, "
