@@ -1,4 +1,5 @@
-"""The ``facesal`` command: ``audit``, ``report``, ``demo``, ``evaluate`` and ``bench``.
+"""The ``facesal`` command: ``audit``, ``report``, ``demo``, ``compare``, ``evaluate``, ``tasks``
+and ``bench``.
 
 Exit codes (the same for every command):
 
@@ -7,7 +8,12 @@ Exit codes (the same for every command):
 * ``2``: a usage error or a problem with a file or folder (bad option, unknown model or
   class, bad groups CSV, run folder in use or started with other settings, disk full,
   missing optional package): one line ``facesal: ...`` naming the option or file, no
-  traceback (``--debug`` shows it). Every argument is checked before any work is done.
+  traceback (``--debug`` shows it). Every argument is checked before any work is done;
+* ``130``: interrupted (Ctrl-C): ``facesal: interrupted; re-run the same command to resume``
+  (an audit keeps its finished images and resumes where it stopped).
+
+The options that compute maps are the same, with the same defaults, in every command that has
+them (:mod:`facesal_fast.cli_options`).
 
 Library code raises ``ValueError`` / ``FileNotFoundError`` / ``OSError``; :func:`main`
 turns them into that line. ``--help`` does not import torch.
@@ -41,14 +47,22 @@ from facesal_fast.audit.options import (
 )
 from facesal_fast.audit.store import RunStore
 from facesal_fast.bench import add_bench_arguments, run_bench
+from facesal_fast.cli_options import (
+    MAP_OPTIONS,
+    HelpFormatter,
+    add_face_choice,
+    add_map_options,
+    examples_epilog,
+    positive_int,
+)
 from facesal_fast.comparison import add_compare_arguments, add_statistics_arguments, statistics_options
 from facesal_fast.comparison import run_cli as run_compare
 from facesal_fast.report.safe_text import terminal_text
 from facesal_fast.tasks import add_tasks_arguments, run_tasks_cli
 
-__all__ = ["EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "main", "run_audit"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "main", "run_audit"]
 
-EXIT_OK, EXIT_NOTHING_SUCCEEDED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_NOTHING_SUCCEEDED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_DIR = "data/demo_faces"
 VERBOSE_HELP = "show MediaPipe's native logs and facesal_fast's INFO lines (backend probe, faces found)"
 #: What ``facesal evaluate --methods`` takes: ``facesal_fast.evaluation.EVALUATION_METHODS``, the
@@ -65,6 +79,9 @@ EVALUATION_METHODS = (
     "lrp-epsilon",
     "lrp-alpha-beta",
 )
+#: Map options ``facesal evaluate`` leaves out: its ablations set the mode and grid step
+#: themselves (so no ``--quality``), and its gradient methods run the torch module on the CPU.
+EVALUATE_WITHOUT = ("device", "quality", "incremental")
 #: The registry's aliases, alias -> canonical name.
 METHOD_ALIASES = {"gradcampp": "gradcam++", "gb": "guided-backprop", "lrp": "lrp-epsilon"}
 #: Optional package (import name) -> the extra that installs it.
@@ -102,40 +119,14 @@ def _demo_photos() -> Path:
     return Path(str(resources.files("facesal_fast").joinpath(DEMO_DIR)))
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option; the examples epilog kept as written."""
-
-
-def _examples(*lines: str) -> str:
-    return "example:\n" + "\n".join(f"  {line}" for line in lines)
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def _quality(text: str) -> str | float:
-    """``--quality``: a preset name or a target SSIM in (0, 1]."""
-    if text in ("exact", "high", "fast"):
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected exact, high, fast or a target SSIM in (0, 1], got {text!r}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facesal",
         description="Canonical saliency audits of face models.",
-        formatter_class=_Formatter,
-        epilog="exit codes: 0 done, 1 no image succeeded, 2 usage error or file problem (one-line message)\n\n"
-        + _examples(
+        formatter_class=HelpFormatter,
+        epilog="exit codes: 0 done, 1 no image succeeded, 2 usage error or file problem (one-line message), "
+        "130 interrupted (Ctrl-C; re-run the same command to resume)\n\n"
+        + examples_epilog(
             "facesal demo", "facesal audit photos/ --out runs/mine --groups groups.csv", "facesal report runs/mine"
         ),
     )
@@ -149,7 +140,12 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str, *examples: str) -> argparse.ArgumentParser:
         return sub.add_parser(
-            name, help=help, description=help, parents=[common], formatter_class=_Formatter, epilog=_examples(*examples)
+            name,
+            help=help,
+            description=help,
+            parents=[common],
+            formatter_class=HelpFormatter,
+            epilog=examples_epilog(*examples),
         )
 
     audit = command(
@@ -169,8 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="shard over Ray workers: a local Ray (no ADDRESS) or a cluster (auto, ray://head:10001)",
     )
-    _add_cis_options(audit)
-    _add_face_choice(audit)
+    add_map_options(audit, without=["max_images"])
+    add_face_choice(audit)
     report = command("report", "write the run's self-contained HTML report", "facesal report runs/gender")
     report.add_argument("run", help="run folder")
     report.add_argument("--out", help="HTML path (default: RUN/report.html)")
@@ -179,8 +175,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo", "audit the bundled photos with the bundled gender model, then report", "facesal demo --out runs/demo"
     )
     demo.add_argument("--out", default="runs/demo", help="run folder")
-    _add_backend(demo)
-    demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_map_options(demo, without=["max_images"])
     add_compare_arguments(
         command(
             "compare",
@@ -201,8 +196,7 @@ def _parser() -> argparse.ArgumentParser:
         "facesal tasks photos/ --out runs/tasks --max-images 8",
     )
     add_tasks_arguments(tasks)
-    _add_patch(tasks)
-    _add_backend(tasks)
+    add_map_options(tasks, mode="grid", why="default grid here: the head-pose model runs MediaPipe on every copy")
     bench = command(
         "bench",
         "end-to-end CIS benchmark suite vs captum and the published CSM loop",
@@ -222,21 +216,21 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
         default="cms,cis,gradcam,gradcam++,scorecam,guided-backprop,lrp-epsilon",
         help=f"comma-separated: {', '.join(EVALUATION_METHODS)} (aliases: {aliases})",
     )
-    _add_patch(evaluate)
-    evaluate.add_argument("--mode", default="grid", choices=["exact", "grid"])
-    evaluate.add_argument("--grid-step", type=_positive_int, default=2)
-    evaluate.add_argument("--stride", type=_positive_int, default=1)
-    evaluate.add_argument("--fill", default="black", choices=["black", "mean", "blur"])
+    add_map_options(
+        evaluate,
+        mode="grid",
+        why="default grid here: every method's maps and the ablations are computed",
+        without=EVALUATE_WITHOUT,
+        backend_help="backend of M(.) and occlusion (the gradient methods use the torch module)",
+    )
     evaluate.add_argument(
         "--budget", type=float, default=0.2, help="equal heatmap mass s, as a fraction of the input pixels"
     )
-    evaluate.add_argument("--steps", type=_positive_int, default=16, help="deletion / insertion steps")
+    evaluate.add_argument("--steps", type=positive_int, default=16, help="deletion / insertion steps")
     evaluate.add_argument("--ablation-images", type=int, default=8, help="images used by the ablations (0: none)")
     evaluate.add_argument(
         "--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)"
     )
-    evaluate.add_argument("--max-images", type=_positive_int, default=None)
-    _add_backend(evaluate, "backend of M(.) and occlusion (the gradient methods use the torch module)")
     evaluate.add_argument(
         "--gb-output",
         dest="gb_output",
@@ -251,7 +245,7 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
         help="deletion/insertion order of equal saliency values (random: RISE, seeded)",
     )
     evaluate.add_argument(
-        "--tie-draws", dest="tie_draws", type=_positive_int, default=3, help="random tie orders averaged per curve"
+        "--tie-draws", dest="tie_draws", type=positive_int, default=3, help="random tie orders averaged per curve"
     )
     evaluate.add_argument(
         "--deletion-fill",
@@ -266,76 +260,6 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
         default="rise",
         choices=["rise", "wide"],
         help="insertion start: rise = 11x11 sigma 5 kernel, wide = sigma side/8",
-    )
-
-
-def _add_patch(parser: argparse.ArgumentParser) -> None:
-    """``--patch``: one meaning in every command."""
-    parser.add_argument(
-        "--patch",
-        type=_positive_int,
-        default=None,
-        help="occlusion window in model-input pixels (None: 15 px at 224 px, scaled to the input and made odd)",
-    )
-
-
-def _face_index(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected 0 (the largest face), 1, 2, ..., got {text!r}")
-    return int(text)
-
-
-def _add_face_choice(parser: argparse.ArgumentParser) -> None:
-    """``--face-index K`` or ``--faces all``: which face of a photo with several is explained."""
-    choice = parser.add_mutually_exclusive_group()
-    choice.add_argument(
-        "--face-index",
-        type=_face_index,
-        default=None,
-        metavar="K",
-        help="on photos with several faces explain the K-th largest (0: the largest); by default the "
-        "largest, named with its box in a warning",
-    )
-    choice.add_argument(
-        "--faces",
-        choices=["all"],
-        default=None,
-        help="explain every face of each photo, each stored as PHOTO#faceK (K = 1 for the largest)",
-    )
-
-
-def _add_backend(
-    parser: argparse.ArgumentParser,
-    text: str = "inference backend; auto: the fastest one that agrees with torch eager, by a timed probe",
-) -> None:
-    """``--backend`` with the help ``text``: one default (``auto``) and one set of choices in every command."""
-    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "tensorrt"], help=text)
-
-
-def _add_cis_options(parser: argparse.ArgumentParser) -> None:
-    _add_patch(parser)
-    parser.add_argument("--stride", type=_positive_int, default=1, help="keep every STRIDE-th correspondence point")
-    parser.add_argument("--mode", default="exact", choices=["exact", "grid", "adaptive"])
-    parser.add_argument(
-        "--grid-step", type=_positive_int, default=2, help="grid step in pixels for --mode grid/adaptive"
-    )
-    parser.add_argument("--fill", default="black", choices=["black", "mean", "blur"])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    _add_backend(parser)
-    parser.add_argument(
-        "--quality",
-        default=None,
-        type=_quality,
-        help="instead of --mode, a promise checked per photo: high = estimated SSIM >= 0.95 against exact, "
-        "fast = >= 0.90, or a target SSIM such as 0.97 (docs/performance.md)",
-    )
-    parser.add_argument(
-        "--no-incremental",
-        dest="incremental",
-        action="store_const",
-        const=False,
-        default="auto",
-        help="never use incremental inference (default: where the model traces and it pays)",
     )
 
 
@@ -379,6 +303,11 @@ def _warnings_as_lines() -> Iterator[None]:
         yield
 
 
+def _map_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The map options (:data:`~facesal_fast.cli_options.MAP_OPTIONS`) a command was given."""
+    return {name: getattr(args, name) for name in MAP_OPTIONS if hasattr(args, name)}
+
+
 def _run_command(args: argparse.Namespace) -> int:
     if args.command == "compare":
         return run_compare(args)
@@ -402,9 +331,7 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"facesal report: {terminal_text(str(write_report(args.run, args.out, **statistics_options(args))))}")
         return EXIT_OK
     if args.command == "demo":
-        summary = run_audit(
-            plan_audit(_demo_photos(), args.out, groups="predicted", backend=args.backend, device=args.device)
-        )
+        summary = run_audit(plan_audit(_demo_photos(), args.out, groups="predicted", **_map_options(args)))
     else:
         audit = run_audit
         if args.ray is not None:
@@ -418,15 +345,7 @@ def _run_command(args: argparse.Namespace) -> int:
                 model=args.model,
                 target=args.target,
                 groups=args.groups,
-                patch=args.patch,
-                stride=args.stride,
-                mode=args.mode,
-                grid_step=args.grid_step,
-                fill=args.fill,
-                device=args.device,
-                backend=args.backend,
-                quality=args.quality,
-                incremental=args.incremental,
+                **_map_options(args),
                 face_index=args.face_index,
                 faces=args.faces,
             )
@@ -482,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_command(args)
     except KeyboardInterrupt:
         print("facesal: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - user mistakes become one line, bugs keep their traceback
         message = error_message(err)
         if message is None:

@@ -76,11 +76,11 @@ class TaskMaps:
     confidence: float = 0.95
 
 
-def _scorers(names: Sequence[str], backend: str) -> dict[str, Any]:
+def _scorers(names: Sequence[str], backend: str, device: str) -> dict[str, Any]:
     # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast import models
 
-    return {name: models.load(name, backend=backend) for name in names}
+    return {name: models.load(name, backend=backend, device=device) for name in names}
 
 
 def _bound(name: str, scorer: Any, image: np.ndarray, face: Any) -> Any:
@@ -120,11 +120,13 @@ def five_tasks(
     *,
     models: Sequence[str] | None = None,
     mode: str = "grid",
-    grid_step: int = 4,
+    grid_step: int = 2,
     patch: int | None = None,
     backend: str = "auto",
+    device: str = "cpu",
     aligner: Any = None,
     progress: bool = True,
+    **cis_options: Any,
 ) -> TaskMaps:
     """CMS of every model in ``models`` (default: all of :data:`TASK_MODELS`) over ``photos``.
 
@@ -138,6 +140,9 @@ def five_tasks(
             because the head-pose scorer runs MediaPipe on every occluded copy. ``patch`` is in
             each model's input pixels (``None``: 15 px at a 224 px input, scaled to the model).
         backend: inference backend of the torch models (``"auto"``: a timed probe per model).
+        device: where the models run (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+        **cis_options: further options of :func:`facesal_fast.cis` (``stride``, ``fill``,
+            ``quality``, ``incremental``), as ``facesal audit`` takes them.
         progress: one bar over the photos (the per-photo occlusion bars stay off).
 
     Raises:
@@ -155,8 +160,8 @@ def five_tasks(
         raise ValueError(f"models must be among {list(task_of)}, got {list(models or [])}")
     if not photos:
         raise ValueError("photos is empty: give at least one face photo")
-    options = _checked_options(mode, grid_step, patch)
-    scorers, aligner = _scorers(names, backend), aligner or default_aligner()
+    options = {**_checked_options(mode, grid_step, patch), **cis_options}
+    scorers, aligner = _scorers(names, backend, device), aligner or default_aligner()
     accumulators: dict[str, CMSAccumulator] = {}
     used, failed = [], []
     for path in tqdm(photos, desc="tasks", unit="photo", disable=not progress, dynamic_ncols=True):
@@ -289,7 +294,8 @@ def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
 
 
 def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``facesal tasks`` (``--patch`` and ``--backend``, shared by every command, come from the CLI)."""
+    """Options of ``facesal tasks`` of its own (the map options, shared by every command that
+    computes maps, come from the CLI)."""
     parser.add_argument("photos", help="folder of face photos")
     parser.add_argument("--out", required=True, help="output folder (tasks.html, tasks.png, tasks.json)")
     parser.add_argument(
@@ -297,9 +303,6 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(m for names in TASK_MODELS.values() for m in names),
         help="comma-separated bundled models",
     )
-    parser.add_argument("--mode", default="grid", choices=["exact", "grid", "adaptive"])
-    parser.add_argument("--grid-step", type=int, default=4, help="grid step in model-input pixels")
-    parser.add_argument("--max-images", type=int, default=None, help="use the first N photos")
 
 
 def run_tasks_cli(args: argparse.Namespace) -> int:
@@ -307,8 +310,6 @@ def run_tasks_cli(args: argparse.Namespace) -> int:
     # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.audit.runner import list_images
 
-    if args.max_images is not None and args.max_images < 1:
-        raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a file, not a folder")
     photos = list_images(args.photos, exclude=args.out)[: args.max_images]
@@ -319,6 +320,11 @@ def run_tasks_cli(args: argparse.Namespace) -> int:
         grid_step=args.grid_step,
         patch=args.patch,
         backend=args.backend,
+        device=args.device,
+        stride=args.stride,
+        fill=args.fill,
+        quality=args.quality,
+        incremental=args.incremental,
     )
     page = write_tasks_page(result, args.out)
     print(f"facesal tasks: {len(result.photos)} photos, {len(result.failed)} left out; {page}")

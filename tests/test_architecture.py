@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "audit, evaluation, distributed",
         frozenset({"audit", "evaluation", "distributed", "report", "comparison", "tasks", "benchmark"}),
     ),
-    ("CLI", frozenset({"cli", "__main__", "bench"})),
+    ("CLI", frozenset({"cli", "cli_options", "__main__", "bench"})),
 )
 
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from photos import BUNDLED
@@ -197,3 +198,61 @@ def test_audit_face_choice_on_group_photos(tmp_path):
         proc = _facesal("audit", photos, "--out", tmp_path / "refused", *fast, *extra)
         assert proc.returncode == EXIT_USAGE and "Traceback" not in proc.stderr, (extra, proc.stderr)
         assert not (tmp_path / "refused").exists()
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    (subcommands,) = [a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(subcommands.choices)
+
+
+@pytest.mark.parametrize("command", _all_commands())
+def test_every_option_has_help_and_its_default_once(command):
+    parser = _subparsers()[command]
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        text = formatter._expand_help(action) if action.help else ""
+        assert text.strip(), f"{command} {action.option_strings or action.dest}: no help"
+        assert "(default: None)" not in text, f"{command} {action.option_strings}: {text}"
+        assert text.lower().count("default") <= 1, f"{command} {action.option_strings}: default twice: {text}"
+        if action.required or not action.option_strings:
+            assert "(default:" not in text, f"{command} {action.dest}: a required argument shows a default"
+    out = parser.format_help()
+    assert "(default: None)" not in out
+
+
+def test_map_options_are_the_same_in_every_command_that_computes_maps():
+    from facesal_fast.cli_options import MAP_OPTIONS
+
+    parsers = _subparsers()
+    commands = ("audit", "demo", "evaluate", "tasks")
+
+    def options(command: str) -> dict[str, argparse.Action]:
+        return {a.dest: a for a in parsers[command]._actions if a.dest in MAP_OPTIONS}
+
+    found = {c: options(c) for c in commands}
+    for name in ("patch", "stride", "mode", "grid_step", "fill", "backend"):  # in all four
+        assert all(name in found[c] for c in commands), name
+    for name in MAP_OPTIONS:
+        having = [found[c][name] for c in commands if name in found[c]]
+        assert len(having) >= 2, f"{name} in one command only"
+        same = {(tuple(a.option_strings), a.type, tuple(a.choices or ())) for a in having}
+        assert len(same) == 1, f"{name} differs: {same}"
+        defaults = {a.default for a in having}
+        assert name == "mode" or len(defaults) == 1, f"{name} defaults differ: {defaults}"
+        helps = {a.help.split(" (default grid here")[0] for a in having if name != "backend"}
+        assert len(helps) <= 1, f"{name} help differs: {helps}"
+    assert {found[c]["mode"].default for c in commands} == {"exact", "grid"}  # tasks/evaluate say why grid
+    assert all("default grid here" in found[c]["mode"].help for c in ("evaluate", "tasks"))
+    assert {"device", "quality", "incremental"} <= set(found["tasks"]) and "max_images" in found["evaluate"]
+
+
+def test_exit_130_is_documented_and_returned(monkeypatch, capsys):
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_command", interrupted)
+    assert main(["report", "runs/x"]) == cli.EXIT_INTERRUPTED == 130
+    assert "re-run the same command to resume" in capsys.readouterr().err
+    assert "130 interrupted" in cli._parser().format_help() and "``130``" in cli.__doc__
+    readme = (Path(facesal_fast.__file__).parent.parent / "README.md").read_text()
+    assert "130" in readme
