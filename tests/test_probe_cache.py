@@ -41,6 +41,11 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "own" / "probes"
 
 
+def _eager_reference(net):
+    """torch eager's outputs on the probe's first two images, as a probe stores them."""
+    return net(selection._random_batch(2, SHAPE, CPU)).tolist()
+
+
 def _no_timing(monkeypatch):
     """Any timed probe run fails the test."""
 
@@ -98,11 +103,14 @@ def test_a_corrupt_or_stale_entry_is_ignored_with_a_warning_and_probed_again(cac
     (cache / f"{key}.json").write_text(json.dumps({"chosen": "onnx-cpu", "rows": [[1, 2]], "probed_at": "x"}))
     with pytest.warns(UserWarning, match="corrupt backend probe cache entry ignored"):
         assert load_probe(key) is None
-    store_probe(key, CachedProbe("no-such-backend", [("torch-fp32", 1.0, 0.0, "")], "then"))
+    store_probe(key, CachedProbe("no-such-backend", [("torch-fp32", 1.0, 0.0, "")], "then", [[0.0, 0.0]] * 2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a choice that no longer builds is logged, not warned
         backend, table = select_backend(net, SHAPE, CPU, "fp32", 8, tmp_path)
     assert load_probe(key).chosen != "no-such-backend" and len(table) >= 2
+    store_probe(key, CachedProbe("torch", [("torch-fp32", 1.0, 0.0, "")], "then", [[1e3, 1e3]] * 2))
+    select_backend(net, SHAPE, CPU, "fp32", 8, tmp_path)  # disagrees with eager's stored outputs: probed again
+    assert load_probe(key).reference != [[1e3, 1e3]] * 2
 
 
 def test_an_unwritable_cache_is_only_a_warning(tmp_path, monkeypatch):
@@ -147,7 +155,10 @@ def test_probing_backend_reads_a_stored_probe_per_shape_and_wraps_an_nhwc_choice
     store_probe(
         key,
         CachedProbe(
-            "torch-channels_last", [("torch-fp32", 2.0, 0.0, ""), ("torch-fp32-channels_last", 1.0, 0.0, "")], "then"
+            "torch-channels_last",
+            [("torch-fp32", 2.0, 0.0, ""), ("torch-fp32-channels_last", 1.0, 0.0, "")],
+            "then",
+            _eager_reference(net),
         ),
     )
     _no_timing(monkeypatch)
@@ -164,6 +175,6 @@ def test_incremental_waits_for_the_probe_then_weighs_its_speed(cache, tmp_path):
     cold = choose_incremental(_auto(net, tmp_path), image, 3)
     assert not cold.incremental and "has not probed this input shape yet" in cold.reason
     key = probe_key(net, SHAPE, CPU, "fp32", False)
-    store_probe(key, CachedProbe("torch", [("torch-fp32", 1.0, 0.0, "")], "then"))
+    store_probe(key, CachedProbe("torch", [("torch-fp32", 1.0, 0.0, "")], "then", _eager_reference(net)))
     warm = choose_incremental(_auto(net, tmp_path), image, 3)
     assert "multiply-add ratio" in warm.reason and "at 1.00x torch eager" in warm.reason

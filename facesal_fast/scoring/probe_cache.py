@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["CACHE_ENV", "CachedProbe", "cache_dir", "load_probe", "probe_key", "store_probe", "weights_digest"]
 
 CACHE_ENV = "FACESAL_CACHE_DIR"
-_FORMAT = 1  # bump when the entry's fields change: older entries are then other keys
+_FORMAT = 2  # bump when the entry's fields change: older entries are then other keys
 
 
 def cache_dir() -> Path:
@@ -95,11 +95,14 @@ def probe_key(
 @dataclass(frozen=True)
 class CachedProbe:
     """A stored probe: the candidate chosen (its name in the probe, e.g. ``"onnx-cpu"``), the
-    probe's rows as ``(name, ms_per_image, max_abs_diff, note)`` and when it was probed."""
+    probe's rows as ``(name, ms_per_image, max_abs_diff, note)``, when it was probed, and
+    torch eager's outputs (``2 x D``) on the probe's first two images, against which the
+    choice is checked when it is read back (without running torch eager again)."""
 
     chosen: str
     rows: list[tuple[str, float | None, float | None, str]]
     probed_at: str
+    reference: list[list[float]]
 
 
 def load_probe(key: str) -> CachedProbe | None:
@@ -115,7 +118,8 @@ def load_probe(key: str) -> CachedProbe | None:
         return None
     try:
         rows = [(str(n), _number(ms), _number(diff), str(note)) for n, ms, diff, note in data["rows"]]
-        return CachedProbe(str(data["chosen"]), rows, str(data["probed_at"]))
+        reference = [[float(v) for v in row] for row in data["reference"]]
+        return CachedProbe(str(data["chosen"]), rows, str(data["probed_at"]), reference)
     except (KeyError, TypeError, ValueError) as err:
         warnings.warn(f"{path}: corrupt backend probe cache entry ignored ({err!r}); probing again", stacklevel=2)
         return None
@@ -129,7 +133,9 @@ def store_probe(key: str, probe: CachedProbe) -> None:
     """Store ``probe`` under ``key`` atomically; a cache that cannot be written (read-only home,
     full disk) is only a warning: the probe simply runs again next time."""
     folder = cache_dir()
-    data = json.dumps({"chosen": probe.chosen, "rows": probe.rows, "probed_at": probe.probed_at}).encode()
+    data = json.dumps(
+        {"chosen": probe.chosen, "rows": probe.rows, "probed_at": probe.probed_at, "reference": probe.reference}
+    ).encode()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")

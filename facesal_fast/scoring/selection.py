@@ -170,7 +170,7 @@ def select_backend(
 
     A probe of the same model, shape and machine stored on disk
     (:mod:`~facesal_fast.scoring.probe_cache`) is used instead of probing, once its choice is
-    built and agrees with torch eager on two images; a complete probe is stored.
+    built and agrees with torch eager's stored outputs on two images; a complete probe is stored.
     Agreement: max |diff| of outputs <= 1e-3 + 1e-3 * max |reference| (fp32), or 5e-2
     relative for fp16/bf16 runs. ``budget``: seconds the probe may take (None: no limit);
     candidates left when it is spent are skipped, and such a partial probe is not stored.
@@ -210,23 +210,24 @@ def select_backend(
     _log_choice(best[2].name, results, time.perf_counter() - started, input_shape)
     if not any(r.note.startswith("not probed") for r in results):
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        store_probe(key, CachedProbe(best[1], [astuple(r) for r in results], stamp))
+        store_probe(key, CachedProbe(best[1], [astuple(r) for r in results], stamp, reference[:2].tolist()))
     return best[2], results
 
 
 def _from_cache(
     key: str, module, input_shape, device, precision, batch_size, cache_dir, compile
 ) -> tuple[Backend, list[ProbeResult]] | None:
-    """The stored probe's choice, built and checked against torch eager on two images, with
-    its table; None when nothing is stored or the choice no longer runs or agrees (logged)."""
+    """The stored probe's choice, built and checked against torch eager's stored outputs on
+    the probe's first two images, with its table; None when nothing is stored or the choice
+    no longer runs or agrees (logged)."""
     entry = load_probe(key)
     if entry is None:
         return None
     builds = dict(_candidates(module, input_shape, device, precision, batch_size, cache_dir, compile))
     try:
         backend = builds[entry.chosen]()
-        x = _random_batch(2, input_shape, device)
-        reference = TorchBackend(module, device, "fp32")(x)
+        x = _random_batch(2, input_shape, device)  # the probe's first two images (same seed)
+        reference = torch.tensor(entry.reference, dtype=torch.float32, device=device)
         diff = _agreement(backend, x, reference)
         if not diff <= _tolerance(reference, precision):
             raise ValueError(f"disagrees with torch eager (max |diff| {diff:.3g})")
