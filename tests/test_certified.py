@@ -11,6 +11,7 @@ import pytest
 
 from facesal_fast.scoring.batching import Windows, run_steps
 from facesal_fast.speed.certified import (
+    MARGIN,
     CanonicalSplat,
     Certificate,
     certificate_steps,
@@ -80,7 +81,7 @@ def test_certificate_of_an_exact_interpolation_is_one():
 def test_a_reachable_target_is_met_with_fewer_windows_and_an_unreachable_one_falls_back_to_exact():
     scorer, windows, points, splat = _synthetic(width=4.0)
     found = run_steps(certified_steps(windows, points, 1.0, 0.9, splat))
-    assert found.mode == "certified" and found.certificate.ssim >= 0.91
+    assert found.mode == "certified" and found.certificate.ssim >= 0.9 + MARGIN
     assert found.forward_passes == scorer.scored < 0.7 * len(points)
     exact_map = splat.maps(scorer.drop(points))
     truth = _ssim(splat.maps(found.drops), exact_map)
@@ -123,7 +124,7 @@ def test_fast_preset_keeps_its_promise_and_its_certificate_tracks_the_truth(gend
     truth = _ssim(fast.canonical, exact.canonical)
     assert fast.settings["quality"] == "fast" and fast.settings["target_ssim"] == 0.9
     assert fast.settings["mode"] == "certified" and fast.forward_passes < exact.forward_passes / 2
-    assert truth >= 0.90 and fast.settings["estimated_ssim"] >= 0.91
+    assert truth >= 0.90 and fast.settings["estimated_ssim"] >= 0.90 + MARGIN
     assert abs(fast.settings["estimated_ssim"] - truth) <= 0.03
     assert fast.settings["estimated_share_error"] >= 0 and fast.settings["certificate_passes"] > 0
 
