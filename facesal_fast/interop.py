@@ -130,7 +130,7 @@ class QuantusModel(nn.Module):
         if x.shape[0] == self.spec.channels and x.shape[1:] == self.spec.input_size:
             raise ValueError(
                 f"an input of the model's size {x.shape} that is no perturbation of one given to model.inputs() "
-                f"(nearest mean |difference| {min(same)[0] if same else 'none'}): its face is unknown"
+                f"(nearest mean |difference| {min((row[0] for row in same), default='none')}): its face is unknown"
             )
         face = (self.aligner or default_aligner())(_rgb_uint8(x))
         self._known.append(("photo", x.copy(), face))
