@@ -295,7 +295,9 @@ def _warnings_as_lines() -> Iterator[None]:
     def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
         if str(message) not in seen:
             seen.add(str(message))
-            print(f"facesal: warning: {terminal_text(str(message))}", file=sys.stderr)
+            from tqdm.auto import tqdm  # lazy: only when there is a warning; above any progress bar
+
+            tqdm.write(f"facesal: warning: {terminal_text(str(message))}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
@@ -360,10 +362,29 @@ def _run_command(args: argparse.Namespace) -> int:
 
 class _TerminalFormatter(logging.Formatter):
     """Log lines with control characters shown escaped: a file name in a warning (``2 faces
-    found`` in ``\x1b[2J.jpg``) cannot drive the terminal."""
+    found`` in ``\x1b[2J.jpg``) cannot drive the terminal; advice in the command's words
+    (``--face-index K``, not ``face_index=``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return terminal_text(super().format(record))
+        text = terminal_text(super().format(record))
+        if "face_index=" in text:
+            from facesal_fast.align.choice import CLI_ADVICE, PYTHON_ADVICE  # lazy: keeps cv2 out of --help
+
+            text = text.replace(PYTHON_ADVICE, CLI_ADVICE)
+        return text
+
+
+class _LineHandler(logging.Handler):
+    """Each record on its own stderr line above any progress bar (``tqdm.write``), never inside
+    the bar's line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm.auto import tqdm  # lazy: only when there is a line to write
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging's own convention: a broken handler reports, never raises
+            self.handleError(record)
 
 
 @contextmanager
@@ -371,7 +392,7 @@ def _verbose(on: bool) -> Iterator[None]:
     """facesal_fast's WARNING lines on stderr, escaped; with ``--verbose`` its INFO lines too
     (backend probe, faces found) and MediaPipe's native logs (``FACESAL_MEDIAPIPE_LOGS=1``),
     for this command only."""
-    logger, handler = logging.getLogger("facesal_fast"), logging.StreamHandler(sys.stderr)
+    logger, handler = logging.getLogger("facesal_fast"), _LineHandler()
     handler.setFormatter(_TerminalFormatter("facesal: %(name)s: %(message)s" if on else "%(message)s"))
     handler.setLevel(logging.INFO if on else logging.WARNING)
     level, env = logger.level, None

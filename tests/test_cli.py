@@ -191,6 +191,9 @@ def test_audit_face_choice_on_group_photos(tmp_path):
     assert re.search(
         r"couple\.jpg: 2 faces found, explaining the largest, box \(x0, y0, x1, y1\) = \(\d+", largest.stderr
     )
+    (line,) = [part for part in re.split(r"[\r\n]", largest.stderr) if "faces found" in part]
+    assert line.endswith("(--face-index K or --faces all to choose)"), line  # CLI words, not face_index=
+    assert "%|" not in line and "img/s" not in line, line  # on its own line, not inside the bar's
     every = _facesal("audit", photos, "--out", tmp_path / "all", "--faces", "all", *fast)
     assert every.returncode == 0 and "3 done" in every.stdout and "faces found" not in every.stderr, every.stderr
     assert json.loads((tmp_path / "all" / "run.json").read_text())["settings"]["faces"] == "all"

@@ -39,6 +39,10 @@ SCORE_MARGIN = 0.2
 #: A photo is aligned turned 180 degrees when its best detector score turned beats its best
 #: score as it is by more than this.
 UPSIDE_DOWN_MARGIN = 0.05
+#: How the multi-face warning says to choose another face, in Python words (the ``facesal``
+#: command shows :data:`CLI_ADVICE` instead).
+PYTHON_ADVICE = "(face_index= or faces='all' to choose)"
+CLI_ADVICE = "(--face-index K or --faces all to choose)"
 
 Candidate = tuple  # (landmarks or None, box, score or None, box source)
 
@@ -154,7 +158,7 @@ def choice_warning(source: str, chosen: Candidate, ranked: list[Candidate], size
             f"; passed over {len(larger)} larger detection(s) scoring more than {SCORE_MARGIN} below the best "
             f"({scores})"
         )
-    return message + " (face_index= or faces='all' to choose)"
+    return f"{message} {PYTHON_ADVICE}"
 
 
 def turned_note(note: str, turned: bool) -> str:
