@@ -100,14 +100,15 @@ def add_face_choice(parser: argparse.ArgumentParser) -> None:
         type=_face_index,
         default=None,
         metavar="K",
-        help="on photos with several faces explain the K-th largest (0: the largest); by default the "
-        "largest, named with its box in a warning",
+        help="on photos with several faces explain the K-th in the face-choice order (0: the default, "
+        "the largest face whose detector score is within 0.2 of the photo's best); by default that face, "
+        "named with its box and score in a warning",
     )
     choice.add_argument(
         "--faces",
         choices=["all"],
         default=None,
-        help="explain every face of each photo, each stored as PHOTO#faceK (K = 1 for the largest)",
+        help="explain every face of each photo, each stored as PHOTO#faceK (K = 1 for the default face)",
     )
 
 

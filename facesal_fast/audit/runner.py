@@ -59,7 +59,8 @@ Persons = None | Sequence[str] | Mapping[str, str]
 @dataclass
 class AuditItem:
     """One input's outcome: ``status`` is ``"done"``, ``"failed"`` or ``"skipped"`` (done before);
-    ``face``: which face of the photo (1 = the largest) with ``faces="all"``, else None."""
+    ``face``: which face of the photo (1 = the default face, the largest confident one) with
+    ``faces="all"``, else None."""
 
     key: str
     source: str
@@ -73,7 +74,7 @@ class AuditItem:
 @dataclass(frozen=True)
 class _Face:
     """One face to explain: its photo's ``index`` and ``photo`` key, the result's ``key``, its
-    ``number`` (1 = the largest, with ``faces="all"``; None otherwise) and the ``source``."""
+    ``number`` (1 = the default face, with ``faces="all"``; None otherwise) and the ``source``."""
 
     index: int
     photo: str
@@ -118,7 +119,7 @@ def _check_face_choice(face_index: Any, faces: Any) -> None:
     if faces is not None:
         raise ValueError("pass face_index= or faces='all', not both")
     if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)) or face_index < 0:
-        raise ValueError(f"face_index must be an integer >= 0 (0: the largest face), got {face_index!r}")
+        raise ValueError(f"face_index must be an integer >= 0 (0: the default face), got {face_index!r}")
 
 
 def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,9 +177,11 @@ class Audit:
         photos_per_round: photos explained together: their occluded windows are scored in
             shared batches, so a small model keeps the runtime busy (maps as one at a time).
         **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...);
-            on photos with several faces ``face_index=k`` explains the k-th largest (default:
-            the largest, logged at WARNING with its box) and ``faces="all"`` every face, each
-            its own result keyed ``"<photo key>#face<k>"`` (k = 1 for the largest).
+            on photos with several faces ``face_index=k`` explains the k-th in the aligner's
+            face-choice order (:class:`~facesal_fast.align.Aligner`; default: the first, the
+            largest face whose detector score is within 0.2 of the best, logged at WARNING
+            with its box and score) and ``faces="all"`` every face, each its own result
+            keyed ``"<photo key>#face<k>"`` (k = 1 for the default face).
     """
 
     def __init__(
