@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from facesal_fast import models
 from facesal_fast.align import load_image
+from facesal_fast.audit.approximation import record_approximation
 from facesal_fast.audit.groups import label_of
 from facesal_fast.audit.options import print_summary
 from facesal_fast.audit.resume import Resume
@@ -356,6 +357,7 @@ def _run(
             load[w] += 1
         while pending:
             collect()
+        record_approximation(store)  # the modes used and their certificates, as a single-process run
         partials = ray.get([a.partials.remote() for a in actors])
     finally:
         bar.close()
