@@ -455,3 +455,32 @@ def test_readme_python_block_shows_the_tensor_path_and_the_captum_style_class():
     assert "fs.CanonicalOcclusion(scorer).attribute(photos_tensor, target=" in block
     for name in re.findall(r"\bfs\.(\w+)\(", block):  # every call it shows exists
         assert callable(getattr(fs, name)), name
+
+
+# ----------------------------------------------------------------------------- progress bars (issue 30, item 3)
+
+
+def test_audit_bar_shows_its_total_and_draws_its_final_line_once(image, scorer, capsys):
+    images = np.stack([image, image[:, ::-1].copy()])  # an N x H x W x 3 array: not a list, but its length is known
+    list(fs.Audit(scorer, photos_per_round=1, **FAST).feed(images, progress=True))
+    err = capsys.readouterr().err
+    assert "0/2" in err and "1/2" in err and err.count("2/2") == 1, err
+
+
+def test_input_count_knows_every_sized_input_and_only_those(image):
+    from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+    from facesal_fast.audit.inputs import input_count
+
+    batch = torch.zeros(5, 3, 8, 8)
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield from batch
+
+    assert input_count(["a.jpg", "b.jpg"]) == 2 and input_count(np.stack([image] * 3)) == 3
+    assert input_count(batch) == 5 and input_count(TensorDataset(batch)) == 5
+    assert input_count(DataLoader(TensorDataset(batch), batch_size=2)) == 5
+    assert input_count(DataLoader(TensorDataset(batch), batch_size=2, drop_last=True)) == 4
+    assert input_count(iter(["a.jpg"])) is None and input_count(Stream()) is None
+    assert input_count(DataLoader(Stream(), batch_size=2)) is None and input_count(image) is None

@@ -140,6 +140,23 @@ def _records(item: Any) -> Iterator[tuple[Any, Any, Any]]:
         yield image, (key.item() if _is_tensor(key) else key), (group.item() if _is_tensor(group) else group)
 
 
+def input_count(inputs: Any) -> int | None:
+    """How many images ``inputs`` (as :func:`iter_inputs` takes them) holds when that is known
+    without reading it: a list, an ``N x H x W x 3`` array or tensor, a sized Dataset, a
+    DataLoader over one; else None (a generator, an iterable dataset)."""
+    try:
+        if isinstance(inputs, (list, tuple)):
+            return len(inputs)
+        if hasattr(inputs, "shape"):
+            return int(inputs.shape[0]) if len(inputs.shape) == 4 else None
+        if hasattr(inputs, "batch_size") and hasattr(inputs, "sampler"):  # a torch DataLoader
+            batch, count = inputs.batch_size, len(inputs.sampler)
+            return count - count % batch if batch and getattr(inputs, "drop_last", False) else count
+        return len(inputs) if hasattr(inputs, "__getitem__") and not isinstance(inputs, (str, Mapping)) else None
+    except TypeError:  # an IterableDataset (or its loader) has no length
+        return None
+
+
 def iter_inputs(
     inputs: Any, exclude: str | Path | None = None, item_groups: dict[str, str] | None = None
 ) -> Iterator[tuple[str, str, PhotoFile | InMemoryImage]]:

@@ -29,14 +29,14 @@ from facesal_fast.align import default_aligner
 from facesal_fast.align.errors import NoFaceError
 from facesal_fast.audit.approximation import record_approximation, settings_array
 from facesal_fast.audit.groups import Groups, MatchAsReached, assigned, check_groups, group_of, label_of
-from facesal_fast.audit.inputs import IMAGE_SUFFIXES, iter_inputs, list_images
+from facesal_fast.audit.inputs import IMAGE_SUFFIXES, input_count, iter_inputs, list_images
 from facesal_fast.audit.resume import Resume
 from facesal_fast.audit.store import RunStore
 from facesal_fast.saliency.cis import MODES, CISResult, cis, cis_steps, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
 from facesal_fast.scoring.batching import run_together
 from facesal_fast.scoring.confidence import resolve_class
-from facesal_fast.scoring.progress import inside_outer_bar
+from facesal_fast.scoring.progress import advance, inside_outer_bar
 from facesal_fast.speed.certified import quality_target
 
 if TYPE_CHECKING:
@@ -344,14 +344,14 @@ class Audit:
         """
         check_groups(groups)
         items, labels, matchers = self._inputs(inputs, _Labels(groups, persons), groups_from)
-        total = len(items) if isinstance(items, list) else None
+        total = len(items) if isinstance(items, list) else input_count(inputs)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesal-align") as pool:
             entries = self._aligned_ahead(items, pool)
             with tqdm(total=total, disable=not progress, unit="img", desc="audit", dynamic_ncols=True) as bar:
                 while chunk := list(islice(entries, self.photos_per_round)):
                     done = self._finish(chunk, labels)
                     bar.set_postfix(failed=self.summary["failed"], refresh=False)
-                    bar.update(len(chunk))  # photos finished, not photos taken ahead
+                    advance(bar, len(chunk))  # photos finished, not photos taken ahead
                     yield from done
         for matcher in matchers:
             matcher.check()

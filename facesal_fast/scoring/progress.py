@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["PROGRESS_DELAY", "inside_outer_bar", "outer_bar", "status_line", "step_bar"]
+__all__ = ["PROGRESS_DELAY", "advance", "inside_outer_bar", "outer_bar", "status_line", "step_bar"]
 
 #: Progress bars and status lines appear only for steps still running after this many seconds.
 PROGRESS_DELAY = 2.0
@@ -45,6 +45,15 @@ def step_bar(iterable: Any = None, **options: Any) -> tqdm:
     """``tqdm(iterable, **options)`` shown after :data:`PROGRESS_DELAY` s, removed when done,
     and off inside an outer bar."""
     return tqdm(iterable, delay=PROGRESS_DELAY, leave=False, disable=_under_outer_bar(), **options)
+
+
+def advance(bar: tqdm, n: int) -> None:
+    """``bar.update(n)``, but the step that completes a bar of known total is not drawn:
+    ``close()`` draws the final line, so it is printed once."""
+    if bar.total is not None and not bar.disable and bar.n + n >= bar.total:
+        bar.n += n
+    else:
+        bar.update(n)
 
 
 def outer_bar(iterable: Iterable[_T], **options: Any) -> Iterator[_T]:
