@@ -36,6 +36,11 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
+def __dir__() -> list[str]:
+    """The public API (``__all__``), for ``dir(facesal_fast)`` and tab completion."""
+    return sorted(__all__)
+
+
 def __getattr__(name: str) -> Any:
     """Import the heavier layers (alignment, models, saliency) on first use."""
     if name not in _LAZY:

@@ -181,9 +181,22 @@ def per_photo(
             out = [_call(fn, bound, param, photo, tensor_fields, face_index, faces) for photo in items]
             return out if many else out[0]
 
+        wrapper.__signature__ = _with_face_choice(signature) if choose_face else signature  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
+
+
+def _with_face_choice(signature: inspect.Signature) -> inspect.Signature:
+    """``signature`` with the keyword-only ``face_index`` and ``faces`` the decorator adds, so
+    that ``help()`` and ``inspect.signature`` show every parameter."""
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        for name, annotation in (("face_index", "int | None"), ("faces", "str | None"))
+    ]
+    params = list(signature.parameters.values())
+    tail = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    return signature.replace(parameters=[p for p in params if p not in tail] + added + tail)
 
 
 def _keywords(signature: inspect.Signature, bound: inspect.BoundArguments) -> dict[str, Any]:

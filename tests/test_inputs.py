@@ -484,3 +484,17 @@ def test_input_count_knows_every_sized_input_and_only_those(image):
     assert input_count(DataLoader(TensorDataset(batch), batch_size=2, drop_last=True)) == 4
     assert input_count(iter(["a.jpg"])) is None and input_count(Stream()) is None
     assert input_count(DataLoader(Stream(), batch_size=2)) is None and input_count(image) is None
+
+
+def test_dir_and_help_show_the_public_api_and_every_parameter():
+    import pydoc
+
+    assert dir(fs) == sorted(fs.__all__) and "importlib" not in dir(fs)  # completion lists the API
+    params = inspect.signature(fs.cis).parameters
+    assert [params[n].kind for n in ("face_index", "faces")] == [inspect.Parameter.KEYWORD_ONLY] * 2
+    assert params["face_index"].default is None and params["faces"].default is None
+    documented = set(re.findall(r"^        (\w+)(?:, \w+)*:", fs.cis.__doc__, re.MULTILINE))
+    assert documented == set(params), documented ^ set(params)  # the docstring and signature agree
+    shown = pydoc.render_doc(fs.cis)
+    assert "face_index: 'int | None' = None" in shown and "faces: 'str | None' = None" in shown
+    assert "face_index" not in inspect.signature(fs.methods.explain).parameters  # it takes none

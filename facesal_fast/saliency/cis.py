@@ -395,6 +395,7 @@ def cis(
         mode: ``"exact"`` (every distinct window) or ``"grid"`` (grid of step ``grid_step``,
             bilinear interpolation), or ``"adaptive"`` (that grid first, then the ``refine``
             fraction of windows with the largest coarse drops scored exactly; Krypton's drill-down).
+        grid_step: step of that grid, in the scorer's input pixels.
         refine: fraction of windows refined exactly in ``"adaptive"`` mode.
         quality: a promise instead of ``mode``/``grid_step``/``refine``: ``"exact"``,
             ``"high"`` (estimated SSIM against exact >= 0.95 on this photo), ``"fast"``
