@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from facesal_fast.align import canonical_face, canonical_mask
 
@@ -62,9 +62,9 @@ def png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _sides(ax) -> None:
+def _sides(ax, fontsize: float = 7) -> None:
     """Write which side is the subject's left under a canonical (frontal) map."""
-    ax.set_xticks([0.0, 1.0], ["subject's right", "subject's left"], fontsize=7)
+    ax.set_xticks([0.0, 1.0], ["subject's right", "subject's left"], fontsize=fontsize)
     ax.tick_params(axis="x", length=0)
     ax.set_yticks([])
 
@@ -194,19 +194,20 @@ def task_maps_figure(maps: Sequence[tuple[str, np.ndarray, str]], columns: int =
         ax.imshow(_face_gray(heat.shape), cmap="gray", vmin=0, vmax=1, extent=(0, 1, 1, 0))
         shown = np.where(canonical_mask(heat.shape), density, np.nan)
         image = ax.imshow(shown, cmap=SALIENCY_CMAP, vmin=0, vmax=top, alpha=0.85, extent=(0, 1, 1, 0))
-        ax.set_title(wrapped(title, 2.8, 9), fontsize=9)
-        _sides(ax)
+        ax.set_title(wrapped(title, 2.8, 11), fontsize=11)  # the page shows the figure at ~80%: larger text
+        _sides(ax, 8)
         magnitude = (
             f"mean positive drop {mean:.3g}\nlargest drop {float(np.max(heat)):.3g} ({unit})"
             if mean > 0
             else f"no positive drop ({unit})"
         )
-        ax.set_xlabel(plain(magnitude), fontsize=8)
+        ax.set_xlabel(plain(magnitude), fontsize=10)
     for ax in axes[len(maps) :]:
         ax.set_visible(False)
     bar = fig.colorbar(image, ax=list(axes[: len(maps)]), fraction=0.03, pad=0.02)
     scale = "saliency density: each map over its own positive mass (1 = spread evenly over the face)"
-    bar.set_label(wrapped(scale, 3.5 * n_rows - 0.6, 8), fontsize=8)
+    bar.set_label(wrapped(scale, 3.5 * n_rows - 0.6, 10), fontsize=10)
+    bar.ax.tick_params(labelsize=9)
     return fig
 
 
@@ -219,8 +220,10 @@ def _chart(draw: Callable, width: float = 7.0, height: float = 3.4):
 
 
 def _log_counts(ax) -> None:
-    """A log x axis labelled with plain image counts."""
+    """A log x axis labelled with plain image counts at 1, 2, 5, 10, 20, 50, ... (a run of
+    a few images gets more than the one label at 1)."""
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
