@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from browser import chromium_dom
 from figure_text import assert_readable, recording_figures, text_clashes
 
 from facesal_fast.align import canonical_mask, region_masks
@@ -38,8 +39,10 @@ def _task_maps() -> TaskMaps:
 def test_tasks_figure_puts_each_model_over_its_own_mass_on_one_scale(tmp_path):
     result = _task_maps()
     with recording_figures() as figures:
-        page = write_tasks_page(result, tmp_path).read_text()
+        path = write_tasks_page(result, tmp_path / "tasks")
     assert_readable(figures)
+    page = path.read_text()
+    chromium_dom(path, tmp_path / "profile")  # renders in headless Chromium, its figure decoded
     (fig,) = figures
     panels = [ax for ax in fig.axes if len(ax.images) == 2]  # the mean face and the map over it
     assert len(panels) == len(result.cms)
