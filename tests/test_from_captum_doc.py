@@ -1,9 +1,9 @@
 """docs/from-captum.md runs: every python block, in order, in one namespace."""
 
-import re
 from pathlib import Path
 
 import pytest
+from doc_blocks import python_blocks, run_blocks
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "from-captum.md"
 
@@ -11,12 +11,8 @@ pytest.importorskip("captum")
 pytest.importorskip("pytorch_grad_cam")
 
 
-def _blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
-
-
 def test_the_page_has_the_three_ways():
-    text = "\n".join(_blocks())
+    text = "\n".join(python_blocks(DOC))
     for needle in (
         "Occlusion(model).attribute",
         "GradCAM(",
@@ -28,11 +24,6 @@ def test_the_page_has_the_three_ways():
 
 
 def test_from_captum_page_runs():
-    namespace: dict = {}
-    for k, block in enumerate(_blocks()):
-        try:
-            exec(compile(block, f"{DOC.name} block {k + 1}", "exec"), namespace)
-        except Exception as e:  # name the block that failed
-            raise AssertionError(f"{DOC.name}, python block {k + 1} failed: {e!r}\n{block}") from e
+    namespace = run_blocks(DOC)
     attributions, canonical = namespace["attributions"], namespace["canonical"]
     assert float(attributions.abs().max()) > 0 and float(canonical.abs().max()) > 0

@@ -1,33 +1,24 @@
 """docs/quantus.md runs: every python block, in order, in one namespace (skipped without quantus)."""
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from doc_blocks import python_blocks, run_blocks
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "quantus.md"
 
 pytest.importorskip("quantus")
 
 
-def _blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
-
-
 def test_the_page_uses_one_metric_of_each_quantus_category():
-    text = "\n".join(_blocks())
+    text = "\n".join(python_blocks(DOC))
     for needle in ("FaithfulnessCorrelation(", "MaxSensitivity(", "Sparseness(", "RandomLogit(", "PixelFlipping("):
         assert needle in text
 
 
 def test_quantus_page_runs():
-    namespace: dict = {}
-    for k, block in enumerate(_blocks()):
-        try:
-            exec(compile(block, f"{DOC.name} block {k + 1}", "exec"), namespace)
-        except Exception as e:  # name the block that failed
-            raise AssertionError(f"{DOC.name}, python block {k + 1} failed: {e!r}\n{block}") from e
+    namespace = run_blocks(DOC)
     scores = namespace["scores"]
     assert set(scores) == {"FaithfulnessCorrelation", "MaxSensitivity", "Sparseness", "RandomLogit"}
     for name, values in scores.items():
