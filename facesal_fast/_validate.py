@@ -7,6 +7,19 @@ from typing import Any
 import numpy as np
 
 
+def one_target(target: Any, name: str = "target") -> Any:
+    """``target`` as a plain ``int`` / ``str`` (or as given): a numpy scalar, a 0-d array or an
+    array / tensor of one element unwrapped; ``ValueError`` naming ``name`` for several
+    elements (one class is explained)."""
+    if isinstance(target, np.generic) or (hasattr(target, "shape") and hasattr(target, "reshape")):
+        size = int(np.prod(tuple(target.shape)))
+        if size != 1:
+            raise ValueError(f"{name} must be one class index or name, got an array of {size} values")
+        target = target.reshape(-1)[0]
+        return target.item() if hasattr(target, "item") else target
+    return target
+
+
 def positive_int(value: Any, name: str, hint: str = "") -> int:
     """``value`` as an ``int`` if it is a positive integer (``bool`` is refused), else
     ``ValueError("NAME must be a positive integer{hint}, got ...")``."""

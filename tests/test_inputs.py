@@ -498,3 +498,31 @@ def test_dir_and_help_show_the_public_api_and_every_parameter():
     shown = pydoc.render_doc(fs.cis)
     assert "face_index: 'int | None' = None" in shown and "faces: 'str | None' = None" in shown
     assert "face_index" not in inspect.signature(fs.methods.explain).parameters  # it takes none
+
+
+NUMPY_TARGETS = [np.int64(1), np.array(1), np.array([1]), torch.tensor([1]), np.str_("b")]
+
+
+def test_numpy_targets_are_taken_everywhere_an_int_is(image, face, scorer, tmp_path):
+    from facesal_fast.attribution import _targets
+
+    for target in NUMPY_TARGETS:
+        assert fs.cis(image, scorer, target, face=face, **FAST).target == 1, target
+    assert [r.target for r in fs.cis([image, image], scorer, np.array([1]), **FAST)] == [1, 1]
+    for target in (np.int64(1), np.array([1])):
+        method = fs.methods.explain("occlusion", scorer, image, target, face, stride=8)
+        assert method.image_map.shape == image.shape[:2], target
+    audit = fs.Audit(scorer, tmp_path / "run", target=np.array([1]), **FAST)
+    (item,) = audit.feed([image])
+    assert item.status == "done" and audit.target == 1 and type(audit.target) is int
+    audit.store.close()
+    photo = _chw(image, torch.device("cpu")).float() / 255
+    explainer = fs.CanonicalOcclusion(scorer)
+    for target in (np.int64(0), np.array([0]), np.array([0, 1])):
+        explainer.attribute(torch.stack([photo] * (target.size if target.ndim else 1)), target=target, **FAST)
+        assert [r.target for r in explainer.results] == np.atleast_1d(target).tolist()
+    assert _targets(np.array([0, 1]), 2) == [0, 1]
+    with pytest.raises(ValueError, match="target must be one class index or name, got an array of 2 values"):
+        fs.cis(image, scorer, np.array([0, 1]), face=face, **FAST)
+    with pytest.raises(ValueError, match="one class index"):
+        fs.Audit(scorer, target=np.array([0, 1]))

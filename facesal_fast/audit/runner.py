@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from facesal_fast import __version__
-from facesal_fast._validate import check_window_sizes, positive_int
+from facesal_fast._validate import check_window_sizes, one_target, positive_int
 from facesal_fast.align import default_aligner
 from facesal_fast.align.errors import NoFaceError
 from facesal_fast.audit.approximation import record_approximation, settings_array
@@ -195,12 +195,12 @@ class Audit:
         photos_per_round: int = 4,
         **cis_options: Any,
     ) -> None:
-        self.scorer, self.target = scorer, target
+        self.scorer, self.target = scorer, one_target(target)
         self.photos_per_round = positive_int(photos_per_round, "photos_per_round")
         self.cis_options = check_cis_options(scorer, cis_options)
         self._face_index = self.cis_options.pop("face_index", None)
         self._all_faces = self.cis_options.pop("faces", None) == "all"
-        _check_target(scorer, target)
+        _check_target(scorer, self.target)
         self.aligner = aligner or default_aligner()
         self.resolved = {  # recorded in run.json: the values the settings resolved to
             "backend": getattr(getattr(scorer, "backend", None), "name", None),

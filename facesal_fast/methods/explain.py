@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from facesal_fast._validate import one_target
 from facesal_fast.inputs import ImagesInput, per_photo
 from facesal_fast.methods import occlusion, registry
 from facesal_fast.methods._common import to_canonical_map
@@ -64,7 +65,7 @@ def explain(
             a path, a channels-first ``3 x H x W`` torch tensor (uint8, or float in 0..1),
             or a batch of them (list, ``N x 3 x H x W``): one result per photo, maps as
             tensors on the input tensor's device (see :mod:`facesal_fast.inputs`).
-        target: class index explained.
+        target: class index explained (an int, a numpy integer or a one-element array or tensor).
         face: an ``AlignedFace`` of ``image`` for the canonical map (None: no canonical map).
         options: per-method options (:data:`facesal_fast.methods.registry.OPTIONS`; each
             method takes its own and leaves the others): ``output`` (``"logit"`` or
@@ -83,7 +84,7 @@ def explain(
     else:
         input_image, affine = scorer_or_model.prepare(image, face_box)
         model_input = registry.ModelInput.from_scorer(scorer_or_model, input_image, photo=image, face_box=face_box)
-    input_map = registry.compute(method.name, model_input, target, **options)
+    input_map = registry.compute(method.name, model_input, one_target(target), **options)
     image_map = input_map if affine is None else occlusion.to_photo(input_map, affine, image.shape[:2])
     image_map = np.asarray(image_map, np.float32)
     canonical = None if face is None else to_canonical_map(image_map, face)

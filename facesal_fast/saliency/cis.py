@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from facesal_fast import ops
-from facesal_fast._validate import check_stride, check_window_sizes, positive_int
+from facesal_fast._validate import check_stride, check_window_sizes, one_target, positive_int
 from facesal_fast.align import AlignedFace, canonical_face, find_face, region_shares, to_image
 from facesal_fast.grid import bilinear, bounding_grid, unique_windows
 from facesal_fast.inputs import AlignerLike, ImagesInput, ScorerLike, as_numpy, per_photo
@@ -308,7 +308,7 @@ def cis_steps(
     if quality is not None and mode != "exact":
         raise ValueError(f"pass either quality ({quality!r}) or mode ({mode!r}), not both")
     choice = choose_incremental(scorer, input_image, patch, incremental)
-    target_index, score_target = _resolve_target(scorer, input_image, target)
+    target_index, score_target = _resolve_target(scorer, input_image, one_target(target))
     base = float(scorer.base_score(input_image, score_target))
     used = np.asarray(face.visible, bool).copy()
     used[np.arange(len(used)) % stride != 0] = False

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from facesal_fast._validate import one_target
+
 __all__ = ["Confidence", "class_confidence", "class_scores", "resolve_class"]
 
 Confidence = Callable[[torch.Tensor], torch.Tensor]
@@ -26,6 +28,7 @@ def resolve_class(target: int | str, classes: Sequence[str] | None, num_outputs:
     Raises:
         ValueError: unknown name, names without a class list, or index out of range.
     """
+    target = one_target(target)
     if isinstance(target, str):
         if classes is None:
             raise ValueError(f"target {target!r} given by name but this scorer has no class names")
