@@ -88,7 +88,8 @@ class RayAuditResult:
     """What :func:`cms_ray` returns.
 
     Attributes:
-        summary: ``{"done", "failed", "skipped"}`` counts of this run (skipped: done before).
+        summary: ``{"done", "failed", "skipped", "changed", "gone"}`` counts of this run (skipped:
+            done before with the same content; changed: explained again; gone: left out).
         cms: the CMS rebuilt from the run store in key order, ``None`` when no image is done.
         reduced: the reduction of the workers' partial sums (plus ``recovered``).
         recovered: keys whose partial sums were not returned by a worker (finished by an

@@ -157,7 +157,7 @@ def test_killed_worker_is_retried_and_finished_images_are_not_recomputed(tmp_pat
         progress=False,
         **CIS_OPTIONS,
     )
-    assert result.workers == 2 and result.summary == {"done": 4, "failed": 0, "skipped": 0}
+    assert result.workers == 2 and result.summary == {"done": 4, "failed": 0, "skipped": 0, "changed": 0, "gone": 0}
     keys = [key for key, _ in seen]
     assert sorted(keys) == sorted(NAMES), "every image committed exactly once"
     assert len({pid for _, pid in seen}) == 3, "the killed worker's image was finished by a restarted process"
