@@ -16,6 +16,7 @@ from facesal_fast.saliency.cms import _shares, convergence_checkpoints, small_ma
 from facesal_fast.saliency.resampling import exact_minimum
 from facesal_fast.saliency.stats import (
     benjamini_hochberg,
+    controlled,
     difference_test,
     group_difference,
     group_differences,
@@ -94,13 +95,21 @@ def test_intervals_cover_at_ten_per_group(region_rows):
     difference = coverage(region_rows, Scenario("10 vs 10", (10, 10)), draws=60, resamples=300, seed=5)
     assert difference.rate >= 0.93, difference
     estimate = coverage(region_rows, Scenario("10", (10, 10)), estimate=True, draws=60, resamples=300, seed=5)
-    assert estimate.rate >= 0.88, estimate
+    assert estimate.rate >= 0.93 and estimate.worst >= 0.85, estimate  # skewed lips: 0.77 without calibration
     shares = np.random.default_rng(6).dirichlet(np.ones(4), 12)
     wide = share_estimates(shares, list("abcd"), confidence=0.99)
     narrow = share_estimates(shares, list("abcd"), confidence=0.8)
     for r in "abcd":
         assert wide[r].low < narrow[r].low <= narrow[r].mean <= narrow[r].high < wide[r].high
         assert narrow[r].mean == pytest.approx(shares[:, "abcd".index(r)].mean())  # the mean of per-image shares
+
+
+def test_share_interval_of_rare_shares_stays_bounded():
+    """Resamples of nearly all-0 shares have SE ~0: their t must not blow the interval up."""
+    rare = np.zeros((10, 3))
+    rare[:3] = [[0.05, 0.002, 0], [0, 0.001, 0.03], [0.01, 0, 0]]
+    for name, e in share_estimates(rare, list("abc")).items():
+        assert 0 <= e.low <= e.mean <= e.high < 20 * max(e.mean, 0.001), (name, e)
 
 
 def test_three_groups_form_one_family():
@@ -115,7 +124,8 @@ def test_three_groups_form_one_family():
     assert joint[0].region_tests["w"].significant and joint[0].region_tests["w"].difference > 1
     assert joint[0].threshold > alone.threshold + 0.2  # the critical |t| of the max over 3 pairs, not 1
     assert "3 pairs of groups x 5 regions" in joint[0].controlled and "16 face pixels" in joint[0].controlled
-    assert "mean per-image share is the same in a and b" in joint[0].null_hypothesis
+    assert "mean per-image share and every pixel's mean value are the same in a and b" in joint[0].null_hypothesis
+    assert "over the 1 pair of groups x" in controlled("fwer", 0.95, 1, 13, 790)
 
 
 def test_persons_are_resampled_whole_and_counted_toward_min_group():

@@ -81,12 +81,12 @@ def as_persons(persons, rows: np.ndarray, name: str) -> np.ndarray | None:
 def _floor(rows: Sequence[np.ndarray], paired: bool, level: str, columns: np.ndarray) -> np.ndarray:
     """``(D,)`` variance floor per unit (divided by the persons of a group later): 1% of each
     column's pooled variance (mean square when paired) for regions; for pixels 1% of the mean
-    over the family's pixels, so nearly constant pixels cannot dominate; none for an
-    ``"estimate"`` (the interval of one group's mean share)."""
+    over the family's pixels, so nearly constant pixels cannot dominate; for an
+    ``"estimate"`` (one group's mean share) 1% of its variance, so that a resample of nearly
+    constant shares (all 0) cannot give an unbounded t."""
     data = np.concatenate(rows)
-    if level == "estimate":
-        return np.full(data.shape[1], 1e-300)
-    base = (data**2).mean(0) if paired else data.var(0, ddof=1 if len(data) > 1 else 0)
+    ddof = 1 if len(data) > 1 else 0
+    base = (data**2).mean(0) if paired and level != "estimate" else data.var(0, ddof=ddof)
     if level == "pixels" and columns.any():
         base = np.full_like(base, base[columns].mean())
     return _FLOOR * base + 1e-300

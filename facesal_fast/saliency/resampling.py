@@ -32,6 +32,7 @@ import numpy as np
 __all__ = ["Family", "Sample", "benjamini_hochberg", "distinct_labellings", "exact_minimum", "family_test", "pool"]
 
 _CHUNK = 256  # draws evaluated per matrix product (bounds memory)
+_CALIBRATION = 200  # outer and inner resamples of the double bootstrap of one group's interval
 _TIES = 1e-9  # a null |t| within this relative distance of the observed one counts as a tie (>=)
 
 
@@ -282,8 +283,8 @@ def family_test(
     or symmetric differences when one-sample). Intervals come from the studentised bootstrap
     (the test's own draws when ``method="bootstrap"``, else ``bootstrap`` more draws; 0: no
     intervals, NaN): symmetric (estimate +- the |t| quantile x SE), or with ``equal_tails``
-    the equal-tailed bootstrap-t interval expanded by ``sqrt(u / (u - 1))`` (``u``: persons
-    of group 0), for one group's skewed mean."""
+    (one group's skewed mean, ``pairs == [(0, -1)]``) the equal-tailed bootstrap-t interval at
+    the tail probabilities of :func:`_calibrated_tails`."""
     difference, error = (x[0] for x in _pair_t(sample, _observed_weights(sample), pairs, floor))
     t_obs = difference / error
     observed, store = np.abs(t_obs[:, columns]).ravel(), []
@@ -305,10 +306,10 @@ def family_test(
     p_raw, p_adj = _floored(p_raw, p_adj, sample.sizes, pairs, columns.sum())
     alpha = 1 - confidence
     threshold = float(np.quantile(maxima, 1 - alpha))
-    expand = math.sqrt(sample.sizes[0] / max(sample.sizes[0] - 1, 1)) if equal_tails else 1.0
-    below, above, tail = (x * error[:, columns] for x in _bootstrap_spread(store, confidence, equal_tails))
+    tails = _calibrated_tails(sample, floor, columns, confidence, rng) if equal_tails else None
+    below, above, tail = (x * error[:, columns] for x in _bootstrap_spread(store, confidence, tails))
     spread = tuple(np.zeros_like(t_obs) for _ in range(3))
-    spread[0][:, columns], spread[1][:, columns] = expand * below, expand * above
+    spread[0][:, columns], spread[1][:, columns] = below, above
     spread[2][:, columns] = threshold * error[:, columns] + tail
     p = (np.ones_like(t_obs), np.ones_like(t_obs))
     p[0][:, columns], p[1][:, columns] = p_raw.reshape(len(pairs), -1), p_adj.reshape(len(pairs), -1)
@@ -330,17 +331,40 @@ def family_test(
     )
 
 
-def _bootstrap_spread(store: list[np.ndarray], confidence: float, equal_tails: bool):
+def _calibrated_tails(sample: Sample, floor: np.ndarray, columns: np.ndarray, confidence: float, rng):
+    """Lower and upper tail probabilities of the bootstrap t at which one group's equal-tailed
+    interval of its mean covers ``confidence`` when the group's own persons are the population
+    (a double bootstrap, Beran 1987: the interval of each of ``_CALIBRATION`` resamples, from
+    ``_CALIBRATION`` resamples of it, must hold the group's mean). Pooled over the family's
+    columns; never nearer the middle than ``(1 -+ confidence) / 2``, never beyond a tenth of it."""
+    alpha = (1 - confidence) / 2
+    if not columns.any():
+        return alpha, 1 - alpha
+    units = sample.sizes[0]
+    truth = _moments(sample, *_observed_weights(sample)[0])[0][0, columns]
+    outer = rng.multinomial(units, np.full(units, 1 / units), size=_CALIBRATION).astype(np.float64)
+    positions = []
+    for weights, (mean, var) in zip(outer, zip(*_moments(sample, outer, outer))):
+        inner = rng.multinomial(units, weights / units, size=_CALIBRATION).astype(np.float64)
+        inner_mean, inner_var = _moments(sample, inner, inner)
+        t_inner = (inner_mean - mean) / np.sqrt(inner_var + floor[0])
+        t_outer = (mean - truth) / np.sqrt(var + floor[0])[columns]
+        positions.append((t_inner[:, columns] <= t_outer).mean(0))
+    low, high = np.quantile(np.concatenate(positions), [alpha, 1 - alpha])
+    return float(np.clip(low, alpha / 10, alpha)), float(np.clip(high, 1 - alpha, 1 - alpha / 10))
+
+
+def _bootstrap_spread(store: list[np.ndarray], confidence: float, tails: tuple[float, float] | None):
     """From the bootstrap t ``(b, P, D_family)`` chunks, in units of t: how far the interval
     reaches below and above the estimate (the ``confidence`` quantile of |t| both ways, or
-    the upper and lower ``(1 +- confidence) / 2`` quantiles of t), and the larger of the 80%
-    one-sided quantiles (for the detectable shift). NaN without draws (``bootstrap=0``)."""
+    with ``tails`` the upper and lower quantiles of t at these probabilities), and the larger
+    of the 80% one-sided quantiles (for the detectable shift). NaN without draws (``bootstrap=0``)."""
     if not store:
         return (np.array(math.nan),) * 3
     boot = np.concatenate(store).astype(np.float64)
     tail = np.maximum(-np.quantile(boot, 0.2, axis=0), np.quantile(boot, 0.8, axis=0))
-    if equal_tails:
-        low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+    if tails is not None:
+        low, high = np.quantile(boot, tails, axis=0)
         return high, -low, tail
     both = np.quantile(np.abs(boot), confidence, axis=0)
     return both, both, tail

@@ -88,8 +88,9 @@ def null_hypothesis(method: str, paired: bool, a: str = "a", b: str = "b", perso
         return f"Every {unit}'s difference between {a} and {b} is symmetric about 0 (sign-flip permutation test)."
     if method == "bootstrap":
         return (
-            f"In every region and pixel the mean per-image share is the same in {a} and {b}, whatever their spread "
-            f"and size (studentised bootstrap, each group resampled {'by whole persons ' if persons else ''}"
+            f"Every region's mean per-image share and every pixel's mean value are the same in {a} and {b}, "
+            f"whatever their spread and size (studentised bootstrap, each group resampled "
+            f"{'by whole persons ' if persons else ''}"
             f"around its own mean)."
         )
     return (
@@ -201,9 +202,9 @@ def controlled(correction: str, confidence: float, pairs: int, regions: int, pix
         if correction == "fwer"
         else "false discovery rate by Benjamini-Hochberg"
     )
-    s = "s" if pairs > 1 else ""
+    s, every = ("s", "all") if pairs > 1 else ("", "the")
     return (
-        f"{what} at {1 - confidence:g} over all {pairs} pair{s} of groups x {regions} regions, and separately over "
+        f"{what} at {1 - confidence:g} over {every} {pairs} pair{s} of groups x {regions} regions, and separately over "
         f"the {pairs} pair{s} x {pixels} face pixels"
     )
 
