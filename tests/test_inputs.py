@@ -114,7 +114,7 @@ def test_normalisation_giving_non_finite_batches_is_refused_at_construction(bad)
     with pytest.raises(ValueError, match="non-finite|NaN or Inf"):
         Scorer.from_callable(lambda b: np.zeros((len(b), 2)), 32, **bad)
     with pytest.raises(ValueError, match="non-finite|NaN or Inf"):
-        Scorer.from_torch(_tiny_net(), 32, backend="torch", **bad)
+        Scorer.from_torch(_tiny_net(), 32, backend="torch", **{"mean": 0.0, "std": 1.0, **bad})
 
 
 def test_float16_batches_must_fit_float16():
@@ -303,7 +303,7 @@ def test_whole_photo_crop_warns_once_when_the_face_is_small(image, face):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         whole.prepare(wide, face)  # once per scorer
-        Scorer.from_torch(_tiny_net(), 32, backend="torch", crop="none").prepare(
+        Scorer.from_torch(_tiny_net(), 32, backend="torch", crop="none", mean=0.0, std=1.0).prepare(
             image[100:400, 50:350], (60, 60, 240, 240)
         )
 
@@ -526,3 +526,20 @@ def test_numpy_targets_are_taken_everywhere_an_int_is(image, face, scorer, tmp_p
         fs.cis(image, scorer, np.array([0, 1]), face=face, **FAST)
     with pytest.raises(ValueError, match="one class index"):
         fs.Audit(scorer, target=np.array([0, 1]))
+
+
+def test_from_torch_asks_for_its_normalisation_and_reprs_show_what_was_used(image, face, scorer):
+    with pytest.warns(UserWarning, match=r"no mean/std given.*0\.\.1.*mean=0\.0, std=1\.0"):
+        Scorer.from_torch(_tiny_net(), 32, backend="torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stated = Scorer.from_torch(_tiny_net(), 32, backend="torch", mean=0.0, std=1.0)
+        Scorer.from_torch(_tiny_net(), 32, backend="torch", spec=stated.spec, mean=0.5)  # a spec states the rest
+    for given, missing in (({"mean": 0.5}, "std"), ({"std": 0.25}, "mean")):
+        with pytest.raises(ValueError, match=f"given without {missing}=: give both"):
+            Scorer.from_torch(_tiny_net(), 32, backend="torch", **given)
+    shown = repr(Scorer.from_torch(_tiny_net(), 32, backend="torch", mean=(0.5, 0.4, 0.3), std=0.2))
+    assert "mean=(0.5, 0.4, 0.3), std=0.2" in shown, shown
+    unnamed = repr(fs.cis(image, stated, 0, face=face, **FAST))
+    assert unnamed.startswith("CISResult(target=0, base_score="), unnamed  # no "(None)" without class names
+    assert repr(fs.cis(image, scorer, 1, face=face, **FAST)).startswith("CISResult(target=1 (b), ")

@@ -220,7 +220,8 @@ class CISResult:
         """Shapes and key figures, not arrays."""
         where = f" tensor on {self.canonical.device}" if isinstance(self.canonical, torch.Tensor) else ""
         return (
-            f"{type(self).__name__}(target={self.target!r} ({self.target_name}), base_score={self.base_score:.4g}, "
+            f"{type(self).__name__}(target={self.target!r}{f' ({self.target_name})' if self.target_name else ''}, "
+            f"base_score={self.base_score:.4g}, "
             f"canonical={tuple(self.canonical.shape)}{where}, points={len(self.drops)}, patch={self.patch}, "
             f"canonical_patch={self.canonical_patch}, forward_passes={self.forward_passes}, "
             f"source={getattr(self.face, 'source', None)!r})"

@@ -5,6 +5,7 @@ shared by every :class:`~facesal_fast.scoring.Scorer` constructor and checked on
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -13,9 +14,30 @@ import torch
 
 from facesal_fast.ops.checks import per_channel
 
-__all__ = ["CROPS", "FIELDS", "Preprocessing", "check_normalisation"]
+__all__ = ["CROPS", "FIELDS", "Preprocessing", "check_normalisation", "check_stated_normalisation"]
 
 CROPS = ("face", "none", "chip", "auto")
+
+
+def check_stated_normalisation(keywords: dict[str, Any], spec_given: bool) -> None:
+    """``Scorer.from_torch``'s normalisation must be said: ``mean`` and ``std`` together
+    (``ValueError`` for one without the other, which would keep the other's default); neither,
+    without a ``spec``, warns once per call site naming the defaults and how to state them."""
+    given = [name for name in ("mean", "std") if name in keywords]
+    if len(given) == 1 and not spec_given:
+        missing = "std" if given == ["mean"] else "mean"
+        raise ValueError(
+            f"{given[0]}= given without {missing}=: give both (e.g. ImageNet's mean=(0.485, 0.456, 0.406), "
+            f"std=(0.229, 0.224, 0.225)), or {missing}={'1.0' if missing == 'std' else '0.0'} to keep the default"
+        )
+    if not given and not spec_given:
+        warnings.warn(
+            "Scorer.from_torch: no mean/std given, so the model gets pixels * scale (0..1) with mean 0 and std 1; "
+            "if it was trained on normalised input (e.g. ImageNet's mean and std) pass mean= and std=, and to "
+            "keep 0..1 say so with mean=0.0, std=1.0 (which silences this warning)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def check_normalisation(mean: Any, std: Any, scale: float, channels: int, half: bool = False) -> None:

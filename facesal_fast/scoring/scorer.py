@@ -37,7 +37,7 @@ from facesal_fast.scoring.confidence import (
 )
 from facesal_fast.scoring.geometry import FaceBox, box_tuple, chip_geometry, five_points, to_model_geometry
 from facesal_fast.scoring.model_checks import check_first_forward
-from facesal_fast.scoring.preprocessing import Preprocessing, check_normalisation
+from facesal_fast.scoring.preprocessing import Preprocessing, check_normalisation, check_stated_normalisation
 from facesal_fast.scoring.progress import step_bar
 from facesal_fast.scoring.selection import (
     BACKENDS,
@@ -212,6 +212,7 @@ class Scorer:
         ``"onnx"`` (exported once into ``cache_dir``) or ``"tensorrt"`` (CUDA).
         ``precision``: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA.
         """
+        check_stated_normalisation(preprocessing, spec is not None)
         if input_size is not None:
             preprocessing["input_size"] = input_size
         if grayscale is not None:
@@ -622,6 +623,7 @@ class Scorer:
     def __repr__(self) -> str:
         return (
             f"Scorer(backend={self.backend.name!r}, input_size={self.input_size}, channels={self.channels}, "
-            f"crop={self.crop!r}, outputs={self.outputs!r}, classes={self.classes}, "
+            f"crop={self.crop!r}, mean={self.spec.mean}, std={self.spec.std}, outputs={self.outputs!r}, "
+            f"classes={self.classes}, "
             f"confidence={'custom' if self._confidence else self.kind!r})"
         )
