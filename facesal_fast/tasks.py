@@ -168,7 +168,7 @@ def five_tasks(
         try:
             image = load_image(path)
             with inside_outer_bar():
-                maps = _photo_maps(image, aligner(image), scorers, options)
+                maps = _photo_maps(image, aligner(image, source=str(path)), scorers, options)
         except ValueError as err:  # NoFaceError / ImageError are ValueErrors
             failed.append((str(path), str(err)))
             continue

@@ -80,6 +80,13 @@ def test_five_tasks_averages_the_same_photos_and_leaves_failures_out(two_photos,
     assert cli.main(["tasks", str(two_photos), "--out", str(tmp_path / "x"), "--max-images", "0"]) != 0
 
 
+def test_five_tasks_names_the_photo_in_alignment_messages(caplog):
+    with caplog.at_level("WARNING", logger="facesal_fast"):
+        five_tasks([BUNDLED / "couple.jpg"], models=["gender"], grid_step=16, progress=False)
+    faces = [r.getMessage() for r in caplog.records if "faces found" in r.getMessage()]
+    assert faces and all(m.startswith(str(BUNDLED / "couple.jpg")) for m in faces), faces
+
+
 @pytest.mark.parametrize("model", ["age", "gender-dlib", "head-pose"])
 def test_audit_takes_the_new_models(tmp_path, model):
     folder = tmp_path / "photos"
