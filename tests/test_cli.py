@@ -259,3 +259,26 @@ def test_exit_130_is_documented_and_returned(monkeypatch, capsys):
     assert "130 interrupted" in cli._parser().format_help() and "``130``" in cli.__doc__
     readme = (Path(facesal_fast.__file__).parent.parent / "README.md").read_text()
     assert "130" in readme
+
+
+def test_a_resume_with_other_settings_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    from facesal_fast import models
+    from facesal_fast.audit.options import plan_audit
+    from facesal_fast.audit.runner import run_settings
+    from facesal_fast.audit.store import RunStore
+
+    photos, out = tmp_path / "photos", tmp_path / "run"
+    photos.mkdir()
+    shutil.copy(BUNDLED / "img1.jpg", photos / "img1.jpg")
+    plan = plan_audit(photos, out, mode="grid", grid_step=16)
+    RunStore(out, run_settings(plan.target, plan.cis_options, plan.settings)).close()  # a run started so
+    assert plan_audit(photos, out, mode="grid", grid_step=16).settings == plan.settings  # the same: resumes
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the settings were compared")
+
+    monkeypatch.setattr(models, "load", load)
+    options = ["--mode", "grid", "--grid-step", "16", "--patch", "9"]
+    assert main(["audit", str(photos), "--out", str(out), *options]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "was started with other settings (patch: None -> 9)" in err and "Traceback" not in err, err

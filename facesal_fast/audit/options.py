@@ -189,14 +189,16 @@ def plan_audit(
     faces: str | None = None,
 ) -> AuditPlan:
     """Check every argument of an audit before any work: model, device, photo folder, run
-    folder, target against the model's classes, groups CSV against the photos.
+    folder, target against the model's classes, groups CSV against the photos, and a run
+    folder's settings against these (a resume with other settings), all before a model loads.
     ``face_index`` / ``faces``: the face of group photos (:class:`~facesal_fast.audit.Audit`),
     CIS options only when given (so that a run started without them resumes).
 
     Raises:
         ValueError / FileNotFoundError: naming the option or file.
     """
-    from facesal_fast.audit.runner import iter_inputs  # torch: see above
+    from facesal_fast.audit.runner import iter_inputs, run_settings  # torch: see above
+    from facesal_fast.audit.store import check_same_settings
 
     check_model(model, AUDIT_MODEL_NAMES)
     check_device(device)
@@ -223,6 +225,8 @@ def plan_audit(
         {name: value for name, value in (("face_index", face_index), ("faces", faces)) if value is not None}
     )
     target_value = parse_target(target, model)
+    if (out / "run.json").is_file():  # a resumed run with other settings: said before the model loads
+        check_same_settings(out, run_settings(target_value, cis_options, settings))
     return AuditPlan(
         photos,
         out,

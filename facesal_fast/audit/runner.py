@@ -212,7 +212,7 @@ class Audit:
         self.store = (
             None
             if out is None
-            else RunStore(out, run_settings(target, cis_options, settings), versions(), self.resolved)
+            else RunStore(out, run_settings(self.target, cis_options, settings), versions(), self.resolved)
         )
         self._record_backend()
         self._memory: CMSAccumulator | None = None

@@ -49,6 +49,7 @@ __all__ = [
     "SettingsMismatchError",
     "StoredImage",
     "atomic_write_bytes",
+    "check_same_settings",
     "file_sha256",
     "storable",
 ]
@@ -158,6 +159,23 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict):
         raise ValueError(
             f"{meta_path}: not a facesal run file (no settings); start a new run with another --out folder"
+        )
+    return meta
+
+
+def check_same_settings(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of the run at ``path`` (which has a ``run.json``), checked against the
+    ``settings`` a resumed run asks for; ``SettingsMismatchError`` naming each change."""
+    wanted, meta = json.loads(json.dumps(settings, default=str)), _read_meta(path)
+    changes = [
+        f"{k}: {meta['settings'].get(k)!r} -> {wanted.get(k)!r}"
+        for k in sorted(set(meta["settings"]) | set(wanted))
+        if meta["settings"].get(k) != wanted.get(k)
+    ]
+    if changes:
+        raise SettingsMismatchError(
+            f"{path} was started with other settings ({'; '.join(changes)}); re-run with the original "
+            f"settings to resume it, or start a new run with another --out folder (or delete {path})"
         )
     return meta
 
@@ -300,18 +318,7 @@ class RunStore:
             meta = {"settings": wanted, "versions": versions, "resolved": json.loads(json.dumps(resolved, default=str))}
             atomic_write_bytes(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
             return meta
-        meta = _read_meta(self.path)
-        changes = [
-            f"{k}: {meta['settings'].get(k)!r} -> {wanted.get(k)!r}"
-            for k in sorted(set(meta["settings"]) | set(wanted))
-            if meta["settings"].get(k) != wanted.get(k)
-        ]
-        if changes:
-            raise SettingsMismatchError(
-                f"{self.path} was started with other settings ({'; '.join(changes)}); re-run with the original "
-                f"settings to resume it, or start a new run with another --out folder (or delete {self.path})"
-            )
-        return meta
+        return check_same_settings(self.path, wanted)
 
     def record_resolved(self, resolved: dict[str, Any]) -> None:
         """Record ``resolved`` in ``run.json`` when the run has no resolved values yet (a Ray
