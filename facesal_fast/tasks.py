@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from facesal_fast._validate import positive_int
 from facesal_fast.audit.store import atomic_write_bytes
@@ -151,7 +150,7 @@ def five_tasks(
     # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.align import canonical_mask, default_aligner, load_image
     from facesal_fast.saliency.cms import CMSAccumulator
-    from facesal_fast.scoring.progress import inside_outer_bar
+    from facesal_fast.scoring.progress import counted, inside_outer_bar
 
     task_of = {m: task for task, names in TASK_MODELS.items() for m in names}
     names = list(models) if models is not None else list(task_of)
@@ -164,7 +163,7 @@ def five_tasks(
     scorers, aligner = _scorers(names, backend, device), aligner or default_aligner()
     accumulators: dict[str, CMSAccumulator] = {}
     used, failed = [], []
-    for path in tqdm(photos, desc="tasks", unit="photo", disable=not progress, dynamic_ncols=True):
+    for path in counted(photos, desc="tasks", unit="photo", disable=not progress, dynamic_ncols=True):
         try:
             image = load_image(path)
             with inside_outer_bar():

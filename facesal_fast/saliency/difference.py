@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 METHODS = ("bootstrap", "permutation")
-_FLOOR = 0.01  # variance floor, see _floor
+_FLOOR = 0.01  # variance floor of regions and one group's mean, see _floor
+_PIXEL_FLOOR = 0.1  # pixels' variance floor: this share of the mean variance over the face pixels
 
 
 def _check_fraction(value: float, name: str, example: str) -> None:
@@ -80,15 +81,16 @@ def as_persons(persons, rows: np.ndarray, name: str) -> np.ndarray | None:
 
 def _floor(rows: Sequence[np.ndarray], paired: bool, level: str, columns: np.ndarray) -> np.ndarray:
     """``(D,)`` variance floor per unit (divided by the persons of a group later): 1% of each
-    column's pooled variance (mean square when paired) for regions; for pixels 1% of the mean
-    over the family's pixels, so nearly constant pixels cannot dominate; for an
+    column's pooled variance (mean square when paired) for regions; for pixels 10% of the mean
+    over the family's pixels, so that pixels (and resamples) of nearly constant values cannot
+    dominate the maximum |t| over hundreds of pixels; for an
     ``"estimate"`` (one group's mean share) 1% of its variance, so that a resample of nearly
     constant shares (all 0) cannot give an unbounded t."""
     data = np.concatenate(rows)
     ddof = 1 if len(data) > 1 else 0
     base = (data**2).mean(0) if paired and level != "estimate" else data.var(0, ddof=ddof)
     if level == "pixels" and columns.any():
-        base = np.full_like(base, base[columns].mean())
+        return np.full_like(base, _PIXEL_FLOOR * base[columns].mean() + 1e-300)
     return _FLOOR * base + 1e-300
 
 

@@ -341,15 +341,15 @@ def _calibrated_tails(sample: Sample, floor: np.ndarray, columns: np.ndarray, co
     if not columns.any():
         return alpha, 1 - alpha
     units = sample.sizes[0]
-    truth = _moments(sample, *_observed_weights(sample)[0])[0][0, columns]
+    truth = _moments(sample, *_observed_weights(sample)[0])[0][0]
     outer = rng.multinomial(units, np.full(units, 1 / units), size=_CALIBRATION).astype(np.float64)
     positions = []
     for weights, (mean, var) in zip(outer, zip(*_moments(sample, outer, outer))):
         inner = rng.multinomial(units, weights / units, size=_CALIBRATION).astype(np.float64)
         inner_mean, inner_var = _moments(sample, inner, inner)
         t_inner = (inner_mean - mean) / np.sqrt(inner_var + floor[0])
-        t_outer = (mean - truth) / np.sqrt(var + floor[0])[columns]
-        positions.append((t_inner[:, columns] <= t_outer).mean(0))
+        t_outer = (mean - truth) / np.sqrt(var + floor[0])
+        positions.append((t_inner[:, columns] <= t_outer[columns]).mean(0))
     low, high = np.quantile(np.concatenate(positions), [alpha, 1 - alpha])
     return float(np.clip(low, alpha / 10, alpha)), float(np.clip(high, 1 - alpha, 1 - alpha / 10))
 
@@ -365,7 +365,7 @@ def _bootstrap_spread(store: list[np.ndarray], confidence: float, tails: tuple[f
     tail = np.maximum(-np.quantile(boot, 0.2, axis=0), np.quantile(boot, 0.8, axis=0))
     if tails is not None:
         low, high = np.quantile(boot, tails, axis=0)
-        return high, -low, tail
+        return np.maximum(high, 0.0), np.maximum(-low, 0.0), tail  # the interval holds its estimate
     both = np.quantile(np.abs(boot), confidence, axis=0)
     return both, both, tail
 

@@ -13,11 +13,11 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["PROGRESS_DELAY", "advance", "inside_outer_bar", "outer_bar", "status_line", "step_bar"]
+__all__ = ["PROGRESS_DELAY", "advance", "counted", "inside_outer_bar", "outer_bar", "status_line", "step_bar"]
 
 #: Progress bars and status lines appear only for steps still running after this many seconds.
 PROGRESS_DELAY = 2.0
@@ -54,6 +54,15 @@ def advance(bar: tqdm, n: int) -> None:
         bar.n += n
     else:
         bar.update(n)
+
+
+def counted(items: Sequence[_T], **options: Any) -> Iterator[_T]:
+    """The ``items`` under a tqdm bar (``options``: tqdm's) with their total, each counted once
+    the loop's body is done with it, the final line drawn once (:func:`advance`)."""
+    with tqdm(total=len(items), **options) as bar:
+        for item in items:
+            yield item
+            advance(bar, 1)
 
 
 def outer_bar(iterable: Iterable[_T], **options: Any) -> Iterator[_T]:
