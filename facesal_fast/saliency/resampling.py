@@ -218,7 +218,10 @@ class Family:
 def _max_t_p_values(observed: np.ndarray, chunks, draws: int, exact: bool):
     """Raw and step-down max-T adjusted p-values of ``observed`` |t| ``(F,)``: ``(1 + hits) /
     (1 + draws)`` (Monte-Carlo; the observed draw counted once) or ``hits / draws`` (exact,
-    where the observed labelling is one of the draws), and the null maxima ``(draws,)``."""
+    where the observed labelling is one of the draws), and the null maxima ``(draws,)``; an
+    empty family (no column varies, e.g. the same photos in both groups) has maxima 0."""
+    if observed.size == 0:
+        return np.ones(0), np.ones(0), np.zeros(max(draws, 1))
     order = np.argsort(-observed)
     sorted_obs = observed[order] * (1 - _TIES)
     raw_hits, step_hits, maxima = np.zeros(len(observed)), np.zeros(len(observed)), []
