@@ -322,3 +322,10 @@ def test_report_renders_in_headless_chromium(tmp_path, photos):
     dom = chromium_dom(page, tmp_path / "profile")
     assert 'id="findings"' in dom.stdout and dom.stdout.count("data-colorbar") == dom.stdout.count('class="map"') > 0
     assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr.upper().replace("CONSOLE_", "")
+
+
+def test_unknown_cis_option_lists_each_known_option_once(gender, tmp_path):
+    with pytest.raises(ValueError, match="unknown CIS option") as err:
+        Audit(gender, tmp_path / "run", min_group=2)
+    known = str(err.value).split("known: ")[1]
+    assert known.count("'faces'") == 1 and known.count("'face_index'") == 1, known

@@ -107,7 +107,7 @@ class _Labels:
 #: What :func:`facesal_fast.cis` takes besides the image, scorer, target and face.
 _CIS_OPTIONS = tuple(
     name for name in inspect.signature(cis).parameters if name not in ("image", "scorer", "target", "aligner", "face")
-) + ("face_index", "faces")
+)
 
 
 def _check_face_choice(face_index: Any, faces: Any) -> None:
