@@ -113,11 +113,6 @@ class AlignedFace:
         """Share of the N points that are visible."""
         return float(self.visible.mean()) if len(self.visible) else 0.0
 
-    @property
-    def patch_scale(self) -> float:
-        """``canonical_scale / face_scale``: multiply an image patch size by this."""
-        return float(self.canonical_scale / self.face_scale)
-
     def canonical_patch_size(self, patch: float, affine: np.ndarray | None = None) -> float:
         """Unrounded canonical size of an occlusion window of ``patch`` pixels:
         ``patch * canonical_scale / face_scale``, the face size measured in the pixels the

@@ -13,7 +13,7 @@ from facesal_fast.methods.explain import METHODS, MethodResult, explain
 from facesal_fast.methods.guided_backprop import guided_backprop, guided_gradient, saliency_difference
 from facesal_fast.methods.lrp import RelevanceNotConservedError, check_conservation, lrp, lrp_relevance
 from facesal_fast.methods.masks import group_mean_heatmaps, r2_by_class, relative_saliency, top_k_mask
-from facesal_fast.methods.occlusion import occlusion, occlusion_with_scorer, skin_colour
+from facesal_fast.methods.occlusion import occlusion, skin_colour
 
 __all__ = [
     "METHODS",
@@ -31,7 +31,6 @@ __all__ = [
     "lrp_relevance",
     "masks",
     "occlusion",
-    "occlusion_with_scorer",
     "r2_by_class",
     "registry",
     "relative_saliency",

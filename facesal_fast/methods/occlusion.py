@@ -25,7 +25,6 @@ __all__ = [
     "grid_centers",
     "input_occlusion",
     "occlusion",
-    "occlusion_with_scorer",
     "skin_colour",
     "to_photo",
 ]
@@ -147,31 +146,6 @@ def input_occlusion(
     base = scorer.base_score(input_image, target)
     drops = base - np.asarray(scorer.score_occluded(input_image, centers, patch, fill, target), np.float32)
     return ops.splat_mean(drops, centers, patch, input_image.shape[:2])[0]
-
-
-def occlusion_with_scorer(
-    scorer: Any,
-    image: np.ndarray,
-    target: int | str | None,
-    *,
-    face_box: Sequence[float] | None = None,
-    patch: int = 8,
-    stride: int = 4,
-    fill: Any = "black",
-) -> np.ndarray:
-    """Occlusion map S of a :class:`facesal_fast.scoring.Scorer`, in the pixels of ``image``.
-
-    The image is prepared by the scorer (crop / resize / grey), occluded and scored in the
-    model's input geometry (:func:`input_occlusion`: ``patch`` and ``stride`` in input
-    pixels), and the input-space map is warped back onto the photo with the inverse of the
-    scorer's affine (0 outside the crop).
-
-    Returns:
-        ``H x W`` float32 for an ``H x W x 3`` uint8 ``image``.
-    """
-    input_image, affine = scorer.prepare(image, face_box)
-    input_map = input_occlusion(scorer, input_image, target, patch=patch, stride=stride, fill=fill)
-    return to_photo(input_map, affine, np.asarray(image).shape[:2])
 
 
 def to_photo(input_map: np.ndarray, affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:

@@ -48,7 +48,6 @@ __all__ = [
     "page",
     "share_cell",
     "share_columns",
-    "small_group_messages",
     "write_report",
 ]
 
@@ -124,11 +123,6 @@ def _detectable(d: GroupDifference, unit: str) -> str:
         f"; with these {unit}s a shift of {shifts[low]:.1f} points ({region_label(low)}) to {shifts[high]:.1f} points "
         f"({region_label(high)}) would be found with 80% power"
     )
-
-
-def small_group_messages(differences: Sequence[GroupDifference]) -> list[str]:
-    """Each distinct "too few images in group X (n=3 < 10)" message of the differences."""
-    return list(dict.fromkeys(m for d in differences for m in d.too_few))
 
 
 def _level(d: GroupDifference) -> str:

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = [
     "calibrate_tau",
     "cosine_similarity",
-    "embed_chips",
     "embed_faces",
     "identification_confidence",
     "verification_confidence",
@@ -137,12 +136,6 @@ def verification_confidence(other_embedding: np.ndarray | torch.Tensor, c: int, 
         return verification_score(outputs, other, c, tau)
 
     return confidence
-
-
-@torch.no_grad()
-def embed_chips(model: nn.Module, batch: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Run ``model`` over ``batch (N, C, H, W)`` in chunks of ``batch_size`` -> ``(N, D)``."""
-    return torch.cat([model(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)])
 
 
 def verification_pair_scores(
