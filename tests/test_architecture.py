@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import facesal_fast
-
 PACKAGE = "facesal_fast"
-SOURCE = Path(facesal_fast.__file__).parent
+#: The source tree beside this test, not the installed copy (an edit must fail here before a reinstall).
+SOURCE = Path(__file__).resolve().parents[1] / PACKAGE
 
 #: The layers, bottom first: the first part of each module's name below ``facesal_fast``
 #: ("" is the package itself: its version; its other names load lazily). The picture's middle
