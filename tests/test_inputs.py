@@ -464,7 +464,7 @@ def test_audit_bar_shows_its_total_and_draws_its_final_line_once(image, scorer, 
     images = np.stack([image, image[:, ::-1].copy()])  # an N x H x W x 3 array: not a list, but its length is known
     list(fs.Audit(scorer, photos_per_round=1, **FAST).feed(images, progress=True))
     err = capsys.readouterr().err
-    assert "0/2" in err and "1/2" in err and err.count("2/2") == 1, err
+    assert "0/2" in err and err.count("2/2") == 1, err  # the total, and one final line (1/2 shows only if slow)
 
 
 def test_input_count_knows_every_sized_input_and_only_those(image):
