@@ -88,7 +88,7 @@ def test_the_key_changes_with_weights_shape_and_versions(monkeypatch):
     assert key == probe_key(_net(), SHAPE, CPU, "fp32", False)  # same weights: same key
     assert key != probe_key(_net(seed=1), SHAPE, CPU, "fp32", False)
     assert key != probe_key(net, (3, 16, 17), CPU, "fp32", False)
-    monkeypatch.setattr(probe_cache, "_version", lambda name: None if name == "onnxruntime" else "1.0")
+    monkeypatch.setattr(probe_cache, "installed_version", lambda name: None if name == "onnxruntime" else "1.0")
     assert key != probe_key(net, SHAPE, CPU, "fp32", False)  # e.g. onnxruntime uninstalled
 
 

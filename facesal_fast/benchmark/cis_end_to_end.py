@@ -30,7 +30,6 @@ captum is imported when first needed (``pip install "facesal_fast[methods]"``).
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import os
 import platform
@@ -62,6 +61,7 @@ from facesal_fast.benchmark.shared_batches import run_shared
 from facesal_fast.saliency import cis
 from facesal_fast.saliency.cis import apply_affine
 from facesal_fast.scoring import Scorer
+from facesal_fast.scoring.probe_cache import installed_version
 from facesal_fast.speed import IncrementalScorer
 from facesal_fast.speed.adaptive import adaptive_drops
 from facesal_fast.speed.auto import mac_ratio
@@ -274,13 +274,6 @@ def tiny_equality_case() -> list[dict]:
 # ---------------------------------------------------------------------------- report
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def machine() -> dict:
     """Where the suite ran: Python, platform, CPUs, threads, package versions, load."""
     return dict(
@@ -290,8 +283,8 @@ def machine() -> dict:
         cpus=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
         torch=torch.__version__,
-        captum=_version("captum"),
-        onnxruntime=_version("onnxruntime"),
+        captum=installed_version("captum"),
+        onnxruntime=installed_version("onnxruntime"),
         numpy=np.__version__,
         load_average=os.getloadavg(),
     )

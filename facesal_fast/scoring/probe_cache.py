@@ -30,7 +30,16 @@ import torch
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["CACHE_ENV", "CachedProbe", "cache_dir", "load_probe", "probe_key", "store_probe", "weights_digest"]
+__all__ = [
+    "CACHE_ENV",
+    "CachedProbe",
+    "cache_dir",
+    "installed_version",
+    "load_probe",
+    "probe_key",
+    "store_probe",
+    "weights_digest",
+]
 
 CACHE_ENV = "FACESAL_CACHE_DIR"
 _FORMAT = 2  # bump when the entry's fields change: older entries are then other keys
@@ -45,7 +54,7 @@ def cache_dir() -> Path:
     return Path(xdg).expanduser() / "facesal_fast" / "probes"
 
 
-def _version(distribution: str) -> str | None:
+def installed_version(distribution: str) -> str | None:
     """Installed version of ``distribution``, or None (without importing it)."""
     try:
         return importlib.metadata.version(distribution)
@@ -84,7 +93,7 @@ def probe_key(
         "device": str(device),
         "precision": precision,
         "compile": bool(compile),
-        "versions": {name: _version(name) for name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")},
+        "versions": {name: installed_version(name) for name in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt")},
         "cpu": _cpu_model(),
         "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
