@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration import real_maps  # noqa: E402 - the benchmark next to this one
 
+from facesal_fast.audit.comparison import compare  # noqa: E402
 from facesal_fast.audit.store import RunStore  # noqa: E402
-from facesal_fast.comparison import compare  # noqa: E402
 from facesal_fast.saliency.calibration import plant, shift_fraction  # noqa: E402
 
 REGION = "left_eye"

@@ -9,6 +9,10 @@ model = fs.cms(["a.jpg", "b.jpg"], scorer)     # many images, streamed
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
@@ -26,8 +30,8 @@ _LAZY = {
     "models": "facesal_fast.models",
     "scoring": "facesal_fast.scoring",
     "methods": "facesal_fast.methods",
-    "CanonicalOcclusion": "facesal_fast.attribution",
-    "compare": "facesal_fast.comparison",
+    "CanonicalOcclusion": "facesal_fast.interop.captum",
+    "compare": "facesal_fast.audit.comparison",
     "identification_scorer": "facesal_fast.saliency.identity",
     "verification_scorer": "facesal_fast.saliency.identity",
     "verification_cis": "facesal_fast.saliency.identity",
@@ -47,3 +51,33 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'facesal_fast' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
     return module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
+
+
+#: Public modules that moved when the package root was left to the facade and the CLI; the old
+#: import path still works for one release, with a ``DeprecationWarning``.
+MOVED_MODULES = {
+    "facesal_fast.attribution": "facesal_fast.interop.captum",
+    "facesal_fast.comparison": "facesal_fast.audit.comparison",
+    "facesal_fast.distributed": "facesal_fast.audit.distributed",
+    "facesal_fast.inputs": "facesal_fast.scoring.photos",
+    "facesal_fast.tasks": "facesal_fast.audit.tasks",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports a module of :data:`MOVED_MODULES` by its old name: the new module, with a warning."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        return importlib.util.spec_from_loader(name, self) if name in MOVED_MODULES else None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        new = MOVED_MODULES[spec.name]
+        warnings.warn(f"{spec.name} is now {new}; the old name goes in the next release", DeprecationWarning, 2)
+        return importlib.import_module(new)
+
+    def exec_module(self, module: Any) -> None:
+        """Nothing to run: the new module was imported whole."""
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModules())

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from facesal_fast import __version__
+from facesal_fast.audit.comparison import add_compare_arguments, add_statistics_arguments, statistics_options
+from facesal_fast.audit.comparison import run_cli as run_compare
 from facesal_fast.audit.options import (
     AUDIT_MODEL_NAMES,
     MODEL_NAMES,
@@ -46,7 +48,8 @@ from facesal_fast.audit.options import (
     print_summary,
 )
 from facesal_fast.audit.store import RunStore
-from facesal_fast.bench import add_bench_arguments, run_bench
+from facesal_fast.audit.tasks import add_tasks_arguments, run_tasks_cli
+from facesal_fast.benchmark.command import add_bench_arguments, run_bench
 from facesal_fast.cli_options import (
     MAP_OPTIONS,
     HelpFormatter,
@@ -55,10 +58,7 @@ from facesal_fast.cli_options import (
     examples_epilog,
     positive_int,
 )
-from facesal_fast.comparison import add_compare_arguments, add_statistics_arguments, statistics_options
-from facesal_fast.comparison import run_cli as run_compare
 from facesal_fast.report.safe_text import terminal_text
-from facesal_fast.tasks import add_tasks_arguments, run_tasks_cli
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_NOTHING_SUCCEEDED", "EXIT_OK", "EXIT_USAGE", "main", "run_audit"]
 
@@ -337,7 +337,7 @@ def _run_command(args: argparse.Namespace) -> int:
     else:
         audit = run_audit
         if args.ray is not None:
-            from facesal_fast.distributed import run_audit_ray  # lazy: keeps torch out of facesal --help
+            from facesal_fast.audit.distributed import run_audit_ray  # lazy: keeps torch out of facesal --help
 
             audit = functools.partial(run_audit_ray, address=None if args.ray == "local" else args.ray)
         summary = audit(

@@ -23,19 +23,19 @@ SOURCE = Path(__file__).resolve().parents[1] / PACKAGE
 #: layer is three here: align, then scoring, then the models and the input adapters.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("native", frozenset({"", "_C"})),
-    ("ops", frozenset({"ops", "_validate", "grid"})),
+    ("ops", frozenset({"ops", "core"})),
     ("align", frozenset({"align"})),
     ("scoring", frozenset({"scoring"})),
-    ("models, inputs", frozenset({"models", "inputs"})),
+    ("models", frozenset({"models"})),
     (
         "saliency, methods, metrics, speed, interop",
-        frozenset({"saliency", "methods", "metrics", "speed", "attribution", "interop"}),
+        frozenset({"saliency", "methods", "metrics", "speed", "interop"}),
     ),
     (
         "audit, evaluation, distributed",
-        frozenset({"audit", "evaluation", "distributed", "report", "comparison", "tasks", "benchmark"}),
+        frozenset({"audit", "evaluation", "report", "benchmark"}),
     ),
-    ("CLI", frozenset({"cli", "cli_options", "__main__", "bench"})),
+    ("CLI", frozenset({"cli", "cli_options", "__main__"})),
 )
 
 

@@ -19,11 +19,11 @@ from torch import nn
 
 from facesal_fast import Audit, cms
 from facesal_fast.align import load_image
+from facesal_fast.audit.comparison import compare, write_compare_report
 from facesal_fast.audit.groups import assign, groups_digest, read_groups_table
 from facesal_fast.audit.options import print_summary, read_groups
 from facesal_fast.audit.runner import cms_from_store
 from facesal_fast.audit.store import RunStore, file_sha256
-from facesal_fast.comparison import compare, write_compare_report
 from facesal_fast.scoring import Scorer
 
 FAST = {"stride": 16}
@@ -122,7 +122,7 @@ class _Ref:
 
 
 class _InProcessRay:
-    """Just enough of ``ray`` for the Ray driver (:func:`facesal_fast.distributed._run`) to run
+    """Just enough of ``ray`` for the Ray driver (:func:`facesal_fast.audit.distributed._run`) to run
     its actors in this process: a task runs when submitted, its reference holds the result."""
 
     class _Method:
@@ -165,7 +165,7 @@ class _InProcessRay:
 
 
 def test_a_ray_audit_resumes_by_content_and_stores_persons(scorer, tmp_path):
-    from facesal_fast.distributed import _run
+    from facesal_fast.audit.distributed import _run
 
     photos = _folder(tmp_path / "photos", {"a.jpg": "img1.jpg", "b.jpg": "img5.jpg", "c.jpg": "img20.jpg"})
     persons = {"a.jpg": "ann", "b.jpg": "bob", "c.jpg": "cy"}

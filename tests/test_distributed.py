@@ -13,11 +13,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from facesal_fast.audit.distributed import PartialSums, _check_reduction, cms_ray  # noqa: E402
 from facesal_fast.audit.options import model_hash  # noqa: E402
 from facesal_fast.audit.runner import Audit, cms_from_store  # noqa: E402
 from facesal_fast.audit.store import RunStore  # noqa: E402
 from facesal_fast.cli import main  # noqa: E402
-from facesal_fast.distributed import PartialSums, _check_reduction, cms_ray  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 NAMES = ("img1.jpg", "img5.jpg", "img20.jpg", "img3.jpg")

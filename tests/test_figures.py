@@ -14,11 +14,11 @@ from browser import chromium_dom
 from figure_text import assert_readable, recording_figures, text_clashes
 
 from facesal_fast.align import canonical_mask, region_masks
+from facesal_fast.audit.tasks import TASK_MODELS, TaskMaps, write_tasks_page
 from facesal_fast.evaluation.report import write_evaluation
 from facesal_fast.evaluation.stability import SPLIT_HALF_IMAGES, regions_section, stability_section
 from facesal_fast.methods import METHODS
 from facesal_fast.report.figures import image_grid_figure, line_figure, map_figure, positive_density
-from facesal_fast.tasks import TASK_MODELS, TaskMaps, write_tasks_page
 
 SHAPE = (96, 96)
 

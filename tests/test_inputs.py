@@ -24,8 +24,8 @@ from facesal_fast.align import (
     default_aligner,
     load_image,
 )
-from facesal_fast.inputs import AlignerLike, ScorerLike, photos
 from facesal_fast.scoring import Scorer
+from facesal_fast.scoring.photos import AlignerLike, ScorerLike, photos
 from facesal_fast.scoring.selection import ProbingBackend
 
 PHOTO = BUNDLED / "img1.jpg"
@@ -504,7 +504,7 @@ NUMPY_TARGETS = [np.int64(1), np.array(1), np.array([1]), torch.tensor([1]), np.
 
 
 def test_numpy_targets_are_taken_everywhere_an_int_is(image, face, scorer, tmp_path):
-    from facesal_fast.attribution import _targets
+    from facesal_fast.interop.captum import _targets
 
     for target in NUMPY_TARGETS:
         assert fs.cis(image, scorer, target, face=face, **FAST).target == 1, target

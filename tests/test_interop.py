@@ -1,4 +1,4 @@
-"""facesal_fast.interop: the model and explain_func Quantus takes (no quantus needed here), and
+"""facesal_fast.interop.quantus: the model and explain_func Quantus takes (no quantus needed here), and
 numpy targets for CanonicalOcclusion."""
 
 from pathlib import Path
@@ -9,8 +9,8 @@ import torch
 
 import facesal_fast as fs
 from facesal_fast.align import default_aligner, load_image
-from facesal_fast.attribution import _targets
-from facesal_fast.interop import QuantusModel, quantus_explain, quantus_model
+from facesal_fast.interop.captum import _targets
+from facesal_fast.interop.quantus import QuantusModel, quantus_explain, quantus_model
 
 PHOTO = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces" / "img1.jpg"
 QUICK = dict(stride=8, mode="grid", grid_step=8)

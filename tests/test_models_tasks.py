@@ -10,7 +10,7 @@ import pytest
 from photos import BUNDLED
 
 from facesal_fast import cli, models
-from facesal_fast.tasks import TASK_MODELS, five_tasks
+from facesal_fast.audit.tasks import TASK_MODELS, five_tasks
 
 
 @pytest.fixture(scope="module")

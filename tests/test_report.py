@@ -13,9 +13,9 @@ from browser import chromium_dom
 from figure_text import assert_readable, recording_figures
 
 from facesal_fast.align import region_masks
+from facesal_fast.audit.comparison import compare, write_compare_report
 from facesal_fast.audit.store import RunStore
 from facesal_fast.cli import main
-from facesal_fast.comparison import compare, write_compare_report
 from facesal_fast.report.figures import map_figure, png
 from facesal_fast.report.html import findings, write_report
 from facesal_fast.saliency import CMSAccumulator

@@ -29,8 +29,8 @@ from photos import BUNDLED
 from test_bad_inputs import FAST, _cli, _face, _one_line
 
 from facesal_fast.audit import store as store_module
+from facesal_fast.audit.comparison import compare
 from facesal_fast.audit.store import RunStore
-from facesal_fast.comparison import compare
 from facesal_fast.evaluation.report import Section, Table, markdown, write_evaluation
 from facesal_fast.report.safe_text import csv_cell, markdown_cell, terminal_text
 
@@ -371,7 +371,7 @@ def test_compare_of_runs_with_other_canonical_sizes_is_one_line(tmp_path):
 def test_compare_streams_the_maps_instead_of_holding_them(tmp_path):
     """Reading a run for compare keeps a small copy per photo and sums the full maps one at a
     time: its peak memory is a few full maps, not all of them (the old code held every map)."""
-    from facesal_fast.comparison import _load, _mean
+    from facesal_fast.audit.comparison import _load, _mean
 
     count, shape = 80, (256, 256)
     run = _maps_run(tmp_path / "a", shape, count)

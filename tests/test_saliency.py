@@ -181,7 +181,7 @@ def test_adaptive_mode_refines_towards_exact():
 def test_unique_windows_matches_numpy_unique_rows(columns, spread):
     """Integer-key dedup == ``np.unique(axis=0)``: same rows, same (lexicographic) order, same
     inverse; ``spread`` 3e9 takes the overflow fallback, 1.0 puts every point in one window."""
-    from facesal_fast.grid import unique_windows
+    from facesal_fast.core.grid import unique_windows
 
     points = (np.random.default_rng(columns).random((5000, columns)) * spread - 3.0).astype(np.float32)
     points[::7] = points[1::7][: len(points[::7])]  # plenty of repeats

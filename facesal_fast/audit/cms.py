@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from facesal_fast.audit.runner import Audit
 
 if TYPE_CHECKING:
-    from facesal_fast.inputs import ImageInput, ScorerLike
     from facesal_fast.saliency.cms import CMSResult
+    from facesal_fast.scoring.photos import ImageInput, ScorerLike
 
 __all__ = ["cms"]
 

@@ -1,6 +1,6 @@
 """What an audit of a photo folder with a bundled model takes, checked before any work.
 
-``facesal audit`` (:mod:`facesal_fast.cli`) and its Ray twin (:mod:`facesal_fast.distributed`)
+``facesal audit`` (:mod:`facesal_fast.cli`) and its Ray twin (:mod:`facesal_fast.audit.distributed`)
 both call :func:`plan_audit`: model, device, folders, target, groups CSV and speed options are
 checked and the run's identity (model weights hash, groups digest, backend) assembled. Every
 mistake is a ``ValueError`` or ``FileNotFoundError`` naming the option or file; nothing here

@@ -24,7 +24,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from facesal_fast import __version__
-from facesal_fast._validate import check_window_sizes, one_target, positive_int
 from facesal_fast.align import default_aligner
 from facesal_fast.align.errors import NoFaceError
 from facesal_fast.audit.approximation import record_approximation, settings_array
@@ -32,6 +31,7 @@ from facesal_fast.audit.groups import Groups, MatchAsReached, assigned, check_gr
 from facesal_fast.audit.inputs import IMAGE_SUFFIXES, input_count, iter_inputs, list_images
 from facesal_fast.audit.resume import Resume
 from facesal_fast.audit.store import RunStore
+from facesal_fast.core.validate import check_window_sizes, one_target, positive_int
 from facesal_fast.saliency.cis import MODES, CISResult, cis, cis_steps, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
 from facesal_fast.scoring.batching import run_together
@@ -40,7 +40,7 @@ from facesal_fast.scoring.progress import advance, inside_outer_bar
 from facesal_fast.speed.certified import quality_target
 
 if TYPE_CHECKING:
-    from facesal_fast.inputs import AlignerLike, ScorerLike
+    from facesal_fast.scoring.photos import AlignerLike, ScorerLike
 
 __all__ = [
     "Audit",

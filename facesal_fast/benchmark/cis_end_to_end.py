@@ -313,7 +313,7 @@ def bench_model(name: str, photo: Path, args: argparse.Namespace) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the suite (options: :func:`facesal_fast.bench.add_bench_arguments`)."""
+    """Run the suite (options: :func:`facesal_fast.benchmark.command.add_bench_arguments`)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine()

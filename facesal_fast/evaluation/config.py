@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facesal_fast._validate import positive_int
+from facesal_fast.core.validate import positive_int
 from facesal_fast.methods import registry
 from facesal_fast.methods.guided_backprop import OUTPUTS
 from facesal_fast.metrics import BLURS, TIES

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     import torch
 
-    from facesal_fast.inputs import AlignerLike
+    from facesal_fast.scoring.photos import AlignerLike
 
 __all__ = ["Item", "normalised_zero", "prepare_items", "reproject", "score_images", "to_input"]
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     import torch
 
-    from facesal_fast.inputs import AlignerLike
+    from facesal_fast.scoring.photos import AlignerLike
 
 __all__ = ["evaluate", "run_cli"]
 

@@ -11,10 +11,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from facesal_fast._validate import one_target
-from facesal_fast.inputs import ImagesInput, per_photo
+from facesal_fast.core.validate import one_target
 from facesal_fast.methods import occlusion, registry
 from facesal_fast.methods._common import to_canonical_map
+from facesal_fast.scoring.photos import ImagesInput, per_photo
 
 __all__ = ["METHODS", "MethodResult", "explain"]
 
@@ -64,7 +64,7 @@ def explain(
         image: ``H x W x 3`` uint8 RGB photo (``H x W x C`` model-ready image for a module),
             a path, a channels-first ``3 x H x W`` torch tensor (uint8, or float in 0..1),
             or a batch of them (list, ``N x 3 x H x W``): one result per photo, maps as
-            tensors on the input tensor's device (see :mod:`facesal_fast.inputs`).
+            tensors on the input tensor's device (see :mod:`facesal_fast.scoring.photos`).
         target: class index explained (an int, a numpy integer or a one-element array or tensor).
         face: an ``AlignedFace`` of ``image`` for the canonical map (None: no canonical map).
         options: per-method options (:data:`facesal_fast.methods.registry.OPTIONS`; each

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from facesal_fast import ops
-from facesal_fast._validate import positive_int
+from facesal_fast.core.validate import positive_int
 from facesal_fast.methods._common import check_logits, check_target, eval_mode
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import torch
 
-from facesal_fast._validate import positive_int
+from facesal_fast.core.validate import positive_int
 
 Array = Union[np.ndarray, torch.Tensor]
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from facesal_fast._validate import positive_int
+from facesal_fast.core.validate import positive_int
 from facesal_fast.ops import _dispatch
 from facesal_fast.ops._native import SplatCall
 from facesal_fast.ops.checks import (

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from facesal_fast import ops
-from facesal_fast._validate import check_stride, check_window_sizes, one_target, positive_int
 from facesal_fast.align import AlignedFace, canonical_face, find_face, region_shares, to_image
-from facesal_fast.grid import bilinear, bounding_grid, unique_windows
-from facesal_fast.inputs import AlignerLike, ImagesInput, ScorerLike, as_numpy, per_photo
+from facesal_fast.core.grid import bilinear, bounding_grid, unique_windows
+from facesal_fast.core.validate import check_stride, check_window_sizes, one_target, positive_int
 from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.batching import Steps, Windows, run_steps
 from facesal_fast.scoring.confidence import resolve_class
+from facesal_fast.scoring.photos import AlignerLike, ImagesInput, ScorerLike, as_numpy, per_photo
 from facesal_fast.speed.adaptive import adaptive_steps
 from facesal_fast.speed.auto import choose_incremental
 from facesal_fast.speed.certified import CanonicalSplat, Certificate, certificate_steps, certified_steps, quality_target

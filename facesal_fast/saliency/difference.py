@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facesal_fast._validate import positive_int
+from facesal_fast.core.validate import positive_int
 from facesal_fast.saliency.resampling import Family, family_test, pool
 
 if TYPE_CHECKING:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
 import numpy as np
 
-from facesal_fast._validate import positive_int
 from facesal_fast.align import find_face
 from facesal_fast.align.face import window_side
-from facesal_fast.grid import unique_windows
+from facesal_fast.core.grid import unique_windows
+from facesal_fast.core.validate import positive_int
 from facesal_fast.models import load
 from facesal_fast.ops import FAR_CENTER, splat_mean
 from facesal_fast.saliency.cis import CISResult, apply_affine, resolve_patch

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from facesal_fast._validate import one_target
+from facesal_fast.core.validate import one_target
 
 __all__ = ["Confidence", "class_confidence", "class_scores", "resolve_class"]
 

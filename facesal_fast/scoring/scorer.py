@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from facesal_fast import ops
-from facesal_fast._validate import torch_device
 from facesal_fast.align import default_aligner
+from facesal_fast.core.validate import torch_device
 from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend, export_onnx
 from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
 from facesal_fast.scoring.confidence import (

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from facesal_fast._validate import positive_int
-from facesal_fast.grid import bilinear, bounding_grid, unique_windows
+from facesal_fast.core.grid import bilinear, bounding_grid, unique_windows
+from facesal_fast.core.validate import positive_int
 from facesal_fast.scoring.batching import Steps, Windows, run_steps
 
 __all__ = ["AdaptiveDrops", "adaptive_drops", "adaptive_steps"]

@@ -34,7 +34,7 @@ import numpy as np
 
 from facesal_fast import ops
 from facesal_fast.align import region_shares
-from facesal_fast.grid import bounding_grid, unique_windows
+from facesal_fast.core.grid import bounding_grid, unique_windows
 from facesal_fast.metrics.similarity import ssim
 
 if TYPE_CHECKING:

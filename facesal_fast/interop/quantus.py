@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from facesal_fast.align.face import AlignedFace
-    from facesal_fast.inputs import AlignerLike
+    from facesal_fast.scoring.photos import AlignerLike
 
 __all__ = ["SAME_FACE", "QuantusModel", "quantus_explain", "quantus_model"]
 

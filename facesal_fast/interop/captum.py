@@ -25,11 +25,11 @@ from torch import nn
 
 from facesal_fast.align import default_aligner
 from facesal_fast.align.image_io import _is_tensor, tensor_images
-from facesal_fast.inputs import AlignerLike, ScorerLike
 from facesal_fast.methods.occlusion import to_photo
 from facesal_fast.saliency import cis
 from facesal_fast.scoring import Scorer
 from facesal_fast.scoring.confidence import class_scores
+from facesal_fast.scoring.photos import AlignerLike, ScorerLike
 
 __all__ = ["CanonicalOcclusion"]
 

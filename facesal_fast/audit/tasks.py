@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from facesal_fast._validate import positive_int
 from facesal_fast.audit.store import atomic_write_bytes
+from facesal_fast.core.validate import positive_int
 
 if TYPE_CHECKING:
     import argparse
