@@ -187,8 +187,9 @@ class StatsOptions(_Record):
 
     Attributes:
         permutations: resampling draws per test (bootstrap draws or permutations / sign flips).
-        confidence: a region or pixel counts when its adjusted p < 1 - ``confidence``; the
-            level of every interval.
+        level: a region or pixel counts when its adjusted p < 1 - ``level``; the confidence
+            level of every interval (called ``confidence`` before 0.2: a confidence is the
+            model's score phi, :mod:`facesal_fast.scoring.confidence`).
         correction: one of :data:`CORRECTIONS`.
         min_group: fewest images (persons) per group for any significance.
         method: one of :data:`TEST_METHODS`.
@@ -196,7 +197,7 @@ class StatsOptions(_Record):
     """
 
     permutations: int = 2000
-    confidence: float = 0.95
+    level: float = 0.95
     correction: str = "fwer"
     min_group: int = 10
     method: str = "bootstrap"
@@ -205,7 +206,7 @@ class StatsOptions(_Record):
     def __post_init__(self) -> None:
         positive_int(self.permutations, "permutations")
         positive_int(self.min_group, "min_group")
-        _fraction(self.confidence, "confidence", "0.95")
+        _fraction(self.level, "level", "0.95")
         _one_of(self.correction, CORRECTIONS, "correction")
         _one_of(self.method, TEST_METHODS, "method")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

@@ -27,14 +27,14 @@ exactly instead (the result is exact, its certificate 1 and 0).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from numbers import Real
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facesal_fast import ops
 from facesal_fast.align import region_shares
 from facesal_fast.core.grid import bounding_grid, unique_windows
+from facesal_fast.core.options import QUALITY_TARGETS, quality_target
 from facesal_fast.metrics.similarity import ssim
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 #: The SSIM each named preset promises per photo; ``"exact"`` promises the exact map.
-QUALITY_TARGETS = {"high": 0.95, "fast": 0.90}
 #: A preset stops refining once its estimate is at least ``target + MARGIN``: the estimate
 #: was up to 0.027 above the truth on the bundled photos (docs/performance.md).
 MARGIN = 0.03
@@ -64,23 +63,6 @@ NEIGHBOURS = 3  # sampled windows whose residuals predict an unscored window's e
 KAPPA = 0.85
 SEED = 0
 MAX_ROUNDS = 6
-
-
-def quality_target(quality: Any) -> float | None:
-    """The SSIM a ``quality`` promises: ``"high"`` 0.95, ``"fast"`` 0.90, a float in (0, 1)
-    itself, ``"exact"`` (or a target of 1) ``None``: the exact map.
-
-    Raises:
-        ValueError: naming ``quality`` and what it accepts.
-    """
-    if isinstance(quality, str) and quality in (*QUALITY_TARGETS, "exact"):
-        return QUALITY_TARGETS.get(quality)
-    if isinstance(quality, Real) and not isinstance(quality, bool) and 0.0 < float(quality) <= 1.0:
-        return None if float(quality) == 1.0 else float(quality)
-    raise ValueError(
-        f"quality must be 'exact', 'high' (SSIM >= 0.95 against exact), 'fast' (>= 0.90) or a target SSIM "
-        f"in (0, 1], got {quality!r}"
-    )
 
 
 @dataclass(frozen=True)
