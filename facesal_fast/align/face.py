@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -174,90 +175,133 @@ class AlignedFace:
                 triangles are given or N <= ``SPARSE_MAX_POINTS``, e.g. 68 landmarks).
         """
         img = as_rgb_uint8(image, source)
-        h, w = img.shape[:2]
-        vi = np.asarray(verts_image, np.float32)
-        vc = np.asarray(verts_canonical, np.float32)
-        if vi.ndim != 2 or vi.shape[1] not in (2, 3) or vc.ndim != 2 or vc.shape[1] not in (2, 3):
-            raise ValueError("verts_image and verts_canonical must be (N, 2) or (N, 3)")
-        if len(vi) != len(vc):
-            raise ValueError(f"verts_image has {len(vi)} points but verts_canonical has {len(vc)}")
-        if not (np.isfinite(vi[:, :2]).all() and np.isfinite(vc[:, :2]).all()):
-            raise ValueError("non-finite coordinates")
+        vi, vc = _checked_points(verts_image, verts_canonical)
         cshape = (int(canonical_shape[0]), int(canonical_shape[1]))
-        if mode == "auto":
-            mode = "mesh" if (triangles is not None or len(vi) <= SPARSE_MAX_POINTS) else "points"
-        if mode not in ("mesh", "points"):
-            raise ValueError(f"mode must be 'auto', 'mesh' or 'points', not {mode!r}")
-        zi = vi[:, 2].copy() if vi.shape[1] == 3 else None
+        mode = _resolved_mode(mode, triangles, len(vi))
         if canonical_scale is None:
-            hull = _hull_area(vc[:, :2])
-            canonical_scale = float(np.sqrt(max(hull, 1.0)) / 2.0)
-        mesh = None
-        depth = None
+            canonical_scale = float(np.sqrt(max(_hull_area(vc[:, :2]), 1.0)) / 2.0)
         if mode == "mesh":
-            if triangles is None:
-                from scipy.spatial import Delaunay  # about 1 s to import: only for a sparse mesh without triangles
-
-                triangles = Delaunay(vc[:, :2].astype(np.float64)).simplices
-            tris = np.asarray(triangles, np.int32)
-            if tris.ndim != 2 or tris.shape[1] != 3 or tris.min() < 0 or tris.max() >= len(vi):
-                raise ValueError("triangles must be (T, 3) indices into the points")
-            grid = dense_grid(vc[:, :2], tris, cshape, 1.0 / density, canonical_depth)
-            ac = signed_areas(vc, tris)
-            sign = 1.0 if (ac > 0).sum() >= (ac < 0).sum() else -1.0
-            front = front_facing(vi, vc, tris) & (ac * sign > 0)
-            if depth_tol is None:
-                depth_tol = 0.05 * float(np.sqrt(max(_hull_area(vi[:, :2]), 1.0)))
-            if visible is not None:  # per-vertex flags: drop triangles touching a hidden vertex
-                vv = np.asarray(visible, bool).reshape(-1)
-                if len(vv) != len(vi):
-                    raise ValueError(f"visible must be ({len(vi)},), got {np.shape(visible)}")
-                front &= vv[tris].all(axis=1)
-            pts, z, vis = visible_points(grid, tris, vi[:, :2], zi, front, (h, w), depth_tol)
-            cd = None if canonical_depth is None else np.asarray(canonical_depth, np.float32)
-            mesh = MeshBinding(tris, vc[:, :2].copy(), cd, vi[:, :2].copy(), zi, front, float(depth_tol))
-            verts_i, verts_c, depth = pts, grid.points, (z if zi is not None else None)
-            landmarks = vi.copy()
-        else:
-            verts_i, verts_c = vi[:, :2].copy(), vc[:, :2].copy()
-            inside = (
-                (verts_i[:, 0] >= -0.5)
-                & (verts_i[:, 0] < w - 0.5)
-                & (verts_i[:, 1] >= -0.5)
-                & (verts_i[:, 1] < h - 0.5)
+            dense = _mesh_correspondence(
+                vi, vc, img.shape[:2], cshape, visible, triangles, density, depth_tol, canonical_depth
             )
-            vis = inside if visible is None else (np.asarray(visible, bool).reshape(-1) & inside)
-            if len(vis) != len(verts_i):
-                raise ValueError("visible must be (N,)")
-            depth = zi
-            landmarks = None
-        sel = vis if vis.sum() >= 3 else np.ones(len(vis), bool)
-        src_c = vc[:, :2] if mode == "mesh" else verts_c
-        src_i = vi[:, :2] if mode == "mesh" else verts_i
-        if mode == "mesh":
-            sel = np.ones(len(src_c), bool)
+        else:
+            dense = _point_correspondence(vi, vc, img.shape[:2], visible)
         if face_scale is None:
-            face_scale = canonical_scale * _similarity_scale(src_c[sel], src_i[sel])
+            face_scale = canonical_scale * _similarity_scale(dense.fit_canonical, dense.fit_image)
         box_source = "given" if face_box is not None else "points"
         if face_box is None:
-            bi = src_i[sel]
+            bi = dense.fit_image
             face_box = (float(bi[:, 0].min()), float(bi[:, 1].min()), float(bi[:, 0].max()), float(bi[:, 1].max()))
         return cls(
             image=img,
-            verts_image=np.ascontiguousarray(verts_i, np.float32),
-            verts_canonical=verts_c,
-            visible=np.ascontiguousarray(vis, bool),
+            verts_image=np.ascontiguousarray(dense.verts_image, np.float32),
+            verts_canonical=dense.verts_canonical,
+            visible=np.ascontiguousarray(dense.visible, bool),
             canonical_shape=cshape,
             face_box=tuple(float(v) for v in face_box),
             face_scale=float(face_scale),
             canonical_scale=float(canonical_scale),
             source=source,
-            landmarks=landmarks,
-            depth=depth,
+            landmarks=dense.landmarks,
+            depth=dense.depth,
             note="from_arrays (" + mode + ")",
             box_source=box_source,
-            mesh=mesh,
+            mesh=dense.mesh,
         )
+
+
+class _Correspondence(NamedTuple):
+    """What :meth:`AlignedFace.from_arrays` builds from the given points: the ``(N, 2)``
+    image and canonical positions, ``(N,)`` visibility and depth (or None), the landmarks
+    (``(L, 2|3)``, or None), the mesh (or None) and the ``(M, 2)`` canonical and image
+    points that the face scale and the face box are fitted to."""
+
+    verts_image: np.ndarray
+    verts_canonical: np.ndarray
+    visible: np.ndarray
+    depth: np.ndarray | None
+    landmarks: np.ndarray | None
+    mesh: MeshBinding | None
+    fit_canonical: np.ndarray
+    fit_image: np.ndarray
+
+
+def _checked_points(verts_image: np.ndarray, verts_canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 2|3)`` float32 image and canonical points, or a ValueError."""
+    vi = np.asarray(verts_image, np.float32)
+    vc = np.asarray(verts_canonical, np.float32)
+    if vi.ndim != 2 or vi.shape[1] not in (2, 3) or vc.ndim != 2 or vc.shape[1] not in (2, 3):
+        raise ValueError("verts_image and verts_canonical must be (N, 2) or (N, 3)")
+    if len(vi) != len(vc):
+        raise ValueError(f"verts_image has {len(vi)} points but verts_canonical has {len(vc)}")
+    if not (np.isfinite(vi[:, :2]).all() and np.isfinite(vc[:, :2]).all()):
+        raise ValueError("non-finite coordinates")
+    return vi, vc
+
+
+def _resolved_mode(mode: str, triangles: np.ndarray | None, n_points: int) -> str:
+    """``"mesh"`` or ``"points"`` for ``mode`` (``"auto"``: mesh with triangles or at most
+    :data:`SPARSE_MAX_POINTS` points)."""
+    if mode == "auto":
+        mode = "mesh" if (triangles is not None or n_points <= SPARSE_MAX_POINTS) else "points"
+    if mode not in ("mesh", "points"):
+        raise ValueError(f"mode must be 'auto', 'mesh' or 'points', not {mode!r}")
+    return mode
+
+
+def _mesh_correspondence(
+    vi: np.ndarray,
+    vc: np.ndarray,
+    image_shape: tuple[int, int],
+    canonical_shape: tuple[int, int],
+    visible: np.ndarray | None,
+    triangles: np.ndarray | None,
+    density: float,
+    depth_tol: float | None,
+    canonical_depth: np.ndarray | None,
+) -> _Correspondence:
+    """The points ``vi``/``vc`` (``(V, 2|3)``) as mesh vertices, densified on the canonical
+    grid; visibility from front-facing triangles and the z-buffer (see ``from_arrays``)."""
+    if triangles is None:
+        from scipy.spatial import Delaunay  # about 1 s to import: only for a sparse mesh without triangles
+
+        triangles = Delaunay(vc[:, :2].astype(np.float64)).simplices
+    tris = np.asarray(triangles, np.int32)
+    if tris.ndim != 2 or tris.shape[1] != 3 or tris.min() < 0 or tris.max() >= len(vi):
+        raise ValueError("triangles must be (T, 3) indices into the points")
+    zi = vi[:, 2].copy() if vi.shape[1] == 3 else None
+    grid = dense_grid(vc[:, :2], tris, canonical_shape, 1.0 / density, canonical_depth)
+    ac = signed_areas(vc, tris)
+    sign = 1.0 if (ac > 0).sum() >= (ac < 0).sum() else -1.0
+    front = front_facing(vi, vc, tris) & (ac * sign > 0)
+    if depth_tol is None:
+        depth_tol = 0.05 * float(np.sqrt(max(_hull_area(vi[:, :2]), 1.0)))
+    if visible is not None:  # per-vertex flags: drop triangles touching a hidden vertex
+        vv = np.asarray(visible, bool).reshape(-1)
+        if len(vv) != len(vi):
+            raise ValueError(f"visible must be ({len(vi)},), got {np.shape(visible)}")
+        front &= vv[tris].all(axis=1)
+    pts, z, vis = visible_points(grid, tris, vi[:, :2], zi, front, image_shape, depth_tol)
+    cd = None if canonical_depth is None else np.asarray(canonical_depth, np.float32)
+    mesh = MeshBinding(tris, vc[:, :2].copy(), cd, vi[:, :2].copy(), zi, front, float(depth_tol))
+    depth = z if zi is not None else None
+    return _Correspondence(pts, grid.points, vis, depth, vi.copy(), mesh, vc[:, :2], vi[:, :2])
+
+
+def _point_correspondence(
+    vi: np.ndarray, vc: np.ndarray, image_shape: tuple[int, int], visible: np.ndarray | None
+) -> _Correspondence:
+    """The points ``vi``/``vc`` (``(N, 2|3)``) used as they are, visible where inside the
+    image (and ``visible``); the scale and box fit the visible ones (all when fewer than 3)."""
+    h, w = image_shape
+    verts_i, verts_c = vi[:, :2].copy(), vc[:, :2].copy()
+    inside = (verts_i[:, 0] >= -0.5) & (verts_i[:, 0] < w - 0.5) & (verts_i[:, 1] >= -0.5) & (verts_i[:, 1] < h - 0.5)
+    vis = inside if visible is None else (np.asarray(visible, bool).reshape(-1) & inside)
+    if len(vis) != len(verts_i):
+        raise ValueError("visible must be (N,)")
+    zi = vi[:, 2].copy() if vi.shape[1] == 3 else None
+    fit = vis if vis.sum() >= 3 else np.ones(len(vis), bool)
+    return _Correspondence(verts_i, verts_c, vis, zi, None, None, verts_c[fit], verts_i[fit])
 
 
 def _hull_area(p: np.ndarray) -> float:
