@@ -366,18 +366,21 @@ class Aligner:
             f"max_side={self.max_side}; crop it around the face)"
         )
 
-    def _align(self, img: np.ndarray, all_faces: bool, source) -> AlignedFace | list[AlignedFace]:
+    def _detection_image(self, img: np.ndarray, source) -> np.ndarray:
+        """``img`` (``H x W x 3``) shrunk to ``max_side`` px for detection; checked against MAX_PIXELS."""
         h, w = img.shape[:2]
         if h * w > MAX_PIXELS:
             raise ImageError(source, f"image of {w}x{h} px exceeds the {MAX_PIXELS} pixel limit")
         if min(h, w) < self.min_face_size:
             raise NoFaceError(source, f"image of {w}x{h} px is too small (a face needs >= {self.min_face_size} px)")
         f = min(1.0, self.max_side / max(h, w))
-        work = (
-            img
-            if f == 1.0
-            else cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-        )
+        if f == 1.0:
+            return img
+        return cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+    def _align(self, img: np.ndarray, all_faces: bool, source) -> AlignedFace | list[AlignedFace]:
+        h, w = img.shape[:2]
+        work = self._detection_image(img, source)
         shrunk = self._shrunk_note(img.shape, work.shape)
         photo, turned, union = img, False, self.detect(work)  # both detectors: orientation, confidences
         if self.check_orientation:
@@ -401,21 +404,7 @@ class Aligner:
         if not big:
             largest = max(size(c) for c in cands)
             raise NoFaceError(source, f"face too small: {largest:.0f} px < min_face_size={self.min_face_size} px")
-        done: list = []
-        unmeshed = 0  # detector boxes whose crop gave no landmarks
-        for c in big:
-            if c[0] is None:
-                lm = self._crop_landmarks(img, c[1])
-                if lm is None:
-                    unmeshed += 1
-                    continue
-                core = lm[list(CORE_LANDMARKS), :2].mean(axis=0)
-                if any(d[1][0] <= core[0] <= d[1][2] and d[1][1] <= core[1] <= d[1][3] for d in done):
-                    continue  # the crop found a face we already have
-                c = (lm, *c[1:])
-            done.append(c)
-            if not all_faces:
-                break
+        done, unmeshed = self._meshed(img, big, all_faces)
         if not done:
             raise NoFaceError(source, "no face found (detector boxes gave no landmarks)" + shrunk)
         if turned:
@@ -434,6 +423,26 @@ class Aligner:
             )
             for r, c in enumerate(done)
         ]
+
+    def _meshed(self, img: np.ndarray, ranked: list, all_faces: bool) -> tuple[list, int]:
+        """``ranked`` candidates with landmarks (the first only unless ``all_faces``; a box is meshed
+        on a crop of ``img``) and how many boxes gave none; a crop finding a kept face is left out."""
+        done: list = []
+        unmeshed = 0
+        for c in ranked:
+            if c[0] is None:
+                lm = self._crop_landmarks(img, c[1])
+                if lm is None:
+                    unmeshed += 1
+                    continue
+                core = lm[list(CORE_LANDMARKS), :2].mean(axis=0)
+                if any(d[1][0] <= core[0] <= d[1][2] and d[1][1] <= core[1] <= d[1][3] for d in done):
+                    continue  # the crop found a face we already have
+                c = (lm, *c[1:])
+            done.append(c)
+            if not all_faces:
+                break
+        return done, unmeshed
 
     def _candidates(self, work: np.ndarray, scale: tuple[float, float], all_faces: bool) -> list:
         """Candidate faces ``(landmarks or None, box, score, box source)`` of the detection
