@@ -111,12 +111,17 @@ def _relative(name: str, level: int, importer: str, is_package: bool) -> str:
     return ".".join(anchor[: len(anchor) - level + 1] + ([name] if name else []))
 
 
+def _from_base(node: ast.ImportFrom, importer: str, is_package: bool) -> str:
+    """The absolute module of the ``from ... import`` ``node`` in module ``importer``."""
+    return _relative(node.module or "", node.level, importer, is_package) if node.level else node.module or ""
+
+
 def _targets(node: ast.Import | ast.ImportFrom, importer: str, is_package: bool) -> Iterator[tuple[str, str]]:
     """``(module, kind)`` for each package module that ``node`` (in module ``importer``) imports."""
     if isinstance(node, ast.Import):
         yield from ((alias.name, "import") for alias in node.names if alias.name.split(".")[0] == PACKAGE)
         return
-    base = _relative(node.module or "", node.level, importer, is_package) if node.level else node.module or ""
+    base = _from_base(node, importer, is_package)
     if base.split(".")[0] != PACKAGE:
         return
     for alias in node.names:
@@ -149,7 +154,7 @@ def _package_aliases(node: ast.AST, importer: str, is_package: bool) -> dict[str
             if a.name.split(".")[0] == PACKAGE:
                 aliases[a.asname or PACKAGE] = a.name if a.asname else PACKAGE
     elif isinstance(node, ast.ImportFrom):
-        base = _relative(node.module or "", node.level, importer, is_package) if node.level else node.module or ""
+        base = _from_base(node, importer, is_package)
         if base.split(".")[0] == PACKAGE:
             aliases.update({a.asname or a.name: f"{base}.{a.name}" for a in node.names if a.name != "*"})
     for child in _children(node):
