@@ -330,7 +330,7 @@ def _run_command(args: argparse.Namespace) -> int:
     from facesal_fast.report.html import write_report  # lazy: keeps torch out of facesal --help
 
     if args.command == "report":
-        print(f"facesal report: {terminal_text(str(write_report(args.run, args.out, **statistics_options(args))))}")
+        print(f"facesal report: {terminal_text(str(write_report(args.run, args.out, stats=statistics_options(args))))}")
         return EXIT_OK
     if args.command == "demo":
         summary = run_audit(plan_audit(_demo_photos(), args.out, groups="predicted", **_map_options(args)))

@@ -188,8 +188,8 @@ def test_compare_refuses_what_is_not_a_run(gender_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", str(gender_run), str(gender_run), "--out", str(tmp_path / "c"), "--permutations", "0"])
     assert exit_info.value.code == 2 and "--permutations: expected a positive integer" in capsys.readouterr().err
-    assert main(["compare", str(gender_run), str(gender_run), "--out", str(tmp_path / "c"), "--confidence", "5"]) == 2
-    assert "confidence must be a number between 0 and 1" in capsys.readouterr().err
+    assert main(["compare", str(gender_run), str(gender_run), "--out", str(tmp_path / "c"), "--level", "5"]) == 2
+    assert "level must be a number between 0 and 1" in capsys.readouterr().err
 
 
 def test_compare_two_bundled_models_renders(gender_run, photos, tmp_path, capsys):
@@ -202,3 +202,49 @@ def test_compare_two_bundled_models_renders(gender_run, photos, tmp_path, capsys
     assert "paired test" in html and "No difference between run gender and run expression is claimed" in html
     dom = chromium_dom(page, tmp_path / "profile").stdout
     assert dom.count("data-colorbar") == 2 and 'id="findings"' in dom
+
+
+def _nose_runs(tmp_path: Path, shift: float = 0.5, paired: bool = True) -> tuple[Path, Path]:
+    """Two runs of 12 photos, the first with ``shift`` saliency added on the nose: of the same
+    photos (paired by content) or of other photos."""
+    rng = np.random.default_rng(3)
+    maps = rng.random((12, 64, 64))
+    keys = [f"p{i:02d}.jpg" for i in range(12)]
+    after = _fake_run(tmp_path / "after", maps + shift * region_masks((64, 64))["nose"], keys, ["a", "b"] * 6)
+    other = dict(photos="photos") if paired else dict(photos="other photos")
+    return after, _fake_run(tmp_path / "before", maps if paired else rng.random((12, 64, 64)), keys, **other)
+
+
+def test_compare_and_report_take_level_and_its_old_name_confidence(tmp_path, capsys):
+    after, before = _nose_runs(tmp_path)
+    fast = ["--permutations", "300", "--min-group", "5"]
+    pages = {}
+    for option in ("--level", "--confidence"):
+        out = tmp_path / option.strip("-")
+        assert main(["compare", str(after), str(before), "--out", str(out), option, "0.9", *fast]) == 0
+        report = tmp_path / f"report-{option.strip('-')}.html"
+        assert main(["report", str(after), "--out", str(report), option, "0.9", *fast]) == 0
+        pages[option] = ((out / "compare.html").read_bytes(), report.read_bytes())
+        notes = capsys.readouterr().err.count("facesal: --confidence is now --level (the same number)")
+        assert notes == (2 if option == "--confidence" else 0)  # one line per command that used the old name
+    assert pages["--level"] == pages["--confidence"]
+    compared, report = pages["--level"]
+    assert b"90% CI" in compared and b"90% bootstrap CI" in report and b"95%" not in compared + report
+
+
+def test_compare_method_and_seed_options(tmp_path):
+    after, before = _nose_runs(tmp_path, shift=0.02, paired=False)
+
+    def page(*options: str) -> str:
+        out = tmp_path / "-".join(options or ("default",))
+        assert main(["compare", str(after), str(before), "--out", str(out), "--permutations", "300", *options]) == 0
+        return (out / "compare.html").read_text()
+
+    default = page()
+    assert "300 bootstrap resamples" in default and "unpaired test" in default
+    permuted = page("--method", "permutation")
+    assert "300 permutations" in permuted and "300 bootstrap" not in permuted
+    assert page("--seed", "0") == default and page("--seed", "1") != default  # the seed of the p-values' draws
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(after), str(before), "--out", str(tmp_path / "x"), "--method", "wild"])
+    assert exit_info.value.code == 2

@@ -1,6 +1,6 @@
 """The report's numbers: one definition per number (the findings, the region table and the
 bars show the mean per-image shares the tests compare), intervals around their estimates and
-labelled with the confidence asked for, and the CMS as a per-pixel mean over the images that
+labelled with the level asked for, and the CMS as a per-pixel mean over the images that
 cover the pixel, with its coverage map."""
 
 import html
@@ -103,8 +103,8 @@ def test_compare_page_quotes_the_numbers_of_its_table(tmp_path):
     assert c.shares_a["nose"] - c.shares_b["nose"] == pytest.approx(c.difference.region_tests["nose"].difference)
 
 
-def test_interval_labels_follow_the_confidence(tmp_path, monkeypatch):
-    page, figure = _report_and_bars(tmp_path, monkeypatch, 1, confidence=0.9)
+def test_interval_labels_follow_the_level(tmp_path, monkeypatch):
+    page, figure = _report_and_bars(tmp_path, monkeypatch, 1, level=0.9)
     assert "90% bootstrap CI" in page and "90% CI" in page and "95%" not in page
     legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert legend and all("90% CI" in text for text in legend)
@@ -196,7 +196,7 @@ def test_reliability_and_images_needed_are_printed_with_intervals_around_them(tm
     signal = np.linspace(0, 1, SHAPE[0] * SHAPE[1]).reshape(SHAPE)
     maps = signal + rng.normal(0, 4.0, (24, *SHAPE))  # a weak pattern: more images are needed
     run = _fake_run(tmp_path / "run", maps, [f"p{i:02d}.jpg" for i in range(24)], ["a", "b"] * 12)
-    page = write_report(run, confidence=0.9, **FAST_STATS).read_text()
+    page = write_report(run, level=0.9, **FAST_STATS).read_text()
     lines = re.findall(r"<li>(group [ab] \(n=12\): split-half reliability[^<]*)</li>", page)
     assert len(lines) == 2
     for line in lines:

@@ -10,12 +10,24 @@ import numpy as np
 import pytest
 
 from facesal_fast.align import load_image, region_masks
+from facesal_fast.core.options import StatsOptions
+from facesal_fast.report.figures import region_share_figure
 from facesal_fast.saliency import CMSAccumulator
-from facesal_fast.saliency.calibration import Rows, Scenario, calibrate, coverage, error_rate, plant, power
+from facesal_fast.saliency.calibration import (
+    CALIBRATE_STATS,
+    Rows,
+    Scenario,
+    calibrate,
+    coverage,
+    error_rate,
+    plant,
+    power,
+)
 from facesal_fast.saliency.cms import _shares, convergence_checkpoints, small_map
 from facesal_fast.saliency.resampling import exact_minimum
 from facesal_fast.saliency.stats import (
     benjamini_hochberg,
+    bootstrap_interval,
     controlled,
     difference_test,
     group_difference,
@@ -97,8 +109,8 @@ def test_intervals_cover_at_ten_per_group(region_rows):
     estimate = coverage(region_rows, Scenario("10", (10, 10)), estimate=True, draws=60, resamples=300, seed=5)
     assert estimate.rate >= 0.93 and estimate.worst >= 0.85, estimate  # skewed lips: 0.77 without calibration
     shares = np.random.default_rng(6).dirichlet(np.ones(4), 12)
-    wide = share_estimates(shares, list("abcd"), confidence=0.99)
-    narrow = share_estimates(shares, list("abcd"), confidence=0.8)
+    wide = share_estimates(shares, list("abcd"), level=0.99)
+    narrow = share_estimates(shares, list("abcd"), level=0.8)
     for r in "abcd":
         assert wide[r].low < narrow[r].low <= narrow[r].mean <= narrow[r].high < wide[r].high
         assert narrow[r].mean == pytest.approx(shares[:, "abcd".index(r)].mean())  # the mean of per-image shares
@@ -209,8 +221,8 @@ def test_bad_test_options_name_the_argument():
         permutation_test(x, x[:3], paired=True)
     with pytest.raises(ValueError, match="min_group"):
         CMSAccumulator((8, 8), min_group=0)
-    with pytest.raises(ValueError, match="confidence"):
-        CMSAccumulator((8, 8), confidence=95)
+    with pytest.raises(ValueError, match="level"):
+        CMSAccumulator((8, 8), level=95)
     with pytest.raises(ValueError, match="method"):
         CMSAccumulator((8, 8), method="wild")
 
@@ -285,3 +297,124 @@ def test_paired_group_difference_uses_the_same_images(real_maps):
     assert paired.significant_regions[0] == "forehead"
     assert "need not be symmetric" in paired.null_hypothesis
     assert (paired.p_adjusted[0, 0], paired.p_raw[0, 0]) == (1.0, 1.0)  # an off-face corner: not in the family
+
+
+def _three_groups(seed: int = 9):
+    """Means, low-resolution maps (``n x 4 x 4``) and region shares (``n x 5``) of groups of 9, 11, 7."""
+    rng = np.random.default_rng(seed)
+    small = [rng.normal(size=(n, 4, 4)) for n in (9, 11, 7)]
+    shares = [rng.normal(size=(n, 5)) for n in (9, 11, 7)]
+    shares[0][:, 1] += 1.0
+    return [s.mean(0) for s in small], small, shares
+
+
+def _assert_same_tests(first, second) -> None:
+    """Two lists of GroupDifference with equal p-values, intervals, flags and settings, bit for bit."""
+    assert len(first) == len(second)
+    for x, y in zip(first, second):
+        for name in ("low", "high", "significant", "p_raw", "p_adjusted", "p_error"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+        assert x.region_tests == y.region_tests and x.controlled == y.controlled
+        assert (x.level, x.correction, x.method, x.min_group, x.permutations) == (
+            y.level,
+            y.correction,
+            y.method,
+            y.min_group,
+            y.permutations,
+        )
+
+
+def test_stats_options_as_a_record_a_mapping_or_keywords_test_the_same():
+    fields = dict(permutations=300, level=0.9, correction="fdr", min_group=5, method="permutation", seed=3)
+    record = StatsOptions(**fields)
+    means, small, shares = _three_groups()
+    args = ("abc", means, small, shares, list("vwxyz"))
+    by_record = group_differences(*args, record, bootstrap=200)
+    _assert_same_tests(by_record, group_differences(*args, fields, bootstrap=200))
+    _assert_same_tests(by_record, group_differences(*args, bootstrap=200, **fields))
+    _assert_same_tests(by_record, group_differences(*args, StatsOptions(seed=3, level=0.5), bootstrap=200, **fields))
+    _assert_same_tests(by_record, group_differences(*args, record, bootstrap=200, rng=np.random.default_rng(3)))
+    assert (by_record[0].level, by_record[0].method, by_record[0].correction, by_record[0].min_group) == (
+        0.9,
+        "permutation",
+        "fdr",
+        5,
+    )
+    reseeded = group_differences(*args, record.replace(seed=4), bootstrap=200)
+    assert not np.array_equal(reseeded[0].p_raw, by_record[0].p_raw)  # the record's seed seeds the draws
+    maps = np.random.default_rng(5).random((16, 16, 16))
+    results = []
+    for stats, overrides in ((record, {}), (fields, {}), (None, fields)):
+        accumulator = CMSAccumulator((16, 16), stats, bootstrap_size=8, bootstrap=100, **overrides)
+        assert accumulator.stats == record and (accumulator.permutations, accumulator.level) == (300, 0.9)
+        for i, m in enumerate(maps):
+            accumulator.add(m, "ab"[i % 2])
+        results.append(accumulator.result())
+    for result in results[1:]:
+        _assert_same_tests(results[0].differences, result.differences)
+        assert result.share_intervals == results[0].share_intervals and (result.level, result.min_group) == (0.9, 5)
+    small_maps = np.random.default_rng(6).random((20, 64, 64))
+    own = calibrate(small_maps, draws=4, permutations=100)  # calibrate's own seed (7) where none is given
+    assert own == calibrate(small_maps, StatsOptions(permutations=100, seed=7), draws=4)
+    assert own == calibrate(small_maps, {"permutations": 100}, draws=4)
+    with pytest.raises(TypeError, match="'permutation'"):
+        group_differences(*args, permutation=300)
+    with pytest.raises(ValueError, match="method must be 'bootstrap'"):
+        CMSAccumulator((8, 8), {"method": "wild"})
+
+
+def test_the_old_confidence_keyword_sets_the_level_and_warns():
+    means, small, shares = _three_groups()
+    args = ("abc", means, small, shares, list("vwxyz"))
+    new = group_differences(*args, permutations=300, level=0.9)
+    with pytest.warns(DeprecationWarning, match="confidence= is now level=") as caught:
+        old = group_differences(*args, permutations=300, confidence=0.9)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    _assert_same_tests(new, old)
+    assert not np.array_equal(new[0].low, group_differences(*args, permutations=300)[0].low)  # 0.9, not 0.95
+    with pytest.warns(DeprecationWarning, match=r"GroupDifference.confidence is now .level"):
+        assert old[0].confidence == 0.9
+    with pytest.raises(TypeError, match="not both"):
+        group_differences(*args, level=0.9, confidence=0.9)
+    with pytest.warns(DeprecationWarning) as caught:
+        accumulator = CMSAccumulator((16, 16), bootstrap_size=8, permutations=200, bootstrap=100, confidence=0.8)
+    assert caught[0].filename == __file__ and accumulator.level == 0.8
+    for m in np.random.default_rng(2).random((8, 16, 16)):
+        accumulator.add(m)
+    result = accumulator.result()
+    for thing in (accumulator, result):
+        with pytest.warns(DeprecationWarning, match=r"\.confidence is now \.level"):
+            assert thing.confidence == 0.8
+    with pytest.warns(DeprecationWarning):
+        assert share_estimates(shares[0], list("vwxyz"), confidence=0.8) == share_estimates(
+            shares[0], list("vwxyz"), level=0.8
+        )
+    with pytest.warns(DeprecationWarning):
+        reliability = split_half_reliability(small[1], confidence=0.8)
+    assert repr(reliability) == repr(split_half_reliability(small[1], level=0.8))
+    with pytest.warns(DeprecationWarning, match="Reliability.confidence"):
+        assert reliability.confidence == 0.8
+    interval = bootstrap_interval(
+        shares[0], shares[1], paired=False, resamples=200, level=0.8, rng=np.random.default_rng(1)
+    )
+    with pytest.warns(DeprecationWarning):
+        old_interval = bootstrap_interval(
+            shares[0], shares[1], paired=False, resamples=200, confidence=0.8, rng=np.random.default_rng(1)
+        )
+    np.testing.assert_array_equal(interval, old_interval)
+    with pytest.warns(DeprecationWarning):
+        assert controlled("fwer", confidence=0.9, pairs=1, regions=13, pixels=10) == controlled("fwer", 0.9, 1, 13, 10)
+    maps = np.random.default_rng(6).random((20, 64, 64))
+    rows = Rows.of(maps, "regions")
+    with pytest.warns(DeprecationWarning):
+        rate = error_rate(rows, Scenario("8 vs 8", (8, 8)), draws=4, resamples=100, confidence=0.8)
+    assert repr(rate) == repr(error_rate(rows, Scenario("8 vs 8", (8, 8)), draws=4, resamples=100, level=0.8))
+    with pytest.warns(DeprecationWarning):
+        found = power(rows, Scenario("8 vs 8", (8, 8)), draws=4, resamples=100, confidence=0.8)
+    assert repr(found) == repr(power(rows, Scenario("8 vs 8", (8, 8)), draws=4, resamples=100, level=0.8))
+    with pytest.warns(DeprecationWarning):
+        calibration = calibrate(maps, draws=4, confidence=0.8)
+    assert calibration == calibrate(maps, CALIBRATE_STATS.replace(level=0.8), draws=4)
+    with pytest.warns(DeprecationWarning):
+        legend = region_share_figure([("all", {"nose": (0.2, 0.1, 0.3)})], confidence=0.8).axes[0].get_legend()
+    assert "80% CI" in legend.get_texts()[0].get_text()

@@ -19,12 +19,13 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
 from facesal_fast.audit.pairing import Pairing, pair_by_content
 from facesal_fast.audit.store import RunStore, StoredImage, atomic_write_bytes
+from facesal_fast.core.options import CORRECTION_TEXT, TEST_METHOD_TEXT, StatsOptions
 
 if TYPE_CHECKING:  # the statistics import the saliency package (heavy); the CLI parser must not
     from facesal_fast.saliency.stats import GroupDifference
@@ -173,30 +174,31 @@ def _mean(run: _RunData, keys: list[str]) -> np.ndarray:
 def compare(
     a: str | Path,
     b: str | Path,
+    stats: StatsOptions | Mapping[str, Any] | None = None,
     *,
     labels: tuple[str, str] | None = None,
-    permutations: int = 2000,
     bootstrap: int = 1000,
-    confidence: float = 0.95,
-    min_group: int = 10,
-    correction: str = "fwer",
-    seed: int = 0,
     bootstrap_size: int = 32,
+    **overrides: Any,
 ) -> Comparison:
     """Compare the CMS of run ``a`` with run ``b``
     (folders written by ``facesal audit`` / :class:`~facesal_fast.Audit`).
 
     Paired over the photos of identical content in both runs (their content hashes, not
     their names; the others are listed in ``pairing`` and left out) when there are any,
-    unpaired over all photos otherwise. Returns a :class:`Comparison`; its
+    unpaired over all photos otherwise. ``stats``: how to test (a :class:`StatsOptions`, a
+    mapping of its fields, or None: the defaults); ``**overrides``: its fields
+    (``permutations``, ``level``, ``correction``, ``min_group``, ``method``, ``seed``;
+    ``confidence``: the old name of ``level``, warns). Returns a :class:`Comparison`; its
     ``difference`` is ``a - b``. Raises ``ValueError`` naming the folder when one is not a
-    run, has no finished image, or the canonical maps differ in size.
+    run, has no finished image, or the canonical maps differ in size, and naming the
+    statistics option out of range (before any run is read).
     """
     # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.align import region_masks
-    from facesal_fast.saliency.stats import check_test_options, group_difference
+    from facesal_fast.saliency.stats import build_stats, group_difference
 
-    check_test_options(permutations, confidence, min_group, correction)
+    stats = build_stats(stats, overrides)
     run_a = _load(a, bootstrap_size, None)
     shape = run_a.shape
     run_b = _load(b, bootstrap_size, shape)
@@ -218,14 +220,11 @@ def compare(
         (np.stack([run_a.small[k] for k in keys_a]), np.stack([run_b.small[k] for k in keys_b])),
         (np.stack([run_a.shares[k] for k in keys_a]), np.stack([run_b.shares[k] for k in keys_b])),
         list(region_masks(shape)),
+        stats,
         paired=paired,
         persons=_persons(run_a, keys_a, run_b, keys_b, paired),
-        permutations=permutations,
         bootstrap=bootstrap,
-        confidence=confidence,
-        min_group=min_group,
-        correction=correction,
-        rng=np.random.default_rng(seed),
+        rng=np.random.default_rng(stats.seed),
     )
     regions = list(region_masks(shape))
     shares = [  # the mean per-photo shares the test compares (not the shares of the mean maps)
@@ -347,26 +346,68 @@ def _count(text: str) -> int:
     return int(text)
 
 
+class _Level(argparse.Action):
+    """``--level``, and its old name ``--confidence``, which still works and says so on stderr."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        if option == "--confidence":
+            print(
+                "facesal: --confidence is now --level (the same number); the old name goes in the next release",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
+def _meanings(texts: Mapping[str, str]) -> str:
+    """``"a: what a is; b: what b is"``."""
+    return "; ".join(f"{choice}: {text}" for choice, text in texts.items())
+
+
 def add_statistics_arguments(parser: argparse.ArgumentParser, unit: str = "group") -> None:
-    """``--permutations``, ``--min-group``, ``--confidence``, ``--correction`` (for ``compare`` and ``report``)."""
-    parser.add_argument("--permutations", type=_count, default=2000, help="permutations / sign flips per test")
-    parser.add_argument("--min-group", type=_count, default=10, help=f"fewest images per {unit} for any significance")
+    """The :class:`StatsOptions` fields as ``--permutations``, ``--min-group``, ``--level`` (old
+    name ``--confidence``), ``--correction``, ``--method``, ``--seed`` (for ``compare`` and
+    ``report``), with the record's choices and defaults."""
+    default = StatsOptions()
+    parser.add_argument("--permutations", type=_count, default=default.permutations, help="null draws per test")
     parser.add_argument(
-        "--confidence", type=float, default=0.95, help="a region or pixel counts when its adjusted p < 1 - CONFIDENCE"
+        "--min-group", type=_count, default=default.min_group, help=f"fewest images per {unit} for any significance"
     )
     parser.add_argument(
-        "--correction", default="fwer", choices=["fwer", "fdr"], help="fwer: max-T family-wise; fdr: Benjamini-Hochberg"
+        "--level",
+        "--confidence",
+        action=_Level,
+        type=float,
+        default=default.level,
+        help="a region or pixel counts when its adjusted p < 1 - LEVEL; the level of every interval "
+        "(--confidence: its old name)",
+    )
+    parser.add_argument(
+        "--correction", default=default.correction, choices=CORRECTION_TEXT, help=_meanings(CORRECTION_TEXT)
+    )
+    parser.add_argument(
+        "--method",
+        default=default.method,
+        choices=TEST_METHOD_TEXT,
+        help=f"the test's null: {_meanings(TEST_METHOD_TEXT)}",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=default.seed, help="seed of every random draw (results are reproducible)"
     )
 
 
-def statistics_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of :func:`compare` / ``write_report`` from :func:`add_statistics_arguments`."""
-    return {
-        "permutations": args.permutations,
-        "min_group": args.min_group,
-        "confidence": args.confidence,
-        "correction": args.correction,
-    }
+def statistics_options(args: argparse.Namespace) -> StatsOptions:
+    """The :class:`StatsOptions` of :func:`add_statistics_arguments`' arguments (``ValueError``
+    naming the one out of range)."""
+    return StatsOptions(
+        permutations=args.permutations,
+        level=args.level,
+        correction=args.correction,
+        min_group=args.min_group,
+        method=args.method,
+        seed=args.seed,
+    )
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -388,7 +429,7 @@ def run_cli(args: argparse.Namespace) -> int:
     raises ``ValueError`` (the CLI prints it as one line, exit 2)."""
     if args.fail_on_shift is not None and not args.fail_on_shift >= 0:
         raise ValueError(f"--fail-on-shift must be a number of percentage points >= 0, got {args.fail_on_shift}")
-    c = compare(args.run_a, args.run_b, **statistics_options(args))
+    c = compare(args.run_a, args.run_b, statistics_options(args))
     path = write_compare_report(c, args.out)
     for message in c.difference.too_few:
         warnings.warn(f"{message}: no significance is claimed", stacklevel=2)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from facesal_fast.audit.store import atomic_write_bytes
+from facesal_fast.core.renamed import RenamedAttribute
 from facesal_fast.core.validate import positive_int
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class TaskMaps:
             estimates of ``intervals``), then ``"other"``: the rest of the face's mass.
         intervals: model name -> ``{region: (mean per-photo share, CI low, CI high)}``, the
             bootstrap interval over photos of :class:`~facesal_fast.saliency.CMSAccumulator`.
-        confidence: the level of ``intervals``.
+        level: the level of ``intervals`` (``confidence`` before 0.2).
         task: model name -> its task.
         photos: the photos used (every model succeeded on each); failed: ``(photo, message)``.
         settings: the CIS options used.
@@ -72,7 +73,9 @@ class TaskMaps:
     intervals: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
-    confidence: float = 0.95
+    level: float = 0.95
+
+    confidence = RenamedAttribute("level")
 
 
 def _scorers(names: Sequence[str], backend: str, device: str) -> dict[str, Any]:
@@ -189,7 +192,7 @@ def five_tasks(
         {n: r.share_intervals["all"] for n, r in results.items()},
         failed,
         {**options, "backend": backend},
-        results[names[0]].confidence,
+        results[names[0]].level,
     )
 
 
@@ -282,7 +285,7 @@ def write_tasks_page(result: TaskMaps, out: str | Path) -> Path:
         f'<img src="data:image/png;base64,{base64.b64encode(figure).decode()}" alt="CMS per task" '
         'style="max-width:100%">'
         "<h2>Region shares (mean over the photos of each photo's share of its positive saliency on the face; "
-        f"under each, its {100 * result.confidence:g}% bootstrap interval over photos)</h2>{_shares_table(result)}"
+        f"under each, its {100 * result.level:g}% bootstrap interval over photos)</h2>{_shares_table(result)}"
         + (f"<h2>Left out</h2><ul>{failed}</ul>" if failed else "")
     )
     # lazy: keeps cv2 and torch out of facesal --help

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any, Mapping
 
-from facesal_fast.core.validate import positive_int
+from facesal_fast.core.validate import fraction, positive_int
 
 __all__ = [
     "CORRECTIONS",
+    "CORRECTION_TEXT",
     "FILLS",
     "MODES",
     "QUALITIES",
     "QUALITY_TARGETS",
     "TEST_METHODS",
+    "TEST_METHOD_TEXT",
     "CISOptions",
     "StatsOptions",
     "quality_target",
@@ -42,10 +44,12 @@ FILLS = ("black", "mean", "blur")
 QUALITY_TARGETS = {"high": 0.95, "fast": 0.90}
 #: Named qualities (a target SSIM in (0, 1] is a quality too).
 QUALITIES = ("exact", *QUALITY_TARGETS)
-#: Multiple-testing corrections: max-T family-wise error, Benjamini-Hochberg false discovery rate.
-CORRECTIONS = ("fwer", "fdr")
-#: Group tests: studentised bootstrap (equal means, any spread), permutation (interchangeable groups).
-TEST_METHODS = ("bootstrap", "permutation")
+#: Multiple-testing corrections -> what they are (max-T family-wise error, false discovery rate).
+CORRECTION_TEXT = {"fwer": "max-T family-wise", "fdr": "Benjamini-Hochberg"}
+CORRECTIONS = tuple(CORRECTION_TEXT)
+#: Group tests -> their null: studentised bootstrap (equal means), permutation (interchangeable groups).
+TEST_METHOD_TEXT = {"bootstrap": "equal means, any spread", "permutation": "interchangeable groups"}
+TEST_METHODS = tuple(TEST_METHOD_TEXT)
 
 
 def quality_target(quality: Any) -> float | None:
@@ -65,17 +69,16 @@ def quality_target(quality: Any) -> float | None:
     )
 
 
-def _fraction(value: Any, name: str, example: str, *, closed: bool = False) -> None:
-    """``ValueError`` naming ``name`` unless ``value`` is a number in (0, 1) (``[0, 1]`` if ``closed``)."""
-    ok = isinstance(value, Real) and not isinstance(value, bool)
-    if not (ok and (0 <= value <= 1 if closed else 0 < value < 1)):
-        span = "[0, 1]" if closed else "(0, 1)"
-        raise ValueError(f"{name} must be a number in {span} (e.g. {example}), got {value!r}")
-
-
 def _one_of(value: Any, choices: tuple[str, ...], name: str) -> None:
     if not (isinstance(value, str) and value in choices):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _described(value: Any, texts: Mapping[str, str], name: str) -> None:
+    """``ValueError`` naming ``name`` and each choice with what it is, unless ``value`` is one."""
+    if not (isinstance(value, str) and value in texts):
+        choices = " or ".join(f"{choice!r} ({text})" for choice, text in texts.items())
+        raise ValueError(f"{name} must be {choices}, got {value!r}")
 
 
 class _Record:
@@ -150,7 +153,7 @@ class CISOptions(_Record):
         if isinstance(self.fill, str):
             _one_of(self.fill, FILLS, "fill")
         _one_of(self.mode, MODES, "mode")
-        _fraction(self.refine, "refine", "0.2", closed=True)
+        fraction(self.refine, "refine", "0.2", closed=True)
         if self.quality is not None:
             quality_target(self.quality)
             if self.mode != "exact":
@@ -206,8 +209,8 @@ class StatsOptions(_Record):
     def __post_init__(self) -> None:
         positive_int(self.permutations, "permutations")
         positive_int(self.min_group, "min_group")
-        _fraction(self.level, "level", "0.95")
-        _one_of(self.correction, CORRECTIONS, "correction")
-        _one_of(self.method, TEST_METHODS, "method")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        fraction(self.level, "level", "0.95")
+        _described(self.correction, CORRECTION_TEXT, "correction")
+        _described(self.method, TEST_METHOD_TEXT, "method")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")

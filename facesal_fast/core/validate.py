@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,15 @@ def positive_int(value: Any, name: str, hint: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer{hint}, got {value!r}")
     return int(value)
+
+
+def fraction(value: Any, name: str, example: str, *, closed: bool = False) -> float:
+    """``value`` as a ``float`` if it is a number in (0, 1) (``[0, 1]`` if ``closed``; ``bool`` is
+    refused), else ``ValueError`` naming ``name`` with an ``example``."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not (0 <= value <= 1 if closed else 0 < value < 1):
+        span = "in [0, 1]" if closed else "between 0 and 1"
+        raise ValueError(f"{name} must be a number {span} (e.g. {example}), got {value!r}")
+    return float(value)
 
 
 def torch_device(device: Any, name: str = "device") -> Any:

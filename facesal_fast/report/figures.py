@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from facesal_fast.align import canonical_face, canonical_mask
+from facesal_fast.core.renamed import renamed_keywords
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -228,8 +229,9 @@ def _log_counts(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def region_share_figure(bars: Sequence[tuple[str, dict[str, tuple[float, float, float]]]], confidence: float = 0.95):
-    """Bars: per region, each column's mean per-image share with its ``confidence`` CI as error bars.
+@renamed_keywords(confidence="level")
+def region_share_figure(bars: Sequence[tuple[str, dict[str, tuple[float, float, float]]]], level: float = 0.95):
+    """Bars: per region, each column's mean per-image share with its CI at ``level`` as error bars.
 
     ``bars``: ``(label, region -> (mean share, CI low, CI high))`` per column (all images first,
     then each group: the numbers of the region table, so bars and table never disagree).
@@ -251,7 +253,7 @@ def region_share_figure(bars: Sequence[tuple[str, dict[str, tuple[float, float, 
                 xerr=np.maximum(err, 0),
                 capsize=2,
                 color="0.6" if i == 0 else None,
-                label=wrapped(f"{label}, mean per image, {100 * confidence:g}% CI", 2.2, 7),
+                label=wrapped(f"{label}, mean per image, {100 * level:g}% CI", 2.2, 7),
             )
         ax.set_yticks(y + height * (len(bars) - 1) / 2, [r.replace("_", " ") for r in regions], fontsize=8)
         ax.invert_yaxis()  # the first region on top, as in the table

@@ -17,7 +17,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -34,11 +34,13 @@ from facesal_fast.report.figures import (
     region_share_figure,
     reliability_figure,
 )
+from facesal_fast.saliency.stats import STATS_KEYWORDS, build_stats
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from facesal_fast.audit.store import StoredImage
+    from facesal_fast.core.options import StatsOptions
     from facesal_fast.saliency.cms import CMSResult
     from facesal_fast.saliency.stats import GroupDifference, Reliability
 
@@ -126,11 +128,9 @@ def _detectable(d: GroupDifference, unit: str) -> str:
 
 
 def _level(d: GroupDifference) -> str:
-    percent = f"{100 * d.confidence:g}%"
+    percent = f"{100 * d.level:g}%"
     return (
-        f"{percent} family-wise level"
-        if d.correction == "fwer"
-        else f"{100 * (1 - d.confidence):g}% false discovery rate"
+        f"{percent} family-wise level" if d.correction == "fwer" else f"{100 * (1 - d.level):g}% false discovery rate"
     )
 
 
@@ -162,7 +162,7 @@ def _finding(d: GroupDifference, unit: str, shares: dict[str, dict[str, float]] 
         sentences.append(
             f"For {unit} {first} the model puts {100 * abs(t.difference):.1f} points more of its saliency on the "
             f"{region_label(region)} than for {unit} {second} ({_mean_shares(shares, first, second, region)}"
-            f"{100 * d.confidence:g}% CI {100 * low:.1f} to "
+            f"{100 * d.level:g}% CI {100 * low:.1f} to "
             f"{100 * high:.1f}, adjusted {_p_is(t.p_adjusted, t.p_error)}, effect size {abs(t.effect_size):.2f}, {n})."
         )
     count = len(sentences)
@@ -207,7 +207,7 @@ def difference_table(d: GroupDifference) -> str:
     a, b = html.escape(d.a), html.escape(d.b)
     adjusted = "adjusted p (max-T)" if d.correction == "fwer" else "adjusted p (BH)"
     head = (
-        f"<tr><th>region</th><th>share {a} - {b} (points)</th><th>{100 * d.confidence:g}% CI (this region alone)</th>"
+        f"<tr><th>region</th><th>share {a} - {b} (points)</th><th>{100 * d.level:g}% CI (this region alone)</th>"
         f"<th>effect size (d)</th><th>raw p</th><th>{adjusted}</th><th>n {a} / {b}</th><th>significant</th>"
         "<th>detectable shift (points, 80% power)</th></tr>"
     )
@@ -279,7 +279,7 @@ def _region_table(result: CMSResult) -> str:
     )
     return (
         "<p>Each cell: the mean over the images of each image's share of its positive saliency, and its "
-        f"{100 * result.confidence:g}% bootstrap CI. The group tests compare these means (a difference in the "
+        f"{100 * result.level:g}% bootstrap CI. The group tests compare these means (a difference in the "
         "tables above is the difference of two cells of this table).</p>"
         f"<table class=shares><tr><th>region</th>{head}</tr>{body}</table>"
     )
@@ -313,7 +313,7 @@ def _reliability_line(group: str, rel: Reliability) -> str:
     text = f"group {group} (n={rel.n}): "
     if not math.isfinite(rel.reliability):
         return text + "too few images to measure the reliability or predict the images needed"
-    level = f"{100 * rel.confidence:g}% CI"
+    level = f"{100 * rel.level:g}% CI"
     known = math.isfinite(rel.low) and math.isfinite(rel.high)
     text += f"split-half reliability {rel.reliability:.2f}" + (
         f" ({level} {rel.low:.2f} to {rel.high:.2f})" if known else ""
@@ -416,15 +416,26 @@ def page(title: str, sections: Sequence[str]) -> bytes:
     ).encode()
 
 
-def write_report(run: str | Path, out: str | Path | None = None, gallery: int = 6, **statistics) -> Path:
+def write_report(
+    run: str | Path,
+    out: str | Path | None = None,
+    gallery: int = 6,
+    stats: StatsOptions | Mapping[str, Any] | None = None,
+    **statistics: Any,
+) -> Path:
     """Write ``run/report.html`` (or ``out``) for a finished or partial run; returns its path.
 
-    ``statistics`` go to :class:`~facesal_fast.saliency.CMSAccumulator` (``permutations``,
-    ``min_group``, ``confidence``, ``correction``, ``seed``...).
+    ``stats``: how groups are tested (a :class:`~facesal_fast.core.options.StatsOptions`, a
+    mapping of its fields, or None: the defaults); ``statistics``: its fields (``permutations``,
+    ``level``, ``correction``, ``min_group``, ``method``, ``seed``; ``confidence``: the old name
+    of ``level``, warns) and the other options of :class:`~facesal_fast.saliency.CMSAccumulator`
+    (``bootstrap``, ``bootstrap_size``, ``reliability_target``).
     """
+    fields = {k: statistics.pop(k) for k in list(statistics) if k in STATS_KEYWORDS}
+    stats = build_stats(stats, fields)
     store = RunStore(run)
     try:
-        result = cms_from_store(store, **statistics)
+        result = cms_from_store(store, stats=stats, **statistics)
         for message in result.small_groups:
             warnings.warn(f"{message}: the report claims no group difference for it", stacklevel=2)
         sections = _sections(store, result, Path(run), gallery)
@@ -473,9 +484,9 @@ def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> li
         "<h2>Region shares</h2>",
         _region_table(result),
         chart_html(
-            region_share_figure(share_columns(result), result.confidence),
+            region_share_figure(share_columns(result), result.level),
             f"mean per-image share of positive saliency per region (the table's numbers); error bars: "
-            f"{100 * result.confidence:g}% bootstrap CI of each mean",
+            f"{100 * result.level:g}% bootstrap CI of each mean",
         ),
         "<h2>Convergence</h2>",
         chart_html(

@@ -15,15 +15,20 @@ bundled photos; ``benchmarks/calibration.py`` the full table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from facesal_fast.align import region_masks
+from facesal_fast.core.options import StatsOptions
+from facesal_fast.core.renamed import renamed_keywords
 from facesal_fast.saliency.cms import _shares, small_map
-from facesal_fast.saliency.difference import estimate_family, run_family
+from facesal_fast.saliency.difference import build_stats, estimate_family, run_family
 
 __all__ = [
+    "CALIBRATE_STATS",
     "Calibration",
     "calibrate",
     "Rate",
@@ -38,6 +43,8 @@ __all__ = [
 ]
 
 _WITHIN = 0.5  # a person's photos: the person's map plus this times the difference of two others / sqrt 2
+#: :func:`calibrate`'s test options where none are given: fewer draws than a report's, its own seed.
+CALIBRATE_STATS = StatsOptions(permutations=300, seed=7)
 
 
 def plant(maps: np.ndarray, region: str, fraction: float) -> np.ndarray:
@@ -161,7 +168,7 @@ def draw(rows: Rows, scenario: Scenario, rng: np.random.Generator, planted: bool
     return [x for x, _ in groups], [p for _, p in groups]
 
 
-def _family(rows: Rows, groups, persons, scenario: Scenario, method: str, resamples: int, confidence: float, rng):
+def _family(rows: Rows, groups, persons, scenario: Scenario, method: str, resamples: int, level: float, rng):
     """The test of one draw (no extra bootstrap for intervals after a permutation test)."""
     if scenario.paired:
         groups, persons = [groups[0] - groups[1]], persons[:1]
@@ -169,11 +176,11 @@ def _family(rows: Rows, groups, persons, scenario: Scenario, method: str, resamp
         groups,
         persons,
         paired=scenario.paired,
-        level=rows.level,
+        family=rows.level,
         method=method,
         draws=resamples,
         bootstrap=0,
-        confidence=confidence,
+        level=level,
         correction="fwer",
         rng=rng,
     )
@@ -197,20 +204,21 @@ class Rate:
         return float(np.sqrt(self.rate * (1 - self.rate) / self.draws))
 
 
-def _share_of_draws(rows: Rows, scenario: Scenario, planted: bool, method: str, draws, resamples, confidence, seed):
+def _share_of_draws(rows: Rows, scenario: Scenario, planted: bool, method: str, draws, resamples, level, seed):
     """The share of draws (group 0 planted or not) with a significant column: any (null), or
     one of the planted region's (planted), in the pair of groups 0 and 1."""
     rng = np.random.default_rng(seed)
     hits, elsewhere = 0, 0
     for _ in range(draws):
         groups, persons = draw(rows, scenario, rng, planted=planted)
-        family = _family(rows, groups, persons, scenario, method, resamples, confidence, rng)
+        family = _family(rows, groups, persons, scenario, method, resamples, level, rng)
         found = family.p_adjusted[0, rows.target] if planted else family.p_adjusted
-        hits += bool((found < 1 - confidence).any())
-        elsewhere += bool((family.p_adjusted[0, ~rows.target] < 1 - confidence).any())
+        hits += bool((found < 1 - level).any())
+        elsewhere += bool((family.p_adjusted[0, ~rows.target] < 1 - level).any())
     return Rate(hits / draws, draws, other=elsewhere / draws if planted else float("nan"))
 
 
+@renamed_keywords(confidence="level")
 def error_rate(
     rows: Rows,
     scenario: Scenario,
@@ -218,21 +226,23 @@ def error_rate(
     method: str = "bootstrap",
     draws: int = 200,
     resamples: int = 500,
-    confidence: float = 0.95,
+    level: float = 0.95,
     seed: int = 0,
 ) -> Rate:
-    """Family-wise error: the share of null draws with any pair x column significant."""
-    return _share_of_draws(rows, scenario, False, method, draws, resamples, confidence, seed)
+    """Family-wise error: the share of null draws with any pair x column significant at ``level``."""
+    return _share_of_draws(rows, scenario, False, method, draws, resamples, level, seed)
 
 
-def power(rows: Rows, scenario: Scenario, **options) -> Rate:
+@renamed_keywords(confidence="level")
+def power(rows: Rows, scenario: Scenario, **options: Any) -> Rate:
     """The share of draws with the planted shift (in group 0) found: its region (regions), or
     any pixel of it (pixels), significant in the pair of groups 0 and 1. ``options``: as
     :func:`error_rate`."""
-    settings = {"method": "bootstrap", "draws": 200, "resamples": 500, "confidence": 0.95, "seed": 0, **options}
+    settings = {"method": "bootstrap", "draws": 200, "resamples": 500, "level": 0.95, "seed": 0, **options}
     return _share_of_draws(rows, scenario, True, **settings)
 
 
+@renamed_keywords(confidence="level")
 def coverage(
     rows: Rows,
     scenario: Scenario,
@@ -240,10 +250,10 @@ def coverage(
     estimate: bool = False,
     draws: int = 200,
     resamples: int = 500,
-    confidence: float = 0.95,
+    level: float = 0.95,
     seed: int = 0,
 ) -> Rate:
-    """The share of intervals that hold the true value, over draws and columns (``worst``: the
+    """The share of ``level`` intervals that hold the true value, over draws and columns (``worst``: the
     lowest column): of the difference between groups 0 and 1 (true value 0), or with
     ``estimate`` of group 0's mean (true value: the mean of all rows), as the report prints."""
     rng = np.random.default_rng(seed)
@@ -252,10 +262,10 @@ def coverage(
     for _ in range(draws):
         groups, persons = draw(rows, scenario, rng)
         if estimate:
-            family = estimate_family(groups[0], persons[0], resamples, confidence, rng)
+            family = estimate_family(groups[0], persons[0], resamples, level, rng)
             held.append((family.low[0] <= truth) & (truth <= family.high[0]))
         else:
-            family = _family(rows, groups, persons, scenario, "bootstrap", resamples, confidence, rng)
+            family = _family(rows, groups, persons, scenario, "bootstrap", resamples, level, rng)
             held.append((family.low[0] <= 0) & (0 <= family.high[0]))
     held = np.array(held)[:, np.ptp(rows.null, axis=0) > 0]
     return Rate(float(held.mean()), draws, float(held.mean(0).min()))
@@ -283,23 +293,29 @@ class Calibration:
 
 def calibrate(
     maps: np.ndarray,
+    stats: StatsOptions | Mapping[str, Any] | None = None,
     *,
     region: str = "left_eye",
     fraction: float = 0.06,
     level: str = "regions",
     draws: int = 200,
     size: int = 12,
-    permutations: int = 300,
-    confidence: float = 0.95,
     side: int = 16,
-    seed: int = 7,
-    method: str = "bootstrap",
+    **overrides: Any,
 ) -> Calibration:
-    """False positive rate and power of the ``level`` test for two interchangeable groups of
-    ``size`` maps drawn from ``maps``; :func:`error_rate` and :func:`power` take any
-    :class:`Scenario`."""
+    """False positive rate and power of the ``level`` (``"regions"`` or ``"pixels"``) test for
+    two interchangeable groups of ``size`` maps drawn from ``maps``; :func:`error_rate` and
+    :func:`power` take any :class:`Scenario`.
+
+    ``stats``: the test's :class:`StatsOptions` (``permutations``, ``method``, ``seed`` and its
+    ``level``, e.g. ``StatsOptions(level=0.9)``; the fields not given as in
+    :data:`CALIBRATE_STATS`); ``**overrides``: its fields but ``level`` (``confidence``: the
+    old name of the test's level, warns)."""
+    if stats is None or isinstance(stats, Mapping):  # calibrate's own defaults under the fields given
+        stats, overrides = CALIBRATE_STATS, {**(stats or {}), **overrides}
+    stats = build_stats(stats, overrides)
     rows = Rows.of(maps, level, region, side=side, fraction=fraction)
     scenario = Scenario(f"{size} vs {size}", (size, size))
-    options = {"method": method, "draws": draws, "resamples": permutations, "confidence": confidence, "seed": seed}
+    options = dict(method=stats.method, draws=draws, resamples=stats.permutations, level=stats.level, seed=stats.seed)
     null, found = error_rate(rows, scenario, **options), power(rows, scenario, **options)
-    return Calibration(null.rate, found.rate, rows.shift_points, draws, size, permutations, level)
+    return Calibration(null.rate, found.rate, rows.shift_points, draws, size, stats.permutations, level)

@@ -16,19 +16,26 @@ numbers the tests compare are the numbers the tables show.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from facesal_fast.align import region_masks
+from facesal_fast.core.renamed import RenamedAttribute
 from facesal_fast.saliency.stats import (
     GroupDifference,
     Reliability,
-    check_test_options,
+    build_stats,
     group_differences,
     share_intervals,
     split_half_reliability,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from facesal_fast.core.options import StatsOptions
 
 __all__ = ["CMSAccumulator", "CMSResult", "GroupDifference", "convergence_checkpoints"]
 
@@ -58,7 +65,7 @@ class CMSResult:
             checkpoint of :func:`convergence_checkpoints` below ``count``, then ``(count, 0)``.
         share_intervals: group -> region -> (mean per-image share, CI low, CI high).
         reliability: group -> :class:`~facesal_fast.saliency.stats.Reliability` (split-half).
-        min_group, confidence: the thresholds the statistics used.
+        min_group, level: the thresholds the statistics used (``level`` was ``confidence`` before 0.2).
         coverage: ``H_F x W_F`` float32 fraction of the images covering each pixel (None: not
             computed, e.g. a result built by hand).
         group_coverage: group -> ``H_F x W_F`` float32 fraction of the group's images.
@@ -77,11 +84,13 @@ class CMSResult:
     share_intervals: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
     reliability: dict[str, Reliability] = field(default_factory=dict)
     min_group: int = 10
-    confidence: float = 0.95
+    level: float = 0.95
     coverage: np.ndarray | None = None
     group_coverage: dict[str, np.ndarray] = field(default_factory=dict)
     overall_intervals: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     persons: dict[str, int] = field(default_factory=dict)
+
+    confidence = RenamedAttribute("level")
 
     def __repr__(self) -> str:
         """Shape, counts and key figures, not arrays."""
@@ -144,45 +153,58 @@ def small_map(canonical_map: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(np.asarray(canonical_map, np.float32), (size, size), interpolation=cv2.INTER_AREA)
 
 
+class _FromStats:
+    """An accumulator's attribute read from its :class:`StatsOptions` (the attributes before the record)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        return self if instance is None else getattr(instance.stats, self.name)
+
+
 class CMSAccumulator:
     """Streaming CMS: ``add(cis_map, group)`` one map at a time, then ``result()``.
 
     Args:
         shape: canonical ``(H_F, W_F)``.
+        stats: how groups are tested (a :class:`~facesal_fast.core.options.StatsOptions`, a
+            mapping of its fields, or None: the defaults): ``permutations`` (null draws per
+            test), ``level`` (a test is significant when its adjusted p < ``1 - level``; the
+            level of every interval), ``correction`` (``"fwer"``: max-T family-wise, or
+            ``"fdr"``: Benjamini-Hochberg), ``min_group`` (smaller groups are never declared
+            different), ``method`` (``"bootstrap"``: equal means, valid whatever the groups'
+            spread and size, or ``"permutation"``: interchangeable groups; see
+            :mod:`facesal_fast.saliency.stats`; all pairs of groups form one family) and ``seed``
+            (of every draw: results are reproducible).
         bootstrap_size: side of the low-resolution copies kept for the pixel tests and CIs.
         bootstrap: number of bootstrap resamples (confidence intervals).
-        confidence: CI level; a test is significant when its adjusted p < ``1 - confidence``.
-        seed: RNG seed of the bootstrap and the permutations (results are reproducible).
-        permutations: random relabellings per permutation test.
-        min_group: groups with fewer images are never declared significantly different.
-        correction: ``"fwer"`` (max-T family-wise, default) or ``"fdr"`` (Benjamini-Hochberg)
-            for the pixel and region tests.
         reliability_target: split-half reliability the "images needed" estimate aims at.
-        method: ``"bootstrap"`` (default: equal means, valid whatever the groups' spread and
-            size) or ``"permutation"`` (interchangeable groups), see
-            :mod:`facesal_fast.saliency.stats`. All pairs of groups form one family.
+        **overrides: fields of ``stats`` (``confidence``: the old name of ``level``, warns).
     """
+
+    permutations = _FromStats()
+    level = _FromStats()
+    correction = _FromStats()
+    min_group = _FromStats()
+    method = _FromStats()
+    seed = _FromStats()
+    confidence = RenamedAttribute("level")
 
     def __init__(
         self,
         shape: tuple[int, int],
+        stats: StatsOptions | Mapping[str, Any] | None = None,
         *,
         bootstrap_size: int = 32,
         bootstrap: int = 1000,
-        confidence: float = 0.95,
-        seed: int = 0,
-        permutations: int = 2000,
-        min_group: int = 10,
-        correction: str = "fwer",
         reliability_target: float = 0.9,
-        method: str = "bootstrap",
+        **overrides: Any,
     ) -> None:
-        check_test_options(permutations, confidence, min_group, correction, method)
-        self.method = method
+        self.stats = build_stats(stats, overrides)
         self._persons: dict[str, list[str | None]] = {}  # group -> person of each image (None: unknown)
         self.shape = (int(shape[0]), int(shape[1]))
-        self.bootstrap_size, self.bootstrap, self.confidence, self.seed = bootstrap_size, bootstrap, confidence, seed
-        self.permutations, self.min_group, self.correction = permutations, min_group, correction
+        self.bootstrap_size, self.bootstrap = bootstrap_size, bootstrap
         self.reliability_target = reliability_target
         self.masks = region_masks(self.shape)
         self._sums: dict[str, np.ndarray] = {}
@@ -260,13 +282,9 @@ class CMSAccumulator:
             [np.stack(self._small[g]) for g in order],
             [np.stack(self._region[g]) for g in order],
             list(self.masks),
+            self.stats,
             persons=[self._person_labels(g) for g in order],
-            method=self.method,
-            permutations=self.permutations,
             bootstrap=self.bootstrap,
-            confidence=self.confidence,
-            min_group=self.min_group,
-            correction=self.correction,
             rng=rng,
         )
 
@@ -284,20 +302,20 @@ class CMSAccumulator:
         cms = covered_mean(self._total, self._total_covered)
         order = sorted(self._sums)
         groups = {g: (covered_mean(self._sums[g], self._covered[g]), self._counts[g]) for g in order}
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.stats.seed)
         differences = self._differences(order, rng)
         names = list(self.masks)
 
         def intervals_of(shares: list[np.ndarray], persons=None) -> dict[str, tuple[float, float, float]]:
             return share_intervals(
-                np.stack(shares), names, persons=persons, resamples=self.bootstrap, confidence=self.confidence, rng=rng
+                np.stack(shares), names, persons=persons, resamples=self.bootstrap, level=self.stats.level, rng=rng
             )
 
         intervals = {g: intervals_of(self._region[g], self._person_labels(g)) for g in groups}
         overall = intervals_of(self._all_shares)  # drawn after the groups': their intervals stay as before
         reliability = {
             g: split_half_reliability(
-                np.stack(self._small[g]), target=self.reliability_target, seed=self.seed, confidence=self.confidence
+                np.stack(self._small[g]), target=self.reliability_target, seed=self.stats.seed, level=self.stats.level
             )
             for g in groups
         }
@@ -311,8 +329,8 @@ class CMSAccumulator:
             self._convergence(cms),
             intervals,
             reliability,
-            self.min_group,
-            self.confidence,
+            self.stats.min_group,
+            self.stats.level,
             (self._total_covered / self._count).astype(np.float32),
             {g: (self._covered[g] / self._counts[g]).astype(np.float32) for g in groups},
             overall,

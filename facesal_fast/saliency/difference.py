@@ -6,13 +6,16 @@ builds the group comparisons on it and re-exports these names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from itertools import combinations
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facesal_fast.core.validate import positive_int
+from facesal_fast.core.options import TEST_METHODS, StatsOptions
+from facesal_fast.core.renamed import renamed, renamed_keywords
+from facesal_fast.core.validate import fraction
 from facesal_fast.saliency.resampling import Family, family_test, pool
 
 if TYPE_CHECKING:
@@ -23,40 +26,36 @@ __all__ = [
     "DifferenceTest",
     "PermutationTest",
     "ShareEstimate",
+    "STATS_KEYWORDS",
     "bootstrap_interval",
-    "check_test_options",
+    "build_stats",
     "difference_test",
     "permutation_test",
     "share_estimates",
     "share_intervals",
 ]
 
-METHODS = ("bootstrap", "permutation")
+METHODS = TEST_METHODS  # the name before the option records (issue 28)
+#: The keywords an entry point takes for its :class:`StatsOptions` (and ``confidence``, the old name of ``level``).
+STATS_KEYWORDS = frozenset({*(f.name for f in fields(StatsOptions)), "confidence"})
 _FLOOR = 0.01  # variance floor of regions and one group's mean, see _floor
 _PIXEL_FLOOR = 0.1  # pixels' variance floor: this share of the mean variance over the face pixels
 
 
-def _check_fraction(value: float, name: str, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number between 0 and 1 (e.g. {example}), got {value!r}")
+def build_stats(
+    stats: StatsOptions | Mapping[str, Any] | None, overrides: Mapping[str, Any], stacklevel: int = 2
+) -> StatsOptions:
+    """The record a public entry point tests with, built and checked once: ``stats`` (a
+    :class:`StatsOptions`, a mapping of its fields, or None: the defaults) with ``overrides``
+    (its fields; ``confidence``, the name of ``level`` before 0.2, warns). ``stacklevel``:
+    as :func:`warnings.warn`'s, counted from the caller.
 
-
-def check_test_options(
-    permutations: int, confidence: float, min_group: int, correction: str, method: str = "bootstrap"
-) -> None:
-    """``ValueError`` naming the argument when a test option is out of range."""
-    positive_int(permutations, "permutations")
-    positive_int(min_group, "min_group")
-    _check_fraction(confidence, "confidence", "0.95")
-    if correction not in ("fwer", "fdr"):
-        raise ValueError(
-            f"correction must be 'fwer' (max-T family-wise) or 'fdr' (Benjamini-Hochberg), got {correction!r}"
-        )
-    if method not in METHODS:
-        raise ValueError(
-            f"method must be 'bootstrap' (equal means, any spread) or 'permutation' (interchangeable groups), "
-            f"got {method!r}"
-        )
+    Raises:
+        ValueError: naming the field out of range. TypeError: an unknown field.
+    """
+    if isinstance(stats, Mapping):  # its fields are overrides too (and may use the old name)
+        stats, overrides = None, {**stats, **overrides}
+    return StatsOptions.build(stats, **renamed(overrides, {"confidence": "level"}, stacklevel + 1))
 
 
 def as_rows(x: np.ndarray, name: str) -> np.ndarray:
@@ -79,7 +78,7 @@ def as_persons(persons, rows: np.ndarray, name: str) -> np.ndarray | None:
     return labels
 
 
-def _floor(rows: Sequence[np.ndarray], paired: bool, level: str, columns: np.ndarray) -> np.ndarray:
+def _floor(rows: Sequence[np.ndarray], paired: bool, family: str, columns: np.ndarray) -> np.ndarray:
     """``(D,)`` variance floor per unit (divided by the persons of a group later): 1% of each
     column's pooled variance (mean square when paired) for regions; for pixels 10% of the mean
     over the family's pixels, so that pixels (and resamples) of nearly constant values cannot
@@ -88,8 +87,8 @@ def _floor(rows: Sequence[np.ndarray], paired: bool, level: str, columns: np.nda
     constant shares (all 0) cannot give an unbounded t."""
     data = np.concatenate(rows)
     ddof = 1 if len(data) > 1 else 0
-    base = (data**2).mean(0) if paired and level != "estimate" else data.var(0, ddof=ddof)
-    if level == "pixels" and columns.any():
+    base = (data**2).mean(0) if paired and family != "estimate" else data.var(0, ddof=ddof)
+    if family == "pixels" and columns.any():
         return np.full_like(base, _PIXEL_FLOOR * base[columns].mean() + 1e-300)
     return _FLOOR * base + 1e-300
 
@@ -106,23 +105,25 @@ def run_family(
     persons: Sequence[np.ndarray | None],
     *,
     paired: bool,
-    level: str,
+    family: str,
     method: str,
     draws: int,
     bootstrap: int,
-    confidence: float,
+    level: float,
     correction: str,
     rng: np.random.Generator,
 ) -> tuple[Family, list[int]]:
     """One family over all pairs of ``rows`` (groups, ``n_g x D``; paired: one group of
-    differences tested against 0); also the persons per group."""
+    differences tested against 0); also the persons per group. ``family``: what the columns
+    are, ``"regions"``, ``"pixels"`` or ``"estimate"`` (one group's mean shares), for the
+    variance floor; ``level``: of the intervals."""
     sample = pool(list(rows), list(persons))
     units = sample.sizes
     pairs = [(0, -1)] if paired else list(combinations(range(len(rows)), 2))
     columns = family_columns(rows, paired)
-    unit_floor = _floor(rows, paired, level, columns)
+    unit_floor = _floor(rows, paired, family, columns)
     floor = np.stack([unit_floor * (1 / units[i] + (1 / units[j] if j >= 0 else 0)) for i, j in pairs])
-    family = family_test(
+    result = family_test(
         sample,
         pairs,
         floor,
@@ -130,12 +131,12 @@ def run_family(
         method=method,
         draws=draws,
         bootstrap=bootstrap,
-        confidence=confidence,
+        level=level,
         correction=correction,
-        equal_tails=level == "estimate",  # one group's mean share: skewed, so equal tails
+        equal_tails=family == "estimate",  # one group's mean share: skewed, so equal tails
         rng=rng,
     )
-    return family, units
+    return result, units
 
 
 def effect_size(a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -212,8 +213,8 @@ def difference_test(
     ``persons``: ``(labels of a, labels of b)`` (paired or ``b=None``: ``(labels,)``), one per
     row, or None. ``level``: ``"regions"`` or ``"pixels"`` (the variance floor's rule).
     """
-    _check_fraction(alpha, "alpha", "0.05")
-    check_test_options(permutations, 0.95, 1, correction, method)
+    fraction(alpha, "alpha", "0.05")
+    StatsOptions(permutations=permutations, correction=correction, method=method)  # ValueError naming a bad one
     if level not in ("regions", "pixels"):
         raise ValueError(f"level must be 'regions' or 'pixels' (the variance floor's rule), got {level!r}")
     a = as_rows(a, "a")
@@ -232,11 +233,11 @@ def difference_test(
         rows,
         labels,
         paired=one_sample,
-        level=level,
+        family=level,
         method=method,
         draws=permutations,
         bootstrap=permutations,
-        confidence=1 - alpha,
+        level=1 - alpha,
         correction=correction,
         rng=rng,
     )
@@ -285,29 +286,30 @@ def permutation_test(
     )
 
 
+@renamed_keywords(confidence="level")
 def bootstrap_interval(
-    a: np.ndarray, b: np.ndarray | None, *, paired: bool, resamples: int, confidence: float, rng: np.random.Generator
+    a: np.ndarray, b: np.ndarray | None, *, paired: bool, resamples: int, level: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric studentised bootstrap CI of ``mean(a) - mean(b)`` per column (rows = images);
     paired: of the mean difference; ``b=None``: of ``mean(a)``. Columns constant over all
     images get the zero-width interval at their value."""
-    test = difference_test(a, b, paired=paired, permutations=resamples, alpha=1 - confidence, seed=rng)
+    test = difference_test(a, b, paired=paired, permutations=resamples, alpha=1 - level, seed=rng)
     return test.low, test.high
 
 
 def estimate_family(
-    rows: np.ndarray, persons: np.ndarray | None, resamples: int, confidence: float, rng: np.random.Generator
+    rows: np.ndarray, persons: np.ndarray | None, resamples: int, level: float, rng: np.random.Generator
 ) -> Family:
-    """One group's means (``rows``: ``n x D``) with studentised bootstrap intervals (pair 0)."""
+    """One group's means (``rows``: ``n x D``) with studentised bootstrap intervals at ``level`` (pair 0)."""
     family, _ = run_family(
         [rows],
         [persons],
         paired=True,
-        level="estimate",
+        family="estimate",
         method="bootstrap",
         draws=resamples,
         bootstrap=resamples,
-        confidence=confidence,
+        level=level,
         correction="fwer",
         rng=rng,
     )
@@ -327,21 +329,22 @@ class ShareEstimate:
     persons: int | None = None
 
 
+@renamed_keywords(confidence="level")
 def share_estimates(
     shares: np.ndarray,
     region_names: list[str],
     *,
     persons: np.ndarray | None = None,
     resamples: int = 1000,
-    confidence: float = 0.95,
+    level: float = 0.95,
     rng: np.random.Generator | None = None,
 ) -> dict[str, ShareEstimate]:
-    """Region -> :class:`ShareEstimate` of one group; ``shares``: ``n x R`` per-image shares.
-    The report's share tables and bars print these (one definition of a share everywhere);
-    intervals are cut to [0, 1], where a share lies."""
+    """Region -> :class:`ShareEstimate` of one group; ``shares``: ``n x R`` per-image shares,
+    intervals at ``level``. The report's share tables and bars print these (one definition of
+    a share everywhere); intervals are cut to [0, 1], where a share lies."""
     shares = as_rows(shares, "shares")
     labels = as_persons(persons, shares, "persons")
-    family = estimate_family(shares, labels, resamples, confidence, rng or np.random.default_rng(0))
+    family = estimate_family(shares, labels, resamples, level, rng or np.random.default_rng(0))
     units = len(np.unique(labels)) if labels is not None else None
     return {
         name: ShareEstimate(

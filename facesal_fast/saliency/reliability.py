@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from facesal_fast.core.renamed import RenamedAttribute, renamed_keywords
+
 __all__ = ["Reliability", "cronbach_alpha", "split_half_reliability"]
 
 
@@ -34,10 +36,10 @@ class Reliability:
         target: the reliability asked for.
         images_needed: images at which the Spearman-Brown prophecy reaches ``target`` (None
             when it cannot be predicted: too few images or no consistent signal).
-        low, high: ``confidence`` interval of ``reliability`` (NaN when not computed).
+        low, high: ``level`` interval of ``reliability`` (NaN when not computed).
         needed_low, needed_high: the same interval for ``images_needed`` (None when that end
             cannot be predicted: no consistent signal).
-        confidence: the intervals' level.
+        level: the intervals' level (``confidence`` before 0.2).
     """
 
     n: int
@@ -49,7 +51,9 @@ class Reliability:
     high: float = math.nan
     needed_low: int | None = None
     needed_high: int | None = None
-    confidence: float = 0.95
+    level: float = 0.95
+
+    confidence = RenamedAttribute("level")
 
     @property
     def more_needed(self) -> int | None:
@@ -90,7 +94,7 @@ def _needed(rho: float, target: float, n: int) -> int | None:
     return max(math.ceil(target * (1 - rho) / (rho * (1 - target))), n)
 
 
-def _jackknife_rho(flat: np.ndarray, confidence: float) -> tuple[float, float]:
+def _jackknife_rho(flat: np.ndarray, level: float) -> tuple[float, float]:
     """Jackknife t-interval ``(low, high)`` of the per-image reliability, leaving out one map at a time."""
     n = len(flat)
     total, own = flat.sum(0), flat.var(1)
@@ -101,16 +105,17 @@ def _jackknife_rho(flat: np.ndarray, confidence: float) -> tuple[float, float]:
         alpha = (n - 1) / (n - 2) * (1 - (own.sum() - own[i]) / rest) if rest > 0 else math.nan
         left.append(float(_per_image(alpha, n - 1)))
     pseudo = n * rho - (n - 1) * np.array(left)
-    half = stats.t.ppf((1 + confidence) / 2, n - 1) * pseudo.std(ddof=1) / math.sqrt(n)
+    half = stats.t.ppf((1 + level) / 2, n - 1) * pseudo.std(ddof=1) / math.sqrt(n)
     centre = float(pseudo.mean())
     return centre - half, centre + half
 
 
+@renamed_keywords(confidence="level")
 def split_half_reliability(
-    maps: np.ndarray, *, target: float = 0.9, repeats: int = 40, seed: int = 0, confidence: float = 0.95
+    maps: np.ndarray, *, target: float = 0.9, repeats: int = 40, seed: int = 0, level: float = 0.95
 ) -> Reliability:
     """Reliability of the mean of ``maps`` (``n x h x w``), its curve over subset sizes, and
-    the images needed to reach ``target``, with ``confidence`` intervals.
+    the images needed to reach ``target``, with intervals at ``level``.
 
     Pixels that are 0 in every map (off the face) are left out. The curve averages
     ``repeats // 5`` random subsets per size (4, 6, 8, 12, ... below ``n``, then ``n``).
@@ -118,7 +123,7 @@ def split_half_reliability(
     maps = np.asarray(maps, np.float64)
     n = len(maps)
     if n < 4 or not np.abs(maps).sum() > 0:
-        return Reliability(n, math.nan, [], target, None, confidence=confidence)
+        return Reliability(n, math.nan, [], target, None, level=level)
     flat = maps.reshape(n, -1)
     flat = flat[:, np.abs(flat).sum(0) > 0]
     rng = np.random.default_rng(seed)
@@ -131,9 +136,9 @@ def split_half_reliability(
     alpha = cronbach_alpha(flat)
     curve.append((n, alpha))
     if not np.isfinite(alpha):
-        return Reliability(n, alpha, curve, target, None, confidence=confidence)
+        return Reliability(n, alpha, curve, target, None, level=level)
     rho = float(_per_image(alpha, n))
-    low, high = _jackknife_rho(flat, confidence)  # centred on the bias-corrected estimate: widened to hold rho
+    low, high = _jackknife_rho(flat, level)  # centred on the bias-corrected estimate: widened to hold rho
     low, high = min(max(low, 0.0), rho), max(min(high, 1.0), rho)
     needed = n if alpha >= target else _needed(rho, target, n + 1)
     return Reliability(
@@ -146,5 +151,5 @@ def split_half_reliability(
         _prophecy(high, n),
         n if _prophecy(high, n) >= target else _needed(high, target, n + 1),
         n if _prophecy(low, n) >= target else _needed(low, target, n + 1),
-        confidence,
+        level,
     )

@@ -29,6 +29,8 @@ from itertools import combinations, product
 
 import numpy as np
 
+from facesal_fast.core.renamed import renamed_keywords
+
 __all__ = ["Family", "Sample", "benjamini_hochberg", "distinct_labellings", "exact_minimum", "family_test", "pool"]
 
 _CHUNK = 256  # draws evaluated per matrix product (bounds memory)
@@ -265,6 +267,7 @@ def _permutation_t(sample: Sample, pairs, floor, columns, generator):
         yield t.reshape(len(t), -1)
 
 
+@renamed_keywords(confidence="level")
 def family_test(
     sample: Sample,
     pairs: list[tuple[int, int]],
@@ -274,7 +277,7 @@ def family_test(
     method: str = "bootstrap",
     draws: int = 2000,
     bootstrap: int = 1000,
-    confidence: float = 0.95,
+    level: float = 0.95,
     correction: str = "fwer",
     equal_tails: bool = False,
     rng: np.random.Generator,
@@ -285,7 +288,7 @@ def family_test(
     each group resampled around its own mean) or ``"permutation"`` (interchangeable groups,
     or symmetric differences when one-sample). Intervals come from the studentised bootstrap
     (the test's own draws when ``method="bootstrap"``, else ``bootstrap`` more draws; 0: no
-    intervals, NaN): symmetric (estimate +- the |t| quantile x SE), or with ``equal_tails``
+    intervals, NaN) at ``level``: symmetric (estimate +- the |t| quantile x SE), or with ``equal_tails``
     (one group's skewed mean, ``pairs == [(0, -1)]``) the equal-tailed bootstrap-t interval at
     the tail probabilities of :func:`_calibrated_tails`."""
     difference, error = (x[0] for x in _pair_t(sample, _observed_weights(sample), pairs, floor))
@@ -307,10 +310,10 @@ def family_test(
     if correction == "fdr":
         p_adj = benjamini_hochberg(p_raw)
     p_raw, p_adj = _floored(p_raw, p_adj, sample.sizes, pairs, columns.sum())
-    alpha = 1 - confidence
+    alpha = 1 - level
     threshold = float(np.quantile(maxima, 1 - alpha))
-    tails = _calibrated_tails(sample, floor, columns, confidence, rng) if equal_tails else None
-    below, above, tail = (x * error[:, columns] for x in _bootstrap_spread(store, confidence, tails))
+    tails = _calibrated_tails(sample, floor, columns, level, rng) if equal_tails else None
+    below, above, tail = (x * error[:, columns] for x in _bootstrap_spread(store, level, tails))
     spread = tuple(np.zeros_like(t_obs) for _ in range(3))
     spread[0][:, columns], spread[1][:, columns] = below, above
     spread[2][:, columns] = threshold * error[:, columns] + tail
@@ -334,13 +337,13 @@ def family_test(
     )
 
 
-def _calibrated_tails(sample: Sample, floor: np.ndarray, columns: np.ndarray, confidence: float, rng):
+def _calibrated_tails(sample: Sample, floor: np.ndarray, columns: np.ndarray, level: float, rng):
     """Lower and upper tail probabilities of the bootstrap t at which one group's equal-tailed
-    interval of its mean covers ``confidence`` when the group's own persons are the population
+    interval of its mean covers ``level`` when the group's own persons are the population
     (a double bootstrap, Beran 1987: the interval of each of ``_CALIBRATION`` resamples, from
     ``_CALIBRATION`` resamples of it, must hold the group's mean). Pooled over the family's
-    columns; never nearer the middle than ``(1 -+ confidence) / 2``, never beyond a tenth of it."""
-    alpha = (1 - confidence) / 2
+    columns; never nearer the middle than ``(1 -+ level) / 2``, never beyond a tenth of it."""
+    alpha = (1 - level) / 2
     if not columns.any():
         return alpha, 1 - alpha
     units = sample.sizes[0]
@@ -357,9 +360,9 @@ def _calibrated_tails(sample: Sample, floor: np.ndarray, columns: np.ndarray, co
     return float(np.clip(low, alpha / 10, alpha)), float(np.clip(high, 1 - alpha, 1 - alpha / 10))
 
 
-def _bootstrap_spread(store: list[np.ndarray], confidence: float, tails: tuple[float, float] | None):
+def _bootstrap_spread(store: list[np.ndarray], level: float, tails: tuple[float, float] | None):
     """From the bootstrap t ``(b, P, D_family)`` chunks, in units of t: how far the interval
-    reaches below and above the estimate (the ``confidence`` quantile of |t| both ways, or
+    reaches below and above the estimate (the ``level`` quantile of |t| both ways, or
     with ``tails`` the upper and lower quantiles of t at these probabilities), and the larger
     of the 80% one-sided quantiles (for the detectable shift). NaN without draws (``bootstrap=0``)."""
     if not store:
@@ -369,7 +372,7 @@ def _bootstrap_spread(store: list[np.ndarray], confidence: float, tails: tuple[f
     if tails is not None:
         low, high = np.quantile(boot, tails, axis=0)
         return np.maximum(high, 0.0), np.maximum(-low, 0.0), tail  # the interval holds its estimate
-    both = np.quantile(np.abs(boot), confidence, axis=0)
+    both = np.quantile(np.abs(boot), level, axis=0)
     return both, both, tail
 
 

@@ -26,19 +26,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facesal_fast.core.options import StatsOptions
+from facesal_fast.core.renamed import RenamedAttribute, renamed_keywords
 from facesal_fast.saliency.difference import (
     METHODS,
+    STATS_KEYWORDS,
     DifferenceTest,
     PermutationTest,
     ShareEstimate,
     as_persons,
     as_rows,
     bootstrap_interval,
-    check_test_options,
+    build_stats,
     difference_test,
     effect_size,
     family_columns,
@@ -51,19 +54,21 @@ from facesal_fast.saliency.reliability import Reliability, split_half_reliabilit
 from facesal_fast.saliency.resampling import Family, benjamini_hochberg
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "METHODS",
     "DifferenceTest",
     "GroupDifference",
     "PermutationTest",
+    "STATS_KEYWORDS",
     "RegionTest",
     "Reliability",
     "ShareEstimate",
+    "StatsOptions",
     "benjamini_hochberg",
     "bootstrap_interval",
-    "check_test_options",
+    "build_stats",
     "controlled",
     "difference_test",
     "group_difference",
@@ -104,9 +109,9 @@ class RegionTest:
     """One region of a comparison: shares are fractions (0.081 = 8.1 points).
 
     ``difference`` is mean share in a minus in b, ``low``/``high`` its studentised bootstrap
-    CI at ``confidence``, ``effect_size`` the standardised difference, ``p_raw`` /
+    CI at ``level``, ``effect_size`` the standardised difference, ``p_raw`` /
     ``p_adjusted`` the p-values (adjusted over the whole family: all pairs x regions),
-    ``significant`` = ``p_adjusted < 1 - confidence`` and both groups >= ``min_group``,
+    ``significant`` = ``p_adjusted < 1 - level`` and both groups >= ``min_group``,
     ``p_error`` the Monte-Carlo standard error of ``p_adjusted`` (0: exact), ``detectable``
     the smallest shift (fraction) these groups find with 80% power in this region.
     """
@@ -130,14 +135,15 @@ class GroupDifference:
         a, b: group (or run) names.
         difference: ``H_F x W_F`` float32 full-resolution difference map.
         low, high: ``h x w`` float32 per-pixel CI bounds at the test resolution.
-        significant: ``h x w`` bool: adjusted pixel p-value below ``1 - confidence``; all False
+        significant: ``h x w`` bool: adjusted pixel p-value below ``1 - level``; all False
             when a group has fewer than ``min_group`` persons (images, without persons).
         regions: region -> (difference of mean shares, CI low, CI high).
         n_a, n_b: images per side (paired: both the number of pairs).
         p_raw, p_adjusted: ``h x w`` p-values per pixel (1 off the face: not tested).
         threshold: single-step max-T critical ``|t|`` of the pixel family.
         region_tests: region -> :class:`RegionTest`.
-        paired, correction, confidence, min_group, permutations: how it was computed.
+        paired, correction, level, min_group, permutations: how it was computed
+            (``permutations``: the null draws made; ``level`` was ``confidence`` before 0.2).
         method: ``"bootstrap"`` or ``"permutation"``. null_hypothesis: one sentence.
         controlled: what the adjusted p-values control, over which family (one sentence).
         persons_a, persons_b: persons per side (= images when no persons were given).
@@ -160,7 +166,7 @@ class GroupDifference:
     region_tests: dict[str, RegionTest] = field(default_factory=dict)
     paired: bool = False
     correction: str = "fwer"
-    confidence: float = 0.95
+    level: float = 0.95
     min_group: int = 10
     permutations: int = 2000
     method: str = "bootstrap"
@@ -170,6 +176,8 @@ class GroupDifference:
     persons_b: int | None = None
     p_error: np.ndarray | None = None
     exact: bool = False
+
+    confidence = RenamedAttribute("level")
 
     @property
     def too_few(self) -> list[str]:
@@ -195,7 +203,8 @@ class GroupDifference:
         return {r: 100 * t.detectable for r, t in self.region_tests.items()}
 
 
-def controlled(correction: str, confidence: float, pairs: int, regions: int, pixels: int) -> str:
+@renamed_keywords(confidence="level")
+def controlled(correction: str, level: float, pairs: int, regions: int, pixels: int) -> str:
     """What the adjusted p-values control, over which family, in one sentence."""
     what = (
         "family-wise error (chance of any false finding) by step-down max-T"
@@ -204,7 +213,7 @@ def controlled(correction: str, confidence: float, pairs: int, regions: int, pix
     )
     s, every = ("s", "all") if pairs > 1 else ("", "the")
     return (
-        f"{what} at {1 - confidence:g} over {every} {pairs} pair{s} of groups x {regions} regions, and separately over "
+        f"{what} at {1 - level:g} over {every} {pairs} pair{s} of groups x {regions} regions, and separately over "
         f"the {pairs} pair{s} x {pixels} face pixels"
     )
 
@@ -222,7 +231,7 @@ def _checked_groups(small, shares, persons, paired: bool):
 
 
 def _region_tests(
-    regions: Family, p: int, region_names: list[str], effect: np.ndarray, enough: bool, confidence: float
+    regions: Family, p: int, region_names: list[str], effect: np.ndarray, enough: bool, level: float
 ) -> dict[str, RegionTest]:
     """Region -> :class:`RegionTest` of pair ``p`` of the region family."""
     return {
@@ -233,7 +242,7 @@ def _region_tests(
             float(effect[r]),
             float(regions.p_raw[p, r]),
             float(regions.p_adjusted[p, r]),
-            bool(enough and regions.p_adjusted[p, r] < 1 - confidence),
+            bool(enough and regions.p_adjusted[p, r] < 1 - level),
             float(regions.p_error[p, r]),
             float(regions.detectable[p, r]),
         )
@@ -247,16 +256,13 @@ def group_differences(
     small: Sequence[np.ndarray],
     shares: Sequence[np.ndarray],
     region_names: list[str],
+    stats: StatsOptions | Mapping[str, Any] | None = None,
     *,
     persons: Sequence[np.ndarray | None] | None = None,
     paired: bool = False,
-    method: str = "bootstrap",
-    permutations: int = 2000,
     bootstrap: int = 1000,
-    confidence: float = 0.95,
-    min_group: int = 10,
-    correction: str = "fwer",
     rng: np.random.Generator | None = None,
+    **overrides: Any,
 ) -> list[GroupDifference]:
     """Every pair ``(i, j)``, ``i < j``, of the groups tested as one family at region level
     (all pairs x regions) and one at pixel level (all pairs x face pixels).
@@ -265,24 +271,30 @@ def group_differences(
         names: group names. means: full-resolution ``H_F x W_F`` mean map per group.
         small: per-image low-resolution maps per group (``n_g x h x w``).
         shares: per-image region shares per group (``n_g x R``, columns in ``region_names`` order).
+        stats: how to test (a :class:`StatsOptions`, a mapping of its fields, or None: the
+            defaults); ``**overrides``: its fields (``permutations``, ``level``, ``correction``,
+            ``min_group``, ``method``, ``seed``; ``confidence``: the old name of ``level``).
         persons: per group, one person label per image (or None: each image its own person).
         paired: two sides, row i of each the same image (persons: the first side's labels).
+        bootstrap: draws for the intervals after a permutation test.
+        rng: the random draws (None: seeded with ``stats.seed``).
     """
-    check_test_options(permutations, confidence, min_group, correction, method)
-    rng = rng or np.random.default_rng(0)
+    stats = build_stats(stats, overrides)
+    rng = rng or np.random.default_rng(stats.seed)
     side = np.shape(small[0])[1:]
     flat, share_rows, labels = _checked_groups(small, shares, persons, paired)
-    options = dict(paired=paired, method=method, draws=permutations, bootstrap=bootstrap, confidence=confidence)
-    pixels, units = run_family(flat, labels, level="pixels", correction=correction, rng=rng, **options)
-    regions, _ = run_family(share_rows, labels, level="regions", correction=correction, rng=rng, **options)
+    options = dict(paired=paired, method=stats.method, draws=stats.permutations, bootstrap=bootstrap, level=stats.level)
+    pixels, units = run_family(flat, labels, family="pixels", correction=stats.correction, rng=rng, **options)
+    regions, _ = run_family(share_rows, labels, family="regions", correction=stats.correction, rng=rng, **options)
     pairs = [(0, 1)] if paired else list(combinations(range(len(names)), 2))
     units, given = (units * 2 if paired else units), labels[0] is not None
-    control = controlled(correction, confidence, len(pairs), len(region_names), int(family_columns(flat, paired).sum()))
+    tested = int(family_columns(flat, paired).sum())
+    control = controlled(stats.correction, stats.level, len(pairs), len(region_names), tested)
     out = []
     for p, (i, j) in enumerate(pairs):
-        enough = min(units[i], units[j]) >= min_group
+        enough = min(units[i], units[j]) >= stats.min_group
         effect = effect_size(share_rows[0], None) if paired else effect_size(share_rows[i], share_rows[j])
-        tests = _region_tests(regions, p, region_names, effect, enough, confidence)
+        tests = _region_tests(regions, p, region_names, effect, enough, stats.level)
         out.append(
             GroupDifference(
                 names[i],
@@ -290,7 +302,7 @@ def group_differences(
                 np.asarray(means[i], np.float32) - np.asarray(means[j], np.float32),
                 pixels.low[p].reshape(side).astype(np.float32),
                 pixels.high[p].reshape(side).astype(np.float32),
-                (pixels.p_adjusted[p].reshape(side) < 1 - confidence) & enough,
+                (pixels.p_adjusted[p].reshape(side) < 1 - stats.level) & enough,
                 {r: (t.difference, t.low, t.high) for r, t in tests.items()},
                 len(small[i]),
                 len(small[j]),
@@ -299,12 +311,12 @@ def group_differences(
                 pixels.threshold,
                 tests,
                 paired,
-                correction,
-                confidence,
-                min_group,
+                stats.correction,
+                stats.level,
+                stats.min_group,
                 pixels.draws,
-                method,
-                null_hypothesis(method, paired, names[i], names[j], given),
+                stats.method,
+                null_hypothesis(stats.method, paired, names[i], names[j], given),
                 control,
                 units[i] if given else None,
                 units[j] if given else None,
@@ -322,10 +334,11 @@ def group_difference(
     small: tuple[np.ndarray, np.ndarray],
     shares: tuple[np.ndarray, np.ndarray],
     region_names: list[str],
+    stats: StatsOptions | Mapping[str, Any] | None = None,
     *,
     paired: bool = False,
     persons: tuple[np.ndarray | None, np.ndarray | None] | None = None,
-    **options,
+    **options: Any,
 ) -> GroupDifference:
     """Test a against b at region and pixel level (:func:`group_differences` for two groups).
 
@@ -336,8 +349,8 @@ def group_difference(
         paired: row i of a and of b are the same image (default method: studentised bootstrap
             of the differences centred at their mean; ``"permutation"``: sign flips).
         persons: one person label per image of each side (paired: of the pairs), or None.
-        **options: ``method``, ``permutations``, ``bootstrap``, ``confidence``, ``min_group``,
-            ``correction``, ``rng``, as :func:`group_differences`.
+        stats, **options: how to test (``bootstrap``, ``rng`` and the :class:`StatsOptions`
+            fields), as :func:`group_differences`.
     """
     zero = np.zeros_like(np.asarray(difference, np.float32))
     (result,) = group_differences(
@@ -346,8 +359,9 @@ def group_difference(
         small,
         shares,
         region_names,
+        build_stats(stats, {k: v for k, v in options.items() if k in STATS_KEYWORDS}, stacklevel=2),
         persons=persons,
         paired=paired,
-        **options,
+        **{k: v for k, v in options.items() if k not in STATS_KEYWORDS},
     )
     return result
