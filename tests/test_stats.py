@@ -361,6 +361,11 @@ def test_stats_options_as_a_record_a_mapping_or_keywords_test_the_same():
         group_differences(*args, permutation=300)
     with pytest.raises(ValueError, match="method must be 'bootstrap'"):
         CMSAccumulator((8, 8), {"method": "wild"})
+    accumulator = CMSAccumulator((8, 8))
+    accumulator.permutations = 300  # the attributes before the record: set, a checked copy replaces it
+    assert accumulator.stats == StatsOptions(permutations=300)
+    with pytest.raises(ValueError, match="level"):
+        accumulator.level = 95
 
 
 def test_the_old_confidence_keyword_sets_the_level_and_warns():

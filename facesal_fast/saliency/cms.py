@@ -154,13 +154,17 @@ def small_map(canonical_map: np.ndarray, size: int) -> np.ndarray:
 
 
 class _FromStats:
-    """An accumulator's attribute read from its :class:`StatsOptions` (the attributes before the record)."""
+    """An accumulator's attribute that is a field of its :class:`StatsOptions` (the attributes
+    before the record): read from it; set, a checked copy of the record replaces it."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         return self if instance is None else getattr(instance.stats, self.name)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.stats = instance.stats.replace(**{self.name: value})
 
 
 class CMSAccumulator:
@@ -183,12 +187,7 @@ class CMSAccumulator:
         **overrides: fields of ``stats`` (``confidence``: the old name of ``level``, warns).
     """
 
-    permutations = _FromStats()
-    level = _FromStats()
-    correction = _FromStats()
-    min_group = _FromStats()
-    method = _FromStats()
-    seed = _FromStats()
+    permutations, level, correction, min_group, method, seed = (_FromStats() for _ in range(6))
     confidence = RenamedAttribute("level")
 
     def __init__(
