@@ -51,10 +51,10 @@ from facesal_fast.audit.store import RunStore
 from facesal_fast.audit.tasks import add_tasks_arguments, run_tasks_cli
 from facesal_fast.benchmark.command import add_bench_arguments, run_bench
 from facesal_fast.cli_options import (
-    MAP_OPTIONS,
     HelpFormatter,
     add_face_choice,
     add_map_options,
+    cis_options,
     examples_epilog,
     positive_int,
 )
@@ -103,7 +103,7 @@ def run_audit(plan: AuditPlan, *, progress: bool = True) -> dict[str, int]:
     from facesal_fast.audit.runner import Audit
 
     scorer = models.load(plan.model, backend=plan.backend, device=plan.device)
-    audit = Audit(scorer, plan.out, target=plan.target, settings=plan.settings, **plan.cis_options)
+    audit = Audit(scorer, plan.out, target=plan.target, settings=plan.settings, options=plan.options)
     try:
         start = time.perf_counter()
         summary = audit.run(
@@ -148,25 +148,13 @@ def _parser() -> argparse.ArgumentParser:
             epilog=examples_epilog(*examples),
         )
 
-    audit = command(
-        "audit",
-        "explain every photo of a folder and store the results",
-        "facesal audit photos/ --out runs/gender --model gender --groups groups.csv",
+    _add_audit(
+        command(
+            "audit",
+            "explain every photo of a folder and store the results",
+            "facesal audit photos/ --out runs/gender --model gender --groups groups.csv",
+        )
     )
-    audit.add_argument("photos", help="folder of face photos")
-    audit.add_argument("--out", required=True, help="run folder (re-running the same command resumes it)")
-    audit.add_argument("--model", default="gender", help=f"bundled model: {', '.join(AUDIT_MODEL_NAMES)}")
-    audit.add_argument("--target", default="predicted", help="class index or name, or 'predicted'")
-    audit.add_argument("--groups", help="CSV with the columns image,group, or 'predicted' to group by predicted class")
-    audit.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="shard over Ray workers: a local Ray (no ADDRESS) or a cluster (auto, ray://head:10001)",
-    )
-    add_map_options(audit, without=["max_images"])
-    add_face_choice(audit)
     report = command("report", "write the run's self-contained HTML report", "facesal report runs/gender")
     report.add_argument("run", help="run folder")
     report.add_argument("--out", help="HTML path (default: RUN/report.html)")
@@ -206,6 +194,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_audit(audit: argparse.ArgumentParser) -> None:
+    audit.add_argument("photos", help="folder of face photos")
+    audit.add_argument("--out", required=True, help="run folder (re-running the same command resumes it)")
+    audit.add_argument("--model", default="gender", help=f"bundled model: {', '.join(AUDIT_MODEL_NAMES)}")
+    audit.add_argument("--target", default="predicted", help="class index or name, or 'predicted'")
+    audit.add_argument("--groups", help="CSV with the columns image,group, or 'predicted' to group by predicted class")
+    audit.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="shard over Ray workers: a local Ray (no ADDRESS) or a cluster (auto, ray://head:10001)",
+    )
+    add_map_options(audit, without=["max_images"])
+    add_face_choice(audit)
+
+
 def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("photos", help="folder of face photos")
     evaluate.add_argument("--out", required=True, help="run folder; results go to OUT/evaluate/")
@@ -231,35 +236,19 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument(
         "--sanity-images", type=int, default=2, help="images used by the randomisation check (0: none)"
     )
-    evaluate.add_argument(
-        "--gb-output",
-        dest="gb_output",
-        default="probability",
-        choices=["probability", "logit"],
-        help="Guided Backprop from P(y) (Sun et al.) or the logit",
-    )
-    evaluate.add_argument(
-        "--ties",
-        default="random",
-        choices=["random", "row-major"],
-        help="deletion/insertion order of equal saliency values (random: RISE, seeded)",
-    )
+    for flag, choices, text in (  # the first choice is the default
+        ("--gb-output", ("probability", "logit"), "Guided Backprop from P(y) (Sun et al.) or the logit"),
+        ("--ties", ("random", "row-major"), "deletion/insertion order of equal saliency values (random: RISE, seeded)"),
+        (
+            "--deletion-fill",
+            ("grey", "black"),
+            "deleted pixels: grey = the value that normalises to 0 (RISE), or black",
+        ),
+        ("--insertion-blur", ("rise", "wide"), "insertion start: rise = 11x11 sigma 5 kernel, wide = sigma side/8"),
+    ):
+        evaluate.add_argument(flag, default=choices[0], choices=choices, help=text)
     evaluate.add_argument(
         "--tie-draws", dest="tie_draws", type=positive_int, default=3, help="random tie orders averaged per curve"
-    )
-    evaluate.add_argument(
-        "--deletion-fill",
-        dest="deletion_fill",
-        default="grey",
-        choices=["grey", "black"],
-        help="deleted pixels: grey = the value that normalises to 0 (RISE), or black",
-    )
-    evaluate.add_argument(
-        "--insertion-blur",
-        dest="insertion_blur",
-        default="rise",
-        choices=["rise", "wide"],
-        help="insertion start: rise = 11x11 sigma 5 kernel, wide = sigma side/8",
     )
 
 
@@ -305,11 +294,6 @@ def _warnings_as_lines() -> Iterator[None]:
         yield
 
 
-def _map_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The map options (:data:`~facesal_fast.cli_options.MAP_OPTIONS`) a command was given."""
-    return {name: getattr(args, name) for name in MAP_OPTIONS if hasattr(args, name)}
-
-
 def _run_command(args: argparse.Namespace) -> int:
     if args.command == "compare":
         return run_compare(args)
@@ -322,7 +306,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
         return run_cli(args)
     if args.command == "tasks":
-        return run_tasks_cli(args)
+        return run_tasks_cli(args, cis_options(args))
     if args.command == "bench":
         return run_bench(args)
     if args.command == "report":
@@ -332,8 +316,9 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "report":
         print(f"facesal report: {terminal_text(str(write_report(args.run, args.out, stats=statistics_options(args))))}")
         return EXIT_OK
+    run = dict(device=args.device, backend=args.backend, options=cis_options(args))
     if args.command == "demo":
-        summary = run_audit(plan_audit(_demo_photos(), args.out, groups="predicted", **_map_options(args)))
+        summary = run_audit(plan_audit(_demo_photos(), args.out, groups="predicted", **run))
     else:
         audit = run_audit
         if args.ray is not None:
@@ -341,16 +326,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
             audit = functools.partial(run_audit_ray, address=None if args.ray == "local" else args.ray)
         summary = audit(
-            plan_audit(
-                args.photos,
-                args.out,
-                model=args.model,
-                target=args.target,
-                groups=args.groups,
-                **_map_options(args),
-                face_index=args.face_index,
-                faces=args.faces,
-            )
+            plan_audit(args.photos, args.out, model=args.model, target=args.target, groups=args.groups, **run)
         )
     if summary["done"] + summary["skipped"] == 0:
         print("facesal: no image succeeded", file=sys.stderr)

@@ -2,7 +2,10 @@
 that computes maps takes (``audit``, ``demo``, ``evaluate``, ``tasks``), built by one function
 so that their names, choices, defaults and help are the same everywhere.
 
-No torch here: ``facesal --help`` builds these.
+The choices of ``--mode``, ``--fill`` and ``--quality`` are those of
+:mod:`facesal_fast.core.options` (the one list of each); :func:`cis_options` turns a command's
+arguments into one checked :class:`~facesal_fast.core.options.CISOptions`. No torch here:
+``facesal --help`` builds these.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ from __future__ import annotations
 import argparse
 from typing import Iterable
 
+from facesal_fast.audit.options import command_options
+from facesal_fast.core.options import FILLS, MODES, QUALITIES, QUALITY_TARGETS, CISOptions, quality_target
+
 __all__ = [
     "MAP_OPTIONS",
     "HelpFormatter",
     "add_backend",
     "add_face_choice",
     "add_map_options",
+    "cis_options",
     "examples_epilog",
     "positive_int",
     "quality",
@@ -34,10 +41,9 @@ MAP_OPTIONS = (
     "incremental",
     "max_images",
 )
-#: ``--mode`` choices (``facesal_fast.saliency.cis.MODES``, named here so ``--help`` needs no torch).
-MODES = ("exact", "grid", "adaptive")
+#: The arguments of a command that are CIS options (:class:`~facesal_fast.core.options.CISOptions` fields).
+CIS_ARGUMENTS = ("patch", "stride", "mode", "grid_step", "fill", "quality", "incremental", "face_index", "faces")
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
-FILLS = ("black", "mean", "blur")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -66,16 +72,23 @@ def positive_int(text: str) -> int:
 
 
 def quality(text: str) -> str | float:
-    """``--quality``: a preset name or a target SSIM in (0, 1]."""
-    if text in ("exact", "high", "fast"):
+    """``--quality``: a preset name (:data:`~facesal_fast.core.options.QUALITIES`) or a target SSIM in (0, 1]."""
+    if text in QUALITIES:
         return text
     try:
         value = float(text)
+        quality_target(value)
     except ValueError:
-        value = float("nan")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected exact, high, fast or a target SSIM in (0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected {', '.join(QUALITIES)} or a target SSIM in (0, 1], got {text!r}"
+        ) from None
     return value
+
+
+def cis_options(args: argparse.Namespace) -> CISOptions:
+    """The CIS options a command was given (those of :data:`CIS_ARGUMENTS` it has), checked
+    once; ``ValueError`` naming the option (``--quality``)."""
+    return command_options(**{name: getattr(args, name) for name in CIS_ARGUMENTS if hasattr(args, name)})
 
 
 def add_backend(
@@ -114,7 +127,8 @@ def add_face_choice(parser: argparse.ArgumentParser) -> None:
 
 def _map_option_specs(mode: str, why: str) -> dict[str, tuple[tuple[str, ...], dict]]:
     """Destination name -> (option strings, ``add_argument`` keywords) of :data:`MAP_OPTIONS`."""
-    mode_help = "exact: every occlusion window; grid / adaptive: a grid of windows, interpolated"
+    mode_help = f"{MODES[0]}: every occlusion window; {' / '.join(MODES[1:])}: a grid of windows, interpolated"
+    promises = ", ".join(f"{name} = >= {target:.2f}" for name, target in QUALITY_TARGETS.items())
     return {
         "patch": (
             ("--patch",),
@@ -129,7 +143,7 @@ def _map_option_specs(mode: str, why: str) -> dict[str, tuple[tuple[str, ...], d
         "mode": (("--mode",), dict(default=mode, choices=MODES, help=mode_help + (f" ({why})" if why else ""))),
         "grid_step": (
             ("--grid-step",),
-            dict(type=positive_int, default=2, help="grid step in model-input pixels for --mode grid/adaptive"),
+            dict(type=positive_int, default=2, help="grid step in model-input pixels of the modes but exact"),
         ),
         "fill": (("--fill",), dict(default="black", choices=FILLS, help="what an occlusion window is filled with")),
         "device": (("--device",), dict(default="cpu", help="cpu, cuda or cuda:N")),
@@ -139,8 +153,8 @@ def _map_option_specs(mode: str, why: str) -> dict[str, tuple[tuple[str, ...], d
             dict(
                 default=None,
                 type=quality,
-                help="instead of --mode, a promise checked per photo: high = estimated SSIM >= 0.95 against "
-                "exact, fast = >= 0.90, or a target SSIM such as 0.97 (docs/performance.md)",
+                help=f"instead of --mode, a promise checked per photo: the estimated SSIM against exact, {promises}, "
+                "or a target SSIM such as 0.97 (docs/performance.md)",
             ),
         ),
         "incremental": (

@@ -329,3 +329,28 @@ def test_unknown_cis_option_lists_each_known_option_once(gender, tmp_path):
         Audit(gender, tmp_path / "run", min_group=2)
     known = str(err.value).split("known: ")[1]
     assert known.count("'faces'") == 1 and known.count("'face_index'") == 1, known
+
+
+def test_audit_takes_one_options_record_and_resumes_runs_started_with_keywords(tmp_path):
+    """Audit(options=CISOptions | mapping, **overrides), checked once; keywords (or a mapping)
+    are recorded as given, as before the record, so such runs resume; a record records its
+    settings dict (audit.options.cis_settings)."""
+    from types import SimpleNamespace
+
+    from facesal_fast.core.options import CISOptions
+
+    scorer = SimpleNamespace(input_size=(64, 64), classes=["woman", "man"])
+    kept = dict(aligner=lambda *args, **kwargs: None)
+    RunStore(tmp_path / "keywords", {"target": None, "stride": 2}).close()  # an Audit(stride=2) of the old code
+    Audit(scorer, tmp_path / "keywords", stride=2, **kept).close()
+    with pytest.raises(SettingsMismatchError, match="stride: 2 -> 3"):
+        Audit(scorer, tmp_path / "keywords", stride=3, **kept)
+    audit = Audit(scorer, options=CISOptions(mode="grid", grid_step=4), patch=9, **kept)
+    assert audit.options == CISOptions(mode="grid", grid_step=4, patch=9)
+    assert Audit(scorer, options={"mode": "adaptive"}, **kept).options.patch == 5  # resolved: 15 px at 224 -> 5
+    assert Audit(scorer, face_index=np.int64(1), **kept).options.face_index == 1
+    with pytest.raises(ValueError, match=r"unknown CIS option\(s\) \['batch_size'\]"):
+        Audit(scorer, options=CISOptions(batch_size=8), **kept)
+    with Audit(scorer, tmp_path / "record", options=CISOptions(mode="grid"), **kept) as audit:
+        recorded = audit.store.settings
+    assert recorded == {"target": None, "patch": None, "stride": 1, "fill": "black", "mode": "grid", "grid_step": 2}

@@ -284,3 +284,88 @@ def test_a_resume_with_other_settings_is_refused_before_the_model_loads(tmp_path
     assert main(["audit", str(photos), "--out", str(out), *options]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "was started with other settings (patch: None -> 9)" in err and "Traceback" not in err, err
+
+
+# ----------------------------------------------------------------------------- issue 28: one CISOptions
+
+
+def test_the_map_options_take_their_choices_from_the_one_record():
+    """``--mode``, ``--fill`` and ``--quality`` offer the names of core/options (not copies), in
+    every command that computes maps (``evaluate`` takes ``adaptive`` too)."""
+    from facesal_fast import cli_options
+    from facesal_fast.core import options
+
+    assert not hasattr(cli_options, "MODES") or cli_options.MODES is options.MODES
+    parser = cli._parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in ("audit", "demo", "evaluate", "tasks"):
+        found = {a.dest: a for a in subparsers[name]._actions}
+        assert tuple(found["mode"].choices) == options.MODES and tuple(found["fill"].choices) == options.FILLS
+    args = parser.parse_args(["evaluate", "photos", "--out", "runs/x", "--mode", "adaptive"])
+    assert cli_options.cis_options(args).mode == "adaptive"
+    for name in options.QUALITIES:
+        assert cli_options.quality(name) == name
+    with pytest.raises(argparse.ArgumentTypeError, match="expected exact, high, fast or a target SSIM"):
+        cli_options.quality("1.5")
+
+
+def test_tasks_refuses_quality_with_its_grid_mode_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    """One checked record at the entry: the quality-vs-mode rule is said once, in the command's
+    words, before the models load (it used to fail every photo after loading them)."""
+    from facesal_fast import models
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(BUNDLED / "img1.jpg", photos / "img1.jpg")
+
+    def load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(models, "load", load)
+    assert main(["tasks", str(photos), "--out", str(tmp_path / "out"), "--quality", "fast"]) == EXIT_USAGE
+    assert "pass either --quality ('fast') or --mode ('grid'), not both" in capsys.readouterr().err
+
+
+OLD_RUN_SETTINGS = [  # the CIS part of run.json as plan_audit wrote it before CISOptions, key by key
+    ([], {"patch": None, "stride": 1, "fill": "black", "mode": "exact", "grid_step": 2}),
+    (
+        ["--mode", "grid", "--grid-step", "8", "--patch", "9", "--fill", "blur"],
+        {"patch": 9, "stride": 1, "fill": "blur", "mode": "grid", "grid_step": 8},
+    ),
+    (
+        ["--quality", "fast", "--no-incremental"],
+        {"patch": None, "stride": 1, "fill": "black", "quality": "fast", "incremental": False},
+    ),
+    (
+        ["--face-index", "1"],
+        {"patch": None, "stride": 1, "fill": "black", "mode": "exact", "grid_step": 2, "face_index": 1},
+    ),
+    (
+        ["--faces", "all"],
+        {"patch": None, "stride": 1, "fill": "black", "mode": "exact", "grid_step": 2, "faces": "all"},
+    ),
+]
+
+
+@pytest.mark.parametrize("flags, recorded", OLD_RUN_SETTINGS)
+def test_a_run_started_before_the_options_record_resumes(tmp_path, flags, recorded):
+    """A run folder whose run.json holds the settings dict of the code before CISOptions
+    resumes: plan_audit and Audit record the same dict, in the same order, from the record."""
+    from types import SimpleNamespace
+
+    from facesal_fast.audit.options import plan_audit
+    from facesal_fast.audit.runner import Audit
+    from facesal_fast.audit.store import RunStore
+    from facesal_fast.cli_options import cis_options
+
+    photos, out = tmp_path / "photos", tmp_path / "run"
+    photos.mkdir()
+    shutil.copy(BUNDLED / "img1.jpg", photos / "img1.jpg")
+    args = cli._parser().parse_args(["audit", str(photos), "--out", str(out), *flags])
+    plan = plan_audit(photos, out, options=cis_options(args))
+    assert list(plan.cis_options.items()) == list(recorded.items())
+    RunStore(out, {"target": None, **recorded, **plan.settings}).close()  # as the old code started it
+    resumed = plan_audit(photos, out, options=cis_options(args))  # no SettingsMismatchError
+    scorer = SimpleNamespace(input_size=(64, 64), classes=["woman", "man"])
+    Audit(scorer, out, settings=resumed.settings, options=resumed.options, aligner=lambda *a, **k: None).close()
+    assert json.loads((out / "run.json").read_text())["settings"] == {"target": None, **recorded, **plan.settings}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from facesal_fast.audit.runner import Audit
 
 if TYPE_CHECKING:
+    from facesal_fast.core.options import CISOptions
     from facesal_fast.saliency.cms import CMSResult
     from facesal_fast.scoring.photos import ImageInput, ScorerLike
 
@@ -66,7 +67,8 @@ def cms(
     *,
     persons: Iterable[str] | Mapping[str, str] | None = None,
     progress: bool = True,
-    **cis_options: Any,
+    options: CISOptions | Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> CMSResult:
     """Canonical Model Saliency of ``scorer`` over ``images`` (paths or ``H x W x 3`` arrays).
 
@@ -81,7 +83,8 @@ def cms(
         persons: who each image shows (one name per image, or a mapping like ``groups``):
             the group statistics count and resample persons, not photos.
         progress: show a progress bar.
-        **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
+        options, **overrides: the CIS options, a :class:`~facesal_fast.core.options.CISOptions`
+            or its fields by name (patch, stride, fill, mode, ...), as :class:`~facesal_fast.Audit` takes them.
 
     Returns:
         :class:`CMSResult`. Images that fail (unreadable, no face) are skipped with one
@@ -93,7 +96,7 @@ def cms(
             two photos, or no image succeeded.
     """
     groups, persons = _checked_groups(images, groups), _checked_groups(images, persons, "persons")
-    audit = Audit(scorer, target=target, **cis_options)
+    audit = Audit(scorer, target=target, options=options, **overrides)
     seen, failed = 0, {}  # failed: photo -> first error (faces="all" may fail several faces of one photo)
     for item in audit.feed(images, groups=groups, progress=progress, persons=persons):
         seen += item.face in (None, 1)  # photos, with faces="all" too

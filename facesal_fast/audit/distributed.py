@@ -33,14 +33,15 @@ from facesal_fast import models
 from facesal_fast.align import load_image
 from facesal_fast.audit.approximation import record_approximation
 from facesal_fast.audit.groups import label_of
-from facesal_fast.audit.options import print_summary
+from facesal_fast.audit.options import print_summary, requested_options, run_settings
 from facesal_fast.audit.resume import Resume
-from facesal_fast.audit.runner import Audit, Groups, cms_from_store, group_of, iter_inputs, run_settings, versions
+from facesal_fast.audit.runner import Audit, Groups, cms_from_store, group_of, iter_inputs, versions
 from facesal_fast.audit.store import RunStore, StoredImage, file_sha256
 from facesal_fast.saliency.cms import covered_mean
 
 if TYPE_CHECKING:
     from facesal_fast.audit.options import AuditPlan
+    from facesal_fast.core.options import CISOptions
     from facesal_fast.saliency.cms import CMSResult
 
 __all__ = ["PartialSums", "RayAuditResult", "cms_ray", "run_audit_ray"]
@@ -132,9 +133,9 @@ class _Worker:
         device: str,
         target: int | str | None,
         groups: Groups,
-        cis_options: dict[str, Any],
+        options: CISOptions,
     ) -> None:
-        self.audit = Audit(_make_scorer(scorer, backend, device), None, target=target, **cis_options)
+        self.audit = Audit(_make_scorer(scorer, backend, device), None, target=target, options=options)
         self.store = _ShardStore(out)
         self.audit.store = self.store
         self.groups = groups
@@ -224,7 +225,8 @@ def cms_ray(
     on_item: Callable[[StoredImage, int], None] | None = None,
     progress: bool = True,
     cms_options: dict[str, Any] | None = None,
-    **cis_options: Any,
+    options: CISOptions | Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> RayAuditResult:
     """Audit ``inputs`` on Ray actors into the run directory ``out``; returns the CMS.
 
@@ -252,7 +254,8 @@ def cms_ray(
             row and the PID of the worker process that computed it.
         progress: show a progress bar.
         cms_options: passed to :class:`~facesal_fast.saliency.cms.CMSAccumulator`.
-        **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...).
+        options, **overrides: the CIS options, as for :class:`~facesal_fast.Audit` (checked
+            once here, on the driver; every actor gets the checked record).
     """
     import ray  # the optional "ray" extra
 
@@ -276,8 +279,9 @@ def cms_ray(
             on_item,
             progress,
             cms_options or {},
-            cis_options,
+            options,
             persons=persons,
+            overrides=overrides,
         )
     finally:
         if started:
@@ -300,21 +304,17 @@ def _run(
     on_item: Callable[[StoredImage, int], None] | None,
     progress: bool,
     cms_options: dict[str, Any],
-    cis_options: dict[str, Any],
+    options: CISOptions | Mapping[str, Any] | None,
     *,
     persons: Sequence[str] | Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> RayAuditResult:
-    store = RunStore(out, run_settings(target, cis_options, settings), versions())
-    gpu = device.startswith("cuda")
-    resources = ray.cluster_resources()
-    n_workers = workers or max(1, int(resources.get("GPU" if gpu else "CPU", 1)))
-    actor = ray.remote(_Worker).options(
-        num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_restarts=retries, max_task_retries=retries
+    checked, recorded = requested_options(options, overrides or {})
+    store = RunStore(out, run_settings(target, recorded, settings), versions())
+    actors = _start_actors(
+        ray, workers, retries, device, (str(Path(out).resolve()), scorer, backend, device, target, groups, checked)
     )
-    actors = [
-        actor.remote(str(Path(out).resolve()), scorer, backend, device, target, groups, cis_options)
-        for _ in range(n_workers)
-    ]
+    n_workers = len(actors)
     summary = {"done": 0, "failed": 0, "skipped": 0, "changed": 0, "gone": 0}
     items = list(_paths(inputs, out)) if isinstance(inputs, (str, Path)) else _paths(inputs, out)
     resume, photo = Resume(store, False, summary), {}  # photo: key -> (content hash, person)
@@ -364,6 +364,25 @@ def _run(
         bar.close()
         for a in actors:
             ray.kill(a)
+    return _finish(store, partials, summary, cms_options, n_workers)
+
+
+def _start_actors(ray: Any, workers: int | None, retries: int, device: str, arguments: tuple) -> list[Any]:
+    """``workers`` Ray actors (default: one per GPU for a CUDA ``device``, else one per CPU of
+    the cluster), each a :class:`_Worker` of ``arguments``, restarted up to ``retries`` times."""
+    gpu = device.startswith("cuda")
+    n_workers = workers or max(1, int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
+    actor = ray.remote(_Worker).options(
+        num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_restarts=retries, max_task_retries=retries
+    )
+    return [actor.remote(*arguments) for _ in range(n_workers)]
+
+
+def _finish(
+    store: RunStore, partials: Sequence[PartialSums], summary: dict[str, int], cms_options: dict[str, Any], workers: int
+) -> RayAuditResult:
+    """The workers' partial sums reduced in worker order, plus those of the done photos no
+    worker returned (re-read from the ``store``), checked against the store's CMS; the store closed."""
     reduced = PartialSums()
     for partial in partials:
         reduced.merge(partial)
@@ -378,30 +397,18 @@ def _run(
     if cms is not None:
         _check_reduction(reduced, cms)
     store.close()
-    return RayAuditResult(summary, cms, reduced, recovered.keys, n_workers)
+    return RayAuditResult(summary, cms, reduced, recovered.keys, workers)
 
 
 def run_audit_ray(plan: AuditPlan, *, address: str | None = None, progress: bool = True) -> dict[str, int]:
     """``facesal audit --ray [ADDRESS]``: :func:`facesal_fast.cli.run_audit` on Ray (same run directory,
     same checks before any work). A worker explains one face per photo: ``faces="all"`` is refused."""
-    if "faces" in plan.cis_options:
-        raise ValueError(
-            f"--faces {plan.cis_options['faces']} works without --ray (a Ray worker explains one face per photo)"
-        )
+    if plan.options.faces is not None:
+        raise ValueError(f"--faces {plan.options.faces} works without --ray (a Ray worker explains one face per photo)")
     start = time.perf_counter()
+    given = {name: getattr(plan, name) for name in ("backend", "device", "target", "groups", "persons", "settings")}
     result = cms_ray(
-        plan.photos,
-        plan.out,
-        plan.model,
-        backend=plan.backend,
-        device=plan.device,
-        target=plan.target,
-        groups=plan.groups,
-        persons=plan.persons,
-        settings=plan.settings,
-        address=address,
-        progress=progress,
-        **plan.cis_options,
+        plan.photos, plan.out, plan.model, address=address, progress=progress, options=plan.options, **given
     )
     store = RunStore(plan.out)
     print_summary(result.summary, time.perf_counter() - start, f"{result.workers} Ray workers", store)

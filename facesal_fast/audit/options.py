@@ -1,8 +1,9 @@
 """What an audit of a photo folder with a bundled model takes, checked before any work.
 
 ``facesal audit`` (:mod:`facesal_fast.cli`) and its Ray twin (:mod:`facesal_fast.audit.distributed`)
-both call :func:`plan_audit`: model, device, folders, target, groups CSV and speed options are
-checked and the run's identity (model weights hash, groups digest, backend) assembled. Every
+both call :func:`plan_audit`: model, device, folders, target, groups CSV and the CIS options (one
+checked :class:`~facesal_fast.core.options.CISOptions`) are checked and the run's identity (model
+weights hash, groups digest, backend, :func:`cis_settings`) assembled. Every
 mistake is a ``ValueError`` or ``FileNotFoundError`` naming the option or file; nothing here
 exits. Importing this module does not import torch (``facesal --help`` stays fast): the
 functions that need the models import them when called.
@@ -10,6 +11,7 @@ functions that need the models import them when called.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import sys
@@ -20,24 +22,29 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from facesal_fast.audit.groups import assign, groups_digest, read_groups_table
 from facesal_fast.audit.run_files import check_run_folder
+from facesal_fast.core.options import CISOptions
 from facesal_fast.report.safe_text import terminal_text
 
 if TYPE_CHECKING:
     from facesal_fast.audit.store import RunStore
 
 __all__ = [
+    "AUDIT_CIS_OPTIONS",
     "AUDIT_MODEL_NAMES",
     "MODEL_NAMES",
     "AuditPlan",
     "check_device",
     "check_out_folder",
     "check_model",
+    "cis_settings",
+    "command_options",
     "model_hash",
     "parse_target",
     "plan_audit",
     "print_summary",
     "read_groups",
-    "speed_options",
+    "requested_options",
+    "run_settings",
 ]
 
 #: The bundled classifiers (``facesal_fast.models.MODELS``), named here so ``--help`` needs no torch.
@@ -45,6 +52,9 @@ MODEL_NAMES = ("gender", "expression-fer", "expression-kdef")
 #: Every bundled classifier an audit takes (``facesal_fast.models.CLASSIFIERS``): the above and the
 #: dlib/Cydral and MediaPipe ones.
 AUDIT_MODEL_NAMES = (*MODEL_NAMES, "gender-dlib", "age", "head-pose")
+#: The CIS options an audit takes: the :class:`~facesal_fast.core.options.CISOptions` fields but
+#: ``batch_size`` (an audit scores with its scorer's own).
+AUDIT_CIS_OPTIONS = tuple(f.name for f in dataclasses.fields(CISOptions) if f.name != "batch_size")
 
 
 def model_hash(name: str) -> str:
@@ -127,15 +137,57 @@ def check_out_folder(photos: Path, out: Path, *, run: bool = True) -> None:
         check_run_folder(out)
 
 
-def speed_options(quality: str | float | None, incremental: bool | str, mode: str) -> dict[str, Any]:
-    """``quality`` / ``incremental`` CIS options, only when not the defaults (so that a run
-    started before they existed resumes); ``ValueError`` for ``--quality`` with ``--mode``."""
-    if quality is not None and mode != "exact":
-        raise ValueError(f"--quality {quality} sets the mode itself; drop --mode {mode}")
-    return {
-        **({"quality": quality} if quality is not None else {}),
-        **({"incremental": incremental} if incremental != "auto" else {}),
-    }
+def cis_settings(options: CISOptions) -> dict[str, Any]:
+    """The CIS options a run records in its run.json settings and compares on resume:
+    ``patch``, ``stride``, ``fill``; ``mode`` and ``grid_step`` unless a ``quality`` sets them
+    per photo; the other fields only when they are not their defaults (so that a run started
+    before they existed resumes), ``batch_size`` never (it does not change a map)."""
+    found = {"patch": options.patch, "stride": options.stride, "fill": options.fill}
+    if options.quality is None:
+        found.update(mode=options.mode, grid_step=options.grid_step)
+    defaults = CISOptions()
+    for name in ("quality", "incremental", "face_index", "faces", "canonical_patch", "refine", "certify"):
+        if getattr(options, name) != getattr(defaults, name):
+            found[name] = getattr(options, name)
+    return found
+
+
+def command_options(options: CISOptions | Mapping[str, Any] | None = None, **overrides: Any) -> CISOptions:
+    """The checked :class:`~facesal_fast.core.options.CISOptions` of a command: its
+    ``ValueError`` names the command's option (``--quality``, ``--grid-step``) instead of the field."""
+    try:
+        return CISOptions.build(options, **overrides)
+    except ValueError as err:
+        flag = re.compile(rf"\b({'|'.join(AUDIT_CIS_OPTIONS)})\b(?= \(| must)")
+        raise ValueError(flag.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(err))) from None
+
+
+def requested_options(
+    options: CISOptions | Mapping[str, Any] | None, overrides: Mapping[str, Any]
+) -> tuple[CISOptions, dict[str, Any]]:
+    """(the checked record, the CIS options the run records): :func:`cis_settings` of a
+    :class:`~facesal_fast.core.options.CISOptions`; for keywords or a mapping the options as
+    given (what :class:`~facesal_fast.audit.Audit` has always recorded, so its runs resume).
+
+    Raises:
+        ValueError: an unknown option name (listing the known ones) or a bad value, naming it.
+    """
+    given = dict(options) if isinstance(options, Mapping) else {}
+    batch = {"batch_size"} if getattr(options, "batch_size", None) is not None else set()
+    unknown = sorted((set(given) | set(overrides) | batch) - set(AUDIT_CIS_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown CIS option(s) {unknown}; known: {list(AUDIT_CIS_OPTIONS)}")
+    record = CISOptions.build(options, **overrides)
+    return record, cis_settings(record) if isinstance(options, CISOptions) else {**given, **overrides}
+
+
+def run_settings(
+    target: int | str | None, cis_options: Mapping[str, Any], settings: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What a run's identity compares on resume: the target, the CIS options as recorded
+    (``patch=None`` stays ``None``: a Ray driver without the model writes the same) and the
+    caller's settings (model, its hash, photo folder, groups' digest, ...)."""
+    return {"target": target, **dict(cis_options), **dict(settings or {})}
 
 
 @dataclass
@@ -151,7 +203,7 @@ class AuditPlan:
         groups: ``None``, ``"predicted"`` or ``{photo key: group}`` (matched from the CSV).
         settings: the run's identity beyond the CIS options: model and weights hash,
             resolved photo folder, groups (``csv sha256:...`` for a CSV), backend.
-        cis_options: patch, stride, mode, grid_step, fill (and quality, incremental when given).
+        options: the checked CIS options (:attr:`cis_options`: what the run records of them).
         persons: ``{photo key: person}`` from the CSV's ``person`` column, or None.
         groups_from: how messages name the groups (``--groups FILE``).
     """
@@ -164,9 +216,14 @@ class AuditPlan:
     target: int | str | None
     groups: str | Mapping[str, str] | None
     settings: dict[str, Any]
-    cis_options: dict[str, Any]
+    options: CISOptions
     persons: Mapping[str, str] | None = None
     groups_from: str = "groups"
+
+    @property
+    def cis_options(self) -> dict[str, Any]:
+        """The CIS options as the run records them (:func:`cis_settings`)."""
+        return cis_settings(self.options)
 
 
 def plan_audit(
@@ -176,30 +233,24 @@ def plan_audit(
     model: str = "gender",
     target: str = "predicted",
     groups: str | None = None,
-    patch: int | None = None,
-    stride: int = 1,
-    mode: str = "exact",
-    grid_step: int = 2,
-    fill: str = "black",
     device: str = "cpu",
     backend: str = "auto",
-    quality: str | float | None = None,
-    incremental: bool | str = "auto",
-    face_index: int | None = None,
-    faces: str | None = None,
+    options: CISOptions | Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> AuditPlan:
     """Check every argument of an audit before any work: model, device, photo folder, run
     folder, target against the model's classes, groups CSV against the photos, and a run
     folder's settings against these (a resume with other settings), all before a model loads.
-    ``face_index`` / ``faces``: the face of group photos (:class:`~facesal_fast.audit.Audit`),
-    CIS options only when given (so that a run started without them resumes).
+    ``options`` / ``overrides`` (``patch=``, ``mode=``, ``face_index=``, ...): the CIS options,
+    built into one checked :class:`~facesal_fast.core.options.CISOptions` here.
 
     Raises:
         ValueError / FileNotFoundError: naming the option or file.
     """
-    from facesal_fast.audit.runner import iter_inputs, run_settings  # torch: see above
+    from facesal_fast.audit.inputs import iter_inputs  # torch: see above
     from facesal_fast.audit.store import check_same_settings
 
+    cis_options = command_options(options, **overrides)
     check_model(model, AUDIT_MODEL_NAMES)
     check_device(device)
     photos, out = Path(photos), Path(out)
@@ -217,28 +268,12 @@ def plan_audit(
         "groups": groups_setting,
         "backend": backend,
     }
-    cis_options = {"patch": patch, "stride": stride, "fill": fill}
-    if quality is None:  # a quality sets mode and grid step per photo: none is recorded for it
-        cis_options.update(mode=mode, grid_step=grid_step)
-    cis_options.update(speed_options(quality, incremental, mode))
-    cis_options.update(
-        {name: value for name, value in (("face_index", face_index), ("faces", faces)) if value is not None}
-    )
     target_value = parse_target(target, model)
     if (out / "run.json").is_file():  # a resumed run with other settings: said before the model loads
-        check_same_settings(out, run_settings(target_value, cis_options, settings))
+        check_same_settings(out, run_settings(target_value, cis_settings(cis_options), settings))
+    where = f"--groups {groups}"
     return AuditPlan(
-        photos,
-        out,
-        model,
-        device,
-        backend,
-        target_value,
-        groups_value,
-        settings,
-        cis_options,
-        persons,
-        f"--groups {groups}",
+        photos, out, model, device, backend, target_value, groups_value, settings, cis_options, persons, where
     )
 
 

@@ -9,7 +9,6 @@ resumed run gives exactly the result of an uninterrupted one.
 from __future__ import annotations
 
 import importlib
-import inspect
 import platform
 import time
 import warnings
@@ -29,17 +28,18 @@ from facesal_fast.align.errors import NoFaceError
 from facesal_fast.audit.approximation import record_approximation, settings_array
 from facesal_fast.audit.groups import Groups, MatchAsReached, assigned, check_groups, group_of, label_of
 from facesal_fast.audit.inputs import IMAGE_SUFFIXES, input_count, iter_inputs, list_images
+from facesal_fast.audit.options import requested_options, run_settings
 from facesal_fast.audit.resume import Resume
 from facesal_fast.audit.store import RunStore
 from facesal_fast.core.validate import check_window_sizes, one_target, positive_int
-from facesal_fast.saliency.cis import MODES, CISResult, cis, cis_steps, resolve_patch
+from facesal_fast.saliency.cis import CISResult, cis, cis_steps, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
 from facesal_fast.scoring.batching import run_together
 from facesal_fast.scoring.confidence import resolve_class
 from facesal_fast.scoring.progress import advance, inside_outer_bar
-from facesal_fast.speed.certified import quality_target
 
 if TYPE_CHECKING:
+    from facesal_fast.core.options import CISOptions
     from facesal_fast.scoring.photos import AlignerLike, ScorerLike
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "AuditItem",
     "IMAGE_SUFFIXES",
     "check_cis_options",
+    "fit_to_scorer",
     "group_of",
     "iter_inputs",
     "list_images",
@@ -104,65 +105,26 @@ class _Labels:
     persons: Persons
 
 
-#: What :func:`facesal_fast.cis` takes besides the image, scorer, target and face.
-_CIS_OPTIONS = tuple(
-    name for name in inspect.signature(cis).parameters if name not in ("image", "scorer", "target", "aligner", "face")
-)
+def fit_to_scorer(scorer: Any, options: CISOptions) -> CISOptions:
+    """``options`` with ``patch`` resolved to the window used on ``scorer``'s input (model-input
+    pixels; as they are when the scorer has no ``input_size``).
 
-
-def _check_face_choice(face_index: Any, faces: Any) -> None:
-    """``face_index`` (an integer >= 0) or ``faces="all"``, not both (``ValueError`` naming them)."""
-    if faces not in (None, "all"):
-        raise ValueError(f"faces must be 'all' or None, got {faces!r}")
-    if face_index is None:
-        return
-    if faces is not None:
-        raise ValueError("pass face_index= or faces='all', not both")
-    if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)) or face_index < 0:
-        raise ValueError(f"face_index must be an integer >= 0 (0: the default face), got {face_index!r}")
+    Raises:
+        ValueError: a patch larger than the model input or a grid step not smaller than it.
+    """
+    size = getattr(scorer, "input_size", None)
+    if size is None:
+        return options
+    patch = resolve_patch(options.patch, size)
+    check_window_sizes(size, patch, None if options.mode == "exact" else options.grid_step)
+    return options.replace(patch=patch)
 
 
 def check_cis_options(scorer: Any, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The CIS options of an audit checked before any image is read, with ``patch``
-    resolved to the window actually used (model-input pixels).
-
-    Raises:
-        ValueError: naming the option (unknown name, mode, non-positive stride/grid_step/patch,
-            a patch larger than the model input or a grid step not smaller than it, an
-            unknown fill name).
-    """
-    unknown = sorted(set(options) - set(_CIS_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown CIS option(s) {unknown}; known: {list(_CIS_OPTIONS)}")
-    checked = dict(options)
-    if checked.get("mode", "exact") not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {checked['mode']!r}")
-    for name in ("stride", "grid_step"):
-        if name in checked:
-            positive_int(checked[name], name)
-    _check_face_choice(checked.get("face_index"), checked.get("faces"))
-    fill = checked.get("fill", "black")
-    if isinstance(fill, str) and fill not in ("black", "mean", "blur"):
-        raise ValueError(f"fill must be 'black', 'mean', 'blur', a colour or an image, got {fill!r}")
-    if checked.get("quality") is not None:
-        quality_target(checked["quality"])
-    size = getattr(scorer, "input_size", None)
-    if size is not None:
-        patch = resolve_patch(checked.get("patch"), size)
-        check_window_sizes(
-            size, patch, None if checked.get("mode", "exact") == "exact" else checked.get("grid_step", 2)
-        )
-        checked["patch"] = patch
-    return checked
-
-
-def run_settings(
-    target: int | str | None, cis_options: Mapping[str, Any], settings: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """What a run's identity compares on resume: the target, the CIS options as requested
-    (``patch=None`` stays ``None``: a Ray driver without the model writes the same) and the
-    caller's settings (model, its hash, photo folder, groups' digest, ...)."""
-    return {"target": target, **dict(cis_options), **dict(settings or {})}
+    """Deprecated: :class:`~facesal_fast.core.options.CISOptions` checks the options and
+    :func:`fit_to_scorer` resolves the patch. ``options`` checked, ``patch`` resolved."""
+    warnings.warn("check_cis_options is deprecated; use CISOptions and fit_to_scorer", DeprecationWarning, 2)
+    return {**options, "patch": fit_to_scorer(scorer, requested_options(options, {})[0]).patch}
 
 
 class Audit:
@@ -176,8 +138,9 @@ class Audit:
         settings: extra settings recorded in the run (e.g. the model name and hash).
         photos_per_round: photos explained together: their occluded windows are scored in
             shared batches, so a small model keeps the runtime busy (maps as one at a time).
-        **cis_options: passed to :func:`facesal_fast.cis` (patch, stride, fill, mode, ...);
-            on photos with several faces ``face_index=k`` explains the k-th in the aligner's
+        options, **overrides: the CIS options, a :class:`~facesal_fast.core.options.CISOptions`
+            or its fields by name (patch, stride, fill, mode, ...; checked here once, before
+            run.json); on photos with several faces ``face_index=k`` explains the k-th in the aligner's
             face-choice order (:class:`~facesal_fast.align.Aligner`; default: the first, the
             largest face whose detector score is within 0.2 of the best, logged at WARNING
             with its box and score) and ``faces="all"`` every face, each its own result
@@ -193,27 +156,26 @@ class Audit:
         aligner: AlignerLike | None = None,
         settings: dict[str, Any] | None = None,
         photos_per_round: int = 4,
-        **cis_options: Any,
+        options: CISOptions | Mapping[str, Any] | None = None,
+        **overrides: Any,
     ) -> None:
         self.scorer, self.target = scorer, one_target(target)
         self.photos_per_round = positive_int(photos_per_round, "photos_per_round")
-        self.cis_options = check_cis_options(scorer, cis_options)
-        self._face_index = self.cis_options.pop("face_index", None)
-        self._all_faces = self.cis_options.pop("faces", None) == "all"
+        requested, recorded = requested_options(options, overrides)
+        self.options = fit_to_scorer(scorer, requested)
+        self._per_face = self.options.cis_keywords()
+        self._all_faces = self.options.faces == "all"
         _check_target(scorer, self.target)
         self.aligner = aligner or default_aligner()
         self.resolved = {  # recorded in run.json: the values the settings resolved to
             "backend": getattr(getattr(scorer, "backend", None), "name", None),
-            "patch": self.cis_options.get("patch"),
-            "canonical_patch": self.cis_options.get("canonical_patch")
+            "patch": self.options.patch,
+            "canonical_patch": self.options.canonical_patch
             or "per image: patch x canonical face size / face size in the input (canonical_patch in its results file)",
         }
         self._resumed = out is not None and (Path(out) / "run.json").is_file()
-        self.store = (
-            None
-            if out is None
-            else RunStore(out, run_settings(self.target, cis_options, settings), versions(), self.resolved)
-        )
+        recorded = run_settings(self.target, recorded, settings)
+        self.store = None if out is None else RunStore(out, recorded, versions(), self.resolved)
         self._record_backend()
         self._memory: CMSAccumulator | None = None
         self.summary = {"done": 0, "failed": 0, "skipped": 0, "changed": 0, "gone": 0}
@@ -234,22 +196,22 @@ class Audit:
         start = time.perf_counter()
         image = load()
         choice = {"all_faces": True} if self._all_faces else {}
-        if self._face_index is not None:
-            choice["face_index"] = self._face_index
+        if self.options.face_index is not None:
+            choice["face_index"] = self.options.face_index
         return image, self.aligner(image, source=source, **choice), time.perf_counter() - start
 
     def _explain_aligned(self, image: np.ndarray, face: Any) -> CISResult:
         """CIS of one aligned image; its occlusion bar is off (the audit's bar, or a Ray
         driver's, tells the progress)."""
         with inside_outer_bar():
-            return cis(image, self.scorer, self.target, face=face, **self.cis_options)
+            return cis(image, self.scorer, self.target, face=face, **self._per_face)
 
     def _explain_together(self, aligned: list[tuple[np.ndarray, Any]]) -> list[CISResult | Exception]:
         """CIS of several aligned images, their windows in shared batches; each one's result
         or error."""
         with inside_outer_bar():
             return run_together(
-                [cis_steps(image, self.scorer, self.target, face=face, **self.cis_options) for image, face in aligned]
+                [cis_steps(image, self.scorer, self.target, face=face, **self._per_face) for image, face in aligned]
             )
 
     def _aligned_ahead(self, items: Any, pool: ThreadPoolExecutor) -> Iterator[_Entry]:

@@ -27,19 +27,32 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from facesal_fast.audit.store import atomic_write_bytes
+from facesal_fast.core.options import CISOptions
 from facesal_fast.core.renamed import RenamedAttribute
-from facesal_fast.core.validate import positive_int
 
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["TASK_MODELS", "TaskMaps", "add_tasks_arguments", "five_tasks", "run_tasks_cli", "write_tasks_page"]
+__all__ = [
+    "TASK_MODELS",
+    "TASK_OPTIONS",
+    "TaskMaps",
+    "add_tasks_arguments",
+    "five_tasks",
+    "run_tasks_cli",
+    "write_tasks_page",
+]
 
+#: The CIS options of ``five_tasks`` by default: a grid, as the head-pose scorer runs MediaPipe on
+#: every occluded copy.
+TASK_OPTIONS = CISOptions(mode="grid")
+#: The CIS options ``tasks.json`` records, in this order.
+_RECORDED = ("mode", "grid_step", "patch", "stride", "fill", "quality", "incremental")
 #: Task -> the bundled models that perform it (columns of the figure, in this order).
 TASK_MODELS: dict[str, tuple[str, ...]] = {
     "recognition": ("dlib-resnet",),
@@ -96,7 +109,7 @@ def _bound(name: str, scorer: Any, image: np.ndarray, face: Any) -> Any:
 
 
 def _photo_maps(
-    image: np.ndarray, face: Any, scorers: dict[str, Any], options: dict[str, Any]
+    image: np.ndarray, face: Any, scorers: dict[str, Any], options: CISOptions
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Model name -> (``H_F x W_F`` CIS map, its density ``counts``: the pixels the photo covers)."""
     # lazy: keeps torch and cv2 out of facesal --help
@@ -104,7 +117,7 @@ def _photo_maps(
 
     maps = {}
     for name, scorer in scorers.items():
-        result = cis(image, _bound(name, scorer, image, face), None, face=face, **options)
+        result = cis(image, _bound(name, scorer, image, face), None, face=face, **options.cis_keywords())
         maps[name] = (np.asarray(result.canonical, np.float64), np.asarray(result.counts))
     return maps
 
@@ -121,14 +134,12 @@ def five_tasks(
     photos: Sequence[str | Path],
     *,
     models: Sequence[str] | None = None,
-    mode: str = "grid",
-    grid_step: int = 2,
-    patch: int | None = None,
     backend: str = "auto",
     device: str = "cpu",
     aligner: Any = None,
     progress: bool = True,
-    **cis_options: Any,
+    options: CISOptions | Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> TaskMaps:
     """CMS of every model in ``models`` (default: all of :data:`TASK_MODELS`) over ``photos``.
 
@@ -138,13 +149,13 @@ def five_tasks(
     Args:
         photos: photo paths.
         models: bundled model names (each must be in :data:`TASK_MODELS`).
-        mode, grid_step, patch: CIS options (:func:`facesal_fast.cis`); ``"grid"`` by default
-            because the head-pose scorer runs MediaPipe on every occluded copy. ``patch`` is in
-            each model's input pixels (``None``: 15 px at a 224 px input, scaled to the model).
         backend: inference backend of the torch models (``"auto"``: a timed probe per model).
         device: where the models run (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
-        **cis_options: further options of :func:`facesal_fast.cis` (``stride``, ``fill``,
-            ``quality``, ``incremental``), as ``facesal audit`` takes them.
+        options, **overrides: the CIS options (a :class:`~facesal_fast.core.options.CISOptions`
+            or its fields by name: ``mode``, ``grid_step``, ``patch``, ``stride``, ``fill``, ...;
+            default :data:`TASK_OPTIONS`, a grid, because the head-pose scorer runs MediaPipe on
+            every occluded copy). ``patch`` is in each model's input pixels (``None``: 15 px at
+            a 224 px input, scaled to the model).
         progress: one bar over the photos (the per-photo occlusion bars stay off).
 
     Raises:
@@ -162,7 +173,7 @@ def five_tasks(
         raise ValueError(f"models must be among {list(task_of)}, got {list(models or [])}")
     if not photos:
         raise ValueError("photos is empty: give at least one face photo")
-    options = {**_checked_options(mode, grid_step, patch), **cis_options}
+    options = TASK_OPTIONS.replace(**overrides) if options is None else CISOptions.build(options, **overrides)
     scorers, aligner = _scorers(names, backend, device), aligner or default_aligner()
     accumulators: dict[str, CMSAccumulator] = {}
     used, failed = [], []
@@ -191,22 +202,14 @@ def five_tasks(
         used,
         {n: r.share_intervals["all"] for n, r in results.items()},
         failed,
-        {**options, "backend": backend},
+        {**_recorded(options), "backend": backend},
         results[names[0]].level,
     )
 
 
-def _checked_options(mode: str, grid_step: int, patch: int | None) -> dict[str, Any]:
-    """The CIS options of the page, ``ValueError`` naming a bad one."""
-    # lazy: keeps torch and cv2 out of facesal --help
-    from facesal_fast.saliency.cis import MODES
-
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    positive_int(grid_step, "grid_step")
-    if patch is not None:
-        positive_int(patch, "patch")
-    return {"mode": mode, "grid_step": grid_step, "patch": patch}
+def _recorded(options: CISOptions) -> dict[str, Any]:
+    """The CIS options ``tasks.json`` records (those ``facesal tasks`` takes)."""
+    return {name: getattr(options, name) for name in _RECORDED}
 
 
 def _figure_png(result: TaskMaps) -> bytes:
@@ -307,27 +310,17 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_tasks_cli(args: argparse.Namespace) -> int:
-    """``facesal tasks``: compute the maps and write the page; returns the exit code."""
+def run_tasks_cli(args: argparse.Namespace, options: CISOptions) -> int:
+    """``facesal tasks``: compute the maps with the CIS ``options`` the command line built from
+    ``args`` and write the page; returns the exit code."""
     # lazy: keeps torch and cv2 out of facesal --help
     from facesal_fast.audit.runner import list_images
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a file, not a folder")
     photos = list_images(args.photos, exclude=args.out)[: args.max_images]
-    result = five_tasks(
-        photos,
-        models=[m for m in args.models.split(",") if m],
-        mode=args.mode,
-        grid_step=args.grid_step,
-        patch=args.patch,
-        backend=args.backend,
-        device=args.device,
-        stride=args.stride,
-        fill=args.fill,
-        quality=args.quality,
-        incremental=args.incremental,
-    )
+    names = [m for m in args.models.split(",") if m]
+    result = five_tasks(photos, models=names, backend=args.backend, device=args.device, options=options)
     page = write_tasks_page(result, args.out)
     print(f"facesal tasks: {len(result.photos)} photos, {len(result.failed)} left out; {page}")
     return 0

@@ -74,6 +74,10 @@ def _one_of(value: Any, choices: tuple[str, ...], name: str) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
+#: The :class:`CISOptions` fields that are not options of one face's CIS.
+_NOT_PER_FACE = ("face_index", "faces", "batch_size")
+
+
 def _described(value: Any, texts: Mapping[str, str], name: str) -> None:
     """``ValueError`` naming ``name`` and each choice with what it is, unless ``value`` is one."""
     if not (isinstance(value, str) and value in texts):
@@ -150,8 +154,9 @@ class CISOptions(_Record):
                 positive_int(getattr(self, name), name)
         positive_int(self.stride, "stride")
         positive_int(self.grid_step, "grid_step")
-        if isinstance(self.fill, str):
-            _one_of(self.fill, FILLS, "fill")
+        if isinstance(self.fill, str) and self.fill not in FILLS:
+            names = ", ".join(map(repr, FILLS))
+            raise ValueError(f"fill must be {names}, a colour or an image, got {self.fill!r}")
         _one_of(self.mode, MODES, "mode")
         fraction(self.refine, "refine", "0.2", closed=True)
         if self.quality is not None:
@@ -168,7 +173,8 @@ class CISOptions(_Record):
         if self.faces not in (None, "all"):
             raise ValueError(f"faces must be 'all' or None, got {self.faces!r}")
         if self.face_index is not None:
-            if isinstance(self.face_index, bool) or not isinstance(self.face_index, int) or self.face_index < 0:
+            index = self.face_index
+            if isinstance(index, bool) or not isinstance(index, Integral) or index < 0:
                 raise ValueError(f"face_index must be an integer >= 0, got {self.face_index!r}")
             if self.faces is not None:
                 raise ValueError("pass face_index= or faces='all', not both")
@@ -177,6 +183,11 @@ class CISOptions(_Record):
     def target_ssim(self) -> float | None:
         """The SSIM against exact that :attr:`quality` promises; ``None``: no promise (a mode)."""
         return None if self.quality is None else quality_target(self.quality)
+
+    def cis_keywords(self) -> dict[str, Any]:
+        """The fields :func:`facesal_fast.cis` takes as keywords for one face (every field but
+        the face choice, which a caller that aligned the face made, and ``batch_size``)."""
+        return {name: value for name, value in self.as_dict().items() if name not in _NOT_PER_FACE}
 
     @property
     def approximate(self) -> bool:

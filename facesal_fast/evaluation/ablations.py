@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from facesal_fast.align.geometry import similarity_transform
+from facesal_fast.core.options import FILLS, CISOptions
 from facesal_fast.evaluation.faithfulness import explained_scores, overlay
 from facesal_fast.evaluation.items import Item, reproject
 from facesal_fast.evaluation.maps import cis_results
@@ -35,20 +36,19 @@ __all__ = ["KEYPOINTS", "PAPER_PATCHES", "ablation_section", "keypoints_input", 
 PAPER_PATCHES = (5, 9, 15, 25)
 #: MediaPipe Face Mesh vertices of the 5 keypoints: eye corners (averaged per eye), nose tip, mouth corners.
 KEYPOINTS = ((33, 133), (362, 263), (1,), (61,), (291,))
-_FILLS = ("black", "mean", "blur")
 
 
-def settings(cis_options: dict[str, Any], input_side: int) -> list[tuple[str, str, dict[str, Any]]]:
+def settings(cis_options: CISOptions, input_side: int) -> list[tuple[str, str, CISOptions]]:
     """(family, label, CIS options) of every patch, stride and fill setting."""
     found = []
     for p in PAPER_PATCHES:
         patch = odd_patch(p, input_side)
-        found.append(("patch", f"{patch} px ({p} px at 224 px)", {**cis_options, "patch": patch}))
+        found.append(("patch", f"{patch} px ({p} px at 224 px)", cis_options.replace(patch=patch)))
     for st in (1, 4, 16):
-        found.append(("stride", f"exact, vertex stride {st}", {**cis_options, "mode": "exact", "stride": st}))
-    step = cis_options["grid_step"] * 2
-    found.append(("stride", f"grid step {step}", {**cis_options, "grid_step": step}))
-    found += [("fill", fill, {**cis_options, "fill": fill}) for fill in _FILLS]
+        found.append(("stride", f"exact, vertex stride {st}", cis_options.replace(mode="exact", stride=st)))
+    step = cis_options.grid_step * 2
+    found.append(("stride", f"grid step {step}", cis_options.replace(grid_step=step)))
+    found += [("fill", fill, cis_options.replace(fill=fill)) for fill in FILLS]
     return found
 
 
@@ -70,20 +70,20 @@ def _scores(items: Sequence[Item], maps: dict[str, list[np.ndarray]], scorer: An
 def _cis_rows(
     items: Sequence[Item],
     scorer: Any,
-    cis_options: dict[str, Any],
+    cis_options: CISOptions,
     default_results: Sequence[Any],
     mass: float,
     input_side: int,
 ) -> tuple[list[dict[str, Any]], dict[str, list[tuple[str, np.ndarray]]]]:
     """Rows and CMS pictures of the patch, stride and fill families; a bar ("ablations", one
     step per setting) after 2 s."""
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[str, np.ndarray] = {}  # by the options' fields
     rows, pictures = [], {}
     for family, label, opts in outer_bar(settings(cis_options, input_side), desc="ablations", unit="setting"):
         default = opts == cis_options
-        key = json.dumps(opts, sort_keys=True, default=str)
+        key = json.dumps(opts.as_dict(), sort_keys=True, default=str)
         if key not in cache:
-            results = default_results if default else cis_results(items, scorer, **opts)
+            results = default_results if default else cis_results(items, scorer, opts)
             cache[key] = np.stack([r.canonical for r in results])
         canonical = cache[key]
         cms = canonical.mean(0)
@@ -109,12 +109,12 @@ def _cis_rows(
 
 
 def _alignment_rows(
-    items: Sequence[Item], scorer: Any, cis_options: dict[str, Any], default_cms: np.ndarray, mass: float
+    items: Sequence[Item], scorer: Any, cis_options: CISOptions, default_cms: np.ndarray, mass: float
 ) -> tuple[list[dict[str, Any]], list[tuple[str, np.ndarray]]]:
     """Rows and pictures of the alignment family: the image-space occlusion map of the crop
     averaged as it is, through a 5-point similarity onto the canonical face, and the CMS; a
     bar ("ablations: alignment") after 2 s."""
-    options = {"patch": cis_options["patch"], "stride": cis_options["grid_step"], "fill": cis_options["fill"]}
+    options = {"patch": cis_options.patch, "stride": cis_options.grid_step, "fill": cis_options.fill}
     faces = outer_bar(items, desc="ablations: alignment", unit="face")
     occluded = [registry.compute("occlusion", it.model_input(scorer, None), it.target, **options) for it in faces]
     none_map = np.mean(np.stack(occluded), 0)
@@ -174,7 +174,7 @@ def _family_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def ablation_section(
-    items: Sequence[Item], scorer: Any, cis_options: dict[str, Any], default_results: Sequence[Any], mass: float
+    items: Sequence[Item], scorer: Any, cis_options: CISOptions, default_results: Sequence[Any], mass: float
 ) -> Section:
     """The ablation table (one row per setting) and one picture of CMS maps per family.
 

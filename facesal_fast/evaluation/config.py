@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facesal_fast.core.validate import positive_int
+from facesal_fast.core.options import CISOptions
 from facesal_fast.methods import registry
 from facesal_fast.methods.guided_backprop import OUTPUTS
 from facesal_fast.metrics import BLURS, TIES
-from facesal_fast.saliency.cis import MODES
 
 __all__ = ["DELETION_FILLS", "EVALUATION_METHODS", "EvalConfig"]
 
@@ -28,8 +27,8 @@ class EvalConfig:
         patch: CIS occlusion window in the model's input pixels, as in ``facesal audit`` and
             :func:`facesal_fast.cis` (None: the papers' 15 px at 224 px scaled to the input
             and made odd, :func:`facesal_fast.saliency.cis.default_patch`).
-        mode, grid_step, stride, fill: CIS settings (see :func:`facesal_fast.cis`); the
-            ``occlusion`` method uses the same window, ``grid_step`` and fill.
+        mode, grid_step, stride, fill: CIS settings (:class:`~facesal_fast.core.options.CISOptions`,
+            :meth:`cis_options`); the ``occlusion`` method uses the same window, ``grid_step`` and fill.
         budget: the equal mass ``s`` as a fraction of the input pixels.
         steps: chunks of the deletion / insertion curves.
         ablation_images, sanity_images: how many images (the first ones) the ablations and
@@ -73,15 +72,17 @@ class EvalConfig:
             raise ValueError(f"methods: {unusable} cannot be evaluated; choose from {', '.join(EVALUATION_METHODS)}")
         return found
 
-    def check(self) -> None:
-        """ValueError naming the setting when one is out of range or unknown."""
+    def cis_options(self) -> CISOptions:
+        """The CIS settings as one checked record (``ValueError`` naming a bad one)."""
+        return CISOptions(
+            patch=self.patch, mode=self.mode, grid_step=self.grid_step, stride=self.stride, fill=self.fill
+        )
+
+    def check(self) -> CISOptions:
+        """The CIS settings as one checked record (:meth:`cis_options`); ValueError naming the
+        setting when one is out of range or unknown."""
         self.method_names()
-        if self.patch is not None:
-            positive_int(self.patch, "patch", " (model-input pixels)")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        positive_int(self.grid_step, "grid_step")
-        positive_int(self.stride, "stride")
+        options = self.cis_options()
         if not 0 < self.budget < 1:
             raise ValueError(f"budget must be in (0, 1), got {self.budget}")
         for name, value, allowed in (
@@ -94,6 +95,7 @@ class EvalConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not isinstance(self.tie_draws, int) or self.tie_draws < 1:
             raise ValueError(f"tie_draws must be an integer >= 1, got {self.tie_draws!r}")
+        return options
 
     def curve_conventions(self) -> str:
         """The deletion / insertion choices in words."""

@@ -21,22 +21,22 @@ if TYPE_CHECKING:
 
     import torch
 
+    from facesal_fast.core.options import CISOptions
+
 __all__ = ["cis_results", "method_options", "method_maps"]
 
 
-def cis_results(items: Sequence[Item], scorer: Any, **cis_options: Any) -> list[CISResult]:
-    """CIS of each face for its predicted class (``cis_options``: ``patch``, ``mode``,
-    ``grid_step``, ``stride``, ``fill`` of :func:`facesal_fast.cis`); one bar ("CIS") after 2 s,
-    the per-face occlusion bars off."""
+def cis_results(items: Sequence[Item], scorer: Any, options: CISOptions) -> list[CISResult]:
+    """CIS of each face for its predicted class with the CIS ``options``; one bar ("CIS") after
+    2 s, the per-face occlusion bars off."""
     faces = outer_bar(items, desc="CIS", unit="face")
-    return [cis(it.face.image, scorer, it.target, face=it.face, **cis_options) for it in faces]
+    return [cis(it.face.image, scorer, it.target, face=it.face, **options.cis_keywords()) for it in faces]
 
 
-def method_options(cis_options: dict[str, Any], gb_output: str) -> dict[str, Any]:
+def method_options(cis_options: CISOptions, gb_output: str) -> dict[str, Any]:
     """The registry options of an evaluation: Guided Backprop from ``gb_output``; occlusion
     with the CIS window, grid step and fill; LRP with its conservation check on."""
-    window = {k: cis_options[k] for k in ("patch", "fill")}
-    return {"output": gb_output, "stride": cis_options["grid_step"], **window}
+    return {"output": gb_output, "stride": cis_options.grid_step, "patch": cis_options.patch, "fill": cis_options.fill}
 
 
 def method_maps(

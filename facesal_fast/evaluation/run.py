@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     import torch
 
+    from facesal_fast.core.options import CISOptions
     from facesal_fast.scoring.photos import AlignerLike
 
 __all__ = ["evaluate", "run_cli"]
@@ -51,8 +52,8 @@ def _photos(photos: str | Path | Sequence[str | Path], max_images: int | None) -
 
 
 def _scorer(cfg: EvalConfig) -> Any:
-    if cfg.model not in models.MODELS:
-        raise ValueError(f"unknown model {cfg.model!r}; bundled models: {sorted(models.MODELS)}")
+    if cfg.model not in models.KERAS_MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; bundled models: {sorted(models.KERAS_MODELS)}")
     return models.load(cfg.model, backend=cfg.backend)
 
 
@@ -103,27 +104,21 @@ def evaluate(
         ``config["backend"]`` the backend used), every table's rows, the failed photos.
     """
     cfg = config or EvalConfig()
-    cfg.check()
+    requested = cfg.check()
     check_evaluate_folder(Path(out))  # before any work: a folder the tool did not write is never replaced
     log = log or _stderr
     start = time.perf_counter()
     paths = _photos(photos, cfg.max_images)
     scorer = scorer if scorer is not None else _scorer(cfg)
     module = (module if module is not None else models.load_module(cfg.model)).eval()
-    cis_options = dict(
-        patch=resolve_patch(cfg.patch, scorer.input_size),
-        mode=cfg.mode,
-        grid_step=cfg.grid_step,
-        stride=cfg.stride,
-        fill=cfg.fill,
-    )
+    cis_options = requested.replace(patch=resolve_patch(cfg.patch, scorer.input_size))
     log(f"facesal evaluate: {len(paths)} photos, model {cfg.model}")
     items, failed = prepare_items(paths, scorer, aligner or default_aligner(), log)
     if not items:
         raise ValueError("no face could be aligned in the photos")
-    results = _timed(log, f"CIS of {len(items)} images", cis_results, items, scorer, **cis_options)
+    results = _timed(log, f"CIS of {len(items)} images", cis_results, items, scorer, cis_options)
     sections = _sections(cfg, items, results, scorer, module, cis_options, log)
-    summary = _summary(cfg, scorer, cis_options["patch"], items, failed, sections, start)
+    summary = _summary(cfg, scorer, cis_options.patch, items, failed, sections, start)
     final = write_evaluation(Path(out), f"facesal evaluate: {cfg.model}", _intro(cfg, summary), sections, summary)
     log(f"facesal evaluate: wrote {final} in {summary['seconds']:.0f} s")
     return summary
@@ -160,7 +155,7 @@ def _sections(
     results: list[CISResult],
     scorer: Any,
     module: torch.nn.Module,
-    cis_options: dict[str, Any],
+    cis_options: CISOptions,
     log: Callable[[str], None],
 ) -> list[Section]:
     """Every stage's section, in page order (``results``: the items' CIS)."""
@@ -186,28 +181,19 @@ def _sections(
     return sections
 
 
-_CONVENTION_OPTIONS = ("gb_output", "ties", "tie_draws", "deletion_fill", "insertion_blur")
+#: The :class:`EvalConfig` fields ``facesal evaluate`` takes as they are (``methods`` is a comma list).
+_CLI_FIELDS = tuple(
+    "model patch mode grid_step stride fill budget steps ablation_images sanity_images max_images backend "
+    "gb_output ties tie_draws deletion_fill insertion_blur".split()
+)
 
 
 def run_cli(args: Any) -> int:
     """``facesal evaluate`` (argparse namespace from :mod:`facesal_fast.cli`); exit status 0.
     A bad setting raises ValueError, which the CLI turns into one line and exit status 2."""
-    cfg = EvalConfig(
-        model=args.model,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        patch=args.patch,
-        mode=args.mode,
-        grid_step=args.grid_step,
-        stride=args.stride,
-        fill=args.fill,
-        budget=args.budget,
-        steps=args.steps,
-        ablation_images=args.ablation_images,
-        sanity_images=args.sanity_images,
-        max_images=args.max_images,
-        backend=args.backend,
-        **{k: getattr(args, k) for k in _CONVENTION_OPTIONS if getattr(args, k, None) is not None},
-    )
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    given = {k: getattr(args, k) for k in _CLI_FIELDS if getattr(args, k, None) is not None}
+    cfg = EvalConfig(methods=methods, **given)
     evaluate(args.photos, args.out, cfg)
     print(f"facesal evaluate: {Path(args.out) / 'evaluate' / 'evaluate.html'}")
     return 0

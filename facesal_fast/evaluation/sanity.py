@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from facesal_fast.align import canonical_mask
+from facesal_fast.core.options import CISOptions
 from facesal_fast.evaluation.report import Section, Table
 from facesal_fast.methods import registry
 from facesal_fast.metrics import cascading_randomization, minmax, randomizable_layers
@@ -18,7 +19,7 @@ from facesal_fast.scoring.progress import inside_outer_bar, step_bar
 from facesal_fast.scoring.scorer import Scorer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import torch
 
@@ -31,18 +32,21 @@ GRADIENT_METHODS = ("gradcam", "guided-backprop", "lrp-epsilon")
 _SHOWN_STEPS = (0, 1, 2, 3, 5, 8)
 
 
-def sanity_cis(model: torch.nn.Module, item: Item, scorer: Any, cis_options: dict[str, Any]) -> np.ndarray:
+def sanity_cis(
+    model: torch.nn.Module, item: Item, scorer: Any, cis_options: CISOptions | Mapping[str, Any]
+) -> np.ndarray:
     """The canonical CIS of ``item`` under ``model`` (grid step >= 4), for the cascade.
 
     ``incremental=False``: the cascade randomises one module object in place, and an
     incremental model's cached activations of the input would outlive its weights."""
     sc = Scorer.from_torch(model, spec=scorer.spec, classes=scorer.classes, backend="torch", batch_size=256)
-    opts = {**cis_options, "mode": "grid", "grid_step": max(4, cis_options["grid_step"])}
-    return cis(item.face.image, sc, item.target, face=item.face, incremental=False, **opts).canonical
+    options = CISOptions.build(cis_options)
+    options = options.replace(mode="grid", grid_step=max(4, options.grid_step), incremental=False)
+    return cis(item.face.image, sc, item.target, face=item.face, **options.cis_keywords()).canonical
 
 
 def _explainers(
-    items: Sequence[Item], scorer: Any, cis_options: dict[str, Any], options: dict[str, Any]
+    items: Sequence[Item], scorer: Any, cis_options: CISOptions, options: dict[str, Any]
 ) -> dict[str, Callable[[torch.nn.Module, int], np.ndarray]]:
     """``method -> fn(model, i)``: CIS and the gradient methods of the ``i``-th item under ``model``."""
     explainers: dict[str, Callable[[torch.nn.Module, int], np.ndarray]] = {
@@ -122,7 +126,7 @@ def sanity_section(
     items: Sequence[Item],
     scorer: Any,
     module: torch.nn.Module,
-    cis_options: dict[str, Any],
+    cis_options: CISOptions,
     options: dict[str, Any],
     seed: int,
 ) -> Section:
