@@ -34,6 +34,7 @@ from facesal_fast.saliency.stats import (
     group_differences,
     permutation_test,
     share_estimates,
+    share_intervals,
     split_half_reliability,
 )
 
@@ -394,6 +395,10 @@ def test_the_old_confidence_keyword_sets_the_level_and_warns():
         assert share_estimates(shares[0], list("vwxyz"), confidence=0.8) == share_estimates(
             shares[0], list("vwxyz"), level=0.8
         )
+    with pytest.warns(DeprecationWarning) as caught:
+        intervals = share_intervals(shares[0], list("vwxyz"), confidence=0.8)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert intervals == share_intervals(shares[0], list("vwxyz"), level=0.8)
     with pytest.warns(DeprecationWarning):
         reliability = split_half_reliability(small[1], confidence=0.8)
     assert repr(reliability) == repr(split_half_reliability(small[1], level=0.8))

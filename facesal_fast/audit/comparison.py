@@ -393,7 +393,10 @@ def add_statistics_arguments(parser: argparse.ArgumentParser, unit: str = "group
         help=f"the test's null: {_meanings(TEST_METHOD_TEXT)}",
     )
     parser.add_argument(
-        "--seed", type=int, default=default.seed, help="seed of every random draw (results are reproducible)"
+        "--seed",
+        type=int,
+        default=default.seed,
+        help=f"seed of every random draw (default: {default.seed}; results are reproducible)",
     )
 
 

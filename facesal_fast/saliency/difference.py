@@ -358,6 +358,7 @@ def share_estimates(
     }
 
 
+@renamed_keywords(confidence="level")
 def share_intervals(shares: np.ndarray, region_names: list[str], **options) -> dict[str, tuple[float, float, float]]:
     """:func:`share_estimates` (same ``options``) as region -> (mean per-image share, CI low, CI high)."""
     return {name: (e.mean, e.low, e.high) for name, e in share_estimates(shares, region_names, **options).items()}
