@@ -23,7 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from facesal_fast.models import MODELS, load, load_module, weights_path  # noqa: E402
+from facesal_fast.models import KERAS_MODELS, load, load_module, weights_path  # noqa: E402
 
 
 def detect(folder: Path) -> list[tuple[str, np.ndarray, tuple[int, int, int, int]]]:
@@ -42,14 +42,14 @@ def detect(folder: Path) -> list[tuple[str, np.ndarray, tuple[int, int, int, int
 
 def main(folder: Path) -> None:
     faces = detect(folder)
-    scorers = {name: load(name, backend="torch") for name in MODELS}
+    scorers = {name: load(name, backend="torch") for name in KERAS_MODELS}
     inputs = np.stack([scorers["gender"].prepare(rgb, box)[0] for _, rgb, box in faces]).astype(np.float32)
     x = (inputs / 255.0 - 0.5) / 0.5  # N x 64 x 64 x 1, the models' normalisation
     print(f"{len(faces)} faces in {len({f for f, _, _ in faces})} photos\n")
     print("| model | layers compared | max abs diff (any layer) | max abs diff (probabilities) | top-1 agreement |")
     print("|---|---|---|---|---|")
     predictions = {}
-    for name in MODELS:
+    for name in KERAS_MODELS:
         reference = keras.saving.load_model(str(weights_path(name)), compile=False)
         probe = keras.Model(reference.inputs, [layer.output for layer in reference.layers])
         keras_outs = [np.asarray(o) for o in probe.predict(x, verbose=0, batch_size=64)]
@@ -70,9 +70,9 @@ def main(folder: Path) -> None:
     print("|---|---|---|---|---|")
     for i, (file, _, box) in enumerate(faces):
         cells = []
-        for name in MODELS:
+        for name in KERAS_MODELS:
             p = predictions[name][i]
-            cells.append(f"{MODELS[name].classes[int(p.argmax())]} {p.max():.2f}")
+            cells.append(f"{KERAS_MODELS[name].classes[int(p.argmax())]} {p.max():.2f}")
         print(f"| {file} | {box} | " + " | ".join(cells) + " |")
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from photos import FACES, requires_full_photos
 
-from facesal_fast.models import MODELS, from_keras_h5, load, load_module, weights_path
+from facesal_fast.models import KERAS_MODELS, from_keras_h5, load, load_module, weights_path
 from facesal_fast.models.keras_h5 import read_keras_h5
 
 # face boxes found by dlib's HOG detector (scripts/keras_reference.py); labels checked by eye
@@ -32,7 +32,7 @@ def _rgb(name):
 def test_bundled_weights_and_licence_ship_with_the_package():
     folder = weights_path("gender").parent
     assert (folder / "LICENSE-face_classification.txt").is_file()
-    for name, spec in MODELS.items():
+    for name, spec in KERAS_MODELS.items():
         model = read_keras_h5(weights_path(name))
         assert model.input_shape == (64, 64, 1)
         assert load_module(name).num_outputs == len(spec.classes)
@@ -80,3 +80,17 @@ def test_softmax_output_option_matches_logits():
     x = torch.randn(3, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(torch.softmax(logits_net(x), 1), probs_net(x))
+
+
+def test_models_is_a_deprecated_name_of_keras_models():
+    from facesal_fast import models
+    from facesal_fast.models import registry
+
+    assert set(models.KERAS_MODELS) == {"gender", "expression-fer", "expression-kdef"}
+    assert set(models.CLASSIFIERS) >= set(models.KERAS_MODELS) | set(models.DLIB_CLASSIFIERS)
+    for module in (models, registry):
+        with pytest.warns(DeprecationWarning, match=r"MODELS is deprecated; use .*KERAS_MODELS"):
+            assert module.MODELS is registry.KERAS_MODELS
+        with pytest.raises(AttributeError, match="no attribute 'KERAS'"):
+            _ = module.KERAS
+    assert "MODELS" not in models.__all__ and set(registry.__all__) <= set(models.__all__)

@@ -152,7 +152,7 @@ def test_age_puts_the_adults_of_the_bundled_photos_in_adult_bins(labels):
 def test_the_two_gender_models_agree_on_most_bundled_photos(labels):
     agree = np.array(labels["gender"]) == np.array(labels["gender-dlib"])
     assert agree.mean() >= 0.8, list(zip(PHOTOS, labels["gender"], labels["gender-dlib"]))
-    assert models.DLIB_CLASSIFIERS["gender-dlib"].classes == models.MODELS["gender"].classes
+    assert models.DLIB_CLASSIFIERS["gender-dlib"].classes == models.KERAS_MODELS["gender"].classes
 
 
 @pytest.mark.parametrize("name", ["age", "gender-dlib"])

@@ -12,7 +12,7 @@ keras = pytest.importorskip("keras", reason="keras is not installed (pip install
 
 from photos import FACES  # noqa: E402
 
-from facesal_fast.models import MODELS, load_module, weights_path  # noqa: E402
+from facesal_fast.models import KERAS_MODELS, load_module, weights_path  # noqa: E402
 
 PHOTOS = ["img1.jpg", "img5.jpg", "img12.jpg", "couple.jpg"]
 
@@ -32,7 +32,7 @@ def _keras_input() -> np.ndarray:
     return (x - 0.5) * 2.0
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(KERAS_MODELS))
 def test_every_layer_matches_keras(name):
     reference = keras.saving.load_model(str(weights_path(name)), compile=False)
     probe = keras.Model(reference.inputs, [layer.output for layer in reference.layers])

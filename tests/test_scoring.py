@@ -366,3 +366,172 @@ def test_scorer_without_input_size_takes_images_as_they_are():
             _reference_scores(net, image, centers, 5, 0.0, 3),
             atol=1e-6,
         )
+
+
+# ----------------------------------------------------------------------------- shared batches, batch sizes
+
+
+def _counting_scorer(cls=Scorer, batch_size=64):
+    """A black-box ``cls`` scorer on 8 x 8 RGB inputs and the list of its backend's batch sizes."""
+    calls = []
+
+    def fn(batch):
+        calls.append(len(batch))
+        return np.stack([batch.mean((1, 2, 3)), -batch.mean((1, 2, 3))], 1).astype(np.float32)
+
+    return cls.from_callable(fn, 8, batch_size=batch_size), calls
+
+
+def _two_requests(scorer):
+    from facesal_fast.scoring.batching import Windows
+
+    image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    centers = np.array([[1.0, 1.0], [4.0, 4.0], [6.0, 2.0]], np.float32)
+    return [Windows(scorer, image, centers, 3, target=0), Windows(scorer, image[::-1].copy(), centers, 3, target=0)]
+
+
+class _LoggedScorer(Scorer):
+    """Overrides score_occluded (to count calls) but scores as Scorer does, and says so."""
+
+    shares_batches = True
+    calls = 0
+
+    def score_occluded(self, *args, **kwargs):
+        type(self).calls += 1
+        return super().score_occluded(*args, **kwargs)
+
+
+class _OwnScoring(Scorer):
+    """Overrides score_occluded with other scores and does not declare shared batches."""
+
+    def score_occluded(self, input_image, centers, patch, fill="black", target=None, batch_size=None):
+        return np.full(len(centers), 7.0, np.float32)
+
+
+def test_shared_batches_follow_the_declared_capability_not_the_method_name():
+    from facesal_fast.scoring.batching import score_windows
+
+    plain, plain_calls = _counting_scorer()
+    alone = [r.score() for r in _two_requests(plain)]
+    plain_calls.clear()
+    np.testing.assert_array_equal(np.concatenate(score_windows(_two_requests(plain))), np.concatenate(alone))
+    assert plain_calls == [6]  # both photos' windows in one batch
+
+    logged, logged_calls = _counting_scorer(_LoggedScorer)
+    assert logged.shares_batches
+    got = score_windows(_two_requests(logged))
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(alone))
+    assert logged_calls == [6]  # an override that declares it still shares (by name it did not)
+
+    own, own_calls = _counting_scorer(_OwnScoring)
+    assert not own.shares_batches and not _OwnScoring.shares_batches
+    assert [list(s) for s in score_windows(_two_requests(own))] == [[7.0] * 3] * 2  # its override, not the batch
+    assert own_calls == []
+
+
+class _ForeignScorer:
+    """Another package's ``Scorer``: its ``score_occluded`` has the qualified name of ours and it
+    has an ``occluded_batch``, but it says nothing about shared batches."""
+
+    def __init__(self):
+        self.requests = 0
+
+    def occluded_batch(self, *args):
+        raise AssertionError("a foreign scorer's batches are not built by score_windows")
+
+    def score_occluded(self, image, centers, patch, fill="black", target=None):
+        self.requests += 1
+        return np.zeros(len(centers), np.float32)
+
+
+_ForeignScorer.__qualname__ = _ForeignScorer.__name__ = "Scorer"
+_ForeignScorer.score_occluded.__qualname__ = "Scorer.score_occluded"
+
+
+def test_a_foreign_class_named_scorer_scores_each_request_alone():
+    from facesal_fast.scoring.batching import score_windows
+
+    foreign = _ForeignScorer()
+    assert [len(s) for s in score_windows(_two_requests(foreign))] == [3, 3]
+    assert foreign.requests == 2
+
+
+def test_one_batch_size_policy_requested_then_fixed_then_automatic():
+    from facesal_fast.scoring.batching import batch_size_for
+
+    cpu = torch.device("cpu")
+    fixed, _ = _counting_scorer(batch_size=5)
+    auto, _ = _counting_scorer(batch_size=None)
+    assert fixed.batch_size_for((3, 8, 8), 100) == 5
+    assert fixed.batch_size_for((3, 8, 8), 100, requested=2) == 2
+    assert auto.batch_size_for((3, 8, 8), 100) == 100 == auto_batch_size((3, 8, 8), cpu, 100)
+    assert auto.batch_size_for((3, 224, 224), 100) == 8
+    # the backend's CPU cap (CallableBackend: 256; a torch backend: 64)
+    assert auto.batch_size_for((1, 8, 8)) == auto.backend.cpu_max_batch == 256
+    assert _scorer(_net()).batch_size_for((1, 8, 8)) == 64
+    # batches of patch boxes (incremental inference): 4x the uncapped size, at most 256 and the total
+    assert auto.batch_size_for((3, 224, 224), 1000, boxes=True) == 32
+    assert auto.batch_size_for((1, 64, 64), 1000, boxes=True) == 256
+    assert auto.batch_size_for((1, 64, 64), 10, boxes=True) == 10
+    assert auto.batch_size_for((1, 64, 64), 0, boxes=True) == 1
+    assert batch_size_for((3, 224, 224), cpu, requested=3, fixed=4) == 3
+    assert batch_size_for((3, 224, 224), cpu, fixed=4) == 4
+
+
+def test_every_scoring_path_asks_the_scorer_for_its_batch_size(monkeypatch):
+    from facesal_fast.scoring.batching import score_windows
+    from facesal_fast.speed import IncrementalScorer
+
+    asked = []
+
+    def three(self, input_shape, total=None, requested=None, *, boxes=False):
+        asked.append((tuple(input_shape), total, requested, boxes))
+        return 3
+
+    monkeypatch.setattr(Scorer, "batch_size_for", three)
+    scorer, calls = _counting_scorer(batch_size=None)
+    image, centers = np.zeros((8, 8, 3), np.uint8), np.full((7, 2), 4.0, np.float32)
+    scorer.score_occluded(image, centers, 3, target=0)
+    assert calls == [3, 3, 1] and asked[-1] == ((3, 8, 8), 7, None, False)
+    calls.clear()
+    score_windows(_two_requests(scorer))
+    assert calls == [3, 3] and asked[-1] == ((3, 8, 8), 6, None, False)
+    net = _net()
+    incremental = IncrementalScorer(_scorer(net))
+    scores = incremental.score_occluded(_image(), centers, 3, target=0, batch_size=2)
+    assert asked[-1] == ((3, 20, 24), 7, 2, True)
+    np.testing.assert_allclose(scores, _scorer(net).score_occluded(_image(), centers, 3, target=0), atol=1e-5)
+
+
+def test_kind_is_a_deprecated_alias_of_confidence_name():
+    scorer = _scorer(_net(), confidence="logit")
+    assert scorer.confidence_name == "logit"
+    with pytest.warns(DeprecationWarning, match="confidence_name"):
+        assert scorer.kind == "logit"
+    assert "confidence='logit'" in repr(scorer)
+
+
+# ----------------------------------------------------------------------------- face preparation
+
+
+def test_prepare_is_the_scorers_face_preparation():
+    import warnings
+
+    from facesal_fast.scoring.face_input import FacePreparation
+
+    scorer, image, box = _scorer(_net()), _image(40, 48), (8, 6, 30, 28)
+    assert isinstance(scorer.face_preparation, FacePreparation) and scorer.face_preparation.spec is scorer.spec
+    for got, want in zip(scorer.prepare(image, box), FacePreparation(scorer.spec)(image, box)):
+        np.testing.assert_array_equal(got, want)
+    whole = Scorer.from_torch(_net(), (20, 24), backend="torch", crop="none", mean=MEAN, std=STD)
+    bound = whole.with_confidence(lambda out: out[:, 0])
+    wide = np.zeros((400, 480, 3), np.uint8)
+    with pytest.warns(UserWarning, match="crop='none'") as caught:
+        whole.prepare(wide, box)
+    assert caught[0].filename == __file__  # the warning points at the caller of prepare
+    with pytest.warns(UserWarning, match="crop='none'"):
+        bound.prepare(wide, box)  # a scorer of its own: warned once too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole.prepare(wide, box)
+        bound.prepare(wide, box)

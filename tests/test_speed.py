@@ -551,6 +551,24 @@ def test_a_batch_of_photos_shares_occlusion_batches_and_equals_one_at_a_time(opt
         np.testing.assert_allclose(shared.canonical, one.canonical, atol=1e-6)
 
 
+def test_incremental_requests_are_scored_one_photo_at_a_time():
+    """An IncrementalScorer forwards attributes to its Scorer but not the shared-batch
+    capability: each photo's windows run through its own incremental score_occluded."""
+    from facesal_fast.scoring.batching import Windows, score_windows
+
+    net = _randomise_bn(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten()))
+    scorer = Scorer.from_torch(net, 8, backend="torch", mean=0.0, std=1.0)
+    incremental = IncrementalScorer(scorer)
+    assert scorer.shares_batches and not incremental.shares_batches
+    seen = []
+    incremental.score_occluded = lambda *args, **kwargs: seen.append(len(args[1])) or np.zeros(len(args[1]))
+    rng = np.random.default_rng(0)
+    requests = [
+        Windows(incremental, rng.integers(0, 255, (8, 8, 3), np.uint8), np.full((k, 2), 3.0), 3) for k in (2, 5)
+    ]
+    assert [len(s) for s in score_windows(requests)] == [2, 5] and seen == [2, 5]
+
+
 def test_a_failing_photo_of_a_batch_raises_its_own_error(tmp_path):
     from facesal_fast import models
     from facesal_fast.align.errors import ImageError

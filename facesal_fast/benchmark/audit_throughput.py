@@ -28,7 +28,7 @@ import torch
 from facesal_fast import models
 from facesal_fast.audit.runner import Audit
 from facesal_fast.benchmark.cases import FACES
-from facesal_fast.scoring import auto_batch_size, batching
+from facesal_fast.scoring import batching
 
 __all__ = ["bench_audit", "main"]
 
@@ -52,7 +52,7 @@ def _bare_forward(scorer: Any) -> tuple[int, Callable[[list[int]], float]]:
     """(the audit's batch size, seconds of a list of window counts through the model alone
     in batches of that size)."""
     shape = (scorer.channels, *scorer.input_size)
-    size = auto_batch_size(shape, scorer.backend.device, None, scorer.backend.cpu_max_batch)
+    size = scorer.batch_size_for(shape)
     batch = torch.randn(size, *shape)
 
     def seconds(counts: list[int]) -> float:

@@ -136,7 +136,7 @@ class CanonicalOcclusion:
         for photo in tensor_images(batch, "inputs"):
             prediction = self.scorer.predict_input(self.scorer.prepare(photo, self._face(photo))[0])
             rows.append(torch.as_tensor(prediction.outputs)[None])
-        outputs = class_scores(torch.cat(rows), self.scorer.kind, self.scorer.outputs)
+        outputs = class_scores(torch.cat(rows), self.scorer.confidence_name, self.scorer.outputs)
         return outputs.to(inputs.device)
 
     __call__ = forward

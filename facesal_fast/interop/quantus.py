@@ -75,7 +75,8 @@ class QuantusModel(nn.Module):
         if scorer.crop == "chip":
             raise ValueError("quantus_model takes face-crop scorers; a dlib chip scorer (crop='chip') is not supported")
         self.net = scorer.module
-        self.spec, self.classes, self.outputs, self.kind = scorer.spec, scorer.classes, scorer.outputs, scorer.kind
+        self.spec, self.classes, self.outputs = scorer.spec, scorer.classes, scorer.outputs
+        self.kind = scorer.confidence_name
         self.aligner = aligner
         self._known: list[tuple[str, np.ndarray, AlignedFace]] = []  # (space, C x H x W input, its face)
         self.eval()  # Quantus asks for a module in evaluation mode

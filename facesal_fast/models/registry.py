@@ -8,6 +8,9 @@ preprocessing reproduces the training: grey 64 x 64 face crop, ``x / 255``, then
 OpenCV Haar boxes by 20-30 px sideways and 40-60 px vertically, i.e. roughly 0.1-0.3 of
 a typical box; we use one square, documented margin for all).
 
+They are :data:`KERAS_MODELS` (named ``MODELS`` before; that name still reads them, with a
+``DeprecationWarning``, for one release).
+
 ``"dlib-resnet"`` (:data:`EMBEDDING_MODELS`) is dlib's 128-d ResNet face descriptor
 (CC0, :mod:`facesal_fast.models.dlib_resnet`, no dlib needed): a Scorer with
 ``crop="chip"`` (dlib's 150 x 150 chip from 5 landmarks), ``outputs="embedding"`` and
@@ -23,6 +26,7 @@ bundled classifier (what ``facesal audit --model`` takes).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -53,7 +57,7 @@ __all__ = [
     "CLASSIFIERS",
     "DLIB_CLASSIFIERS",
     "EMBEDDING_MODELS",
-    "MODELS",
+    "KERAS_MODELS",
     "ModelSpec",
     "load",
     "load_module",
@@ -70,7 +74,8 @@ class ModelSpec:
     task: str
 
 
-MODELS: dict[str, ModelSpec] = {
+#: The mini-XCEPTION classifiers ported from Keras HDF5 files: name -> spec (HDF5 file, classes, task).
+KERAS_MODELS: dict[str, ModelSpec] = {
     "gender": ModelSpec("gender_mini_XCEPTION.21-0.95.hdf5", ("woman", "man"), "gender (IMDB faces)"),
     "expression-fer": ModelSpec(
         "fer2013_mini_XCEPTION.107-0.66.hdf5",
@@ -86,7 +91,7 @@ MODELS: dict[str, ModelSpec] = {
 
 MEAN, STD, CROP_MARGIN = 0.5, 0.5, 0.2
 
-#: Bundled embedding (face-descriptor) models: name -> task. Kept apart from :data:`MODELS`
+#: Bundled embedding (face-descriptor) models: name -> task. Kept apart from :data:`CLASSIFIERS`
 #: (the classifiers the CLI, evaluate and audits iterate over).
 EMBEDDING_MODELS: dict[str, str] = {
     "dlib-resnet": "128-d face descriptor, dlib_face_recognition_resnet_model_v1 (CC0); eq. 7 / eq. 8 saliency",
@@ -105,14 +110,31 @@ BLACK_BOX_MODELS: dict[str, ModelSpec] = {
     ),
 }
 #: Every bundled classifier, by name (``facesal audit --model NAME``).
-CLASSIFIERS: tuple[str, ...] = (*MODELS, *DLIB_CLASSIFIERS, *BLACK_BOX_MODELS)
+CLASSIFIERS: tuple[str, ...] = (*KERAS_MODELS, *DLIB_CLASSIFIERS, *BLACK_BOX_MODELS)
+#: Former names kept one release: old name -> new name.
+DEPRECATED_NAMES = {"MODELS": "KERAS_MODELS"}
+
+
+def deprecated_name(module: str, name: str) -> Any:
+    """The value of ``name`` in this module when it is a former name (:data:`DEPRECATED_NAMES`),
+    with a ``DeprecationWarning`` naming its new name; ``AttributeError`` (naming ``module``,
+    where it was looked up) for any other."""
+    if name not in DEPRECATED_NAMES:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new = DEPRECATED_NAMES[name]
+    warnings.warn(f"{module}.{name} is deprecated; use {module}.{new}", DeprecationWarning, stacklevel=3)
+    return globals()[new]
+
+
+def __getattr__(name: str) -> Any:
+    return deprecated_name(__name__, name)
 
 
 def weights_path(name: str) -> Path:
     """Path of a bundled classifier's weight file (HDF5, ONNX, or MediaPipe's Face Mesh ``.tflite``)."""
     if name in BLACK_BOX_MODELS:
         return head_pose.landmark_model_path()
-    spec = MODELS.get(name) or DLIB_CLASSIFIERS.get(name)
+    spec = KERAS_MODELS.get(name) or DLIB_CLASSIFIERS.get(name)
     if spec is None:
         raise ValueError(f"unknown model {name!r}; bundled classifiers are {sorted(CLASSIFIERS)}")
     return Path(str(resources.files("facesal_fast.models") / "weights" / spec.file))
@@ -184,7 +206,7 @@ def _load(
         return _load_dlib_classifier(name, confidence, runtime)
     if name in BLACK_BOX_MODELS:
         return head_pose.head_pose_scorer(confidence=confidence, batch_size=batch_size)
-    if name not in MODELS:
+    if name not in KERAS_MODELS:
         raise ValueError(f"unknown model {name!r}; bundled models are {sorted(CLASSIFIERS) + sorted(EMBEDDING_MODELS)}")
     module = load_module(name)
     h, w, c = 64, 64, 1
@@ -199,7 +221,7 @@ def _load(
         grayscale=True,
         crop="face",
         crop_margin=crop_margin,
-        classes=MODELS[name].classes,
+        classes=KERAS_MODELS[name].classes,
         outputs="logits",
         confidence=confidence,
         **runtime,

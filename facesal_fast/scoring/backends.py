@@ -22,7 +22,7 @@ from torch import nn
 
 from facesal_fast.scoring.probe_cache import weights_digest
 
-__all__ = ["Backend", "TorchBackend", "OnnxBackend", "CallableBackend", "export_onnx"]
+__all__ = ["Backend", "TorchBackend", "OnnxBackend", "CallableBackend", "export_onnx", "onnx_input_layout"]
 
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -169,6 +169,26 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, int, int], cache_dir:
             )
         tmp.replace(path)  # atomic: concurrent exports never see a half-written file
     return path
+
+
+def onnx_input_layout(path: str | Path) -> tuple[str, int, tuple[int, int]]:
+    """``(layout "nchw" | "nhwc", channels 1 | 3, (H, W))`` of an ONNX model's single input,
+    which must be static except for the batch axis; ``ValueError`` naming ``path`` otherwise."""
+    import onnx  # about 2 s to import: only for a model given as an ONNX file
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: expected one input, got {len(inputs)}")
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        raise ValueError(f"{path}: expected a static N x C x H x W or N x H x W x C input, got {dims}")
+    if dims[1] in (1, 3):
+        return "nchw", dims[1], (dims[2], dims[3])
+    if dims[3] in (1, 3):
+        return "nhwc", dims[3], (dims[1], dims[2])
+    raise ValueError(f"{path}: cannot find a 1- or 3-channel axis in input shape {dims}")
 
 
 class OnnxBackend(Backend):

@@ -14,7 +14,7 @@ import torch
 
 from facesal_fast.core.validate import one_target
 
-__all__ = ["Confidence", "class_confidence", "class_scores", "resolve_class"]
+__all__ = ["Confidence", "check_class_outputs", "class_confidence", "class_scores", "resolve_class"]
 
 Confidence = Callable[[torch.Tensor], torch.Tensor]
 
@@ -98,3 +98,29 @@ def check_probabilities(out: torch.Tensor) -> None:
         f"{float(sums.min()):.4g} to {float(sums.max()):.4g} (probabilities lie in [0, 1] and sum to 1); "
         "if the model returns logits (scores before a softmax), build the scorer with outputs='logits'"
     )
+
+
+def check_class_outputs(
+    outputs: torch.Tensor, classes: Sequence[str] | None, confidence: str, model_outputs: str
+) -> torch.Tensor:
+    """``outputs`` (``K x D``) if a class confidence (``confidence`` ``"softmax"`` / ``"logit"``
+    of a model returning ``model_outputs`` ``"logits"`` / ``"probabilities"``) can use them.
+
+    Raises ``ValueError`` naming the expected shape when ``D`` differs from the number of
+    ``classes``, or when ``D`` is 1 under a softmax of logits (the probability of the only
+    class is always 1: every occlusion drop would be 0, an all-zero map), or when the model
+    returns probabilities and a row is no probability distribution (:func:`check_probabilities`)."""
+    k, d = int(outputs.shape[0]), int(outputs.shape[1])
+    if classes is not None and d != len(classes):
+        raise ValueError(
+            f"the model returned outputs of shape {(k, d)} (a 1-D (K,) output reads as (K, 1)); expected "
+            f"({k}, {len(classes)}): one score per class of classes={classes}"
+        )
+    if d == 1 and confidence == "softmax" and model_outputs == "logits":
+        raise ValueError(
+            f"the model returned one score per image (shape {(k, d)}); a softmax over one logit is always 1. "
+            f"Return ({k}, D) scores with D >= 2 classes, or use confidence='logit' for a single score"
+        )
+    if model_outputs == "probabilities":
+        check_probabilities(outputs)
+    return outputs

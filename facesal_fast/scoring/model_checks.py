@@ -5,9 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from facesal_fast.core.validate import torch_device
 from facesal_fast.scoring.backends import TorchBackend
 
-__all__ = ["check_first_forward"]
+__all__ = ["check_first_forward", "module_device"]
+
+
+def module_device(module: nn.Module, device: str | torch.device | None) -> torch.device:
+    """``device`` (checked), else the device of ``module``'s weights (the CPU without any);
+    ``ValueError`` when the weights are on the meta device (not loaded)."""
+    first = next(module.parameters(), None)
+    if first is not None and first.is_meta:
+        raise ValueError("the module's weights are on the meta device (not loaded): load them before from_torch")
+    return torch_device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
 
 
 def check_first_forward(module: nn.Module, input_shape: tuple[int, int, int], device: torch.device) -> None:

@@ -14,7 +14,15 @@ import torch
 
 from facesal_fast.ops.checks import per_channel
 
-__all__ = ["CROPS", "FIELDS", "Preprocessing", "check_normalisation", "check_stated_normalisation"]
+__all__ = [
+    "CROPS",
+    "FIELDS",
+    "Preprocessing",
+    "SpecField",
+    "check_normalisation",
+    "check_stated_normalisation",
+    "module_spec",
+]
 
 CROPS = ("face", "none", "chip", "auto")
 
@@ -172,3 +180,35 @@ class Preprocessing:
 
 #: The field names of :class:`Preprocessing`, in order.
 FIELDS = tuple(field.name for field in dataclasses.fields(Preprocessing))
+
+
+def module_spec(
+    spec: Preprocessing | None, input_size: Any, grayscale: bool | None, fields: dict[str, Any]
+) -> Preprocessing:
+    """``Scorer.from_torch``'s spec: ``spec`` with ``fields`` replaced, ``input_size`` and
+    ``grayscale`` (``channels=1``) where given, and ``crop`` (None: the spec's) defaulting,
+    without a ``spec``, to ``"auto"`` with an ``input_size`` and ``"none"`` without one."""
+    fields = dict(fields)
+    if input_size is not None:
+        fields["input_size"] = input_size
+    if grayscale is not None:
+        fields["channels"] = 1 if grayscale else 3
+    if fields.get("crop") is None:
+        fields.pop("crop", None)
+        if spec is None:
+            fields["crop"] = "auto" if input_size is not None else "none"
+    return Preprocessing.of(spec, **fields)
+
+
+class SpecField:
+    """A read-only attribute of a scorer (anything with a ``spec``): the field of the same name
+    of its frozen :class:`Preprocessing`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, scorer: Any, owner: type | None = None) -> Any:
+        return self if scorer is None else getattr(scorer.spec, self.name)
+
+    def __set__(self, scorer: Any, value: Any) -> None:
+        raise AttributeError(f"{self.name} is part of the scorer's frozen spec; build a scorer with another spec")

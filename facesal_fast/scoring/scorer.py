@@ -1,7 +1,9 @@
 """Scorer: one face model + its preprocessing + a confidence function, fast on occluded batches.
 
 A scorer separates geometry from photometry. :meth:`Scorer.prepare` crops/resizes an
-image into the model's input geometry once (returning the 2 x 3 image -> input affine);
+image into the model's input geometry once (returning the 2 x 3 image -> input affine;
+the face preparation itself, MediaPipe alignment for chips included, is
+:class:`~facesal_fast.scoring.face_input.FacePreparation`);
 :meth:`Scorer.score_occluded` then draws the occlusion patches in that geometry and
 normalises in the same pass (``ops.occlude_batch`` with the scorer's mean/std/scale,
 layout and dtype), runs the backend batch by batch (producer overlapped with inference)
@@ -11,52 +13,46 @@ and applies the confidence function on the device.
 from __future__ import annotations
 
 import copy
-import hashlib
 import sys
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from facesal_fast import ops
-from facesal_fast.align import default_aligner
 from facesal_fast.core.validate import torch_device
-from facesal_fast.scoring.backends import Backend, CallableBackend, OnnxBackend, export_onnx
-from facesal_fast.scoring.batching import auto_batch_size, run_pipelined
+from facesal_fast.scoring.backends import Backend, CallableBackend, onnx_input_layout
+from facesal_fast.scoring.batching import batch_size_for, run_pipelined
 from facesal_fast.scoring.confidence import (
     Confidence,
-    check_probabilities,
+    check_class_outputs,
     class_confidence,
     class_scores,
     resolve_class,
 )
-from facesal_fast.scoring.geometry import FaceBox, box_tuple, chip_geometry, five_points, to_model_geometry
-from facesal_fast.scoring.model_checks import check_first_forward
-from facesal_fast.scoring.preprocessing import Preprocessing, check_normalisation, check_stated_normalisation
-from facesal_fast.scoring.progress import step_bar
-from facesal_fast.scoring.selection import (
-    BACKENDS,
-    ProbeResult,
-    auto_backend,
-    torch_backend,
+from facesal_fast.scoring.face_input import FacePreparation
+from facesal_fast.scoring.model_checks import check_first_forward, module_device
+from facesal_fast.scoring.preprocessing import (
+    Preprocessing,
+    SpecField,
+    check_normalisation,
+    check_stated_normalisation,
+    module_spec,
 )
-from facesal_fast.scoring.tensorrt_backend import TensorRTBackend
+from facesal_fast.scoring.progress import step_bar
+from facesal_fast.scoring.selection import BACKENDS, ProbeResult, named_backend, onnx_file_backend
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from facesal_fast.scoring.geometry import FaceBox
+
 __all__ = ["Preprocessing", "Prediction", "Scorer"]
 
 Target = int | str | None
-#: With ``crop="none"``, warn when the face box's side is under this fraction of the photo's shorter side.
-SMALL_FACE = 0.4
-_CHIP_POINTS_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (image key, box) -> 5 points
-_CHIP_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -69,39 +65,6 @@ class Prediction:
     label: str | None
     probabilities: np.ndarray
     outputs: np.ndarray
-
-
-def _onnx_input_dims(path: str | Path) -> list[int | str]:
-    """Dimensions of an ONNX model's single input (ints, or names for symbolic axes)."""
-    import onnx  # about 2 s to import: only for a model given as an ONNX file
-
-    model = onnx.load(str(path), load_external_data=False)
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise ValueError(f"{path}: expected one input, got {len(inputs)}")
-    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
-
-
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
-
-
-class _SpecField:
-    """A read-only :class:`Scorer` attribute: the field of the same name of ``scorer.spec``."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, scorer: Any, owner: type | None = None) -> Any:
-        return self if scorer is None else getattr(scorer.spec, self.name)
-
-    def __set__(self, scorer: Any, value: Any) -> None:
-        raise AttributeError(f"{self.name} is part of the scorer's frozen spec; build a scorer with another spec")
 
 
 class Scorer:
@@ -126,8 +89,14 @@ class Scorer:
         outputs: ``"logits"`` or ``"probabilities"`` (what the model returns), or
             ``"embedding"`` (a descriptor: score it through :meth:`with_confidence`, e.g.
             :func:`facesal_fast.saliency.identity.identification_scorer`).
-        kind: classification confidence ``"softmax"`` or ``"logit"``.
-        batch_size: fixed batch size, or None for :func:`auto_batch_size`.
+        confidence_name: classification confidence ``"softmax"`` or ``"logit"`` (``kind``,
+            its former name, reads it with a ``DeprecationWarning``).
+        batch_size: fixed batch size, or None for automatic (:meth:`batch_size_for`).
+        face_preparation: the :class:`~facesal_fast.scoring.face_input.FacePreparation` that
+            :meth:`prepare` runs.
+        shares_batches: (class attribute) windows of several images on this scorer may share
+            batches (:class:`~facesal_fast.scoring.batching.SharedBatchScorer`); False for a
+            subclass overriding :meth:`score_occluded` unless it sets it True itself.
         probe: the ``backend="auto"`` probe table read from the probe stored on disk (empty
             when a backend was named, and before a first probe: then the backend's
             ``probes`` fills per input shape once the work pays for it).
@@ -135,14 +104,22 @@ class Scorer:
             by incremental inference whatever the backend.
     """
 
-    input_size = _SpecField()
-    channels = _SpecField()
-    mean = _SpecField()
-    std = _SpecField()
-    scale = _SpecField()
-    crop = _SpecField()
-    crop_margin = _SpecField()
-    chip_padding = _SpecField()
+    input_size = SpecField()
+    channels = SpecField()
+    mean = SpecField()
+    std = SpecField()
+    scale = SpecField()
+    crop = SpecField()
+    crop_margin = SpecField()
+    chip_padding = SpecField()
+    shares_batches: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass with its own ``score_occluded`` scores each request alone unless it says
+        ``shares_batches = True`` (shared batches would bypass its override)."""
+        super().__init_subclass__(**kwargs)
+        if "score_occluded" in vars(cls) and "shares_batches" not in vars(cls):
+            cls.shares_batches = False
 
     def __init__(
         self,
@@ -162,15 +139,22 @@ class Scorer:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if outputs != "embedding":
-            class_confidence(0, confidence, outputs)  # validates kind and outputs
+            class_confidence(0, confidence, outputs)  # validates the confidence name and outputs
         if backend.input_dtype == torch.float16:
             check_normalisation(spec.mean, spec.std, spec.scale, spec.channels, half=True)
         self.backend, self.spec = backend, spec
+        self.face_preparation = FacePreparation(spec)
         self.classes = list(classes) if classes is not None else None
-        self.outputs, self.kind, self.batch_size = outputs, confidence, batch_size
+        self.outputs, self.confidence_name, self.batch_size = outputs, confidence, batch_size
         self.probe = list(probe)
         self.module = module
         self._confidence: Confidence | None = None
+
+    @property
+    def kind(self) -> str:
+        """Deprecated (one release): :attr:`confidence_name`."""
+        warnings.warn("Scorer.kind is deprecated; use Scorer.confidence_name", DeprecationWarning, stacklevel=2)
+        return self.confidence_name
 
     # ------------------------------------------------------------------ construction
 
@@ -213,48 +197,22 @@ class Scorer:
         ``precision``: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA.
         """
         check_stated_normalisation(preprocessing, spec is not None)
-        if input_size is not None:
-            preprocessing["input_size"] = input_size
-        if grayscale is not None:
-            preprocessing["channels"] = 1 if grayscale else 3
-        if preprocessing.get("crop") is None:
-            preprocessing.pop("crop", None)
-            if spec is None:
-                preprocessing["crop"] = "auto" if input_size is not None else "none"
-        spec = Preprocessing.of(spec, **preprocessing)
+        spec = module_spec(spec, input_size, grayscale, preprocessing)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        first = next(module.parameters(), None)
-        if first is not None and first.is_meta:
-            raise ValueError("the module's weights are on the meta device (not loaded): load them before from_torch")
-        dev = (
-            torch_device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
-        )
+        dev = module_device(module, device)
         shape = (spec.channels, *spec.input_size) if spec.input_size else None
         if backend not in ("torch", "auto") and shape is None:
             raise ValueError(f"backend={backend!r} needs a fixed input_size (the export shape)")
         if shape is not None:
             check_first_forward(module, shape, dev)
-        bs = batch_size or (auto_batch_size(shape, dev) if shape else None)
-        probe: list[ProbeResult] = []
-        if backend == "auto":  # a probe stored on disk, else probed per shape once the work pays for it
-            chosen, probe = auto_backend(module, shape, dev, precision, bs, cache_dir, compile)
-        elif backend == "torch":
-            chosen = torch_backend(module, dev, precision, channels_last, cuda_graphs, compile)
-        elif backend == "onnx":
-            chosen = OnnxBackend(export_onnx(module, shape, cache_dir), dev)
-        else:
-            chosen = TensorRTBackend(export_onnx(module, shape, cache_dir), shape, bs, dev, fp16=precision != "fp32")
-        return cls(
-            chosen,
-            spec,
-            classes=classes,
-            outputs=outputs,
-            confidence=confidence,
-            batch_size=batch_size,
-            probe=probe,
-            module=module,
+        bs = batch_size_for(shape, dev, requested=batch_size) if shape else (batch_size or None)
+        # "auto": a probe stored on disk, else probed per shape once the work pays for it
+        chosen, probe = named_backend(
+            backend, module, shape, dev, precision, bs, channels_last, cuda_graphs, compile, cache_dir
         )
+        model = dict(classes=classes, outputs=outputs, confidence=confidence, batch_size=batch_size)
+        return cls(chosen, spec, probe=probe, module=module, **model)
 
     @classmethod
     def from_onnx(
@@ -281,25 +239,11 @@ class Scorer:
         given = sorted({"input_size", "channels"} & set(preprocessing))
         if given:
             raise ValueError(f"{', '.join(given)}: read from the ONNX model's input shape, not given")
-        dims = _onnx_input_dims(path)
-        if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
-            raise ValueError(f"{path}: expected a static N x C x H x W or N x H x W x C input, got {dims}")
-        if dims[1] in (1, 3):
-            layout, channels, size = "nchw", dims[1], (dims[2], dims[3])
-        elif dims[3] in (1, 3):
-            layout, channels, size = "nhwc", dims[3], (dims[1], dims[2])
-        else:
-            raise ValueError(f"{path}: cannot find a 1- or 3-channel axis in input shape {dims}")
+        layout, channels, size = onnx_input_layout(path)
         spec = Preprocessing.of(spec, input_size=size, channels=channels, **preprocessing)
-        dev = torch_device(device)
-        if backend == "tensorrt":
-            if layout != "nchw":
-                raise ValueError("the TensorRT backend takes NCHW models")
-            chosen: Backend = TensorRTBackend(
-                path, (channels, *size), batch_size or auto_batch_size((channels, *size), dev), dev
-            )
-        else:
-            chosen = OnnxBackend(path, dev, layout)
+        dev, shape = torch_device(device), (channels, *size)
+        bs = batch_size_for(shape, dev, requested=batch_size) if backend == "tensorrt" else None
+        chosen = onnx_file_backend(path, backend, layout, shape, bs, dev)
         return cls(chosen, spec, classes=classes, outputs=outputs, confidence=confidence, batch_size=batch_size)
 
     @classmethod
@@ -350,90 +294,19 @@ class Scorer:
             raise ValueError(f"confidence must be callable outputs -> scores, got {type(fn).__name__}")
         other = copy.copy(self)
         other._confidence = fn
+        other.face_preparation = copy.copy(self.face_preparation)  # its own small-face warning
         return other
 
     # ------------------------------------------------------------------ geometry
 
     def prepare(self, image: np.ndarray, face_box: FaceBox | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``image`` (H x W x 3 uint8 RGB) -> ``(input image h x w x C uint8, affine 2 x 3)``.
-
-        With ``crop="face"`` the square crop around ``face_box`` (``(x0, y0, x1, y1)`` or an
-        object with ``.face_box``, e.g. an ``AlignedFace``) is resized to ``input_size``;
-        with ``crop="none"`` the whole image is (``face_box`` is ignored). The affine maps
-        image pixel coordinates to input pixel coordinates (identity when nothing changes).
-
-        With ``crop="chip"`` the input is dlib's aligned chip (side ``input_size``, padding
-        ``chip_padding``): the similarity transform of 5 face points (eye corners, nose
-        bottom; :func:`~facesal_fast.scoring.geometry.five_points`) to dlib's template.
-        ``face_box`` is then best an ``AlignedFace`` (its landmarks are used), or the
-        points themselves (``(5, 2)`` in dlib order, 478 MediaPipe or 68 iBUG landmarks).
-        Given only a box (as ``cis`` passes ``face.face_box``) or None, the default
-        MediaPipe aligner is run on ``image`` and the face overlapping the box most (None:
-        the aligner's choice) gives the points; they are cached per (image, box), so
-        repeated calls on one photo align it once.
-        """
-        if self.crop == "face" and face_box is None:
-            raise ValueError("this scorer crops the face: pass face_box=(x0, y0, x1, y1) or an AlignedFace")
-        crop = ("face" if face_box is not None else "none") if self.crop == "auto" else self.crop
-        image = np.asarray(image)
-        if self.channels == 3 and (image.ndim != 3 or image.shape[2] != 3):
-            raise ValueError(f"this scorer takes RGB images (H x W x 3), got shape {image.shape}")
-        if self.crop == "chip":
-            points = self._chip_points(image, face_box)
-            if self.channels == 1 and image.ndim == 3 and image.shape[2] == 3:
-                image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-            return chip_geometry(image, points, self.input_size[0], self.chip_padding)
-        if crop == "none" and face_box is not None:
-            self._warn_small_face(image.shape[:2], box_tuple(face_box))
-        box = face_box if crop == "face" else None
-        return to_model_geometry(image, self.input_size, self.channels == 1, box, self.crop_margin)
-
-    def _warn_small_face(self, shape: tuple[int, int], box: tuple[float, float, float, float]) -> None:
-        """Warn (once per scorer) when ``crop="none"`` leaves the face small in the model input."""
-        side = max(box[2] - box[0], box[3] - box[1]) / min(shape)
-        if side < SMALL_FACE and not getattr(self, "_warned_small_face", False):
-            self._warned_small_face = True
-            warnings.warn(
-                f"crop='none': the face spans {side:.0%} of the photo's shorter side, so the model sees it small "
-                f"(and the canonical patch grows); crop='face' or 'auto' crops the face",
-                UserWarning,
-                stacklevel=3,
-            )
-
-    @staticmethod
-    def _chip_points(image: np.ndarray, face: object) -> np.ndarray:
-        """dlib's 5 points for a chip crop (see :meth:`prepare`)."""
-        if face is not None and getattr(face, "landmarks", None) is not None:
-            return five_points(face)
-        if face is not None and not hasattr(face, "face_box"):
-            arr = np.asarray(face, dtype=np.float64)
-            if arr.ndim == 2:
-                return five_points(arr)
-        box = None if face is None else box_tuple(face)
-        digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest()
-        key = (image.shape, digest, box)
-        if key in _CHIP_POINTS_CACHE:
-            _CHIP_POINTS_CACHE.move_to_end(key)
-            return _CHIP_POINTS_CACHE[key]
-        aligner = default_aligner()
-        if box is None:
-            chosen = aligner(image)
-        else:
-            faces = aligner(image, all_faces=True)
-            faces = faces if isinstance(faces, list) else [faces]
-            overlaps = [_iou(box, box_tuple(f)) for f in faces]
-            best = int(np.argmax(overlaps))
-            if overlaps[best] < 0.3:
-                raise ValueError(
-                    f"no aligned face overlaps the box {box} (best IoU {overlaps[best]:.2f}); "
-                    "pass the AlignedFace or its 5 points to prepare()"
-                )
-            chosen = faces[best]
-        points = five_points(chosen)
-        _CHIP_POINTS_CACHE[key] = points
-        while len(_CHIP_POINTS_CACHE) > _CHIP_CACHE_SIZE:
-            _CHIP_POINTS_CACHE.popitem(last=False)
-        return points
+        """``image`` (H x W x 3 uint8 RGB) -> ``(input image h x w x C uint8, affine 2 x 3)``:
+        the face crop, dlib chip or whole photo of the scorer's ``crop`` and the affine mapping
+        image pixels to input pixels; ``face_box``: ``(x0, y0, x1, y1)``, an ``AlignedFace`` or
+        (chips) its points. :attr:`face_preparation` does the work
+        (:meth:`FacePreparation.__call__ <facesal_fast.scoring.face_input.FacePreparation.__call__>`
+        says how each crop is made)."""
+        return self.face_preparation(image, face_box, stacklevel=3)
 
     # ------------------------------------------------------------------ scoring
 
@@ -476,30 +349,12 @@ class Scorer:
         return self.check_outputs(self.backend(self.unoccluded_batch(img)))
 
     def check_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
-        """``outputs`` (``K x D``, from the backend) if a classifier's confidence can use them.
-
-        Raises ``ValueError`` naming the expected shape when ``D`` differs from the number
-        of class names, or when ``D`` is 1 under a softmax of logits (the probability of
-        the only class is always 1: every occlusion drop would be 0, an all-zero map), or
-        when ``outputs="probabilities"`` and a row is no probability distribution
-        (:func:`~facesal_fast.scoring.confidence.check_probabilities`). A model returning
-        ``(K,)`` arrives here as ``K x 1``."""
+        """``outputs`` (``K x D``, from the backend; a model returning ``(K,)`` arrives as
+        ``K x 1``) if a classifier's confidence can use them, else one ``ValueError`` naming the
+        expected shape (:func:`~facesal_fast.scoring.confidence.check_class_outputs`)."""
         if self._confidence is not None or self.outputs == "embedding":
             return outputs
-        k, d = int(outputs.shape[0]), int(outputs.shape[1])
-        if self.classes is not None and d != len(self.classes):
-            raise ValueError(
-                f"the model returned outputs of shape {(k, d)} (a 1-D (K,) output reads as (K, 1)); expected "
-                f"({k}, {len(self.classes)}): one score per class of classes={self.classes}"
-            )
-        if d == 1 and self.kind == "softmax" and self.outputs == "logits":
-            raise ValueError(
-                f"the model returned one score per image (shape {(k, d)}); a softmax over one logit is always 1. "
-                f"Return ({k}, D) scores with D >= 2 classes, or use confidence='logit' for a single score"
-            )
-        if self.outputs == "probabilities":
-            check_probabilities(outputs)
-        return outputs
+        return check_class_outputs(outputs, self.classes, self.confidence_name, self.outputs)
 
     def confidence_for(self, img: torch.Tensor, target: Target, base_outputs: torch.Tensor | None = None) -> Confidence:
         """The confidence function ``outputs K x D -> (K,)`` for ``target`` on ``img`` (from
@@ -516,7 +371,7 @@ class Scorer:
             index = int(outputs[0].argmax())
         else:  # without class names the index is range-checked against the outputs later
             index = resolve_class(target, self.classes, len(self.classes) if self.classes is not None else sys.maxsize)
-        return class_confidence(index, self.kind, self.outputs)
+        return class_confidence(index, self.confidence_name, self.outputs)
 
     def _check_classifier(self) -> None:
         if self.outputs == "embedding":
@@ -547,9 +402,9 @@ class Scorer:
         self._check_classifier()
         if target is None:
             predicted = outputs.argmax(1, keepdim=True)
-            return class_scores(outputs, self.kind, self.outputs).gather(1, predicted)[:, 0].cpu().numpy()
+            return class_scores(outputs, self.confidence_name, self.outputs).gather(1, predicted)[:, 0].cpu().numpy()
         index = resolve_class(target, self.classes, outputs.shape[1])
-        return class_confidence(index, self.kind, self.outputs)(outputs).cpu().numpy()
+        return class_confidence(index, self.confidence_name, self.outputs)(outputs).cpu().numpy()
 
     def base_score(self, input_image: np.ndarray | torch.Tensor, target: Target = None) -> float:
         """phi(I, c) of the unoccluded input image, normalised by the same kernel as the
@@ -586,12 +441,7 @@ class Scorer:
             raise ValueError(f"centers must be K x 2 (x, y), got shape {tuple(pts.shape)}")
         pts = pts.to(img.device, torch.float32)
         confidence = self.confidence_for(img, target)
-        shape = (self.channels, int(img.shape[0]), int(img.shape[1]))
-        size = (
-            batch_size
-            or self.batch_size
-            or auto_batch_size(shape, self.backend.device, len(pts), self.backend.cpu_max_batch)
-        )
+        size = self.batch_size_for((self.channels, int(img.shape[0]), int(img.shape[1])), len(pts), batch_size)
         with step_bar(total=len(pts), desc="occlusion", unit="window") as bar:
 
             def consume(batch: torch.Tensor) -> torch.Tensor:
@@ -606,6 +456,27 @@ class Scorer:
                 size,
                 self.backend.device,
             )
+
+    def batch_size_for(
+        self,
+        input_shape: tuple[int, int, int],
+        total: int | None = None,
+        requested: int | None = None,
+        *,
+        boxes: bool = False,
+    ) -> int:
+        """Images per forward pass for ``total`` inputs of ``C x H x W``: ``requested``, else the
+        scorer's ``batch_size``, else automatic for its backend; ``boxes``: batches of patch boxes
+        (incremental inference). The one policy: :func:`~facesal_fast.scoring.batching.batch_size_for`."""
+        return batch_size_for(
+            input_shape,
+            self.backend.device,
+            total,
+            requested=requested,
+            fixed=self.batch_size,
+            cpu_max=self.backend.cpu_max_batch,
+            boxes=boxes,
+        )
 
     def predict(self, image: np.ndarray, face_box: FaceBox | None = None) -> Prediction:
         """Prepare ``image`` and classify it."""
@@ -625,5 +496,5 @@ class Scorer:
             f"Scorer(backend={self.backend.name!r}, input_size={self.input_size}, channels={self.channels}, "
             f"crop={self.crop!r}, mean={self.spec.mean}, std={self.spec.std}, outputs={self.outputs!r}, "
             f"classes={self.classes}, "
-            f"confidence={'custom' if self._confidence else self.kind!r})"
+            f"confidence={'custom' if self._confidence else self.confidence_name!r})"
         )

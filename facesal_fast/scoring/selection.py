@@ -37,6 +37,8 @@ __all__ = [
     "ProbeResult",
     "ProbingBackend",
     "auto_backend",
+    "named_backend",
+    "onnx_file_backend",
     "select_backend",
     "torch_backend",
 ]
@@ -395,3 +397,41 @@ def auto_backend(
         if found is not None:
             return found
     return ProbingBackend(module, device, precision, compile, cache_dir), []
+
+
+def named_backend(
+    name: str,
+    module: nn.Module,
+    input_shape: tuple[int, int, int] | None,
+    device: torch.device,
+    precision: str,
+    batch_size: int | None,
+    channels_last: bool | None = None,
+    cuda_graphs: bool | None = None,
+    compile: bool = False,
+    cache_dir: str | Path | None = None,
+) -> tuple[Backend, list[ProbeResult]]:
+    """``Scorer.from_torch``'s backend ``name`` (:data:`BACKENDS`, checked by the caller) for
+    ``module`` and the probe table of ``"auto"`` (:func:`auto_backend`; empty otherwise).
+    ``"onnx"`` and ``"tensorrt"`` export ``module`` at ``input_shape`` (``C x H x W``) into
+    ``cache_dir``; TensorRT builds its engine for ``batch_size``."""
+    if name == "auto":
+        return auto_backend(module, input_shape, device, precision, batch_size, cache_dir, compile)
+    if name == "torch":
+        return torch_backend(module, device, precision, channels_last, cuda_graphs, compile), []
+    path = export_onnx(module, input_shape, cache_dir)
+    if name == "onnx":
+        return OnnxBackend(path, device), []
+    return TensorRTBackend(path, input_shape, batch_size, device, fp16=precision != "fp32"), []
+
+
+def onnx_file_backend(
+    path: str | Path, name: str, layout: str, input_shape: tuple[int, int, int], batch_size: int, device: torch.device
+) -> Backend:
+    """``Scorer.from_onnx``'s backend ``name`` (``"onnx"`` or ``"tensorrt"``, NCHW only, an engine
+    for ``batch_size`` inputs of ``input_shape`` ``C x H x W``) for the ONNX file ``path``."""
+    if name == "onnx":
+        return OnnxBackend(path, device, layout)
+    if layout != "nchw":
+        raise ValueError("the TensorRT backend takes NCHW models")
+    return TensorRTBackend(path, input_shape, batch_size, device)
