@@ -235,14 +235,14 @@ def step_kernels(ctx: Context) -> dict:
     import torch
 
     from facesal_fast import ops
-    from facesal_fast.ops import _dispatch, _native, _torch
+    from facesal_fast.ops import _dispatch
+    from facesal_fast.ops.occlude import OccludeCall
+    from facesal_fast.ops.splat import SplatCall
 
     device = _needs_device(ctx)
     if device.type == "cuda" and not ops.has_cuda():
         raise Skip("the extension has no CUDA kernels (built without nvcc?) or sees no device")
-    verdicts = (
-        {op: _dispatch.native_ok(op, device) for op in ("occlude_batch", "splat_add")} if device.type == "cuda" else {}
-    )
+    verdicts = {op: _dispatch.native_ok(op, device) for op in _dispatch.OPS} if device.type == "cuda" else {}
     K, size, N = (256, 224, 40_000) if device.type == "cuda" else (16, 48, 2_000)
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).to(device)
@@ -251,9 +251,9 @@ def step_kernels(ctx: Context) -> dict:
     rows = []
     for dtype in ("float32", "float16"):
         native = lambda: ops.occlude_batch(image, centers, 15, "black", mean, std, dtype=dtype)  # noqa: E731
-        call = _native.OccludeCall(image, centers, 15, None, [0.0] * 3, 1 / 255, mean, std, False)
+        call = OccludeCall(image, centers, 15, None, [0.0] * 3, 1 / 255, mean, std, False)
         peer_out = torch.empty((K, 3, size, size), dtype=getattr(torch, dtype), device=device)
-        peer = lambda: _torch.occlude_batch(call, peer_out)  # noqa: E731
+        peer = lambda: _dispatch.OPS["occlude_batch"].torch_impl(call, peer_out)  # noqa: E731
         peer()
         torch.testing.assert_close(
             native().float(), peer_out.float(), rtol=1e-3 if dtype == "float16" else 1e-5, atol=1e-3
@@ -268,11 +268,11 @@ def step_kernels(ctx: Context) -> dict:
     values = torch.from_numpy(rng.normal(size=(1, N)).astype(np.float32)).to(device)
     points = torch.from_numpy((rng.random((N, 2)) * 256).astype(np.float32)).to(device)
     splat = lambda: ops.splat_add(values, points, 15, (256, 256))  # noqa: E731
-    call = _native.SplatCall(values, points, None, 15, 256, 256)
+    call = SplatCall(values, points, None, 15, 256, 256)
 
     def splat_peer():
         sums, counts = torch.zeros((1, 256, 256), device=device), torch.zeros((256, 256), device=device)
-        _torch.splat_add(call, sums, counts)
+        _dispatch.OPS["splat_add"].torch_impl(call, sums, counts)
         return sums, counts
 
     for got, want in zip(splat(), splat_peer()):
@@ -288,7 +288,7 @@ def step_kernels(ctx: Context) -> dict:
         status="ok",
         selfcheck=verdicts,
         rows=rows,
-        peer="torch implementation (facesal_fast.ops._torch) on the same device",
+        peer="the ops' torch implementations (facesal_fast.ops._dispatch.OPS) on the same device",
     )
 
 

@@ -12,18 +12,16 @@ from reference import occlude_batch_ref, splat_add_ref
 
 from facesal_fast import ops
 from facesal_fast.ops import _dispatch, _native, _torch
+from facesal_fast.ops.occlude import OccludeCall
+from facesal_fast.ops.splat import SplatCall
 
 RNG = np.random.default_rng(21)
+OCCLUDE, SPLAT = _dispatch.OPS["occlude_batch"], _dispatch.OPS["splat_add"]
 
 
 def _broken_occlude(call, out, threads=0):
-    _native.occlude_batch_cpu(call, out, threads)
+    OCCLUDE.cpu(call, out, threads=threads)
     out.view(-1)[-1] += 1  # one wrong pixel in the last copy
-
-
-def _broken_splat(call, sums, counts):
-    _native.splat_add_cpu(call, sums, counts)
-    counts.view(-1)[0] += 1
 
 
 def _failing_kernel(*args, **kwargs):
@@ -90,7 +88,7 @@ def test_splat_kernel_that_cannot_launch_falls_back(fake_device):
 
 
 def test_agreeing_kernel_is_kept_without_a_warning(fake_device):
-    calls = fake_device(occlude_batch=_native.occlude_batch_cpu, splat_add=_native.splat_add_cpu)
+    calls = fake_device(occlude_batch=OCCLUDE.cpu, splat_add=SPLAT.cpu)
     image, centers = _occlusion_case()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -104,7 +102,7 @@ def test_agreeing_kernel_is_kept_without_a_warning(fake_device):
 def test_cuda_tensors_without_cuda_kernels_fall_back_with_the_reason(fake_device, monkeypatch):
     """A build without nvcc: the CUDA kernel refuses to run, the op warns once and uses torch."""
     monkeypatch.setattr(_native._C, "built_with_cuda", lambda: False)
-    fake_device(splat_add=_native.splat_add_cuda)
+    fake_device(splat_add=SPLAT.cuda)
     values, points = np.ones((1, 2), np.float32), np.array([[1, 1], [3, 2]], np.float32)
     with pytest.warns(RuntimeWarning, match="splat_add kernel is disabled on cpu .*built without CUDA kernels"):
         sums, counts = ops.splat_add(torch.from_numpy(values), torch.from_numpy(points), 3, (5, 5))
@@ -120,6 +118,28 @@ def test_environment_variable_skips_the_self_check(fake_device, monkeypatch):
     assert calls["occlude_batch"] == 1 and _dispatch._verdicts == {}
 
 
+def _one_wrong_value(kernel):
+    """``kernel`` followed by +1 on the last value of its last output."""
+
+    def run(call, *outputs, **options):
+        kernel(call, *outputs, **options)
+        outputs[-1].view(-1)[-1] += 1
+
+    return run
+
+
+@pytest.mark.parametrize("name", sorted(_dispatch.OPS))
+def test_every_registered_op_has_a_self_check_that_its_torch_implementation_passes(name):
+    """Each op's module registers all of it: its CUDA kernel is guarded, its self-check
+    passes its CPU kernel and its torch implementation and catches one wrong value."""
+    op = _dispatch.OPS[name]
+    cpu = torch.device("cpu")
+    assert op.name == name and _dispatch.GUARDED["cuda"][name] is op.cuda
+    assert op.selfcheck(op.cpu, cpu) == 0.0
+    assert op.selfcheck(op.torch_impl, cpu) <= 1.0
+    assert op.selfcheck(_one_wrong_value(op.cpu), cpu) > 1.0
+
+
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("fill", ["black", "image", (200.0, 150.0, 120.0)])
@@ -131,7 +151,7 @@ def test_torch_occlude_matches_the_reference(layout, dtype, fill):
         [[[0, 0], [W - 1, H - 1], [-0.5, -0.51], [W + 2, 3], [1e6, -1e6], [5.5, 2.5]], RNG.random((20, 2)) * [W, H]]
     ).astype(np.float32)
     fill_arg = fill_image if fill == "image" else (0.0 if fill == "black" else fill)
-    call = _native.OccludeCall(
+    call = OccludeCall(
         torch.from_numpy(image),
         torch.from_numpy(centers),
         6,
@@ -144,13 +164,13 @@ def test_torch_occlude_matches_the_reference(layout, dtype, fill):
     )
     shape = (len(centers), H, W, 3) if layout == "nhwc" else (len(centers), 3, H, W)
     out = torch.empty(shape, dtype=getattr(torch, dtype))
-    _torch.occlude_batch(call, out)
+    OCCLUDE.torch_impl(call, out)
     want = occlude_batch_ref(image, centers, 6, fill_arg, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], layout=layout)
     if dtype == "float16":
         want = want.astype(np.float16).astype(np.float64)
     np.testing.assert_allclose(out.double().numpy(), want, rtol=1e-3 if dtype == "float16" else 1e-5, atol=1e-5)
     native = torch.empty_like(out)
-    _native.occlude_batch_cpu(call, native)
+    OCCLUDE.cpu(call, native)
     np.testing.assert_allclose(out.double().numpy(), native.double().numpy(), rtol=1e-3 if dtype == "float16" else 1e-6)
 
 
@@ -168,12 +188,12 @@ def test_torch_splat_matches_the_reference(weights, out_dtype, patch):
     values = RNG.normal(size=(B, len(points))).astype(np.float32)
     w = {None: None, "per point": RNG.random(len(points)), "per map": RNG.random((B, len(points)))}[weights]
     w = None if w is None else w.astype(np.float32)
-    call = _native.SplatCall(
+    call = SplatCall(
         torch.from_numpy(values), torch.from_numpy(points), None if w is None else torch.from_numpy(w), patch, H, W
     )
     want_sums, want_counts = splat_add_ref(values, points, patch, (H, W), w)
     sums, counts = torch.ones((B, H, W), dtype=out_dtype), torch.ones(want_counts.shape, dtype=out_dtype)
-    _torch.splat_add(call, sums, counts)  # accumulates into the buffers, like the kernels
+    SPLAT.torch_impl(call, sums, counts)  # accumulates into the buffers, like the kernels
     np.testing.assert_allclose(sums.numpy(), want_sums + 1, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(counts.numpy(), want_counts + 1, rtol=1e-6)
 
@@ -195,14 +215,14 @@ def test_cuda_kernels_pass_their_self_check(monkeypatch):
     monkeypatch.setattr(_dispatch, "_verdicts", {})
     monkeypatch.delenv(_dispatch.SELFCHECK_ENV, raising=False)
     device = torch.device("cuda")
-    assert _dispatch._selfcheck_occlude_batch(_native.occlude_batch_cuda, device) <= 1.0
-    assert _dispatch._selfcheck_splat_add(_native.splat_add_cuda, device) <= 1.0
-    assert _dispatch.native_ok("occlude_batch", device) and _dispatch.native_ok("splat_add", device)
+    for name, op in _dispatch.OPS.items():
+        assert op.selfcheck(op.cuda, device) <= 1.0, name
+        assert _dispatch.native_ok(name, device), name
     image, centers = _occlusion_case()
     got = ops.occlude_batch(torch.from_numpy(image).cuda(), centers, 5)
     fallback = torch.empty_like(got)
-    _torch.occlude_batch(
-        _native.OccludeCall(
+    OCCLUDE.torch_impl(
+        OccludeCall(
             torch.from_numpy(image).cuda(),
             torch.from_numpy(centers).cuda(),
             5,

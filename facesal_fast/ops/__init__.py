@@ -12,9 +12,12 @@ argument.
   (``ops/splat.py``): values ``B x N``, points ``N x 2`` -> sums ``B x H x W`` (``G x H x W``
   per group) and counts ``H x W`` (or per map / group); the mean maps.
 
-Below them: ``checks.py`` (argument checks shared by the ops), ``blur.py`` (the blur fill),
-``_native.py`` (the calls into ``_C``, by name), ``_torch.py`` (torch implementations for
-any device) and ``_dispatch.py`` (the choice between them, with the CUDA self-check).
+Each op's module holds everything of that op on the Python side (checks, call record, kernels,
+torch implementation, self-check case) and registers it with ``_dispatch.py`` (the table of
+ops and the choice of kernel per device, with the CUDA self-check). Below them, shared by all
+ops and naming none: ``checks.py`` (argument checks), ``blur.py`` (the blur fill),
+``_native.py`` (the calls into ``_C``, by the op's name) and ``_torch.py`` (the window rule in
+torch). Adding an op: docs/architecture.md, "How to add".
 
 Window rule (shared by both ops, see docs/architecture.md): a square window of size ``p`` centred
 at ``(x, y)`` covers columns ``cx - (p-1)//2 .. cx + p//2`` with ``cx = floor(x + 0.5)``,

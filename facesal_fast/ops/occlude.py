@@ -3,17 +3,23 @@
 Shapes: ``image`` ``H x W x C`` (or ``H x W``) uint8 or float32, C in {1, 3}; ``centers``
 ``K x 2`` ``(x, y)``; output ``K x C x H x W`` (``layout="nchw"``) or ``K x H x W x C``
 (``"nhwc"``), float32 or float16, of the kind and device of ``image``.
+
+Everything of the op on the Python side lives here: the checks into its call record
+(:class:`OccludeCall`), its kernels (``_C.occlude_batch_cpu`` / ``_C.occlude_batch_cuda`` with a
+``_C.OccludeParams`` record), its torch implementation and its self-check case, registered with
+:mod:`facesal_fast.ops._dispatch` at the bottom.
 """
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
 
-from facesal_fast.ops import _dispatch
-from facesal_fast.ops._native import OccludeCall
+from facesal_fast import _C
+from facesal_fast.ops import _dispatch, _native
+from facesal_fast.ops._torch import window_masks
 from facesal_fast.ops.blur import gaussian_blur
 from facesal_fast.ops.checks import (
     FLOAT16_MAX,
@@ -36,7 +42,21 @@ Fill = Union[str, float, Sequence[float], Array]
 #: An occlusion centre this far off any image: its window is empty, the copy is the image.
 FAR_CENTER = -1.0e6
 
-__all__ = ["FAR_CENTER", "Fill", "occlude_batch", "unoccluded"]
+__all__ = ["FAR_CENTER", "Fill", "OccludeCall", "occlude_batch", "unoccluded"]
+
+
+class OccludeCall(NamedTuple):
+    """Checked arguments of ``occlude_batch`` (tensors contiguous, on the output's device)."""
+
+    image: torch.Tensor  # H x W x C, uint8 or float32
+    centers: torch.Tensor  # K x 2 float32 (x, y)
+    patch: int
+    fill_image: torch.Tensor | None  # H x W x C float32, or None for fill_const
+    fill_const: list[float]  # 3 values (pixel units)
+    scale: float
+    mean: list[float]  # 3 values
+    std: list[float]  # 3 values (1.0 past C)
+    nhwc: bool
 
 
 def _fill_arguments(fill: Fill, image: torch.Tensor, blur_sigma: float) -> tuple[torch.Tensor | None, list[float]]:
@@ -173,7 +193,7 @@ def occlude_batch(
     shape = (K, C, H, W) if layout == "nchw" else (K, H, W, C)
     out = alloc(torch.empty, shape, out_dtype, img.device, "the occluded batch")
     if K and H and W:
-        _dispatch.occlude_batch(call, out, threads)
+        _OCCLUDE_BATCH(call, out, threads=threads)
     return restore(out, as_numpy)
 
 
@@ -191,3 +211,102 @@ def unoccluded(
     score and the occluded ones differ only by the window. Arguments as :func:`occlude_batch`."""
     centers = np.full((1, 2), FAR_CENTER, np.float32)
     return occlude_batch(image, centers, 1, "black", mean, std, scale=scale, layout=layout, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- implementations
+# Each takes the checked record and the output buffer K x C x H x W (or K x H x W x C).
+
+
+def _params(a: OccludeCall, out: torch.Tensor) -> _C.OccludeParams:
+    """``a`` and the output buffer as the kernels' record (keywords: the fields of csrc/occlude.h)."""
+    H, W, C = a.image.shape
+    return _C.OccludeParams(
+        image=a.image.data_ptr(),
+        image_u8=a.image.dtype == torch.uint8,
+        H=H,
+        W=W,
+        C=C,
+        centers=a.centers.data_ptr(),
+        K=a.centers.shape[0],
+        patch=a.patch,
+        fill_image=0 if a.fill_image is None else a.fill_image.data_ptr(),
+        fill_const=a.fill_const,
+        scale=float(a.scale),
+        mean=a.mean,
+        std=a.std,
+        nhwc=a.nhwc,
+        half_out=out.dtype == torch.float16,
+        out=out.data_ptr(),
+    )
+
+
+def _occlude_batch_cpu(a: OccludeCall, out: torch.Tensor, threads: int = 0) -> None:
+    """The OpenMP kernel (``threads`` 0: OpenMP's default team) writing into CPU ``out``."""
+    _native.call_cpu("occlude_batch", _params(a, out), threads=threads)
+
+
+def _occlude_batch_cuda(a: OccludeCall, out: torch.Tensor, threads: int = 0) -> None:
+    """The CUDA kernel on ``out``'s device and torch's current stream (``threads`` unused)."""
+    _native.call_cuda("occlude_batch", _params(a, out), out.device)
+
+
+def _normalized(a: OccludeCall, v: torch.Tensor) -> torch.Tensor:
+    """``(v * scale - mean) * (1 / std)`` in float32, the kernels' arithmetic."""
+    C = v.shape[-1]
+    f32 = dict(dtype=torch.float32, device=v.device)
+    inv_std = 1.0 / torch.tensor(a.std[:C], **f32)
+    return (v.float() * torch.tensor(a.scale, **f32) - torch.tensor(a.mean[:C], **f32)) * inv_std
+
+
+@torch.no_grad()
+def _occlude_batch_torch(a: OccludeCall, out: torch.Tensor, threads: int = 0) -> None:
+    """The torch implementation on ``out``'s device (``threads`` unused: torch's own)."""
+    H, W, C = a.image.shape
+    base = _normalized(a, a.image)
+    fill = (
+        a.fill_image if a.fill_image is not None else torch.tensor(a.fill_const[:C], device=base.device).expand(H, W, C)
+    )
+    fill = _normalized(a, fill)
+    rows, cols = window_masks(a.centers, a.patch, H, W)
+    inside = (rows[:, :, None] & cols[:, None, :])[..., None]  # K x H x W x 1
+    batch = torch.where(inside, fill, base)  # K x H x W x C
+    out.copy_(batch if a.nhwc else batch.permute(0, 3, 1, 2))
+
+
+def _occlude_batch_selfcheck(kernel: _dispatch.Kernel, device: torch.device) -> float:
+    """Max |``kernel`` on ``device`` - CPU kernel| over a deterministic case, in tolerances."""
+    H, W, C = 13, 11, 3
+    image = torch.from_numpy((np.arange(H * W * C) * 37 % 256).astype(np.uint8).reshape(H, W, C))
+    fill = torch.from_numpy((np.arange(H * W * C) * 11 % 255).astype(np.float32).reshape(H, W, C))
+    centers = torch.tensor([[0, 0], [10, 12], [-1, 5], [11.5, 6.49], [5, 5], [-1e6, -1e6], [3, -2], [-0.5, 12.5]])
+    worst = 0.0
+    for fill_image, nhwc, dtype in ((fill, False, torch.float16), (None, True, torch.float32)):
+        call = OccludeCall(
+            image,
+            centers,
+            4 if nhwc else 5,
+            fill_image,
+            [200.0, 100.0, 50.0],
+            1 / 255,
+            [0.5, 0.4, 0.3],
+            [0.2, 0.3, 0.4],
+            nhwc,
+        )
+        shape = (len(centers), H, W, C) if nhwc else (len(centers), C, H, W)
+        want = torch.empty(shape, dtype=dtype)
+        _occlude_batch_cpu(call, want, threads=1)
+        on_device = call._replace(
+            **{k: getattr(call, k).to(device) for k in ("image", "centers")},
+            fill_image=None if fill_image is None else fill_image.to(device),
+        )
+        got = torch.empty(shape, dtype=dtype, device=device)
+        kernel(on_device, got)
+        worst = max(worst, _dispatch.max_diff(got, want, dtype))
+    return worst
+
+
+_OCCLUDE_BATCH = _dispatch.register(
+    _dispatch.NativeOp(
+        "occlude_batch", _occlude_batch_cpu, _occlude_batch_cuda, _occlude_batch_torch, _occlude_batch_selfcheck
+    )
+)

@@ -4,18 +4,24 @@ windows into maps, and the density-normalised maps; ``splat_mean`` is the two in
 Shapes: ``values`` ``B x N``; ``points`` ``N x 2`` ``(x, y)``; ``weights`` ``N`` or ``B x N``;
 ``sums`` ``B x H x W`` (``G x H x W`` per group); ``counts`` ``H x W``, or ``B x H x W`` with
 per-map weights (``G x H x W`` per group); numpy in, numpy out, tensors stay on their device.
+
+Everything of the op on the Python side lives here: the checks into its call record
+(:class:`SplatCall`), its kernels (``_C.splat_add_cpu`` / ``_C.splat_add_cuda`` with a
+``_C.SplatParams`` record), its torch implementation and its self-check case, registered with
+:mod:`facesal_fast.ops._dispatch` at the bottom.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from facesal_fast import _C
 from facesal_fast.core.validate import positive_int
-from facesal_fast.ops import _dispatch
-from facesal_fast.ops._native import SplatCall
+from facesal_fast.ops import _dispatch, _native
+from facesal_fast.ops._torch import window_masks
 from facesal_fast.ops.checks import (
     FLOAT32_MAX,
     Array,
@@ -28,7 +34,18 @@ from facesal_fast.ops.checks import (
     to_tensor,
 )
 
-__all__ = ["splat_add", "splat_add_grouped", "splat_mean", "normalize_by_counts"]
+__all__ = ["SplatCall", "splat_add", "splat_add_grouped", "splat_mean", "normalize_by_counts"]
+
+
+class SplatCall(NamedTuple):
+    """Checked arguments of ``splat_add`` (tensors contiguous float32, on the outputs' device)."""
+
+    values: torch.Tensor  # B x N
+    points: torch.Tensor  # N x 2 (x, y)
+    weights: torch.Tensor | None  # N or B x N
+    patch: int
+    H: int
+    W: int
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
@@ -170,7 +187,7 @@ def splat_add(
         for buffer, name in ((sums, "out sums"), (counts, "out counts")):
             check_no_overlap(buffer, name, {"values": vals, "points": pts, "weights": w})
         _check_sum_range(call, sums.dtype)
-    _dispatch.splat_add(call, sums, counts)
+    _SPLAT_ADD(call, sums, counts)
     if out is not None:
         return out[0], out[1]
     return restore(sums, as_numpy), restore(counts, as_numpy)
@@ -292,3 +309,87 @@ def splat_add_grouped(
     if out is not None:
         return out[0], out[1]
     return restore(sums, as_numpy), restore(counts, as_numpy)
+
+
+# ----------------------------------------------------------------------------- implementations
+# Each takes the checked record and the output buffers sums B x H x W and counts H x W (or
+# B x H x W), and adds into them.
+
+
+def _params(a: SplatCall, sums: torch.Tensor, counts: torch.Tensor) -> _C.SplatParams:
+    """``a`` and the output buffers as the kernels' record (keywords: the fields of csrc/splat.h)."""
+    B, N = a.values.shape
+    w = a.weights
+    return _C.SplatParams(
+        values=a.values.data_ptr(),
+        B=B,
+        N=N,
+        points=a.points.data_ptr(),
+        weights=0 if w is None else w.data_ptr(),
+        weights_per_batch=w is not None and w.ndim == 2,
+        patch=a.patch,
+        H=a.H,
+        W=a.W,
+        sums=sums.data_ptr(),
+        counts=counts.data_ptr(),
+        out_double=sums.dtype == torch.float64,
+    )
+
+
+def _splat_add_cpu(a: SplatCall, sums: torch.Tensor, counts: torch.Tensor) -> None:
+    """The OpenMP kernel accumulating into CPU ``sums`` and ``counts``."""
+    _native.call_cpu("splat_add", _params(a, sums, counts))
+
+
+def _splat_add_cuda(a: SplatCall, sums: torch.Tensor, counts: torch.Tensor) -> None:
+    """The CUDA kernel on the outputs' device and torch's current stream (float64 workspace:
+    one ``(H+1) x (W+1)`` difference image per output map)."""
+    B = a.values.shape[0]
+    tasks = B + (B if a.weights is not None and a.weights.ndim == 2 else 1)
+    workspace = torch.empty((tasks, a.H + 1, a.W + 1), dtype=torch.float64, device=sums.device)
+    _native.call_cuda("splat_add", _params(a, sums, counts), sums.device, workspace=workspace.data_ptr())
+
+
+def _task_values(a: SplatCall) -> list[torch.Tensor]:
+    """Per task, the float64 amount each point adds: the B sums, then the counts."""
+    values, w = a.values.double(), a.weights
+    w = torch.ones(values.shape[1], dtype=torch.float64, device=values.device) if w is None else w.double()
+    rows = w.expand_as(values)
+    return list(values * rows) + (list(w) if w.ndim == 2 else [w])
+
+
+@torch.no_grad()
+def _splat_add_torch(a: SplatCall, sums: torch.Tensor, counts: torch.Tensor) -> None:
+    """The torch implementation on the outputs' device (float64 sums, a fixed-order matmul)."""
+    rows, cols = window_masks(a.points, a.patch, a.H, a.W)
+    rows, cols = rows.double(), cols.double()
+    targets = list(sums) + (list(counts) if counts.ndim == 3 else [counts])
+    for amount, target in zip(_task_values(a), targets):
+        target += ((rows * amount[:, None]).T @ cols).to(target.dtype)  # H x W, a fixed-order matmul
+
+
+def _splat_add_selfcheck(kernel: _dispatch.Kernel, device: torch.device) -> float:
+    """Max |``kernel`` on ``device`` - CPU kernel| over a deterministic case (weights per map
+    and per point), in tolerances."""
+    H, W, B = 13, 11, 2
+    points = torch.tensor([[0, 0], [10, 12], [-1, 6], [11, 6], [5.5, 6.5], [-1e6, 3], [4, -2], [2.49, 11.5]])
+    values = torch.linspace(-3.0, 4.0, B * len(points)).reshape(B, -1)
+    weights = torch.linspace(0.25, 1.0, B * len(points)).reshape(B, -1)
+    worst = 0.0
+    for w, dtype in ((weights, torch.float32), (weights[0], torch.float64), (None, torch.float32)):
+        call = SplatCall(values, points, w, 4 if w is None else 5, H, W)
+        counts_shape = (B, H, W) if w is not None and w.ndim == 2 else (H, W)
+        want = (torch.zeros((B, H, W), dtype=dtype), torch.zeros(counts_shape, dtype=dtype))
+        _splat_add_cpu(call, *want)
+        on_device = SplatCall(
+            values.to(device), points.to(device), None if w is None else w.to(device), call.patch, H, W
+        )
+        got = tuple(torch.zeros_like(t, device=device) for t in want)
+        kernel(on_device, *got)
+        worst = max(worst, *(_dispatch.max_diff(g, t, dtype) for g, t in zip(got, want)))
+    return worst
+
+
+_SPLAT_ADD = _dispatch.register(
+    _dispatch.NativeOp("splat_add", _splat_add_cpu, _splat_add_cuda, _splat_add_torch, _splat_add_selfcheck)
+)
