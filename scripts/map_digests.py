@@ -44,7 +44,7 @@ def main(path: str) -> None:
     found.update(cis_digests(fer, "fer", PHOTOS[6:9], target="happy") if "happy" in fer.classes else {})
     found.update(cis_digests(fer, "fer", PHOTOS[6:9]))
     faces = {photo: fs.cis(photo, gender).face for photo in PHOTOS[:2]}
-    for method in ("occlusion", "gradcam", "guided_backprop"):
+    for method in ("occlusion", "gradcam", "guided-backprop", "lrp-epsilon", "occlusion-skin"):
         for photo in PHOTOS[:2]:
             result = fs.methods.explain(method, gender, faces[photo].image, 0, faces[photo])
             found[f"method {method} {photo.name}"] = digest(result.image_map)
