@@ -16,6 +16,7 @@ from facesal_fast.align import region_masks
 from facesal_fast.audit.comparison import compare, write_compare_report
 from facesal_fast.audit.store import RunStore
 from facesal_fast.cli import main
+from facesal_fast.core.options import StatsOptions
 from facesal_fast.report.figures import map_figure, png
 from facesal_fast.report.html import findings, write_report
 from facesal_fast.saliency import CMSAccumulator
@@ -230,6 +231,20 @@ def test_compare_and_report_take_level_and_its_old_name_confidence(tmp_path, cap
     assert pages["--level"] == pages["--confidence"]
     compared, report = pages["--level"]
     assert b"90% CI" in compared and b"90% bootstrap CI" in report and b"95%" not in compared + report
+
+
+def test_compare_takes_a_stats_record_a_mapping_or_keywords_and_the_old_confidence(tmp_path):
+    after, before = _nose_runs(tmp_path, shift=0.02, paired=False)
+    fields = dict(permutations=300, level=0.9, min_group=5, seed=2)
+    record = compare(after, before, StatsOptions(**fields))
+    with pytest.warns(DeprecationWarning, match="confidence= is now level="):
+        old = compare(after, before, permutations=300, confidence=0.9, min_group=5, seed=2)
+    for other in (compare(after, before, fields), compare(after, before, **fields), old):
+        for name in ("low", "high", "significant", "p_raw", "p_adjusted"):
+            np.testing.assert_array_equal(getattr(other.difference, name), getattr(record.difference, name))
+        assert other.difference.region_tests == record.difference.region_tests and other.difference.level == 0.9
+    with pytest.raises(ValueError, match="level must be a number between 0 and 1"):
+        compare(tmp_path / "nothing-here", before, level=95)  # checked before any run is read
 
 
 def test_compare_method_and_seed_options(tmp_path):
