@@ -64,6 +64,24 @@ MOVED_MODULES = {
 }
 
 
+#: Public names that moved to another module (one of a higher layer, which their old module may
+#: not import): ``old module.name`` -> new module. The old path still works for one release,
+#: with a ``DeprecationWarning``, through the old module's ``__getattr__`` (:func:`moved_name`).
+MOVED_NAMES = {
+    "facesal_fast.report.html.write_report": "facesal_fast.audit.run_report",
+}
+
+
+def moved_name(module: str, name: str) -> Any:
+    """``module.name`` of :data:`MOVED_NAMES`, from its new module, warned (a module's
+    ``__getattr__`` returns this); AttributeError for any other name."""
+    new = MOVED_NAMES.get(f"{module}.{name}")
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(f"{module}.{name} is now {new}.{name}; the old name goes in the next release", DeprecationWarning, 3)
+    return getattr(importlib.import_module(new), name)
+
+
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports a module of :data:`MOVED_MODULES` by its old name: the new module, with a warning."""
 

@@ -311,7 +311,7 @@ def _run_command(args: argparse.Namespace) -> int:
         return run_bench(args)
     if args.command == "report":
         RunStore(args.run).close()  # a missing or corrupt run is said before the report's heavy imports
-    from facesal_fast.report.html import write_report  # lazy: keeps torch out of facesal --help
+    from facesal_fast.audit.run_report import write_report  # lazy: keeps torch out of facesal --help
 
     if args.command == "report":
         print(f"facesal report: {terminal_text(str(write_report(args.run, args.out, stats=statistics_options(args))))}")

@@ -78,7 +78,7 @@ def test_a_replaced_photo_is_explained_again_and_a_gone_photo_left_out(scorer, t
 
 
 def test_the_report_shows_no_crop_of_a_photo_replaced_since_the_audit(scorer, tmp_path):
-    from facesal_fast.report.html import write_report
+    from facesal_fast.audit.run_report import write_report
 
     photos = _folder(tmp_path / "photos", {"a.jpg": "img1.jpg", "b.jpg": "img5.jpg"})
     with Audit(scorer, tmp_path / "run", settings={"photos": str(photos.resolve())}, **FAST) as audit:

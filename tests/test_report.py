@@ -14,11 +14,12 @@ from figure_text import assert_readable, recording_figures
 
 from facesal_fast.align import region_masks
 from facesal_fast.audit.comparison import compare, write_compare_report
+from facesal_fast.audit.run_report import write_report
 from facesal_fast.audit.store import RunStore
 from facesal_fast.cli import main
 from facesal_fast.core.options import StatsOptions
 from facesal_fast.report.figures import map_figure, png
-from facesal_fast.report.html import findings, write_report
+from facesal_fast.report.html import findings
 from facesal_fast.saliency import CMSAccumulator
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
@@ -231,6 +232,18 @@ def test_compare_and_report_take_level_and_its_old_name_confidence(tmp_path, cap
     assert pages["--level"] == pages["--confidence"]
     compared, report = pages["--level"]
     assert b"90% CI" in compared and b"90% bootstrap CI" in report and b"95%" not in compared + report
+
+
+def test_write_report_under_its_old_path_is_the_run_report_warned():
+    """``facesal_fast.report.html.write_report`` (the path before 0.2) still gives the run
+    folder's ``write_report``, with a DeprecationWarning; other missing names still fail."""
+    import facesal_fast.report.html as report_html
+
+    with pytest.warns(DeprecationWarning, match="is now facesal_fast.audit.run_report.write_report"):
+        old = report_html.write_report
+    assert old is write_report
+    with pytest.raises(AttributeError, match="has no attribute 'write_reports'"):
+        report_html.write_reports  # noqa: B018
 
 
 def test_compare_takes_a_stats_record_a_mapping_or_keywords_and_the_old_confidence(tmp_path):

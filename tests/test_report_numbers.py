@@ -16,9 +16,9 @@ import facesal_fast.report.html as report_html
 from facesal_fast import models
 from facesal_fast.align import canonical_mask, load_image, region_masks
 from facesal_fast.audit.comparison import compare, write_compare_report
+from facesal_fast.audit.run_report import write_report
 from facesal_fast.audit.runner import cms_from_store
 from facesal_fast.audit.store import RunStore
-from facesal_fast.report.html import write_report
 from facesal_fast.saliency import CMSAccumulator
 from facesal_fast.saliency.stats import share_intervals, split_half_reliability
 

@@ -3,9 +3,11 @@
 The page opens with findings written from the numbers (never from a group below
 ``min_group``), then the CMS and group maps on shared colour scales with colour bars, the
 group differences with their family-wise tests, region shares with confidence intervals,
-convergence, split-half reliability, a per-image gallery, failures and settings. The helpers
-here (findings, difference tables, figure embedding, page frame) also build the page of
-``facesal compare``.
+convergence, split-half reliability, a per-image gallery, failures and settings. This module
+renders (:func:`audit_sections`, :func:`gallery`) from a CMS result and plain values; reading
+the run folder and writing the file is ``facesal_fast.audit.run_report.write_report``. The
+helpers here (findings, difference tables, figure embedding, page frame) also build the page
+of ``facesal compare``.
 """
 
 from __future__ import annotations
@@ -14,18 +16,13 @@ import base64
 import html
 import json
 import math
-import os
-import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from facesal_fast.align import canonical_mask, load_image
-from facesal_fast.audit.approximation import approximation_line
-from facesal_fast.audit.runner import cms_from_store
-from facesal_fast.audit.store import RunStore, atomic_write_bytes, file_sha256
+from facesal_fast import moved_name
+from facesal_fast.align import canonical_mask
 from facesal_fast.report.figures import (
     convergence_figure,
     map_figure,
@@ -34,24 +31,29 @@ from facesal_fast.report.figures import (
     region_share_figure,
     reliability_figure,
 )
-from facesal_fast.saliency.stats import STATS_KEYWORDS, build_stats
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from facesal_fast.audit.store import StoredImage
-    from facesal_fast.core.options import StatsOptions
     from facesal_fast.saliency.cms import CMSResult
     from facesal_fast.saliency.stats import GroupDifference, Reliability
 
 __all__ = [
+    "audit_sections",
     "difference_section",
     "findings",
+    "gallery",
     "page",
     "share_cell",
     "share_columns",
-    "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``write_report``, now ``facesal_fast.audit.run_report.write_report``: the old path works
+    one release, warned (``facesal_fast.MOVED_NAMES``)."""
+    return moved_name(__name__, name)
+
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
@@ -341,23 +343,18 @@ def _reliability(result: CMSResult) -> str:
     return f"<ul class=reliability>{items}</ul>{chart}"
 
 
-def _gallery(store: RunStore, count: int) -> str:
-    """Per-image CIS maps (on one colour scale) beside their photos, most and least confident."""
-    rows = sorted(store.rows("done"), key=lambda r: r.base_score)
-    picks = rows[-count:][::-1] + [r for r in rows[:count] if r not in rows[-count:]]
-    maps = {row.key: store.load(row.key) for row in picks}
-    if not maps:
+def gallery(cells: Sequence[tuple[str, np.ndarray, np.ndarray | None]]) -> str:
+    """Per-image CIS maps on one colour scale, each beside its photo's face crop; ``cells``:
+    ``(caption, canonical map H x W, face crop h x w x 3 uint8 or None)``, in the order shown.
+    A cell without its crop says that the photo is missing or changed since the audit."""
+    if not cells:
         return "<p>None.</p>"
-    limits = panel_limits([a["canonical"] for a in maps.values()], "saliency")
+    limits = panel_limits([canonical for _, canonical, _ in cells], "saliency")
     parts = []
-    for row in picks:
-        arrays = maps[row.key]
-        caption = f"{row.key}: {row.target_name or row.target} ({row.base_score:.2f})"
-        photo, box = _photo_of(store, row), arrays.get("face_box")
-        crop = None if photo is None or box is None else _crop(photo, box)
+    for caption, canonical, crop in cells:
         if crop is None:  # the photo moved, or was replaced by a smaller one, since the audit
             caption += " (photo missing or changed since the audit)"
-        figure = map_figure([("", arrays["canonical"])], limits=limits)  # the caption is the cell's, in HTML
+        figure = map_figure([("", canonical)], limits=limits)  # the caption is the cell's, in HTML
         parts.append(_pair(None if crop is None else _photo_png(crop), png(figure), caption))
     return "".join(parts)
 
@@ -373,34 +370,9 @@ def _pair(photo: bytes | None, heat: bytes, caption: str) -> str:
     )
 
 
-def _photo_of(store: RunStore, row: StoredImage) -> str | None:
-    """The photo of a result, when the report may read it: a file inside the photo folder the
-    run recorded (``settings["photos"]``), unchanged when the run recorded its content hash.
-    A run folder from elsewhere (its index names any file) so never makes the report embed
-    another file of this machine; a run without a photo folder shows its maps alone."""
-    folder = store.settings.get("photos")
-    if not isinstance(folder, str) or not folder:
-        return None
-    root, path = os.path.realpath(folder), os.path.realpath(row.source)
-    if path == root or os.path.commonpath([root, path]) != root or not os.path.isfile(path):
-        return None
-    return path if row.sha256 is None or file_sha256(path) == row.sha256 else None
-
-
-def _crop(source: str, box: np.ndarray) -> np.ndarray | None:
-    """The face crop of a photo at 160 x 160, or None when the photo is gone or unreadable."""
-    try:
-        photo = load_image(source)
-    except Exception:  # noqa: BLE001 - the photo may have moved since the run; the map is shown alone
-        return None
-    x0, y0, x1, y1 = (int(v) for v in box)
-    crop = photo[max(y0, 0) : max(y1, 1), max(x0, 0) : max(x1, 1)]
-    return cv2.resize(crop, (160, 160)) if crop.size else None
-
-
-def _evaluation_link(run: Path) -> str:
+def _evaluation_link(evaluated: bool) -> str:
     """A link to ``facesal evaluate``'s page when the run has one."""
-    if not (run / "evaluate" / "evaluate.html").is_file():
+    if not evaluated:
         return ""
     return (
         "<h2>Faithfulness</h2><p>Metrics, ablations and sanity checks: "
@@ -416,36 +388,6 @@ def page(title: str, sections: Sequence[str]) -> bytes:
     ).encode()
 
 
-def write_report(
-    run: str | Path,
-    out: str | Path | None = None,
-    gallery: int = 6,
-    stats: StatsOptions | Mapping[str, Any] | None = None,
-    **statistics: Any,
-) -> Path:
-    """Write ``run/report.html`` (or ``out``) for a finished or partial run; returns its path.
-
-    ``stats``: how groups are tested (a :class:`~facesal_fast.core.options.StatsOptions`, a
-    mapping of its fields, or None: the defaults); ``statistics``: its fields (``permutations``,
-    ``level``, ``correction``, ``min_group``, ``method``, ``seed``; ``confidence``: the old name
-    of ``level``, warns) and the other options of :class:`~facesal_fast.saliency.CMSAccumulator`
-    (``bootstrap``, ``bootstrap_size``, ``reliability_target``).
-    """
-    fields = {k: statistics.pop(k) for k in list(statistics) if k in STATS_KEYWORDS}
-    stats = build_stats(stats, fields)
-    store = RunStore(run)
-    try:
-        result = cms_from_store(store, stats=stats, **statistics)
-        for message in result.small_groups:
-            warnings.warn(f"{message}: the report claims no group difference for it", stacklevel=2)
-        sections = _sections(store, result, Path(run), gallery)
-    finally:
-        store.close()
-    path = Path(out) if out else Path(run) / "report.html"
-    atomic_write_bytes(path, page("facesal report", sections))
-    return path
-
-
 def _caveat(groups: str | None) -> str:
     if groups != "predicted":
         return ""
@@ -455,9 +397,18 @@ def _caveat(groups: str | None) -> str:
     )
 
 
-def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> list[str]:
-    failed = store.rows("failed")
-    settings = store.meta
+def audit_sections(
+    result: CMSResult,
+    settings: Mapping[str, Any],
+    failures: Sequence[str],
+    gallery_html: str,
+    approximation: str | None = None,
+    evaluated: bool = False,
+) -> list[str]:
+    """The sections of ``facesal report``'s page (for :func:`page`): ``result`` the run's CMS and
+    tests, ``settings`` its ``run.json``, ``failures`` the error of each photo that failed,
+    ``gallery_html`` the :func:`gallery` of its results, ``approximation`` the sentence on its
+    maps' modes (None: nothing recorded), ``evaluated`` whether ``evaluate/evaluate.html`` exists."""
     counts = {g: n for g, (_, n) in result.groups.items()}
     cms_figure, group_figure = _cms_maps(result)
     return [
@@ -468,7 +419,7 @@ def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> li
             caveat=_caveat(settings["settings"].get("groups")),
             shares=result.group_shares,
         ),
-        f"<p>{result.count} images explained, {len(failed)} failed. Canonical Model Saliency = mean of the "
+        f"<p>{result.count} images explained, {len(failures)} failed. Canonical Model Saliency = mean of the "
         "per-image Canonical Image Saliency maps (occlusion drop of the model's confidence, splatted on one canonical "
         "face, shown frontal: the subject's left is on the right).</p>",
         "<h2>Canonical Model Saliency</h2>",
@@ -494,14 +445,14 @@ def _sections(store: RunStore, result: CMSResult, run: Path, gallery: int) -> li
         ),
         "<h2>Stability per group</h2>",
         _reliability(result),
-        _evaluation_link(run),
+        _evaluation_link(evaluated),
         "<h2>Per-image saliency (most and least confident)</h2>",
-        _gallery(store, gallery),
+        gallery_html,
         "<h2>Failures</h2>",
-        "<ul>" + "".join(f'<li class="bad">{html.escape(r.error or "")}</li>' for r in failed) + "</ul>"
-        if failed
+        "<ul>" + "".join(f'<li class="bad">{html.escape(error)}</li>' for error in failures) + "</ul>"
+        if failures
         else "<p>None.</p>",
         "<h2>Settings and versions</h2>",
-        *[f"<p>{html.escape(line)}</p>" for line in [approximation_line(settings)] if line],
+        *[f"<p>{html.escape(line)}</p>" for line in [approximation] if line],
         f"<pre>{html.escape(json.dumps(settings, indent=2, sort_keys=True))}</pre>",
     ]
