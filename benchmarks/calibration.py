@@ -79,34 +79,34 @@ def _cell(rate) -> str:
 def error_table(rows, pixels, draws: int, pixel_draws: int, resamples: int) -> None:
     from facesal_fast.saliency.calibration import error_rate
 
-    print("\n| scenario | level | bootstrap (default) | permutation |\n|---|---|---:|---:|")
+    print("\n| scenario | family | bootstrap (default) | permutation |\n|---|---|---:|---:|")
     for scenario, at_pixels in scenarios():
-        for level, data, n in (("regions", rows, draws), ("pixels", pixels, pixel_draws)):
-            if level == "pixels" and not at_pixels:
+        for family, data, n in (("regions", rows, draws), ("pixels", pixels, pixel_draws)):
+            if family == "pixels" and not at_pixels:
                 continue
             cells = [
                 error_rate(data, scenario, method=m, draws=n, resamples=resamples) for m in ("bootstrap", "permutation")
             ]
-            print(f"| {scenario.name} | {level} | {_cell(cells[0])} | {_cell(cells[1])} |", flush=True)
+            print(f"| {scenario.name} | {family} | {_cell(cells[0])} | {_cell(cells[1])} |", flush=True)
 
 
 def power_table(maps, draws: int, pixel_draws: int, resamples: int) -> None:
     from facesal_fast.saliency.calibration import Rows, Scenario, power
 
     print(
-        "\n| planted on left eye | per group | level | bootstrap (default) | permutation | another region or pixel "
+        "\n| planted on left eye | per group | family | bootstrap (default) | permutation | another region or pixel "
         "flagged (bootstrap) |\n|---|---:|---|---:|---:|---:|"
     )
     for points in (4.0, 8.0):
-        for level, n in (("regions", draws), ("pixels", pixel_draws)):
-            data = Rows.of(maps, level, points=points)
+        for family, n in (("regions", draws), ("pixels", pixel_draws)):
+            data = Rows.of(maps, family, points=points)
             for size in (20, 10):
                 scenario = Scenario(f"{size} vs {size}", (size, size))
                 cells = [
                     power(data, scenario, method=m, draws=n, resamples=resamples) for m in ("bootstrap", "permutation")
                 ]
                 rates = " | ".join(f"{c.rate:.2f}" for c in cells)
-                line = f"| {data.shift_points:.1f} points | {size} | {level} | {rates} | {cells[0].other:.2f} |"
+                line = f"| {data.shift_points:.1f} points | {size} | {family} | {rates} | {cells[0].other:.2f} |"
                 print(line, flush=True)
 
 

@@ -129,9 +129,9 @@ def test_pixel_test_finds_a_concentrated_shift_among_sparse_pixels_and_stays_val
     for seed in range(10):
         a, b = maps(20), maps(20)
         a[:, :12] += 1.2
-        found += (difference_test(a, b, level="pixels", permutations=300, seed=seed).p_adjusted[:12] < 0.05).sum()
+        found += (difference_test(a, b, family="pixels", permutations=300, seed=seed).p_adjusted[:12] < 0.05).sum()
     assert found / 120 >= 0.4, found
-    false = [difference_test(maps(10, 3.0), maps(30), level="pixels", permutations=300, seed=s) for s in range(40)]
+    false = [difference_test(maps(10, 3.0), maps(30), family="pixels", permutations=300, seed=s) for s in range(40)]
     assert np.mean([(t.p_adjusted < 0.05).any() for t in false]) <= 0.125  # 3x the spread, 10 vs 30
 
 
@@ -213,7 +213,7 @@ def test_bad_test_options_name_the_argument():
         ({"correction": "bonferroni"}, "correction"),
         ({"alpha": 1.5}, "alpha must be a number between 0 and 1"),
         ({"method": "wild"}, "method must be 'bootstrap'"),
-        ({"level": "voxels"}, "level must be 'regions' or 'pixels'"),
+        ({"family": "voxels"}, "family must be 'regions' or 'pixels'"),
         ({"persons": (np.arange(3), None)}, "persons must give one person label per image"),
     ):
         with pytest.raises(ValueError, match=word):
@@ -428,3 +428,38 @@ def test_the_old_confidence_keyword_sets_the_level_and_warns():
     with pytest.warns(DeprecationWarning):
         legend = region_share_figure([("all", {"nose": (0.2, 0.1, 0.3)})], confidence=0.8).axes[0].get_legend()
     assert "80% CI" in legend.get_texts()[0].get_text()
+
+
+def test_the_columns_family_is_family_and_level_its_old_name_warned():
+    """What the columns are ("regions" / "pixels") is ``family``; ``level=`` and ``.level``, its
+    names before 0.2, still work, warned, with the same results bit for bit. ``calibrate``
+    takes its test's level in ``stats`` only: a number as ``level=`` is refused."""
+    rng = np.random.default_rng(3)
+    a, b = rng.random((8, 20)), 0.5 * rng.random((9, 20))
+    new = difference_test(a, b, family="pixels", permutations=200, seed=1)
+    with pytest.warns(DeprecationWarning, match="level= is now family=") as caught:
+        old = difference_test(a, b, level="pixels", permutations=200, seed=1)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    regions = difference_test(a, b, permutations=200, seed=1)
+    assert not np.array_equal(new.statistic, regions.statistic)  # the pixel floor, not the regions' one
+    for name, value in vars(new).items():
+        np.testing.assert_array_equal(value, vars(old)[name], err_msg=name)
+    maps = np.random.default_rng(6).random((20, 64, 64))
+    with pytest.warns(DeprecationWarning, match="level= is now family="):
+        rows = Rows.of(maps, level="pixels")
+    assert rows.family == "pixels" and rows.null.shape == (20, 32 * 32)
+    with pytest.warns(DeprecationWarning, match="Rows.level is now .family"):
+        assert rows.level == "pixels"
+    calibration = calibrate(maps, family="pixels", draws=2, permutations=100)
+    with pytest.warns(DeprecationWarning, match="level= is now family=") as caught:
+        assert calibrate(maps, level="pixels", draws=2, permutations=100) == calibration
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert calibration.family == "pixels" and calibrate(maps, draws=2, permutations=100).family == "regions"
+    with pytest.warns(DeprecationWarning, match="Calibration.level is now .family"):
+        assert calibration.level == "pixels"
+    with pytest.raises(
+        ValueError, match=r"level= is the old name of family= .*got 0.9; give the test's level in stats="
+    ):
+        calibrate(maps, level=0.9, draws=2)
+    with pytest.raises(TypeError, match="pass family= .* not both"):
+        calibrate(maps, level="pixels", family="regions", draws=2)

@@ -15,15 +15,16 @@ bundled photos; ``benchmarks/calibration.py`` the full table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from facesal_fast.align import region_masks
 from facesal_fast.core.options import StatsOptions
-from facesal_fast.core.renamed import renamed_keywords
+from facesal_fast.core.renamed import RenamedAttribute, renamed, renamed_keywords
 from facesal_fast.saliency.cms import _shares, small_map
 from facesal_fast.saliency.difference import build_stats, estimate_family, run_family
 
@@ -83,22 +84,25 @@ class Rows:
     """The rows the tests compare, of real maps and of the same maps with a planted shift.
 
     Attributes:
-        level: ``"regions"`` (``N x 13`` shares) or ``"pixels"`` (``N x side^2``).
+        family: ``"regions"`` (``N x 13`` shares) or ``"pixels"`` (``N x side^2``) (``level``:
+            its name before 0.2, warns).
         null, planted: ``N x D`` rows. target: ``(D,)`` bool columns of the planted region.
         shift_points: mean planted change of the region's share, in points.
     """
 
-    level: str
+    family: str
     null: np.ndarray
     planted: np.ndarray
     target: np.ndarray
     shift_points: float
+    level = RenamedAttribute("family")
 
     @classmethod
+    @renamed_keywords(level="family")
     def of(
         cls,
         maps: np.ndarray,
-        level: str,
+        family: str,
         region: str = "left_eye",
         points: float = 4.0,
         side: int = 32,
@@ -106,21 +110,21 @@ class Rows:
     ) -> Rows:
         """Rows of ``maps`` (``N x H_F x W_F``) with ``points`` planted on ``region`` (or
         ``fraction`` of each map's positive mass, as :func:`plant`, when given)."""
-        if level not in ("regions", "pixels"):
-            raise ValueError(f"level must be 'regions' or 'pixels', got {level!r}")
+        if family not in ("regions", "pixels"):
+            raise ValueError(f"family must be 'regions' or 'pixels', got {family!r}")
         masks = region_masks(maps.shape[1:])
         planted = plant(maps, region, shift_fraction(maps, region, points) if fraction is None else fraction)
         column = list(masks).index(region)
         shift = 100 * float((_share_rows(planted)[:, column] - _share_rows(maps)[:, column]).mean())
-        if level == "regions":
+        if family == "regions":
             target = np.arange(len(masks)) == column
-            return cls(level, _share_rows(maps), _share_rows(planted), target, shift)
+            return cls(family, _share_rows(maps), _share_rows(planted), target, shift)
         target = small_map(masks[region].astype(np.float32), side).reshape(-1) > 0.5
 
         def pixels(m):
             return np.stack([small_map(x, side) for x in m]).reshape(len(m), -1).astype(np.float64)
 
-        return cls(level, pixels(maps), pixels(planted), target, shift)
+        return cls(family, pixels(maps), pixels(planted), target, shift)
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,7 @@ def _family(rows: Rows, groups, persons, scenario: Scenario, method: str, resamp
         groups,
         persons,
         paired=scenario.paired,
-        family=rows.level,
+        family=rows.family,
         method=method,
         draws=resamples,
         bootstrap=0,
@@ -279,7 +283,8 @@ class Calibration:
         false_positive_rate: share of null draws with any column significant.
         power: share of planted draws with the planted region (or a pixel of it) significant.
         shift_points: mean planted shift of the region's share, in percentage points.
-        draws, size, permutations, level: how it was run.
+        draws, size, permutations, family: how it was run (``family``: ``"regions"`` or
+            ``"pixels"``; ``level``, its name before 0.2, warns).
     """
 
     false_positive_rate: float
@@ -288,34 +293,56 @@ class Calibration:
     draws: int
     size: int
     permutations: int
-    level: str
+    family: str
+    level = RenamedAttribute("family")
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _old_family_keyword(function: F) -> F:
+    """``level="regions"|"pixels"`` (the name of ``family=`` before 0.2) as ``family=``, warned;
+    any other ``level=`` is refused: the test's level is given in ``stats=``."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **keywords: Any) -> Any:
+        if "level" in keywords and not isinstance(keywords["level"], str):
+            raise ValueError(
+                f"level= is the old name of family= ('regions' or 'pixels'), got {keywords['level']!r}; "
+                "give the test's level in stats=, e.g. stats={'level': 0.9}"
+            )
+        return function(*args, **renamed(keywords, {"level": "family"}, stacklevel=2))
+
+    return call  # type: ignore[return-value]
+
+
+@_old_family_keyword
 def calibrate(
     maps: np.ndarray,
     stats: StatsOptions | Mapping[str, Any] | None = None,
     *,
     region: str = "left_eye",
     fraction: float = 0.06,
-    level: str = "regions",
+    family: str = "regions",
     draws: int = 200,
     size: int = 12,
     side: int = 16,
     **overrides: Any,
 ) -> Calibration:
-    """False positive rate and power of the ``level`` (``"regions"`` or ``"pixels"``) test for
+    """False positive rate and power of the ``family`` (``"regions"`` or ``"pixels"``) test for
     two interchangeable groups of ``size`` maps drawn from ``maps``; :func:`error_rate` and
     :func:`power` take any :class:`Scenario`.
 
     ``stats``: the test's :class:`StatsOptions` (``permutations``, ``method``, ``seed`` and its
     ``level``, e.g. ``StatsOptions(level=0.9)``; the fields not given as in
     :data:`CALIBRATE_STATS`); ``**overrides``: its fields but ``level`` (``confidence``: the
-    old name of the test's level, warns)."""
+    old name of the test's level, warns). ``level="regions"|"pixels"``: the name of
+    ``family=`` before 0.2, warns."""
     if stats is None or isinstance(stats, Mapping):  # calibrate's own defaults under the fields given
         stats, overrides = CALIBRATE_STATS, {**(stats or {}), **overrides}
     stats = build_stats(stats, overrides)
-    rows = Rows.of(maps, level, region, side=side, fraction=fraction)
+    rows = Rows.of(maps, family, region, side=side, fraction=fraction)
     scenario = Scenario(f"{size} vs {size}", (size, size))
     options = dict(method=stats.method, draws=draws, resamples=stats.permutations, level=stats.level, seed=stats.seed)
     null, found = error_rate(rows, scenario, **options), power(rows, scenario, **options)
-    return Calibration(null.rate, found.rate, rows.shift_points, draws, size, stats.permutations, level)
+    return Calibration(null.rate, found.rate, rows.shift_points, draws, size, stats.permutations, family)

@@ -193,6 +193,7 @@ class DifferenceTest:
 PermutationTest = DifferenceTest  # the name before issue 31
 
 
+@renamed_keywords(level="family")
 def difference_test(
     a: np.ndarray,
     b: np.ndarray | None = None,
@@ -204,19 +205,21 @@ def difference_test(
     correction: str = "fwer",
     seed: int | np.random.Generator = 0,
     persons: tuple | None = None,
-    level: str = "regions",
+    family: str = "regions",
 ) -> DifferenceTest:
     """Two-sided test of every column of ``a`` (``n_a x D``) against ``b`` (``n_b x D``).
 
     ``paired=True`` needs ``n_a == n_b`` (row i of a and of b: the same image) and tests the
     differences ``a - b``; ``b=None`` tests ``a`` (already differences) against 0.
     ``persons``: ``(labels of a, labels of b)`` (paired or ``b=None``: ``(labels,)``), one per
-    row, or None. ``level``: ``"regions"`` or ``"pixels"`` (the variance floor's rule).
+    row, or None. ``family``: what the columns are, ``"regions"`` or ``"pixels"`` (the
+    variance floor's rule; ``level``, its name before 0.2, warns). The test's level is
+    ``1 - alpha``.
     """
     fraction(alpha, "alpha", "0.05")
     StatsOptions(permutations=permutations, correction=correction, method=method)  # ValueError naming a bad one
-    if level not in ("regions", "pixels"):
-        raise ValueError(f"level must be 'regions' or 'pixels' (the variance floor's rule), got {level!r}")
+    if family not in ("regions", "pixels"):
+        raise ValueError(f"family must be 'regions' or 'pixels' (the variance floor's rule), got {family!r}")
     a = as_rows(a, "a")
     rows = [a]
     if b is not None:
@@ -229,11 +232,11 @@ def difference_test(
     one_sample = len(rows) == 1
     labels = [as_persons(p, r, "persons") for p, r in zip(persons or (None,) * len(rows), rows)]
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    family, _ = run_family(
+    tested, _ = run_family(
         rows,
         labels,
         paired=one_sample,
-        family=level,
+        family=family,
         method=method,
         draws=permutations,
         bootstrap=permutations,
@@ -242,21 +245,21 @@ def difference_test(
         rng=rng,
     )
     return DifferenceTest(
-        family.difference[0],
-        family.statistic[0],
+        tested.difference[0],
+        tested.statistic[0],
         effect_size(rows[0], None if one_sample else rows[1]),
-        family.p_raw[0],
-        family.p_adjusted[0],
-        family.threshold,
-        family.draws,
+        tested.p_raw[0],
+        tested.p_adjusted[0],
+        tested.threshold,
+        tested.draws,
         one_sample,
         correction,
         method,
-        family.p_error[0],
-        family.low[0],
-        family.high[0],
-        family.detectable[0],
-        family.exact,
+        tested.p_error[0],
+        tested.low[0],
+        tested.high[0],
+        tested.detectable[0],
+        tested.exact,
     )
 
 
