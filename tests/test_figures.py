@@ -17,7 +17,7 @@ from facesal_fast.align import canonical_mask, region_masks
 from facesal_fast.audit.tasks import TASK_MODELS, TaskMaps, write_tasks_page
 from facesal_fast.evaluation.report import write_evaluation
 from facesal_fast.evaluation.stability import SPLIT_HALF_IMAGES, regions_section, stability_section
-from facesal_fast.methods import METHODS
+from facesal_fast.methods import METHOD_NAMES
 from facesal_fast.report.figures import image_grid_figure, line_figure, map_figure, positive_density
 
 SHAPE = (96, 96)
@@ -94,7 +94,7 @@ LONG_KEY = "dataset/subject_0001/photo_0001_left_profile.jpg (woman)"
 def test_evaluate_picture_grids_keep_their_labels_apart():
     """The grids with the labels the stages give them: every method beside long file names
     (faithfulness examples), layers randomised (sanity), ablation settings (one row)."""
-    methods = list(METHODS)
+    methods = list(METHOD_NAMES)
     pictures = np.zeros((48, 48, 3), np.uint8)
     examples = image_grid_figure(
         [[pictures] * (len(methods) + 2)] * 3,

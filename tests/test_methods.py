@@ -17,7 +17,7 @@ from zennit.types import Activation, AvgPool, Convolution, Linear
 
 from facesal_fast import ops
 from facesal_fast.methods import (
-    METHODS,
+    METHOD_NAMES,
     RelevanceNotConservedError,
     check_conservation,
     explain,
@@ -32,6 +32,7 @@ from facesal_fast.methods import (
     scorecam,
     skin_colour,
 )
+from facesal_fast.methods.occlusion import grid_centers, input_occlusion
 from facesal_fast.ops import occlude as occlude_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -285,13 +286,13 @@ def test_cam_layer_errors(resnet, x64):
 
 def test_occlusion_matches_the_per_patch_loop(image64):
     net = small_net()
-    patch, stride, mean, std = 8, 8, 0.5, 0.25
-    s = occlusion(net, image64, 3, patch=patch, stride=stride, mean=mean, std=std, confidence="logit")
+    patch, step, mean, std = 8, 8, 0.5, 0.25
+    s = occlusion(net, image64, 3, patch=patch, step=step, mean=mean, std=std, confidence="logit")
     ref_sum, ref_count = np.zeros((64, 64)), np.zeros((64, 64))
     with torch.no_grad():
         base = net(torch.from_numpy((image64 / 255.0 - mean) / std).permute(2, 0, 1)[None].float())[0, 3]
-        for cy in range(stride // 2, 64, stride):
-            for cx in range(stride // 2, 64, stride):
+        for cy in range(step // 2, 64, step):
+            for cx in range(step // 2, 64, step):
                 occluded = image64.copy()
                 occluded[max(0, cy - 3) : cy + 5, max(0, cx - 3) : cx + 5] = 0
                 t = torch.from_numpy((occluded / 255.0 - mean) / std).permute(2, 0, 1)[None].float()
@@ -312,7 +313,7 @@ def test_occlusion_uses_one_batched_occlude_call(image64, monkeypatch):
 
     monkeypatch.setattr(ops, "occlude_batch", counted)
     monkeypatch.setattr(occlude_module, "occlude_batch", counted)  # ops.unoccluded calls it there
-    occlusion(small_net(), image64, 0, patch=8, stride=4)
+    occlusion(small_net(), image64, 0, patch=8, step=4)
     assert sorted(calls) == [1, 256]  # the unoccluded input, then all 16 x 16 centres at once
 
 
@@ -322,6 +323,79 @@ def test_skin_colour_finds_skin_not_background():
     image[10:50, 15:45] = (205, 150, 125)  # a skin-toned face
     np.testing.assert_allclose(skin_colour(image, (15, 10, 45, 50)), (205, 150, 125))
     np.testing.assert_allclose(skin_colour(image), (205, 150, 125))
+
+
+def test_occlusion_is_one_entry_point_for_a_scorer_and_a_module(image64):
+    """Issue 28: occlusion(scorer, ...) and occlusion(module, ...) are the one image-space occlusion;
+    the registry runs it, and the deprecated input_occlusion gives the same map, warned."""
+    from facesal_fast.methods import registry
+    from facesal_fast.scoring import Scorer
+
+    net = small_net(classes=3)
+    scorer = Scorer.from_torch(net, 64, mean=0.5, std=0.25, backend="torch")
+    input_image, _ = scorer.prepare(image64)
+    by_module = occlusion(net, input_image, 1, step=8, mean=0.5, std=0.25)
+    by_scorer = occlusion(scorer, input_image, 1, step=8)
+    np.testing.assert_allclose(by_scorer, by_module, atol=1e-6)
+    assert np.abs(by_scorer).max() > 0
+    model_input = registry.ModelInput.from_scorer(scorer, input_image)
+    np.testing.assert_array_equal(registry.compute("occlusion", model_input, 1, step=8), by_scorer)
+    with pytest.warns(DeprecationWarning, match="input_occlusion is now occlusion"):
+        old = input_occlusion(scorer, input_image, 1, stride=8)
+    np.testing.assert_array_equal(old, by_scorer)
+
+
+def test_occlusion_step_and_its_deprecated_name_stride(image64):
+    """Issue 28: the grid step of image-space occlusion is step= (stride is the CIS's vertex
+    stride); stride= (and model=) still work for one release, warned, with the same map."""
+    net, norm = small_net(), dict(mean=0.5, std=0.25)
+    new = occlusion(net, image64, 1, step=8, **norm)
+    assert not np.array_equal(new, occlusion(net, image64, 1, **norm))  # the default step is 4
+    with pytest.warns(DeprecationWarning, match="stride= is now step="):
+        np.testing.assert_array_equal(occlusion(net, image64, 1, stride=8, **norm), new)
+    with pytest.warns(DeprecationWarning, match="model= is now scorer_or_model="):
+        np.testing.assert_array_equal(occlusion(model=net, image=image64, target=1, step=8, **norm), new)
+    with pytest.raises(TypeError, match="not both"):
+        occlusion(net, image64, 1, step=8, stride=8)
+    with pytest.warns(DeprecationWarning, match="stride= is now step="):
+        by_old_option = explain("occlusion", net, image64, 1, stride=8, **norm).image_map
+    np.testing.assert_array_equal(by_old_option, explain("occlusion", net, image64, 1, step=8, **norm).image_map)
+    np.testing.assert_array_equal(grid_centers((9, 9), 4), [[2, 2], [6, 2], [2, 6], [6, 6]])
+    with pytest.warns(DeprecationWarning, match="stride= is now step="):
+        np.testing.assert_array_equal(grid_centers((9, 9), stride=4), [[2, 2], [6, 2], [2, 6], [6, 6]])
+    with pytest.raises(ValueError, match="confidence"):
+        occlusion(net, image64, 1, confidence="probability")
+
+
+def test_occlusion_of_a_grey_module_takes_a_colour_fill(image64):
+    """A colour fill (occlusion-skin's) is made grey for a one-channel input, for a torch
+    module as for a scorer (a module refused it before)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)
+    )
+    grey, colour = image64[..., :1], np.array([200.0, 150.0, 100.0])
+    luma = float(np.dot(colour, [0.299, 0.587, 0.114]))
+    np.testing.assert_array_equal(occlusion(net.eval(), grey, 1, fill=colour), occlusion(net, grey, 1, fill=luma))
+
+
+def test_method_names_is_the_tuple_and_methods_its_deprecated_alias():
+    """Issue 28: fs.methods.METHOD_NAMES is the tuple of names (registry.METHODS is the mapping of
+    methods); fs.methods.METHODS still reads it for one release, warned."""
+    import importlib
+    from collections.abc import Mapping
+
+    import facesal_fast as fs
+    from facesal_fast.methods import registry
+
+    assert isinstance(fs.methods.METHOD_NAMES, tuple) and isinstance(registry.METHODS, Mapping)
+    with pytest.warns(DeprecationWarning, match="facesal_fast.methods.METHODS is now METHOD_NAMES"):
+        assert fs.methods.METHODS is fs.methods.METHOD_NAMES
+    explain_module = importlib.import_module("facesal_fast.methods.explain")
+    with pytest.warns(DeprecationWarning, match="explain.METHODS is now METHOD_NAMES"):
+        assert explain_module.METHODS is fs.methods.METHOD_NAMES
+    with pytest.raises(AttributeError, match="no attribute 'NOPE'"):
+        fs.methods.NOPE  # noqa: B018
 
 
 # ----------------------------------------------------------------------------- explain
@@ -334,8 +408,8 @@ def test_explain_runs_every_method_and_canonicalises(image64):
     ys, xs = np.mgrid[0:64:4, 0:64:4]
     pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
     face = AlignedFace.from_arrays(image64, pts, pts, (64, 64), mode="points", face_box=(0, 0, 63, 63))
-    for name in METHODS:
-        result = explain(name, net, image64, 1, face, other=2, mean=0.5, std=0.25, stride=8)
+    for name in METHOD_NAMES:
+        result = explain(name, net, image64, 1, face, other=2, mean=0.5, std=0.25, step=8)
         assert result.image_map.shape == (64, 64) and np.isfinite(result.image_map).all()
         assert result.canonical_map.shape == (64, 64)
         np.testing.assert_allclose(result.canonical_map[ys, xs], result.image_map[ys, xs], atol=1e-5)
@@ -351,8 +425,8 @@ def test_explain_with_a_scorer_matches_the_module(image64):
     net = small_net(classes=3)
     scorer = Scorer.from_torch(net, 64, mean=0.5, std=0.25, backend="torch")
     for name in ("guided-backprop", "lrp-epsilon", "occlusion"):
-        a = explain(name, net, image64, 1, mean=0.5, std=0.25, stride=8)
-        b = explain(name, scorer, image64, 1, stride=8)
+        a = explain(name, net, image64, 1, mean=0.5, std=0.25, step=8)
+        b = explain(name, scorer, image64, 1, step=8)
         np.testing.assert_allclose(a.image_map, b.image_map, atol=1e-6)
         assert b.canonical_map is None
 
@@ -363,11 +437,11 @@ def test_explain_with_a_scorer_matches_the_module(image64):
 def test_registry_names_aliases_and_options():
     from facesal_fast.methods import registry
 
-    assert METHODS == tuple(m for m in registry.names(needing=("other",)) if registry.METHODS[m].run is not None)
+    assert METHOD_NAMES == tuple(m for m in registry.names(needing=("other",)) if registry.METHODS[m].run is not None)
     assert "saliency-difference" not in registry.names()  # needs other=
     for alias, name in {"gb": "guided-backprop", "gradcampp": "gradcam++", "lrp": "lrp-epsilon"}.items():
         assert registry.ALIASES[alias] == name and registry.resolve(alias) is registry.METHODS[name]
-    assert {"output", "other", "patch", "stride", "fill", "target_layer", "lrp_rtol"} == registry.OPTIONS
+    assert {"output", "other", "patch", "step", "fill", "target_layer", "lrp_rtol"} == registry.OPTIONS
     model_input = registry.ModelInput(np.zeros((8, 8, 3), np.uint8), small_net())
     with pytest.raises(ValueError, match="unknown option"):
         registry.compute("gradcam", model_input, 0, ouptut="probability")
@@ -388,7 +462,7 @@ def test_explain_forwards_per_method_options(image64):
     logit = explain("guided-backprop", net, image64, 1, **norm)  # the default stays the logit
     np.testing.assert_allclose(logit.image_map, guided_backprop(net, x, 1), atol=1e-6)
     assert not np.allclose(probability.image_map, logit.image_map)
-    grey = explain("occlusion", net, image64, 1, fill="mean", stride=8, **norm).image_map
-    black = explain("occlusion", net, image64, 1, stride=8, **norm).image_map
-    np.testing.assert_allclose(grey, occlusion(net, image64, 1, stride=8, fill="mean", **norm), atol=1e-6)
+    grey = explain("occlusion", net, image64, 1, fill="mean", step=8, **norm).image_map
+    black = explain("occlusion", net, image64, 1, step=8, **norm).image_map
+    np.testing.assert_allclose(grey, occlusion(net, image64, 1, step=8, fill="mean", **norm), atol=1e-6)
     assert not np.allclose(grey, black)

@@ -114,7 +114,7 @@ def _alignment_rows(
     """Rows and pictures of the alignment family: the image-space occlusion map of the crop
     averaged as it is, through a 5-point similarity onto the canonical face, and the CMS; a
     bar ("ablations: alignment") after 2 s."""
-    options = {"patch": cis_options.patch, "stride": cis_options.grid_step, "fill": cis_options.fill}
+    options = {"patch": cis_options.patch, "step": cis_options.grid_step, "fill": cis_options.fill}
     faces = outer_bar(items, desc="ablations: alignment", unit="face")
     occluded = [registry.compute("occlusion", it.model_input(scorer, None), it.target, **options) for it in faces]
     none_map = np.mean(np.stack(occluded), 0)

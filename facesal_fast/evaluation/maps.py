@@ -36,7 +36,7 @@ def cis_results(items: Sequence[Item], scorer: Any, options: CISOptions) -> list
 def method_options(cis_options: CISOptions, gb_output: str) -> dict[str, Any]:
     """The registry options of an evaluation: Guided Backprop from ``gb_output``; occlusion
     with the CIS window, grid step and fill; LRP with its conservation check on."""
-    return {"output": gb_output, "stride": cis_options.grid_step, "patch": cis_options.patch, "fill": cis_options.fill}
+    return {"output": gb_output, "step": cis_options.grid_step, "patch": cis_options.patch, "fill": cis_options.fill}
 
 
 def method_maps(

@@ -5,6 +5,7 @@ The methods, their names, aliases and options are those of :mod:`facesal_fast.me
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -16,10 +17,29 @@ from facesal_fast.methods import occlusion, registry
 from facesal_fast.methods._common import to_canonical_map
 from facesal_fast.scoring.photos import ImagesInput, per_photo
 
-__all__ = ["METHODS", "MethodResult", "explain"]
+__all__ = ["METHOD_NAMES", "MethodResult", "explain"]
 
-#: The methods :func:`explain` runs (canonical names; the registry's aliases are accepted too).
-METHODS = tuple(m.name for m in registry.METHODS.values() if m.run is not None)
+#: The names of the methods :func:`explain` runs, a tuple (canonical names; the registry's
+#: aliases are accepted too). The methods themselves: ``registry.METHODS``, a mapping.
+METHOD_NAMES = tuple(m.name for m in registry.METHODS.values() if m.run is not None)
+#: Former public names of this module and of :mod:`facesal_fast.methods` (old -> new), kept
+#: one release: reading one warns.
+RENAMED = {"METHODS": "METHOD_NAMES"}
+
+
+def renamed_attribute(module: str, name: str) -> Any:
+    """The value of ``name``'s new name (:data:`RENAMED`) with a DeprecationWarning, for the
+    ``__getattr__`` of module ``module``; AttributeError for any other name."""
+    if name not in RENAMED:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new = RENAMED[name]
+    warnings.warn(f"{module}.{name} is now {new}; the old name goes in the next release", DeprecationWarning, 3)
+    return globals()[new]
+
+
+def __getattr__(name: str) -> Any:
+    """Former names (:data:`RENAMED`), warned."""
+    return renamed_attribute(__name__, name)
 
 
 @dataclass(frozen=True)
@@ -54,7 +74,7 @@ def explain(
     scale: float = 1.0 / 255.0,
     **options: Any,
 ) -> MethodResult:
-    """Run method ``name`` (one of :data:`METHODS` or an alias) and put its map on the canonical face.
+    """Run method ``name`` (one of :data:`METHOD_NAMES` or an alias) and put its map on the canonical face.
 
     Args:
         scorer_or_model: a :class:`facesal_fast.scoring.Scorer` (its preprocessing,
@@ -70,8 +90,9 @@ def explain(
         options: per-method options (:data:`facesal_fast.methods.registry.OPTIONS`; each
             method takes its own and leaves the others): ``output`` (``"logit"`` or
             ``"probability"``) of Guided Backprop and the saliency difference; ``other``,
-            the second class of ``"saliency-difference"``; ``patch``, ``stride`` (occlusion
-            window and grid step, model-input pixels) and ``fill`` (``"occlusion"``);
+            the second class of ``"saliency-difference"``; ``patch``, ``step`` (occlusion
+            window and grid step, model-input pixels; ``stride``, its former name, is taken
+            with a DeprecationWarning) and ``fill`` (``"occlusion"``);
             ``target_layer`` of the CAMs (default: the last Conv2d); ``lrp_rtol``, the
             relevance-conservation tolerance of LRP (None: unchecked).
     """

@@ -18,13 +18,28 @@ import numpy as np
 import torch
 
 from facesal_fast import ops
+from facesal_fast.core.renamed import renamed
 from facesal_fast.methods import cams, guided_backprop, lrp, occlusion
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["ALIASES", "KINDS", "METHODS", "OPTIONS", "Method", "ModelInput", "compute", "names", "resolve"]
+__all__ = [
+    "ALIASES",
+    "KINDS",
+    "METHODS",
+    "OPTIONS",
+    "RENAMED_OPTIONS",
+    "Method",
+    "ModelInput",
+    "compute",
+    "names",
+    "resolve",
+]
 
+#: How a method computes its map (:attr:`Method.kind`, its one meaning): ``"gradient"``
+#: back-propagates through the torch module, ``"occlusion"`` scores occluded inputs,
+#: ``"canonical"`` is a map of the canonical face (computed by :mod:`facesal_fast.saliency`).
 KINDS = ("gradient", "occlusion", "canonical")
 
 
@@ -85,9 +100,10 @@ class Method:
 
     Attributes:
         name: canonical name; aliases: other names accepted for it.
-        kind: ``"gradient"`` (back-propagation through the torch module), ``"occlusion"``
-            (scores of occluded inputs) or ``"canonical"`` (maps of the canonical face,
-            computed by :mod:`facesal_fast.saliency`: no ``run``).
+        kind: how the method computes its map, one of :data:`KINDS`: ``"gradient"``
+            (back-propagation through the torch module), ``"occlusion"`` (scores of occluded
+            inputs) or ``"canonical"`` (maps of the canonical face, computed by
+            :mod:`facesal_fast.saliency`: no ``run``).
         summary: one line for help texts.
         run: ``(model_input, target, **options) -> h x w`` map (None for ``"canonical"``).
         defaults: the options ``run`` takes, with their default values.
@@ -136,22 +152,21 @@ def _scorecam(inp: ModelInput, target: int, *, target_layer: torch.nn.Module | s
     return cams.scorecam(inp.torch_model("scorecam"), inp.tensor(), target, target_layer, score_batch=score_batch)
 
 
-def _occlusion(inp: ModelInput, target: int, *, patch: int, stride: int, fill: Any) -> np.ndarray:
+def _occlusion(inp: ModelInput, target: int, *, patch: int, step: int, fill: Any) -> np.ndarray:
+    window = dict(patch=patch, step=step, fill=fill)
     if inp.scorer is not None:
-        return occlusion.input_occlusion(inp.scorer, inp.image, target, patch=patch, stride=stride, fill=fill)
+        return occlusion.occlusion(inp.scorer, inp.image, target, **window)
     norm = dict(mean=inp.mean, std=inp.std, scale=inp.scale)
-    return occlusion.occlusion(
-        inp.torch_model("occlusion"), inp.image, target, patch=patch, stride=stride, fill=fill, **norm
-    )
+    return occlusion.occlusion(inp.torch_model("occlusion"), inp.image, target, **window, **norm)
 
 
-def _occlusion_skin(inp: ModelInput, target: int, *, patch: int, stride: int) -> np.ndarray:
+def _occlusion_skin(inp: ModelInput, target: int, *, patch: int, step: int) -> np.ndarray:
     fill = occlusion.skin_colour(inp.image if inp.photo is None else inp.photo, inp.face_box)
-    return _occlusion(inp, target, patch=patch, stride=stride, fill=fill)
+    return _occlusion(inp, target, patch=patch, step=step, fill=fill)
 
 
 _LAYER = {"target_layer": None}
-_WINDOW = {"patch": 8, "stride": 4}
+_WINDOW = {"patch": 8, "step": 4}  # image-space occlusion: window side and grid step (input px)
 _RTOL = {"lrp_rtol": 1e-2}  # relevance conservation checked (None: unchecked)
 
 #: Canonical name -> :class:`Method`, in the order help texts list them.
@@ -189,6 +204,8 @@ METHODS: Mapping[str, Method] = MappingProxyType(
 ALIASES = {alias: m.name for m in METHODS.values() for alias in m.aliases}
 #: Every option some method takes.
 OPTIONS = frozenset(o for m in METHODS.values() for o in (*m.defaults, *m.required))
+#: Former option names (old -> new), still taken for one release with a DeprecationWarning.
+RENAMED_OPTIONS = {"stride": "step"}
 
 
 def resolve(name: str) -> Method:
@@ -208,10 +225,11 @@ def names(*, needing: Sequence[str] = ()) -> tuple[str, ...]:
 def compute(name: str, model_input: ModelInput, target: int, **options: Any) -> np.ndarray:
     """Run method ``name`` on ``model_input``; ``h x w`` float32 map of the model input.
 
-    ``options`` may hold any of :data:`OPTIONS`; each method takes those in its
-    ``defaults`` / ``required`` and leaves the others, so one set of options can be passed
-    to every method. An option no method takes is a ValueError.
+    ``options`` may hold any of :data:`OPTIONS` (or a former name of :data:`RENAMED_OPTIONS`,
+    warned); each method takes those in its ``defaults`` / ``required`` and leaves the others,
+    so one set of options can be passed to every method. An option no method takes is a ValueError.
     """
+    options = renamed(options, RENAMED_OPTIONS, stacklevel=3)
     method = resolve(name)
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
