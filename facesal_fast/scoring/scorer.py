@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from facesal_fast import ops
+from facesal_fast.core.renamed import RenamedAttribute
 from facesal_fast.core.validate import torch_device
 from facesal_fast.scoring.backends import Backend, CallableBackend, onnx_input_layout
 from facesal_fast.scoring.batching import batch_size_for, run_pipelined
@@ -90,7 +90,7 @@ class Scorer:
             ``"embedding"`` (a descriptor: score it through :meth:`with_confidence`, e.g.
             :func:`facesal_fast.saliency.identity.identification_scorer`).
         confidence_name: classification confidence ``"softmax"`` or ``"logit"`` (``kind``,
-            its former name, reads it with a ``DeprecationWarning``).
+            its former name, reads it with a ``DeprecationWarning`` for one release).
         batch_size: fixed batch size, or None for automatic (:meth:`batch_size_for`).
         face_preparation: the :class:`~facesal_fast.scoring.face_input.FacePreparation` that
             :meth:`prepare` runs.
@@ -113,6 +113,7 @@ class Scorer:
     crop_margin = SpecField()
     chip_padding = SpecField()
     shares_batches: ClassVar[bool] = True
+    kind = RenamedAttribute("confidence_name")  # its name until issue 28, warned
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass with its own ``score_occluded`` scores each request alone unless it says
@@ -149,12 +150,6 @@ class Scorer:
         self.probe = list(probe)
         self.module = module
         self._confidence: Confidence | None = None
-
-    @property
-    def kind(self) -> str:
-        """Deprecated (one release): :attr:`confidence_name`."""
-        warnings.warn("Scorer.kind is deprecated; use Scorer.confidence_name", DeprecationWarning, stacklevel=2)
-        return self.confidence_name
 
     # ------------------------------------------------------------------ construction
 
