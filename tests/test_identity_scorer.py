@@ -19,7 +19,9 @@ from photos import FACES as PHOTOS  # noqa: E402
 import facesal_fast as fs
 from facesal_fast import models
 from facesal_fast.align import default_aligner, load_image
+from facesal_fast.core.options import CISOptions
 from facesal_fast.models.dlib_resnet import CHIP_PADDING, load_dlib_resnet
+from facesal_fast.ops import splat_mean
 from facesal_fast.saliency.cis import apply_affine
 from facesal_fast.saliency.identity import (
     VerificationCISResult,
@@ -162,6 +164,32 @@ def test_verification_cis_genuine_pair(scorer):
     one_sided = verification_scorer(face2, 1, 0.923, scorer)
     chip1, _ = scorer.prepare(face1.image, face1)
     assert abs(one_sided.base_score(chip1) - result.base_score) < 1e-5
+
+
+def test_verification_cis_takes_the_options_record_and_is_algorithm_1(scorer, faces):
+    face1, face2 = faces["img1"], faces["img2"]
+    pair = dict(face1=face1, face2=face2)
+    keywords = verification_cis(None, None, scorer, 1, 0.9, **pair, stride=STRIDE, patch=PATCH, batch_size=7)
+    result = verification_cis(None, None, scorer, 1, 0.9, CISOptions(stride=STRIDE, patch=PATCH), **pair)
+    np.testing.assert_allclose(result.drops, keywords.drops, atol=1e-5)  # batches of 7 or automatic
+    assert result.settings == keywords.settings and result.forward_passes == keywords.forward_passes
+    # Algorithm 1 by hand: each used point occluded in both chips, its drop splatted on the canonical face
+    both = face1.visible & face2.visible & (np.arange(len(face1.visible)) % STRIDE == 0)
+    np.testing.assert_array_equal(result.used, both)
+    p1 = apply_affine(result.affine, face1.verts_image[both, :2])
+    p2 = apply_affine(result.affine2, face2.verts_image[both, :2])
+    scores = verification_pair_scores(scorer, result.input_image, result.input_image2, p1, PATCH, 1, 0.9, centers2=p2)
+    np.testing.assert_allclose(result.drops, result.base_score - scores.numpy(), atol=1e-5)
+    distinct = len(np.unique(np.floor(np.concatenate([p1, p2], 1) + 0.5), axis=0))
+    assert result.forward_passes == 2 * (distinct + 1)
+    canonical, _ = splat_mean(result.drops, face1.verts_canonical[both, :2], result.canonical_patch, (256, 256))
+    np.testing.assert_array_equal(result.canonical, canonical)
+    with pytest.raises(ValueError, match="scores every window"):
+        verification_cis(None, None, scorer, 1, 0.9, **pair, stride=STRIDE, mode="grid")
+    with pytest.raises(ValueError, match="face1= and face2="):
+        verification_cis(None, None, scorer, 1, 0.9, **pair, face_index=0)
+    with pytest.raises(TypeError, match="strides"):
+        verification_cis(None, None, scorer, 1, 0.9, **pair, strides=4)
 
 
 def test_pair_scores_scorer_matches_module(scorer, faces):

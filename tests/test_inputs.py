@@ -1,6 +1,7 @@
 """Inputs of the public API: value ranges of array images, torch tensors and batches in,
 tensors out, face choice, scorer output and normalisation checks, reprs."""
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -24,7 +25,10 @@ from facesal_fast.align import (
     default_aligner,
     load_image,
 )
+from facesal_fast.core.options import CISOptions
+from facesal_fast.saliency.cis import cis_steps
 from facesal_fast.scoring import Scorer
+from facesal_fast.scoring.batching import run_steps
 from facesal_fast.scoring.photos import AlignerLike, ScorerLike, photos
 from facesal_fast.scoring.selection import ProbingBackend
 
@@ -202,6 +206,11 @@ def test_face_choice_on_a_group_photo(scorer, caplog):
     assert np.linalg.norm(centre(box) - centre(faces[0].face_box)) < 0.25 * (box[2] - box[0])  # the largest face
     second = fs.cis(couple, scorer, face_index=1, **FAST)
     assert second.face.face_box == faces[1].face_box != largest.face.face_box
+    chosen = fs.cis(couple, scorer, None, CISOptions(face_index=1, **FAST))  # the choice is a field of the record
+    np.testing.assert_array_equal(chosen.canonical, second.canonical)
+    assert (
+        run_steps(cis_steps(couple, scorer, None, CISOptions(face_index=1, **FAST))).face.face_box == faces[1].face_box
+    )
     every = fs.cis(couple, scorer, faces="all", **FAST)
     assert [r.face.face_box for r in every] == [f.face_box for f in faces]
     with pytest.raises(ValueError, match="face_index=5 but 2 face"):
@@ -491,12 +500,14 @@ def test_dir_and_help_show_the_public_api_and_every_parameter():
 
     assert dir(fs) == sorted(fs.__all__) and "importlib" not in dir(fs)  # completion lists the API
     params = inspect.signature(fs.cis).parameters
-    assert [params[n].kind for n in ("face_index", "faces")] == [inspect.Parameter.KEYWORD_ONLY] * 2
-    assert params["face_index"].default is None and params["faces"].default is None
+    assert params["options"].default is None and params["overrides"].kind is inspect.Parameter.VAR_KEYWORD
     documented = set(re.findall(r"^        (\w+)(?:, \w+)*:", fs.cis.__doc__, re.MULTILINE))
     assert documented == set(params), documented ^ set(params)  # the docstring and signature agree
+    fields = {f.name for f in dataclasses.fields(CISOptions)}  # face_index and faces among them
+    listed = set(re.findall(r"^            - ``(\w+)``:", fs.cis.__doc__, re.MULTILINE))
+    assert listed == fields, listed ^ fields  # every option documented where help(fs.cis) shows it
     shown = pydoc.render_doc(fs.cis)
-    assert "face_index: 'int | None' = None" in shown and "faces: 'str | None' = None" in shown
+    assert "options: 'CISOptions | Mapping[str, Any] | None' = None" in shown and "``face_index``:" in shown
     assert "face_index" not in inspect.signature(fs.methods.explain).parameters  # it takes none
 
 

@@ -10,8 +10,12 @@ from torch import nn
 
 from facesal_fast import ops
 from facesal_fast.align import AlignedFace, load_image
+from facesal_fast.core.options import CISOptions
 from facesal_fast.saliency import CMSAccumulator, cis
+from facesal_fast.saliency import cis as cis_module
+from facesal_fast.saliency.cis import FacePoints, cis_steps, occlusion_drops
 from facesal_fast.scoring import Scorer
+from facesal_fast.scoring.batching import run_steps
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 
@@ -175,6 +179,45 @@ def test_adaptive_mode_refines_towards_exact():
     np.testing.assert_allclose(full.canonical, exact.canonical, rtol=1e-5, atol=1e-7)
     cheap = cis(face.image, scorer, target=2, patch=4, face=face, mode="adaptive", grid_step=6, refine=0.2)
     assert cheap.forward_passes < exact.forward_passes and cheap.settings["refine"] == 0.2
+
+
+def test_cis_takes_its_options_as_one_record_a_mapping_or_keywords():
+    face, scorer = synthetic_face(np.random.default_rng(4)), tiny_scorer()
+    keywords = cis(face.image, scorer, 1, face=face, patch=4, mode="grid", grid_step=3, certify=False)
+    record = CISOptions(patch=4, mode="grid", grid_step=3, certify=False)
+    for options in (record, record.as_dict(), {"patch": 4, "mode": "grid", "grid_step": 3, "certify": False}):
+        again = cis(face.image, scorer, 1, options, face=face)
+        np.testing.assert_array_equal(again.canonical, keywords.canonical)
+        assert again.settings == keywords.settings and again.forward_passes == keywords.forward_passes
+    over = cis(face.image, scorer, 1, record, face=face, mode="exact")  # keywords override the record
+    exact = cis(face.image, scorer, 1, face=face, patch=4)
+    np.testing.assert_array_equal(over.canonical, exact.canonical)
+    assert over.settings["mode"] == "exact" and keywords.settings["mode"] == "grid"
+    steps = run_steps(cis_steps(face.image, scorer, 1, record, face=face))  # the twin takes the same
+    np.testing.assert_array_equal(steps.canonical, keywords.canonical)
+    with pytest.raises(TypeError, match="grid_stepp"):
+        cis(face.image, scorer, 1, face=face, grid_stepp=3)
+    with pytest.raises(TypeError, match="options must be a CISOptions"):
+        cis(face.image, scorer, 1, "grid", face=face)
+    with pytest.raises(ValueError, match="face= already chooses the face"):
+        cis(face.image, scorer, 1, face=face, face_index=0)
+    with pytest.raises(ValueError, match="face= already chooses the face"):
+        run_steps(cis_steps(face.image, scorer, 1, {"faces": "all"}, face=face))
+    assert not hasattr(cis_module, "MODES")  # the modes are named in core/options only
+
+
+def test_occlusion_drops_take_the_options_record():
+    face, scorer = synthetic_face(np.random.default_rng(5)), tiny_scorer()
+    result = cis(face.image, scorer, 0, face=face, patch=4, mode="adaptive", grid_step=3, refine=0.5, certify=False)
+    points = FacePoints.of(face, result.affine, 1)
+    np.testing.assert_array_equal(points.used, result.used)
+    options = CISOptions(patch=4, mode="adaptive", grid_step=3, refine=0.5)
+    drops, passes = occlusion_drops(scorer, result.input_image, points.input, 0, result.base_score, options)
+    np.testing.assert_array_equal(drops, result.drops)
+    assert passes == result.forward_passes
+    keywords = dict(patch=4, mode="adaptive", grid_step=3, refine=0.5)  # the old keyword call
+    same, _ = occlusion_drops(scorer, result.input_image, points.input, 0, result.base_score, **keywords)
+    np.testing.assert_array_equal(same, drops)
 
 
 @pytest.mark.parametrize("columns, spread", [(2, 64.0), (4, 64.0), (2, 1.0), (2, 3.0e9)])

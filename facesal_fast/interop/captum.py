@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 
 from facesal_fast.align import default_aligner
 from facesal_fast.align.image_io import _is_tensor, tensor_images
+from facesal_fast.core.options import CISOptions
 from facesal_fast.methods.occlusion import to_photo
 from facesal_fast.saliency import cis
 from facesal_fast.scoring import Scorer
@@ -83,7 +84,11 @@ class CanonicalOcclusion:
         return f"CanonicalOcclusion({self.scorer!r}, results={len(self.results)})"
 
     def attribute(
-        self, inputs: torch.Tensor | tuple[torch.Tensor], target: Targets = None, **options: Any
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor],
+        target: Targets = None,
+        options: CISOptions | Mapping[str, Any] | None = None,
+        **overrides: Any,
     ) -> torch.Tensor:
         """Occlusion maps of ``inputs`` on the photos, shaped like ``inputs``.
 
@@ -93,8 +98,10 @@ class CanonicalOcclusion:
                 tuple form) gives a 1-tuple back.
             target: class index or name for every photo, one per photo (list, tuple, tensor
                 or numpy array of ``N``), or None / ``"predicted"`` for each photo's predicted class.
-            options: passed to :func:`facesal_fast.cis` (``patch``, ``stride``, ``mode``,
-                ``fill``, ``face_index``, ...).
+            options: how each map is computed, as :func:`facesal_fast.cis` takes it: a
+                :class:`~facesal_fast.core.options.CISOptions`, a mapping of its fields or None.
+            overrides: its fields by keyword (``patch``, ``stride``, ``mode``, ``fill``,
+                ``face_index``, ...).
 
         Returns:
             float tensor shaped like ``inputs`` on its device: the score drop ``S``
@@ -102,14 +109,13 @@ class CanonicalOcclusion:
             target's confidence) warped from the model's crop onto the photo, 0 outside the
             crop, repeated over the channels.
         """
+        options = CISOptions.build(options, **overrides)
         if isinstance(inputs, tuple) and len(inputs) == 1:
-            return (self.attribute(inputs[0], target, **options),)
+            return (self.attribute(inputs[0], target, options),)
         batch = self._batch(inputs)
         photos = tensor_images(batch, "inputs")
         targets = _targets(target, len(photos))
-        self.results = [
-            cis(photo, self.scorer, t, aligner=self.aligner, **options) for photo, t in zip(photos, targets)
-        ]
+        self.results = [cis(photo, self.scorer, t, options, aligner=self.aligner) for photo, t in zip(photos, targets)]
         maps = [to_photo(r.occlusion, r.affine, photo.shape[:2]) for r, photo in zip(self.results, photos)]
         out = torch.from_numpy(np.stack(maps))[:, None].expand(-1, batch.shape[1], -1, -1)
         dtype = inputs.dtype if inputs.dtype.is_floating_point else torch.float32

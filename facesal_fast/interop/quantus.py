@@ -23,7 +23,7 @@ seen (photo space only). Inputs are clamped to ``[0, 1]``, the range of photos, 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 
 from facesal_fast.align import default_aligner
 from facesal_fast.align.image_io import load_image
+from facesal_fast.core.options import CISOptions
 from facesal_fast.methods.occlusion import to_photo
 from facesal_fast.saliency.cis import apply_affine, cis
 from facesal_fast.scoring import Scorer
@@ -161,7 +162,13 @@ def quantus_model(scorer: Scorer, aligner: AlignerLike | None = None) -> Quantus
 
 
 def quantus_explain(
-    model: QuantusModel, inputs: np.ndarray, targets: Any, *, clamp: bool = True, **cis_options: Any
+    model: QuantusModel,
+    inputs: np.ndarray,
+    targets: Any,
+    *,
+    clamp: bool = True,
+    options: CISOptions | Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> np.ndarray:
     """Quantus's ``explain_func``: CIS occlusion maps of ``inputs`` for ``targets``.
 
@@ -171,12 +178,16 @@ def quantus_explain(
         targets: class index per input (a numpy array or list of ``N``, or one for all).
         clamp: clip ``inputs`` to ``[0, 1]`` first (Quantus's noise leaves it; without it an
             input outside is a ``ValueError``).
-        cis_options: passed to :func:`facesal_fast.cis` (``patch``, ``stride``, ``mode``, ...).
+        options: how each map is computed, as :func:`facesal_fast.cis` takes it: a
+            :class:`~facesal_fast.core.options.CISOptions`, a mapping of its fields or None.
+        overrides: its fields by keyword (``patch``, ``stride``, ``mode``, ...; Quantus passes
+            ``explain_func_kwargs`` so).
 
     Returns:
         ``N x 1 x H x W`` float32: the score drop ``S`` of each pixel of the crop, or warped
         onto the photo (0 outside the model's crop).
     """
+    options = CISOptions.build(options, **overrides)
     if not isinstance(model, QuantusModel):
         raise ValueError(f"model must be the QuantusModel from quantus_model(scorer), got {type(model).__name__}")
     x = np.asarray(inputs, np.float32)
@@ -189,14 +200,14 @@ def quantus_explain(
     labels = np.broadcast_to(np.asarray(targets).reshape(-1), (len(x),)) if np.size(targets) in (1, len(x)) else None
     if labels is None:
         raise ValueError(f"targets must hold one class per input ({len(x)}), got {np.size(targets)}")
-    maps = [_explain_one(model, image, int(label), cis_options) for image, label in zip(x, labels)]
+    maps = [_explain_one(model, image, int(label), options) for image, label in zip(x, labels)]
     return np.stack(maps)[:, None].astype(np.float32)
 
 
-def _explain_one(model: QuantusModel, x: np.ndarray, target: int, cis_options: dict[str, Any]) -> np.ndarray:
+def _explain_one(model: QuantusModel, x: np.ndarray, target: int, options: CISOptions) -> np.ndarray:
     """``H x W`` map of one input (``C x H x W`` in ``[0, 1]``)."""
     space, face = model.face_of(x)
-    result = cis(face.image, model.scorer(space), target, face=face, **cis_options)
+    result = cis(face.image, model.scorer(space), target, options, face=face)
     if space == "crop":
         return np.asarray(result.occlusion, np.float32)
     return to_photo(result.occlusion, result.affine, x.shape[1:])

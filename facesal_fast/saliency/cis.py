@@ -15,14 +15,15 @@ interpolation; the ``exact`` mode scores every distinct window.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from facesal_fast import ops
-from facesal_fast.align import AlignedFace, canonical_face, find_face, region_shares, to_image
+from facesal_fast.align import AlignedFace, canonical_face, default_aligner, find_face, region_shares, to_image
 from facesal_fast.core.grid import bilinear, bounding_grid, unique_windows
+from facesal_fast.core.options import CISOptions
 from facesal_fast.core.validate import check_stride, check_window_sizes, one_target, positive_int
 from facesal_fast.saliency.overlay import heat_overlay
 from facesal_fast.scoring.batching import Steps, Windows, run_steps
@@ -30,11 +31,19 @@ from facesal_fast.scoring.confidence import resolve_class
 from facesal_fast.scoring.photos import AlignerLike, ImagesInput, ScorerLike, as_numpy, per_photo
 from facesal_fast.speed.adaptive import adaptive_steps
 from facesal_fast.speed.auto import choose_incremental
-from facesal_fast.speed.certified import CanonicalSplat, Certificate, certificate_steps, certified_steps, quality_target
+from facesal_fast.speed.certified import CanonicalSplat, Certificate, certificate_steps, certified_steps
 
-__all__ = ["CISResult", "cis", "cis_steps", "default_patch", "occlusion_drops", "occlusion_steps", "odd_patch"]
+__all__ = [
+    "CISResult",
+    "FacePoints",
+    "cis",
+    "cis_steps",
+    "default_patch",
+    "occlusion_drops",
+    "occlusion_steps",
+    "odd_patch",
+]
 
-MODES = ("exact", "grid", "adaptive")
 #: CISResult fields returned as tensors on the input's device when the image is a tensor.
 TENSOR_FIELDS = ("canonical", "counts", "occlusion", "drops")
 
@@ -75,55 +84,49 @@ def occlusion_drops(
     points: np.ndarray,
     target: int | None,
     base_score: float,
-    *,
-    patch: int,
-    fill: Any = "black",
-    mode: str = "exact",
-    grid_step: int = 2,
-    refine: float = 0.2,
+    options: CISOptions | Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> tuple[np.ndarray, int]:
-    """Score drops ``S (N,)`` at ``points`` (input pixels) and the number of forward passes."""
-    windows = Windows.template(scorer, input_image, patch, fill, target)
-    return run_steps(occlusion_steps(windows, points, base_score, mode, grid_step, refine))
+    """Score drops ``S (N,)`` at ``points`` (``N x 2``, input pixels) and the number of forward
+    passes, by the ``patch`` (``None``: :func:`default_patch` of ``input_image``), ``fill``,
+    ``mode``, ``grid_step`` and ``refine`` of ``options`` (a :class:`CISOptions`, a mapping of
+    its fields or ``None``) with the keyword ``overrides`` (``patch=5``, ``mode="grid"``)."""
+    options = CISOptions.build(options, **overrides)
+    patch = resolve_patch(options.patch, input_image.shape[:2])
+    windows = Windows.template(scorer, input_image, patch, options.fill, target)
+    return run_steps(occlusion_steps(windows, points, base_score, options))
 
 
 def occlusion_steps(
-    windows: Windows,
-    points: np.ndarray,
-    base_score: float,
-    mode: str = "exact",
-    grid_step: int = 2,
-    refine: float = 0.2,
+    windows: Windows, points: np.ndarray, base_score: float, options: CISOptions | None = None, **overrides: Any
 ) -> Steps:
     """:func:`occlusion_drops` as requests (:mod:`facesal_fast.scoring.batching`): ``windows``
-    gives the scorer, image, patch, fill and target; returns ``(drops, forward passes)``."""
-    drops, passes, _ = yield from _mode_steps(windows, points, base_score, mode, grid_step, refine)
+    gives the scorer, image, patch, fill and target, ``options`` (and ``overrides``) the
+    ``mode``, ``grid_step`` and ``refine``; returns ``(drops, forward passes)``."""
+    options = CISOptions.build(options, **overrides)
+    drops, passes, _ = yield from _mode_steps(windows, points, base_score, options)
     return drops, passes
 
 
-def _mode_steps(
-    windows: Windows, points: np.ndarray, base_score: float, mode: str, grid_step: int, refine: float
-) -> Steps:
-    """:func:`occlusion_steps`, also returning which points' windows were scored exactly
-    (``(drops (N,), forward passes, exact (N,) bool)``)."""
+def _mode_steps(windows: Windows, points: np.ndarray, base_score: float, options: CISOptions) -> Steps:
+    """:func:`occlusion_steps` by ``options.mode``, also returning which points' windows were
+    scored exactly (``(drops (N,), forward passes, exact (N,) bool)``)."""
     if len(points) == 0:
         raise ValueError("no visible correspondence point to occlude (all self-occluded or removed by the stride)")
-    if mode == "exact":
+    if options.mode == "exact":
         centers, inverse = unique_windows(points)
         scores = yield replace(windows, centers=centers)
         drops = (base_score - np.asarray(scores, np.float64)).astype(np.float32)[inverse]
         return drops, len(centers), np.ones(len(points), bool)
-    if mode == "grid":
-        xs, ys, centers = bounding_grid(points, windows.image.shape[:2], positive_int(grid_step, "grid_step"))
+    if options.mode == "grid":
+        xs, ys, centers = bounding_grid(points, windows.image.shape[:2], options.grid_step)
         scores = yield replace(windows, centers=centers)
         drops = (base_score - np.asarray(scores, np.float64)).reshape(len(ys), len(xs))
         window_centres = np.floor(points + 0.5)  # where exact mode would occlude
         on_grid = np.isin(window_centres[:, 0], xs) & np.isin(window_centres[:, 1], ys)
         return bilinear(drops, xs, ys, window_centres), len(centers), on_grid
-    if mode == "adaptive":
-        result = yield from adaptive_steps(windows, points, base_score, grid_step, refine)
-        return result.drops, result.forward_passes, result.exact
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    result = yield from adaptive_steps(windows, points, base_score, options.grid_step, options.refine)
+    return result.drops, result.forward_passes, result.exact
 
 
 @dataclass(frozen=True)
@@ -139,32 +142,25 @@ class _Scored:
 
 
 def _scored_steps(
-    windows: Windows,
-    points: np.ndarray,
-    base_score: float,
-    splat: CanonicalSplat,
-    how: dict[str, Any],
-    target_ssim: float | None,
-    certify: bool,
+    windows: Windows, points: np.ndarray, base_score: float, splat: CanonicalSplat, options: CISOptions
 ) -> Steps:
-    """Drops at ``points`` (``N x 2`` input pixels) by the preset promising ``target_ssim``,
-    or by ``how`` (``mode``, ``grid_step``, ``refine``), certified when ``certify``;
-    returns :class:`_Scored`."""
-    if target_ssim is not None:
-        found = yield from certified_steps(windows, points, base_score, target_ssim, splat)
+    """Drops at ``points`` (``N x 2`` input pixels) by the preset promising
+    ``options.target_ssim``, or by ``options.mode`` (with its ``grid_step`` and ``refine``),
+    certified when ``options.certify``; returns :class:`_Scored`."""
+    if options.target_ssim is not None:
+        found = yield from certified_steps(windows, points, base_score, options.target_ssim, splat)
         return _Scored(found.drops, found.forward_passes, found.certificate, found.mode, found.grid_step)
-    drops, passes, exact = yield from _mode_steps(windows, points, base_score, **how)
-    if how["mode"] == "exact" or not certify:
-        return _Scored(
-            drops, passes, Certificate.exact() if how["mode"] == "exact" else None, how["mode"], how["grid_step"]
-        )
+    mode = options.mode
+    drops, passes, exact = yield from _mode_steps(windows, points, base_score, options)
+    if mode == "exact" or not options.certify:
+        return _Scored(drops, passes, Certificate.exact() if mode == "exact" else None, mode, options.grid_step)
     centers, inverse = unique_windows(points)
     first = np.zeros(len(centers), np.int64)
     first[inverse] = np.arange(len(points))
     certificate, _ = yield from certificate_steps(
         windows, base_score, drops[first].astype(np.float64), ~exact[first], centers, inverse, splat
     )
-    return _Scored(drops, passes + certificate.sampled, certificate, how["mode"], how["grid_step"])
+    return _Scored(drops, passes + certificate.sampled, certificate, mode, options.grid_step)
 
 
 @dataclass
@@ -277,59 +273,104 @@ def _check_finite_scores(base: float, drops: np.ndarray, scorer: Any, target: in
     )
 
 
+@dataclass(frozen=True)
+class FacePoints:
+    """The correspondence points Algorithm 1 occludes on one face: the visible ones kept by
+    the stride (every ``stride``-th point).
+
+    Attributes:
+        used: ``(V,)`` bool over the face's ``V`` correspondence points.
+        input: ``N x 2`` float32 ``(x, y)`` of the used points in the scorer's input pixels.
+        canonical: ``N x 2`` float32 their positions on the canonical face.
+    """
+
+    used: np.ndarray
+    input: np.ndarray
+    canonical: np.ndarray
+
+    @classmethod
+    def of(cls, face: AlignedFace, affine: np.ndarray, stride: int, visible: np.ndarray | None = None) -> FacePoints:
+        """The points of ``face`` (``affine``: ``2 x 3`` image -> input pixels) that are
+        ``visible`` (``(V,)`` bool; default ``face.visible``) and kept by ``stride``."""
+        used = np.asarray(face.visible if visible is None else visible, bool).copy()
+        used[np.arange(len(used)) % stride != 0] = False
+        return cls(
+            used,
+            apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2]),
+            np.asarray(face.verts_canonical, np.float32)[used, :2],
+        )
+
+    def splat(
+        self,
+        drops: np.ndarray,
+        patch: int,
+        canonical_patch: int,
+        canonical_shape: tuple[int, int],
+        input_shape: tuple[int, int],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Algorithm 1's maps of the points' ``drops`` (``(N,)``): the canonical map P = P* / N
+        and its counts N (``canonical_shape``, windows of ``canonical_patch``) and the
+        occlusion map in the input (``input_shape``, windows of ``patch``), float32."""
+        canonical, counts = ops.splat_mean(drops, self.canonical, canonical_patch, canonical_shape)
+        return canonical, counts, ops.splat_mean(drops, self.input, patch, input_shape)[0]
+
+
+def _face_of(image: Any, face: AlignedFace | None, aligner: AlignerLike | None, options: CISOptions) -> AlignedFace:
+    """``face``, or the face of ``image`` that ``options.face_index`` chooses (the default
+    face without one); ``ValueError`` when ``face`` and a face choice are both given."""
+    if face is not None and (options.face_index is not None or options.faces is not None):
+        raise ValueError("face= already chooses the face: drop face_index= / faces=")
+    if options.faces == "all":
+        raise ValueError("faces='all' gives a list of results per photo: call cis, not cis_steps")
+    if face is None and options.face_index is not None:
+        return (aligner or default_aligner())(image, face_index=options.face_index)
+    return find_face(image, face, aligner)
+
+
 def cis_steps(
     image: Any,
     scorer: ScorerLike,
     target: int | str | None = None,
+    options: CISOptions | Mapping[str, Any] | None = None,
     *,
-    patch: int | None = None,
-    canonical_patch: int | None = None,
-    stride: int = 1,
-    fill: Any = "black",
-    mode: str = "exact",
-    grid_step: int = 2,
-    refine: float = 0.2,
-    quality: str | float | None = None,
-    certify: bool = True,
-    incremental: bool | str = "auto",
     aligner: AlignerLike | None = None,
     face: AlignedFace | None = None,
+    **overrides: Any,
 ) -> Steps:
     """:func:`cis` of one photo (a path or an ``H x W x 3`` array) as requests
     (:mod:`facesal_fast.scoring.batching`): :func:`~facesal_fast.scoring.batching.run_together`
-    scores several images' windows in shared batches; returns the :class:`CISResult`."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    positive_int(stride, "stride")
-    face = find_face(image, face, aligner)
+    scores several images' windows in shared batches; returns the :class:`CISResult`.
+    Arguments as :func:`cis` (``faces="all"`` is :func:`cis`'s alone)."""
+    return (yield from _photo_steps(image, scorer, target, CISOptions.build(options, **overrides), aligner, face))
+
+
+def _photo_steps(
+    image: Any, scorer: ScorerLike, target: Any, options: CISOptions, aligner: AlignerLike | None, face: Any
+) -> Steps:
+    """:func:`cis_steps` with its options built (Algorithm 1 on one face)."""
+    face = _face_of(image, face, aligner, options)
     input_image, affine = scorer.prepare(face.image, face)
-    patch = resolve_patch(patch, input_image.shape[:2])
-    check_window_sizes(input_image.shape[:2], patch, None if mode == "exact" else grid_step)
-    target_ssim = None if quality is None else quality_target(quality)
-    if quality is not None and mode != "exact":
-        raise ValueError(f"pass either quality ({quality!r}) or mode ({mode!r}), not both")
-    choice = choose_incremental(scorer, input_image, patch, incremental)
+    patch = resolve_patch(options.patch, input_image.shape[:2])
+    check_window_sizes(input_image.shape[:2], patch, None if options.mode == "exact" else options.grid_step)
+    choice = choose_incremental(scorer, input_image, patch, options.incremental)
     target_index, score_target = _resolve_target(scorer, input_image, one_target(target))
     base = float(scorer.base_score(input_image, score_target))
-    used = np.asarray(face.visible, bool).copy()
-    used[np.arange(len(used)) % stride != 0] = False
-    check_stride(stride, int(used.sum()), int(np.count_nonzero(face.visible)))
-    points_in = apply_affine(affine, np.asarray(face.verts_image, np.float32)[used, :2])
-    c_patch = face.canonical_patch(patch, affine) if canonical_patch is None else int(canonical_patch)
-    canonical_points = np.asarray(face.verts_canonical, np.float32)[used, :2]
-    splat = CanonicalSplat(canonical_points, c_patch, face.canonical_shape)
-    windows = Windows.template(choice.scorer, input_image, patch, fill, score_target)
-    how = dict(mode=mode, grid_step=grid_step, refine=refine)
-    scored = yield from _scored_steps(windows, points_in, base, splat, how, target_ssim, certify)
-    drops, passes = scored.drops, scored.forward_passes
-    _check_finite_scores(base, drops, scorer, target_index)
-    canonical, counts = ops.splat_mean(drops, canonical_points, c_patch, face.canonical_shape)
+    points = FacePoints.of(face, affine, options.stride)
+    check_stride(options.stride, int(points.used.sum()), int(np.count_nonzero(face.visible)))
+    c_patch = face.canonical_patch(patch, affine) if options.canonical_patch is None else int(options.canonical_patch)
+    splat = CanonicalSplat(points.canonical, c_patch, face.canonical_shape)
+    windows = Windows.template(choice.scorer, input_image, patch, options.fill, score_target)
+    scored = yield from _scored_steps(windows, points.input, base, splat, options)
+    _check_finite_scores(base, scored.drops, scorer, target_index)
+    canonical, counts, occlusion = points.splat(
+        scored.drops, patch, c_patch, face.canonical_shape, input_image.shape[:2]
+    )
     return CISResult(
         canonical=canonical,
         counts=counts,
-        occlusion=ops.splat_mean(drops, points_in, patch, input_image.shape[:2])[0],
-        drops=drops,
-        used=used,
+        occlusion=occlusion,
+        drops=scored.drops,
+        used=points.used,
         face=face,
         input_image=input_image,
         affine=affine,
@@ -338,22 +379,27 @@ def cis_steps(
         base_score=base,
         patch=int(patch),
         canonical_patch=c_patch,
-        forward_passes=passes,
-        settings=dict(
-            patch=int(patch),
-            canonical_patch=c_patch,
-            stride=int(stride),
-            fill=str(fill),
-            mode=scored.mode,
-            grid_step=int(scored.grid_step),
-            refine=float(refine) if quality is None else 0.0,
-            quality=quality,
-            target_ssim=target_ssim,
-            incremental=choice.incremental,
-            incremental_reason=choice.reason,
-            forward_passes=passes,
-            **_certificate_settings(scored.certificate),
-        ),
+        forward_passes=scored.forward_passes,
+        settings=_settings(options, patch, c_patch, scored, choice),
+    )
+
+
+def _settings(options: CISOptions, patch: int, c_patch: int, scored: _Scored, choice: Any) -> dict[str, Any]:
+    """A result's ``settings``: the options it was computed with and how it was scored."""
+    return dict(
+        patch=int(patch),
+        canonical_patch=c_patch,
+        stride=int(options.stride),
+        fill=str(options.fill),
+        mode=scored.mode,
+        grid_step=int(scored.grid_step),
+        refine=float(options.refine) if options.quality is None else 0.0,
+        quality=options.quality,
+        target_ssim=options.target_ssim,
+        incremental=choice.incremental,
+        incremental_reason=choice.reason,
+        forward_passes=scored.forward_passes,
+        **_certificate_settings(scored.certificate),
     )
 
 
@@ -362,19 +408,11 @@ def cis(
     image: ImagesInput,
     scorer: ScorerLike,
     target: int | str | None = None,
+    options: CISOptions | Mapping[str, Any] | None = None,
     *,
-    patch: int | None = None,
-    canonical_patch: int | None = None,
-    stride: int = 1,
-    fill: Any = "black",
-    mode: str = "exact",
-    grid_step: int = 2,
-    refine: float = 0.2,
-    quality: str | float | None = None,
-    certify: bool = True,
-    incremental: bool | str = "auto",
     aligner: AlignerLike | None = None,
     face: AlignedFace | None = None,
+    **overrides: Any,
 ) -> CISResult:
     """Canonical Image Saliency of one image (Algorithm 1), or of each image of a batch.
 
@@ -387,55 +425,46 @@ def cis(
             ``drops`` as tensors on its device.
         scorer: a :class:`~facesal_fast.scoring.Scorer`.
         target: class index or name; ``None`` or ``"predicted"`` explains the predicted class.
-        patch: occlusion window in the scorer's input pixels (default: 15 px at 224 px,
-            scaled to the input size, see :func:`default_patch`).
-        canonical_patch: splat window on the canonical face (default: ``patch`` scaled by
-            canonical face size / face size in the input).
-        stride: keep every ``stride``-th correspondence point (the paper's vertex stride).
-        fill: occlusion fill, as :func:`facesal_fast.ops.occlude_batch`.
-        mode: ``"exact"`` (every distinct window) or ``"grid"`` (grid of step ``grid_step``,
-            bilinear interpolation), or ``"adaptive"`` (that grid first, then the ``refine``
-            fraction of windows with the largest coarse drops scored exactly; Krypton's drill-down).
-        grid_step: step of that grid, in the scorer's input pixels.
-        refine: fraction of windows refined exactly in ``"adaptive"`` mode.
-        quality: a promise instead of ``mode``/``grid_step``/``refine``: ``"exact"``,
-            ``"high"`` (estimated SSIM against exact >= 0.95 on this photo), ``"fast"``
-            (>= 0.90) or a target SSIM in (0, 1]: a coarse grid refined where its sampled
-            error is largest until the estimate meets the target, or exact when refining
-            would cost more (:mod:`facesal_fast.speed.certified`); ``settings["mode"]`` says
-            which (``"certified"`` or ``"exact"``).
-        certify: approximate modes score a random sample of the windows they skipped and
-            record ``settings["estimated_ssim"]`` (against exact) and
-            ``settings["estimated_share_error"]`` (largest region-share error, points);
-            exact results record 1 and 0. ``False`` skips the sample (both ``None``).
-        incremental: ``"auto"``: incremental inference where the model traces and its
-            multiply-add count says it pays (same maps up to float error), else the scorer as
-            it is; ``True`` to insist, ``False`` to opt out (see :mod:`facesal_fast.speed.auto`).
+        options: how the map is computed: a :class:`~facesal_fast.core.options.CISOptions`
+            (checked when built), a mapping of its fields or ``None`` (the defaults). Its fields:
+
+            - ``patch``: occlusion window in the scorer's input pixels (default: 15 px at
+              224 px, scaled to the input size, see :func:`default_patch`).
+            - ``canonical_patch``: splat window on the canonical face (default: ``patch``
+              scaled by canonical face size / face size in the input).
+            - ``stride``: keep every ``stride``-th correspondence point (the paper's vertex stride).
+            - ``fill``: occlusion fill, as :func:`facesal_fast.ops.occlude_batch`.
+            - ``mode``: ``"exact"`` (every distinct window) or ``"grid"`` (grid of step
+              ``grid_step``, bilinear interpolation), or ``"adaptive"`` (that grid first, then
+              the ``refine`` fraction of windows with the largest coarse drops scored exactly;
+              Krypton's drill-down).
+            - ``grid_step``: step of that grid, in the scorer's input pixels.
+            - ``refine``: fraction of windows refined exactly in ``"adaptive"`` mode.
+            - ``quality``: a promise instead of ``mode``/``grid_step``/``refine``: ``"exact"``,
+              ``"high"`` (estimated SSIM against exact >= 0.95 on this photo), ``"fast"``
+              (>= 0.90) or a target SSIM in (0, 1]: a coarse grid refined where its sampled
+              error is largest until the estimate meets the target, or exact when refining
+              would cost more (:mod:`facesal_fast.speed.certified`); ``settings["mode"]``
+              says which (``"certified"`` or ``"exact"``).
+            - ``certify``: approximate modes score a random sample of the windows they skipped
+              and record ``settings["estimated_ssim"]`` (against exact) and
+              ``settings["estimated_share_error"]`` (largest region-share error, points);
+              exact results record 1 and 0. ``False`` skips the sample (both ``None``).
+            - ``incremental``: ``"auto"``: incremental inference where the model traces and
+              its multiply-add count says it pays (same maps up to float error), else the
+              scorer as it is; ``True`` to insist, ``False`` to opt out
+              (see :mod:`facesal_fast.speed.auto`).
+            - ``face_index``: explain the ``face_index``-th largest face of the photo (default:
+              the largest, logged at WARNING with its box when there are several).
+            - ``faces``: ``"all"`` explains every face: a list of results per photo.
+            - ``batch_size``: not used by ``cis`` (its windows go in the scorer's batches).
         aligner: aligner to use when ``face`` is not given (default aligner otherwise).
         face: a precomputed :class:`AlignedFace` (e.g. ``AlignedFace.from_arrays``).
-        face_index: explain the ``face_index``-th largest face of the photo (default: the
-            largest, logged at WARNING with its box when there are several).
-        faces: ``"all"`` explains every face: a list of results per photo.
+        overrides: fields of ``options`` by keyword, applied over it
+            (``cis(photo, scorer, mode="grid", grid_step=4)``, ``face_index=1``); an unknown
+            name is a ``TypeError``, a bad value a ``ValueError`` naming the field.
 
     Returns:
         :class:`CISResult`; a list of them for a batch (one per photo) or ``faces="all"``.
     """
-    return run_steps(
-        cis_steps(
-            image,
-            scorer,
-            target,
-            patch=patch,
-            canonical_patch=canonical_patch,
-            stride=stride,
-            fill=fill,
-            mode=mode,
-            grid_step=grid_step,
-            refine=refine,
-            quality=quality,
-            certify=certify,
-            incremental=incremental,
-            aligner=aligner,
-            face=face,
-        )
-    )
+    return run_steps(cis_steps(image, scorer, target, options, aligner=aligner, face=face, **overrides))

@@ -11,18 +11,17 @@ images of a pair.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
 from facesal_fast.align import find_face
 from facesal_fast.align.face import window_side
-from facesal_fast.core.grid import unique_windows
-from facesal_fast.core.validate import positive_int
+from facesal_fast.core.options import CISOptions
 from facesal_fast.models import load
 from facesal_fast.ops import FAR_CENTER, splat_mean
-from facesal_fast.saliency.cis import CISResult, apply_affine, resolve_patch
-from facesal_fast.scoring.batching import auto_batch_size
+from facesal_fast.saliency.cis import CISResult, FacePoints, occlusion_steps, resolve_patch
+from facesal_fast.scoring.batching import Windows, auto_batch_size, run_steps
 from facesal_fast.scoring.embedding import (
     embed_faces,
     identification_confidence,
@@ -111,112 +110,166 @@ class VerificationCISResult(CISResult):
     cosine: float = float("nan")
 
 
+@dataclass(frozen=True)
+class _PairScorer:
+    """Eq. 8 as a scorer of occluded windows, for :func:`~facesal_fast.saliency.cis.occlusion_steps`:
+    a window row ``(x1, y1, x2, y2)`` occludes ``(x1, y1)`` in the image scored (chip 1) and
+    ``(x2, y2)`` in ``chip2``; its score is ``c * (cos(Q1, Q2) - tau)``."""
+
+    scorer: Scorer
+    chip2: np.ndarray
+    c: int
+    tau: float
+    batch_size: int | None
+
+    def score_occluded(
+        self, input_image: np.ndarray, centers: np.ndarray, patch: int, fill: Any = "black", target: Any = None
+    ) -> np.ndarray:
+        """``(K,)`` float32 scores of the pairs occluded at ``centers`` (``K x 4``)."""
+        shape, backend = (self.scorer.channels, *input_image.shape[:2]), self.scorer.backend
+        size = self.batch_size or auto_batch_size(shape, backend.device, len(centers), backend.cpu_max_batch)
+        scores = verification_pair_scores(
+            self.scorer,
+            input_image,
+            self.chip2,
+            centers[:, :2],
+            patch,
+            self.c,
+            self.tau,
+            fill=fill,
+            batch_size=size,
+            centers2=centers[:, 2:],
+        )
+        return scores.cpu().numpy()
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One image of a pair: its face, chip (``h x w x 3`` uint8), ``2 x 3`` affine and points."""
+
+    face: Any
+    chip: np.ndarray
+    affine: np.ndarray
+    points: FacePoints
+
+
+def _pair_sides(
+    scorer: Scorer, images: tuple[Any, Any], faces: tuple[Any, Any], aligner: Any, stride: int
+) -> tuple[_Side, _Side]:
+    """Both images' chips and the points visible in both faces, kept by ``stride``."""
+    face1, face2 = (find_face(image, face, aligner) for image, face in zip(images, faces))
+    canon1, canon2 = np.asarray(face1.verts_canonical, np.float32), np.asarray(face2.verts_canonical, np.float32)
+    if canon1.shape != canon2.shape or not np.allclose(canon1, canon2, atol=1e-3):
+        raise ValueError("the two faces do not share their canonical points (align both with the same aligner)")
+    both = np.asarray(face1.visible, bool) & np.asarray(face2.visible, bool)
+    sides = []
+    for face in (face1, face2):
+        chip, affine = scorer.prepare(face.image, face)
+        sides.append(_Side(face, chip, affine, FacePoints.of(face, affine, stride, both)))
+    if not sides[0].points.used.any():
+        raise ValueError("no correspondence point is visible in both faces")
+    return sides[0], sides[1]
+
+
+def _pair_drops(
+    scorer: Scorer, one: _Side, two: _Side, patch: int, c: int, tau: float, options: CISOptions
+) -> tuple[float, np.ndarray, int]:
+    """``(base score, drops (N,), distinct window pairs scored)``: cis's exact mode on the
+    pair's window rows (identical pairs scored once; automatic batches sized by their count)."""
+    rows = np.concatenate([one.points.input, two.points.input], 1)
+    pair = _PairScorer(scorer, two.chip, c, tau, options.batch_size or scorer.batch_size)
+    far = np.full((1, 4), FAR_CENTER, np.float32)  # occludes nothing: the intact pair, same kernel
+    base = float(pair.score_occluded(one.chip, far, patch, options.fill)[0])
+    drops, passes = run_steps(
+        occlusion_steps(Windows.template(pair, one.chip, patch, options.fill), rows, base, options)
+    )
+    return base, drops, passes
+
+
+def _check_pair_options(options: CISOptions, c: int) -> None:
+    """``ValueError`` for what a verification CIS does not do: approximate, or choose a face."""
+    if c not in (1, -1):
+        raise ValueError(f"c must be +1 (genuine pair) or -1 (impostor pair), got {c!r}")
+    if options.approximate:
+        raise ValueError("verification_cis scores every window: mode and quality must be 'exact'")
+    if options.face_index is not None or options.faces is not None:
+        raise ValueError("verification_cis takes face1= and face2=, not face_index= / faces=")
+
+
 def verification_cis(
     image1: Any,
     image2: Any,
     scorer: Scorer | None,
     c: int,
     tau: float,
+    options: CISOptions | Mapping[str, Any] | None = None,
     *,
     face1: Any = None,
     face2: Any = None,
-    patch: int | None = None,
-    canonical_patch: int | None = None,
-    stride: int = 1,
-    fill: Any = "black",
     aligner: Any = None,
-    batch_size: int | None = None,
+    **overrides: Any,
 ) -> VerificationCISResult:
     """Canonical saliency of a verification pair (eq. 8): the same facial region occluded in both.
 
     The dense correspondence points are shared by all faces (point n is the same facial
-    location in both photos), so point n is mapped into chip 1 through image 1's
-    position and chip 2 through image 2's; both copies are occluded there, scored by
-    ``c * (cos(Q1, Q2) - tau)`` (:func:`~facesal_fast.scoring.embedding.verification_pair_scores`), and the drop
-    ``S(pair) - S(occluded pair)`` is splatted at the point's canonical position, then
-    divided by the counts (Algorithm 1). Points visible in both faces are used.
+    location in both photos), so point n is mapped into chip 1 through image 1's position and
+    chip 2 through image 2's; both copies are occluded there, scored by ``c * (cos(Q1, Q2) -
+    tau)`` (:func:`~facesal_fast.scoring.embedding.verification_pair_scores`), and the drop
+    ``S(pair) - S(occluded pair)`` is splatted at the point's canonical position, then divided
+    by the counts (Algorithm 1: :func:`~facesal_fast.saliency.cis.cis`'s exact mode). Points
+    visible in both faces are used.
 
     Args:
         image1, image2: ``H x W x 3`` uint8 RGB photos or paths (ignored where the face is given).
         scorer: an embedding scorer with ``crop="chip"`` (None: ``load("dlib-resnet")``).
         c: +1 genuine pair, -1 impostor pair.
         tau: cosine threshold (:func:`~facesal_fast.scoring.embedding.calibrate_tau`).
+        options: a :class:`~facesal_fast.core.options.CISOptions`, a mapping of its fields or
+            None. Used here: ``patch`` (occlusion window in chip pixels, default
+            :func:`~facesal_fast.saliency.cis.default_patch` of the chip), ``canonical_patch``
+            (splat window; default ``patch`` scaled to the canonical face, mean of the two
+            faces), ``stride``, ``fill`` and ``batch_size`` (occluded pairs per forward pass,
+            default automatic). Every window is scored: an approximate ``mode`` or
+            ``quality``, or a face choice (pass ``face1``/``face2``), is a ``ValueError``.
         face1, face2: precomputed :class:`~facesal_fast.align.AlignedFace` objects.
-        patch: occlusion window in chip pixels (default :func:`~facesal_fast.saliency.cis.default_patch` of the chip).
-        canonical_patch: splat window (default: ``patch`` scaled to the canonical face,
-            mean of the two faces).
-        stride: keep every ``stride``-th point. fill: as ``ops.occlude_batch``.
-        batch_size: occluded pairs per forward pass (default: automatic).
+        aligner: aligner of the photos given without their face (default aligner otherwise).
+        overrides: fields of ``options`` by keyword (``stride=4``, ``patch=20``).
     """
-    positive_int(stride, "stride")
-    if c not in (1, -1):
-        raise ValueError(f"c must be +1 (genuine pair) or -1 (impostor pair), got {c!r}")
+    options = CISOptions.build(options, **overrides)
+    _check_pair_options(options, c)
     scorer = _default_scorer(scorer)
     if scorer.crop != "chip":
         raise ValueError(f"verification_cis needs a scorer with crop='chip' (aligned chips), got crop={scorer.crop!r}")
-    face1, face2 = find_face(image1, face1, aligner), find_face(image2, face2, aligner)
-    canon1, canon2 = np.asarray(face1.verts_canonical, np.float32), np.asarray(face2.verts_canonical, np.float32)
-    if canon1.shape != canon2.shape or not np.allclose(canon1, canon2, atol=1e-3):
-        raise ValueError("the two faces do not share their canonical points (align both with the same aligner)")
-    chip1, affine1 = scorer.prepare(face1.image, face1)
-    chip2, affine2 = scorer.prepare(face2.image, face2)
-    patch = resolve_patch(patch, chip1.shape[:2])
-    used = np.asarray(face1.visible, bool) & np.asarray(face2.visible, bool)
-    used[np.arange(len(used)) % stride != 0] = False
-    if not used.any():
-        raise ValueError("no correspondence point is visible in both faces")
-    p1 = apply_affine(affine1, np.asarray(face1.verts_image, np.float32)[used, :2])
-    p2 = apply_affine(affine2, np.asarray(face2.verts_image, np.float32)[used, :2])
-    # Identical window pairs are scored once (same rule as cis: the window's centre pixel).
-    unique, inverse = unique_windows(np.concatenate([p1, p2], 1))
-    size = (
-        batch_size
-        or scorer.batch_size
-        or auto_batch_size(
-            (scorer.channels, *chip1.shape[:2]), scorer.backend.device, len(unique), scorer.backend.cpu_max_batch
-        )
-    )
-    pair = dict(c=c, tau=tau, fill=fill, batch_size=size)
-    far = np.full((1, 2), FAR_CENTER, np.float32)  # occludes nothing: the intact pair, same kernel
-    base = float(verification_pair_scores(scorer, chip1, chip2, far, patch, **pair)[0])
-    scores = verification_pair_scores(scorer, chip1, chip2, unique[:, :2], patch, centers2=unique[:, 2:], **pair)
-    drops = (base - scores.double().cpu().numpy()).astype(np.float32)[inverse]
-    if canonical_patch is None:
-        sizes = (face1.canonical_patch_size(patch, affine1), face2.canonical_patch_size(patch, affine2))
+    one, two = _pair_sides(scorer, (image1, image2), (face1, face2), aligner, options.stride)
+    patch = resolve_patch(options.patch, one.chip.shape[:2])
+    base, drops, passes = _pair_drops(scorer, one, two, patch, c, tau, options)
+    if options.canonical_patch is None:
+        sizes = [side.face.canonical_patch_size(patch, side.affine) for side in (one, two)]
         c_patch = window_side(0.5 * sum(sizes))
     else:
-        c_patch = int(canonical_patch)
-    canonical_points = canon1[used, :2]
-    canonical, counts = splat_mean(drops, canonical_points, c_patch, face1.canonical_shape)
+        c_patch = int(options.canonical_patch)
+    canonical, counts, occlusion = one.points.splat(drops, patch, c_patch, one.face.canonical_shape, one.chip.shape[:2])
+    settings = dict(patch=int(patch), canonical_patch=c_patch, stride=int(options.stride), fill=str(options.fill))
     return VerificationCISResult(
         canonical=canonical,
         counts=counts,
-        occlusion=splat_mean(drops, p1, patch, chip1.shape[:2])[0],
+        occlusion=occlusion,
         drops=drops,
-        used=used,
-        face=face1,
-        input_image=chip1,
-        affine=affine1,
+        used=one.points.used,
+        face=one.face,
+        input_image=one.chip,
+        affine=one.affine,
         target=None,
         target_name="genuine" if c == 1 else "impostor",
         base_score=base,
         patch=int(patch),
         canonical_patch=c_patch,
-        forward_passes=2 * (len(unique) + 1),
-        settings=dict(
-            patch=int(patch),
-            canonical_patch=c_patch,
-            stride=int(stride),
-            fill=str(fill),
-            mode="exact",
-            task="verification",
-            c=int(c),
-            tau=float(tau),
-        ),
-        face2=face2,
-        input_image2=chip2,
-        affine2=affine2,
-        occlusion2=splat_mean(drops, p2, patch, chip2.shape[:2])[0],
+        forward_passes=2 * (passes + 1),
+        settings=dict(settings, mode="exact", task="verification", c=int(c), tau=float(tau)),
+        face2=two.face,
+        input_image2=two.chip,
+        affine2=two.affine,
+        occlusion2=splat_mean(drops, two.points.input, patch, two.chip.shape[:2])[0],
         c=int(c),
         tau=float(tau),
         cosine=base / c + tau,

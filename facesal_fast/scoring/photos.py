@@ -25,6 +25,7 @@ import torch
 from facesal_fast.align import default_aligner
 from facesal_fast.align.errors import ImageError, NoFaceError
 from facesal_fast.align.image_io import _is_tensor, load_image, tensor_images
+from facesal_fast.core.options import CISOptions
 from facesal_fast.scoring.batching import run_together
 
 __all__ = ["AlignerLike", "ImageInput", "ImagesInput", "Photo", "ScorerLike", "as_numpy", "per_photo", "photos"]
@@ -152,8 +153,11 @@ def per_photo(
     A path or a 2-/3-D numpy array goes to ``fn`` unchanged. A tensor is converted to
     ``H x W x 3`` uint8 (:func:`~facesal_fast.align.image_io.tensor_images`) and the result's
     ``tensor_fields`` come back as tensors on its device. A batch gives a list, one result
-    per photo. With ``choose_face``, ``face_index=k`` explains the k-th largest face and
-    ``faces="all"`` every face (a list per photo) of photos aligned by ``fn``'s ``aligner``.
+    per photo. With ``choose_face``, ``fn`` takes ``options`` (a
+    :class:`~facesal_fast.core.options.CISOptions`, a mapping of its fields or None) and
+    ``**overrides`` of its fields: the record is built here, once, and handed to ``fn`` whole;
+    its ``face_index=k`` explains the k-th largest face and ``faces="all"`` every face (a
+    list per photo) of photos aligned by ``fn``'s ``aligner``.
     With ``read_paths``, paths are read (:func:`~facesal_fast.align.load_image`) before ``fn``.
     With ``steps`` (``fn``'s twin with the same parameters, returning a generator of scoring
     requests, :mod:`facesal_fast.scoring.batching`), the photos (and faces) of a batch are
@@ -164,39 +168,40 @@ def per_photo(
         signature = inspect.signature(fn)
 
         @functools.wraps(fn)
-        def wrapper(*args: Any, face_index: int | None = None, faces: str | None = None, **kwargs: Any) -> Any:
-            if not choose_face and (face_index is not None or faces is not None):
-                raise TypeError(f"{fn.__name__}() takes no face_index or faces argument")
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             bound = _keywords(signature, signature.bind(*args, **kwargs))
+            if choose_face:
+                bound = _options_built(signature, bound)
+            choice = bound["options"] if choose_face else None
             items, many = photos(bound[param])
             plain = not (read_paths and isinstance(items[0].image, (str, os.PathLike)))
-            if plain and not many and items[0].device is None and face_index is None and faces is None:
-                return fn(*args, **kwargs)  # one path or array: unchanged
+            if plain and not many and items[0].device is None and not _chooses(choice):
+                return fn(**bound) if choose_face else fn(*args, **kwargs)  # one path or array: unchanged
             if many and bound.get("face") is not None:
                 raise ValueError("face= is one photo's AlignedFace: it cannot go with a batch of images")
             if read_paths:
                 items = [_read(photo) for photo in items]
             if steps is not None and many:
-                return _together(steps, bound, param, items, tensor_fields, face_index, faces)
-            out = [_call(fn, bound, param, photo, tensor_fields, face_index, faces) for photo in items]
+                return _together(steps, bound, param, items, tensor_fields, choice)
+            out = [_call(fn, bound, param, photo, tensor_fields, choice) for photo in items]
             return out if many else out[0]
 
-        wrapper.__signature__ = _with_face_choice(signature) if choose_face else signature  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
 
 
-def _with_face_choice(signature: inspect.Signature) -> inspect.Signature:
-    """``signature`` with the keyword-only ``face_index`` and ``faces`` the decorator adds, so
-    that ``help()`` and ``inspect.signature`` show every parameter."""
-    added = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
-        for name, annotation in (("face_index", "int | None"), ("faces", "str | None"))
-    ]
-    params = list(signature.parameters.values())
-    tail = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
-    return signature.replace(parameters=[p for p in params if p not in tail] + added + tail)
+def _options_built(signature: inspect.Signature, bound: dict[str, Any]) -> dict[str, Any]:
+    """``bound`` with ``fn``'s ``options`` and keyword overrides built into one
+    :class:`~facesal_fast.core.options.CISOptions` (``TypeError`` naming an unknown field)."""
+    named = {k: v for k, v in bound.items() if k in signature.parameters}
+    overrides = {k: v for k, v in bound.items() if k not in signature.parameters}
+    return dict(named, options=CISOptions.build(named.get("options"), **overrides))
+
+
+def _chooses(options: CISOptions | None) -> bool:
+    """Whether ``options`` choose the face(s) to explain."""
+    return options is not None and (options.face_index is not None or options.faces is not None)
 
 
 def _keywords(signature: inspect.Signature, bound: inspect.BoundArguments) -> dict[str, Any]:
@@ -214,35 +219,37 @@ def _read(photo: Photo) -> Photo:
 
 
 def _face_arguments(
-    bound: dict[str, Any], param: str, photo: Photo, face_index: int | None, faces: str | None
+    bound: dict[str, Any], param: str, photo: Photo, options: CISOptions | None
 ) -> list[dict[str, Any]]:
-    """``fn``'s arguments for one photo: one set per chosen face (one set, ``fn`` aligning, without a choice)."""
+    """``fn``'s arguments for one photo: one set per chosen face, the face choice done (one
+    set, ``fn`` aligning, without a choice)."""
     arguments = dict(bound, **{param: photo.image})
+    if not _chooses(options) or arguments.get("face") is not None:
+        return [arguments]  # fn aligns, or says that face= already chooses
     try:
-        chosen = _chosen_faces(photo, arguments, face_index, faces)
+        chosen = _chosen_faces(photo, arguments, options)
     except (ImageError, NoFaceError) as e:
         raise _renamed(e, photo.source) from e
-    return [arguments] if chosen is None else [dict(arguments, face=face) for face in chosen]
+    done = options.replace(face_index=None, faces=None)
+    return [dict(arguments, face=face, options=done) for face in chosen]
 
 
 def _call(
-    fn: Callable,
-    bound: dict[str, Any],
-    param: str,
-    photo: Photo,
-    fields: Sequence[str],
-    face_index: int | None,
-    faces: str | None,
+    fn: Callable, bound: dict[str, Any], param: str, photo: Photo, fields: Sequence[str], options: CISOptions | None
 ) -> Any:
     """``fn`` on one photo (every chosen face of it with ``faces="all"``), results moved to its device."""
     try:
         results = [
             _to_device(fn(**arguments), fields, photo.device)
-            for arguments in _face_arguments(bound, param, photo, face_index, faces)
+            for arguments in _face_arguments(bound, param, photo, options)
         ]
     except (ImageError, NoFaceError) as e:
         raise _renamed(e, photo.source) from e
-    return results if faces == "all" else results[0]
+    return results if _all_faces(options) else results[0]
+
+
+def _all_faces(options: CISOptions | None) -> bool:
+    return options is not None and options.faces == "all"
 
 
 def _together(
@@ -251,12 +258,11 @@ def _together(
     param: str,
     items: Sequence[Photo],
     fields: Sequence[str],
-    face_index: int | None,
-    faces: str | None,
+    options: CISOptions | None,
 ) -> list[Any]:
     """:func:`_call` for every photo of a batch, their ``steps`` driven together
     (:func:`~facesal_fast.scoring.batching.run_together`); the first photo's error is raised."""
-    arguments = [_face_arguments(bound, param, photo, face_index, faces) for photo in items]
+    arguments = [_face_arguments(bound, param, photo, options) for photo in items]
     outcomes = iter(run_together([steps(**a) for per_face in arguments for a in per_face]))
     out = []
     for photo, per_face in zip(items, arguments):
@@ -267,21 +273,13 @@ def _together(
             if isinstance(result, Exception):
                 raise result
         results = [_to_device(result, fields, photo.device) for result in results]
-        out.append(results if faces == "all" else results[0])
+        out.append(results if _all_faces(options) else results[0])
     return out
 
 
-def _chosen_faces(photo: Photo, arguments: dict, face_index: int | None, faces: str | None) -> list | None:
-    """The aligned faces asked for by ``face_index`` / ``faces="all"`` (None: ``fn`` aligns)."""
-    if faces not in (None, "all"):
-        raise ValueError(f"faces must be 'all' or None, got {faces!r}")
-    if face_index is None and faces is None:
-        return None
-    if face_index is not None and faces is not None:
-        raise ValueError("pass face_index= or faces='all', not both")
-    if arguments.get("face") is not None:
-        raise ValueError("face= already chooses the face: drop face_index= / faces=")
+def _chosen_faces(photo: Photo, arguments: dict, options: CISOptions) -> list:
+    """The aligned faces asked for by ``options.face_index`` / ``options.faces="all"``."""
     aligner = arguments.get("aligner") or default_aligner()
-    if faces == "all":
+    if options.faces == "all":
         return list(aligner(photo.image, all_faces=True, source=photo.source))
-    return [aligner(photo.image, face_index=face_index, source=photo.source)]
+    return [aligner(photo.image, face_index=options.face_index, source=photo.source)]
