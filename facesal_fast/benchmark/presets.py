@@ -18,7 +18,7 @@ from facesal_fast.saliency.cis import apply_affine
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["bench_presets", "run_presets"]
+__all__ = ["bench_presets", "photo_presets", "run_presets"]
 
 
 def bench_presets(
@@ -79,6 +79,47 @@ def bench_presets(
             )
         )
         case.add("presets", how, best[label], result.forward_passes, csm=csm, **extra)
+
+
+def photo_presets(case: Case, face: Any, user: Any, photo: str, csm_vertices: int = 100) -> list[dict]:
+    """One photo of a classifier ``case`` (as :func:`bench_presets`, ~2,200 vertices): ``cis``
+    exact by default, ``quality="high"`` and ``"fast"``, each timed once, and the published
+    CSM loop timed on ``csm_vertices`` vertices (its drops asserted equal to exact's) and
+    extrapolated. One row per setting: forward passes, seconds, speed over the CSM loop, SSIM
+    against the exact map (Gaussian window, its data range) and the result's own
+    ``estimated_ssim``."""
+    stride = max(1, int(np.asarray(face.visible).sum()) // 2194)
+    run = dict(target=case.target, patch=case.patch, stride=stride, face=face)
+    results, seconds = {}, {}
+    for label, options in {"exact": {}, "high": dict(quality="high"), "fast": dict(quality="fast")}.items():
+        seconds[label], results[label] = timed(lambda: cis(face.image, user, **run, **options))
+    exact = results["exact"]
+    used = exact.used
+    points_in = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[used, :2])
+    subset = used & (np.cumsum(used) <= csm_vertices)
+    k = int(subset.sum())
+    csm, (_, drops) = timed(lambda: csm_loop(case, face, subset, points_in[:k], exact.canonical_patch))
+    np.testing.assert_allclose(drops, exact.drops[:k], atol=1e-4, err_msg=f"{case.name} {photo}: CIS != CSM loop")
+    csm *= int(used.sum()) / k
+    span = float(np.ptp(exact.canonical)) or 1.0
+    rows = [dict(photo=photo, setting="csm-loop", passes=int(used.sum()), seconds=csm, vs_csm=1.0)]
+    for label, result in results.items():
+        rows.append(
+            dict(
+                photo=photo,
+                setting=label,
+                mode=result.settings["mode"],
+                passes=result.forward_passes,
+                exact_passes=exact.forward_passes,
+                seconds=seconds[label],
+                vs_csm=csm / seconds[label],
+                ssim=gaussian_ssim(result.canonical, exact.canonical, data_range=span),
+                estimated_ssim=result.settings["estimated_ssim"],
+                backend=user.backend.name,
+                incremental=result.settings["incremental"],
+            )
+        )
+    return rows
 
 
 def run_presets(args: argparse.Namespace, info: dict, photo: Path) -> int:

@@ -59,7 +59,7 @@ __all__ = [
 MARGIN = 0.03
 #: A preset that would score more than this fraction of the windows scores them all.
 EXACT_FRACTION = 0.7
-SAMPLE_FRACTION, SAMPLE_MIN = 0.04, 32  # windows sampled per certificate
+SAMPLE_FRACTION, SAMPLE_MIN = 0.08, 32  # windows sampled per certificate (stratified)
 NEIGHBOURS = 3  # sampled windows whose residuals predict an unscored window's error
 #: Calibration of the shrinkage (:func:`shrinkage`), fitted on photos img3-img6 (docs/performance.md).
 KAPPA = 0.85
@@ -102,6 +102,24 @@ class Certificate:
 
 def _sample_size(skipped: int) -> int:
     return min(skipped, max(SAMPLE_MIN, int(round(SAMPLE_FRACTION * skipped))))
+
+
+def _draw_sample(rng: np.random.Generator, candidates: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Sorted indices (into ``centers`` ``U x 2``) of the windows the certificate scores: a
+    stratified draw from ``candidates``, one random window in each of as many random square
+    cells (side: the sample spacing) as the sample size, the rest at random. A plain random
+    draw left holes and clusters whose nearest-sample residuals swung the estimate (sd 0.024
+    against 0.020 at 4 %, and read 0.01-0.02 low on grid maps)."""
+    size = _sample_size(len(candidates))
+    if size >= len(candidates):
+        return np.sort(candidates)
+    xy = centers[candidates]
+    cells = np.floor((xy - xy.min(0)) / np.sqrt(len(candidates) / size)).astype(np.int64)
+    order = rng.permutation(len(candidates))
+    first = order[np.unique((cells[:, 0] * 1_000_003 + cells[:, 1])[order], return_index=True)[1]]
+    pick = rng.choice(first, min(size, len(first)), replace=False)
+    rest = np.setdiff1d(np.arange(len(candidates)), pick)
+    return np.sort(candidates[np.concatenate([pick, rng.choice(rest, size - len(pick), replace=False)])])
 
 
 def _nearest(centers: np.ndarray, sample: np.ndarray, k: int) -> np.ndarray:
@@ -176,7 +194,7 @@ def certificate_steps(
     candidates = np.flatnonzero(skipped)
     if len(candidates) == 0:
         return Certificate.exact(), (candidates, np.zeros(0))
-    sample = np.sort(rng.choice(candidates, _sample_size(len(candidates)), replace=False))
+    sample = _draw_sample(rng, candidates, centers)
     scores = yield replace(windows, centers=centers[sample])
     exact = base_score - np.asarray(scores, np.float64)
     residuals = exact - drops[sample]
