@@ -1,7 +1,7 @@
 """Approximate CIS that states its own error, and presets defined by the error they promise.
 
 **Certificate.** An approximate CIS (``mode="grid"``, ``"adaptive"``, a ``quality`` preset)
-scores exactly a random sample of the windows it did not score (seeded, so reproducible)
+scores exactly a stratified random sample of the windows it did not score (8 %, seeded)
 and compares those drops with the values it interpolated. The residuals stand in for the
 unknown errors of the other skipped windows: each skipped window takes the residual of its
 nearest sampled window, shrunk by :func:`shrinkage` (replicating a residual over the
@@ -14,9 +14,10 @@ is ``estimated_ssim``, the largest region-share difference, in percentage points
 is of the map returned.
 
 **Presets.** ``quality="high"`` promises SSIM >= 0.95 against exact, ``"fast"`` >= 0.90,
-a float in (0, 1] that SSIM (1: exact). Per photo: score a coarse grid (step ``max(2, round(8 (1 -
-target) p))`` for patch p), interpolate the other windows linearly over the Delaunay
-triangles of what was scored, certify; while the estimate is below ``target +``
+a float in (0, 1] that SSIM (1: exact). Per photo: score a coarse grid (step ``max(2,
+round(8 (1 - target) p))`` for patch p, the nodes of cells holding a window), interpolate
+the other windows linearly over the Delaunay triangles of what was scored, certify;
+while the estimate is below ``target +``
 :data:`MARGIN`, add the sampled windows to the scored ones and refine where the sampled
 residuals are largest (the best window of each of the worst cells, as many as the deficit
 asks for, at most doubling the scored windows), then certify again. When the next round
