@@ -14,7 +14,7 @@ from facesal_fast import ops
 from facesal_fast.methods import RelevanceNotConservedError, check_conservation, lrp_relevance
 from facesal_fast.methods.canonizers import Mean, ResidualSum, canonize, input_layers
 from facesal_fast.methods.lrp import SignSplit, lrp_composite
-from facesal_fast.models import MODELS, load, load_module
+from facesal_fast.models import KERAS_MODELS, load, load_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 PHOTOS = ("img1.jpg", "img17.jpg")  # a woman and a man, both in the bundled photos
@@ -36,7 +36,7 @@ def count(model: nn.Module, kind: type) -> int:
     return sum(isinstance(m, kind) for m in model.modules())
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(KERAS_MODELS))
 def test_canonized_bundled_model_equals_the_original(name, inputs):
     model = load_module(name)
     canonized = canonize(model)
@@ -49,7 +49,7 @@ def test_canonized_bundled_model_equals_the_original(name, inputs):
 
 
 @pytest.mark.parametrize("rule", ["epsilon", "alpha-beta"])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(KERAS_MODELS))
 def test_lrp_conserves_relevance_on_bundled_models_for_every_class(name, rule, inputs):
     """The paper's eq. (1) within 1%, at every layer and from the logit to the pixels."""
     model = load_module(name)
