@@ -35,6 +35,8 @@ _LAZY = {
     "identification_scorer": "facesal_fast.saliency.identity",
     "verification_scorer": "facesal_fast.saliency.identity",
     "verification_cis": "facesal_fast.saliency.identity",
+    "CISOptions": "facesal_fast.core.options",
+    "StatsOptions": "facesal_fast.core.options",
 }
 
 __all__ = ["__version__", *_LAZY]
