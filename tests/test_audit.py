@@ -18,6 +18,7 @@ from facesal_fast.audit.cms import cms
 from facesal_fast.audit.runner import Audit, cms_from_store
 from facesal_fast.audit.store import RunStore, SettingsMismatchError
 from facesal_fast.cli import main
+from facesal_fast.core.options import StatsOptions
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 
@@ -354,3 +355,21 @@ def test_audit_takes_one_options_record_and_resumes_runs_started_with_keywords(t
     with Audit(scorer, tmp_path / "record", options=CISOptions(mode="grid"), **kept) as audit:
         recorded = audit.store.settings
     assert recorded == {"target": None, "patch": None, "stride": 1, "fill": "black", "mode": "grid", "grid_step": 2}
+
+
+def test_cms_and_audit_take_one_stats_record(tmp_path, gender, photos):
+    """``fs.cms(..., stats=)`` and ``Audit(..., stats=)``: a record and a mapping test alike,
+    in memory and from a run store, and the level reaches the result (the default is 0.95)."""
+    files = sorted(photos.glob("*.jpg"))[:4]
+    groups = ["a", "a", "b", "b"]
+    fast = dict(stride=8, mode="grid", grid_step=4, progress=False)
+    record = cms(files, gender, groups=groups, stats=StatsOptions(level=0.9, permutations=200), **fast)
+    mapping = cms(files, gender, groups=groups, stats={"level": 0.9, "permutations": 200}, **fast)
+    assert record.level == mapping.level == 0.9
+    tests = [r.differences[0].region_tests["nose"] for r in (record, mapping)]
+    assert tests[0].p_adjusted == tests[1].p_adjusted
+    with Audit(gender, tmp_path / "run", stride=8, mode="grid", grid_step=4, stats={"level": 0.8}) as audit:
+        list(audit.feed(files, groups=dict(zip([f.name for f in files], groups)), progress=False))
+        assert audit.cms().level == 0.8 and audit.cms(level=0.99).level == 0.99
+    with pytest.raises(ValueError, match="level"):
+        Audit(gender, stats={"level": 95})

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from facesal_fast.audit.runner import Audit
 
 if TYPE_CHECKING:
-    from facesal_fast.core.options import CISOptions
+    from facesal_fast.core.options import CISOptions, StatsOptions
     from facesal_fast.saliency.cms import CMSResult
     from facesal_fast.scoring.photos import ImageInput, ScorerLike
 
@@ -68,6 +68,7 @@ def cms(
     persons: Iterable[str] | Mapping[str, str] | None = None,
     progress: bool = True,
     options: CISOptions | Mapping[str, Any] | None = None,
+    stats: StatsOptions | Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> CMSResult:
     """Canonical Model Saliency of ``scorer`` over ``images`` (paths or ``H x W x 3`` arrays).
@@ -85,6 +86,8 @@ def cms(
         progress: show a progress bar.
         options, **overrides: the CIS options, a :class:`~facesal_fast.core.options.CISOptions`
             or its fields by name (patch, stride, fill, mode, ...), as :class:`~facesal_fast.Audit` takes them.
+        stats: how groups are tested: a :class:`~facesal_fast.core.options.StatsOptions` or a
+            mapping of its fields (default: bootstrap, 2000 draws, level 0.95, fwer, min_group 10).
 
     Returns:
         :class:`CMSResult`. Images that fail (unreadable, no face) are skipped with one
@@ -96,7 +99,7 @@ def cms(
             two photos, or no image succeeded.
     """
     groups, persons = _checked_groups(images, groups), _checked_groups(images, persons, "persons")
-    audit = Audit(scorer, target=target, options=options, **overrides)
+    audit = Audit(scorer, target=target, options=options, stats=stats, **overrides)
     seen, failed = 0, {}  # failed: photo -> first error (faces="all" may fail several faces of one photo)
     for item in audit.feed(images, groups=groups, progress=progress, persons=persons):
         seen += item.face in (None, 1)  # photos, with faces="all" too

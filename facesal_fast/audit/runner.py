@@ -34,12 +34,13 @@ from facesal_fast.audit.store import RunStore
 from facesal_fast.core.validate import check_window_sizes, one_target, positive_int
 from facesal_fast.saliency.cis import CISResult, cis, cis_steps, resolve_patch
 from facesal_fast.saliency.cms import CMSAccumulator, CMSResult
+from facesal_fast.saliency.difference import build_stats
 from facesal_fast.scoring.batching import run_together
 from facesal_fast.scoring.confidence import resolve_class
 from facesal_fast.scoring.progress import advance, inside_outer_bar
 
 if TYPE_CHECKING:
-    from facesal_fast.core.options import CISOptions
+    from facesal_fast.core.options import CISOptions, StatsOptions
     from facesal_fast.scoring.photos import AlignerLike, ScorerLike
 
 __all__ = [
@@ -145,6 +146,8 @@ class Audit:
             largest face whose detector score is within 0.2 of the best, logged at WARNING
             with its box and score) and ``faces="all"`` every face, each its own result
             keyed ``"<photo key>#face<k>"`` (k = 1 for the default face).
+        stats: how :meth:`cms` tests groups (a :class:`~facesal_fast.core.options.StatsOptions`,
+            a mapping of its fields, or None: the defaults).
     """
 
     def __init__(
@@ -157,9 +160,11 @@ class Audit:
         settings: dict[str, Any] | None = None,
         photos_per_round: int = 4,
         options: CISOptions | Mapping[str, Any] | None = None,
+        stats: StatsOptions | Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> None:
         self.scorer, self.target = scorer, one_target(target)
+        self.stats = build_stats(stats, {})
         self.photos_per_round = positive_int(photos_per_round, "photos_per_round")
         requested, recorded = requested_options(options, overrides)
         self.options = fit_to_scorer(scorer, requested)
@@ -243,7 +248,7 @@ class Audit:
         in-memory CMS when the audit has no run directory."""
         if self.store is None:
             if self._memory is None:
-                self._memory = CMSAccumulator(result.canonical.shape)
+                self._memory = CMSAccumulator(result.canonical.shape, self.stats)
             self._memory.add(result.canonical, group, result.counts, person=person)
             return
         arrays = dict(
@@ -439,21 +444,25 @@ class Audit:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def cms(self, **options: Any) -> CMSResult:
-        """The CMS of every finished image (from the run store in key order, when there is one)."""
+    def cms(self, stats: StatsOptions | Mapping[str, Any] | None = None, **overrides: Any) -> CMSResult:
+        """The CMS of every finished image (from the run store in key order, when there is one),
+        its groups tested with ``stats`` and its field ``overrides`` (default: the Audit's)."""
+        stats = build_stats(self.stats if stats is None else stats, overrides)
         if self.store is None:
             if self._memory is None:
                 raise ValueError("no image was explained successfully")
+            self._memory.stats = stats
             return self._memory.result()
-        return cms_from_store(self.store, **options)
+        return cms_from_store(self.store, stats)
 
 
-def cms_from_store(store: RunStore, **options: Any) -> CMSResult:
-    """Rebuild the CMS of a run from its stored CIS maps, in key order."""
+def cms_from_store(store: RunStore, stats: StatsOptions | Mapping[str, Any] | None = None, **options: Any) -> CMSResult:
+    """Rebuild the CMS of a run from its stored CIS maps, in key order; groups tested with
+    ``stats`` and ``options`` (:class:`~facesal_fast.saliency.cms.CMSAccumulator`'s)."""
     accumulator = None
     for row, arrays in store.iter_done():
         if accumulator is None:
-            accumulator = CMSAccumulator(arrays["canonical"].shape, **options)
+            accumulator = CMSAccumulator(arrays["canonical"].shape, stats, **options)
         # a run without counts: all covered; without persons: each photo its own person
         accumulator.add(arrays["canonical"], row.group, arrays.get("counts"), person=row.person)
     if accumulator is None:
