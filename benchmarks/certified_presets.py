@@ -24,6 +24,7 @@ import numpy as np
 from facesal_fast import models
 from facesal_fast.align import default_aligner, load_image, region_shares
 from facesal_fast.benchmark.cases import FACES
+from facesal_fast.benchmark.presets import ssim_summary
 from facesal_fast.metrics.similarity import ssim
 from facesal_fast.saliency import cis
 
@@ -81,13 +82,9 @@ def summary(rows: list[dict]) -> str:
     lines.append("|---|---|---:|---:|---:|---:|---:|")
     for key in sorted({(r["model"], r["preset"]) for r in rows}):
         group = [r for r in rows if (r["model"], r["preset"]) == key]
-        values = np.array([r["ssim"] for r in group])
+        photos, low, mean, passes = ssim_summary(group)
         error = max(abs(r["estimated_ssim"] - r["ssim"]) for r in group)
-        passes = sum(r["passes"] for r in group) / sum(r["exact_passes"] for r in group)
-        lines.append(
-            f"| {key[0]} | {key[1]} | {len(group)} | {values.min():.3f} | {values.mean():.3f} | {error:.3f} | "
-            f"{passes:.2f} |"
-        )
+        lines.append(f"| {key[0]} | {key[1]} | {photos} | {low:.3f} | {mean:.3f} | {error:.3f} | {passes:.2f} |")
     return "\n".join(lines)
 
 

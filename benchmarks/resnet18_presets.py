@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from facesal_fast.benchmark.cases import FACES, default_path_case
-from facesal_fast.benchmark.presets import photo_presets
+from facesal_fast.benchmark.presets import photo_presets, ssim_summary
 from facesal_fast.saliency import cis
 
 
@@ -47,13 +47,12 @@ def summary(rows: list[dict]) -> str:
     ]
     for setting in ("exact", "high", "fast"):
         group = [r for r in rows if r["setting"] == setting]
-        values = np.array([r["ssim"] for r in group])
+        photos, low, mean, passes = ssim_summary(group)
         errors = [r["estimated_ssim"] - r["ssim"] for r in group if r["mode"] == "certified"]
         error = f"{min(errors):+.3f} to {max(errors):+.3f}" if errors else ""
         speed = np.array([r["vs_csm"] for r in group])
-        passes = sum(r["passes"] for r in group) / sum(r["exact_passes"] for r in group)
         lines.append(
-            f"| {setting} | {len(group)} | {values.min():.3f} | {values.mean():.3f} | {len(errors)} | {error} | "
+            f"| {setting} | {photos} | {low:.3f} | {mean:.3f} | {len(errors)} | {error} | "
             f"{passes:.2f} | {speed.min():.1f}x / {np.median(speed):.1f}x / {speed.max():.1f}x |"
         )
     return "\n".join(lines)

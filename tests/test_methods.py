@@ -16,6 +16,7 @@ from zennit.rules import AlphaBeta, Norm, Pass
 from zennit.types import Activation, AvgPool, Convolution, Linear
 
 from facesal_fast import ops
+from facesal_fast.benchmark.cis_end_to_end import tiny_net
 from facesal_fast.methods import (
     METHOD_NAMES,
     RelevanceNotConservedError,
@@ -39,23 +40,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def small_net(seed: int = 0, classes: int = 4) -> nn.Sequential:
-    torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4),
-        nn.Flatten(),
-        nn.Linear(128, classes),
-    )
-    bn = net[1]
-    bn.running_mean.uniform_(-0.5, 0.5)
-    bn.running_var.uniform_(0.5, 2.0)
-    bn.weight.data.uniform_(0.5, 1.5)
-    return net.eval()
+    net = tiny_net(seed, classes, pool=4)
+    net[1].weight.data.uniform_(0.5, 1.5)
+    return net
 
 
 class FunctionalNet(nn.Module):

@@ -246,10 +246,11 @@ def bench_canonical(
 # ---------------------------------------------------------------------------- tiny case (tests)
 
 
-def tiny_equality_case() -> list[dict]:
-    """The suite's equality assertions on a tiny random conv net (seconds; ``facesal bench
-    --tiny`` and the tests); its rows."""
-    torch.manual_seed(0)
+def tiny_net(seed: int = 0, classes: int = 3, pool: int = 1) -> nn.Sequential:
+    """A tiny random conv net in eval mode (conv, batch norm with random statistics, ReLU,
+    max pool, conv, ReLU, adaptive average pool to ``pool x pool``, linear to ``classes``):
+    ``N x 3 x h x w`` -> ``N x classes``; the tests' model too."""
+    torch.manual_seed(seed)
     net = nn.Sequential(
         nn.Conv2d(3, 6, 3, padding=1),
         nn.BatchNorm2d(6),
@@ -257,13 +258,20 @@ def tiny_equality_case() -> list[dict]:
         nn.MaxPool2d(2),
         nn.Conv2d(6, 8, 3, padding=1),
         nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
+        nn.AdaptiveAvgPool2d(pool),
         nn.Flatten(),
-        nn.Linear(8, 3),
+        nn.Linear(8 * pool * pool, classes),
     ).eval()
     with torch.no_grad():
         net[1].running_mean.uniform_(-0.5, 0.5)
         net[1].running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def tiny_equality_case() -> list[dict]:
+    """The suite's equality assertions on a tiny random conv net (seconds; ``facesal bench
+    --tiny`` and the tests); its rows."""
+    net = tiny_net()
     scorer = Scorer.from_torch(net, 24, mean=0.5, std=0.25, backend="torch", batch_size=32)
     image = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
     case = Case("tiny", scorer, net, image, patch=5, target=1)

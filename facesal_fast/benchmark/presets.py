@@ -18,7 +18,7 @@ from facesal_fast.saliency.cis import apply_affine
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["bench_presets", "photo_presets", "run_presets"]
+__all__ = ["bench_presets", "photo_presets", "run_presets", "ssim_summary"]
 
 
 def bench_presets(
@@ -134,3 +134,11 @@ def run_presets(args: argparse.Namespace, info: dict, photo: Path) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(dict(machine=info, rows=rows), indent=1))
     return 0
+
+
+def ssim_summary(rows: list[dict]) -> tuple[int, float, float, float]:
+    """Over ``rows`` (each with ``ssim``, ``passes``, ``exact_passes``): photos, min and mean
+    SSIM against exact, and forward passes as a share of exact's."""
+    values = np.array([r["ssim"] for r in rows])
+    passes = sum(r["passes"] for r in rows) / sum(r["exact_passes"] for r in rows)
+    return len(rows), float(values.min()), float(values.mean()), passes
