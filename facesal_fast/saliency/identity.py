@@ -21,7 +21,7 @@ from facesal_fast.core.options import CISOptions
 from facesal_fast.models import load
 from facesal_fast.ops import FAR_CENTER, splat_mean
 from facesal_fast.saliency.cis import CISResult, FacePoints, occlusion_steps, resolve_patch
-from facesal_fast.scoring.batching import Windows, auto_batch_size, run_steps
+from facesal_fast.scoring.batching import Windows, run_steps
 from facesal_fast.scoring.embedding import (
     embed_faces,
     identification_confidence,
@@ -126,8 +126,7 @@ class _PairScorer:
         self, input_image: np.ndarray, centers: np.ndarray, patch: int, fill: Any = "black", target: Any = None
     ) -> np.ndarray:
         """``(K,)`` float32 scores of the pairs occluded at ``centers`` (``K x 4``)."""
-        shape, backend = (self.scorer.channels, *input_image.shape[:2]), self.scorer.backend
-        size = self.batch_size or auto_batch_size(shape, backend.device, len(centers), backend.cpu_max_batch)
+        size = self.scorer.batch_size_for((self.scorer.channels, *input_image.shape[:2]), len(centers), self.batch_size)
         scores = verification_pair_scores(
             self.scorer,
             input_image,
@@ -177,7 +176,7 @@ def _pair_drops(
     """``(base score, drops (N,), distinct window pairs scored)``: cis's exact mode on the
     pair's window rows (identical pairs scored once; automatic batches sized by their count)."""
     rows = np.concatenate([one.points.input, two.points.input], 1)
-    pair = _PairScorer(scorer, two.chip, c, tau, options.batch_size or scorer.batch_size)
+    pair = _PairScorer(scorer, two.chip, c, tau, options.batch_size)
     far = np.full((1, 4), FAR_CENTER, np.float32)  # occludes nothing: the intact pair, same kernel
     base = float(pair.score_occluded(one.chip, far, patch, options.fill)[0])
     drops, passes = run_steps(
