@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any, Mapping
 
-from facesal_fast.core.validate import fraction, positive_int
+from facesal_fast.core.validate import fraction, non_negative_int, positive_int
 
 __all__ = [
     "CORRECTIONS",
@@ -173,9 +173,7 @@ class CISOptions(_Record):
         if self.faces not in (None, "all"):
             raise ValueError(f"faces must be 'all' or None, got {self.faces!r}")
         if self.face_index is not None:
-            index = self.face_index
-            if isinstance(index, bool) or not isinstance(index, Integral) or index < 0:
-                raise ValueError(f"face_index must be an integer >= 0, got {self.face_index!r}")
+            non_negative_int(self.face_index, "face_index")
             if self.faces is not None:
                 raise ValueError("pass face_index= or faces='all', not both")
 
@@ -223,5 +221,4 @@ class StatsOptions(_Record):
         fraction(self.level, "level", "0.95")
         _described(self.correction, CORRECTION_TEXT, "correction")
         _described(self.method, TEST_METHOD_TEXT, "method")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        non_negative_int(self.seed, "seed")

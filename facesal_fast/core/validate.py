@@ -29,6 +29,14 @@ def positive_int(value: Any, name: str, hint: str = "") -> int:
     return int(value)
 
 
+def non_negative_int(value: Any, name: str) -> int:
+    """``value`` as an ``int`` if it is an integer >= 0 (``bool`` is refused), else
+    ``ValueError("NAME must be an integer >= 0, got ...")``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def fraction(value: Any, name: str, example: str, *, closed: bool = False) -> float:
     """``value`` as a ``float`` if it is a number in (0, 1) (``[0, 1]`` if ``closed``; ``bool`` is
     refused), else ``ValueError`` naming ``name`` with an ``example``."""
