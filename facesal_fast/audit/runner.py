@@ -168,7 +168,7 @@ class Audit:
         self.photos_per_round = positive_int(photos_per_round, "photos_per_round")
         requested, recorded = requested_options(options, overrides)
         self.options = fit_to_scorer(scorer, requested)
-        self._per_face = self.options.cis_keywords()
+        self._per_face = self.options.per_face()
         self._all_faces = self.options.faces == "all"
         _check_target(scorer, self.target)
         self.aligner = aligner or default_aligner()
@@ -209,14 +209,17 @@ class Audit:
         """CIS of one aligned image; its occlusion bar is off (the audit's bar, or a Ray
         driver's, tells the progress)."""
         with inside_outer_bar():
-            return cis(image, self.scorer, self.target, face=face, **self._per_face)
+            return cis(image, self.scorer, self.target, face=face, options=self._per_face)
 
     def _explain_together(self, aligned: list[tuple[np.ndarray, Any]]) -> list[CISResult | Exception]:
         """CIS of several aligned images, their windows in shared batches; each one's result
         or error."""
         with inside_outer_bar():
             return run_together(
-                [cis_steps(image, self.scorer, self.target, face=face, **self._per_face) for image, face in aligned]
+                [
+                    cis_steps(image, self.scorer, self.target, face=face, options=self._per_face)
+                    for image, face in aligned
+                ]
             )
 
     def _aligned_ahead(self, items: Any, pool: ThreadPoolExecutor) -> Iterator[_Entry]:

@@ -117,7 +117,7 @@ def _photo_maps(
 
     maps = {}
     for name, scorer in scorers.items():
-        result = cis(image, _bound(name, scorer, image, face), None, face=face, **options.cis_keywords())
+        result = cis(image, _bound(name, scorer, image, face), None, face=face, options=options.per_face())
         maps[name] = (np.asarray(result.canonical, np.float64), np.asarray(result.counts))
     return maps
 

@@ -74,10 +74,6 @@ def _one_of(value: Any, choices: tuple[str, ...], name: str) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
-#: The :class:`CISOptions` fields that are not options of one face's CIS.
-_NOT_PER_FACE = ("face_index", "faces", "batch_size")
-
-
 def _described(value: Any, texts: Mapping[str, str], name: str) -> None:
     """``ValueError`` naming ``name`` and each choice with what it is, unless ``value`` is one."""
     if not (isinstance(value, str) and value in texts):
@@ -182,10 +178,10 @@ class CISOptions(_Record):
         """The SSIM against exact that :attr:`quality` promises; ``None``: no promise (a mode)."""
         return None if self.quality is None else quality_target(self.quality)
 
-    def cis_keywords(self) -> dict[str, Any]:
-        """The fields :func:`facesal_fast.cis` takes as keywords for one face (every field but
-        the face choice, which a caller that aligned the face made, and ``batch_size``)."""
-        return {name: value for name, value in self.as_dict().items() if name not in _NOT_PER_FACE}
+    def per_face(self) -> CISOptions:
+        """These options for one face a caller has already aligned and chosen: the face choice
+        and ``batch_size`` cleared (what :func:`facesal_fast.cis` takes with ``face=``)."""
+        return self.replace(face_index=None, faces=None, batch_size=None)
 
     @property
     def approximate(self) -> bool:

@@ -30,7 +30,7 @@ def cis_results(items: Sequence[Item], scorer: Any, options: CISOptions) -> list
     """CIS of each face for its predicted class with the CIS ``options``; one bar ("CIS") after
     2 s, the per-face occlusion bars off."""
     faces = outer_bar(items, desc="CIS", unit="face")
-    return [cis(it.face.image, scorer, it.target, face=it.face, **options.cis_keywords()) for it in faces]
+    return [cis(it.face.image, scorer, it.target, face=it.face, options=options.per_face()) for it in faces]
 
 
 def method_options(cis_options: CISOptions, gb_output: str) -> dict[str, Any]:

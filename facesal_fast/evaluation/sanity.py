@@ -42,7 +42,7 @@ def sanity_cis(
     sc = Scorer.from_torch(model, spec=scorer.spec, classes=scorer.classes, backend="torch", batch_size=256)
     options = CISOptions.build(cis_options)
     options = options.replace(mode="grid", grid_step=max(4, options.grid_step), incremental=False)
-    return cis(item.face.image, sc, item.target, face=item.face, **options.cis_keywords()).canonical
+    return cis(item.face.image, sc, item.target, face=item.face, options=options.per_face()).canonical
 
 
 def _explainers(
