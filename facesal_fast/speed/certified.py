@@ -1,8 +1,8 @@
 """Approximate CIS that states its own error, and presets defined by the error they promise.
 
 **Certificate.** An approximate CIS (``mode="grid"``, ``"adaptive"``, a ``quality`` preset)
-scores exactly a stratified random sample of the windows it did not score (8 %, seeded)
-and compares those drops with the values it interpolated. The residuals stand in for the
+scores exactly a stratified random sample of the windows it did not score (seeded) and
+compares those drops with the values it interpolated. The residuals stand in for the
 unknown errors of the other skipped windows: each skipped window takes the residual of its
 nearest sampled window, shrunk by :func:`shrinkage` (replicating a residual over the
 sample spacing overstates the error where residuals decorrelate over fewer pixels, i.e.
@@ -10,19 +10,23 @@ for small patches; the factor's constant :data:`KAPPA` was fitted on bundled pho
 img3-img6). The map of those drops plays the exact one: the SSIM of the approximate map
 against it (the SSIM of docs/performance.md: Gaussian window, data range of the exact map)
 is ``estimated_ssim``, the largest region-share difference, in percentage points,
-``estimated_share_error``. The sampled drops are *not* put into the map, so the estimate
-is of the map returned.
+``estimated_share_error``. A grid or adaptive map samples 8 % of its skipped windows and
+does *not* put them into the map, so the estimate is of the map returned; a preset keeps
+its samples in the map (below).
 
 **Presets.** ``quality="high"`` promises SSIM >= 0.95 against exact, ``"fast"`` >= 0.90,
 a float in (0, 1] that SSIM (1: exact). Per photo: score a coarse grid (step ``max(2,
-round(8 (1 - target) p))`` for patch p, the nodes of cells holding a window), interpolate
-the other windows linearly over the Delaunay triangles of what was scored, certify;
-while the estimate is below ``target +``
-:data:`MARGIN`, add the sampled windows to the scored ones and refine where the sampled
-residuals are largest (the best window of each of the worst cells, as many as the deficit
-asks for, at most doubling the scored windows), then certify again. When the next round
-would bring the scored windows past :data:`EXACT_FRACTION` of all windows, score the rest
-exactly instead (the result is exact, its certificate 1 and 0).
+round(8 (1 - target) p))`` for patch p, the nodes of cells holding a window) and
+interpolate the other windows linearly over the Delaunay triangles of what was scored.
+Each round then scores a stratified sample of :data:`PRESET_SAMPLE` unscored windows and
+*keeps them in the map*: their residuals come from :data:`FOLDS`-fold interpolation (each
+fold from the anchors and the other folds), so they measure interpolations that did not
+see them, and certify the map that holds them. While the estimate is below
+:func:`stopping_ssim` (the promised deficit ``1 - target`` less :data:`MARGIN` of it),
+refine where the sampled residuals are largest (the best window of each of the worst cells,
+as many as the deficit asks for, at most doubling the scored windows) and certify again.
+When the next round would bring the scored windows past :data:`EXACT_FRACTION` of all
+windows, score the rest exactly instead (the result is exact, its certificate 1 and 0).
 """
 
 from __future__ import annotations
@@ -46,21 +50,31 @@ if TYPE_CHECKING:
 __all__ = [
     "EXACT_FRACTION",
     "MARGIN",
+    "PRESET_SAMPLE",
     "QUALITY_TARGETS",
     "Certificate",
     "CanonicalSplat",
     "certificate_steps",
     "certified_steps",
     "quality_target",
+    "stopping_ssim",
 ]
 
-#: The SSIM each named preset promises per photo; ``"exact"`` promises the exact map.
-#: A preset stops refining once its estimate is at least ``target + MARGIN``: the estimate
-#: was up to 0.027 above the truth on the bundled photos (docs/performance.md).
-MARGIN = 0.03
+#: A preset promising SSIM ``target`` stops once its estimated deficit ``1 - SSIM`` is at
+#: most ``1 - MARGIN`` of the promised one (:func:`stopping_ssim`): the estimate's error
+#: grows with the deficit (docs/performance.md), so the margin does too.
+MARGIN = 0.4
 #: A preset that would score more than this fraction of the windows scores them all.
 EXACT_FRACTION = 0.7
-SAMPLE_FRACTION, SAMPLE_MIN = 0.08, 32  # windows sampled per certificate (stratified)
+SAMPLE_FRACTION, SAMPLE_MIN = 0.08, 32  # windows sampled per certificate of a grid or adaptive map
+#: Windows each round of a preset samples, certifies with and keeps in the map: this
+#: fraction of the unscored windows, at least PRESET_SAMPLE.
+PRESET_FRACTION, PRESET_SAMPLE = 0.08, 64
+#: A round stops only if no sampled residual holds more than this share of their sum of
+#: squares: one that does is a sharp feature the sample barely caught, and more like it are
+#: likely unsampled (0.07-0.08 on the bundled photos, 1.0 on 0.6 px needles).
+TAIL_SHARE = 0.3
+FOLDS = 4  # a preset's sampled residuals: each fold interpolated from the anchors and the other folds
 NEIGHBOURS = 3  # sampled windows whose residuals predict an unscored window's error
 #: Calibration of the shrinkage (:func:`shrinkage`), fitted on photos img3-img6 (docs/performance.md).
 KAPPA = 0.85
@@ -105,14 +119,14 @@ def _sample_size(skipped: int) -> int:
     return min(skipped, max(SAMPLE_MIN, int(round(SAMPLE_FRACTION * skipped))))
 
 
-def _draw_sample(rng: np.random.Generator, candidates: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """Sorted indices (into ``centers`` ``U x 2``) of the windows the certificate scores: a
-    stratified draw from ``candidates``, one random window in each of as many random square
+def _draw_sample(rng: np.random.Generator, candidates: np.ndarray, centers: np.ndarray, size: int) -> np.ndarray:
+    """Sorted indices (into ``centers`` ``U x 2``) of the ``size`` windows a certificate scores:
+    a stratified draw from ``candidates``, one random window in each of as many random square
     cells (side: the sample spacing) as the sample size, the rest at random. A plain random
     draw left holes and clusters whose nearest-sample residuals swung the estimate (sd 0.024
     against 0.020 at 4 %, and read 0.01-0.02 low on grid maps)."""
-    size = _sample_size(len(candidates))
-    if size >= len(candidates):
+    size = min(size, len(candidates))
+    if size == len(candidates):
         return np.sort(candidates)
     xy = centers[candidates]
     cells = np.floor((xy - xy.min(0)) / np.sqrt(len(candidates) / size)).astype(np.int64)
@@ -195,7 +209,7 @@ def certificate_steps(
     candidates = np.flatnonzero(skipped)
     if len(candidates) == 0:
         return Certificate.exact(), (candidates, np.zeros(0))
-    sample = _draw_sample(rng, candidates, centers)
+    sample = _draw_sample(rng, candidates, centers, _sample_size(len(candidates)))
     scores = yield replace(windows, centers=centers[sample])
     exact = base_score - np.asarray(scores, np.float64)
     residuals = exact - drops[sample]
@@ -313,51 +327,110 @@ def certified_steps(
     windows: Windows, points: np.ndarray, base_score: float, target: float, splat: CanonicalSplat
 ) -> Steps:
     """Drops at ``points`` (``N x 2`` input pixels) whose map's estimated SSIM against exact
-    is at least ``target`` (see the module docstring), as requests; returns
-    :class:`CertifiedDrops`."""
+    is at least :func:`stopping_ssim` of ``target`` (see the module docstring), as requests;
+    returns :class:`CertifiedDrops`."""
     centers, inverse = unique_windows(points)
     step = start_step(target, windows.patch)
-    anchors = start_grid(points, centers, windows.image.shape[:2], step)
-    if len(anchors) >= EXACT_FRACTION * len(centers):  # dense points: the grid saves nothing
+    grid = start_grid(points, centers, windows.image.shape[:2], step)
+    if len(grid) >= EXACT_FRACTION * len(centers):  # dense points: the grid saves nothing
         exact = base_score - np.asarray((yield replace(windows, centers=centers)), np.float64)
         return CertifiedDrops(exact[inverse].astype(np.float32), len(centers), Certificate.exact(), "exact", step, 0)
-    values = base_score - np.asarray((yield replace(windows, centers=anchors)), np.float64)
-    passes, rng = len(anchors), np.random.default_rng(SEED)
-    drops = np.zeros(len(centers))
-    scored = _coincide(centers, anchors)
-    drops[scored] = values[_coincide_index(centers[scored], anchors)]
+    known = _Known.of(centers, grid, base_score - np.asarray((yield replace(windows, centers=grid)), np.float64))
+    rng, sampled = np.random.default_rng(SEED), 0
     for rounds in range(1, MAX_ROUNDS + 1):
-        estimate = _interpolate(anchors, values, centers)
-        estimate[scored] = drops[scored]
-        cert, (sample, exact) = yield from certificate_steps(
-            windows, base_score, estimate, ~scored, centers, inverse, splat, rng
-        )
-        passes += cert.sampled
-        if cert.ssim >= target + MARGIN or cert.sampled == 0:
-            return CertifiedDrops(estimate[inverse].astype(np.float32), passes, cert, "certified", step, rounds)
-        residuals = exact - estimate[sample]
-        drops[sample], scored[sample] = exact, True
-        anchors, values = np.vstack([anchors, centers[sample]]), np.append(values, exact)
-        count = min(_refine_count(int(scored.sum()), cert.ssim, target), passes)  # at most doubling per round
-        if passes + count + _sample_size(int((~scored).sum())) >= EXACT_FRACTION * len(centers):
+        if known.scored.all():
             break
-        chosen = _refinement(centers, scored, sample, residuals, count, max(1, step // 2**rounds))
+        sample = _draw_sample(rng, np.flatnonzero(~known.scored), centers, _preset_sample(known))
+        exact = base_score - np.asarray((yield replace(windows, centers=centers[sample])), np.float64)
+        residuals = _fold_residuals(known, centers[sample], exact, rng)
+        known.add(sample, exact)
+        sampled += len(sample)
+        if known.scored.all():  # the sample took the last windows: exact
+            break
+        drops = known.drops()
+        cert = estimate_error(drops, ~known.scored, centers, inverse, sample, residuals, splat, windows.patch)
+        if cert.ssim >= stopping_ssim(target) and _tail_share(residuals) <= TAIL_SHARE:
+            found = replace(cert, sampled=sampled)
+            return CertifiedDrops(drops[inverse].astype(np.float32), known.passes, found, "certified", step, rounds)
+        count = min(_refine_count(int(known.scored.sum()), cert.ssim, target), known.passes)  # at most doubling
+        if known.passes + count + _preset_sample(known) >= EXACT_FRACTION * len(centers):
+            break
+        chosen = _refinement(centers, known.scored, sample, residuals, count, max(1, step // 2**rounds))
         if len(chosen):
-            more = base_score - np.asarray((yield replace(windows, centers=centers[chosen])), np.float64)
-            drops[chosen], scored[chosen], passes = more, True, passes + len(chosen)
-            anchors, values = np.vstack([anchors, centers[chosen]]), np.append(values, more)
-    rest = np.flatnonzero(~scored)
+            known.add(chosen, base_score - np.asarray((yield replace(windows, centers=centers[chosen])), np.float64))
+    rest = np.flatnonzero(~known.scored)
     if len(rest):
-        drops[rest] = base_score - np.asarray((yield replace(windows, centers=centers[rest])), np.float64)
+        known.add(rest, base_score - np.asarray((yield replace(windows, centers=centers[rest])), np.float64))
     return CertifiedDrops(
-        drops[inverse].astype(np.float32), passes + len(rest), Certificate.exact(), "exact", step, MAX_ROUNDS
+        known.drops()[inverse].astype(np.float32), known.passes, Certificate.exact(), "exact", step, rounds
     )
 
 
+@dataclass
+class _Known:
+    """A preset's scored windows: ``anchors`` ``A x 2`` with exact drops ``values`` ``(A,)``
+    (grid nodes, which need not be windows, and scored windows), ``scored`` ``(U,)`` bool
+    over the windows ``centers`` ``U x 2`` and their exact ``exact`` ``(U,)`` drops there."""
+
+    centers: np.ndarray
+    anchors: np.ndarray
+    values: np.ndarray
+    scored: np.ndarray
+    exact: np.ndarray
+
+    @classmethod
+    def of(cls, centers: np.ndarray, grid: np.ndarray, values: np.ndarray) -> _Known:
+        scored, exact = _coincide(centers, grid), np.zeros(len(centers))
+        exact[scored] = values[_coincide_index(centers[scored], grid)]
+        return cls(centers, grid, values, scored, exact)
+
+    @property
+    def passes(self) -> int:
+        return len(self.anchors)
+
+    def add(self, windows: np.ndarray, drops: np.ndarray) -> None:
+        """Windows ``(K,)`` (indices into ``centers``) scored exactly: ``drops`` ``(K,)``."""
+        self.anchors, self.values = np.vstack([self.anchors, self.centers[windows]]), np.append(self.values, drops)
+        self.exact[windows], self.scored[windows] = drops, True
+
+    def drops(self) -> np.ndarray:
+        """``(U,)`` drops: exact where scored, interpolated from the anchors elsewhere."""
+        return np.where(self.scored, self.exact, _interpolate(self.anchors, self.values, self.centers))
+
+
+def _preset_sample(known: _Known) -> int:
+    return max(PRESET_SAMPLE, int(round(PRESET_FRACTION * int((~known.scored).sum()))))
+
+
+def _fold_residuals(known: _Known, xy: np.ndarray, exact: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(S,)`` exact minus interpolated drops at the sampled windows ``xy`` (``S x 2``), each
+    interpolated from the anchors and the sample's other :data:`FOLDS` - 1 folds: the sample
+    goes into the map, so its residuals must come from interpolations that did not see it."""
+    folds = rng.permutation(len(xy)) % FOLDS
+    residuals = np.zeros(len(xy))
+    for fold in np.unique(folds):
+        out = folds == fold
+        anchors = np.vstack([known.anchors, xy[~out]])
+        residuals[out] = exact[out] - _interpolate(anchors, np.append(known.values, exact[~out]), xy[out])
+    return residuals
+
+
+def _tail_share(residuals: np.ndarray) -> float:
+    """Share of the largest squared residual in their sum (0 when all are 0)."""
+    squares = np.square(residuals)
+    return float(squares.max() / squares.sum()) if squares.sum() > 0 else 0.0
+
+
+def stopping_ssim(target: float) -> float:
+    """The estimated SSIM at which a preset promising ``target`` stops refining:
+    ``1 - (1 - MARGIN) (1 - target)`` (``high``: 0.97, ``fast``: 0.94)."""
+    return 1.0 - (1.0 - MARGIN) * (1.0 - float(target))
+
+
 def _refine_count(scored: int, estimate: float, target: float) -> int:
-    """Windows to add so that the deficit ``1 - SSIM`` falls to ``1 - target - MARGIN``,
+    """Windows to add so that the deficit ``1 - SSIM`` falls to ``1 - stopping_ssim(target)``,
     taking it as inversely proportional to the scored windows (at least a tenth more)."""
-    now, goal = max(1.0 - estimate, 1e-6), max(1.0 - target - MARGIN, 1e-6)
+    now, goal = max(1.0 - estimate, 1e-6), max(1.0 - stopping_ssim(target), 1e-6)
     return int(np.ceil(scored * max(now / goal - 1.0, 0.1)))
 
 
