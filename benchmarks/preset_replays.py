@@ -62,9 +62,8 @@ def store_drops(model: str, photo: str, path: Path) -> None:
     hi = np.clip(np.floor(points.max(0) + 0.5), 0, [W - 1, H - 1]).astype(int)
     gx, gy = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1))
     centers = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
-    scores = np.concatenate(
-        [w.scorer.score_occluded(w.image, c, w.patch, fill=w.fill, target=w.target) for c in np.array_split(centers, 64)]
-    )
+    parts = np.array_split(centers, 64)
+    scores = np.concatenate([w.scorer.score_occluded(w.image, c, w.patch, fill=w.fill, target=w.target) for c in parts])
     splat = seen["splat"]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
@@ -123,8 +122,8 @@ def summary(model: str, preset: str, target: float, rows: list[tuple]) -> str:
     errors = error[~np.isnan(error)]
     spread = f"{errors.min():+.3f} to {errors.max():+.3f}" if len(errors) else ""
     return (
-        f"| {model} | {preset} | {len(rows)} | {passes.mean():.2f} | {truth.min():.3f} | {int((truth < target).sum())} | "
-        f"{len(errors)} | {spread} | {int((np.abs(errors) > 0.03).sum())} |"
+        f"| {model} | {preset} | {len(rows)} | {passes.mean():.2f} | {truth.min():.3f} | "
+        f"{int((truth < target).sum())} | {len(errors)} | {spread} | {int((np.abs(errors) > 0.03).sum())} |"
     )
 
 

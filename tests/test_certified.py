@@ -14,12 +14,12 @@ from facesal_fast.speed.certified import (
     PRESET_SAMPLE,
     CanonicalSplat,
     Certificate,
+    _tail_share,
     certificate_steps,
     certified_steps,
     quality_target,
     stopping_ssim,
 )
-from facesal_fast.speed.certified import _tail_share
 
 FACES = Path(__file__).resolve().parents[1] / "facesal_fast" / "data" / "demo_faces"
 
@@ -122,7 +122,8 @@ def test_stopping_ssim_leaves_six_tenths_of_the_promised_deficit():
 
 
 @pytest.mark.parametrize(
-    "residuals, share", [([0.0, 0.0], 0.0), ([1.0, 1.0, 1.0, 1.0], 0.25), ([3.0, 0.0, 0.0, 0.0], 1.0), ([-2.0, 1.0], 0.8)]
+    "residuals, share",
+    [([0.0, 0.0], 0.0), ([1.0, 1.0, 1.0, 1.0], 0.25), ([3.0, 0.0, 0.0, 0.0], 1.0), ([-2.0, 1.0], 0.8)],
 )
 def test_tail_share_is_the_largest_squared_residuals_share(residuals, share):
     assert _tail_share(np.array(residuals)) == pytest.approx(share)
