@@ -404,7 +404,7 @@ def test_auto_incremental_weighs_the_backend_and_falls_back_silently():
 
     # Incremental runs in torch eager: it must beat the backend's measured speed-up too.
     assert choose_incremental(faster_backend(2.0, 1.0), image, 3).incremental
-    slow = choose_incremental(faster_backend(100.0, 1.0), image, 3)
+    slow = choose_incremental(faster_backend(100.0, 1.0), image, 3, windows=100)  # too little work to race
     assert not slow.incremental and "< 150" in slow.reason
     assert not choose_incremental(_traceable_scorer(backend="onnx"), image, 3).incremental  # named: respected
     box = Scorer.from_callable(lambda b: b.reshape(len(b), -1)[:, :2], 32)
@@ -413,6 +413,56 @@ def test_auto_incremental_weighs_the_backend_and_falls_back_silently():
         choose_incremental(box, image, 3, incremental=True)
     with pytest.raises(ValueError, match="incremental must be"):
         choose_incremental(eager, image, 3, incremental="yes")
+
+
+def test_a_race_decides_when_the_count_says_no_and_is_stored(monkeypatch, tmp_path):
+    """The multiply-add rule is cautious: where it says no but the count is at least 1.5, one
+    race of both (stored on disk, run once) decides."""
+    from facesal_fast.scoring.backends import CallableBackend
+    from facesal_fast.scoring.probe_cache import CACHE_ENV
+    from facesal_fast.scoring.selection import ProbeResult
+    from facesal_fast.speed import auto
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    eager = _traceable_scorer(backend="torch")
+    fn = lambda b: eager.module(torch.from_numpy(b)).detach().numpy()  # noqa: E731
+    probe = [ProbeResult("torch-fp32", 100.0, 0.0), ProbeResult("callable", 1.0, 0.0)]
+
+    def choose(times: dict[str, float], patch: int):
+        monkeypatch.setattr(auto, "race", lambda *a: dict(times))
+        scorer = Scorer(CallableBackend(fn), input_size=32, mean=0.5, std=0.25, probe=probe, module=eager.module)
+        return auto.choose_incremental(scorer, image, patch)
+
+    won = choose({"full": 3.0, "incremental": 1.0}, 3)
+    assert won.incremental and isinstance(won.scorer, IncrementalScorer) and "in a race" in won.reason
+    assert "at least 1.1x faster" in won.reason and len(list(tmp_path.glob("probes/*.json"))) == 1
+    stored = choose({"full": 1.0, "incremental": 3.0}, 3)  # the stored race, not this one
+    assert stored.incremental and stored.reason == won.reason
+    lost = choose({"full": 1.05, "incremental": 1.0}, 5)  # another patch: another race
+    assert not lost.incremental and lost.scorer is not won.scorer and "less than 1.1x faster" in lost.reason
+    assert len(list(tmp_path.glob("probes/*.json"))) == 2
+
+
+def test_the_race_times_both_paths_on_the_same_windows():
+    from facesal_fast.speed.auto import RACE_WINDOWS, race
+
+    scorer = _traceable_scorer(backend="torch")
+    calls = []
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def score_occluded(self, image, centers, patch):
+            calls.append(np.asarray(centers).copy())
+            return self.inner.score_occluded(image, centers, patch)
+
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    times = race(Counting(scorer), Counting(IncrementalScorer(scorer)), image, 3)
+    assert set(times) == {"full", "incremental"} and all(0 < ms < 1e4 for ms in times.values())
+    assert len(calls) == 4 and all(len(c) == RACE_WINDOWS for c in calls)
+    assert all(np.array_equal(c, calls[0]) for c in calls) and ((calls[0] >= 8) & (calls[0] <= 24)).all()
 
 
 def test_auto_incremental_logs_its_choice_once(caplog):
