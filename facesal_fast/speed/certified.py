@@ -18,13 +18,15 @@ its samples in the map (below).
 a float in (0, 1] that SSIM (1: exact). Per photo: score a coarse grid (step ``max(2,
 round(8 (1 - target) p))`` for patch p, the nodes of cells holding a window) and
 interpolate the other windows linearly over the Delaunay triangles of what was scored.
-Each round then scores a stratified sample of :data:`PRESET_SAMPLE` unscored windows and
-*keeps them in the map*: their residuals come from :data:`FOLDS`-fold interpolation (each
-fold from the anchors and the other folds), so they measure interpolations that did not
-see them, and certify the map that holds them. While the estimate is below
-:func:`stopping_ssim` (the promised deficit ``1 - target`` less :data:`MARGIN` of it),
-refine where the sampled residuals are largest (the best window of each of the worst cells,
-as many as the deficit asks for, at most doubling the scored windows) and certify again.
+Each round then scores a stratified sample of :data:`PRESET_FRACTION` of the unscored
+windows (at least :data:`PRESET_SAMPLE`) and *keeps them in the map*: their residuals come
+from :data:`FOLDS`-fold interpolation (each fold from the anchors and the other folds), so
+they measure interpolations that did not see them, and certify the map that holds them.
+While the estimate is below :func:`stopping_ssim` (the promised deficit ``1 - target``
+less :data:`MARGIN` of it), or one sampled residual holds more than :data:`TAIL_SHARE` of
+their sum of squares (a sharp feature barely caught), refine where the sampled residuals
+are largest (the best window of each of the worst cells, as many as the deficit asks for,
+at most doubling the scored windows) and certify again.
 When the next round would bring the scored windows past :data:`EXACT_FRACTION` of all
 windows, score the rest exactly instead (the result is exact, its certificate 1 and 0).
 """
