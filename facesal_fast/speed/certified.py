@@ -25,8 +25,8 @@ they measure interpolations that did not see them, and certify the map that hold
 While the estimate is below :func:`stopping_ssim` (the promised deficit ``1 - target``
 less :data:`MARGIN` of it), or one sampled residual holds more than :data:`TAIL_SHARE` of
 their sum of squares (a sharp feature barely caught), refine where the sampled residuals
-are largest (the best window of each of the worst cells, :data:`REFINE_STEP` of as many as
-the deficit asks for, at most doubling the scored windows) and certify again.
+are largest (the best window of each of the worst cells, as many as the deficit asks for,
+at most doubling the scored windows) and certify again.
 When the next round would bring the scored windows past :data:`EXACT_FRACTION` of all
 windows, score the rest exactly instead (the result is exact, its certificate 1 and 0).
 """
@@ -76,10 +76,6 @@ PRESET_FRACTION, PRESET_SAMPLE = 0.08, 64
 #: squares: one that does is a sharp feature the sample barely caught, and more like it are
 #: likely unsampled (0.07-0.08 on the bundled photos, 1.0 on 0.6 px needles).
 TAIL_SHARE = 0.3
-#: A round adds this share of the windows the deficit asks for: the next round's estimate
-#: asks again. On the replays, 1 overshot (`high` on ResNet-18 39 % of exact's passes, 34 %
-#: at 0.5); 0.3 took so many rounds that one stopped on an optimistic estimate.
-REFINE_STEP = 0.5
 FOLDS = 4  # a preset's sampled residuals: each fold interpolated from the anchors and the other folds
 NEIGHBOURS = 3  # sampled windows whose residuals predict an unscored window's error
 #: Calibration of the shrinkage (:func:`shrinkage`), fitted on photos img3-img6 (docs/performance.md).
@@ -434,11 +430,10 @@ def stopping_ssim(target: float) -> float:
 
 
 def _refine_count(scored: int, estimate: float, target: float) -> int:
-    """:data:`REFINE_STEP` of the windows that would bring the deficit ``1 - SSIM`` to
-    ``1 - stopping_ssim(target)`` if it were inversely proportional to the scored windows
-    (at least a tenth of the scored windows, before the step)."""
+    """Windows to add so that the deficit ``1 - SSIM`` falls to ``1 - stopping_ssim(target)``,
+    taking it as inversely proportional to the scored windows (at least a tenth more)."""
     now, goal = max(1.0 - estimate, 1e-6), max(1.0 - stopping_ssim(target), 1e-6)
-    return int(np.ceil(REFINE_STEP * scored * max(now / goal - 1.0, 0.1)))
+    return int(np.ceil(scored * max(now / goal - 1.0, 0.1)))
 
 
 def _coincide(centers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
