@@ -108,6 +108,10 @@ def mac_ratio(model: IncrementalModel, x: torch.Tensor, patch: int, centres: np.
 # module -> traced IncrementalModel (or the reason it cannot be traced); module -> decisions
 _MODELS: "weakref.WeakKeyDictionary[torch.nn.Module, IncrementalModel | str]" = weakref.WeakKeyDictionary()
 _RATIOS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, float | str]]" = weakref.WeakKeyDictionary()
+# module -> {(input shape, patch, backend name): (race times, when raced)}
+_RACES: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, tuple[dict[str, float], str]]]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _traced(module: torch.nn.Module) -> IncrementalModel | str:
@@ -201,24 +205,35 @@ def _weighed(
 
 
 def _raced(scorer: Any, input_image: Any, patch: int, model: IncrementalModel, ratio: float) -> IncrementalChoice:
-    """The ``"auto"`` decision by a race (stored, or run and stored) when the count alone
-    says no."""
+    """The ``"auto"`` decision by a race (remembered, stored, or run and stored) when the
+    count alone says no."""
     incremental = IncrementalScorer(scorer, model=model)
-    key = _race_key(scorer, input_image, patch)
-    stored = load_probe(key)
-    if stored is None:
-        times = race(scorer, incremental, input_image, patch)
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        stored = CachedProbe("", [(name, ms, None, "") for name, ms in times.items()], stamp, [])
-        store_probe(key, stored)
-    times = {name: ms for name, ms, _, _ in stored.rows}
+    times, when = _race_times(scorer, incremental, input_image, patch)
     pays = times["full"] >= RACE_MARGIN * times["incremental"]
     reason = (
-        f"multiply-add ratio full/incremental {ratio:.2f}, and in a race (run {stored.probed_at}) incremental "
+        f"multiply-add ratio full/incremental {ratio:.2f}, and in a race (run {when}) incremental "
         f"took {times['incremental']:.2f} ms a window against {times['full']:.2f} ms for backend "
         f"{scorer.backend.name} ({'at least' if pays else 'less than'} {RACE_MARGIN}x faster)"
     )
     return IncrementalChoice(incremental if pays else scorer, pays, reason, ratio)
+
+
+def _race_times(scorer: Any, incremental: Any, input_image: Any, patch: int) -> tuple[dict[str, float], str]:
+    """(ms a window per path, when raced) for this module, input shape, patch and backend:
+    remembered in this process (the disk key hashes every weight, too slow for each photo),
+    else read from disk, else raced and stored."""
+    key = (tuple(np.shape(input_image)), int(patch), scorer.backend.name)
+    races = _RACES.setdefault(scorer.module, {})
+    if key not in races:
+        disk_key = _race_key(scorer, input_image, patch)
+        stored = load_probe(disk_key)
+        if stored is None:
+            times = race(scorer, incremental, input_image, patch)
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            stored = CachedProbe("", [(name, ms, None, "") for name, ms in times.items()], stamp, [])
+            store_probe(disk_key, stored)
+        races[key] = ({name: ms for name, ms, _, _ in stored.rows}, stored.probed_at)
+    return races[key]
 
 
 def _race_key(scorer: Any, input_image: Any, patch: int) -> str:
