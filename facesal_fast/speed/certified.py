@@ -117,8 +117,10 @@ class Certificate:
         return cls(1.0, 0.0, 0)
 
 
-def _sample_size(skipped: int) -> int:
-    return min(skipped, max(SAMPLE_MIN, int(round(SAMPLE_FRACTION * skipped))))
+def _sample_size(skipped: int, fraction: float = SAMPLE_FRACTION, least: int = SAMPLE_MIN) -> int:
+    """Windows a certificate samples from ``skipped`` unscored ones (:func:`_draw_sample`
+    takes them all when there are fewer)."""
+    return max(least, int(round(fraction * skipped)))
 
 
 def _draw_sample(rng: np.random.Generator, candidates: np.ndarray, centers: np.ndarray, size: int) -> np.ndarray:
@@ -342,7 +344,7 @@ def certified_steps(
     for rounds in range(1, MAX_ROUNDS + 1):
         if known.scored.all():
             break
-        sample = _draw_sample(rng, np.flatnonzero(~known.scored), centers, _preset_sample(known))
+        sample = _draw_sample(rng, np.flatnonzero(~known.scored), centers, known.sample_size)
         exact = base_score - np.asarray((yield replace(windows, centers=centers[sample])), np.float64)
         residuals = _fold_residuals(known, centers[sample], exact, rng)
         known.add(sample, exact)
@@ -355,7 +357,7 @@ def certified_steps(
             found = replace(cert, sampled=sampled)
             return CertifiedDrops(drops[inverse].astype(np.float32), known.passes, found, "certified", step, rounds)
         count = min(_refine_count(int(known.scored.sum()), cert.ssim, target), known.passes)  # at most doubling
-        if known.passes + count + _preset_sample(known) >= EXACT_FRACTION * len(centers):
+        if known.passes + count + known.sample_size >= EXACT_FRACTION * len(centers):
             break
         chosen = _refinement(centers, known.scored, sample, residuals, count, max(1, step // 2**rounds))
         if len(chosen):
@@ -390,6 +392,12 @@ class _Known:
     def passes(self) -> int:
         return len(self.anchors)
 
+    @property
+    def sample_size(self) -> int:
+        """Windows the next round samples: :data:`PRESET_FRACTION` of the unscored, at least
+        :data:`PRESET_SAMPLE`."""
+        return _sample_size(int((~self.scored).sum()), PRESET_FRACTION, PRESET_SAMPLE)
+
     def add(self, windows: np.ndarray, drops: np.ndarray) -> None:
         """Windows ``(K,)`` (indices into ``centers``) scored exactly: ``drops`` ``(K,)``."""
         self.anchors, self.values = np.vstack([self.anchors, self.centers[windows]]), np.append(self.values, drops)
@@ -398,10 +406,6 @@ class _Known:
     def drops(self) -> np.ndarray:
         """``(U,)`` drops: exact where scored, interpolated from the anchors elsewhere."""
         return np.where(self.scored, self.exact, _interpolate(self.anchors, self.values, self.centers))
-
-
-def _preset_sample(known: _Known) -> int:
-    return max(PRESET_SAMPLE, int(round(PRESET_FRACTION * int((~known.scored).sum()))))
 
 
 def _fold_residuals(known: _Known, xy: np.ndarray, exact: np.ndarray, rng: np.random.Generator) -> np.ndarray:
