@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,11 @@ import numpy as np
 from facesal_fast.benchmark.cases import FACES
 from facesal_fast.core.grid import unique_windows
 from facesal_fast.metrics.similarity import ssim
+from facesal_fast.scoring.batching import Windows, run_steps
 from facesal_fast.speed import certified
 from facesal_fast.speed.certified import CanonicalSplat
 
 cis_module = importlib.import_module("facesal_fast.saliency.cis")
-
-
-@dataclass
-class Request:
-    centers: np.ndarray
-    patch: int
-    image: np.ndarray
 
 
 def store_drops(model: str, photo: str, path: Path) -> None:
@@ -103,16 +96,14 @@ class Replay:
         p = np.floor(np.asarray(centers, np.float64) + 0.5).astype(int)
         return self.dense[p[:, 1] - self.lo[1], p[:, 0] - self.lo[0]]
 
+    def score_occluded(self, image: np.ndarray, centers: np.ndarray, patch: int, **_: Any) -> np.ndarray:
+        """The stored scores of the windows at ``centers`` (a scorer, for ``Windows``)."""
+        return self.base - self.drops(centers)
+
     def preset(self, target: float) -> tuple[Any, float]:
         """(:class:`~facesal_fast.speed.certified.CertifiedDrops`, true SSIM of its map)."""
-        request = Request(np.zeros((0, 2), np.float32), self.patch, np.zeros(self.shape + (3,), np.uint8))
-        steps = certified.certified_steps(request, self.points, self.base, target, self.splat)
-        try:
-            asked = next(steps)
-            while True:
-                asked = steps.send(self.base - self.drops(asked.centers))
-        except StopIteration as end:
-            found = end.value
+        windows = Windows.template(self, np.zeros(self.shape + (3,), np.uint8), self.patch)
+        found = run_steps(certified.certified_steps(windows, self.points, self.base, target, self.splat))
         approx = self.splat.maps(found.drops)
         return found, ssim(approx, self.exact_map, data_range=float(np.ptp(self.exact_map)) or 1.0)
 
