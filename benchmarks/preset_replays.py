@@ -69,10 +69,10 @@ def store_drops(model: str, photo: str, path: Path) -> None:
 def _case(model: str, photo: str) -> tuple[np.ndarray, Any, dict]:
     if model == "resnet18":
         from facesal_fast.benchmark.cases import default_path_case
+        from facesal_fast.benchmark.presets import case_stride
 
         case, face, user = default_path_case("resnet18", FACES / photo)
-        stride = max(1, int(np.asarray(face.visible).sum()) // 2194)
-        return face.image, user, dict(target=case.target, patch=case.patch, stride=stride, face=face)
+        return face.image, user, dict(target=case.target, patch=case.patch, stride=case_stride(face), face=face)
     from facesal_fast import models
     from facesal_fast.align import default_aligner, load_image
 

@@ -18,11 +18,14 @@ from facesal_fast.saliency.cis import apply_affine
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["bench_presets", "photo_presets", "run_presets", "ssim_summary"]
+__all__ = ["VERTICES", "bench_presets", "case_stride", "photo_presets", "run_presets", "ssim_summary"]
+
+#: Vertices the preset tables occlude (about the paper's CelebA mesh after its stride).
+VERTICES = 2194
 
 
 def bench_presets(
-    case: Case, face: Any, user: Any, vertices: int = 2194, csm_vertices: int | None = 200, rounds: int = 1
+    case: Case, face: Any, user: Any, vertices: int = VERTICES, csm_vertices: int | None = 200, rounds: int = 1
 ) -> None:
     """``cis`` as a user calls it (the default scorer, ``incremental="auto"``) at ~``vertices``
     vertices: exact by default, exact with ``incremental=False``, ``quality="high"`` and
@@ -30,8 +33,7 @@ def bench_presets(
     loop (classifiers; timed on ``csm_vertices`` and extrapolated, drops checked) and the
     forward passes; the approximate maps report SSIM (Gaussian window, data range of the
     exact map) and Pearson against exact, and the exact paths are asserted equal first."""
-    stride = max(1, int(np.asarray(face.visible).sum()) // vertices)
-    run = dict(target=case.target, patch=case.patch, stride=stride, face=face)
+    run = dict(target=case.target, patch=case.patch, stride=case_stride(face, vertices), face=face)
     configs = {
         "exact (default)": {},
         "exact, incremental=False": dict(incremental=False),
@@ -54,14 +56,8 @@ def bench_presets(
     )
     csm = None
     if case.confidence is None:
-        used = exact.used
-        points_in = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[used, :2])
-        n = int(used.sum())
-        subset = used & (np.cumsum(used) <= (csm_vertices or n))
-        k = int(subset.sum())
-        seconds, (_, drops) = timed(lambda: csm_loop(case, face, subset, points_in[:k], exact.canonical_patch))
-        np.testing.assert_allclose(drops, exact.drops[:k], atol=1e-4, err_msg=f"{case.name}: CIS != CSM loop")
-        csm = seconds * n / k
+        n = int(exact.used.sum())
+        csm, k = csm_seconds(case, face, exact, csm_vertices or n, case.name)
         case.add("presets", f"csm-loop (published, batch 1; timed on {k} vertices)", csm, n)
     span = float(np.ptp(exact.canonical)) or 1.0
     for label, result in results.items():
@@ -88,19 +84,13 @@ def photo_presets(case: Case, face: Any, user: Any, photo: str, csm_vertices: in
     extrapolated. One row per setting: forward passes, seconds, speed over the CSM loop, SSIM
     against the exact map (Gaussian window, its data range) and the result's own
     ``estimated_ssim``."""
-    stride = max(1, int(np.asarray(face.visible).sum()) // 2194)
-    run = dict(target=case.target, patch=case.patch, stride=stride, face=face)
+    run = dict(target=case.target, patch=case.patch, stride=case_stride(face), face=face)
     results, seconds = {}, {}
     for label, options in {"exact": {}, "high": dict(quality="high"), "fast": dict(quality="fast")}.items():
         seconds[label], results[label] = timed(lambda: cis(face.image, user, **run, **options))
     exact = results["exact"]
     used = exact.used
-    points_in = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[used, :2])
-    subset = used & (np.cumsum(used) <= csm_vertices)
-    k = int(subset.sum())
-    csm, (_, drops) = timed(lambda: csm_loop(case, face, subset, points_in[:k], exact.canonical_patch))
-    np.testing.assert_allclose(drops, exact.drops[:k], atol=1e-4, err_msg=f"{case.name} {photo}: CIS != CSM loop")
-    csm *= int(used.sum()) / k
+    csm, _ = csm_seconds(case, face, exact, csm_vertices, f"{case.name} {photo}")
     span = float(np.ptp(exact.canonical)) or 1.0
     rows = [dict(photo=photo, setting="csm-loop", passes=int(used.sum()), seconds=csm, vs_csm=1.0)]
     for label, result in results.items():
@@ -120,6 +110,24 @@ def photo_presets(case: Case, face: Any, user: Any, photo: str, csm_vertices: in
             )
         )
     return rows
+
+
+def case_stride(face: Any, vertices: int = VERTICES) -> int:
+    """The vertex stride that leaves about ``vertices`` of ``face``'s visible points."""
+    return max(1, int(np.asarray(face.visible).sum()) // vertices)
+
+
+def csm_seconds(case: Case, face: Any, exact: Any, vertices: int, name: str) -> tuple[float, int]:
+    """(seconds the published CSM loop takes on all of ``exact``'s used vertices, vertices
+    timed): timed on the first ``vertices``, its drops asserted equal to ``exact``'s
+    (``name`` in the message), and extrapolated."""
+    used = exact.used
+    points_in = apply_affine(exact.affine, np.asarray(face.verts_image, np.float32)[used, :2])
+    subset = used & (np.cumsum(used) <= vertices)
+    k = int(subset.sum())
+    seconds, (_, drops) = timed(lambda: csm_loop(case, face, subset, points_in[:k], exact.canonical_patch))
+    np.testing.assert_allclose(drops, exact.drops[:k], atol=1e-4, err_msg=f"{name}: CIS != CSM loop")
+    return seconds * int(used.sum()) / k, k
 
 
 def run_presets(args: argparse.Namespace, info: dict, photo: Path) -> int:
